@@ -1,0 +1,1 @@
+"""Performance and fault harnesses (``paygate bench ...``)."""

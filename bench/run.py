@@ -1,0 +1,743 @@
+"""``make bench``: paygate's request path against its floors, side by side, in one run.
+
+Stages, on one machine, all processes on 127.0.0.1, one load generator
+(:mod:`bench.loadgen`, ``--loadgens`` processes) for every gRPC stage:
+
+1. **echo**: a bare grpc.aio server (:mod:`bench.echo`) answering the same
+   ``Withhold`` RPC; the floor of gRPC + protobuf + asyncio in Python.
+2. **db**: the request path's two transactions straight through aiomysql
+   (:mod:`bench.dbfloor`), same pool size and durability.
+3. **paygate**: ``Withhold`` end to end: ``paygate serve`` (its own process,
+   a real config file), real MariaDB with durable commits, the outbox relay
+   publishing to a tansu Kafka-protocol broker, and a ``paygate sandbox``
+   channel with zero added latency over loopback.
+4. **paygate, channel 120/400 ms**: the sandbox answers with p50 120 ms /
+   p99 400 ms at increasing concurrency, then paced at half of stage 3's
+   throughput: the gateway-added latency should stay flat.
+
+Per stage: throughput, p50/p99 latency, CPU per request of the server
+process(es) (``/proc/<pid>/stat``), the gateway-added latency (client latency
+minus the channel call's own duration, joined per request from the gateway's
+``channel call`` log lines; the ``paygate_channel_request_duration_seconds``
+mean is printed as a cross-check) and database commits per request
+(``Com_commit`` delta minus the relay's commits, counted as its distinct
+``published_at`` batches, minus the background rate measured while idle).
+
+The last line is machine-readable::
+
+    bench: ratio_to_echo=<ratio> tps=<n> echo_tps=<n> added_p99_ms=<n> commits_per_request=<n>
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomysql
+import grpc
+import pymysql
+
+from bench.kafka_broker import KafkaBroker, free_port
+from gateway.demo import Proc, luhn_card, wait_port
+from gateway.store.db import DatabaseConfig, migrate
+from paygate.v1 import gateway_pb2 as pb
+from paygate.v1 import gateway_pb2_grpc
+
+CALLER = "bench"
+TOKEN = "bench-caller-token-000000000001"
+CHANNEL = "sandbox"
+SECRET = "bench-sandbox-secret"
+REALISTIC = {"p50_ms": 120, "p99_ms": 400}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Options:
+    quick: bool
+    seconds: float
+    warmup: float
+    concurrency: int
+    levels: list[int]
+    loadgens: int
+    cards: int
+    database: str
+    keep_db: bool
+    profile_s: float
+    workdir: Path
+
+
+@dataclass
+class Stage:
+    name: str
+    concurrency: int
+    completed: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    added_ms: list[float] = field(default_factory=list)
+    channel_mean_ms: float | None = None
+    commits: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+    others_cores: float | None = None  # CPU (in cores) used by processes outside the stage
+
+    @property
+    def tps(self) -> float:
+        return self.completed / self.seconds if self.seconds else 0.0
+
+    def cpu_ms_per_request(self, names: tuple[str, ...]) -> float:
+        total = sum(self.cpu_s.get(n, 0.0) for n in names)
+        return total * 1000 / self.completed if self.completed else 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(q / 100 * len(ordered) + 0.999999)))
+    return ordered[rank - 1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core spent busy since boot (/proc/stat: all but idle and iowait)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(v) for v in fields]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / TICK
+
+
+def pid_of(command: str) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == command:
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+def http_get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as reply:
+        body: bytes = reply.read()
+        return body
+
+
+def http_post_json(url: str, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        reply.read()
+
+
+def channel_histogram(metrics_port: int) -> tuple[float, float]:
+    """(sum seconds, count) of paygate_channel_request_duration_seconds for withholds."""
+    text = http_get(f"http://127.0.0.1:{metrics_port}/metrics").decode()
+    total = count = 0.0
+    for line in text.splitlines():
+        if 'operation="withhold"' not in line.lower():
+            continue
+        if line.startswith("paygate_channel_request_duration_seconds_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("paygate_channel_request_duration_seconds_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+class Bench:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.procs: list[Proc] = []
+        self.broker = KafkaBroker()
+        self.sandbox_port = free_port()
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.metrics_port = free_port()
+        self.gateway_log = opts.workdir / "gateway.log"
+        self.log_offset = 0
+        self.cards_file = opts.workdir / "cards.txt"
+        self.pids: dict[str, int] = {}
+        self.background_commits_per_s = 0.0
+        self.run_id = f"{int(time.time())}"
+
+    # --- processes -------------------------------------------------------------------
+
+    def spawn(self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Proc:
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        handle = Proc(name, proc)
+        self.procs.append(handle)
+        self.pids[name] = proc.pid
+        return handle
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.broker.stop()
+
+    async def restore(self) -> None:
+        if not self.opts.keep_db:
+            await execute(f"DROP USER IF EXISTS '{self.opts.database}'@'127.0.0.1'")
+            await drop_database(self.opts.database)
+            await drop_database(self.opts.database + "_dbfloor")
+
+    def config_toml(self) -> str:
+        return f"""[server]
+grpc_port = {self.grpc_port}
+http_port = {self.http_port}
+metrics_port = {self.metrics_port}
+default_wait_ms = 10000
+grace_s = 5
+
+[database]
+database = "{self.opts.database}"
+user = "{self.opts.database}"
+
+[security]
+account_hash_key = "bench-account-hash-key-0000000000"
+
+[callers.{CALLER}]
+token = "{TOKEN}"
+
+[logging]
+format = "json"
+level = "INFO"
+
+[kafka]
+enabled = true
+bootstrap_servers = "{self.broker.bootstrap}"
+default_topic = "paygate.flow-results"
+enable_idempotence = false  # tansu lacks InitProducerId
+
+[[channels]]
+id = "{CHANNEL}"
+adapter = "sandbox"
+[channels.settings]
+base_url = "http://127.0.0.1:{self.sandbox_port}"
+merchant_id = "bench-merchant"
+secret = "{SECRET}"
+timeout_s = 5.0
+"""
+
+    async def start(self) -> None:
+        await drop_database(self.opts.database)
+        await drop_database(self.opts.database + "_dbfloor")
+        await migrate(DatabaseConfig(database=self.opts.database))
+        await migrate(DatabaseConfig(database=self.opts.database + "_dbfloor"))
+        # the gateway logs in as its own MariaDB user (named like the database), so its commits can be told apart
+        user = self.opts.database
+        await execute(f"DROP USER IF EXISTS '{user}'@'127.0.0.1'")
+        await execute(f"CREATE USER '{user}'@'127.0.0.1'")
+        await execute(f"GRANT ALL ON `{user}`.* TO '{user}'@'127.0.0.1'")
+        # left on: turning it off under a concurrent run would lose that run's counts
+        await execute("SET GLOBAL userstat=1")
+        self.broker.start()
+        sandbox = self.spawn(
+            "sandbox",
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "sandbox",
+                "--port",
+                str(self.sandbox_port),
+                "--name",
+                CHANNEL,
+                "--merchant-id",
+                "bench-merchant",
+                "--secret",
+                SECRET,
+            ],
+            self.opts.workdir / "sandbox.log",
+        )
+        await asyncio.to_thread(wait_port, self.sandbox_port, sandbox.proc, "sandbox")
+        config = self.opts.workdir / "paygate.toml"
+        config.write_text(self.config_toml())
+        gateway = self.spawn(
+            "gateway", [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)], self.gateway_log
+        )
+        await asyncio.to_thread(wait_port, self.grpc_port, gateway.proc, "paygate serve")
+        await self.bind_cards()
+
+    async def bind_cards(self) -> None:
+        import random
+
+        rng = random.Random(7)
+        md = (("authorization", f"Bearer {TOKEN}"),)
+        cards = [luhn_card(rng) for _ in range(self.opts.cards)]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
+            stub = gateway_pb2_grpc.PaymentGatewayStub(channel)
+            for i, card in enumerate(cards):
+                signed = await stub.SignAgreement(
+                    pb.SignAgreementRequest(
+                        request_id=f"sign-{self.run_id}-{i}",
+                        channel=CHANNEL,
+                        account_no=card,
+                        holder_name="王小明",
+                        id_no="11010519491231002X",
+                        phone="13800138000",
+                        bank_code="ICBC",
+                    ),
+                    metadata=md,
+                )
+                row = await query_one(
+                    self.opts.database, "SELECT sign_ref FROM agreements WHERE agreement_no=%s", (signed.agreement_no,)
+                )
+                sms = json.loads(
+                    await asyncio.to_thread(http_get, f"http://127.0.0.1:{self.sandbox_port}/_admin/sms/{row[0]}")
+                )
+                done = await stub.ConfirmAgreement(
+                    pb.ConfirmAgreementRequest(agreement_no=signed.agreement_no, sms_code=str(sms["sms_code"])),
+                    metadata=md,
+                )
+                if done.status != pb.ACTIVE:
+                    raise RuntimeError(f"agreement {i} ended {pb.AgreementStatus.Name(done.status)}")
+        self.cards_file.write_text("\n".join(cards) + "\n")
+
+    # --- load --------------------------------------------------------------------------
+
+    async def load(
+        self, stage: Stage, port: int, servers: tuple[str, ...], *, rate: float = 0.0, per_request: bool = False
+    ) -> None:
+        """Drive ``stage.concurrency`` workers (over ``--loadgens`` processes) against ``port``."""
+        opts = self.opts
+        procs = max(1, min(opts.loadgens, stage.concurrency))
+        start_at = time.time() + 1.5 + opts.warmup
+        handles: list[tuple[subprocess.Popen[bytes], Path]] = []
+        for i in range(procs):
+            share = stage.concurrency // procs + (1 if i < stage.concurrency % procs else 0)
+            out = opts.workdir / f"{stage.name}-{i}.json"
+            per = opts.workdir / f"{stage.name}-{i}.req"
+            args = [
+                sys.executable,
+                "-m",
+                "bench.loadgen",
+                "--target",
+                f"127.0.0.1:{port}",
+                "--token",
+                TOKEN,
+                "--cards",
+                str(self.cards_file),
+                "--concurrency",
+                str(share),
+                "--connections",
+                str(max(1, min(4, share))),
+                "--start-at",
+                f"{start_at:.3f}",
+                "--seconds",
+                str(opts.seconds),
+                "--prefix",
+                f"{stage.name}-{self.run_id}-{i}",
+                "--seed",
+                str(i),
+            ]
+            if rate > 0:
+                args += ["--rate", f"{rate / procs:.3f}", "--warmup-for-rate", f"{opts.warmup:.3f}"]
+            if per_request:
+                args += ["--per-request", str(per)]
+            with out.open("wb") as sink:
+                handles.append((subprocess.Popen(args, stdout=sink, stderr=subprocess.DEVNULL), out))
+        watched = {name: self.pids[name] for name in servers}
+        watched.update({f"loadgen{i}": h.pid for i, (h, _) in enumerate(handles)})
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        busy_before = machine_busy_seconds()
+        hist_before = channel_histogram(self.metrics_port) if per_request else (0.0, 0.0)
+        await asyncio.sleep(max(0.0, start_at + opts.seconds - time.time()))
+        stage.cpu_s = {name: cpu_seconds(pid) - before[name] for name, pid in watched.items()}
+        busy = machine_busy_seconds() - busy_before
+        stage.others_cores = max(0.0, busy - sum(stage.cpu_s.values())) / opts.seconds
+        if per_request:
+            hist_after = channel_histogram(self.metrics_port)
+            calls = hist_after[1] - hist_before[1]
+            stage.channel_mean_ms = (hist_after[0] - hist_before[0]) * 1000 / calls if calls else None
+        for handle, _ in handles:
+            await asyncio.to_thread(handle.wait, opts.seconds + 120)
+        stage.seconds = opts.seconds
+        for i, (_, out) in enumerate(handles):
+            result = json.loads(out.read_text())
+            stage.completed += int(result["completed"])
+            stage.latencies_ms += [float(v) for v in result["latencies_ms"]]
+            for key, n in result["errors"].items():
+                stage.errors[key] = stage.errors.get(key, 0) + int(n)
+            for key, n in result["statuses"].items():
+                stage.statuses[key] = stage.statuses.get(key, 0) + int(n)
+            if per_request:
+                stage.added_ms += self.added_latencies(opts.workdir / f"{stage.name}-{i}.req")
+
+    def channel_durations(self) -> dict[str, float]:
+        """flow_no -> summed channel call duration (ms), from the gateway log lines written since last read."""
+        with self.gateway_log.open("rb") as log:
+            log.seek(self.log_offset)
+            data = log.read()
+        self.log_offset += len(data)
+        durations: dict[str, float] = {}
+        for raw in data.splitlines():
+            if b'"channel call' not in raw:
+                continue
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            order_no = str(entry.get("channel_order_no", ""))
+            if str(entry.get("operation", "")).upper() == "WITHHOLD" and order_no:
+                flow_no = order_no[:-2]
+                durations[flow_no] = durations.get(flow_no, 0.0) + float(entry.get("duration_ms", 0.0))
+        self._durations = durations
+        return durations
+
+    def added_latencies(self, per_request_file: Path) -> list[float]:
+        durations = getattr(self, "_durations", None) or self.channel_durations()
+        added: list[float] = []
+        for line in per_request_file.read_text().splitlines():
+            flow_no, latency = line.split()
+            if flow_no in durations:
+                added.append(float(latency) - durations[flow_no])
+        return added
+
+    # --- stages ------------------------------------------------------------------------
+
+    async def echo_stage(self) -> Stage:
+        port = free_port()
+        echo = self.spawn(
+            "echo", [sys.executable, "-m", "bench.echo", "--port", str(port)], self.opts.workdir / "echo.log"
+        )
+        await asyncio.to_thread(wait_port, port, echo.proc, "echo server")
+        stage = Stage("echo", self.opts.concurrency)
+        try:
+            await self.load(stage, port, ("echo",))
+        finally:
+            echo.stop()
+        return stage
+
+    async def db_stage(self) -> Stage:
+        stage = Stage("db", self.opts.concurrency)
+        out = self.opts.workdir / "dbfloor.json"
+        args = [sys.executable, "-m", "bench.dbfloor", "--database", self.opts.database + "_dbfloor"]
+        args += ["--writers", str(self.opts.concurrency), "--seconds", str(self.opts.seconds)]
+        args += ["--warmup", str(self.opts.warmup)]
+        with out.open("wb") as sink:
+            proc = subprocess.Popen(args, stdout=sink)
+        self.pids["dbfloor"] = proc.pid
+        mariadb = pid_of("mariadbd") or pid_of("mysqld")
+        await asyncio.sleep(self.opts.warmup + 0.8)
+        before = cpu_seconds(mariadb) if mariadb else 0.0
+        await asyncio.to_thread(proc.wait, self.opts.seconds + 120)
+        result = json.loads(out.read_text())
+        stage.completed = int(result["completed"])
+        stage.seconds = float(result["seconds"])
+        stage.latencies_ms = [float(v) for v in result["latencies_ms"]]
+        if mariadb:
+            stage.cpu_s["mariadb"] = cpu_seconds(mariadb) - before  # approximate window
+        stage.commits = {"request_path": 2.0, "measured_by": 0.0}
+        stage.note = f"{2 * stage.tps:.0f} commits/s"
+        return stage
+
+    async def paygate_stage(self, name: str, concurrency: int, *, rate: float = 0.0) -> Stage:
+        stage = Stage(name, concurrency)
+        db = self.opts.database
+        mariadb = pid_of("mariadbd") or pid_of("mysqld")
+        if mariadb:
+            self.pids["mariadb"] = mariadb
+        first_id = int((await query_one(db, "SELECT COALESCE(MAX(id), 0) FROM flows", ()))[0])
+        commits_before = await gateway_commits(self.opts.database)
+        global_before = await com_commit()
+        started = time.monotonic()
+        self.channel_durations()  # skip log lines of earlier stages
+        self._durations = {}
+        await self.load(stage, self.grpc_port, ("gateway", "sandbox", "mariadb"), rate=rate, per_request=True)
+        self._durations = {}
+        await wait_drained(db, timeout=60)
+        elapsed = time.monotonic() - started
+        commits = await gateway_commits(self.opts.database) - commits_before
+        global_commits = await com_commit() - global_before
+        if commits < 0 or commits > global_commits:
+            stage.note = "USER_STATISTICS was reset during the stage; commits counted server-wide (other clients too)"
+            commits = global_commits
+        flows, relay = await query_one(
+            db,
+            "SELECT COUNT(*), (SELECT COUNT(DISTINCT published_at) FROM outbox WHERE flow_id > %s) FROM flows"
+            " WHERE id > %s",
+            (first_id, first_id),
+        )
+        background = self.background_commits_per_s * elapsed
+        request_path = commits - int(relay) - background
+        stage.commits = {
+            "com_commit": commits,
+            "global_com_commit": float(global_commits),
+            "relay": float(relay),
+            "background": background,
+            "flows": float(flows),
+            "per_request": request_path / int(flows) if flows else 0.0,
+            "per_request_all": commits / int(flows) if flows else 0.0,
+        }
+        return stage
+
+    async def measure_background(self, seconds: float) -> None:
+        before = await gateway_commits(self.opts.database)
+        await asyncio.sleep(seconds)
+        self.background_commits_per_s = (await gateway_commits(self.opts.database) - before) / seconds
+
+    def set_channel(self, behaviour: dict[str, Any]) -> None:
+        http_post_json(f"http://127.0.0.1:{self.sandbox_port}/_admin/behaviour", behaviour)
+
+    def profile(self, seconds: float) -> Path | None:
+        """A py-spy flame graph of the gateway while the caller drives load (best effort)."""
+        out = self.opts.workdir / "gateway-profile.txt"
+        spy = Path(sys.executable).with_name("py-spy")
+        if not spy.exists():
+            return None
+        subprocess.run(
+            [
+                *(str(spy), "record", "--pid", str(self.pids["gateway"]), "--duration", str(int(seconds))),
+                *("--format", "raw", "--output", str(out), "--nonblocking"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=seconds + 30,
+            check=False,
+        )
+        return out if out.exists() else None
+
+
+# --- database helpers --------------------------------------------------------------------
+
+
+async def fetch(sql: str, args: tuple[Any, ...] = (), database: str | None = None) -> tuple[Any, ...] | None:
+    """One statement as root on its own autocommit connection; the first row, if any."""
+    conn = await aiomysql.connect(host="127.0.0.1", user="root", password="", db=database, autocommit=True)
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(sql, args or None)
+            row: tuple[Any, ...] | None = await cur.fetchone() if cur.description else None
+            return row
+    finally:
+        conn.close()
+
+
+async def query_one(database: str, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    row = await fetch(sql, args, database)
+    assert row is not None, sql
+    return row
+
+
+async def execute(sql: str) -> None:
+    await fetch(sql)
+
+
+async def drop_database(name: str) -> None:
+    """Drop ``name`` if it exists (migrate() creates it afresh)."""
+    await fetch(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+async def com_commit() -> int:
+    row = await fetch("SHOW GLOBAL STATUS LIKE 'Com_commit'")
+    return int(row[1]) if row else 0
+
+
+async def gateway_commits(user: str) -> int:
+    """COMMITs issued by the gateway's own MariaDB user (needs userstat=ON).
+
+    USER_STATISTICS.COMMIT_TRANSACTIONS counts each statement's implicit
+    commit as well as each COMMIT; statements are SELECT_COMMANDS +
+    UPDATE_COMMANDS, so the difference is the COMMITs (checked against
+    OTHER_COMMANDS - ROLLBACK_TRANSACTIONS when this was written).
+    """
+    row = await fetch(
+        "SELECT COMMIT_TRANSACTIONS - SELECT_COMMANDS - UPDATE_COMMANDS FROM information_schema.USER_STATISTICS"
+        " WHERE USER=%s",
+        (user,),
+    )
+    return int(row[0]) if row else 0
+
+
+async def server_setting(name: str) -> str:
+    row = await fetch("SHOW GLOBAL VARIABLES LIKE %s", (name,))
+    return str(row[1]) if row else "?"
+
+
+async def wait_drained(database: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        (left,) = await query_one(database, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL", ())
+        if int(left) == 0:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"outbox not drained within {timeout:.0f} s")
+
+
+# --- report ------------------------------------------------------------------------------
+
+GATEWAY_SIDE = ("gateway", "sandbox", "mariadb")
+
+
+def row(stage: Stage) -> str:
+    lat = stage.latencies_ms
+    servers = ("echo",) if stage.name == "echo" else (("mariadb",) if stage.name == "db" else GATEWAY_SIDE)
+    cpu = stage.cpu_ms_per_request(servers)
+    gw = f"{stage.cpu_ms_per_request(('gateway',)):.2f}" if "gateway" in stage.cpu_s else "-"
+    added = "      -       -"
+    if stage.added_ms:
+        added = f"{percentile(stage.added_ms, 50):7.1f} {percentile(stage.added_ms, 99):7.1f}"
+    commits = f"{stage.commits['per_request']:.2f}" if "per_request" in stage.commits else "-"
+    errors = sum(stage.errors.values())
+    return (
+        f"{stage.name:<22} {stage.concurrency:>5} {stage.tps:>8.0f} {percentile(lat, 50):>7.1f} "
+        f"{percentile(lat, 99):>7.1f} {cpu:>8.2f} {gw:>7} {added} {commits:>7} {errors:>5}"
+    )
+
+
+HEADER = (
+    f"{'stage':<22} {'conc':>5} {'tps':>8} {'p50ms':>7} {'p99ms':>7} {'cpu/req':>8} {'gw_cpu':>7} "
+    f"{'add_p50':>7} {'add_p99':>7} {'commits':>7} {'errs':>5}"
+)
+
+
+async def main_async(opts: Options) -> int:
+    bench = Bench(opts)
+    flush = await server_setting("innodb_flush_log_at_trx_commit")
+    sync_binlog = await server_setting("sync_binlog")
+    print(f"bench: workdir {opts.workdir}; MariaDB innodb_flush_log_at_trx_commit={flush} sync_binlog={sync_binlog}")
+    print(
+        f"bench: {opts.seconds:g} s measured per stage after {opts.warmup:g} s warm-up; load from {opts.loadgens}"
+        f" generator process(es); {os.cpu_count()} CPUs shared by everything"
+    )
+    stages: list[Stage] = []
+    try:
+        await bench.start()
+        print(
+            f"bench: paygate serve (gRPC :{bench.grpc_port}), sandbox channel :{bench.sandbox_port}, tansu"
+            f" {bench.broker.bootstrap}, relay on; {opts.cards} cards with ACTIVE agreements"
+        )
+        await bench.measure_background(1.0 if opts.quick else 3.0)
+        echo = await bench.echo_stage()
+        stages.append(echo)
+        db = await bench.db_stage()
+        stages.append(db)
+        bench.set_channel({"p50_ms": 0, "p99_ms": 0})
+        if opts.profile_s > 0:
+            prof_stage = Stage("profile", opts.concurrency)
+            task = asyncio.create_task(bench.paygate_stage("profile", opts.concurrency))
+            await asyncio.sleep(opts.warmup + 2.0)
+            out = await asyncio.to_thread(bench.profile, min(opts.profile_s, opts.seconds - 1))
+            prof_stage = await task
+            print(f"bench: py-spy profile of the gateway: {out or 'unavailable'} ({prof_stage.tps:.0f} tps, sampled)")
+        full = await bench.paygate_stage("paygate-zero-latency", opts.concurrency)
+        full.note = "sandbox over loopback, zero added latency"
+        stages.append(full)
+        bench.set_channel(REALISTIC)
+        for level in opts.levels:
+            stage = await bench.paygate_stage(f"paygate-ch120-c{level}", level)  # names make request ids
+            stages.append(stage)
+        half = max(full.tps / 2, 1.0)
+        paced = await bench.paygate_stage("paygate-ch120-half", max(opts.levels) * 2, rate=half)
+        paced.note = f"open schedule at {half:.0f}/s (half of the zero-latency tps)"
+        stages.append(paced)
+    finally:
+        bench.stop_all()
+        await bench.restore()
+    print()
+    print(HEADER)
+    for stage in stages:
+        print(row(stage))
+    print()
+    for stage in stages:
+        extras = []
+        if stage.channel_mean_ms is not None:
+            extras.append(f"channel mean {stage.channel_mean_ms:.1f} ms (histogram)")
+        if stage.commits and "com_commit" in stage.commits:
+            c = stage.commits
+            extras.append(
+                f"commits of the gateway's DB user {c['com_commit']:.0f} = relay {c['relay']:.0f}"
+                f" + background {c['background']:.0f}"
+                f" + request path {c['com_commit'] - c['relay'] - c['background']:.0f} for {c['flows']:.0f} flows"
+                f" ({c['per_request_all']:.2f}/flow all in; server-wide Com_commit delta, other clients"
+                f" included: {c['global_com_commit']:.0f})"
+            )
+        if stage.statuses:
+            extras.append("statuses " + ",".join(f"{k}={v}" for k, v in sorted(stage.statuses.items())))
+        if stage.errors:
+            extras.append("errors " + ",".join(f"{k}={v}" for k, v in sorted(stage.errors.items())))
+        cpu = ", ".join(f"{k} {v * 1000 / max(stage.completed, 1):.2f}" for k, v in stage.cpu_s.items())
+        extras.append(f"cpu ms/req: {cpu}")
+        if stage.others_cores is not None:
+            extras.append(f"other processes used {stage.others_cores:.2f} of {os.cpu_count()} cores")
+        if stage.note:
+            extras.append(stage.note)
+        print(f"  {stage.name}@{stage.concurrency}: " + "; ".join(extras))
+    ratio = full.tps / echo.tps if echo.tps else 0.0
+    added_p99 = percentile(paced.added_ms, 99)
+    print()
+    print(
+        f"bench: ratio paygate/echo {ratio:.3f}; paygate/db-floor {full.tps / db.tps if db.tps else 0:.3f};"
+        f" targets: ratio >= 0.4 {'met' if ratio >= 0.4 else 'NOT met'},"
+        f" added p99 <= 10 ms at half load {'met' if added_p99 <= 10 else 'NOT met'},"
+        f" commits/request <= 2 {'met' if full.commits['per_request'] <= 2.05 else 'NOT met'}"
+    )
+    print(
+        f"bench: ratio_to_echo={ratio:.3f} tps={full.tps:.0f} echo_tps={echo.tps:.0f}"
+        f" added_p99_ms={added_p99:.1f} commits_per_request={full.commits['per_request']:.2f}"
+    )
+    return 0
+
+
+def parse(argv: list[str] | None) -> Options:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--quick", action="store_true", help="a few seconds per stage (smoke test)")
+    p.add_argument("--seconds", type=float, default=0.0, help="measured seconds per stage (default 15; quick 2)")
+    p.add_argument("--concurrency", type=int, default=64, help="concurrency of the echo/db/zero-latency stages")
+    p.add_argument("--levels", default="8,32,128", help="concurrency levels with the 120/400 ms channel")
+    p.add_argument("--loadgens", type=int, default=2, help="load generator processes")
+    p.add_argument("--cards", type=int, default=0, help="cards with agreements (default 64; quick 8)")
+    p.add_argument("--database", default="paygate_bench", help="database and MariaDB user the gateway uses")
+    p.add_argument("--keep-db", action="store_true", help="keep the databases and the user afterwards")
+    p.add_argument("--profile", type=float, default=0.0, help="also py-spy the gateway for this many seconds")
+    a = p.parse_args(argv)
+    seconds = a.seconds or (1.5 if a.quick else 15.0)
+    levels = [int(x) for x in a.levels.split(",") if x.strip()]
+    if a.quick:
+        levels = levels[:1] if a.levels == "8,32,128" else levels
+    return Options(
+        quick=a.quick,
+        seconds=min(max(seconds, 1.0), 120.0),
+        warmup=0.5 if a.quick else 3.0,
+        concurrency=a.concurrency if not a.quick or a.concurrency != 64 else 32,
+        levels=levels or [8],
+        loadgens=max(1, a.loadgens),
+        cards=a.cards or (8 if a.quick else 64),
+        database=a.database,
+        keep_db=a.keep_db,
+        profile_s=a.profile,
+        workdir=Path(tempfile.mkdtemp(prefix="paygate-bench-")),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=pymysql.Warning)  # "database doesn't exist" on DROP ... IF EXISTS
+    return asyncio.run(main_async(parse(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

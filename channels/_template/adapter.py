@@ -1,0 +1,99 @@
+"""<Name> adapter: paygate's Channel protocol over the channel's HTTP API.
+
+Rules every adapter follows (DESIGN.md invariant 3):
+
+* send every request through :class:`channels.http.ChannelHttp`: its ``Unsent``
+  (nothing sent -> FAILED ``CONNECTION_FAILED``, ``safe_elsewhere=True``) and
+  ``Lost`` (sent, no answer -> PENDING) carry their ``outcome()``;
+* 5xx or an unverifiable answer after sending -> PENDING (``Lost(code, why).outcome()``);
+* a raw code -> ``wire.CODES.outcome(raw)``; unknown codes become PENDING ``UNMAPPED``;
+* credentials never in ``repr``, logs or error messages; card numbers masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from channels import settings as setting
+from channels.contract import (
+    AgreementConfirmed,
+    Balance,
+    CallbackNotice,
+    CallbackRejected,
+    HttpReply,
+    Operation,
+    OrderRef,
+    Outcome,
+    PayoutOrder,
+    RefundOrder,
+    SignRequest,
+    SignStarted,
+    WithholdOrder,
+    pending,
+)
+from channels.http import ChannelHttp, HttpChannel
+from channels.registry import ChannelSpec
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    base_url: str
+    merchant_id: str
+    secret: bytes = field(repr=False)  # secrets never in repr
+    connect_timeout_s: float = 3.0
+    timeout_s: float = 10.0
+
+
+class TemplateChannel(HttpChannel):
+    """Replace the bodies; keep the signatures (they are channels.contract.Channel)."""
+
+    def __init__(self, channel_id: str, settings: TemplateSettings) -> None:
+        http = ChannelHttp(connect_timeout_s=settings.connect_timeout_s, timeout_s=settings.timeout_s)
+        super().__init__(channel_id, http, operations=frozenset({Operation.WITHHOLD, Operation.REFUND}))
+        self._settings = settings
+
+    async def withhold(self, order: WithholdOrder) -> Outcome:
+        # Sign the request, then ``await self._http.send(...)``: an Unsent or Lost is already its outcome().
+        return pending("NOT_IMPLEMENTED")
+
+    async def payout(self, order: PayoutOrder) -> Outcome:
+        return pending("NOT_IMPLEMENTED")
+
+    async def refund(self, order: RefundOrder) -> Outcome:
+        return pending("NOT_IMPLEMENTED")
+
+    async def query(self, ref: OrderRef) -> Outcome:
+        return pending("NOT_IMPLEMENTED")
+
+    async def close_order(self, ref: OrderRef) -> Outcome:
+        return pending("NOT_IMPLEMENTED")
+
+    async def sign_agreement(self, request: SignRequest) -> SignStarted:
+        raise NotImplementedError
+
+    async def confirm_agreement(self, sign_ref: str, sms_code: str) -> AgreementConfirmed:
+        raise NotImplementedError
+
+    async def revoke_agreement(self, agreement_ref: str) -> None:
+        raise NotImplementedError
+
+    async def balance(self) -> Balance:
+        raise NotImplementedError
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:
+        raise CallbackRejected(self._channel_id, "not implemented")
+
+    def callback_reply(self, accepted: bool) -> HttpReply:
+        return HttpReply(200, b"OK") if accepted else HttpReply(400, b"FAIL")
+
+
+def build(spec: ChannelSpec) -> TemplateChannel:
+    """Validate ``spec.settings`` with :mod:`channels.settings`; every error names ``f"{spec.key}.<setting>"``."""
+    base_url = setting.http_url(spec, "base_url").rstrip("/")
+    merchant_id = setting.text(spec, "merchant_id")
+    secret = setting.text(spec, "secret", strip=False).encode()
+    connect_timeout_s, timeout_s = setting.connect_and_timeout(spec, connect_default=3.0, timeout_default=10.0)
+    return TemplateChannel(
+        spec.channel_id, TemplateSettings(base_url, merchant_id, secret, connect_timeout_s, timeout_s)
+    )

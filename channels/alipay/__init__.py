@@ -1,0 +1,1 @@
+"""Alipay Open Platform channel: adapter, wire format, simulator."""

@@ -1,0 +1,488 @@
+"""Alipay Open Platform adapter (gateway ``gateway.do``, RSA2 signatures).
+
+Operations and the Alipay methods behind them:
+
+=============  ==============================================================
+withhold       ``alipay.trade.pay`` with ``agreement_params.agreement_no``
+               (``product_code`` GENERAL_WITHHOLDING): the signed agreement is
+               the withholding authorization
+payout         ``alipay.fund.trans.uni.transfer`` (to a bank card when
+               ``bank_code`` names a bank, to an Alipay account when it is
+               ``ALIPAY``)
+refund         ``alipay.trade.refund`` (``out_request_no`` = our order number)
+query          ``alipay.trade.query`` / ``alipay.fund.trans.common.query`` /
+               ``alipay.trade.fastpay.refund.query``
+close_order    ``alipay.trade.close`` (withhold); transfers and refunds cannot
+               be closed, so their real state is queried instead
+agreements     ``alipay.user.agreement.page.sign`` adapted to sign/confirm:
+               sign starts the signing, ``alipay.user.agreement.sign.confirm``
+               (our adaptation, see docs/ADDING_A_CHANNEL.md) completes it with
+               the SMS code; ``alipay.user.agreement.unsign`` revokes
+balance        ``alipay.fund.account.query``
+=============  ==============================================================
+
+Error semantics (DESIGN.md invariant 3): a connection that fails before the
+request is sent is FAILED ``CONNECTION_FAILED`` and safe elsewhere; a timeout,
+an HTTP error or an answer whose signature does not verify is PENDING; codes
+missing from :data:`channels.alipay.wire.CODES` are PENDING ``UNMAPPED``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from channels import settings as setting
+from channels.alipay import wire
+from channels.contract import (
+    AgreementConfirmed,
+    Balance,
+    CallbackNotice,
+    CallbackRejected,
+    ChannelRejected,
+    ChannelUnavailable,
+    HttpReply,
+    Operation,
+    OrderRef,
+    Outcome,
+    OutcomeStatus,
+    PayoutOrder,
+    RefundOrder,
+    SignRequest,
+    SignStarted,
+    WithholdOrder,
+    pending,
+    refused_request,
+    succeeded,
+)
+from channels.http import ChannelHttp, HttpChannel, Lost, NoAnswer, Response, Unsent
+from channels.registry import ChannelConfigError, ChannelSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GATEWAY = "https://openapi.alipay.com/gateway.do"
+CURRENCY = "CNY"
+ALIPAY_ACCOUNT_BANK = "ALIPAY"  # PayoutOrder.bank_code for a transfer to an Alipay account
+_NOT_FOUND = frozenset({"ACQ.TRADE_NOT_EXIST", "ORDER_NOT_EXIST"})
+_REFUND_ORIGINS_KEPT = 10_000
+
+
+@dataclass(frozen=True)
+class AlipaySettings:
+    """Validated settings. Keys are secrets: they never appear in ``repr``."""
+
+    app_id: str
+    private_key: rsa.RSAPrivateKey = field(repr=False)
+    alipay_public_key: rsa.RSAPublicKey = field(repr=False)
+    gateway_url: str = DEFAULT_GATEWAY
+    notify_url: str = ""
+    connect_timeout: float = 3.0
+    timeout: float = 15.0
+    withhold_product_code: str = "GENERAL_WITHHOLDING"
+    personal_product_code: str = "GENERAL_WITHHOLDING_P"
+    sign_scene: str = "DEFAULT|DEFAULT"
+    alipay_user_id: str = ""
+
+
+class AlipayChannel(HttpChannel):
+    """One Alipay app (``app_id``) as a paygate channel. See the module docstring."""
+
+    def __init__(self, channel_id: str, settings: AlipaySettings) -> None:
+        http = ChannelHttp(connect_timeout_s=settings.connect_timeout, timeout_s=settings.timeout)
+        super().__init__(channel_id, http, currencies=frozenset({CURRENCY}))
+        self._settings = settings
+        # refund number -> original out_trade_no: Alipay's refund query needs both, OrderRef has one.
+        self._refund_origins: OrderedDict[str, str] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"AlipayChannel({self._channel_id!r}, app_id={self._settings.app_id!r})"
+
+    # --- transport -------------------------------------------------------------
+
+    async def _call(self, method: str, biz: Mapping[str, Any], *, notify_url: str = "") -> dict[str, Any] | NoAnswer:
+        """Send one signed request; return the verified ``<method>_response`` object, or why there is none.
+
+        An HTTP error or an answer that does not verify is :class:`~channels.http.Lost`: the result is unknown.
+        """
+        await self._http.start()
+        params = wire.common_params(self._settings.app_id, method, biz, notify_url=notify_url)
+        signed = wire.sign_request(params, self._settings.private_key)
+        response = await self._http.send("POST", self._settings.gateway_url, data=signed)
+        if not isinstance(response, Response):
+            return response
+        if response.status >= 400:
+            return Lost(f"HTTP_{response.status // 100}XX", f"HTTP {response.status}")
+        try:
+            return wire.parse_response(
+                response.body.decode(wire.CHARSET, errors="replace"), method, self._settings.alipay_public_key
+            )
+        except wire.ResponseError as exc:
+            return Lost("UNVERIFIED_RESPONSE", str(exc))
+
+    async def _order_call(
+        self, method: str, biz: Mapping[str, Any], *, notify_url: str = ""
+    ) -> dict[str, Any] | Outcome:
+        """Like _call, but no answer becomes the Outcome invariant 3 demands.
+
+        Logs the method, our order number and the channel's raw code (never biz_content: it holds card numbers).
+        """
+        order_no = str(biz.get("out_trade_no") or biz.get("out_biz_no") or "")
+        body = await self._call(method, biz, notify_url=notify_url)
+        if isinstance(body, Unsent | Lost):
+            log.warning("alipay %s %s order=%s: %s", self._channel_id, method, order_no, body)
+            return body.outcome()
+        log.info("alipay %s %s order=%s -> %s", self._channel_id, method, order_no, wire.raw_code(body))
+        return body
+
+    async def _success_call(
+        self, method: str, biz: Mapping[str, Any], *, notify_url: str = ""
+    ) -> dict[str, Any] | Outcome:
+        """Like _order_call, but any answer other than ``10000`` is already mapped to its Outcome."""
+        body = await self._order_call(method, biz, notify_url=notify_url)
+        if isinstance(body, Outcome) or body.get("code") == wire.SUCCESS_CODE:
+            return body
+        return self._failure(body)
+
+    async def _admin_call(self, method: str, biz: Mapping[str, Any]) -> dict[str, Any]:
+        """For non-order calls: raise ChannelUnavailable / ChannelRejected instead of an Outcome."""
+        body = await self._call(method, biz)
+        if isinstance(body, Unsent | Lost):
+            raise ChannelUnavailable(self._channel_id, f"{method}: {body}")
+        if body.get("code") != wire.SUCCESS_CODE:
+            rule = wire.CODES.rule(wire.raw_code(body))
+            raise ChannelRejected(
+                self._channel_id,
+                wire.raw_code(body),
+                wire.raw_message(body),
+                payer_attributable=bool(rule and rule.payer_attributable),
+            )
+        return body
+
+    def _notify_url(self, order_notify_url: str) -> str:
+        return order_notify_url or self._settings.notify_url
+
+    @staticmethod
+    def _failure(body: Mapping[str, Any]) -> Outcome:
+        code = wire.raw_code(body)
+        if code in _NOT_FOUND:
+            return pending("NOT_FOUND", code, wire.raw_message(body), not_found=True)
+        return wire.CODES.outcome(code, wire.raw_message(body))
+
+    # --- orders ----------------------------------------------------------------
+
+    async def withhold(self, order: WithholdOrder) -> Outcome:
+        if (bad := self._unsupported_currency(order.currency)) is not None:
+            return bad
+        biz = {
+            "out_trade_no": order.channel_order_no,
+            "total_amount": wire.fen_to_yuan(order.amount),
+            "subject": order.description or "repayment",
+            "product_code": self._settings.withhold_product_code,
+            "agreement_params": {"agreement_no": order.agreement_ref},
+        }
+        body = await self._success_call("alipay.trade.pay", biz, notify_url=self._notify_url(order.notify_url))
+        if isinstance(body, Outcome):
+            return body
+        # 10000 on trade.pay means paid; trade_status is only in query answers and notifies.
+        return succeeded(
+            wire.SUCCESS_CODE,
+            channel_txn_id=str(body.get("trade_no", "")),
+            amount=_fen_or_none(body.get("total_amount")),
+        )
+
+    async def payout(self, order: PayoutOrder) -> Outcome:
+        if (bad := self._unsupported_currency(order.currency)) is not None:
+            return bad
+        to_account = order.bank_code.upper() == ALIPAY_ACCOUNT_BANK
+        payee: dict[str, Any] = {
+            "identity": order.account_no,
+            "identity_type": "ALIPAY_LOGON_ID" if to_account else "BANKCARD_ACCOUNT",
+            "name": order.account_name,
+        }
+        if not to_account:
+            payee["bankcard_ext_info"] = {"account_type": "2", "inst_name": order.bank_code}
+        biz = {
+            "out_biz_no": order.channel_order_no,
+            "trans_amount": wire.fen_to_yuan(order.amount),
+            "product_code": "TRANS_ACCOUNT_NO_PWD" if to_account else "TRANS_BANKCARD_NO_PWD",
+            "biz_scene": "DIRECT_TRANSFER",
+            "order_title": order.description or "disbursement",
+            "payee_info": payee,
+        }
+        body = await self._success_call(
+            "alipay.fund.trans.uni.transfer", biz, notify_url=self._notify_url(order.notify_url)
+        )
+        if isinstance(body, Outcome):
+            return body
+        return self._transfer_outcome(body, amount=order.amount)
+
+    async def refund(self, order: RefundOrder) -> Outcome:
+        if (bad := self._unsupported_currency(order.currency)) is not None:
+            return bad
+        self._remember_refund(order.channel_order_no, order.original_channel_order_no)
+        biz: dict[str, Any] = {
+            "out_trade_no": order.original_channel_order_no,
+            "refund_amount": wire.fen_to_yuan(order.amount),
+            "out_request_no": order.channel_order_no,
+            "refund_reason": order.reason,
+        }
+        if order.original_channel_txn_id:
+            biz["trade_no"] = order.original_channel_txn_id
+        body = await self._success_call("alipay.trade.refund", biz, notify_url=self._notify_url(order.notify_url))
+        if isinstance(body, Outcome):
+            return body
+        return succeeded(wire.SUCCESS_CODE, channel_txn_id=str(body.get("trade_no", "")), amount=order.amount)
+
+    async def query(self, ref: OrderRef) -> Outcome:
+        if ref.operation is Operation.WITHHOLD:
+            body = await self._success_call("alipay.trade.query", {"out_trade_no": ref.channel_order_no})
+            if isinstance(body, Outcome):
+                return refused_request(body)
+            return wire.TRADE_STATUS.outcome(
+                str(body.get("trade_status", "")),
+                channel_txn_id=str(body.get("trade_no", "")),
+                amount=_fen_or_none(body.get("total_amount")),
+            )
+        if ref.operation is Operation.PAYOUT:
+            biz = {"out_biz_no": ref.channel_order_no, "biz_scene": "DIRECT_TRANSFER"}
+            body = await self._success_call("alipay.fund.trans.common.query", biz)
+            if isinstance(body, Outcome):
+                return refused_request(body)
+            return self._transfer_outcome(body, amount=_fen_or_none(body.get("trans_amount")))
+        if ref.operation is Operation.REFUND:
+            return await self._query_refund(ref)
+        raise ValueError(f"{ref.operation} orders cannot be queried")
+
+    async def _query_refund(self, ref: OrderRef) -> Outcome:
+        origin = self._refund_origins.get(ref.channel_order_no) or ref.original_channel_order_no or None
+        if origin is None:
+            # Alipay finds a refund only by (out_trade_no, out_request_no).
+            return pending("QUERY_NEEDS_ORIGINAL_ORDER", raw_message="original out_trade_no unknown to this process")
+        biz = {"out_trade_no": origin, "out_request_no": ref.channel_order_no}
+        body = await self._success_call("alipay.trade.fastpay.refund.query", biz)
+        if isinstance(body, Outcome):
+            return refused_request(body)
+        status = str(body.get("refund_status", ""))
+        if not status:
+            # An empty 10000 answer is Alipay's "no such refund (yet)".
+            return pending("NOT_FOUND", wire.SUCCESS_CODE, "no refund_status", not_found=True)
+        return wire.REFUND_STATUS.outcome(status, amount=_fen_or_none(body.get("refund_amount")))
+
+    async def close_order(self, ref: OrderRef) -> Outcome:
+        if ref.operation is not Operation.WITHHOLD:
+            return await self.query(ref)
+        body = await self._order_call("alipay.trade.close", {"out_trade_no": ref.channel_order_no})
+        if isinstance(body, Outcome):
+            return refused_request(body)
+        if body.get("code") == wire.SUCCESS_CODE:
+            # Closed before it was ever paid: nothing was charged, and nothing can be any more.
+            return Outcome(
+                OutcomeStatus.FAILED,
+                "ORDER_CLOSED",
+                raw_code=wire.SUCCESS_CODE,
+                channel_txn_id=str(body.get("trade_no", "")),
+                safe_elsewhere=True,
+            )
+        if wire.raw_code(body) == "ACQ.TRADE_STATUS_ERROR":
+            # Already paid or already closed: report what it really is.
+            return await self.query(ref)
+        return self._failure(body)
+
+    def _transfer_outcome(self, body: Mapping[str, Any], *, amount: int | None) -> Outcome:
+        status = str(body.get("status", ""))
+        error_code = str(body.get("error_code") or body.get("sub_code") or "")
+        rule = wire.CODES.rule(error_code) if error_code else None
+        if status == "FAIL" and rule is not None and rule.status is OutcomeStatus.FAILED:
+            return wire.CODES.outcome(error_code, str(body.get("fail_reason", "")), amount=amount)
+        return wire.TRANSFER_STATUS.outcome(
+            status,
+            str(body.get("fail_reason", "")),
+            channel_txn_id=str(body.get("order_id", "")),
+            amount=amount,
+        )
+
+    def _remember_refund(self, refund_no: str, original_no: str) -> None:
+        self._refund_origins[refund_no] = original_no
+        self._refund_origins.move_to_end(refund_no)
+        while len(self._refund_origins) > _REFUND_ORIGINS_KEPT:
+            self._refund_origins.popitem(last=False)
+
+    # --- agreements and balance -------------------------------------------------
+
+    async def sign_agreement(self, request: SignRequest) -> SignStarted:
+        biz = {
+            "personal_product_code": self._settings.personal_product_code,
+            "sign_scene": self._settings.sign_scene,
+            "external_agreement_no": request.sign_order_no,
+            "external_logon_id": request.phone,
+            "access_params": {"channel": "ALIPAYAPP"},
+            "identity_params": {
+                "user_name": request.holder_name,
+                "cert_no": request.id_no,
+                "identity_type": "CERT_INFO",
+                "bankcard_no": request.account_no,
+            },
+        }
+        body = await self._admin_call("alipay.user.agreement.page.sign", biz)
+        return SignStarted(sign_ref=str(body.get("external_agreement_no") or request.sign_order_no))
+
+    async def confirm_agreement(self, sign_ref: str, sms_code: str) -> AgreementConfirmed:
+        biz = {
+            "personal_product_code": self._settings.personal_product_code,
+            "external_agreement_no": sign_ref,
+            "verify_code": sms_code,
+        }
+        body = await self._admin_call("alipay.user.agreement.sign.confirm", biz)
+        agreement_no = str(body.get("agreement_no", ""))
+        if not agreement_no:
+            raise ChannelRejected(self._channel_id, "NO_AGREEMENT_NO", "confirm answered without agreement_no")
+        return AgreementConfirmed(agreement_ref=agreement_no)
+
+    async def revoke_agreement(self, agreement_ref: str) -> None:
+        biz = {"personal_product_code": self._settings.personal_product_code, "agreement_no": agreement_ref}
+        await self._admin_call("alipay.user.agreement.unsign", biz)
+
+    async def balance(self) -> Balance:
+        biz: dict[str, Any] = {"account_type": "ACCTRANS_ACCOUNT"}
+        if self._settings.alipay_user_id:
+            biz["alipay_user_id"] = self._settings.alipay_user_id
+        body = await self._admin_call("alipay.fund.account.query", biz)
+        try:
+            return Balance(available=wire.yuan_to_fen(str(body.get("available_amount", ""))), currency=CURRENCY)
+        except ValueError as exc:
+            raise ChannelUnavailable(self._channel_id, "balance answer without a valid available_amount") from exc
+
+    # --- callbacks -------------------------------------------------------------
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:
+        """Verify an async notify (form-encoded, RSA2 over all fields but sign/sign_type).
+
+        Checks the signature with the Alipay public key and that ``app_id`` is
+        ours; the amount is returned for the gateway to cross-check with the
+        attempt. Raises CallbackRejected.
+        """
+        params = self._notify_params(body)
+        if params.get("sign_type", wire.SIGN_TYPE) != wire.SIGN_TYPE:
+            raise CallbackRejected(self._channel_id, f"sign_type {params.get('sign_type')!r}", bad_signature=True)
+        if not wire.verify_notify(params, self._settings.alipay_public_key):
+            raise CallbackRejected(
+                self._channel_id, "signature", channel_order_no=_order_no_of(params), bad_signature=True
+            )
+        if params.get("app_id") != self._settings.app_id:
+            raise CallbackRejected(self._channel_id, "app_id mismatch", channel_order_no=_order_no_of(params))
+        try:
+            if params.get("msg_method") == "alipay.fund.trans.order.changed":
+                return self._transfer_notice(params)
+            if params.get("out_biz_no") and params.get("refund_fee"):
+                return self._refund_notice(params)
+            return self._trade_notice(params)
+        except (KeyError, ValueError) as exc:
+            raise CallbackRejected(self._channel_id, f"format: {exc}", channel_order_no=_order_no_of(params)) from exc
+
+    def _notify_params(self, body: bytes) -> dict[str, str]:
+        try:
+            pairs = parse_qsl(body.decode(wire.CHARSET), keep_blank_values=True, strict_parsing=True)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CallbackRejected(self._channel_id, "format: not a form body") from exc
+        params = dict(pairs)
+        if len(params) != len(pairs):
+            raise CallbackRejected(self._channel_id, "format: repeated field")
+        return params
+
+    @staticmethod
+    def _trade_notice(params: Mapping[str, str]) -> CallbackNotice:
+        amount = wire.yuan_to_fen(params["total_amount"])
+        outcome = wire.TRADE_STATUS.outcome(
+            params["trade_status"], channel_txn_id=params.get("trade_no", ""), amount=amount
+        )
+        return CallbackNotice(_required(params, "out_trade_no"), Operation.WITHHOLD, outcome, amount)
+
+    @staticmethod
+    def _refund_notice(params: Mapping[str, str]) -> CallbackNotice:
+        amount = wire.yuan_to_fen(params["send_back_fee"]) if params.get("send_back_fee") else None
+        outcome = Outcome(
+            OutcomeStatus.SUCCEEDED, "OK", raw_code="REFUND", channel_txn_id=params.get("trade_no", ""), amount=amount
+        )
+        return CallbackNotice(_required(params, "out_biz_no"), Operation.REFUND, outcome, amount)
+
+    @staticmethod
+    def _transfer_notice(params: Mapping[str, str]) -> CallbackNotice:
+        biz = json.loads(params["biz_content"])
+        if not isinstance(biz, dict):
+            raise ValueError("biz_content is not an object")
+        amount = wire.yuan_to_fen(str(biz["trans_amount"]))
+        outcome = wire.TRANSFER_STATUS.outcome(
+            str(biz["status"]),
+            str(biz.get("fail_reason", "")),
+            channel_txn_id=str(biz.get("order_id", "")),
+            amount=amount,
+        )
+        return CallbackNotice(_required(biz, "out_biz_no"), Operation.PAYOUT, outcome, amount)
+
+    def callback_reply(self, accepted: bool) -> HttpReply:
+        """Alipay stops retrying only on the exact body ``success``."""
+        return HttpReply(200, b"success" if accepted else b"fail")
+
+
+def _required(fields: Mapping[str, Any], name: str) -> str:
+    value = str(fields.get(name) or "")
+    if not value:
+        raise ValueError(f"missing {name}")
+    return value
+
+
+def _order_no_of(params: Mapping[str, str]) -> str:
+    return params.get("out_trade_no") or params.get("out_biz_no") or ""
+
+
+def _fen_or_none(value: object) -> int | None:
+    try:
+        return wire.yuan_to_fen(str(value)) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+# --- configuration ---------------------------------------------------------------
+
+
+def build(spec: ChannelSpec) -> AlipayChannel:
+    """Build an Alipay channel from ``spec.settings``; raises ChannelConfigError naming the bad key.
+
+    Settings: ``app_id``; ``app_private_key`` or ``app_private_key_path``
+    (merchant RSA2 key, PEM or bare base64); ``alipay_public_key`` or
+    ``alipay_public_key_path``; optional ``gateway_url``, ``notify_url``,
+    ``connect_timeout_s`` (3), ``timeout_s`` (15), ``withhold_product_code``,
+    ``personal_product_code``, ``sign_scene``, ``alipay_user_id``.
+    """
+    used, text = setting.key_material(spec, "app_private_key")
+    try:
+        private_key = wire.load_private_key(text)
+    except (ValueError, TypeError):
+        raise ChannelConfigError(f"{spec.key}.{used}", "not an RSA private key") from None
+    used, text = setting.key_material(spec, "alipay_public_key")
+    try:
+        public_key = wire.load_public_key(text)
+    except (ValueError, TypeError):
+        raise ChannelConfigError(f"{spec.key}.{used}", "not an RSA public key") from None
+    connect_timeout, timeout = setting.connect_and_timeout(spec, connect_default=3.0, timeout_default=15.0)
+    settings = AlipaySettings(
+        app_id=setting.text(spec, "app_id"),
+        private_key=private_key,
+        alipay_public_key=public_key,
+        gateway_url=setting.http_url(spec, "gateway_url", default=DEFAULT_GATEWAY),
+        notify_url=str(spec.settings.get("notify_url", "")),
+        connect_timeout=connect_timeout,
+        timeout=timeout,
+        withhold_product_code=setting.text(spec, "withhold_product_code", default="GENERAL_WITHHOLDING"),
+        personal_product_code=setting.text(spec, "personal_product_code", default="GENERAL_WITHHOLDING_P"),
+        sign_scene=setting.text(spec, "sign_scene", default="DEFAULT|DEFAULT"),
+        alipay_user_id=str(spec.settings.get("alipay_user_id", "")),
+    )
+    return AlipayChannel(spec.channel_id, settings)

@@ -1,0 +1,421 @@
+"""The channel contract: what every channel adapter offers the gateway.
+
+A channel adapter turns paygate's channel-neutral orders into one channel's
+wire protocol and the channel's answers back into :class:`Outcome` values.
+It never imports ``gateway`` or ``routing``; those import this module.
+
+Outcome rules (DESIGN.md, "Outcomes and errors"):
+
+* ``SUCCEEDED``: the channel says the money moved.
+* ``FAILED``: a definite failure. ``safe_elsewhere`` is True only when the
+  channel's error table says nothing was charged and trying another channel
+  cannot double-debit (busy, maintenance, bank not supported, rejected before
+  processing, connection refused before the request was sent).
+  ``payer_attributable`` marks failures the payer caused (insufficient funds,
+  frozen account, invalid agreement, over the payer's limit); they count
+  neither against the channel's success rate nor as a reason to fail over.
+* ``PENDING``: anything else: "processing", a timeout or 5xx after the request
+  was sent, an unmapped code. The gateway polls it and never fails over.
+
+Adapters raise nothing for channel-level answers; they return an Outcome.
+Exceptions are reserved for programming errors, bad configuration, and the
+small :class:`ChannelError` tree below for the non-order operations
+(agreements, balance) where there is no Outcome to return.
+
+Exception tree::
+
+    ChannelError                    base; ``retriable`` says if a retry may help
+    ├── ChannelUnavailable          could not reach the channel (retriable)
+    ├── ChannelRejected             the channel answered "no" (code, message,
+    │                               payer_attributable)
+    └── CallbackRejected            a callback failed verification (signature,
+                                    order number, amount, app id, format)
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+class Operation(enum.StrEnum):
+    """What a channel can be asked to do."""
+
+    WITHHOLD = "withhold"
+    PAYOUT = "payout"
+    REFUND = "refund"
+    AGREEMENT = "agreement"
+    BALANCE = "balance"
+
+
+class OutcomeStatus(enum.StrEnum):
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    PENDING = "PENDING"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The channel's answer about one order, normalized.
+
+    ``code`` is paygate's normalized code (``OK``, ``INSUFFICIENT_FUNDS``,
+    ``CHANNEL_BUSY``, ``PROCESSING``, ``TIMEOUT``, ``UNMAPPED`` ...);
+    ``raw_code``/``raw_message`` are the channel's own words, kept for audit.
+    ``amount`` is the amount the channel reports for the order (minor units)
+    when it reports one; the gateway cross-checks it. ``not_found`` is set on
+    query answers that say the channel has no such order. ``unmapped`` is set
+    when ``raw_code`` was not in the error table (the gateway counts those).
+    """
+
+    status: OutcomeStatus
+    code: str
+    raw_code: str = ""
+    raw_message: str = ""
+    payer_attributable: bool = False
+    safe_elsewhere: bool = False
+    channel_txn_id: str = ""
+    fee: int | None = None
+    amount: int | None = None
+    not_found: bool = False
+    unmapped: bool = False
+
+    @property
+    def definite(self) -> bool:
+        return self.status is not OutcomeStatus.PENDING
+
+    @property
+    def channel_attributable_failure(self) -> bool:
+        """A failure that should count against the channel's success rate."""
+        return self.status is OutcomeStatus.FAILED and not self.payer_attributable
+
+
+def succeeded(
+    raw_code: str = "", *, channel_txn_id: str = "", fee: int | None = None, amount: int | None = None
+) -> Outcome:
+    return Outcome(
+        OutcomeStatus.SUCCEEDED, "OK", raw_code=raw_code, channel_txn_id=channel_txn_id, fee=fee, amount=amount
+    )
+
+
+def pending(code: str, raw_code: str = "", raw_message: str = "", *, not_found: bool = False) -> Outcome:
+    return Outcome(OutcomeStatus.PENDING, code, raw_code=raw_code, raw_message=raw_message, not_found=not_found)
+
+
+def refused_request(outcome: Outcome) -> Outcome:
+    """An error answer to a query or close is about that request, not about the earlier order.
+
+    A refused query (not sent, rate limited, maintenance, rejected) says nothing
+    about whether the order executed, so a FAILED answer becomes PENDING. The
+    one exception is ORDER_CLOSED: "that order is closed" is about the order.
+    Adapters apply this to the error paths of query/close only, never to the
+    order status the channel reports.
+    """
+    if outcome.status is OutcomeStatus.FAILED and outcome.code != ORDER_CLOSED:
+        return pending(outcome.code, raw_code=outcome.raw_code, raw_message=outcome.raw_message)
+    return outcome
+
+
+# The normalized code of a channel's answer that an order was closed and can never execute.
+ORDER_CLOSED = "ORDER_CLOSED"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRule:
+    """How one raw channel code maps into an Outcome."""
+
+    status: OutcomeStatus
+    code: str
+    payer_attributable: bool = False
+    safe_elsewhere: bool = False
+
+    def __post_init__(self) -> None:
+        if self.status is OutcomeStatus.SUCCEEDED and (self.payer_attributable or self.safe_elsewhere):
+            raise ValueError(f"rule {self.code}: a success cannot be a failure kind")
+        if self.status is OutcomeStatus.PENDING and (self.payer_attributable or self.safe_elsewhere):
+            raise ValueError(f"rule {self.code}: PENDING is never safe elsewhere nor payer-attributable")
+        if self.payer_attributable and self.safe_elsewhere:
+            # Payer-attributable failures must not trigger failover (invariant 8).
+            raise ValueError(f"rule {self.code}: payer-attributable failures are never safe elsewhere")
+
+
+class ErrorTable:
+    """An explicit, exhaustive map from a channel's raw codes to outcomes.
+
+    Anything not in the table is PENDING with ``unmapped=True``: never a guess.
+    """
+
+    def __init__(self, channel_kind: str, rules: Mapping[str, ErrorRule]) -> None:
+        self.channel_kind = channel_kind
+        self._rules = dict(rules)
+
+    def __contains__(self, raw_code: object) -> bool:
+        return raw_code in self._rules
+
+    def __iter__(self) -> Any:
+        return iter(self._rules.items())
+
+    def rule(self, raw_code: str) -> ErrorRule | None:
+        return self._rules.get(raw_code)
+
+    def outcome(
+        self,
+        raw_code: str,
+        raw_message: str = "",
+        *,
+        channel_txn_id: str = "",
+        fee: int | None = None,
+        amount: int | None = None,
+    ) -> Outcome:
+        rule = self._rules.get(raw_code)
+        if rule is None:
+            return Outcome(
+                OutcomeStatus.PENDING,
+                "UNMAPPED",
+                raw_code=raw_code,
+                raw_message=raw_message,
+                unmapped=True,
+                amount=amount,
+            )
+        return Outcome(
+            rule.status,
+            rule.code,
+            raw_code=raw_code,
+            raw_message=raw_message,
+            payer_attributable=rule.payer_attributable,
+            safe_elsewhere=rule.safe_elsewhere,
+            channel_txn_id=channel_txn_id,
+            fee=fee,
+            amount=amount,
+        )
+
+
+# --- orders the gateway sends ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WithholdOrder:
+    """Debit ``amount`` from the payer under the channel agreement ``agreement_ref``.
+
+    ``channel_order_no`` is unique per attempt and reused on every retry of the
+    same call, so the channel can deduplicate. ``account_no`` is the full card
+    number (needed by some protocols); adapters must never log it.
+    """
+
+    channel_order_no: str
+    amount: int
+    currency: str
+    agreement_ref: str
+    account_no: str
+    bank_code: str
+    description: str = ""
+    notify_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutOrder:
+    channel_order_no: str
+    amount: int
+    currency: str
+    account_no: str
+    account_name: str
+    bank_code: str
+    description: str = ""
+    notify_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOrder:
+    channel_order_no: str
+    original_channel_order_no: str
+    original_channel_txn_id: str
+    amount: int
+    original_amount: int
+    currency: str
+    reason: str = ""
+    notify_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRef:
+    """Identifies an earlier order for a query or a close.
+
+    For refunds, ``original_channel_order_no`` is the refunded order's number
+    (some channels, like Alipay, find a refund only by both numbers).
+    """
+
+    channel_order_no: str
+    operation: Operation
+    amount: int
+    currency: str
+    original_channel_order_no: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SignRequest:
+    """Start binding a card for withholding (签约). The channel sends an SMS code."""
+
+    sign_order_no: str
+    account_no: str
+    holder_name: str
+    id_no: str
+    phone: str
+    bank_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignStarted:
+    sign_ref: str  # the channel's handle for the pending signing
+
+
+@dataclass(frozen=True, slots=True)
+class AgreementConfirmed:
+    agreement_ref: str  # the channel's agreement number, used by WithholdOrder
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    available: int  # minor units
+    currency: str
+
+
+# --- callbacks ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackNotice:
+    """A verified asynchronous notification about one order."""
+
+    channel_order_no: str
+    operation: Operation
+    outcome: Outcome
+    amount: int | None  # what the channel says was moved, for cross-checking
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """The exact HTTP answer a channel expects to a callback."""
+
+    status: int
+    body: bytes
+    content_type: str = "text/plain"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+# --- errors ------------------------------------------------------------------
+
+
+class ChannelError(Exception):
+    retriable: bool = False
+
+    def __init__(self, channel_id: str, message: str) -> None:
+        super().__init__(f"{channel_id}: {message}")
+        self.channel_id = channel_id
+
+
+class ChannelUnavailable(ChannelError):
+    retriable = True
+
+
+class ChannelRejected(ChannelError):
+    def __init__(self, channel_id: str, code: str, message: str, *, payer_attributable: bool = False) -> None:
+        super().__init__(channel_id, f"{code}: {message}")
+        self.code = code
+        self.payer_attributable = payer_attributable
+
+
+class CallbackRejected(ChannelError):
+    """The callback did not verify.
+
+    ``bad_signature`` is True when authentication failed (signature, signing
+    key or timestamp), as opposed to a malformed or mismatching body; the
+    gateway counts the two apart. ``channel_order_no`` is set when it could be
+    read (even unverified: it is only used to ask the channel directly).
+    """
+
+    def __init__(
+        self, channel_id: str, reason: str, *, channel_order_no: str = "", bad_signature: bool = False
+    ) -> None:
+        super().__init__(channel_id, f"callback rejected: {reason}")
+        self.reason = reason
+        self.channel_order_no = channel_order_no
+        self.bad_signature = bad_signature
+
+
+def constant_time_equal(a: str | bytes, b: str | bytes) -> bool:
+    """Compare signatures without leaking timing."""
+    ab = a.encode() if isinstance(a, str) else a
+    bb = b.encode() if isinstance(b, str) else b
+    return hmac.compare_digest(ab, bb)
+
+
+# --- the protocol ------------------------------------------------------------
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """One configured channel instance (several may share an adapter class).
+
+    All methods are coroutines and must not block the event loop. Order
+    methods never raise for channel answers; they return an Outcome (a timeout
+    after sending is ``PENDING`` with code ``TIMEOUT``; a connection refused
+    before sending is ``FAILED`` with ``safe_elsewhere=True``).
+    """
+
+    @property
+    def channel_id(self) -> str: ...
+
+    @property
+    def operations(self) -> frozenset[Operation]: ...
+
+    @property
+    def currencies(self) -> frozenset[str]: ...
+
+    @property
+    def banks(self) -> frozenset[str] | None:
+        """Bank codes served, or None for any bank."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def withhold(self, order: WithholdOrder) -> Outcome: ...
+
+    async def payout(self, order: PayoutOrder) -> Outcome: ...
+
+    async def refund(self, order: RefundOrder) -> Outcome: ...
+
+    async def query(self, ref: OrderRef) -> Outcome:
+        """Ask for the result of an earlier order. Unknown order → PENDING, ``not_found=True``."""
+        ...
+
+    async def close_order(self, ref: OrderRef) -> Outcome:
+        """Ask the channel to close an order it never received, so a late copy cannot execute.
+
+        Returns FAILED (code ``ORDER_CLOSED``) when closed, or the order's real
+        outcome when the channel has it after all.
+        """
+        ...
+
+    async def sign_agreement(self, request: SignRequest) -> SignStarted:
+        """Raises ChannelRejected / ChannelUnavailable."""
+        ...
+
+    async def confirm_agreement(self, sign_ref: str, sms_code: str) -> AgreementConfirmed:
+        """Raises ChannelRejected (bad or expired code) / ChannelUnavailable."""
+        ...
+
+    async def revoke_agreement(self, agreement_ref: str) -> None: ...
+
+    async def balance(self) -> Balance: ...
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:
+        """Verify (constant time) and parse a callback. Raises CallbackRejected."""
+        ...
+
+    def callback_reply(self, accepted: bool) -> HttpReply:
+        """The acknowledgement body this channel expects (``success``, JSON, ...)."""
+        ...

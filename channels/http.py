@@ -1,0 +1,186 @@
+"""HTTP to a channel: one client session, what a failed exchange means for the money, the adapters' base.
+
+Every adapter sends through :class:`ChannelHttp`, so DESIGN.md invariant 3 is
+decided in one place, on one question: could the channel have received the
+request? :meth:`ChannelHttp.send` answers with exactly one of::
+
+    Response   an HTTP answer (any status); the adapter verifies and reads it
+    Unsent     the request never left: connection refused, DNS failure,
+               connect timeout, any failure before the request headers were
+               handed to the socket -> FAILED CONNECTION_FAILED, safe_elsewhere
+    Lost       the request was (or may have been) sent and no answer came
+               back -> PENDING TIMEOUT / CONNECTION_LOST: poll, never fail over
+
+"Sent" is aiohttp's request-headers trace, which fires before the first byte
+is written: a failure before it cannot have reached the channel, a failure
+after it may have. Adapters also use :class:`Lost` for an answer they cannot
+trust (unsigned, unparseable, HTTP 5xx): the request arrived, the result is
+unknown, so it is PENDING with the adapter's own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Self
+
+import aiohttp
+from yarl import URL
+
+from channels.contract import Operation, Outcome, OutcomeStatus, pending
+
+
+@dataclass(frozen=True, slots=True)
+class Unsent:
+    """The request never left: nothing can have been processed (``reason``: the exception's name)."""
+
+    reason: str
+
+    def outcome(self) -> Outcome:
+        return Outcome(OutcomeStatus.FAILED, "CONNECTION_FAILED", raw_message=self.reason, safe_elsewhere=True)
+
+    def __str__(self) -> str:
+        return f"not sent ({self.reason})"
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """The request may have been processed; ``code`` says why the result is unknown."""
+
+    code: str
+    reason: str
+
+    def outcome(self) -> Outcome:
+        return pending(self.code, raw_message=self.reason)
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.reason})" if self.reason else self.code
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An HTTP answer, read in full; nothing about it is verified yet."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+NoAnswer = Unsent | Lost
+
+
+async def _mark_sent(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    # Once headers are handed to the writer, the channel may have the request: no longer safe elsewhere.
+    context.trace_request_ctx.sent = True
+
+
+class ChannelHttp:
+    """One aiohttp session for one channel.
+
+    ``connect_timeout_s`` bounds connecting (nothing is sent yet, so running
+    out is :class:`Unsent`); ``timeout_s`` bounds the whole exchange, connect
+    to last body byte; ``read_timeout_s`` (optional) bounds each wait for
+    answer bytes. :meth:`start` and :meth:`stop` are idempotent.
+    """
+
+    def __init__(self, *, connect_timeout_s: float, timeout_s: float, read_timeout_s: float | None = None) -> None:
+        self.connect_timeout_s = connect_timeout_s
+        self.timeout_s = timeout_s
+        self.read_timeout_s = read_timeout_s
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(_mark_sent)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout_s, sock_read=self.read_timeout_s)
+        self._session = aiohttp.ClientSession(timeout=timeout, trace_configs=[trace])
+
+    async def stop(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def send(
+        self, method: str, url: str | URL, *, data: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Response | Unsent | Lost:
+        """One request; ``data`` as aiohttp takes it (bytes, or a form mapping). Raises RuntimeError before start()."""
+        if self._session is None:
+            raise RuntimeError("channel HTTP used before start()")
+        progress = SimpleNamespace(sent=False)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async with self._session.request(
+                    method, url, data=data, headers=headers, trace_request_ctx=progress
+                ) as response:
+                    return Response(response.status, response.headers, await response.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = type(exc).__name__
+            if not progress.sent:
+                return Unsent(reason)
+            return Lost("TIMEOUT" if isinstance(exc, TimeoutError) else "CONNECTION_LOST", reason)
+
+
+class HttpChannel:
+    """What every HTTP adapter's :class:`~channels.contract.Channel` shares: id, capabilities, lifecycle.
+
+    An adapter subclasses it with its :class:`ChannelHttp` and what it serves,
+    and adds the operations. ``start()``/``stop()`` open and close the session
+    (idempotent); the channel also works as ``async with``.
+    """
+
+    def __init__(
+        self,
+        channel_id: str,
+        http: ChannelHttp,
+        *,
+        operations: frozenset[Operation] = frozenset(Operation),
+        currencies: frozenset[str] = frozenset({"CNY"}),
+        banks: frozenset[str] | None = None,
+    ) -> None:
+        self._channel_id = channel_id
+        self._http = http
+        self._operations = operations
+        self._currencies = currencies
+        self._banks = banks
+
+    @property
+    def channel_id(self) -> str:
+        return self._channel_id
+
+    @property
+    def operations(self) -> frozenset[Operation]:
+        return self._operations
+
+    @property
+    def currencies(self) -> frozenset[str]:
+        return self._currencies
+
+    @property
+    def banks(self) -> frozenset[str] | None:
+        """Bank codes served; None means any bank."""
+        return self._banks
+
+    async def start(self) -> None:
+        await self._http.start()
+
+    async def stop(self) -> None:
+        await self._http.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _unsupported_currency(self, currency: str) -> Outcome | None:
+        """FAILED ``CURRENCY_NOT_SUPPORTED`` (refused before sending: safe elsewhere), or None when served."""
+        if currency in self._currencies:
+            return None
+        return Outcome(OutcomeStatus.FAILED, "CURRENCY_NOT_SUPPORTED", raw_message=currency, safe_elsewhere=True)

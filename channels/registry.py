@@ -1,0 +1,103 @@
+"""Registry: an explicit map from adapter name to adapter factory.
+
+Channel *instances* are built from configuration: each ``[[channels]]`` entry
+names an ``id`` (unique, e.g. ``icbc-sandbox``), an ``adapter`` (a key of
+:data:`ADAPTERS`) and adapter settings. Two banks behind the same protocol are
+two instances of one adapter. An unknown adapter name is a loud, specific
+error, raised at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from channels.contract import Channel
+
+
+class ChannelConfigError(ValueError):
+    """Bad channel configuration; the message names the offending key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """One configured channel instance.
+
+    ``key`` is the config path used in error messages (``channels[2]``).
+    ``settings`` are the adapter-specific keys (everything except ``id`` and
+    ``adapter`` and the gateway-owned routing keys).
+    """
+
+    channel_id: str
+    adapter: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    key: str = "channels"
+
+
+class ChannelFactory(Protocol):
+    def __call__(self, spec: ChannelSpec) -> Channel: ...
+
+
+# adapter name -> "module:factory". Imported lazily so one broken optional
+# adapter cannot stop the others from loading.
+ADAPTERS: dict[str, str] = {
+    "sandbox": "channels.sandbox.adapter:build",
+    "alipay": "channels.alipay.adapter:build",
+    "wechatpay": "channels.wechatpay.adapter:build",
+}
+
+
+def factory_for(adapter: str, *, key: str = "channels") -> ChannelFactory:
+    target = ADAPTERS.get(adapter)
+    if target is None:
+        known = ", ".join(sorted(ADAPTERS))
+        raise ChannelConfigError(f"{key}.adapter", f"unknown adapter {adapter!r} (known: {known})")
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    factory: ChannelFactory = getattr(module, attr)
+    return factory
+
+
+class ChannelRegistry:
+    """The live channel instances, by id."""
+
+    def __init__(self, channels: Mapping[str, Channel]) -> None:
+        self._channels = dict(channels)
+
+    @classmethod
+    def build(cls, specs: list[ChannelSpec]) -> ChannelRegistry:
+        channels: dict[str, Channel] = {}
+        for spec in specs:
+            if spec.channel_id in channels:
+                raise ChannelConfigError(f"{spec.key}.id", f"duplicate channel id {spec.channel_id!r}")
+            channels[spec.channel_id] = factory_for(spec.adapter, key=spec.key)(spec)
+        return cls(channels)
+
+    def get(self, channel_id: str) -> Channel:
+        try:
+            return self._channels[channel_id]
+        except KeyError:
+            raise KeyError(f"unknown channel id {channel_id!r}") from None
+
+    def __contains__(self, channel_id: object) -> bool:
+        return channel_id in self._channels
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._channels)
+
+    def items(self) -> Iterator[tuple[str, Channel]]:
+        return iter(self._channels.items())
+
+    async def start(self) -> None:
+        for channel in self._channels.values():
+            await channel.start()
+
+    async def stop(self) -> None:
+        for channel in self._channels.values():
+            await channel.stop()

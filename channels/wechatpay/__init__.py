@@ -1,0 +1,1 @@
+"""WeChat Pay API v3 channel: adapter, wire format, simulator."""

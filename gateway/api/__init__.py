@@ -1,0 +1,1 @@
+"""gRPC entrypoints: servicers, interceptors, status mapping, conversions."""

@@ -1,0 +1,251 @@
+"""GatewayAdmin servicer: channel state, positions, review queue, discrepancies.
+
+Operator-only (the interceptor checks operator tokens). Every change writes an
+audit record with the operator and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+
+from channels.contract import Operation
+from channels.registry import ChannelRegistry
+from gateway import validation as v
+from gateway.api.auth import current_identity
+from gateway.api.convert import flow_pb, ts
+from gateway.api.servicer import _next_token, _page_token
+from gateway.domain import FlowStatus
+from gateway.errors import InvalidInput, NotFound, PreconditionFailed
+from gateway.flows import FlowService
+from gateway.planner import Planner
+from gateway.poller import Poller
+from gateway.store.db import Database
+from gateway.store.flows import FlowRow, FlowStore, utcnow
+from gateway.store.positions import PositionRow, PositionStore
+from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2
+from routing.engine import ChannelState
+
+_STATE_TO_PB = {
+    ChannelState.ENABLED: admin_pb2.ENABLED,
+    ChannelState.DRAINING: admin_pb2.DRAINING,
+    ChannelState.DISABLED: admin_pb2.DISABLED,
+}
+_PB_TO_STATE = {pb: state for state, pb in _STATE_TO_PB.items()}
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def _reason(text: str) -> str:
+    return v.text(text, "reason", max_len=512, required=True)
+
+
+def position_pb(row: PositionRow) -> admin_pb2.Position:
+    out = admin_pb2.Position(
+        channel=row.channel,
+        balance=gateway_pb2.Money(amount=row.balance, currency=row.currency),
+        reserved=gateway_pb2.Money(amount=row.reserved, currency=row.currency),
+        available=gateway_pb2.Money(amount=row.available, currency=row.currency),
+    )
+    stamp = ts(row.synced_at)
+    if stamp is not None:
+        out.synced_at.CopyFrom(stamp)
+    return out
+
+
+class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
+    def __init__(
+        self,
+        *,
+        db: Database,
+        registry: ChannelRegistry,
+        planner: Planner,
+        flows: FlowService,
+        positions: PositionStore,
+        poller: Poller,
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.planner = planner
+        self.flows = flows
+        self.store: FlowStore = flows.store
+        self.positions = positions
+        self.poller = poller
+
+    def _channel(self, channel_id: str) -> str:
+        if not channel_id:
+            raise InvalidInput("channel", "is required")
+        if channel_id not in self.registry:
+            raise NotFound(f"channel: no channel {channel_id!r}")
+        return channel_id
+
+    async def _info(self, channel_id: str) -> admin_pb2.ChannelInfo:
+        import time
+
+        channel = self.registry.get(channel_id)
+        status = next((s for s in self.planner.router.snapshot(time.time()) if s.channel_id == channel_id), None)
+        profile = self.planner.router.profile(channel_id)
+        out = admin_pb2.ChannelInfo(
+            channel=channel_id,
+            adapter=type(channel).__module__.split(".")[1] if "." in type(channel).__module__ else "",
+            operations=sorted(op.value for op in channel.operations),
+        )
+        if status is not None:
+            out.state = _STATE_TO_PB.get(ChannelState(str(status.state).lower()), admin_pb2.ENABLED)
+            out.eliminated = bool(getattr(status, "eliminated", False))
+            for est in getattr(status, "estimates", []):
+                out.estimates.add(
+                    operation=str(est.operation),
+                    bank_code=str(getattr(est, "bank_code", "") or ""),
+                    estimate=float(est.estimate),
+                    observations=int(getattr(est, "observations", 0)),
+                )
+        if profile is not None:
+            out.limits.CopyFrom(
+                admin_pb2.ChannelLimits(
+                    min_amount=profile.min_amount,
+                    max_amount=profile.max_amount or 0,
+                    per_card_daily_attempts=profile.per_card_daily_attempts or 0,
+                    per_card_daily_amount=profile.per_card_daily_amount or 0,
+                )
+            )
+        row = await self.positions.get(channel_id)
+        if row is not None:
+            out.position.CopyFrom(position_pb(row))
+        return out
+
+    async def ListChannels(
+        self, request: admin_pb2.ListChannelsRequest, context: Ctx
+    ) -> admin_pb2.ListChannelsResponse:
+        return admin_pb2.ListChannelsResponse(channels=[await self._info(c) for c in self.registry])
+
+    async def SetChannelState(self, request: admin_pb2.SetChannelStateRequest, context: Ctx) -> admin_pb2.ChannelInfo:
+        channel_id = self._channel(request.channel)
+        if request.state not in _PB_TO_STATE:
+            raise InvalidInput("state", "must be ENABLED, DRAINING or DISABLED")
+        reason = _reason(request.reason)
+        state = _PB_TO_STATE[request.state]
+        operator = current_identity().name
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO channel_states (channel, state, updated_at) VALUES (%s,%s,%s)"
+                " ON DUPLICATE KEY UPDATE state=VALUES(state), updated_at=VALUES(updated_at)",
+                (channel_id, state.value, utcnow()),
+            )
+            await FlowStore.audit(tx, operator, "set_channel_state", channel_id, reason, {"state": state.value})
+            await tx.commit()
+        self.planner.router.set_state(channel_id, state)
+        self.planner.publish_metrics()
+        return await self._info(channel_id)
+
+    async def AdjustPosition(self, request: admin_pb2.AdjustPositionRequest, context: Ctx) -> admin_pb2.Position:
+        channel_id = self._channel(request.channel)
+        if request.delta == 0:
+            raise InvalidInput("delta", "must not be zero")
+        reason = _reason(request.reason)
+        if await self.positions.get(channel_id) is None:
+            raise PreconditionFailed("channel: has no position; resync it first")
+        row = await self.positions.adjust(channel_id, request.delta, current_identity().name, reason)
+        if row is None:
+            raise PreconditionFailed("delta: the balance cannot go below zero")
+        return position_pb(row)
+
+    async def ResyncPosition(self, request: admin_pb2.ResyncPositionRequest, context: Ctx) -> admin_pb2.Position:
+        channel_id = self._channel(request.channel)
+        reason = _reason(request.reason)
+        channel = self.registry.get(channel_id)
+        if Operation.BALANCE not in channel.operations:
+            raise PreconditionFailed(f"channel: {channel_id} has no balance query")
+        balance = await channel.balance()
+        row = await self.positions.sync(
+            channel_id, balance.currency, balance.available, operator=current_identity().name, reason=reason
+        )
+        return position_pb(row)
+
+    async def ListReviewFlows(
+        self, request: admin_pb2.ListReviewFlowsRequest, context: Ctx
+    ) -> admin_pb2.ListReviewFlowsResponse:
+        if request.page_size < 0 or request.page_size > 500:
+            raise InvalidInput("page_size", "must be between 0 and 500")
+        limit = request.page_size or 50
+        after = _page_token(request.page_token)
+        rows = await self.db.fetchall(
+            "SELECT id FROM flows WHERE needs_review=1 AND status='PROCESSING' AND id > %s ORDER BY id LIMIT %s",
+            (after, limit + 1),
+        )
+        out = admin_pb2.ListReviewFlowsResponse()
+        for r in rows[:limit]:
+            flow = await self.store.by_id(int(r["id"]))
+            if flow is not None:
+                out.flows.add(caller=flow.caller, flow=flow_pb(flow))
+        if len(rows) > limit:
+            out.next_page_token = _next_token(int(rows[limit - 1]["id"]))
+        return out
+
+    async def _flow(self, flow_no: str) -> FlowRow:
+        flow_no = v.pattern(flow_no, "flow_no", v.FLOW_NO, "a 26-character flow_no")
+        flow = await self.store.by_flow_no(flow_no)
+        if flow is None:
+            raise NotFound(f"flow_no: no flow {flow_no}")
+        return flow
+
+    async def ResolveFlow(self, request: admin_pb2.ResolveFlowRequest, context: Ctx) -> gateway_pb2.Flow:
+        flow = await self._flow(request.flow_no)
+        if request.status not in (gateway_pb2.SUCCEEDED, gateway_pb2.FAILED):
+            raise InvalidInput("status", "must be SUCCEEDED or FAILED")
+        reason = _reason(request.reason)
+        txn = v.text(request.channel_txn_id, "channel_txn_id", max_len=128)
+        status = FlowStatus.SUCCEEDED if request.status == gateway_pb2.SUCCEEDED else FlowStatus.FAILED
+        if flow.status is not FlowStatus.PROCESSING:
+            raise PreconditionFailed(f"flow_no: the flow is already {flow.status.value}")
+        if not await self.store.resolve(flow, status, current_identity().name, reason, txn):
+            raise PreconditionFailed("flow_no: the flow was resolved concurrently")
+        self.flows.on_outbox()
+        fresh = await self.store.by_id(flow.id)
+        assert fresh is not None
+        return flow_pb(fresh)
+
+    async def RequeryFlow(self, request: admin_pb2.RequeryFlowRequest, context: Ctx) -> admin_pb2.RequeryFlowResponse:
+        flow = await self._flow(request.flow_no)
+        queued = 0
+        for attempt in flow.attempts:
+            if attempt.status.value in ("SENDING", "PENDING"):
+                await self.poller.expedite(attempt.id, attempt.channel)
+                queued += 1
+        async with self.db.transaction() as tx:
+            await FlowStore.audit(
+                tx, current_identity().name, "requery_flow", flow.flow_no, "re-query", {"queued": queued}
+            )
+            await tx.commit()
+        return admin_pb2.RequeryFlowResponse(flow=flow_pb(flow), queued_attempts=queued)
+
+    async def ListDiscrepancies(
+        self, request: admin_pb2.ListDiscrepanciesRequest, context: Ctx
+    ) -> admin_pb2.ListDiscrepanciesResponse:
+        if request.page_size < 0 or request.page_size > 500:
+            raise InvalidInput("page_size", "must be between 0 and 500")
+        rows = await self.db.fetchall(
+            "SELECT d.*, f.flow_no, a.channel_order_no FROM discrepancies d JOIN flows f ON f.id=d.flow_id"
+            " JOIN attempts a ON a.id=d.attempt_id ORDER BY d.id DESC LIMIT %s",
+            (request.page_size or 50,),
+        )
+        out = admin_pb2.ListDiscrepanciesResponse()
+        for r in rows:
+            item = out.discrepancies.add(
+                id=int(r["id"]),
+                flow_no=r["flow_no"],
+                channel_order_no=r["channel_order_no"],
+                recorded_status=r["recorded_status"],
+                reported_status=r["reported_status"],
+                source=r["source"],
+            )
+            stamp = ts(r["created_at"])
+            if stamp is not None:
+                item.created_at.CopyFrom(stamp)
+        return out
+
+
+def audit_json(detail: dict[str, object]) -> str:
+    return json.dumps(detail, sort_keys=True)

@@ -1,0 +1,152 @@
+"""PaymentGateway servicer: validates every field, then calls the use cases.
+
+Validation happens before anything is written; a bad field becomes
+INVALID_ARGUMENT naming it. The caller identity comes from the auth
+interceptor; every read and write is scoped to it.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import grpc
+
+from gateway import validation as v
+from gateway.agreements import AgreementService, SignParams
+from gateway.api.auth import current_identity
+from gateway.api.convert import agreement_pb, flow_pb
+from gateway.errors import InvalidInput
+from gateway.flows import FlowService
+from paygate.v1 import gateway_pb2, gateway_pb2_grpc
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def _wait_s(wait_ms: int, default_ms: int, max_ms: int) -> float:
+    return v.wait_ms(wait_ms, default_ms, max_ms) / 1000.0
+
+
+def _page_token(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        value = int(base64.urlsafe_b64decode(token.encode() + b"==").decode())
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("page_token", "is not a token this server issued") from None
+    if value < 0:
+        raise InvalidInput("page_token", "is not a token this server issued")
+    return value
+
+
+def _next_token(last_id: int) -> str:
+    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
+
+
+class PaymentGatewayServicer(gateway_pb2_grpc.PaymentGatewayServicer):
+    def __init__(
+        self, flows: FlowService, agreements: AgreementService, default_wait_ms: int, max_wait_ms: int
+    ) -> None:
+        self.flows = flows
+        self.agreements = agreements
+        self.default_wait_ms = default_wait_ms
+        self.max_wait_ms = max_wait_ms
+
+    async def Withhold(self, request: gateway_pb2.WithholdRequest, context: Ctx) -> gateway_pb2.Flow:
+        request_id = v.request_id(request.request_id)
+        amount, currency = v.money(request.amount.amount, request.amount.currency, present=request.HasField("amount"))
+        params = v.WithholdParams(
+            amount=amount,
+            currency=currency,
+            account_no=v.card_no(request.account_no),
+            bank_code=v.pattern(request.bank_code, "bank_code", v.BANK_CODE, "an upper-case bank code like ICBC"),
+            agreement_no=v.pattern(
+                request.agreement_no, "agreement_no", v.FLOW_NO, "a 26-character agreement number", required=False
+            ),
+            description=v.text(request.description, "description", max_len=128),
+        )
+        wait = _wait_s(request.wait_ms, self.default_wait_ms, self.max_wait_ms)
+        flow = await self.flows.withhold(current_identity().name, request_id, params, wait)
+        return flow_pb(flow)
+
+    async def Payout(self, request: gateway_pb2.PayoutRequest, context: Ctx) -> gateway_pb2.Flow:
+        request_id = v.request_id(request.request_id)
+        amount, currency = v.money(request.amount.amount, request.amount.currency, present=request.HasField("amount"))
+        params = v.PayoutParams(
+            amount=amount,
+            currency=currency,
+            account_no=v.pattern(request.account_no, "account_no", v.ACCOUNT_NO, "8-32 digits"),
+            account_name=v.text(request.account_name, "account_name", max_len=64, required=True),
+            bank_code=v.pattern(request.bank_code, "bank_code", v.BANK_CODE, "an upper-case bank code like ICBC"),
+            description=v.text(request.description, "description", max_len=128),
+        )
+        wait = _wait_s(request.wait_ms, self.default_wait_ms, self.max_wait_ms)
+        flow = await self.flows.payout(current_identity().name, request_id, params, wait)
+        return flow_pb(flow)
+
+    async def Refund(self, request: gateway_pb2.RefundRequest, context: Ctx) -> gateway_pb2.Flow:
+        request_id = v.request_id(request.request_id)
+        amount, currency = v.money(request.amount.amount, request.amount.currency, present=request.HasField("amount"))
+        params = v.RefundParams(
+            original_flow_no=v.pattern(
+                request.original_flow_no, "original_flow_no", v.FLOW_NO, "a 26-character flow_no"
+            ),
+            amount=amount,
+            currency=currency,
+            reason=v.text(request.reason, "reason", max_len=128),
+        )
+        wait = _wait_s(request.wait_ms, self.default_wait_ms, self.max_wait_ms)
+        flow = await self.flows.refund(current_identity().name, request_id, params, wait)
+        return flow_pb(flow)
+
+    async def GetFlow(self, request: gateway_pb2.GetFlowRequest, context: Ctx) -> gateway_pb2.Flow:
+        which = request.WhichOneof("key")
+        caller = current_identity().name
+        if which == "flow_no":
+            flow_no = v.pattern(request.flow_no, "flow_no", v.FLOW_NO, "a 26-character flow_no")
+            flow = await self.flows.get(caller, flow_no=flow_no)
+        elif which == "request_id":
+            flow = await self.flows.get(caller, request_id=v.request_id(request.request_id))
+        else:
+            raise InvalidInput("key", "set flow_no or request_id")
+        return flow_pb(flow)
+
+    async def SignAgreement(self, request: gateway_pb2.SignAgreementRequest, context: Ctx) -> gateway_pb2.Agreement:
+        request_id = v.request_id(request.request_id)
+        params = SignParams(
+            channel=v.pattern(request.channel, "channel", v.CHANNEL_ID, "a configured channel id", required=False),
+            account_no=v.card_no(request.account_no),
+            holder_name=v.text(request.holder_name, "holder_name", max_len=64, required=True),
+            id_no=v.pattern(request.id_no, "id_no", v.ID_NO, "an 18-character national id number"),
+            phone=v.pattern(request.phone, "phone", v.PHONE, "an 11-digit mobile number"),
+            bank_code=v.pattern(request.bank_code, "bank_code", v.BANK_CODE, "an upper-case bank code like ICBC"),
+        )
+        row = await self.agreements.sign(current_identity().name, request_id, params)
+        return agreement_pb(row)
+
+    async def ConfirmAgreement(
+        self, request: gateway_pb2.ConfirmAgreementRequest, context: Ctx
+    ) -> gateway_pb2.Agreement:
+        agreement_no = v.pattern(request.agreement_no, "agreement_no", v.FLOW_NO, "a 26-character agreement number")
+        sms_code = v.pattern(request.sms_code, "sms_code", v.SMS_CODE, "4-8 digits")
+        row = await self.agreements.confirm(current_identity().name, agreement_no, sms_code)
+        return agreement_pb(row)
+
+    async def RevokeAgreement(self, request: gateway_pb2.RevokeAgreementRequest, context: Ctx) -> gateway_pb2.Agreement:
+        agreement_no = v.pattern(request.agreement_no, "agreement_no", v.FLOW_NO, "a 26-character agreement number")
+        row = await self.agreements.revoke(current_identity().name, agreement_no)
+        return agreement_pb(row)
+
+    async def ListAgreements(
+        self, request: gateway_pb2.ListAgreementsRequest, context: Ctx
+    ) -> gateway_pb2.ListAgreementsResponse:
+        account_no = v.card_no(request.account_no) if request.account_no else ""
+        if request.page_size < 0 or request.page_size > 500:
+            raise InvalidInput("page_size", "must be between 0 and 500")
+        limit = request.page_size or 50
+        after = _page_token(request.page_token)
+        rows = await self.agreements.list(current_identity().name, account_no, after, limit + 1)
+        out = gateway_pb2.ListAgreementsResponse(agreements=[agreement_pb(r) for r in rows[:limit]])
+        if len(rows) > limit:
+            out.next_page_token = _next_token(rows[limit - 1].id)
+        return out

@@ -1,0 +1,327 @@
+"""The composition root: builds every component from the config, starts and stops them in order.
+
+Start order: database pool → channel adapters → router (warm start from recent
+attempts, operator-set channel states) → positions (synced from channels
+without one) → poller (crash recovery first) → outbox relay → callback HTTP
+server → metrics HTTP server → gRPC server → health SERVING.
+
+Shutdown order (SIGTERM/SIGINT), written down once here:
+1. health NOT_SERVING, so load balancers stop sending;
+2. the gRPC server stops accepting and gives in-flight RPCs ``grace_s``;
+3. background channel calls get what is left of the grace, then are
+   cancelled (their attempts stay SENDING and are queried at next start);
+4. poller and relay stop (the relay flushes what it has produced);
+5. HTTP servers close; channel adapters close; the pool closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from channels.contract import Operation
+from channels.registry import ChannelConfigError, ChannelRegistry, ChannelSpec
+from gateway import metrics
+from gateway.agreements import AgreementService
+from gateway.api.admin import GatewayAdminServicer
+from gateway.api.auth import GatewayInterceptor, TokenBook
+from gateway.api.servicer import PaymentGatewayServicer
+from gateway.callbacks import CallbackHandler
+from gateway.config import Config, ConfigError
+from gateway.flows import FlowService, FlowSettings
+from gateway.obs.series import declare_channel_series
+from gateway.planner import Planner, warm_observations
+from gateway.poller import Poller, Schedule
+from gateway.store.agreements import AgreementStore
+from gateway.store.db import Database
+from gateway.store.flows import FlowStore
+from gateway.store.positions import PositionStore
+from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from routing.config import RoutingConfigError, parse_routing
+from routing.engine import ChannelState, Router
+
+log = logging.getLogger(__name__)
+
+WARM_WINDOW_S = 6 * 3600
+
+
+def build_registry(config: Config) -> ChannelRegistry:
+    specs = [ChannelSpec(c.channel_id, c.adapter, c.settings, c.key) for c in config.channels]
+    try:
+        return ChannelRegistry.build(specs)
+    except ChannelConfigError as exc:
+        raise ConfigError(exc.key, str(exc).split(": ", 1)[-1]) from exc
+
+
+def build_router(config: Config, registry: ChannelRegistry) -> Router:
+    capabilities: dict[str, dict[str, Any]] = {}
+    for channel_id, channel in registry.items():
+        capabilities[channel_id] = {
+            "default_operations": frozenset(channel.operations),
+            "default_currencies": frozenset(channel.currencies),
+            "default_banks": channel.banks,
+        }
+    try:
+        router_config, profiles = parse_routing(
+            "routing",
+            config.routing,
+            [(f"{c.key}.routing", c.channel_id, c.routing) for c in config.channels],
+            capabilities,
+        )
+    except RoutingConfigError as exc:
+        raise ConfigError(exc.key, exc.problem) from exc
+    return Router(profiles, router_config)
+
+
+@dataclass
+class Gateway:
+    """Every live component of one gateway process."""
+
+    config: Config
+    db: Database
+    registry: ChannelRegistry
+    router: Router
+    planner: Planner
+    flows: FlowService
+    agreements: AgreementService
+    positions: PositionStore
+    poller: Poller
+    relay: Any = None
+    grpc_server: grpc.aio.Server | None = None
+    health: health.aio.HealthServicer | None = None  # type: ignore[name-defined]
+    runners: list[web.AppRunner] = field(default_factory=list)
+    grpc_port: int = 0
+    http_port: int = 0
+    metrics_port: int = 0
+    _sampler: asyncio.Task[None] | None = None
+    _stopped: bool = False
+
+    # --- construction -------------------------------------------------------------
+
+    @classmethod
+    def build(cls, config: Config) -> Gateway:
+        db = Database(config.database)
+        registry = build_registry(config)
+        router = build_router(config, registry)
+        positions = PositionStore(db)
+        needs_usage = any(
+            router.profile(c).per_card_daily_attempts or router.profile(c).per_card_daily_amount for c in registry
+        )
+        planner = Planner(router, positions, needs_card_usage=needs_usage)
+        store = FlowStore(db)
+        relay = None
+        if config.kafka_enabled:
+            from gateway.outbox.config import RelayConfig
+            from gateway.outbox.relay import OutboxRelay
+
+            try:
+                relay_config = RelayConfig.from_mapping("kafka", config.kafka)
+            except ValueError as exc:
+                raise ConfigError(getattr(exc, "key", "kafka"), str(exc)) from exc
+            relay = OutboxRelay(db, relay_config)
+        flows = FlowService(
+            store=store,
+            agreements=AgreementStore(db),
+            registry=registry,
+            planner=planner,
+            settings=FlowSettings(
+                callback_base=config.server.callback_base,
+                account_hash_key=config.account_hash_key.reveal().encode(),
+                max_attempts=router.config.max_attempts_per_flow,
+                poll_first_delay_s=config.poller.first_delay_s,
+            ),
+            on_outbox=relay.notify if relay is not None else None,
+        )
+        agreements = AgreementService(flows.agreements, registry, config.account_hash_key.reveal().encode())
+        schedules = {
+            c.channel_id: Schedule.from_steps(
+                c.poll_first_delay_s if c.poll_first_delay_s is not None else config.poller.first_delay_s,
+                c.poll_schedule or config.poller.schedule,
+            )
+            for c in config.channels
+        }
+        poller = Poller(db, flows, config.poller, schedules, owner=config.server.replica_id)
+        return cls(config, db, registry, router, planner, flows, agreements, positions, poller, relay)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        # alert and ratio series exist at zero from the start (see gateway/obs/series.py)
+        declare_channel_series(list(self.registry))
+        await self.db.start()
+        await self.registry.start()
+        self.router.warm_start(await warm_observations(self.db, WARM_WINDOW_S))
+        for row in await self.db.fetchall("SELECT channel, state FROM channel_states"):
+            if row["channel"] in self.registry:
+                self.router.set_state(row["channel"], ChannelState(row["state"]))
+        await self._sync_positions()
+        if cfg.poller.enabled:
+            await self.poller.start()
+        if self.relay is not None:
+            await self.relay.start()
+
+        callbacks = CallbackHandler(self.registry, self.flows, self.poller.expedite)
+        self.http_port = await self._serve_http(callbacks.app(), cfg.server.http_host, cfg.server.http_port)
+        if not cfg.server.public_callback_base:
+            # the port actually bound (port 0 picks a free one): channels must be told the real one
+            base = f"http://{cfg.server.http_host}:{self.http_port}"
+            self.flows.settings = dataclasses.replace(self.flows.settings, callback_base=base)
+        self.metrics_port = await self._serve_http(
+            self._metrics_app(), cfg.server.metrics_host, cfg.server.metrics_port
+        )
+
+        server = grpc.aio.server(
+            interceptors=[GatewayInterceptor(TokenBook(cfg.callers, cfg.operators))],
+            options=[("grpc.max_receive_message_length", 1 << 20), ("grpc.so_reuseport", 0)],
+        )
+        gateway_pb2_grpc.add_PaymentGatewayServicer_to_server(
+            PaymentGatewayServicer(self.flows, self.agreements, cfg.server.default_wait_ms, cfg.server.max_wait_ms),
+            server,
+        )
+        admin_pb2_grpc.add_GatewayAdminServicer_to_server(
+            GatewayAdminServicer(
+                db=self.db,
+                registry=self.registry,
+                planner=self.planner,
+                flows=self.flows,
+                positions=self.positions,
+                poller=self.poller,
+            ),
+            server,
+        )
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        services = (
+            gateway_pb2.DESCRIPTOR.services_by_name["PaymentGateway"].full_name,
+            admin_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(services, server)
+        self.grpc_port = server.add_insecure_port(f"{cfg.server.grpc_host}:{cfg.server.grpc_port}")
+        if self.grpc_port == 0:
+            raise ConfigError("server.grpc_port", f"cannot bind {cfg.server.grpc_host}:{cfg.server.grpc_port}")
+        await server.start()
+        self.grpc_server = server
+        for name in ("", services[0], services[1]):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._sampler = asyncio.create_task(self._sample_metrics(), name="metrics-sampler")
+        log.info(
+            "paygate serving",
+            extra={"grpc_port": self.grpc_port, "http_port": self.http_port, "metrics_port": self.metrics_port},
+        )
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.config.server.grace_s
+        started = time.monotonic()
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace)
+        left = max(grace - (time.monotonic() - started), 0.0)
+        cancelled = await self.flows.drain(left)
+        if cancelled:
+            log.warning("%d channel calls cancelled at shutdown; they are queried at next start", cancelled)
+        if self._sampler is not None:
+            self._sampler.cancel()
+            await asyncio.gather(self._sampler, return_exceptions=True)
+        await self.poller.stop()
+        if self.relay is not None:
+            await self.relay.stop()
+        for runner in self.runners:
+            await runner.cleanup()
+        await self.registry.stop()
+        await self.db.stop()
+        log.info("paygate stopped")
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- helpers ---------------------------------------------------------------------
+
+    async def _serve_http(self, app: web.Application, host: str, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self.runners.append(runner)
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    def _metrics_app(self) -> web.Application:
+        async def serve(request: web.Request) -> web.Response:
+            body = generate_latest(metrics.REGISTRY)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app = web.Application()
+        app.router.add_get("/metrics", serve)
+        return app
+
+    async def _sync_positions(self) -> None:
+        """Channels that pay out but have no position row yet get one from their balance query."""
+        known = {row.channel for row in await self.positions.all()}
+        for channel_id, channel in self.registry.items():
+            if channel_id in known or Operation.PAYOUT not in channel.operations:
+                continue
+            if Operation.BALANCE not in channel.operations:
+                continue
+            try:
+                balance = await channel.balance()
+            except Exception as exc:
+                log.warning("position sync failed: %s", type(exc).__name__, extra={"channel": channel_id})
+                continue
+            await self.positions.sync(channel_id, balance.currency, balance.available)
+
+    async def sample_metrics_once(self) -> None:
+        await self.poller.sample_metrics()
+        if self.relay is not None:
+            await self.relay.sample_metrics()
+        for row in await self.positions.all():
+            metrics.POSITION_AVAILABLE.labels(channel=row.channel, currency=row.currency).set(row.available)
+            metrics.POSITION_RESERVED.labels(channel=row.channel, currency=row.currency).set(row.reserved)
+        self.planner.publish_metrics()
+
+    async def _sample_metrics(self) -> None:
+        while True:
+            try:
+                await self.sample_metrics_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("metrics sampling failed", exc_info=True)
+            await asyncio.sleep(2.0)
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT, then shut down in order."""
+    gateway = Gateway.build(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()
+    return 0

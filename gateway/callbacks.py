@@ -1,0 +1,139 @@
+"""Channel callback endpoint (aiohttp): ``POST /callbacks/{channel_id}``.
+
+For each request: read the raw body (size-capped), let the channel adapter
+verify the signature in constant time and parse it, cross-check the order
+number, operation and amount against our attempt, then apply the outcome
+through the same compare-and-set transition the poller uses. The answer is
+exactly the acknowledgement the channel expects (``callback_reply``).
+
+* failed verification / mismatch: nothing changes, the channel's error reply,
+  a metric, and an immediate query of the attempt when the order is known;
+* replay (same result already recorded): acknowledged, nothing changes;
+* unknown order: acknowledged per the channel's convention and counted;
+* anything unexpected on our side (database down): 503 so the channel retries.
+  Never a 500 with a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from channels.contract import CallbackRejected, Channel, HttpReply
+from channels.registry import ChannelRegistry
+from gateway import metrics
+from gateway.flows import FlowService
+from gateway.store.flows import Applied, Source
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+
+
+def _response(reply: HttpReply) -> web.Response:
+    return web.Response(
+        status=reply.status, body=reply.body, content_type=reply.content_type.split(";")[0], headers=dict(reply.headers)
+    )
+
+
+class CallbackHandler:
+    def __init__(
+        self,
+        registry: ChannelRegistry,
+        flows: FlowService,
+        expedite: Callable[[int, str], Awaitable[object]],
+    ) -> None:
+        self.registry = registry
+        self.flows = flows
+        self.expedite = expedite
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_post("/callbacks/{channel_id}", self.handle)
+        app.router.add_get("/healthz", self.healthz)
+        return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def handle(self, request: web.Request) -> web.Response:
+        channel_id = request.match_info["channel_id"]
+        if channel_id not in self.registry:
+            metrics.CALLBACKS.labels(channel="unknown", result="malformed").inc()
+            return web.Response(status=404, text="unknown channel")
+        channel = self.registry.get(channel_id)
+        try:
+            if request.content_length is not None and request.content_length > MAX_BODY:
+                metrics.CALLBACKS.labels(channel=channel_id, result="malformed").inc()
+                return web.Response(status=413, text="body too large")
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                metrics.CALLBACKS.labels(channel=channel_id, result="malformed").inc()
+                return web.Response(status=413, text="body too large")
+            return await self._process(channel_id, channel, request, body)
+        except Exception:
+            log.exception("callback handling failed; asking the channel to retry", extra={"channel": channel_id})
+            return web.Response(status=503, text="temporarily unavailable")
+
+    async def _process(self, channel_id: str, channel: Channel, request: web.Request, body: bytes) -> web.Response:
+        headers = {k: v for k, v in request.headers.items()}
+        headers.setdefault("Content-Type", request.content_type)
+        try:
+            notice = channel.parse_callback(headers, body)
+        except CallbackRejected as exc:
+            result = "bad_signature" if exc.bad_signature else "malformed"
+            metrics.CALLBACKS.labels(channel=channel_id, result=result).inc()
+            log.warning("callback rejected: %s", exc.reason, extra={"channel": channel_id})
+            if exc.channel_order_no:
+                await self._expedite_order(exc.channel_order_no, channel_id)
+            return _response(channel.callback_reply(False))
+        except Exception:
+            metrics.CALLBACKS.labels(channel=channel_id, result="malformed").inc()
+            log.warning("callback could not be parsed", extra={"channel": channel_id})
+            return _response(channel.callback_reply(False))
+
+        attempt = await self.flows.store.attempt_by_order_no(notice.channel_order_no)
+        if attempt is None:
+            metrics.CALLBACKS.labels(channel=channel_id, result="unknown_order").inc()
+            log.warning("callback for an unknown order", extra={"channel": channel_id})
+            return _response(channel.callback_reply(True))
+        mismatch = ""
+        if attempt.channel != channel_id:
+            mismatch = "order belongs to another channel"
+        elif notice.operation.value != attempt.operation:
+            mismatch = "operation differs"
+        elif notice.amount is not None and notice.amount != attempt.amount:
+            mismatch = "amount differs"
+        if mismatch:
+            metrics.CALLBACKS.labels(channel=channel_id, result="mismatch").inc()
+            log.warning(
+                "callback rejected: %s",
+                mismatch,
+                extra={"channel": channel_id, "channel_order_no": attempt.channel_order_no},
+            )
+            if attempt.channel in self.registry:
+                await self.expedite(attempt.id, attempt.channel)
+            return _response(channel.callback_reply(False))
+        applied = await self.flows.apply(attempt.id, notice.outcome, Source.CALLBACK)
+        label = {
+            Applied.TRANSITIONED: "verified",
+            Applied.NOOP: "replay",
+            Applied.STILL_PENDING: "replay",
+            Applied.DISCREPANCY: "verified",
+            Applied.UNKNOWN: "unknown_order",
+        }[applied.applied]
+        metrics.CALLBACKS.labels(channel=channel_id, result=label).inc()
+        log.info(
+            "callback %s",
+            applied.applied.value,
+            extra={"channel": channel_id, "channel_order_no": attempt.channel_order_no, "outcome": notice.outcome.code},
+        )
+        return _response(channel.callback_reply(True))
+
+    async def _expedite_order(self, order_no: str, channel_id: str) -> None:
+        attempt = await self.flows.store.attempt_by_order_no(order_no[:40])
+        if attempt is not None and attempt.channel == channel_id:
+            await self.expedite(attempt.id, attempt.channel)

@@ -1,0 +1,518 @@
+"""Flow use cases: withhold, payout, refund, and applying channel outcomes.
+
+The request path of a withhold, in order:
+
+1. validate (gateway/api), compute the canonical request hash;
+2. same (caller, request_id) seen before → same hash: return that flow, no
+   side effect; other hash: ``IdempotencyConflict`` (withholds learn it from
+   the flow insert's unique key in step 3, not from a read before it);
+3. route (filters + ranking), then **commit 1**: the flow and its first
+   attempt (SENDING, with its unique channel order number) — before any byte
+   goes to a channel;
+4. call the channel; **commit 2**: the compare-and-set transition, and when
+   terminal the FLOW_RESULT outbox row in the same transaction;
+5. fail over only after a definite failure the channel's table marks
+   ``safe_elsewhere``, within the attempt limit and the caller's wait budget.
+   PENDING, timeouts and unknown codes are polled, never failed over.
+
+The channel call runs in a task the RPC waits for up to its budget; when the
+budget runs out the RPC returns the flow PROCESSING and the task finishes on
+its own (the result then arrives on Kafka and via GetFlow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.contract import (
+    Channel,
+    Operation,
+    OrderRef,
+    Outcome,
+    OutcomeStatus,
+    PayoutOrder,
+    RefundOrder,
+    WithholdOrder,
+    pending,
+)
+from channels.registry import ChannelRegistry
+from gateway import metrics
+from gateway.domain import FlowKind, FlowStatus, account_hash, mask_account
+from gateway.errors import IdempotencyConflict, NoRoute, NotFound, PreconditionFailed
+from gateway.planner import Plan, Planner
+from gateway.store.agreements import AgreementStore
+from gateway.store.flows import (
+    Applied,
+    ApplyResult,
+    AttemptRow,
+    FlowClosed,
+    FlowRow,
+    FlowStore,
+    IdempotentHit,
+    NewAttempt,
+    NewFlow,
+    PositionShort,
+    RefundExceeds,
+    Source,
+)
+from gateway.validation import PayoutParams, RefundParams, WithholdParams, canonical_hash
+
+log = logging.getLogger(__name__)
+
+OUTCOME_LABEL = {
+    OutcomeStatus.SUCCEEDED: "succeeded",
+    OutcomeStatus.PENDING: "pending",
+}
+
+
+def outcome_label(outcome: Outcome) -> str:
+    if outcome.status is OutcomeStatus.FAILED:
+        return "payer_failure" if outcome.payer_attributable else "channel_failure"
+    if outcome.status is OutcomeStatus.PENDING and outcome.code in {"ADAPTER_ERROR", "CALL_GUARD_TIMEOUT"}:
+        return "error"
+    return OUTCOME_LABEL[outcome.status]
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    callback_base: str  # e.g. http://127.0.0.1:8080 ; callbacks go to {base}/callbacks/{channel}
+    account_hash_key: bytes
+    max_attempts: int = 3
+    call_guard_s: float = 60.0  # hard cap on one adapter call (adapters time out first)
+    poll_first_delay_s: float = 2.0
+
+
+@dataclass
+class _Call:
+    """What the driver needs to (re)build the channel order for an attempt."""
+
+    operation: Operation
+    build: Callable[[str, str], Any]  # (channel_id, channel_order_no) -> order object
+    route: Callable[[frozenset[str]], Awaitable[Plan]] | None  # None: no failover (refunds)
+    deadline: float  # monotonic; failover stops here
+    plan: Plan | None = None
+    tried: set[str] = field(default_factory=set)
+
+
+class FlowService:
+    def __init__(
+        self,
+        *,
+        store: FlowStore,
+        agreements: AgreementStore,
+        registry: ChannelRegistry,
+        planner: Planner,
+        settings: FlowSettings,
+        on_outbox: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.agreements = agreements
+        self.registry = registry
+        self.planner = planner
+        self.settings = settings
+        self.on_outbox = on_outbox or (lambda: None)
+        self._tasks: set[asyncio.Task[FlowRow]] = set()
+
+    # --- use cases ---------------------------------------------------------------------
+
+    async def withhold(self, caller: str, request_id: str, params: WithholdParams, wait_s: float) -> FlowRow:
+        acct = account_hash(self.settings.account_hash_key, params.account_no)
+        request_hash = canonical_hash("WITHHOLD", _hashable(params, acct))
+        # No idempotency read up front: the flow insert's UNIQUE(caller, request_id) finds a
+        # replay (IdempotentHit). A request that cannot go ahead looks for an earlier flow first.
+        refs = await self.agreements.active_refs(caller, acct, params.agreement_no)
+        if not refs:
+            replay = await self._replay(caller, request_id, request_hash)
+            if replay is not None:
+                return replay
+            what = (
+                "agreement_no is not an ACTIVE agreement of this caller"
+                if params.agreement_no
+                else "no ACTIVE withholding agreement for this account; sign one first"
+            )
+            raise PreconditionFailed(what)
+
+        def build(channel_id: str, order_no: str) -> WithholdOrder:
+            return WithholdOrder(
+                channel_order_no=order_no,
+                amount=params.amount,
+                currency=params.currency,
+                agreement_ref=refs[channel_id],
+                account_no=params.account_no,
+                bank_code=params.bank_code,
+                description=params.description,
+                notify_url=self._notify_url(channel_id),
+            )
+
+        new = self._new_flow(FlowKind.WITHHOLD, caller, request_id, request_hash, acct, params)
+        return await self._start(
+            new, self._routed_call(Operation.WITHHOLD, new, frozenset(refs), build, wait_s), wait_s
+        )
+
+    async def payout(self, caller: str, request_id: str, params: PayoutParams, wait_s: float) -> FlowRow:
+        acct = account_hash(self.settings.account_hash_key, params.account_no)
+        request_hash = canonical_hash("PAYOUT", _hashable(params, acct))
+        # as for withholds, the insert's unique key finds replays (and _create_first when nothing routes)
+
+        def build(channel_id: str, order_no: str) -> PayoutOrder:
+            return PayoutOrder(
+                channel_order_no=order_no,
+                amount=params.amount,
+                currency=params.currency,
+                account_no=params.account_no,
+                account_name=params.account_name,
+                bank_code=params.bank_code,
+                description=params.description,
+                notify_url=self._notify_url(channel_id),
+            )
+
+        new = self._new_flow(FlowKind.PAYOUT, caller, request_id, request_hash, acct, params)
+        return await self._start(new, self._routed_call(Operation.PAYOUT, new, None, build, wait_s), wait_s)
+
+    @staticmethod
+    def _new_flow(
+        kind: FlowKind,
+        caller: str,
+        request_id: str,
+        request_hash: str,
+        acct: str,
+        params: WithholdParams | PayoutParams,
+    ) -> NewFlow:
+        return NewFlow(
+            caller=caller,
+            request_id=request_id,
+            kind=kind,
+            amount=params.amount,
+            currency=params.currency,
+            request_hash=request_hash,
+            account_hash=acct,
+            account_masked=mask_account(params.account_no),
+            bank_code=params.bank_code,
+            description=params.description,
+        )
+
+    def _routed_call(
+        self,
+        operation: Operation,
+        new: NewFlow,
+        agreement_channels: frozenset[str] | None,
+        build: Callable[[str, str], Any],
+        wait_s: float,
+    ) -> _Call:
+        """A call whose channels come from the router (re-asked, excluding tried ones, on failover)."""
+
+        async def route(exclude: frozenset[str]) -> Plan:
+            return await self.planner.plan(
+                operation,
+                new.amount,
+                new.currency,
+                new.bank_code,
+                account_hash=new.account_hash,
+                agreement_channels=agreement_channels,
+                exclude=exclude,
+            )
+
+        return _Call(operation, build, route, time.monotonic() + wait_s)
+
+    async def refund(self, caller: str, request_id: str, params: RefundParams, wait_s: float) -> FlowRow:
+        request_hash = canonical_hash("REFUND", params)
+        replay = await self._replay(caller, request_id, request_hash)
+        if replay is not None:
+            return replay
+        original = await self.store.by_flow_no(params.original_flow_no, caller=caller)
+        if original is None:
+            raise NotFound(f"original_flow_no: no flow {params.original_flow_no}")
+        if original.kind is not FlowKind.WITHHOLD:
+            raise PreconditionFailed("original_flow_no: only withholds can be refunded")
+        if original.status is not FlowStatus.SUCCEEDED:
+            raise PreconditionFailed(f"original_flow_no: the flow is {original.status.value}, not SUCCEEDED")
+        if params.currency != original.currency:
+            raise PreconditionFailed(f"amount.currency: must be {original.currency}, the original's currency")
+        left = original.amount - original.refund_reserved
+        if params.amount > left:
+            raise PreconditionFailed(
+                f"amount: refund of {params.amount} exceeds the refundable {left} "
+                f"(original {original.amount}, already refunded or in flight {original.refund_reserved})"
+            )
+        paid = next((a for a in original.attempts if a.status.value == "SUCCEEDED"), None)
+        if paid is None:
+            raise PreconditionFailed("original_flow_no: no succeeded attempt to refund")
+        if paid.channel not in self.registry:
+            raise PreconditionFailed(f"original_flow_no: channel {paid.channel} is no longer configured")
+
+        def build(channel_id: str, order_no: str) -> RefundOrder:
+            return RefundOrder(
+                channel_order_no=order_no,
+                original_channel_order_no=paid.channel_order_no,
+                original_channel_txn_id=paid.channel_txn_id,
+                amount=params.amount,
+                original_amount=original.amount,
+                currency=params.currency,
+                reason=params.reason,
+                notify_url=self._notify_url(channel_id),
+            )
+
+        new = NewFlow(
+            caller=caller,
+            request_id=request_id,
+            kind=FlowKind.REFUND,
+            amount=params.amount,
+            currency=params.currency,
+            request_hash=request_hash,
+            account_hash=original.account_hash,
+            account_masked=original.account_masked,
+            bank_code=original.bank_code,
+            description=params.reason,
+            original_flow_id=original.id,
+        )
+        # A refund goes back through the channel that took the money; never elsewhere.
+        call = _Call(Operation.REFUND, build, None, time.monotonic() + wait_s)
+        call.plan = Plan.explicit(paid.channel, "refund goes to the original channel")
+        return await self._start(new, call, wait_s)
+
+    async def get(self, caller: str, *, flow_no: str = "", request_id: str = "") -> FlowRow:
+        flow = (
+            await self.store.by_flow_no(flow_no, caller=caller)
+            if flow_no
+            else await self.store.by_request_id(caller, request_id)
+        )
+        if flow is None:
+            raise NotFound(f"flow_no: no flow {flow_no}" if flow_no else f"request_id: no flow for {request_id}")
+        return flow
+
+    # --- applying outcomes (shared by response, poller, callbacks) -------------------
+
+    async def apply(
+        self, attempt_id: int, outcome: Outcome, source: Source, *, finish_flow_on_failure: bool = True
+    ) -> ApplyResult:
+        result = await self.store.apply_outcome(
+            attempt_id,
+            outcome,
+            source,
+            finish_flow_on_failure=finish_flow_on_failure,
+            poll_due_in_s=self.settings.poll_first_delay_s,
+        )
+        if result.applied is Applied.TRANSITIONED and result.attempt is not None and outcome.definite:
+            # delayed feedback included: a pending attempt resolving later still teaches the router
+            self.planner.observe(result.attempt, outcome)
+        if result.flow_finished or result.applied is Applied.DISCREPANCY:
+            self.on_outbox()
+        return result
+
+    # --- internals -------------------------------------------------------------------
+
+    def _notify_url(self, channel_id: str) -> str:
+        return f"{self.settings.callback_base}/callbacks/{channel_id}"
+
+    async def _replay(self, caller: str, request_id: str, request_hash: str) -> FlowRow | None:
+        existing = await self.store.by_request_id(caller, request_id)
+        if existing is None:
+            return None
+        return self._check_replay(existing, request_hash)
+
+    @staticmethod
+    def _check_replay(existing: FlowRow, request_hash: str) -> FlowRow:
+        if existing.request_hash != request_hash:
+            raise IdempotencyConflict(
+                f"request_id {existing.request_id} was already used with different parameters "
+                f"(flow {existing.flow_no}); use a new request_id for a new request"
+            )
+        existing.replayed = True
+        metrics.FLOWS_REPLAYED.labels(kind=existing.kind.value).inc()
+        return existing
+
+    async def _start(self, new: NewFlow, call: _Call, wait_s: float) -> FlowRow:
+        flow = await self._create_first(new, call)
+        if flow.replayed:
+            return flow
+        task = asyncio.create_task(self._drive(flow, call), name=f"drive-{flow.flow_no}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout=max(wait_s, 0.0))
+        except TimeoutError:
+            return flow  # PROCESSING; the task keeps going and records the result
+
+    async def _create_first(self, new: NewFlow, call: _Call) -> FlowRow:
+        plan = call.plan
+        if plan is None:
+            assert call.route is not None
+            plan = await call.route(frozenset())
+        for choice in plan.candidates:
+            attempt = NewAttempt(
+                channel=choice,
+                operation=call.operation.value,
+                decision=plan.explain(choice),
+                reserve_position=call.operation is Operation.PAYOUT,
+            )
+            try:
+                flow = await self.store.create(new, attempt)
+            except IdempotentHit as hit:
+                return self._check_replay(hit.flow, new.request_hash)
+            except PositionShort:
+                continue  # another payout took the float since routing looked; try the next
+            except RefundExceeds:
+                raise PreconditionFailed("amount: the refunds of a flow can never exceed its amount") from None
+            self.planner.chosen(choice, call.operation, plan, failover=False)
+            call.plan = plan
+            call.tried.add(choice)
+            return flow
+        replay = await self._replay(new.caller, new.request_id, new.request_hash)
+        if replay is not None:  # a replay is answered even when no channel would take it now
+            return replay
+        if plan.candidates:  # every candidate's float was taken by concurrent payouts after routing looked
+            shorted = [(c, "position", "float taken by concurrent payouts") for c in plan.candidates]
+            raise NoRoute(
+                f"no channel has enough float left for this {call.operation.value}", plan.rejected_tuples() + shorted
+            )
+        raise NoRoute(plan.no_route_message(call.operation), plan.rejected_tuples())
+
+    async def _drive(self, flow: FlowRow, call: _Call) -> FlowRow:
+        attempt = flow.attempts[-1]
+        while True:
+            channel = self.registry.get(attempt.channel)
+            outcome = await self._call_channel(
+                channel, call.operation, call.build(attempt.channel, attempt.channel_order_no), attempt
+            )
+            next_attempt: NewAttempt | None = None
+            if outcome.status is OutcomeStatus.FAILED and outcome.safe_elsewhere:
+                next_attempt = await self._failover_target(flow, call)
+            result = await self.apply(attempt.id, outcome, Source.RESPONSE, finish_flow_on_failure=next_attempt is None)
+            if result.applied is not Applied.TRANSITIONED or next_attempt is None:
+                break
+            metrics.FAILOVERS.labels(from_channel=attempt.channel, reason=outcome.code.lower()).inc()
+            try:
+                attempt = await self.store.add_attempt(flow, next_attempt)
+            except (PositionShort, FlowClosed):
+                # no next attempt: the flow ends with the failure just recorded (a no-op if it already ended)
+                await self.store.finish_from_attempt(flow.attempts[-1].id)
+                self.on_outbox()
+                break
+            self.planner.chosen(attempt.channel, call.operation, call.plan, failover=True)
+            call.tried.add(attempt.channel)
+        if result.flow_finished and result.flow is not None and result.attempt is not None:
+            if len(flow.attempts) == 1 and result.flow.original_flow_id is None:
+                # the terminal transaction read and updated both rows under their locks: no re-read
+                result.flow.attempts = [result.attempt]
+                return result.flow
+        fresh = await self.store.by_id(flow.id)
+        return fresh or flow
+
+    async def _failover_target(self, flow: FlowRow, call: _Call) -> NewAttempt | None:
+        if call.route is None or len(flow.attempts) >= self.settings.max_attempts:
+            return None
+        if time.monotonic() >= call.deadline:
+            return None
+        try:
+            plan = await call.route(frozenset(call.tried))
+        except Exception:
+            log.exception("re-routing for failover failed", extra={"flow_no": flow.flow_no})
+            return None
+        if not plan.candidates:
+            return None
+        call.plan = plan
+        choice = plan.candidates[0]
+        return NewAttempt(
+            channel=choice,
+            operation=call.operation.value,
+            decision=plan.explain(choice, reason="failover"),
+            reserve_position=call.operation is Operation.PAYOUT,
+        )
+
+    async def _call_channel(self, channel: Channel, operation: Operation, order: Any, attempt: AttemptRow) -> Outcome:
+        method: Callable[[Any], Awaitable[Outcome]] = {  # type: ignore[assignment]
+            Operation.WITHHOLD: channel.withhold,
+            Operation.PAYOUT: channel.payout,
+            Operation.REFUND: channel.refund,
+        }[operation]
+        return await self.timed_call(channel.channel_id, operation.value, method(order), attempt)
+
+    async def timed_call(
+        self, channel_id: str, operation: str, call: Awaitable[Outcome], attempt: AttemptRow
+    ) -> Outcome:
+        """Run one adapter call with metrics, a hard guard, and 'unknown means PENDING'."""
+        started = time.monotonic()
+        try:
+            outcome = await asyncio.wait_for(call, timeout=self.settings.call_guard_s)
+        except TimeoutError:
+            outcome = pending("CALL_GUARD_TIMEOUT", raw_message="adapter did not return in time")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an adapter bug must not turn into a guess
+            log.exception(
+                "channel adapter raised", extra={"channel": channel_id, "channel_order_no": attempt.channel_order_no}
+            )
+            outcome = pending("ADAPTER_ERROR", raw_message=type(exc).__name__)
+        elapsed = time.monotonic() - started
+        if (
+            outcome.amount is not None
+            and outcome.status is OutcomeStatus.SUCCEEDED
+            and outcome.amount != attempt.amount
+        ):
+            log.error(
+                "channel reported a different amount; holding the attempt for review",
+                extra={"channel": channel_id, "channel_order_no": attempt.channel_order_no},
+            )
+            outcome = pending("AMOUNT_MISMATCH", raw_code=outcome.raw_code, raw_message="amount differs from the order")
+        if outcome.unmapped:
+            metrics.CHANNEL_UNMAPPED_CODES.labels(channel=channel_id).inc()
+        metrics.CHANNEL_REQUESTS.labels(channel=channel_id, operation=operation, outcome=outcome_label(outcome)).inc()
+        metrics.CHANNEL_LATENCY.labels(channel=channel_id, operation=operation).observe(elapsed)
+        log.info(
+            "channel call %s",
+            outcome.status.value,
+            extra={
+                "channel": channel_id,
+                "operation": operation,
+                "channel_order_no": attempt.channel_order_no,
+                "outcome": outcome.code,
+                "duration_ms": round(elapsed * 1000, 2),
+            },
+        )
+        return outcome
+
+    async def order_ref(self, attempt: AttemptRow) -> OrderRef:
+        original = ""
+        if attempt.operation == Operation.REFUND.value:
+            original = await self.store.refunded_order_no(attempt.flow_id)
+        return OrderRef(
+            attempt.channel_order_no, Operation(attempt.operation), attempt.amount, attempt.currency, original
+        )
+
+    async def query(self, attempt: AttemptRow) -> Outcome:
+        channel = self.registry.get(attempt.channel)
+        ref = await self.order_ref(attempt)
+        return await self.timed_call(attempt.channel, "query", channel.query(ref), attempt)
+
+    async def close(self, attempt: AttemptRow) -> Outcome:
+        channel = self.registry.get(attempt.channel)
+        ref = await self.order_ref(attempt)
+        return await self.timed_call(attempt.channel, "query", channel.close_order(ref), attempt)
+
+    async def drain(self, grace_s: float) -> int:
+        """Wait for in-flight channel calls; cancel what is left after ``grace_s``.
+
+        A cancelled call leaves its attempt SENDING; start-up recovery queries it.
+        Returns how many were cancelled.
+        """
+        tasks = list(self._tasks)
+        if not tasks:
+            return 0
+        _, still = await asyncio.wait(tasks, timeout=grace_s)
+        for task in still:
+            task.cancel()
+        if still:
+            await asyncio.gather(*still, return_exceptions=True)
+        return len(still)
+
+
+def _hashable(params: WithholdParams | PayoutParams, acct: str) -> Any:
+    """The request's parameters with the account number replaced by its keyed hash."""
+    from dataclasses import replace
+
+    return replace(params, account_no=acct)

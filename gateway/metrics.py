@@ -1,0 +1,200 @@
+"""Every Prometheus metric paygate exports, in one registry.
+
+Naming follows Prometheus conventions (``_total`` counters, ``_seconds``
+durations, base units). Labels are low-cardinality only: channel ids,
+operations, outcomes, methods, codes. Never order numbers, flow numbers,
+card or account numbers.
+
+Label values used across the code base:
+
+* ``operation``: withhold, payout, refund, query, agreement, balance
+* ``outcome`` (channel requests): succeeded, payer_failure, channel_failure,
+  pending, error
+* ``result`` (callbacks): verified, bad_signature, unknown_order, replay,
+  mismatch, malformed
+* ``state`` (channel state): enabled, draining, disabled, eliminated, probing
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# --- channels ------------------------------------------------------------------
+CHANNEL_REQUESTS = Counter(
+    "paygate_channel_requests_total",
+    "Calls to channels by outcome (payer_failure does not count against the channel).",
+    ["channel", "operation", "outcome"],
+    registry=REGISTRY,
+)
+CHANNEL_LATENCY = Histogram(
+    "paygate_channel_request_duration_seconds",
+    "Channel call latency, including timeouts.",
+    ["channel", "operation"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+CHANNEL_UNMAPPED_CODES = Counter(
+    "paygate_channel_unmapped_codes_total",
+    "Channel answers whose raw code was not in the channel's error table (treated as PENDING).",
+    ["channel"],
+    registry=REGISTRY,
+)
+
+# --- routing ---------------------------------------------------------------------
+ROUTER_SUCCESS_ESTIMATE = Gauge(
+    "paygate_router_success_estimate_ratio",
+    "The router's live success-rate estimate per channel and operation (0..1).",
+    ["channel", "operation"],
+    registry=REGISTRY,
+)
+CHANNEL_STATE = Gauge(
+    "paygate_channel_state",
+    "1 for the channel's current state (enabled, draining, disabled, eliminated, probing), else 0.",
+    ["channel", "state"],
+    registry=REGISTRY,
+)
+ROUTING_DECISIONS = Counter(
+    "paygate_routing_decisions_total",
+    "Channels chosen by the router, with the reason (best_score, exploration, probe, failover, explicit).",
+    ["channel", "operation", "reason"],
+    registry=REGISTRY,
+)
+ROUTING_REJECTIONS = Counter(
+    "paygate_routing_rejections_total",
+    "Candidates removed by a routing filter.",
+    ["channel", "filter"],
+    registry=REGISTRY,
+)
+ROUTING_NO_CANDIDATE = Counter(
+    "paygate_routing_no_candidate_total",
+    "Requests for which no channel passed the filters.",
+    ["operation"],
+    registry=REGISTRY,
+)
+FAILOVERS = Counter(
+    "paygate_failovers_total",
+    "Attempts moved to another channel after a definite, safe-elsewhere failure.",
+    ["from_channel", "reason"],
+    registry=REGISTRY,
+)
+POSITION_AVAILABLE = Gauge(
+    "paygate_position_available_minor_units",
+    "Channel float available for payouts (balance - reserved), minor units.",
+    ["channel", "currency"],
+    registry=REGISTRY,
+)
+POSITION_RESERVED = Gauge(
+    "paygate_position_reserved_minor_units",
+    "Channel float reserved by payouts in flight, minor units.",
+    ["channel", "currency"],
+    registry=REGISTRY,
+)
+
+# --- flows -------------------------------------------------------------------------
+FLOWS_CREATED = Counter(
+    "paygate_flows_created_total",
+    "Flows created (idempotent replays not counted).",
+    ["kind"],
+    registry=REGISTRY,
+)
+FLOWS_FINISHED = Counter(
+    "paygate_flows_finished_total",
+    "Flows reaching a terminal status.",
+    ["kind", "status"],
+    registry=REGISTRY,
+)
+FLOWS_REPLAYED = Counter(
+    "paygate_flows_replayed_total",
+    "Requests answered from an existing flow (same idempotency key and parameters).",
+    ["kind"],
+    registry=REGISTRY,
+)
+
+# --- gRPC --------------------------------------------------------------------------
+GRPC_REQUESTS = Counter(
+    "paygate_grpc_server_requests_total",
+    "gRPC requests by method and status code.",
+    ["method", "code"],
+    registry=REGISTRY,
+)
+GRPC_LATENCY = Histogram(
+    "paygate_grpc_server_request_duration_seconds",
+    "gRPC request latency by method.",
+    ["method"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+
+# --- unconfirmed results -------------------------------------------------------------
+PENDING_ATTEMPTS = Gauge(
+    "paygate_pending_attempts",
+    "Attempts without a definite outcome (SENDING or PENDING).",
+    registry=REGISTRY,
+)
+OLDEST_PENDING_AGE = Gauge(
+    "paygate_oldest_pending_attempt_age_seconds",
+    "Age of the oldest attempt without a definite outcome.",
+    registry=REGISTRY,
+)
+POLLS = Counter(
+    "paygate_polls_total",
+    "Channel queries made by the poller, by result (resolved, pending, error, exhausted).",
+    ["channel", "result"],
+    registry=REGISTRY,
+)
+POLL_QUEUE_DUE = Gauge(
+    "paygate_poll_queue_due",
+    "Poll queue rows whose due time has passed.",
+    registry=REGISTRY,
+)
+NEEDS_REVIEW = Gauge(
+    "paygate_needs_review_flows",
+    "Flows left PROCESSING with needs_review, waiting for an operator.",
+    registry=REGISTRY,
+)
+POLL_EXHAUSTED = Counter(
+    "paygate_poll_exhausted_total",
+    "Attempts whose poll schedule ran out (flow marked needs_review, never auto-failed).",
+    ["channel"],
+    registry=REGISTRY,
+)
+CALLBACKS = Counter(
+    "paygate_callbacks_total",
+    "Channel callbacks by result.",
+    ["channel", "result"],
+    registry=REGISTRY,
+)
+DISCREPANCIES = Counter(
+    "paygate_discrepancies_total",
+    "Late channel results conflicting with a recorded terminal result.",
+    ["channel", "source"],
+    registry=REGISTRY,
+)
+
+# --- outbox --------------------------------------------------------------------------
+OUTBOX_BACKLOG = Gauge(
+    "paygate_outbox_backlog",
+    "Outbox events not yet acknowledged by Kafka.",
+    registry=REGISTRY,
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "paygate_outbox_oldest_unpublished_age_seconds",
+    "Age of the oldest outbox event not yet acknowledged by Kafka.",
+    registry=REGISTRY,
+)
+OUTBOX_PUBLISHED = Counter(
+    "paygate_outbox_published_total",
+    "Outbox events acknowledged by Kafka.",
+    ["topic"],
+    registry=REGISTRY,
+)
+OUTBOX_PUBLISH_ERRORS = Counter(
+    "paygate_outbox_publish_errors_total",
+    "Failed attempts to publish outbox events, by error class.",
+    ["error"],
+    registry=REGISTRY,
+)

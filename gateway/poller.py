@@ -1,0 +1,360 @@
+"""The delayed poll queue: keep asking channels about attempts without a definite result.
+
+Claiming: ``SELECT ... WHERE due_at <= now ORDER BY due_at LIMIT n FOR UPDATE
+SKIP LOCKED`` on the ``ix_poll_due`` index, then push the claimed rows' due
+time forward by the lease in the same transaction. Replicas therefore never
+claim the same row twice while a lease runs, a crashed poller's rows become
+due again when its lease ends, and the cost of a claim depends on the batch
+size, not on how many rows wait.
+
+Schedule per channel: first delay, then (interval, count) steps. When it runs
+out the flow stays PROCESSING with ``needs_review`` (invariant 9); a metric and
+a log line say so. Never auto-failed.
+
+Orders the channel says it never received are closed through the channel
+(``close_order``) once they are older than ``not_found_close_after_s``, so a
+late copy cannot execute; only the channel's "closed" answer fails them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from channels.contract import OutcomeStatus
+from gateway import metrics
+from gateway.config import PollerConfig
+from gateway.domain import TERMINAL_ATTEMPT, AttemptStatus
+from gateway.flows import FlowService
+from gateway.store.db import Database
+from gateway.store.flows import AttemptRow, FlowStore, Source, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Delays between polls, flattened: delays[k] is the wait after the (k+1)-th poll."""
+
+    first_delay_s: float
+    delays: tuple[float, ...]
+
+    @classmethod
+    def from_steps(cls, first_delay_s: float, steps: Sequence[tuple[float, int]]) -> Schedule:
+        flat: list[float] = []
+        for interval, count in steps:
+            flat.extend([float(interval)] * count)
+        return cls(first_delay_s, tuple(flat))
+
+    def next_delay(self, polls_done: int) -> float | None:
+        """The wait after ``polls_done`` scheduled polls, or None when the schedule is exhausted."""
+        index = polls_done - 1
+        if index < 0:
+            return self.first_delay_s
+        if index >= len(self.delays):
+            return None
+        return self.delays[index]
+
+    @property
+    def total_s(self) -> float:
+        return self.first_delay_s + sum(self.delays)
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"[:64]
+
+
+@dataclass(frozen=True)
+class Claim:
+    attempt_id: int
+    tries: int
+    expedited: bool = False
+
+
+async def claim_due(db: Database, *, owner: str, limit: int, lease_s: float) -> list[Claim]:
+    """Claim up to ``limit`` due rows for ``lease_s`` seconds (one transaction, index-driven).
+
+    ``SKIP LOCKED`` lets concurrent claimers pass each other's rows; pushing
+    ``due_at`` forward is the lease, so a crashed claimer's rows come back.
+    """
+    now = utcnow()
+    lease_until = now + timedelta(seconds=lease_s)
+    async with db.transaction() as tx:
+        rows = await tx.fetchall(
+            "SELECT attempt_id, tries, expedited FROM poll_queue WHERE due_at <= %s ORDER BY due_at LIMIT %s"
+            " FOR UPDATE SKIP LOCKED",
+            (now, limit),
+        )
+        if not rows:
+            return []
+        ids = [int(r["attempt_id"]) for r in rows]
+        await tx.execute(
+            f"UPDATE poll_queue SET due_at=%s, lease_until=%s, lease_owner=%s, expedited=0"
+            f" WHERE attempt_id IN ({','.join(['%s'] * len(ids))})",
+            (lease_until, lease_until, owner, *ids),
+        )
+        await tx.commit()
+    return [Claim(int(r["attempt_id"]), int(r["tries"]), bool(r["expedited"])) for r in rows]
+
+
+class Poller:
+    def __init__(
+        self,
+        db: Database,
+        flows: FlowService,
+        config: PollerConfig,
+        schedules: Mapping[str, Schedule],
+        *,
+        owner: str = "",
+        sending_grace_s: float = 90.0,
+    ) -> None:
+        self.db = db
+        self.flows = flows
+        self.store: FlowStore = flows.store
+        self.config = config
+        self.default_schedule = Schedule.from_steps(config.first_delay_s, config.schedule)
+        self.schedules = dict(schedules)
+        self.owner = owner or default_owner()
+        self.sending_grace_s = sending_grace_s
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._last_sweep = 0.0
+
+    def schedule_for(self, channel: str) -> Schedule:
+        return self.schedules.get(channel, self.default_schedule)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._stopping = False
+        await self.recover()
+        self._task = asyncio.create_task(self._run(), name="poller")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def __aenter__(self) -> Poller:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- recovery -------------------------------------------------------------------
+
+    async def recover(self, *, older_than_s: float = 0.0) -> int:
+        """Queue for an immediate query every attempt left SENDING (a crash between record and answer).
+
+        Also re-queues PENDING attempts that lost their queue row, unless their
+        flow already waits for review, and finishes flows whose failover was cut
+        short (every attempt FAILED, none in flight) from their last failure.
+        """
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        now = utcnow()
+        async with self.db.transaction() as tx:
+            n = await tx.execute(
+                "INSERT IGNORE INTO poll_queue (attempt_id, channel, due_at, created_at)"
+                " SELECT a.id, a.channel, %s, %s FROM attempts a WHERE a.status='SENDING' AND a.created_at <= %s",
+                (now, now, cutoff),
+            )
+            n += await tx.execute(
+                "INSERT IGNORE INTO poll_queue (attempt_id, channel, due_at, created_at)"
+                " SELECT a.id, a.channel, %s, %s FROM attempts a JOIN flows f ON f.id = a.flow_id"
+                " LEFT JOIN poll_queue q ON q.attempt_id = a.id"
+                " WHERE a.status='PENDING' AND q.attempt_id IS NULL AND f.needs_review = 0 AND a.created_at <= %s",
+                (now, now, cutoff),
+            )
+            await tx.commit()
+        if n:
+            log.warning("recovery queued %d attempts without a definite outcome", n)
+            self._wake.set()
+        finished = 0
+        for attempt_id in await self.store.stranded_failovers(cutoff):
+            finished += await self.store.finish_from_attempt(attempt_id)
+        if finished:
+            log.warning("recovery finished %d flows whose failover was cut short", finished)
+            self.flows.on_outbox()
+        return n + finished
+
+    async def expedite(self, attempt_id: int, channel: str, *, min_interval_s: float = 5.0) -> bool:
+        """Query this attempt now (a failed callback verification, an operator's re-query).
+
+        An expedited query does not use up the attempt's poll schedule, and at
+        most one is made per ``min_interval_s``: forged callbacks can neither
+        push a flow into review nor make us hammer the channel. Returns False
+        when rate-limited.
+        """
+        now = utcnow()
+        recent = now - timedelta(seconds=min_interval_s)
+        async with self.db.transaction() as tx:
+            n = await tx.execute(
+                "INSERT INTO poll_queue (attempt_id, channel, due_at, created_at, expedited, expedited_at)"
+                " VALUES (%s,%s,%s,%s,1,%s) ON DUPLICATE KEY UPDATE"
+                " due_at = IF(expedited_at IS NULL OR expedited_at < %s, VALUES(due_at), due_at),"
+                " expedited = IF(expedited_at IS NULL OR expedited_at < %s, 1, expedited),"
+                " lease_owner = IF(expedited_at IS NULL OR expedited_at < %s, '', lease_owner),"
+                " expedited_at = IF(expedited_at IS NULL OR expedited_at < %s, VALUES(expedited_at), expedited_at)",
+                (attempt_id, channel, now, now, now, recent, recent, recent, recent),
+            )
+            await tx.commit()
+        if n:
+            self._wake.set()
+        return n > 0
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                if time.monotonic() - self._last_sweep > 30:
+                    self._last_sweep = time.monotonic()
+                    await self.recover(older_than_s=self.sending_grace_s)
+                claimed = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("poller iteration failed; retrying")
+                claimed = 0
+                await asyncio.sleep(1.0)
+            if claimed == 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.config.interval_s)
+                except TimeoutError:
+                    pass
+
+    async def claim(self, limit: int) -> list[Claim]:
+        return await claim_due(self.db, owner=self.owner, limit=limit, lease_s=self.config.lease_s)
+
+    async def run_once(self) -> int:
+        """Claim one batch and poll it (bounded concurrency). Returns the number claimed."""
+        claims = await self.claim(self.config.batch)
+        if not claims:
+            return 0
+        gate = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(claim: Claim) -> None:
+            async with gate:
+                try:
+                    await self.poll(claim)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # the lease expires and the row comes back; nothing is lost
+                    log.exception("poll failed", extra={"attempt": claim.attempt_id})
+
+        tasks = [asyncio.create_task(one(c)) for c in claims]
+        for t in tasks:
+            self._inflight.add(t)
+            t.add_done_callback(self._inflight.discard)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return len(claims)
+
+    async def poll(self, claim: Claim) -> None:
+        attempt = await self.store.attempt_by_id(claim.attempt_id)
+        if attempt is None or attempt.status in TERMINAL_ATTEMPT:
+            await self._delete(claim.attempt_id)
+            return
+        # an expedited query is extra: it does not use up the schedule
+        tries = claim.tries if claim.expedited else claim.tries + 1
+        if attempt.channel not in self.flows.registry:
+            log.error("attempt on an unconfigured channel; leaving it for review", extra={"channel": attempt.channel})
+            await self._reschedule(attempt, tries)
+            return
+        outcome = await self.flows.query(attempt)
+        if outcome.not_found and self._age_s(attempt) >= self.config.not_found_close_after_s:
+            outcome = await self.flows.close(attempt)
+        if outcome.definite:
+            result = await self.flows.apply(attempt.id, outcome, Source.POLL)
+            metrics.POLLS.labels(channel=attempt.channel, result="resolved").inc()
+            log.info(
+                "poll resolved attempt: %s",
+                outcome.status.value,
+                extra={
+                    "channel": attempt.channel,
+                    "channel_order_no": attempt.channel_order_no,
+                    "outcome": outcome.code,
+                },
+            )
+            if result.applied.value in ("noop", "discrepancy", "unknown"):
+                await self._delete(attempt.id)
+            return
+        metrics.POLLS.labels(channel=attempt.channel, result="pending").inc()
+        if (
+            attempt.status is AttemptStatus.SENDING
+            and outcome.status is OutcomeStatus.PENDING
+            and not outcome.not_found
+        ):
+            # the channel has the order: it is PENDING from now on
+            await self.flows.apply(attempt.id, outcome, Source.POLL)
+        await self._reschedule(attempt, tries)
+
+    def _age_s(self, attempt: AttemptRow) -> float:
+        created = attempt.created_at or utcnow()
+        return (utcnow() - created).total_seconds()
+
+    async def _reschedule(self, attempt: AttemptRow, tries: int) -> None:
+        delay = self.schedule_for(attempt.channel).next_delay(tries)
+        if delay is None:
+            metrics.POLL_EXHAUSTED.labels(channel=attempt.channel).inc()
+            metrics.POLLS.labels(channel=attempt.channel, result="exhausted").inc()
+            marked = await self.store.mark_needs_review(
+                attempt, f"poll schedule exhausted after {tries} queries; channel {attempt.channel} still has no result"
+            )
+            log.error(
+                "poll schedule exhausted; flow needs review (never auto-failed)",
+                extra={"channel": attempt.channel, "channel_order_no": attempt.channel_order_no, "marked": marked},
+            )
+            self.flows.on_outbox()
+            return
+        due = utcnow() + timedelta(seconds=delay)
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE poll_queue SET tries=%s, due_at=%s, lease_owner='', lease_until=NULL"
+                " WHERE attempt_id=%s AND lease_owner=%s",
+                (tries, due, attempt.id, self.owner),
+            )
+            await tx.commit()
+
+    async def _delete(self, attempt_id: int) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute("DELETE FROM poll_queue WHERE attempt_id=%s", (attempt_id,))
+            await tx.commit()
+
+    async def sample_metrics(self) -> None:
+        # flows waiting for review are counted by NEEDS_REVIEW, not as "pending too old"
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) AS n, MIN(a.created_at) AS oldest FROM attempts a JOIN flows f ON f.id = a.flow_id"
+            " WHERE a.status IN ('SENDING','PENDING') AND f.needs_review = 0"
+        )
+        due = await self.db.fetchone("SELECT COUNT(*) AS n FROM poll_queue WHERE due_at <= %s", (utcnow(),))
+        review = await self.db.fetchone("SELECT COUNT(*) AS n FROM flows WHERE needs_review=1 AND status='PROCESSING'")
+        if row is not None:
+            metrics.PENDING_ATTEMPTS.set(int(row["n"]))
+            oldest: datetime | None = row["oldest"]
+            age = (datetime.now(UTC).replace(tzinfo=None) - oldest).total_seconds() if oldest else 0.0
+            metrics.OLDEST_PENDING_AGE.set(max(age, 0.0))
+        if due is not None:
+            metrics.POLL_QUEUE_DUE.set(int(due["n"]))
+        if review is not None:
+            metrics.NEEDS_REVIEW.set(int(review["n"]))

@@ -1,0 +1,299 @@
+"""MariaDB access through aiomysql: the pool, a unit of work, migrations.
+
+aiomysql pitfalls handled here, once:
+
+* autocommit is set explicitly (off) on every connection; a unit of work
+  commits only when told to and rolls back otherwise, in ``finally``.
+* a connection whose use was cancelled or raised a connection-level error is
+  closed, never returned to the pool half-way through a transaction.
+* connection errors become :class:`DatabaseUnavailable` (gRPC UNAVAILABLE);
+  a duplicate key becomes :class:`DuplicateKey` at this boundary, so callers
+  never string-match MySQL error numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import aiomysql
+import pymysql
+
+log = logging.getLogger(__name__)
+
+# MySQL error numbers that mean the server or the connection is gone.
+_CONNECTION_ERRORS = {2003, 2006, 2013, 2014, 2055, 1053, 1927, 4031}
+_DEADLOCK_ERRORS = {1213, 1205}  # deadlock, lock wait timeout
+
+
+class StoreError(Exception):
+    """Base of the store's errors."""
+
+
+class DatabaseUnavailable(StoreError):
+    """The database cannot be reached (or went away mid-transaction)."""
+
+    retriable = True
+
+
+class DuplicateKey(StoreError):
+    """A unique key refused the row; ``key`` names the index."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class Conflict(StoreError):
+    """A deadlock or lock wait timeout; the transaction was rolled back and may be retried."""
+
+    retriable = True
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    host: str = "127.0.0.1"
+    port: int = 3306
+    user: str = "root"
+    password: str = ""
+    database: str = "paygate"
+    pool_min: int = 2
+    pool_max: int = 20
+    connect_timeout_s: float = 5.0
+    pool_recycle_s: int = 3600
+
+
+def translate(exc: BaseException) -> BaseException:
+    """Turn a pymysql error into ours; other exceptions pass through unchanged."""
+    if isinstance(exc, pymysql.err.IntegrityError) and exc.args and exc.args[0] == 1062:
+        message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+        key = message.rsplit("for key ", 1)[-1].strip("'`") if "for key" in message else ""
+        key = key.rsplit(".", 1)[-1]
+        return DuplicateKey(key, message)
+    if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InternalError) and exc.args:
+        if exc.args[0] in _DEADLOCK_ERRORS:
+            return Conflict(str(exc))
+        if exc.args[0] in _CONNECTION_ERRORS:
+            return DatabaseUnavailable(str(exc))
+    if isinstance(exc, pymysql.err.OperationalError | ConnectionError | OSError):
+        return DatabaseUnavailable(str(exc))
+    return exc
+
+
+class Tx:
+    """One open transaction on one connection. Obtained from :meth:`Database.transaction`."""
+
+    def __init__(self, conn: aiomysql.Connection) -> None:
+        self.conn = conn
+        self.committed = False
+
+    async def execute(self, sql: str, args: Sequence[Any] | None = None) -> int:
+        """Run one statement; returns affected rows."""
+        async with self.conn.cursor() as cur:
+            n: int = await cur.execute(sql, args)
+            return n
+
+    async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> int:
+        async with self.conn.cursor() as cur:
+            n: int = await cur.executemany(sql, args)
+            return n
+
+    async def insert(self, sql: str, args: Sequence[Any] | None = None) -> int:
+        """Run an INSERT and return ``LAST_INSERT_ID()``."""
+        async with self.conn.cursor() as cur:
+            await cur.execute(sql, args)
+            return int(cur.lastrowid)
+
+    async def fetchone(self, sql: str, args: Sequence[Any] | None = None) -> dict[str, Any] | None:
+        async with self.conn.cursor(aiomysql.DictCursor) as cur:
+            await cur.execute(sql, args)
+            row: dict[str, Any] | None = await cur.fetchone()
+            return row
+
+    async def fetchall(self, sql: str, args: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        async with self.conn.cursor(aiomysql.DictCursor) as cur:
+            await cur.execute(sql, args)
+            rows = await cur.fetchall()
+            return list(rows)
+
+    async def commit(self) -> None:
+        await self.conn.commit()
+        self.committed = True
+
+
+class Database:
+    """The connection pool. ``start()``/``stop()`` or ``async with``."""
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self.config = config
+        self._pool: aiomysql.Pool | None = None
+        self.commits = 0  # commits issued by this process (benchmarks read it)
+
+    async def start(self) -> None:
+        if self._pool is not None:
+            return
+        cfg = self.config
+        try:
+            self._pool = await aiomysql.create_pool(
+                host=cfg.host,
+                port=cfg.port,
+                user=cfg.user,
+                password=cfg.password,
+                db=cfg.database,
+                minsize=cfg.pool_min,
+                maxsize=cfg.pool_max,
+                autocommit=False,
+                connect_timeout=cfg.connect_timeout_s,
+                pool_recycle=cfg.pool_recycle_s,
+                charset="utf8mb4",
+                init_command="SET SESSION time_zone='+00:00', SESSION tx_isolation='READ-COMMITTED'",
+            )
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def stop(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+            await pool.wait_closed()
+
+    async def __aenter__(self) -> Database:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def pool(self) -> aiomysql.Pool:
+        if self._pool is None:
+            raise DatabaseUnavailable("database pool is not started")
+        return self._pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """A unit of work: rolls back unless ``tx.commit()`` was called.
+
+        Errors are translated (DuplicateKey, Conflict, DatabaseUnavailable).
+        A connection that saw a cancellation or a connection error is closed
+        instead of being returned to the pool.
+        """
+        try:
+            conn = await self.pool.acquire()
+        except Exception as exc:
+            raise translate(exc) from exc
+        tx = Tx(conn)
+        broken = False
+        try:
+            yield tx
+        except asyncio.CancelledError:
+            broken = True
+            raise
+        except Exception as exc:
+            ours = translate(exc)
+            if isinstance(ours, DatabaseUnavailable):
+                broken = True
+            if ours is exc:
+                raise
+            raise ours from exc
+        finally:
+            if tx.committed:
+                self.commits += 1
+            try:
+                if not tx.committed and not broken:
+                    try:
+                        await conn.rollback()
+                    except BaseException as exc:
+                        # includes a cancellation delivered during the rollback: never
+                        # return a connection in an unknown state, never skip the release
+                        broken = True
+                        ours = translate(exc)
+                        if ours is exc:
+                            raise
+                        # a connection lost under a read-only unit of work is DatabaseUnavailable
+                        # (UNAVAILABLE to callers, retried by loops), not a raw pymysql error
+                        raise ours from exc
+            finally:
+                if broken:
+                    conn.close()
+                # not awaited: release must happen even while this task is being cancelled
+                self.pool.release(conn)
+
+    async def fetchone(self, sql: str, args: Sequence[Any] | None = None) -> dict[str, Any] | None:
+        async with self.transaction() as tx:
+            return await tx.fetchone(sql, args)
+
+    async def fetchall(self, sql: str, args: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        async with self.transaction() as tx:
+            return await tx.fetchall(sql, args)
+
+
+# --- migrations ------------------------------------------------------------------
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, sql) pairs in order, from gateway/store/migrations/NNNN_*.sql."""
+    folder = resources.files("gateway.store") / "migrations"
+    items = sorted((p.name, p.read_text()) for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(name.removesuffix(".sql"), sql) for name, sql in items]
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+async def migrate(config: DatabaseConfig, *, create_database: bool = True) -> list[str]:
+    """Apply pending migrations; safe to re-run. Returns the versions applied now.
+
+    A migration lock (``GET_LOCK``) stops two replicas migrating at once.
+    """
+    try:
+        conn = await aiomysql.connect(
+            host=config.host,
+            port=config.port,
+            user=config.user,
+            password=config.password,
+            autocommit=True,
+            connect_timeout=config.connect_timeout_s,
+            charset="utf8mb4",
+        )
+    except Exception as exc:
+        raise translate(exc) from exc
+    applied: list[str] = []
+    try:
+        async with conn.cursor() as cur:
+            if create_database:
+                await cur.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name=%s", (config.database,))
+                if not await cur.fetchone():
+                    await cur.execute(f"CREATE DATABASE `{config.database}` CHARACTER SET utf8mb4")
+            await cur.execute(f"USE `{config.database}`")
+            await cur.execute("SET SESSION time_zone='+00:00'")
+            await cur.execute("SELECT GET_LOCK('paygate_migrate', 30)")
+            try:
+                await cur.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version VARCHAR(128) NOT NULL PRIMARY KEY, applied_at DATETIME(6) NOT NULL)"
+                )
+                await cur.execute("SELECT version FROM schema_migrations")
+                done = {row[0] for row in await cur.fetchall()}
+                for version, sql in migration_files():
+                    if version in done:
+                        continue
+                    for statement in _statements(sql):
+                        await cur.execute(statement)
+                    await cur.execute(
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, UTC_TIMESTAMP(6))", (version,)
+                    )
+                    applied.append(version)
+                    log.info("migration applied", extra={"version": version})
+            finally:
+                await cur.execute("SELECT RELEASE_LOCK('paygate_migrate')")
+    finally:
+        conn.close()
+    return applied

@@ -1,0 +1,141 @@
+"""Issue 7 acceptance through the gateway: Alipay and WeChat Pay simulators alongside a sandbox bank."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import aiohttp
+
+from channels.simkit import Behaviour
+from gateway import metrics
+from gateway.store.db import DatabaseConfig
+from paygate.v1 import gateway_pb2 as pb
+from tests.support.harness import Harness, luhn_card, running_gateway
+
+ADAPTERS = {"ali": "alipay", "wx": "wechatpay", "sbx": "sandbox"}
+IDS = itertools.count()
+
+
+def withhold(card: str, amount: int) -> pb.WithholdRequest:
+    return pb.WithholdRequest(
+        request_id=f"w-{next(IDS)}", amount=pb.Money(amount=amount, currency="CNY"), account_no=card, bank_code="ICBC"
+    )
+
+
+def payout(amount: int) -> pb.PayoutRequest:
+    return pb.PayoutRequest(
+        request_id=f"p-{next(IDS)}",
+        amount=pb.Money(amount=amount, currency="CNY"),
+        account_no="6222020200112233",
+        account_name="李四",
+        bank_code="ICBC",
+    )
+
+
+async def settle(h: Harness, flow: pb.Flow, timeout: float = 20.0) -> pb.Flow:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while flow.status == pb.PROCESSING and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+        flow = await h.stub.GetFlow(pb.GetFlowRequest(flow_no=flow.flow_no), metadata=h.md())
+    return flow
+
+
+def one_debit_each(h: Harness) -> None:
+    debits = h.debits()
+    assert debits and all(n == 1 for n in debits.values()), debits
+
+
+async def test_withholds_and_payouts_through_alipay_and_wechatpay(db_config: DatabaseConfig) -> None:
+    behaviours = {"ali": Behaviour(settle_after_ms=(200, 400)), "wx": Behaviour(settle_after_ms=(200, 400))}
+    async with running_gateway(db_config, behaviours, adapters=ADAPTERS) as h:
+        for channel in ("ali", "wx"):
+            card = luhn_card()
+            await h.bind_card(card, [channel])
+            flow = await settle(h, await h.stub.Withhold(withhold(card, 12_300), metadata=h.md()))
+            assert flow.status == pb.SUCCEEDED and flow.channel == channel, flow
+            declined = await settle(h, await h.stub.Withhold(withhold(card, 12_301), metadata=h.md()))
+            assert declined.status == pb.FAILED and declined.failure.payer_attributable, declined
+        paid = [await settle(h, await h.stub.Payout(payout(50_000 + i * 100), metadata=h.md())) for i in range(6)]
+        assert all(p.status == pb.SUCCEEDED for p in paid), paid
+        assert {p.channel for p in paid} <= {"ali", "wx"}
+        one_debit_each(h)
+
+
+async def test_failover_between_protocols_with_one_debit(db_config: DatabaseConfig) -> None:
+    behaviours = {"sbx": Behaviour(declines={"channel_busy": 1.0}), "ali": Behaviour(outage=False), "wx": Behaviour()}
+    async with running_gateway(db_config, behaviours, adapters=ADAPTERS, routing={"elimination_consecutive": 100}) as h:
+        card = luhn_card()
+        await h.bind_card(card, ["sbx", "ali", "wx"])
+        h.sims["ali"].behaviour.outage = True  # refused before processing: safe to try elsewhere
+        routes = []
+        for i in range(10):
+            flow = await settle(h, await h.stub.Withhold(withhold(card, 2_000 + i * 100), metadata=h.md()))
+            assert flow.status == pb.SUCCEEDED and flow.channel == "wx", flow
+            routes.append([a.channel for a in flow.attempts])
+            for failed in flow.attempts[:-1]:
+                assert failed.safe_elsewhere and failed.status == pb.ATTEMPT_FAILED
+        assert any(len(r) > 1 for r in routes), routes
+        one_debit_each(h)
+
+
+async def test_pending_settles_by_notify_and_by_query(db_config: DatabaseConfig) -> None:
+    behaviours = {
+        "ali": Behaviour(settle_after_ms=(300, 500), timeout_hold_s=3.0),
+        "wx": Behaviour(settle_after_ms=(300, 500), timeout_hold_s=3.0),
+    }
+    # the first poll comes 2 s after a PENDING answer, so the notify (after 0.3-0.5 s) settles the first flow
+    poller = {"interval_s": 0.1, "first_delay_s": 2.0, "schedule": [[0.5, 40]]}
+    async with running_gateway(db_config, behaviours, adapters=ADAPTERS, poller=poller) as h:
+        for channel in ("ali", "wx"):
+            card = luhn_card()
+            await h.bind_card(card, [channel])
+            polls = metrics.POLLS.labels(channel=channel, result="resolved")._value.get()
+            verified = metrics.CALLBACKS.labels(channel=channel, result="verified")._value.get()
+            by_notify = await h.stub.Withhold(withhold(card, 45_605), metadata=h.md())  # pending, then notify
+            by_query = await h.stub.Withhold(withhold(card, 33_307), metadata=h.md())  # debited, answer lost
+            assert by_notify.status == pb.PROCESSING and by_query.status == pb.PROCESSING
+            assert (await settle(h, by_notify)).status == pb.SUCCEEDED
+            assert (await settle(h, by_query)).status == pb.SUCCEEDED
+            assert metrics.CALLBACKS.labels(channel=channel, result="verified")._value.get() > verified
+            assert metrics.POLLS.labels(channel=channel, result="resolved")._value.get() > polls
+        one_debit_each(h)
+
+
+async def test_forged_notifies_are_rejected(db_config: DatabaseConfig) -> None:
+    behaviours = {"ali": Behaviour(settle_after_ms=(60_000, 60_001)), "wx": Behaviour(settle_after_ms=(60_000, 60_001))}
+    async with running_gateway(db_config, behaviours, adapters=ADAPTERS) as h:
+        forged = {
+            "ali": (
+                "notify_type=trade_status_sync&out_trade_no={order}&total_amount=456.05&trade_status=TRADE_SUCCESS"
+                "&app_id=2021000000000000&sign_type=RSA2&sign=AAAA",
+                {"Content-Type": "application/x-www-form-urlencoded"},
+            ),
+            "wx": (
+                '{"id":"x","event_type":"TRANSACTION.SUCCESS","resource":{"algorithm":"AEAD_AES_256_GCM",'
+                '"ciphertext":"AAAA","nonce":"abc","associated_data":"transaction"}}',
+                {
+                    "Content-Type": "application/json",
+                    "Wechatpay-Serial": "X",
+                    "Wechatpay-Signature": "AAAA",
+                    "Wechatpay-Timestamp": "1700000000",
+                    "Wechatpay-Nonce": "n",
+                },
+            ),
+        }
+        for channel, (body, headers) in forged.items():
+            card = luhn_card()
+            await h.bind_card(card, [channel])
+            flow = await h.stub.Withhold(withhold(card, 45_605), metadata=h.md())
+            assert flow.status == pb.PROCESSING
+            bad = metrics.CALLBACKS.labels(channel=channel, result="bad_signature")._value.get()
+            url = f"http://127.0.0.1:{h.gateway.http_port}/callbacks/{channel}"
+            async with aiohttp.ClientSession() as session:
+                text = body.replace("{order}", flow.attempts[0].channel_order_no)
+                async with session.post(url, data=text.encode(), headers=headers) as reply:
+                    assert reply.status != 200 or (await reply.read()) == b"fail", (channel, reply.status)
+                    assert reply.status < 500
+            assert metrics.CALLBACKS.labels(channel=channel, result="bad_signature")._value.get() == bad + 1
+            again = await h.stub.GetFlow(pb.GetFlowRequest(flow_no=flow.flow_no), metadata=h.md())
+            assert again.status == pb.PROCESSING and again.attempts[0].status == pb.PENDING
+        assert sum(h.debits().values()) == 0
