@@ -100,7 +100,9 @@ async def test_pending_payout_keeps_its_reservation_until_it_settles(db_config: 
 
 async def test_busy_decline_fails_over_with_one_debit(db_config: DatabaseConfig) -> None:
     behaviours = {"busy": Behaviour(declines={"channel_busy": 1.0}), "fine": Behaviour()}
-    async with running_gateway(db_config, behaviours, routing={"elimination_consecutive": 50}) as h:
+    # no exploration: on equal priors the first flow goes to "busy" (configuration order), then learns
+    routing = {"elimination_consecutive": 50, "exploration": 0}
+    async with running_gateway(db_config, behaviours, routing=routing) as h:
         card = luhn_card()
         await h.bind_card(card, ["busy", "fine"])
         failovers = 0
@@ -113,7 +115,7 @@ async def test_busy_decline_fails_over_with_one_debit(db_config: DatabaseConfig)
                 assert first.channel == "busy" and first.code == "CHANNEL_BUSY" and first.safe_elsewhere
                 assert second.decision.reason == "failover"
                 assert first.channel_order_no != second.channel_order_no
-        assert failovers >= 1
+        assert failovers == 1  # after one busy decline the estimate moves the traffic to "fine"
         debits = h.debits()
         assert all(n == 1 for n in debits.values()) and len(debits) == 12
 
