@@ -116,7 +116,7 @@ class FlowService:
         self.planner = planner
         self.settings = settings
         self.on_outbox = on_outbox or (lambda: None)
-        self._tasks: set[asyncio.Task[FlowRow]] = set()
+        self._tasks: set[asyncio.Task[FlowRow | None]] = set()
 
     # --- use cases ---------------------------------------------------------------------
 
@@ -327,16 +327,44 @@ class FlowService:
         return existing
 
     async def _start(self, new: NewFlow, call: _Call, wait_s: float) -> FlowRow:
-        flow = await self._create_first(new, call)
-        if flow.replayed:
-            return flow
-        task = asyncio.create_task(self._drive(flow, call), name=f"drive-{flow.flow_no}")
+        """Record the flow, then drive it in a task the RPC waits for up to its budget.
+
+        Recording and driving run in one task that the RPC cannot cancel: once
+        the first attempt is committed (possibly in a commit shared with other
+        requests), its channel call happens even if the caller has gone.
+        """
+        loop = asyncio.get_running_loop()
+        created: asyncio.Future[FlowRow] = loop.create_future()
+        created.add_done_callback(_consume)  # a caller that has gone never reads it
+        task = loop.create_task(self._create_and_drive(new, call, created), name=f"flow-{new.request_id[:40]}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        flow = await asyncio.shield(created)
+        if flow.replayed:
+            return flow
         try:
-            return await asyncio.wait_for(asyncio.shield(task), timeout=max(wait_s, 0.0))
+            driven = await asyncio.wait_for(asyncio.shield(task), timeout=max(wait_s, 0.0))
         except TimeoutError:
             return flow  # PROCESSING; the task keeps going and records the result
+        assert driven is not None  # None only when recording failed, which `created` raised above
+        return driven
+
+    async def _create_and_drive(self, new: NewFlow, call: _Call, created: asyncio.Future[FlowRow]) -> FlowRow | None:
+        try:
+            flow = await self._create_first(new, call)
+        except BaseException as exc:
+            if not created.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    created.cancel()
+                else:
+                    created.set_exception(exc)
+            if isinstance(exc, Exception):
+                return None  # the RPC raises it from `created`
+            raise
+        created.set_result(flow)
+        if flow.replayed:
+            return flow
+        return await self._drive(flow, call)
 
     async def _create_first(self, new: NewFlow, call: _Call) -> FlowRow:
         plan = call.plan
@@ -509,6 +537,11 @@ class FlowService:
         if still:
             await asyncio.gather(*still, return_exceptions=True)
         return len(still)
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _hashable(params: WithholdParams | PayoutParams, acct: str) -> Any:

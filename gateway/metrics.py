@@ -198,3 +198,12 @@ OUTBOX_PUBLISH_ERRORS = Counter(
     ["error"],
     registry=REGISTRY,
 )
+
+# --- store ---------------------------------------------------------------------------
+STORE_BATCH_SIZE = Histogram(
+    "paygate_store_batch_size",
+    "Writes of concurrent requests sharing one commit (application group commit), by operation.",
+    ["operation"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    registry=REGISTRY,
+)

@@ -7,6 +7,7 @@ impossible even if two code paths race.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -67,16 +68,34 @@ def flow_event(
     return event
 
 
-async def enqueue(tx: Tx, event: events_pb2.FlowEvent, *, flow_id: int) -> None:
-    """Insert the event into the outbox within ``tx``.
+_OUTBOX_INSERT = (
+    "INSERT INTO outbox (event_id, event_type, flow_id, caller, msg_key, payload, created_at, dedupe_key) VALUES "
+)
+_OUTBOX_ROW = "(%s, %s, %s, %s, %s, %s, UTC_TIMESTAMP(6), %s)"
 
-    FLOW_RESULT rows carry ``dedupe_key = result:<flow_id>``; inserting a second
-    one raises DuplicateKey (key ``uq_outbox_dedupe``).
+
+def outbox_insert(events: Sequence[tuple[events_pb2.FlowEvent, int]]) -> tuple[str, list[object]]:
+    """One INSERT statement (sql, args) for ``(event, flow_id)`` pairs.
+
+    FLOW_RESULT rows carry ``dedupe_key = result:<flow_id>``; a second one for
+    the same flow fails with DuplicateKey (key ``uq_outbox_dedupe``).
     """
-    event_type = EVENT_TYPE_NAMES[event.event_type]
-    dedupe_key = f"result:{flow_id}" if event.event_type == events_pb2.FLOW_RESULT else None
-    await tx.execute(
-        "INSERT INTO outbox (event_id, event_type, flow_id, caller, msg_key, payload, created_at, dedupe_key)"
-        " VALUES (%s, %s, %s, %s, %s, %s, UTC_TIMESTAMP(6), %s)",
-        (event.event_id, event_type, flow_id, event.caller, event.flow_no, event.SerializeToString(), dedupe_key),
-    )
+    args: list[object] = []
+    for event, flow_id in events:
+        dedupe_key = f"result:{flow_id}" if event.event_type == events_pb2.FLOW_RESULT else None
+        event_type = EVENT_TYPE_NAMES[event.event_type]
+        args += [
+            event.event_id,
+            event_type,
+            flow_id,
+            event.caller,
+            event.flow_no,
+            event.SerializeToString(),
+            dedupe_key,
+        ]
+    return _OUTBOX_INSERT + ",".join([_OUTBOX_ROW] * len(events)), args
+
+
+async def enqueue(tx: Tx, event: events_pb2.FlowEvent, *, flow_id: int) -> None:
+    """Insert the event into the outbox within ``tx`` (see :func:`outbox_insert`)."""
+    await tx.execute(*outbox_insert([(event, flow_id)]))

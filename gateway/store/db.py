@@ -121,6 +121,20 @@ class Tx:
             rows = await cur.fetchall()
             return list(rows)
 
+    async def script(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Several statements in one round trip (multi-statement query); the affected rows of each.
+
+        Parameters are escaped by the driver as in :meth:`execute`. The server
+        stops at the first failing statement, which raises here; the unit of
+        work then rolls back what ran before it.
+        """
+        async with self.conn.cursor() as cur:
+            await cur.execute(";\n".join(cur.mogrify(sql, list(args)) for sql, args in statements))
+            counts = [int(cur.rowcount)]
+            while await cur.nextset():
+                counts.append(int(cur.rowcount))
+            return counts
+
     async def commit(self) -> None:
         await self.conn.commit()
         self.committed = True

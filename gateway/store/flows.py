@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,8 +20,9 @@ from typing import Any
 from channels.contract import Outcome, OutcomeStatus
 from gateway import metrics
 from gateway.domain import ATTEMPT_FROM, AttemptStatus, FlowKind, FlowStatus, channel_order_no, new_ulid
-from gateway.outbox.writer import enqueue, flow_event
-from gateway.store.db import Database, DuplicateKey, Tx
+from gateway.outbox.writer import enqueue, flow_event, outbox_insert
+from gateway.store.batch import GroupCommitter, gather_each
+from gateway.store.db import Conflict, Database, DuplicateKey, Tx
 from paygate.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -255,9 +257,218 @@ def _flow_part(row: dict[str, Any]) -> dict[str, Any]:
     return {name: row[f"f__{name}"] for name in _FLOW_COLUMNS}
 
 
+# Locks attempts and their flows for a batch of transitions, in attempt id order.
+_ATTEMPTS_WITH_FLOWS = _ATTEMPT_WITH_FLOW.replace("WHERE a.id=%s", "WHERE a.id IN ({marks}) ORDER BY a.id")
+
+_FLOW_COLUMNS_SQL = (
+    "(flow_no, caller, request_id, kind, amount, currency, account_hash, account_masked, bank_code, request_hash,"
+    " status, description, original_flow_id, created_at, updated_at)"
+)
+_FLOW_ROW_SQL = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,'PROCESSING',%s,%s,%s,%s)"
+_ATTEMPT_COLUMNS_SQL = (
+    "(flow_id, seq, channel, operation, channel_order_no, status, amount, currency, account_hash, bank_code,"
+    " decision, position_reserved, created_at, updated_at)"
+)
+_ATTEMPT_ROW_SQL = "(%s,%s,%s,%s,%s,'SENDING',%s,%s,%s,%s,%s,%s,%s,%s)"
+
+# What a transition writes on the attempt, and on the flow it finishes (same order as the values below)
+_ATTEMPT_CHANGE = (
+    "status",
+    "raw_code",
+    "raw_message",
+    "code",
+    "payer_attributable",
+    "safe_elsewhere",
+    "channel_txn_id",
+    "fee",
+    "finished_at",
+    "updated_at",
+)
+_FLOW_RESULT = (
+    "status",
+    "channel",
+    "channel_txn_id",
+    "failure_code",
+    "failure_message",
+    "payer_attributable",
+    "finished_at",
+    "updated_at",
+)
+_TARGET = {
+    OutcomeStatus.SUCCEEDED: AttemptStatus.SUCCEEDED,
+    OutcomeStatus.FAILED: AttemptStatus.FAILED,
+    OutcomeStatus.PENDING: AttemptStatus.PENDING,
+}
+
+
+def _new_flow_row(new: NewFlow, now: datetime) -> FlowRow:
+    """The row a new flow gets (PROCESSING); ``id`` is set once inserted."""
+    return FlowRow(
+        id=0,
+        flow_no=new_ulid(),
+        caller=new.caller,
+        request_id=new.request_id,
+        kind=new.kind,
+        amount=new.amount,
+        currency=new.currency,
+        request_hash=new.request_hash,
+        status=FlowStatus.PROCESSING,
+        account_hash=new.account_hash,
+        account_masked=new.account_masked,
+        bank_code=new.bank_code,
+        description=new.description,
+        original_flow_id=new.original_flow_id,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _flow_args(flow: FlowRow) -> tuple[Any, ...]:
+    return (
+        flow.flow_no,
+        flow.caller,
+        flow.request_id,
+        flow.kind.value,
+        flow.amount,
+        flow.currency,
+        flow.account_hash,
+        flow.account_masked,
+        flow.bank_code,
+        flow.request_hash,
+        flow.description,
+        flow.original_flow_id,
+        flow.created_at,
+        flow.updated_at,
+    )
+
+
+def _new_attempt_row(flow: FlowRow, seq: int, attempt: NewAttempt, reserved: int, now: datetime) -> AttemptRow:
+    """The row a new attempt gets (SENDING, with its unique channel order number); ``id`` is set once inserted."""
+    return AttemptRow(
+        id=0,
+        flow_id=flow.id,
+        seq=seq,
+        channel=attempt.channel,
+        operation=attempt.operation,
+        channel_order_no=channel_order_no(flow.flow_no, seq),
+        status=AttemptStatus.SENDING,
+        amount=flow.amount,
+        currency=flow.currency,
+        account_hash=flow.account_hash,
+        bank_code=flow.bank_code,
+        decision=attempt.decision,
+        position_reserved=reserved,
+        created_at=now,
+    )
+
+
+def _attempt_args(row: AttemptRow, now: datetime) -> tuple[Any, ...]:
+    return (
+        row.flow_id,
+        row.seq,
+        row.channel,
+        row.operation,
+        row.channel_order_no,
+        row.amount,
+        row.currency,
+        row.account_hash,
+        row.bank_code,
+        json.dumps(row.decision) if row.decision is not None else None,
+        row.position_reserved,
+        now,
+        now,
+    )
+
+
+def _attempt_change(target: AttemptStatus, outcome: Outcome, now: datetime) -> tuple[Any, ...]:
+    """The values of ``_ATTEMPT_CHANGE`` for one transition."""
+    return (
+        target.value,
+        outcome.raw_code[:64],
+        outcome.raw_message[:255],
+        outcome.code[:64],
+        outcome.payer_attributable,
+        outcome.safe_elsewhere,
+        outcome.channel_txn_id[:128],
+        outcome.fee,
+        now if target is not AttemptStatus.PENDING else None,
+        now,
+    )
+
+
+def _record_attempt_change(attempt: AttemptRow, target: AttemptStatus, outcome: Outcome, now: datetime) -> None:
+    attempt.status = target
+    attempt.raw_code, attempt.code, attempt.raw_message = outcome.raw_code, outcome.code, outcome.raw_message
+    attempt.payer_attributable, attempt.safe_elsewhere = outcome.payer_attributable, outcome.safe_elsewhere
+    attempt.channel_txn_id, attempt.fee = outcome.channel_txn_id, outcome.fee
+    attempt.finished_at = now if target is not AttemptStatus.PENDING else None
+
+
+def _flow_result(attempt: AttemptRow, outcome: Outcome, now: datetime) -> tuple[Any, ...]:
+    """The values of ``_FLOW_RESULT`` when ``attempt`` (terminal) finishes its flow."""
+    succeeded = attempt.status is AttemptStatus.SUCCEEDED
+    failure_code = "" if succeeded else outcome.code[:64]
+    failure_message = "" if succeeded else (outcome.raw_message or outcome.code)[:255]
+    return (
+        FlowStatus.SUCCEEDED.value if succeeded else FlowStatus.FAILED.value,
+        attempt.channel,
+        outcome.channel_txn_id[:128],
+        failure_code,
+        failure_message,
+        outcome.payer_attributable and not succeeded,
+        now,
+        now,
+    )
+
+
+def _record_flow_result(flow: FlowRow, values: tuple[Any, ...], outcome: Outcome) -> None:
+    status, flow.channel, _, flow.failure_code, flow.failure_message, payer, flow.finished_at, flow.updated_at = values
+    flow.status = FlowStatus(status)
+    flow.channel_txn_id = outcome.channel_txn_id
+    flow.payer_attributable = bool(payer)
+    flow.needs_review = False
+    flow.version += 1
+
+
+def _values_table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+    """A derived table ``(SELECT %s AS c1, ... UNION ALL SELECT %s, ...)`` of per-row values for a batch UPDATE."""
+    marks = ",".join(["%s"] * len(columns))
+    first = "SELECT " + ", ".join(f"%s AS {c}" for c in columns)
+    sql = " UNION ALL ".join([first] + [f"SELECT {marks}"] * (len(rows) - 1))
+    return f"({sql})", [value for row in rows for value in row]
+
+
+def _batch_update(
+    table: str, keys: tuple[str, ...], columns: tuple[str, ...], rows: list[tuple[Any, ...]], on: str, extra: str = ""
+) -> tuple[str, list[Any]]:
+    """``UPDATE table t JOIN (per-row values) v ON <on> SET t.c = v.c, ...``: one statement for many rows."""
+    derived, args = _values_table((*keys, *columns), rows)
+    sets = ", ".join([*(f"t.{c} = v.{c}" for c in columns), *([extra] if extra else []), "t.version = t.version + 1"])
+    return f"UPDATE {table} t JOIN {derived} v ON {on} SET {sets}", args
+
+
+@dataclass(frozen=True)
+class _Apply:
+    attempt_id: int
+    outcome: Outcome
+    source: Source
+    finish_flow_on_failure: bool
+    poll_due_in_s: float
+
+
 class FlowStore:
-    def __init__(self, db: Database) -> None:
+    """``group_commit`` (default on): concurrent creations and transitions share statements and commits."""
+
+    def __init__(self, db: Database, *, group_commit: bool = True, max_batch: int = 64, workers: int = 4) -> None:
         self.db = db
+        self.group_commit = group_commit
+        self._id_step: int | None = None  # see _inserted_ids
+        self._creates: GroupCommitter[tuple[NewFlow, NewAttempt], FlowRow] = GroupCommitter(
+            "create", self._create_batch, max_batch=max_batch, workers=workers
+        )
+        self._applies: GroupCommitter[_Apply, ApplyResult] = GroupCommitter(
+            "apply", self._apply_batch, max_batch=max_batch, workers=workers
+        )
 
     # --- reads ----------------------------------------------------------------------
 
@@ -314,31 +525,20 @@ class FlowStore:
 
         Raises IdempotentHit if (caller, request_id) exists, PositionShort /
         RefundExceeds when a reservation does not fit. Nothing is written then.
+        Flows without a reservation share their commit with concurrent ones
+        (group commit); each caller returns only after that commit.
         """
+        if self.group_commit and attempt is not None and not attempt.reserve_position and new.original_flow_id is None:
+            return await self._creates.submit((new, attempt))
+        return await self._create_one(new, attempt)
+
+    async def _create_one(self, new: NewFlow, attempt: NewAttempt | None) -> FlowRow:
         now = utcnow()
-        flow_no = new_ulid()
+        flow = _new_flow_row(new, now)
         try:
             async with self.db.transaction() as tx:
-                flow_id = await tx.insert(
-                    "INSERT INTO flows (flow_no, caller, request_id, kind, amount, currency, account_hash,"
-                    " account_masked, bank_code, request_hash, status, description, original_flow_id,"
-                    " created_at, updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,'PROCESSING',%s,%s,%s,%s)",
-                    (
-                        flow_no,
-                        new.caller,
-                        new.request_id,
-                        new.kind.value,
-                        new.amount,
-                        new.currency,
-                        new.account_hash,
-                        new.account_masked,
-                        new.bank_code,
-                        new.request_hash,
-                        new.description,
-                        new.original_flow_id,
-                        now,
-                        now,
-                    ),
+                flow.id = await tx.insert(
+                    f"INSERT INTO flows {_FLOW_COLUMNS_SQL} VALUES {_FLOW_ROW_SQL}", _flow_args(flow)
                 )
                 if new.original_flow_id is not None:
                     reserved = await tx.execute(
@@ -348,24 +548,6 @@ class FlowStore:
                     )
                     if reserved != 1:
                         raise RefundExceeds()
-                flow = FlowRow(
-                    id=flow_id,
-                    flow_no=flow_no,
-                    caller=new.caller,
-                    request_id=new.request_id,
-                    kind=new.kind,
-                    amount=new.amount,
-                    currency=new.currency,
-                    request_hash=new.request_hash,
-                    status=FlowStatus.PROCESSING,
-                    account_hash=new.account_hash,
-                    account_masked=new.account_masked,
-                    bank_code=new.bank_code,
-                    description=new.description,
-                    original_flow_id=new.original_flow_id,
-                    created_at=now,
-                    updated_at=now,
-                )
                 if attempt is not None:
                     flow.attempts.append(await self._insert_attempt(tx, flow, 1, attempt, now))
                 await tx.commit()
@@ -378,6 +560,60 @@ class FlowStore:
             raise IdempotentHit(existing) from None
         metrics.FLOWS_CREATED.labels(kind=new.kind.value).inc()
         return flow
+
+    async def _create_batch(self, items: list[tuple[NewFlow, NewAttempt]]) -> list[FlowRow | BaseException]:
+        if len(items) > 1:
+            try:
+                return list(await self._create_together(items))
+            except DuplicateKey:
+                pass  # a replay (or one request_id twice) in the batch: nothing was written; each on its own
+        return await gather_each([self._create_one(new, attempt) for new, attempt in items])
+
+    async def _create_together(self, items: list[tuple[NewFlow, NewAttempt]]) -> list[FlowRow]:
+        """Several flows and their first attempts: one INSERT per table, one commit."""
+        now = utcnow()
+        flows = [_new_flow_row(new, now) for new, _ in items]
+        attempts = [_new_attempt_row(flow, 1, attempt, 0, now) for flow, (_, attempt) in zip(flows, items, strict=True)]
+        async with self.db.transaction() as tx:
+            first = await tx.insert(
+                f"INSERT INTO flows {_FLOW_COLUMNS_SQL} VALUES " + ",".join([_FLOW_ROW_SQL] * len(flows)),
+                [arg for flow in flows for arg in _flow_args(flow)],
+            )
+            ids = await self._inserted_ids(tx, first, "flows", "flow_no", [f.flow_no for f in flows])
+            for flow, attempt, flow_id in zip(flows, attempts, ids, strict=True):
+                flow.id = attempt.flow_id = flow_id
+            first = await tx.insert(
+                f"INSERT INTO attempts {_ATTEMPT_COLUMNS_SQL} VALUES " + ",".join([_ATTEMPT_ROW_SQL] * len(attempts)),
+                [arg for attempt in attempts for arg in _attempt_args(attempt, now)],
+            )
+            ids = await self._inserted_ids(
+                tx, first, "attempts", "channel_order_no", [a.channel_order_no for a in attempts]
+            )
+            for flow, attempt, attempt_id in zip(flows, attempts, ids, strict=True):
+                attempt.id = attempt_id
+                flow.attempts.append(attempt)
+            await tx.commit()
+        for flow in flows:
+            metrics.FLOWS_CREATED.labels(kind=flow.kind.value).inc()
+        return flows
+
+    async def _inserted_ids(self, tx: Tx, first: int, table: str, key: str, keys: list[str]) -> list[int]:
+        """The AUTO_INCREMENT ids of a multi-row INSERT, in row order.
+
+        With ``innodb_autoinc_lock_mode`` 0 or 1 a multi-row INSERT gets
+        consecutive ids (``auto_increment_increment`` apart) starting at
+        LAST_INSERT_ID(); otherwise they are read back by their unique key.
+        """
+        if self._id_step is None:
+            row = await tx.fetchone("SELECT @@innodb_autoinc_lock_mode AS mode, @@auto_increment_increment AS step")
+            assert row is not None
+            self._id_step = int(row["step"]) if int(row["mode"]) in (0, 1) else 0
+        if self._id_step:
+            return [first + i * self._id_step for i in range(len(keys))]
+        marks = ",".join(["%s"] * len(keys))
+        rows = await tx.fetchall(f"SELECT id, {key} AS k FROM {table} WHERE {key} IN ({marks})", keys)
+        by_key = {str(r["k"]): int(r["id"]) for r in rows}
+        return [by_key[k] for k in keys]
 
     async def add_attempt(self, flow: FlowRow, attempt: NewAttempt) -> AttemptRow:
         """Record the next attempt of a flow (failover) before calling its channel."""
@@ -403,43 +639,11 @@ class FlowStore:
             if n != 1:
                 raise PositionShort(attempt.channel)
             reserved = flow.amount
-        order_no = channel_order_no(flow.flow_no, seq)
-        attempt_id = await tx.insert(
-            "INSERT INTO attempts (flow_id, seq, channel, operation, channel_order_no, status, amount, currency,"
-            " account_hash, bank_code, decision, position_reserved, created_at, updated_at)"
-            " VALUES (%s,%s,%s,%s,%s,'SENDING',%s,%s,%s,%s,%s,%s,%s,%s)",
-            (
-                flow.id,
-                seq,
-                attempt.channel,
-                attempt.operation,
-                order_no,
-                flow.amount,
-                flow.currency,
-                flow.account_hash,
-                flow.bank_code,
-                json.dumps(attempt.decision) if attempt.decision is not None else None,
-                reserved,
-                now,
-                now,
-            ),
+        row = _new_attempt_row(flow, seq, attempt, reserved, now)
+        row.id = await tx.insert(
+            f"INSERT INTO attempts {_ATTEMPT_COLUMNS_SQL} VALUES {_ATTEMPT_ROW_SQL}", _attempt_args(row, now)
         )
-        return AttemptRow(
-            id=attempt_id,
-            flow_id=flow.id,
-            seq=seq,
-            channel=attempt.channel,
-            operation=attempt.operation,
-            channel_order_no=order_no,
-            status=AttemptStatus.SENDING,
-            amount=flow.amount,
-            currency=flow.currency,
-            account_hash=flow.account_hash,
-            bank_code=flow.bank_code,
-            decision=attempt.decision,
-            position_reserved=reserved,
-            created_at=now,
-        )
+        return row
 
     # --- the transition -----------------------------------------------------------------
 
@@ -461,32 +665,35 @@ class FlowStore:
           settle or release; refunds add up on the original.
         * A result that contradicts a recorded terminal one creates a
           discrepancy (and a DISCREPANCY event), never an overwrite.
+
+        Concurrent transitions share one commit (group commit); returns after it.
         """
-        target = {
-            OutcomeStatus.SUCCEEDED: AttemptStatus.SUCCEEDED,
-            OutcomeStatus.FAILED: AttemptStatus.FAILED,
-            OutcomeStatus.PENDING: AttemptStatus.PENDING,
-        }[outcome.status]
+        item = _Apply(attempt_id, outcome, source, finish_flow_on_failure, poll_due_in_s)
+        if self.group_commit:
+            return await self._applies.submit(item)
+        return await self._apply_one(item)
+
+    async def _apply_one(self, item: _Apply) -> ApplyResult:
+        outcome, target = item.outcome, _TARGET[item.outcome.status]
         now = utcnow()
         async with self.db.transaction() as tx:
             if target is AttemptStatus.PENDING:
-                row = await tx.fetchone("SELECT * FROM attempts WHERE id=%s FOR UPDATE", (attempt_id,))
+                row = await tx.fetchone("SELECT * FROM attempts WHERE id=%s FOR UPDATE", (item.attempt_id,))
             else:  # a terminal result also updates the flow: lock it in the same statement
-                row = await tx.fetchone(_ATTEMPT_WITH_FLOW, (attempt_id,))
+                row = await tx.fetchone(_ATTEMPT_WITH_FLOW, (item.attempt_id,))
             if row is None:
                 return ApplyResult(Applied.UNKNOWN, None)
             attempt = AttemptRow.from_row(row)
             allowed = ATTEMPT_FROM[target]
             if attempt.status not in allowed:
-                result = await self._not_allowed(tx, attempt, target, outcome, source, now)
+                result = await self._not_allowed(tx, attempt, target, outcome, item.source, now)
                 await tx.commit()
                 return result
             await self._write_attempt(tx, attempt, target, outcome, now)
-            attempt.status = target
             if target is AttemptStatus.PENDING:
                 await tx.execute(
                     "INSERT IGNORE INTO poll_queue (attempt_id, channel, due_at, created_at) VALUES (%s, %s, %s, %s)",
-                    (attempt.id, attempt.channel, now + timedelta(seconds=poll_due_in_s), now),
+                    (attempt.id, attempt.channel, now + timedelta(seconds=item.poll_due_in_s), now),
                 )
                 await tx.commit()
                 return ApplyResult(Applied.TRANSITIONED, attempt)
@@ -494,42 +701,169 @@ class FlowStore:
             flow = FlowRow.from_row(_flow_part(row))
             await self._settle_position(tx, attempt, target, now)
             finished = False
-            if target is AttemptStatus.SUCCEEDED or finish_flow_on_failure:
-                finished = await self._finish_flow(tx, flow, attempt, outcome, now, source)
+            if target is AttemptStatus.SUCCEEDED or item.finish_flow_on_failure:
+                finished = await self._finish_flow(tx, flow, attempt, outcome, now, item.source)
             await tx.commit()
         if finished:
             metrics.FLOWS_FINISHED.labels(kind=flow.kind.value, status=flow.status.value).inc()
         return ApplyResult(Applied.TRANSITIONED, attempt, flow, finished)
 
+    async def _apply_batch(self, items: list[_Apply]) -> list[ApplyResult | BaseException]:
+        results: list[ApplyResult | BaseException | None] = [None] * len(items)
+        later = list(range(len(items)))
+        if len(items) > 1:
+            try:
+                later = await self._apply_together(items, results)
+            except Conflict:  # a deadlock with another writer rolled the batch back: each on its own
+                results = [None] * len(items)
+                later = list(range(len(items)))
+        for i, result in zip(later, await gather_each([self._apply_one(items[i]) for i in later]), strict=True):
+            results[i] = result
+        done = [r for r in results if r is not None]
+        assert len(done) == len(items)
+        return done
+
+    async def _apply_together(
+        self, items: list[_Apply], results: list[ApplyResult | BaseException | None]
+    ) -> list[int]:
+        """The common transitions of a batch in one commit; returns the indexes left for :meth:`_apply_one`.
+
+        Handled here: SENDING → PENDING, and → SUCCEEDED/FAILED of attempts
+        without a float reservation or a refund, whose flow is PROCESSING.
+        Everything else (lost races, discrepancies, positions, refunds, a second
+        report on the same attempt) goes through the one-by-one path after this
+        commit, and so sees what it wrote.
+        """
+        now = utcnow()
+        first_of: dict[int, int] = {}
+        later: list[int] = []
+        for i, item in enumerate(items):
+            if item.attempt_id in first_of:
+                later.append(i)  # a second report on the same attempt: after this commit
+            else:
+                first_of[item.attempt_id] = i
+        changes: list[tuple[int, AttemptRow, AttemptStatus]] = []
+        finishing: list[tuple[int, FlowRow, tuple[Any, ...]]] = []
+        transitions: list[tuple[int, FlowRow | None]] = []
+        async with self.db.transaction() as tx:
+            ids = sorted(first_of)
+            rows = await tx.fetchall(_ATTEMPTS_WITH_FLOWS.format(marks=",".join(["%s"] * len(ids))), ids)
+            by_id = {int(row["id"]): row for row in rows}
+            for attempt_id, i in first_of.items():
+                item, row = items[i], by_id.get(attempt_id)
+                if row is None:
+                    results[i] = ApplyResult(Applied.UNKNOWN, None)
+                    continue
+                attempt, target = AttemptRow.from_row(row), _TARGET[item.outcome.status]
+                if attempt.status not in ATTEMPT_FROM[target]:
+                    later.append(i)
+                    continue
+                flow: FlowRow | None = None
+                if target is not AttemptStatus.PENDING:
+                    flow = FlowRow.from_row(_flow_part(row))
+                    finish = target is AttemptStatus.SUCCEEDED or item.finish_flow_on_failure
+                    if (
+                        attempt.position_reserved > 0
+                        or flow.original_flow_id is not None
+                        or (finish and flow.status is not FlowStatus.PROCESSING)
+                    ):
+                        later.append(i)
+                        continue
+                changes.append((i, attempt, target))
+                transitions.append((i, flow))
+            flows = dict(transitions)
+            if changes:
+                await self._write_together(tx, items, changes, flows, finishing, now)
+                await tx.commit()
+        finished = {i for i, _, _ in finishing}
+        for i, attempt, _ in changes:
+            flow = flows[i]
+            results[i] = ApplyResult(Applied.TRANSITIONED, attempt, flow, i in finished)
+            if flow is not None and i in finished:
+                metrics.FLOWS_FINISHED.labels(kind=flow.kind.value, status=flow.status.value).inc()
+        return sorted(later)
+
+    async def _write_together(
+        self,
+        tx: Tx,
+        items: list[_Apply],
+        changes: list[tuple[int, AttemptRow, AttemptStatus]],
+        flows: dict[int, FlowRow | None],
+        finishing: list[tuple[int, FlowRow, tuple[Any, ...]]],
+        now: datetime,
+    ) -> None:
+        """One round trip: every attempt update, poll-queue change, flow result and outbox row of a batch.
+
+        Fills ``finishing`` with the flows it finished. The row locks taken by
+        the caller guard every statement; a count that does not match means a
+        bug, and raises (the transaction rolls back).
+        """
+        statements: list[tuple[str, Sequence[Any]]] = []
+        statements.append(
+            _batch_update(
+                "attempts",
+                ("id", "prev"),
+                _ATTEMPT_CHANGE,
+                [(a.id, a.status.value, *_attempt_change(t, items[i].outcome, now)) for i, a, t in changes],
+                "t.id = v.id AND t.status = v.prev",
+            )
+        )
+        for i, attempt, target in changes:
+            _record_attempt_change(attempt, target, items[i].outcome, now)
+        pending = [(a, i) for i, a, _ in changes if a.status is AttemptStatus.PENDING]
+        terminal = [(a, i) for i, a, _ in changes if a.status is not AttemptStatus.PENDING]
+        if pending:
+            rows = [(a.id, a.channel, now + timedelta(seconds=items[i].poll_due_in_s), now) for a, i in pending]
+            statements.append(
+                (
+                    "INSERT IGNORE INTO poll_queue (attempt_id, channel, due_at, created_at) VALUES "
+                    + ",".join(["(%s,%s,%s,%s)"] * len(rows)),
+                    [v for row in rows for v in row],
+                )
+            )
+        if terminal:
+            marks = ",".join(["%s"] * len(terminal))
+            statements.append((f"DELETE FROM poll_queue WHERE attempt_id IN ({marks})", [a.id for a, _ in terminal]))
+        for attempt, i in terminal:
+            flow = flows[i]
+            assert flow is not None
+            if attempt.status is AttemptStatus.SUCCEEDED or items[i].finish_flow_on_failure:
+                finishing.append((i, flow, _flow_result(attempt, items[i].outcome, now)))
+        if finishing:
+            statements.append(
+                _batch_update(
+                    "flows",
+                    ("id",),
+                    _FLOW_RESULT,
+                    [(f.id, *values) for _, f, values in finishing],
+                    "t.id = v.id AND t.status = 'PROCESSING'",
+                    "t.needs_review = 0",
+                )
+            )
+            for i, flow, values in finishing:
+                _record_flow_result(flow, values, items[i].outcome)
+            statements.append(
+                outbox_insert(
+                    [(flow_event(f.as_event_source(), events_pb2.FLOW_RESULT), f.id) for _, f, _ in finishing]
+                )
+            )
+        counts = await tx.script(statements)
+        if counts[0] != len(changes) or (finishing and counts[-2] != len(finishing)):
+            raise RuntimeError(
+                f"batch transition changed {counts} rows for {len(changes)} attempts"
+            )  # pragma: no cover
+
     async def _write_attempt(
         self, tx: Tx, attempt: AttemptRow, target: AttemptStatus, outcome: Outcome, now: datetime
     ) -> None:
-        terminal = target is not AttemptStatus.PENDING
+        sets = ", ".join(f"{c}=%s" for c in _ATTEMPT_CHANGE)
         n = await tx.execute(
-            "UPDATE attempts SET status=%s, raw_code=%s, raw_message=%s, code=%s, payer_attributable=%s,"
-            " safe_elsewhere=%s, channel_txn_id=%s, fee=%s, finished_at=%s, updated_at=%s, version=version+1"
-            " WHERE id=%s AND status=%s",
-            (
-                target.value,
-                outcome.raw_code[:64],
-                outcome.raw_message[:255],
-                outcome.code[:64],
-                outcome.payer_attributable,
-                outcome.safe_elsewhere,
-                outcome.channel_txn_id[:128],
-                outcome.fee,
-                now if terminal else None,
-                now,
-                attempt.id,
-                attempt.status.value,
-            ),
+            f"UPDATE attempts SET {sets}, version=version+1 WHERE id=%s AND status=%s",
+            (*_attempt_change(target, outcome, now), attempt.id, attempt.status.value),
         )
         if n != 1:  # pragma: no cover - guarded by the row lock above
             raise RuntimeError("attempt changed under its row lock")
-        attempt.raw_code, attempt.code, attempt.raw_message = outcome.raw_code, outcome.code, outcome.raw_message
-        attempt.payer_attributable, attempt.safe_elsewhere = outcome.payer_attributable, outcome.safe_elsewhere
-        attempt.channel_txn_id, attempt.fee = outcome.channel_txn_id, outcome.fee
-        attempt.finished_at = now if terminal else None
+        _record_attempt_change(attempt, target, outcome, now)
 
     async def _settle_position(self, tx: Tx, attempt: AttemptRow, target: AttemptStatus, now: datetime) -> None:
         if attempt.position_reserved <= 0:
@@ -551,31 +885,15 @@ class FlowStore:
             if flow.status is not target:
                 await self._discrepancy(tx, flow, attempt, flow.status.value, target.value, outcome.code, source, now)
             return False
-        failure_code = "" if target is FlowStatus.SUCCEEDED else outcome.code
-        failure_message = "" if target is FlowStatus.SUCCEEDED else (outcome.raw_message or outcome.code)[:255]
+        values = _flow_result(attempt, outcome, now)
+        sets = ", ".join(f"{c}=%s" for c in _FLOW_RESULT)
         n = await tx.execute(
-            "UPDATE flows SET status=%s, channel=%s, channel_txn_id=%s, failure_code=%s, failure_message=%s,"
-            " payer_attributable=%s, needs_review=0, finished_at=%s, updated_at=%s, version=version+1"
-            " WHERE id=%s AND status='PROCESSING'",
-            (
-                target.value,
-                attempt.channel,
-                outcome.channel_txn_id[:128],
-                failure_code[:64],
-                failure_message,
-                outcome.payer_attributable and target is FlowStatus.FAILED,
-                now,
-                now,
-                flow.id,
-            ),
+            f"UPDATE flows SET {sets}, needs_review=0, version=version+1 WHERE id=%s AND status='PROCESSING'",
+            (*values, flow.id),
         )
         if n != 1:  # pragma: no cover - guarded by the row lock
             return False
-        flow.status, flow.channel, flow.channel_txn_id = target, attempt.channel, outcome.channel_txn_id
-        flow.failure_code, flow.failure_message = failure_code, failure_message
-        flow.payer_attributable = outcome.payer_attributable and target is FlowStatus.FAILED
-        flow.needs_review, flow.finished_at, flow.updated_at = False, now, now
-        flow.version += 1
+        _record_flow_result(flow, values, outcome)
         if flow.original_flow_id is not None:
             if target is FlowStatus.SUCCEEDED:
                 sql = "UPDATE flows SET refunded_amount = refunded_amount + %s, updated_at=%s, version=version+1"

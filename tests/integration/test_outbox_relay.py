@@ -107,18 +107,30 @@ async def drain(relay: OutboxRelay) -> int:
     return total
 
 
-async def raw_messages(bootstrap: str, topic: str, *, idle_s: float = 1.0) -> list:
-    """Every message of ``topic`` as the broker stores it (no group, no dedupe)."""
+async def raw_messages(bootstrap: str, topic: str, *, idle_s: float = 1.0, timeout_s: float = 20.0) -> list:
+    """Every message of ``topic`` as the broker stores it (no group, no dedupe).
+
+    Reads until every partition's position reached the end offset it had when
+    reading started (an idle fetch alone can come back empty while another
+    partition still has data), or until ``timeout_s``.
+    """
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     records = []
+    deadline = time.monotonic() + timeout_s
     try:
+        while not consumer.assignment() and time.monotonic() < deadline - timeout_s / 2:
+            await asyncio.sleep(0.05)
+        ends = await consumer.end_offsets(list(consumer.assignment())) if consumer.assignment() else {}
         while True:
             batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
-            if not batch:
-                return records
             for part in batch.values():
                 records.extend(part)
+            if batch:
+                continue
+            positions = {tp: await consumer.position(tp) for tp in ends}
+            if all(positions[tp] >= end for tp, end in ends.items()) or time.monotonic() > deadline:
+                return records
     finally:
         await consumer.stop()
 
