@@ -119,7 +119,12 @@ class Gateway:
             router.profile(c).per_card_daily_attempts or router.profile(c).per_card_daily_amount for c in registry
         )
         planner = Planner(router, positions, needs_card_usage=needs_usage)
-        store = FlowStore(db)
+        store = FlowStore(
+            db,
+            group_commit=config.database.group_commit,
+            workers=config.database.group_commit_workers,
+            max_batch=config.database.group_commit_max_batch,
+        )
         relay = None
         if config.kafka_enabled:
             from gateway.outbox.config import RelayConfig

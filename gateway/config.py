@@ -260,6 +260,9 @@ def _parse(raw: Mapping[str, Any]) -> Config:
         pool_max=d.integer("pool_max", 20, lo=1, hi=500),
         connect_timeout_s=d.number("connect_timeout_s", 5.0, lo=0.1, hi=120),
         pool_recycle_s=d.integer("pool_recycle_s", 3600, lo=-1),
+        group_commit=d.boolean("group_commit", True),
+        group_commit_workers=d.integer("group_commit_workers", 1, lo=1, hi=64),
+        group_commit_max_batch=d.integer("group_commit_max_batch", 64, lo=1, hi=1000),
     )
     d.done()
     if database.pool_min > database.pool_max:

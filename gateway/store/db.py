@@ -66,6 +66,10 @@ class DatabaseConfig:
     pool_max: int = 20
     connect_timeout_s: float = 5.0
     pool_recycle_s: int = 3600
+    # application group commit of the request path's writes (gateway/store/batch.py)
+    group_commit: bool = True
+    group_commit_workers: int = 1
+    group_commit_max_batch: int = 64
 
 
 def translate(exc: BaseException) -> BaseException:
@@ -91,6 +95,7 @@ class Tx:
     def __init__(self, conn: aiomysql.Connection) -> None:
         self.conn = conn
         self.committed = False
+        self.ended = False  # rolled back in the same round trip as a read (see read_only)
 
     async def execute(self, sql: str, args: Sequence[Any] | None = None) -> int:
         """Run one statement; returns affected rows."""
@@ -121,19 +126,35 @@ class Tx:
             rows = await cur.fetchall()
             return list(rows)
 
-    async def script(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        """Several statements in one round trip (multi-statement query); the affected rows of each.
+    async def read_only(self, sql: str, args: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """One SELECT and the ROLLBACK that ends its transaction, in one round trip; the rows."""
+        async with self.conn.cursor(aiomysql.DictCursor) as cur:
+            await cur.execute(cur.mogrify(sql, args) + ";\nROLLBACK")
+            rows = list(await cur.fetchall())
+            while await cur.nextset():
+                pass
+        self.ended = True
+        return rows
+
+    async def script(
+        self, statements: Sequence[tuple[str, Sequence[Any]]], *, commit: bool = False
+    ) -> list[tuple[int, int]]:
+        """Several statements in one round trip (multi-statement query); ``(affected rows, insert id)`` of each.
 
         Parameters are escaped by the driver as in :meth:`execute`. The server
         stops at the first failing statement, which raises here; the unit of
-        work then rolls back what ran before it.
+        work then rolls back what ran before it. ``commit`` appends the COMMIT.
         """
         async with self.conn.cursor() as cur:
-            await cur.execute(";\n".join(cur.mogrify(sql, list(args)) for sql, args in statements))
-            counts = [int(cur.rowcount)]
+            sql = ";\n".join(cur.mogrify(text, list(args)) for text, args in statements)
+            await cur.execute(sql + (";\nCOMMIT" if commit else ""))
+            results = [(int(cur.rowcount), int(cur.lastrowid or 0))]
             while await cur.nextset():
-                counts.append(int(cur.rowcount))
-            return counts
+                results.append((int(cur.rowcount), int(cur.lastrowid or 0)))
+        if commit:
+            self.committed = True
+            return results[:-1]
+        return results
 
     async def commit(self) -> None:
         await self.conn.commit()
@@ -219,7 +240,7 @@ class Database:
             if tx.committed:
                 self.commits += 1
             try:
-                if not tx.committed and not broken:
+                if not tx.committed and not tx.ended and not broken:
                     try:
                         await conn.rollback()
                     except BaseException as exc:
@@ -239,12 +260,14 @@ class Database:
                 self.pool.release(conn)
 
     async def fetchone(self, sql: str, args: Sequence[Any] | None = None) -> dict[str, Any] | None:
-        async with self.transaction() as tx:
-            return await tx.fetchone(sql, args)
+        """A single-statement read in its own transaction (one round trip); the first row."""
+        rows = await self.fetchall(sql, args)
+        return rows[0] if rows else None
 
     async def fetchall(self, sql: str, args: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """A single-statement read in its own transaction (one round trip, the ROLLBACK rides along)."""
         async with self.transaction() as tx:
-            return await tx.fetchall(sql, args)
+            return await tx.read_only(sql, args)
 
 
 # --- migrations ------------------------------------------------------------------

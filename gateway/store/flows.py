@@ -459,10 +459,10 @@ class _Apply:
 class FlowStore:
     """``group_commit`` (default on): concurrent creations and transitions share statements and commits."""
 
-    def __init__(self, db: Database, *, group_commit: bool = True, max_batch: int = 64, workers: int = 4) -> None:
+    def __init__(self, db: Database, *, group_commit: bool = True, max_batch: int = 64, workers: int = 1) -> None:
         self.db = db
         self.group_commit = group_commit
-        self._id_step: int | None = None  # see _inserted_ids
+        self._id_step: int | None = None  # see _read_id_step
         self._creates: GroupCommitter[tuple[NewFlow, NewAttempt], FlowRow] = GroupCommitter(
             "create", self._create_batch, max_batch=max_batch, workers=workers
         )
@@ -562,54 +562,68 @@ class FlowStore:
         return flow
 
     async def _create_batch(self, items: list[tuple[NewFlow, NewAttempt]]) -> list[FlowRow | BaseException]:
-        if len(items) > 1:
-            try:
-                return list(await self._create_together(items))
-            except DuplicateKey:
-                pass  # a replay (or one request_id twice) in the batch: nothing was written; each on its own
+        try:
+            return list(await self._create_together(items))
+        except DuplicateKey:
+            pass  # a replay (or one request_id twice) in the batch: nothing was written; each on its own
         return await gather_each([self._create_one(new, attempt) for new, attempt in items])
 
     async def _create_together(self, items: list[tuple[NewFlow, NewAttempt]]) -> list[FlowRow]:
-        """Several flows and their first attempts: one INSERT per table, one commit."""
+        """Flows and their first attempts: one INSERT per table and the commit, in one round trip.
+
+        Needs consecutive AUTO_INCREMENT ids for a multi-row INSERT
+        (``innodb_autoinc_lock_mode`` 0 or 1, the default is 1): the attempts'
+        ``flow_id`` is ``LAST_INSERT_ID() + k * auto_increment_increment``, which
+        in the attempts' statement still names the flows' first id. Otherwise
+        the ids are read back by their unique keys (two more round trips).
+        """
         now = utcnow()
         flows = [_new_flow_row(new, now) for new, _ in items]
         attempts = [_new_attempt_row(flow, 1, attempt, 0, now) for flow, (_, attempt) in zip(flows, items, strict=True)]
+        insert_flows = (
+            f"INSERT INTO flows {_FLOW_COLUMNS_SQL} VALUES " + ",".join([_FLOW_ROW_SQL] * len(flows)),
+            [arg for flow in flows for arg in _flow_args(flow)],
+        )
         async with self.db.transaction() as tx:
-            first = await tx.insert(
-                f"INSERT INTO flows {_FLOW_COLUMNS_SQL} VALUES " + ",".join([_FLOW_ROW_SQL] * len(flows)),
-                [arg for flow in flows for arg in _flow_args(flow)],
-            )
-            ids = await self._inserted_ids(tx, first, "flows", "flow_no", [f.flow_no for f in flows])
-            for flow, attempt, flow_id in zip(flows, attempts, ids, strict=True):
-                flow.id = attempt.flow_id = flow_id
-            first = await tx.insert(
-                f"INSERT INTO attempts {_ATTEMPT_COLUMNS_SQL} VALUES " + ",".join([_ATTEMPT_ROW_SQL] * len(attempts)),
-                [arg for attempt in attempts for arg in _attempt_args(attempt, now)],
-            )
-            ids = await self._inserted_ids(
-                tx, first, "attempts", "channel_order_no", [a.channel_order_no for a in attempts]
-            )
-            for flow, attempt, attempt_id in zip(flows, attempts, ids, strict=True):
-                attempt.id = attempt_id
-                flow.attempts.append(attempt)
-            await tx.commit()
-        for flow in flows:
+            step = self._id_step if self._id_step is not None else await self._read_id_step(tx)
+            if step:
+                relative = _ATTEMPT_ROW_SQL.replace("(%s,", "(LAST_INSERT_ID() + %s,", 1)
+                insert_attempts = (
+                    f"INSERT INTO attempts {_ATTEMPT_COLUMNS_SQL} VALUES " + ",".join([relative] * len(attempts)),
+                    [arg for k, a in enumerate(attempts) for arg in (k * step, *_attempt_args(a, now)[1:])],
+                )
+                (_, first_flow), (_, first_attempt) = await tx.script([insert_flows, insert_attempts], commit=True)
+                flow_ids = [first_flow + k * step for k in range(len(flows))]
+                attempt_ids = [first_attempt + k * step for k in range(len(attempts))]
+            else:
+                await tx.execute(*insert_flows)
+                flow_ids = await self._ids_by_key(tx, "flows", "flow_no", [f.flow_no for f in flows])
+                for attempt, flow_id in zip(attempts, flow_ids, strict=True):
+                    attempt.flow_id = flow_id
+                await tx.execute(
+                    f"INSERT INTO attempts {_ATTEMPT_COLUMNS_SQL} VALUES "
+                    + ",".join([_ATTEMPT_ROW_SQL] * len(attempts)),
+                    [arg for attempt in attempts for arg in _attempt_args(attempt, now)],
+                )
+                orders = [a.channel_order_no for a in attempts]
+                attempt_ids = await self._ids_by_key(tx, "attempts", "channel_order_no", orders)
+                await tx.commit()
+        for flow, attempt, flow_id, attempt_id in zip(flows, attempts, flow_ids, attempt_ids, strict=True):
+            flow.id = attempt.flow_id = flow_id
+            attempt.id = attempt_id
+            flow.attempts.append(attempt)
             metrics.FLOWS_CREATED.labels(kind=flow.kind.value).inc()
         return flows
 
-    async def _inserted_ids(self, tx: Tx, first: int, table: str, key: str, keys: list[str]) -> list[int]:
-        """The AUTO_INCREMENT ids of a multi-row INSERT, in row order.
+    async def _read_id_step(self, tx: Tx) -> int:
+        """``auto_increment_increment`` when multi-row INSERTs get consecutive ids, else 0 (read once)."""
+        row = await tx.fetchone("SELECT @@innodb_autoinc_lock_mode AS mode, @@auto_increment_increment AS step")
+        assert row is not None
+        self._id_step = int(row["step"]) if int(row["mode"]) in (0, 1) else 0
+        return self._id_step
 
-        With ``innodb_autoinc_lock_mode`` 0 or 1 a multi-row INSERT gets
-        consecutive ids (``auto_increment_increment`` apart) starting at
-        LAST_INSERT_ID(); otherwise they are read back by their unique key.
-        """
-        if self._id_step is None:
-            row = await tx.fetchone("SELECT @@innodb_autoinc_lock_mode AS mode, @@auto_increment_increment AS step")
-            assert row is not None
-            self._id_step = int(row["step"]) if int(row["mode"]) in (0, 1) else 0
-        if self._id_step:
-            return [first + i * self._id_step for i in range(len(keys))]
+    @staticmethod
+    async def _ids_by_key(tx: Tx, table: str, key: str, keys: list[str]) -> list[int]:
         marks = ",".join(["%s"] * len(keys))
         rows = await tx.fetchall(f"SELECT id, {key} AS k FROM {table} WHERE {key} IN ({marks})", keys)
         by_key = {str(r["k"]): int(r["id"]) for r in rows}
@@ -710,13 +724,11 @@ class FlowStore:
 
     async def _apply_batch(self, items: list[_Apply]) -> list[ApplyResult | BaseException]:
         results: list[ApplyResult | BaseException | None] = [None] * len(items)
-        later = list(range(len(items)))
-        if len(items) > 1:
-            try:
-                later = await self._apply_together(items, results)
-            except Conflict:  # a deadlock with another writer rolled the batch back: each on its own
-                results = [None] * len(items)
-                later = list(range(len(items)))
+        try:
+            later = await self._apply_together(items, results)
+        except Conflict:  # a deadlock with another writer rolled the batch back: each on its own
+            results = [None] * len(items)
+            later = list(range(len(items)))
         for i, result in zip(later, await gather_each([self._apply_one(items[i]) for i in later]), strict=True):
             results[i] = result
         done = [r for r in results if r is not None]
@@ -847,7 +859,7 @@ class FlowStore:
                     [(flow_event(f.as_event_source(), events_pb2.FLOW_RESULT), f.id) for _, f, _ in finishing]
                 )
             )
-        counts = await tx.script(statements)
+        counts = [n for n, _ in await tx.script(statements)]
         if counts[0] != len(changes) or (finishing and counts[-2] != len(finishing)):
             raise RuntimeError(
                 f"batch transition changed {counts} rows for {len(changes)} attempts"
