@@ -68,6 +68,9 @@ class RelayConfig:
     batch_size: int = 200
     # Idle wake-up interval; notify() wakes the relay earlier.
     poll_interval_s: float = 0.2
+    # After a notify(), wait this long before claiming, so the results of concurrent requests
+    # share one round (one claim, one produce, one commit) instead of one round each.
+    collect_ms: int = 5
     # Backoff between failed rounds (exponential with jitter) while the broker is unreachable.
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 30.0
@@ -129,6 +132,7 @@ class RelayConfig:
             "compression_type": r.choice("compression_type", ("gzip", "snappy", "lz4", "zstd")),
             "batch_size": r.integer("batch_size", minimum=1, maximum=10_000),
             "poll_interval_s": r.seconds("poll_interval_s"),
+            "collect_ms": r.integer("collect_ms", minimum=0),
             "backoff_initial_s": r.seconds("backoff_initial_s"),
             "backoff_max_s": r.seconds("backoff_max_s"),
             "max_attempts": r.integer("max_attempts", minimum=1),

@@ -434,6 +434,8 @@ class OutboxRelay:
                 continue  # a full batch: more rows are probably waiting
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), cfg.poll_interval_s)
+                if cfg.collect_ms > 0:  # let the results of concurrent requests join this round
+                    await self._pause(cfg.collect_ms / 1000)
             self._wakeup.clear()
 
     async def _round_with_retry(self) -> int:
