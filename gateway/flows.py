@@ -15,9 +15,13 @@ The request path of a withhold, in order:
    ``safe_elsewhere``, within the attempt limit and the caller's wait budget.
    PENDING, timeouts and unknown codes are polled, never failed over.
 
-The channel call runs in a task the RPC waits for up to its budget; when the
-budget runs out the RPC returns the flow PROCESSING and the task finishes on
-its own (the result then arrives on Kafka and via GetFlow).
+Commits 1 and 2 of concurrent requests are shared (group commit in the store):
+each request goes on only after the commit that holds its own rows.
+
+Recording and the channel call run in a task the RPC waits for up to its
+budget (and cannot cancel); when the budget runs out the RPC returns the flow
+PROCESSING and the task finishes on its own (the result then arrives on Kafka
+and via GetFlow).
 """
 
 from __future__ import annotations
