@@ -138,3 +138,21 @@ def test_reprs_hide_card_and_id_numbers() -> None:
     for text in (repr(sign), repr(withhold)):
         assert "6222020200112233445" not in text and "110101199001011234" not in text
     assert b"6222020200112233445" in wire.encode(withhold)  # the wire itself carries it
+
+
+def test_simulator_nonce_window_rejects_replays_and_forgets_expired(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from channels.sandbox import simulator as sim_module
+    from channels.simkit import Behaviour
+
+    now = [1_000_000.0]
+    monkeypatch.setattr(sim_module.time, "time", lambda: now[0])
+    sim = sim_module.SandboxSimulator(Behaviour())
+    window = 2 * sim.max_skew_s
+    assert all(sim._fresh_nonce(f"n{i}") for i in range(50_000))
+    assert not sim._fresh_nonce("n7"), "a nonce inside its window is a replay"
+    now[0] += window / 2
+    assert sim._fresh_nonce("late")
+    now[0] += window / 2 + 0.001  # the first 50 000 expired; "late" has not
+    assert sim._fresh_nonce("n7"), "an expired nonce may be used again"
+    assert set(sim._nonces) == {"late", "n7"}
+    assert not sim._fresh_nonce("late")
