@@ -343,13 +343,15 @@ class FlowService:
         task = loop.create_task(self._create_and_drive(new, call, created), name=f"flow-{new.request_id[:40]}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
         flow = await asyncio.shield(created)
         if flow.replayed:
             return flow
-        try:
-            driven = await asyncio.wait_for(asyncio.shield(task), timeout=max(wait_s, 0.0))
-        except TimeoutError:
+        # asyncio.wait neither cancels the task at the timeout nor when the RPC is cancelled
+        done, _ = await asyncio.wait((task,), timeout=max(wait_s, 0.0))
+        if not done:
             return flow  # PROCESSING; the task keeps going and records the result
+        driven = task.result()
         assert driven is not None  # None only when recording failed, which `created` raised above
         return driven
 
@@ -470,7 +472,8 @@ class FlowService:
         """Run one adapter call with metrics, a hard guard, and 'unknown means PENDING'."""
         started = time.monotonic()
         try:
-            outcome = await asyncio.wait_for(call, timeout=self.settings.call_guard_s)
+            async with asyncio.timeout(self.settings.call_guard_s):  # no extra task, unlike wait_for
+                outcome = await call
         except TimeoutError:
             outcome = pending("CALL_GUARD_TIMEOUT", raw_message="adapter did not return in time")
         except asyncio.CancelledError:
@@ -541,6 +544,15 @@ class FlowService:
         if still:
             await asyncio.gather(*still, return_exceptions=True)
         return len(still)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """A flow task that ended with an error (its attempt is left to polling and recovery)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.warning("flow task %s ended with %s: %s", task.get_name(), type(exc).__name__, exc)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

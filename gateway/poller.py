@@ -238,8 +238,9 @@ class Poller:
                 await asyncio.sleep(1.0)
             if claimed == 0:
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.config.interval_s)
+                try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                    async with asyncio.timeout(self.config.interval_s):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
 

@@ -433,7 +433,8 @@ class OutboxRelay:
             if published >= cfg.batch_size:
                 continue  # a full batch: more rows are probably waiting
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), cfg.poll_interval_s)
+                async with asyncio.timeout(cfg.poll_interval_s):  # not wait_for: see _pause
+                    await self._wakeup.wait()
                 if cfg.collect_ms > 0:  # let the results of concurrent requests join this round
                     await self._pause(cfg.collect_ms / 1000)
             self._wakeup.clear()
@@ -473,8 +474,11 @@ class OutboxRelay:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake up at once when the relay is stopping."""
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that arrives
+        # just as the awaited thing completes
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def _cleanup_loop(self) -> None:
         while not self._stopping.is_set():

@@ -218,10 +218,18 @@ class Database:
         A connection that saw a cancellation or a connection error is closed
         instead of being returned to the pool.
         """
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         try:
             conn = await self.pool.acquire()
         except Exception as exc:
             raise translate(exc) from exc
+        if task is not None and task.cancelling() > cancels:
+            # aiomysql opens connections under Python 3.11's asyncio.wait_for, which swallows a
+            # cancellation that arrives just as the connection is made: honour it here, or the
+            # cancelled task would go on (tests/integration/test_db_cancellation.py)
+            self.pool.release(conn)
+            raise asyncio.CancelledError
         tx = Tx(conn)
         broken = False
         try:
