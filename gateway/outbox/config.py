@@ -132,7 +132,7 @@ class RelayConfig:
             "compression_type": r.choice("compression_type", ("gzip", "snappy", "lz4", "zstd")),
             "batch_size": r.integer("batch_size", minimum=1, maximum=10_000),
             "poll_interval_s": r.seconds("poll_interval_s"),
-            "collect_ms": r.integer("collect_ms", minimum=0),
+            "collect_ms": r.integer("collect_ms", minimum=0, maximum=1000),
             "backoff_initial_s": r.seconds("backoff_initial_s"),
             "backoff_max_s": r.seconds("backoff_max_s"),
             "max_attempts": r.integer("max_attempts", minimum=1),

@@ -447,6 +447,15 @@ def _batch_update(
     return f"UPDATE {table} t JOIN {derived} v ON {on} SET {sets}", args
 
 
+def _unchanged(attempt: AttemptRow, target: AttemptStatus) -> ApplyResult | None:
+    """The answer to a report that needs no write (a replay, a lost race, still pending); None for a conflict."""
+    if target is AttemptStatus.PENDING:
+        return ApplyResult(Applied.STILL_PENDING if attempt.status is AttemptStatus.PENDING else Applied.NOOP, attempt)
+    if attempt.status is target:
+        return ApplyResult(Applied.NOOP, attempt)
+    return None
+
+
 @dataclass(frozen=True)
 class _Apply:
     attempt_id: int
@@ -741,10 +750,11 @@ class FlowStore:
         """The common transitions of a batch in one commit; returns the indexes left for :meth:`_apply_one`.
 
         Handled here: SENDING → PENDING, and → SUCCEEDED/FAILED of attempts
-        without a float reservation or a refund, whose flow is PROCESSING.
-        Everything else (lost races, discrepancies, positions, refunds, a second
-        report on the same attempt) goes through the one-by-one path after this
-        commit, and so sees what it wrote.
+        without a float reservation or a refund, whose flow is PROCESSING; and
+        reports that change nothing (replays, lost races, still pending).
+        Everything else (discrepancies, positions, refunds, a second report on
+        the same attempt) goes through the one-by-one path after this commit,
+        and so sees what it wrote.
         """
         now = utcnow()
         first_of: dict[int, int] = {}
@@ -768,7 +778,12 @@ class FlowStore:
                     continue
                 attempt, target = AttemptRow.from_row(row), _TARGET[item.outcome.status]
                 if attempt.status not in ATTEMPT_FROM[target]:
-                    later.append(i)
+                    # replays and lost races are answered here; only a conflict (discrepancy) writes, later
+                    unchanged = _unchanged(attempt, target)
+                    if unchanged is None:
+                        later.append(i)
+                    else:
+                        results[i] = unchanged
                     continue
                 flow: FlowRow | None = None
                 if target is not AttemptStatus.PENDING:
@@ -926,12 +941,9 @@ class FlowStore:
     async def _not_allowed(
         self, tx: Tx, attempt: AttemptRow, target: AttemptStatus, outcome: Outcome, source: Source, now: datetime
     ) -> ApplyResult:
-        if target is AttemptStatus.PENDING:
-            return ApplyResult(
-                Applied.STILL_PENDING if attempt.status is AttemptStatus.PENDING else Applied.NOOP, attempt
-            )
-        if attempt.status is target:
-            return ApplyResult(Applied.NOOP, attempt)
+        unchanged = _unchanged(attempt, target)
+        if unchanged is not None:
+            return unchanged
         # A terminal attempt told the opposite: record, alert, never overwrite.
         flow_row = await tx.fetchone("SELECT * FROM flows WHERE id=%s", (attempt.flow_id,))
         assert flow_row is not None

@@ -152,6 +152,22 @@ async def test_concurrent_transitions_match_one_by_one_semantics(database: Datab
     [disc] = await rows(database, "SELECT attempt_id, recorded_status, reported_status FROM discrepancies")
     assert (disc["attempt_id"], disc["recorded_status"], disc["reported_status"]) == (ids[0], "SUCCEEDED", "FAILED")
 
+    # Every report again (callback and poll replays): nothing changes, nothing is written.
+    before = database.commits
+    again = await asyncio.gather(
+        *[
+            store.apply_outcome(a, o, Source.CALLBACK, finish_flow_on_failure=f, poll_due_in_s=60)
+            for a, o, f in calls[:30]
+        ]
+    )
+    assert [r.applied for r in again] == [Applied.NOOP] * 18 + [Applied.STILL_PENDING] * 6 + [Applied.NOOP] * 6
+    if group_commit:
+        assert database.commits == before, "replays need no commit"
+    assert len(await rows(database, "SELECT id FROM outbox")) == len(outbox)
+    assert {r["id"]: r["version"] for r in await rows(database, "SELECT id, version FROM attempts")} == {
+        a: r["version"] for a, r in by_attempt.items()
+    }
+
 
 async def test_position_and_pending_results_in_a_batch(database: Database) -> None:
     """Attempts with a float reservation go through the one-by-one path inside a batch; pending ones finish later."""

@@ -66,6 +66,8 @@ def test_topic_maps_cannot_be_changed_under_a_running_relay() -> None:
         ({"bootstrap_servers": "b", "batch_size": True}, "kafka.batch_size"),
         ({"bootstrap_servers": "b", "batch_size": "10"}, "kafka.batch_size"),
         ({"bootstrap_servers": "b", "poll_interval_s": -1}, "kafka.poll_interval_s"),
+        ({"bootstrap_servers": "b", "collect_ms": -1}, "kafka.collect_ms"),
+        ({"bootstrap_servers": "b", "collect_ms": 60_000}, "kafka.collect_ms"),
         ({"bootstrap_servers": "b", "retention_s": float("inf")}, "kafka.retention_s"),
         ({"bootstrap_servers": "b", "encoding": "avro"}, "kafka.encoding"),
         ({"bootstrap_servers": "b", "acks": True}, "kafka.acks"),
