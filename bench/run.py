@@ -690,6 +690,7 @@ async def main_async(opts: Options) -> int:
     ratio = full.tps / echo.tps if echo.tps else 0.0
     added_p99 = percentile(paced.added_ms, 99)
     print()
+    print(budget_line(echo, full, os.cpu_count() or 1))
     print(
         f"bench: ratio paygate/echo {ratio:.3f}; paygate/db-floor {full.tps / db.tps if db.tps else 0:.3f};"
         f" targets: ratio >= 0.4 {'met' if ratio >= 0.4 else 'NOT met'},"
@@ -701,6 +702,24 @@ async def main_async(opts: Options) -> int:
         f" added_p99_ms={added_p99:.1f} commits_per_request={full.commits['per_request']:.2f}"
     )
     return 0
+
+
+def budget_line(echo: Stage, full: Stage, cores: int) -> str:
+    """What 0.4 x the echo floor leaves per withhold in CPU on this machine, and what was spent, by whom."""
+    target_tps = 0.4 * echo.tps
+    budget = cores * 1000.0 / target_tps if target_tps else 0.0
+    gateway = full.cpu_ms_per_request(("gateway",))
+    outside = full.cpu_ms_per_request(tuple(name for name in full.cpu_s if name != "gateway"))
+    verdict = (
+        "over budget before the gateway spends anything"
+        if outside >= budget
+        else f"leaves the gateway {budget - outside:.2f} ms"
+    )
+    return (
+        f"bench: CPU budget per withhold for 0.4 x echo ({target_tps:.0f}/s on {cores} cores, nothing else running):"
+        f" {budget:.2f} ms; spent per withhold outside the gateway (MariaDB, sandbox bank, load generators):"
+        f" {outside:.2f} ms ({verdict}); gateway: {gateway:.2f} ms"
+    )
 
 
 def parse(argv: list[str] | None) -> Options:

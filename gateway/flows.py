@@ -506,6 +506,7 @@ class FlowService:
                 "operation": operation,
                 "channel_order_no": attempt.channel_order_no,
                 "outcome": outcome.code,
+                "raw_code": outcome.raw_code,
                 "duration_ms": round(elapsed * 1000, 2),
             },
         )

@@ -230,7 +230,7 @@ class SandboxChannel(HttpChannel):
         outcome = self._order_outcome(exchange, order_no)
         if asking and not _names_order(exchange, order_no):
             outcome = refused_request(outcome)
-        log.info(
+        log.debug(  # the gateway logs every channel call at INFO ("channel call", with the raw code)
             "sandbox %s %s order=%s -> %s %s raw=%s",
             self._channel_id,
             path,

@@ -55,6 +55,15 @@ class Conflict(StoreError):
     retriable = True
 
 
+class CountMismatch(StoreError):
+    """A checked script's statements did not change the rows expected; it rolled back."""
+
+    def __init__(self, counts: list[int], expected: list[int | None]) -> None:
+        super().__init__(f"statements changed {counts} rows, expected {expected}; rolled back")
+        self.counts = counts
+        self.expected = expected
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
     host: str = "127.0.0.1"
@@ -95,7 +104,7 @@ class Tx:
     def __init__(self, conn: aiomysql.Connection) -> None:
         self.conn = conn
         self.committed = False
-        self.ended = False  # rolled back in the same round trip as a read (see read_only)
+        self.ended = False  # ended in the same round trip as its last statement (read_only, script_commit_if)
 
     async def execute(self, sql: str, args: Sequence[Any] | None = None) -> int:
         """Run one statement; returns affected rows."""
@@ -155,6 +164,46 @@ class Tx:
             self.committed = True
             return results[:-1]
         return results
+
+    async def script_commit_if(
+        self, statements: Sequence[tuple[str, Sequence[Any]]], expected: Sequence[int | None]
+    ) -> list[int]:
+        """Several statements, then COMMIT only if each changed the rows expected of it; one round trip.
+
+        The statements run inside a MariaDB compound statement (``BEGIN NOT
+        ATOMIC … END``) that reads ``ROW_COUNT()`` after each, and ends the
+        transaction with COMMIT if every count equals its ``expected`` entry
+        (``None``: any count) and with ROLLBACK otherwise, in the same round
+        trip as the writes. Returns the counts; raises :class:`CountMismatch`
+        (after the rollback) when they did not match. A failing statement
+        raises as in :meth:`script` and the unit of work rolls back.
+        """
+        if len(expected) != len(statements) or not statements:
+            raise ValueError("script_commit_if needs one expected count per statement")
+        names = [f"pg_c{i}" for i in range(len(statements))]
+        checks = " AND ".join(f"{name} = {int(n)}" for name, n in zip(names, expected, strict=True) if n is not None)
+        counts_sql = ", ".join(names)
+        async with self.conn.cursor() as cur:
+            body = "".join(
+                f"{cur.mogrify(text, list(args))};\nSET {name} = ROW_COUNT();\n"
+                for (text, args), name in zip(statements, names, strict=True)
+            )
+            await cur.execute(
+                f"BEGIN NOT ATOMIC\nDECLARE {', '.join(names)} BIGINT DEFAULT -1;\n{body}"
+                f"IF {checks or 'TRUE'} THEN COMMIT; SELECT 1, {counts_sql};\n"
+                f"ELSE ROLLBACK; SELECT 0, {counts_sql};\nEND IF;\nEND"
+            )
+            row = await cur.fetchone()
+            while await cur.nextset():
+                pass
+        if row is None:  # pragma: no cover - the compound statement always ends with a SELECT
+            raise RuntimeError("checked script returned no result")
+        ok, *counts = (int(v) for v in row)
+        self.ended = True
+        if not ok:
+            raise CountMismatch(counts, list(expected))
+        self.committed = True
+        return counts
 
     async def commit(self) -> None:
         await self.conn.commit()
