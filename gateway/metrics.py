@@ -200,6 +200,11 @@ OUTBOX_PUBLISH_ERRORS = Counter(
 )
 
 # --- store ---------------------------------------------------------------------------
+DB_COMMITS = Counter(
+    "paygate_db_commits_total",
+    "Transactions this process committed (a group commit shared by many requests counts once).",
+    registry=REGISTRY,
+)
 STORE_BATCH_SIZE = Histogram(
     "paygate_store_batch_size",
     "Writes of concurrent requests sharing one commit (application group commit), by operation.",

@@ -24,6 +24,8 @@ from typing import Any
 import aiomysql
 import pymysql
 
+from gateway import metrics
+
 log = logging.getLogger(__name__)
 
 # MySQL error numbers that mean the server or the connection is gone.
@@ -296,6 +298,7 @@ class Database:
         finally:
             if tx.committed:
                 self.commits += 1
+                metrics.DB_COMMITS.inc()
             try:
                 if not tx.committed and not tx.ended and not broken:
                     try:
