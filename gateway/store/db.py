@@ -108,38 +108,49 @@ class Tx:
         self.committed = False
         self.ended = False  # ended in the same round trip as its last statement (read_only, script_commit_if)
 
+    def _open(self) -> aiomysql.Connection:
+        """The connection, while this unit of work is open.
+
+        After a COMMIT (or a ROLLBACK that rode along with a statement) a
+        further statement would start a new transaction that nothing commits or
+        rolls back before the connection goes back to the pool: refuse it.
+        """
+        if self.committed or self.ended:
+            raise RuntimeError("this unit of work has already ended; start a new transaction")
+        return self.conn
+
     async def execute(self, sql: str, args: Sequence[Any] | None = None) -> int:
         """Run one statement; returns affected rows."""
-        async with self.conn.cursor() as cur:
+        async with self._open().cursor() as cur:
             n: int = await cur.execute(sql, args)
             return n
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> int:
-        async with self.conn.cursor() as cur:
+        async with self._open().cursor() as cur:
             n: int = await cur.executemany(sql, args)
             return n
 
     async def insert(self, sql: str, args: Sequence[Any] | None = None) -> int:
         """Run an INSERT and return ``LAST_INSERT_ID()``."""
-        async with self.conn.cursor() as cur:
+        async with self._open().cursor() as cur:
             await cur.execute(sql, args)
             return int(cur.lastrowid)
 
     async def fetchone(self, sql: str, args: Sequence[Any] | None = None) -> dict[str, Any] | None:
-        async with self.conn.cursor(aiomysql.DictCursor) as cur:
+        async with self._open().cursor(aiomysql.DictCursor) as cur:
             await cur.execute(sql, args)
             row: dict[str, Any] | None = await cur.fetchone()
             return row
 
     async def fetchall(self, sql: str, args: Sequence[Any] | None = None) -> list[dict[str, Any]]:
-        async with self.conn.cursor(aiomysql.DictCursor) as cur:
+        async with self._open().cursor(aiomysql.DictCursor) as cur:
             await cur.execute(sql, args)
             rows = await cur.fetchall()
             return list(rows)
 
     async def read_only(self, sql: str, args: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """One SELECT and the ROLLBACK that ends its transaction, in one round trip; the rows."""
-        async with self.conn.cursor(aiomysql.DictCursor) as cur:
+        async with self._open().cursor(aiomysql.DictCursor) as cur:
             await cur.execute(cur.mogrify(sql, args) + ";\nROLLBACK")
             rows = list(await cur.fetchall())
             while await cur.nextset():
@@ -156,7 +167,7 @@ class Tx:
         stops at the first failing statement, which raises here; the unit of
         work then rolls back what ran before it. ``commit`` appends the COMMIT.
         """
-        async with self.conn.cursor() as cur:
+        async with self._open().cursor() as cur:
             sql = ";\n".join(cur.mogrify(text, list(args)) for text, args in statements)
             await cur.execute(sql + (";\nCOMMIT" if commit else ""))
             results = [(int(cur.rowcount), int(cur.lastrowid or 0))]
@@ -185,7 +196,7 @@ class Tx:
         names = [f"pg_c{i}" for i in range(len(statements))]
         checks = " AND ".join(f"{name} = {int(n)}" for name, n in zip(names, expected, strict=True) if n is not None)
         counts_sql = ", ".join(names)
-        async with self.conn.cursor() as cur:
+        async with self._open().cursor() as cur:
             body = "".join(
                 f"{cur.mogrify(text, list(args))};\nSET {name} = ROW_COUNT();\n"
                 for (text, args), name in zip(statements, names, strict=True)
@@ -208,7 +219,7 @@ class Tx:
         return counts
 
     async def commit(self) -> None:
-        await self.conn.commit()
+        await self._open().commit()
         self.committed = True
 
 

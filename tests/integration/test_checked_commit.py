@@ -76,3 +76,22 @@ async def test_expected_counts_must_match_the_statements(database: Database) -> 
     async with database.transaction() as tx:
         with pytest.raises(ValueError, match="one expected count per statement"):
             await tx.script_commit_if([("SELECT 1", [])], [1, 1])
+
+
+async def test_no_statement_after_the_unit_of_work_ended(database: Database) -> None:
+    """A statement after COMMIT would open a transaction nobody ends before the connection is pooled."""
+    await _setup(database)
+    async with database.transaction() as tx:
+        await tx.script_commit_if([("UPDATE checked SET v = 1 WHERE id = %s", [1])], [1])
+        with pytest.raises(RuntimeError, match="already ended"):
+            await tx.execute("UPDATE checked SET v = 2 WHERE id = 2")
+    async with database.transaction() as tx:
+        await tx.read_only("SELECT v FROM checked WHERE id = %s", [1])
+        with pytest.raises(RuntimeError, match="already ended"):
+            await tx.execute("UPDATE checked SET v = 3 WHERE id = 2")
+    async with database.transaction() as tx:
+        await tx.execute("UPDATE checked SET v = 4 WHERE id = 2")
+        await tx.commit()
+        with pytest.raises(RuntimeError, match="already ended"):
+            await tx.commit()
+    assert await _rows(database) == [(1, 1, None), (2, 4, None)]
