@@ -50,19 +50,13 @@ import grpc
 
 from bench.chaos_check import FlowView, ForgedCallback, Replay, Verdict, judge
 from bench.chaos_events import EventRecorder, create_topic
-from bench.chaos_procs import (
-    MERCHANT_ID,
-    TOKEN,
-    TOPIC,
-    Broker,
-    GatewayProcess,
-    ProcessSet,
-    Sandbox,
-    mysql,
-    restart_mariadb,
-)
+from bench.chaos_procs import MERCHANT_ID, TOKEN, TOPIC, chaos_config, mysql, restart_mariadb
 from channels.sandbox import wire
-from gateway.demo import luhn_card
+from devstack.agreements import bind_card
+from devstack.cards import luhn_card
+from devstack.kafka import KafkaBroker
+from devstack.processes import ProcessSet
+from devstack.stack import GatewayProcess, SandboxProcess
 from paygate.v1 import gateway_pb2 as pb
 from paygate.v1 import gateway_pb2_grpc
 
@@ -79,7 +73,7 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 500),
 ]
 
-# Each bank's random mix; magic amounts (see channels/simkit.py) add the rest.
+# Each bank's random mix; magic amounts (see channels/simkit/behaviour.py) add the rest.
 BANKS: dict[str, dict[str, Any]] = {
     "bank-a": {
         "p50_ms": 5,
@@ -205,12 +199,14 @@ class ChaosRun:
         self.workdir = workdir
         self.database = database
         self.rng = random.Random(seed)
-        self.log = (workdir / "processes.log").open("ab")
-        self.procs = ProcessSet(self.log)
-        self.broker = Broker(self.procs)
+        self.procs = ProcessSet(workdir / "processes.log")
+        self.broker = KafkaBroker(procs=self.procs)
         self.gateway = GatewayProcess(self.procs, workdir / "paygate.toml")
         notify = f"http://127.0.0.1:{self.gateway.http_port}/callbacks/"
-        self.banks = {name: Sandbox(name, behaviour, notify + name) for name, behaviour in BANKS.items()}
+        self.banks = {
+            name: SandboxProcess(name, behaviour, notify + name, merchant_id=MERCHANT_ID)
+            for name, behaviour in BANKS.items()
+        }
         self.recorder = EventRecorder(self.broker.bootstrap, TOPIC)
         self.sent: dict[str, Sent] = {}
         self.replays: list[Replay] = []
@@ -229,45 +225,29 @@ class ChaosRun:
         await create_topic(self.broker.bootstrap, TOPIC)
         for bank in self.banks.values():
             bank.start(self.procs)
-        self.gateway.write_config(self.database, self.broker.bootstrap, list(self.banks.values()))
+        self.gateway.write_config(
+            chaos_config(self.gateway.ports, self.database, self.broker.bootstrap, list(self.banks.values()))
+        )
         self.gateway.migrate()
-        self.gateway.start()
+        self.start_gateway()
         self._gateway_up.set()
         await self.recorder.start()
 
     async def sign_agreements(self, stub: Stub) -> None:
-        conn = await aiomysql.connect(host="127.0.0.1", user="root", password="", db=self.database, autocommit=True)
-        try:
-            for i in range(self.plan.cards):
-                card = luhn_card(self.rng)
-                self.cards.append(card)
-                for name, bank in self.banks.items():
-                    signed = await stub.SignAgreement(
-                        pb.SignAgreementRequest(
-                            request_id=f"sign-{i}-{name}",
-                            channel=name,
-                            account_no=card,
-                            holder_name="王小明",
-                            id_no="11010519491231002X",
-                            phone="13800138000",
-                            bank_code="ICBC",
-                        ),
-                        metadata=MD,
-                        timeout=10,
-                    )
-                    async with conn.cursor() as cur:
-                        await cur.execute(
-                            "SELECT sign_ref FROM agreements WHERE agreement_no=%s", (signed.agreement_no,)
-                        )
-                        (sign_ref,) = await cur.fetchone()
-                    code = await asyncio.to_thread(bank.sms_code, sign_ref)
-                    await stub.ConfirmAgreement(
-                        pb.ConfirmAgreementRequest(agreement_no=signed.agreement_no, sms_code=code),
-                        metadata=MD,
-                        timeout=10,
-                    )
-        finally:
-            conn.close()
+        for i in range(self.plan.cards):
+            card = luhn_card(self.rng)
+            self.cards.append(card)
+            for name, bank in self.banks.items():
+                await bind_card(
+                    stub,
+                    MD,
+                    request_id=f"sign-{i}-{name}",
+                    channel=name,
+                    card=card,
+                    database=self.database,
+                    sms_code=bank.sms_code,
+                    timeout=10,
+                )
 
     # --- the clients ---------------------------------------------------------------------
 
@@ -336,13 +316,16 @@ class ChaosRun:
 
     # --- faults --------------------------------------------------------------------------
 
+    def start_gateway(self) -> None:
+        self.gateway.start(timeout=60, wait_callbacks=True)
+
     async def crash_gateway(self) -> None:
         began = time.monotonic()
         self._gateway_up.clear()
-        self.gateway.crash()
+        self.gateway.kill()
         self.counts.crashes += 1
         await asyncio.sleep(self.rng.uniform(0.5, 2.5))
-        await asyncio.to_thread(self.gateway.start)
+        await asyncio.to_thread(self.start_gateway)
         self._gateway_up.set()
         self.counts.gateway_downtime_s += time.monotonic() - began
 
@@ -593,8 +576,7 @@ class ChaosRun:
 
     async def close(self) -> None:
         await self.recorder.stop()
-        self.procs.kill_all()
-        self.log.close()
+        self.procs.stop_all(timeout=5)
 
 
 def report(run: ChaosRun, verdict: Verdict, views: dict[str, FlowView], elapsed: float) -> str:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import pymysql
 
-from bench.kafka_broker import KafkaBroker
+from devstack.kafka import KafkaBroker
 from gateway.domain import new_ulid
 from gateway.outbox.config import RelayConfig
 from gateway.outbox.relay import OutboxRelay

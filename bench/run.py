@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +47,13 @@ import aiomysql
 import grpc
 import pymysql
 
-from bench.kafka_broker import KafkaBroker, free_port
-from gateway.demo import Proc, luhn_card, wait_port
+from devstack.agreements import bind_card
+from devstack.cards import luhn_card
+from devstack.config import gateway_config
+from devstack.http import http_get
+from devstack.kafka import KafkaBroker, gateway_kafka
+from devstack.processes import ProcessSet, free_port, stop, wait_port
+from devstack.stack import GatewayProcess, SandboxProcess
 from gateway.store.db import DatabaseConfig, migrate
 from paygate.v1 import gateway_pb2 as pb
 from paygate.v1 import gateway_pb2_grpc
@@ -138,20 +142,6 @@ def pid_of(command: str) -> int | None:
     return None
 
 
-def http_get(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as reply:
-        body: bytes = reply.read()
-        return body
-
-
-def http_post_json(url: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=5) as reply:
-        reply.read()
-
-
 def channel_histogram(metrics_port: int) -> tuple[float, float]:
     """(sum seconds, count) of paygate_channel_request_duration_seconds for withholds."""
     text = http_get(f"http://127.0.0.1:{metrics_port}/metrics").decode()
@@ -169,32 +159,23 @@ def channel_histogram(metrics_port: int) -> tuple[float, float]:
 class Bench:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
-        self.procs: list[Proc] = []
+        self.procs = ProcessSet(opts.workdir / "processes.log")
+        self.pids = self.procs.pids
         self.broker = KafkaBroker()
-        self.sandbox_port = free_port()
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        self.metrics_port = free_port()
+        self.sandbox = SandboxProcess(CHANNEL, merchant_id="bench-merchant", secret=SECRET)
         self.gateway_log = opts.workdir / "gateway.log"
+        self.gateway = GatewayProcess(self.procs, opts.workdir / "paygate.toml", log=self.gateway_log)
+        self.grpc_port = self.gateway.grpc_port
+        self.metrics_port = self.gateway.metrics_port
         self.log_offset = 0
         self.cards_file = opts.workdir / "cards.txt"
-        self.pids: dict[str, int] = {}
         self.background_commits_per_s = 0.0
         self.run_id = f"{int(time.time())}"
 
     # --- processes -------------------------------------------------------------------
 
-    def spawn(self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Proc:
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        handle = Proc(name, proc)
-        self.procs.append(handle)
-        self.pids[name] = proc.pid
-        return handle
-
     def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
+        self.procs.stop_all()
         self.broker.stop()
 
     async def restore(self) -> None:
@@ -203,43 +184,17 @@ class Bench:
             await drop_database(self.opts.database)
             await drop_database(self.opts.database + "_dbfloor")
 
-    def config_toml(self) -> str:
-        return f"""[server]
-grpc_port = {self.grpc_port}
-http_port = {self.http_port}
-metrics_port = {self.metrics_port}
-default_wait_ms = 10000
-grace_s = 5
-
-[database]
-database = "{self.opts.database}"
-user = "{self.opts.database}"
-
-[security]
-account_hash_key = "bench-account-hash-key-0000000000"
-
-[callers.{CALLER}]
-token = "{TOKEN}"
-
-[logging]
-format = "json"
-level = "INFO"
-
-[kafka]
-enabled = true
-bootstrap_servers = "{self.broker.bootstrap}"
-default_topic = "paygate.flow-results"
-enable_idempotence = false  # tansu lacks InitProducerId
-
-[[channels]]
-id = "{CHANNEL}"
-adapter = "sandbox"
-[channels.settings]
-base_url = "http://127.0.0.1:{self.sandbox_port}"
-merchant_id = "bench-merchant"
-secret = "{SECRET}"
-timeout_s = 5.0
-"""
+    def config(self) -> dict[str, Any]:
+        return gateway_config(
+            self.gateway.ports,
+            server={"default_wait_ms": 10000, "grace_s": 5},
+            database={"database": self.opts.database, "user": self.opts.database},
+            security={"account_hash_key": "bench-account-hash-key-0000000000"},
+            callers={CALLER: TOKEN},
+            logging={"format": "json", "level": "INFO"},
+            kafka=gateway_kafka(self.broker.bootstrap, "paygate.flow-results"),
+            channels=[self.sandbox.channel(timeout_s=5.0)],
+        )
 
     async def start(self) -> None:
         await drop_database(self.opts.database)
@@ -252,31 +207,9 @@ timeout_s = 5.0
         await execute(f"CREATE USER '{user}'@'127.0.0.1'")
         await execute(f"GRANT ALL ON `{user}`.* TO '{user}'@'127.0.0.1'")
         self.broker.start()
-        sandbox = self.spawn(
-            "sandbox",
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "sandbox",
-                "--port",
-                str(self.sandbox_port),
-                "--name",
-                CHANNEL,
-                "--merchant-id",
-                "bench-merchant",
-                "--secret",
-                SECRET,
-            ],
-            self.opts.workdir / "sandbox.log",
-        )
-        await asyncio.to_thread(wait_port, self.sandbox_port, sandbox.proc, "sandbox")
-        config = self.opts.workdir / "paygate.toml"
-        config.write_text(self.config_toml())
-        gateway = self.spawn(
-            "gateway", [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)], self.gateway_log
-        )
-        await asyncio.to_thread(wait_port, self.grpc_port, gateway.proc, "paygate serve")
+        await asyncio.to_thread(self.sandbox.start, self.procs, log=self.opts.workdir / "sandbox.log")
+        self.gateway.write_config(self.config())
+        await asyncio.to_thread(self.gateway.start)
         await self.bind_cards()
 
     async def bind_cards(self) -> None:
@@ -285,30 +218,17 @@ timeout_s = 5.0
         rng = random.Random(7)
         md = (("authorization", f"Bearer {TOKEN}"),)
         cards = [luhn_card(rng) for _ in range(self.opts.cards)]
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
+        async with grpc.aio.insecure_channel(self.gateway.address) as channel:
             stub = gateway_pb2_grpc.PaymentGatewayStub(channel)
             for i, card in enumerate(cards):
-                signed = await stub.SignAgreement(
-                    pb.SignAgreementRequest(
-                        request_id=f"sign-{self.run_id}-{i}",
-                        channel=CHANNEL,
-                        account_no=card,
-                        holder_name="王小明",
-                        id_no="11010519491231002X",
-                        phone="13800138000",
-                        bank_code="ICBC",
-                    ),
-                    metadata=md,
-                )
-                row = await query_one(
-                    self.opts.database, "SELECT sign_ref FROM agreements WHERE agreement_no=%s", (signed.agreement_no,)
-                )
-                sms = json.loads(
-                    await asyncio.to_thread(http_get, f"http://127.0.0.1:{self.sandbox_port}/_admin/sms/{row[0]}")
-                )
-                done = await stub.ConfirmAgreement(
-                    pb.ConfirmAgreementRequest(agreement_no=signed.agreement_no, sms_code=str(sms["sms_code"])),
-                    metadata=md,
+                done = await bind_card(
+                    stub,
+                    md,
+                    request_id=f"sign-{self.run_id}-{i}",
+                    channel=CHANNEL,
+                    card=card,
+                    database=self.opts.database,
+                    sms_code=self.sandbox.sms_code,
                 )
                 if done.status != pb.ACTIVE:
                     raise RuntimeError(f"agreement {i} ended {pb.AgreementStatus.Name(done.status)}")
@@ -419,15 +339,14 @@ timeout_s = 5.0
 
     async def echo_stage(self) -> Stage:
         port = free_port()
-        echo = self.spawn(
-            "echo", [sys.executable, "-m", "bench.echo", "--port", str(port)], self.opts.workdir / "echo.log"
-        )
-        await asyncio.to_thread(wait_port, port, echo.proc, "echo server")
+        args = [sys.executable, "-m", "bench.echo", "--port", str(port)]
+        echo = self.procs.spawn(args, name="echo", log=self.opts.workdir / "echo.log")
+        await asyncio.to_thread(wait_port, port, echo, "echo server")
         stage = Stage("echo", self.opts.concurrency)
         try:
             await self.load(stage, port, ("echo",))
         finally:
-            echo.stop()
+            stop(echo)
         return stage
 
     async def db_stage(self) -> Stage:
@@ -498,7 +417,7 @@ timeout_s = 5.0
         self.background_commits_per_s = (gateway_commits(self.metrics_port) - before) / seconds
 
     def set_channel(self, behaviour: dict[str, Any]) -> None:
-        http_post_json(f"http://127.0.0.1:{self.sandbox_port}/_admin/behaviour", behaviour)
+        self.sandbox.set_behaviour(behaviour)
 
     def profile(self, seconds: float) -> Path | None:
         """A py-spy flame graph of the gateway while the caller drives load (best effort)."""
@@ -622,7 +541,7 @@ async def main_async(opts: Options) -> int:
     try:
         await bench.start()
         print(
-            f"bench: paygate serve (gRPC :{bench.grpc_port}), sandbox channel :{bench.sandbox_port}, tansu"
+            f"bench: paygate serve (gRPC :{bench.grpc_port}), sandbox channel :{bench.sandbox.port}, tansu"
             f" {bench.broker.bootstrap}, relay on; {opts.cards} cards with ACTIVE agreements"
         )
         await bench.measure_background(1.0 if opts.quick else 3.0)

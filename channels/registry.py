@@ -1,10 +1,11 @@
-"""Registry: an explicit map from adapter name to adapter factory.
+"""Registry: one explicit map from adapter name to adapter factory and, where we simulate it, simulator factory.
 
 Channel *instances* are built from configuration: each ``[[channels]]`` entry
 names an ``id`` (unique, e.g. ``icbc-sandbox``), an ``adapter`` (a key of
 :data:`ADAPTERS`) and adapter settings. Two banks behind the same protocol are
 two instances of one adapter. An unknown adapter name is a loud, specific
-error, raised at start-up.
+error, raised at start-up. The same map tells the simulator toolkit
+(``channels.simkit.create_simulator``) which simulator speaks each protocol.
 """
 
 from __future__ import annotations
@@ -44,23 +45,39 @@ class ChannelFactory(Protocol):
     def __call__(self, spec: ChannelSpec) -> Channel: ...
 
 
-# adapter name -> "module:factory". Imported lazily so one broken optional
-# adapter cannot stop the others from loading.
-ADAPTERS: dict[str, str] = {
-    "sandbox": "channels.sandbox.adapter:build",
-    "alipay": "channels.alipay.adapter:build",
-    "wechatpay": "channels.wechatpay.adapter:build",
+@dataclass(frozen=True)
+class AdapterEntry:
+    """Where one adapter's code lives, as ``"module:attr"`` targets imported on first use.
+
+    ``factory`` is the adapter's :class:`ChannelFactory`; ``simulator``, for a
+    channel we simulate, the ``create(behaviour, **kw)`` of its simulator.
+    """
+
+    factory: str
+    simulator: str | None = None
+
+
+# adapter name -> its adapter and simulator. Imported lazily so one broken
+# optional adapter cannot stop the others from loading.
+ADAPTERS: dict[str, AdapterEntry] = {
+    "sandbox": AdapterEntry("channels.sandbox.adapter:build", simulator="channels.sandbox.simulator:create"),
+    "alipay": AdapterEntry("channels.alipay.adapter:build", simulator="channels.alipay.simulator:create"),
+    "wechatpay": AdapterEntry("channels.wechatpay.adapter:build", simulator="channels.wechatpay.simulator:create"),
 }
 
 
+def load_target(target: str) -> Any:
+    """Import ``"module:attr"`` and return the attribute."""
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
 def factory_for(adapter: str, *, key: str = "channels") -> ChannelFactory:
-    target = ADAPTERS.get(adapter)
-    if target is None:
+    entry = ADAPTERS.get(adapter)
+    if entry is None:
         known = ", ".join(sorted(ADAPTERS))
         raise ChannelConfigError(f"{key}.adapter", f"unknown adapter {adapter!r} (known: {known})")
-    module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    factory: ChannelFactory = getattr(module, attr)
+    factory: ChannelFactory = load_target(entry.factory)
     return factory
 
 

@@ -45,6 +45,7 @@ def _delegate(target: str) -> Callable[[list[str]], int]:
     return run
 
 
+# paygate bench <name> -> "module:main", imported only when that bench runs.
 BENCHES = {
     "routing": "routing.bench:main",
     "relay": "bench.relay:main",
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     if command == "sandbox":
         return _delegate("channels.sandbox.simulator:main")(rest)
     if command == "demo":
-        return _delegate("gateway.demo:main")(rest)
+        from devstack.demo import main as demo  # development tooling, imported only for this command
+
+        return demo(rest)
     if command == "results":
         if not rest or rest[0] != "tail":
             print("usage: paygate results tail [options]", file=sys.stderr)

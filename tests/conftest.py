@@ -4,8 +4,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from devstack.kafka import KafkaBroker
 from gateway.store.db import Database, DatabaseConfig, migrate
-from tests.support.services import KafkaBroker, drop_db, new_db_config
+from tests.support.services import drop_db, new_db_config
 
 
 @pytest.fixture

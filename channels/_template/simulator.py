@@ -6,8 +6,8 @@ fate, settlement, at most one debit), turn its Answer into the channel's wire
 format, sign it, and send signed notifies through ``self.callbacks`` from
 ``_notify``. :class:`~channels.simkit.SimulatorBase` does the rest of the
 SimulatorHandle (ledger, behaviour, start/stop, admin routes). Register
-``create`` in ``channels.simkit.SIMULATORS`` and the conformance suite runs
-against it.
+``create`` as the ``simulator`` of the adapter's entry in
+``channels.registry.ADAPTERS`` and the conformance suite runs against it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""Observability helpers: run a real Prometheus, check the Grafana dashboard's queries, summarise /metrics.
+"""Observability the service ships: metric series declared at start-up, the dashboard check, /metrics summaries.
 
-* :mod:`gateway.obs.prometheus` starts a throwaway ``prometheus`` process
-  (tests, e2e, local runs).
+* :mod:`gateway.obs.series` declares the alert-relevant series at zero when
+  the gateway starts.
 * :mod:`gateway.obs.dashboard` extracts the PromQL of every dashboard panel,
-  runs it against a Prometheus and renders the per-channel success table.
-* :mod:`gateway.obs.synthetic` serves :data:`gateway.metrics.REGISTRY` with
-  synthetic traffic on every metric, for dashboard work without a gateway.
+  runs it against a Prometheus and renders the per-channel success table
+  (``paygate obs check-dashboard``).
+* :mod:`gateway.obs.promql` is the Prometheus HTTP API client they query with.
+
+Starting a throwaway Prometheus and serving synthetic metrics are development
+tools: :mod:`devstack.prometheus` and :mod:`devstack.synthetic`.
 """

@@ -28,7 +28,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.obs.prometheus import PrometheusError, prometheus_query
+from gateway.obs.promql import PrometheusError, prometheus_query
 
 __all__ = [
     "DEFAULT_DASHBOARD",

@@ -20,9 +20,10 @@ import pytest
 from bench.chaos_check import FlowView, ForgedCallback, Replay, judge
 from bench.chaos_events import EventLog, SeenEvent
 from channels.simkit import Behaviour
+from devstack.cards import luhn_card
 from gateway.store.db import Database, DatabaseConfig, DatabaseUnavailable
 from paygate.v1 import gateway_pb2 as pb
-from tests.support.harness import luhn_card, running_gateway
+from tests.support.harness import running_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 LAST_LINE = re.compile(

@@ -9,10 +9,11 @@ import grpc
 
 from channels.sandbox.simulator import SandboxSimulator
 from channels.simkit import Behaviour, Ledger
+from devstack.cards import luhn_card
 from gateway.store.db import Database, DatabaseConfig, migrate
 from paygate.v1 import gateway_pb2 as pb
 from paygate.v1 import gateway_pb2_grpc
-from tests.support.harness import CALLER_TOKENS, luhn_card
+from tests.support.harness import CALLER_TOKENS
 from tests.support.processes import GatewayProcess
 
 MD = (("authorization", f"Bearer {CALLER_TOKENS['loans']}"),)

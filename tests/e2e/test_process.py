@@ -15,11 +15,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from channels.sandbox.simulator import SandboxSimulator
 from channels.simkit import Behaviour
+from devstack.cards import luhn_card
 from gateway.store.db import Database, DatabaseConfig, migrate
 from paygate.v1 import gateway_pb2 as pb
 from paygate.v1 import gateway_pb2_grpc
 from tests.e2e.test_crash_recovery import MD, bind
-from tests.support.harness import CALLER_TOKENS, luhn_card
+from tests.support.harness import CALLER_TOKENS
 from tests.support.processes import GatewayProcess
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")

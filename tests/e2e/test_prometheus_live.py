@@ -10,14 +10,15 @@ from pathlib import Path
 import grpc
 
 from channels.simkit import Behaviour
+from devstack.cards import luhn_card
+from devstack.kafka import KafkaBroker
+from devstack.prometheus import start_prometheus
 from gateway import metrics
 from gateway.obs.dashboard import DEFAULT_DASHBOARD, check_queries, dashboard_queries
-from gateway.obs.prometheus import start_prometheus
 from gateway.store.db import DatabaseConfig
 from paygate.v1 import admin_pb2
 from paygate.v1 import gateway_pb2 as pb
-from tests.support.harness import luhn_card, running_gateway
-from tests.support.services import KafkaBroker
+from tests.support.harness import running_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "paygate.rules.yml"

@@ -6,9 +6,10 @@ import grpc
 import pytest
 
 from channels.simkit import Behaviour
+from devstack.cards import luhn_card
 from gateway.store.db import DatabaseConfig
 from paygate.v1 import gateway_pb2 as pb
-from tests.support.harness import luhn_card, running_gateway
+from tests.support.harness import running_gateway
 
 CARD = luhn_card(rng=__import__("random").Random(7))
 M = pb.Money

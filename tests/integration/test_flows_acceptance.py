@@ -9,9 +9,10 @@ import grpc
 import pytest
 
 from channels.simkit import Behaviour
+from devstack.cards import luhn_card
 from gateway.store.db import DatabaseConfig
 from paygate.v1 import gateway_pb2
-from tests.support.harness import Harness, luhn_card, running_gateway
+from tests.support.harness import Harness, running_gateway
 
 
 def withhold(request_id: str, card: str, amount: int, wait_ms: int = 0) -> gateway_pb2.WithholdRequest:

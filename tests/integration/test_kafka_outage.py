@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from channels.simkit import Behaviour
+from devstack.cards import luhn_card
+from devstack.kafka import KafkaBroker
 from gateway import metrics
 from gateway.results import ResultConsumer
 from gateway.store.db import DatabaseConfig
 from paygate.v1 import events_pb2
 from paygate.v1 import gateway_pb2 as pb
-from tests.support.harness import luhn_card, running_gateway
-from tests.support.services import KafkaBroker
+from tests.support.harness import running_gateway
 
 TOPIC = "paygate.flow-results"
 

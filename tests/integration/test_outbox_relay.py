@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from devstack.kafka import KafkaBroker
 from gateway.domain import new_ulid
 from gateway.metrics import REGISTRY
 from gateway.outbox import codec
@@ -25,7 +26,6 @@ from gateway.outbox.relay import OutboxRelay, PublishIncomplete, is_retriable
 from gateway.results import ResultConsumer
 from gateway.store.db import Database
 from paygate.v1 import events_pb2, gateway_pb2
-from tests.support.services import KafkaBroker
 
 pytestmark = pytest.mark.integration
 

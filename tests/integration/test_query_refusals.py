@@ -9,9 +9,10 @@ import pytest
 from channels.contract import Operation, OrderRef, PayoutOrder
 from channels.registry import ChannelSpec, factory_for
 from channels.simkit import Behaviour, create_simulator
+from devstack.cards import luhn_card
 from gateway.store.db import DatabaseConfig
 from paygate.v1 import gateway_pb2 as pb
-from tests.support.harness import luhn_card, running_gateway
+from tests.support.harness import running_gateway
 
 
 async def test_query_during_outage_does_not_fail_a_pending_order(db_config: DatabaseConfig) -> None:

@@ -8,10 +8,11 @@ import itertools
 import aiohttp
 
 from channels.simkit import Behaviour
+from devstack.cards import luhn_card
 from gateway import metrics
 from gateway.store.db import DatabaseConfig
 from paygate.v1 import gateway_pb2 as pb
-from tests.support.harness import Harness, luhn_card, running_gateway
+from tests.support.harness import Harness, running_gateway
 
 ADAPTERS = {"ali": "alipay", "wx": "wechatpay", "sbx": "sandbox"}
 IDS = itertools.count()

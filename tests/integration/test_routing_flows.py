@@ -8,12 +8,13 @@ import grpc
 import pytest
 
 from channels.simkit import Behaviour
+from devstack.cards import luhn_card
 from gateway.app import Gateway
 from gateway.config import ConfigError, from_mapping
 from gateway.store.db import DatabaseConfig
 from paygate.v1 import admin_pb2
 from paygate.v1 import gateway_pb2 as pb
-from tests.support.harness import Harness, gateway_config, luhn_card, running_gateway
+from tests.support.harness import Harness, gateway_config, running_gateway
 
 
 def payout(rid: str, amount: int, wait_ms: int = 0) -> pb.PayoutRequest:

@@ -34,7 +34,7 @@ from channels.sandbox import wire
 from channels.sandbox.adapter import SandboxChannel, build
 from channels.sandbox.simulator import SandboxSimulator, create
 from channels.simkit import Behaviour, CallbackPolicy, HttpServer
-from tests.support.services import free_port
+from devstack.processes import free_port
 
 CARD = "6222020200112233445"
 FAST_CALLBACKS = CallbackPolicy(max_attempts=4, retry_delay_s=0.05, backoff=1.5, timeout_s=1.0)

@@ -11,11 +11,12 @@ import pytest
 
 from channels.sandbox import wire
 from channels.simkit import Behaviour
+from devstack.cards import luhn_card
 from gateway import metrics
 from gateway.store.db import DatabaseConfig
 from paygate.v1 import admin_pb2
 from paygate.v1 import gateway_pb2 as pb
-from tests.support.harness import Harness, luhn_card, running_gateway
+from tests.support.harness import Harness, running_gateway
 
 SLOW_SETTLE = Behaviour(settle_after_ms=(60_000, 60_001))
 NEVER = {"interval_s": 0.05, "first_delay_s": 0.1, "schedule": [[0.1, 3]]}

@@ -14,6 +14,7 @@ import grpc
 
 from channels.sandbox.simulator import SandboxSimulator
 from channels.simkit import Behaviour, Ledger, create_simulator
+from devstack import config as devconfig
 from gateway.app import Gateway
 from gateway.config import from_mapping
 from gateway.store.db import DatabaseConfig, migrate
@@ -21,21 +22,6 @@ from paygate.v1 import admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 
 CALLER_TOKENS = {"loans": "loans-token-0123456789", "collections": "collections-token-0123456789"}
 OPERATOR_TOKEN = "operator-token-0123456789"
-
-
-def luhn_card(prefix: str = "622202", length: int = 16, rng: random.Random | None = None) -> str:
-    """A card number with a valid check digit."""
-    r = rng or random.Random()
-    body = prefix + "".join(str(r.randrange(10)) for _ in range(length - len(prefix) - 1))
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return body + str((10 - total % 10) % 10)
 
 
 @dataclass
@@ -123,25 +109,18 @@ def gateway_config(
                 "routing": dict((channel_routing or {}).get(name, {})),
             }
         )
-    raw: dict[str, Any] = {
-        "server": {"grpc_port": 0, "http_port": 0, "metrics_port": 0, "default_wait_ms": 8000, "grace_s": 2},
-        "database": {
-            "host": db.host,
-            "port": db.port,
-            "database": db.database,
-            "pool_min": 1,
-            "pool_max": 40,
-        },
-        "callers": {name: {"token": token} for name, token in CALLER_TOKENS.items()},
-        "operators": {"ops": {"token": OPERATOR_TOKEN}},
-        "channels": channels,
-        "routing": dict(routing or {}),
-        "poller": dict(poller or {"interval_s": 0.1, "first_delay_s": 0.3, "schedule": [[0.3, 20], [1.0, 30]]}),
-        "logging": {"format": "text", "level": "WARNING"},
-    }
-    if kafka is not None:
-        raw["kafka"] = {"enabled": True, **kafka}
-    return raw
+    return devconfig.gateway_config(
+        devconfig.GatewayPorts(0, 0, 0),
+        server={"default_wait_ms": 8000, "grace_s": 2},
+        database={"host": db.host, "port": db.port, "database": db.database, "pool_min": 1, "pool_max": 40},
+        callers=CALLER_TOKENS,
+        operators={"ops": OPERATOR_TOKEN},
+        channels=channels,
+        routing=dict(routing or {}),
+        poller=dict(poller or {"interval_s": 0.1, "first_delay_s": 0.3, "schedule": [[0.3, 20], [1.0, 30]]}),
+        logging={"format": "text", "level": "WARNING"},
+        kafka=None if kafka is None else {"enabled": True, **kafka},
+    )
 
 
 @asynccontextmanager

@@ -1,4 +1,4 @@
-"""Real services for tests: a throwaway MariaDB database and a tansu Kafka-protocol broker."""
+"""Real services for tests: a throwaway MariaDB database (the tansu broker is :class:`devstack.kafka.KafkaBroker`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ from dataclasses import replace
 
 import pymysql
 
-# The broker lives in bench/ (benchmarks start one too); re-exported here unchanged.
-from bench.kafka_broker import KafkaBroker, free_port, tansu_binary
 from gateway.store.db import DatabaseConfig
 
-__all__ = ["KafkaBroker", "drop_db", "free_port", "new_db_config", "tansu_binary", "with_database"]
+__all__ = ["drop_db", "new_db_config", "with_database"]
 
 MYSQL_HOST = os.environ.get("PAYGATE_TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("PAYGATE_TEST_MYSQL_PORT", "3306"))

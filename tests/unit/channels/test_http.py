@@ -11,7 +11,7 @@ from channels import settings
 from channels.contract import OutcomeStatus
 from channels.http import ChannelHttp, HttpChannel, Lost, Response, Unsent
 from channels.registry import ChannelConfigError, ChannelSpec
-from tests.support.services import free_port
+from devstack.processes import free_port
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from channels.registry import ChannelConfigError
+from channels.registry import ADAPTERS, AdapterEntry, ChannelConfigError, factory_for
 from channels.simkit import (
     MAGIC,
     SIMULATORS,
@@ -289,6 +289,21 @@ def test_simulator_registry() -> None:
     sim = create_simulator("sandbox", Behaviour(seed=1), merchant_id="m1")
     assert sim.behaviour.seed == 1
     assert sim.adapter_settings()["merchant_id"] == "m1"
+
+
+def test_simulators_are_the_registry_map_s_simulated_adapters(monkeypatch: pytest.MonkeyPatch) -> None:
+    # one map: registering an adapter (with or without a simulator) in ADAPTERS is all it takes
+    monkeypatch.setitem(ADAPTERS, "pigeon", AdapterEntry("channels.sandbox.adapter:build"))
+    monkeypatch.setitem(
+        ADAPTERS, "owl", AdapterEntry("channels.sandbox.adapter:build", simulator="channels.sandbox.simulator:create")
+    )
+    assert dict(SIMULATORS) == {name: e.simulator for name, e in ADAPTERS.items() if e.simulator is not None}
+    assert "owl" in SIMULATORS and "pigeon" not in SIMULATORS
+    with pytest.raises(KeyError, match="no simulator for adapter 'pigeon'"):
+        create_simulator("pigeon")
+    assert create_simulator("owl", merchant_id="m2").adapter_settings()["merchant_id"] == "m2"
+    with pytest.raises(ChannelConfigError, match="unknown adapter 'carrier-pigeon'"):
+        factory_for("carrier-pigeon", key="channels[3]")
 
 
 # --- OrderDesk -------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The gateway.obs helpers against a real Prometheus scraping synthetic traffic on every paygate metric.
 
-A child process (``python -m gateway.obs.synthetic``) serves gateway.metrics.REGISTRY on 127.0.0.1 with
+A child process (``python -m devstack.synthetic``) serves gateway.metrics.REGISTRY on 127.0.0.1 with
 every label set the dashboard selects; Prometheus scrapes it every second with our rules loaded.
 """
 
@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from devstack.processes import free_port
+from devstack.prometheus import PrometheusError, PrometheusProcess, start_prometheus
 from gateway.obs.dashboard import DashboardQuery, check_queries, dashboard_queries, main
-from gateway.obs.prometheus import PrometheusError, PrometheusProcess, start_prometheus
-from tests.support.services import free_port
 from tests.unit.deploy.conftest import DASHBOARD, ROOT, RULES
 
 
@@ -23,7 +23,7 @@ from tests.unit.deploy.conftest import DASHBOARD, ROOT, RULES
 def prometheus() -> Iterator[PrometheusProcess]:
     port = free_port()
     exporter = subprocess.Popen(
-        [sys.executable, "-m", "gateway.obs.synthetic", "--port", str(port), "--duration", "90", "--seed", "7"],
+        [sys.executable, "-m", "devstack.synthetic", "--port", str(port), "--duration", "90", "--seed", "7"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )

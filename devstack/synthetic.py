@@ -6,7 +6,7 @@ for every label value the dashboard and the rules select on.
 
 Run it in its own process (it writes into the process-wide registry)::
 
-    python -m gateway.obs.synthetic --port 9464
+    python -m devstack.synthetic --port 9464
 
 then point Prometheus (or ``start_prometheus``) at ``127.0.0.1:9464``.
 """
@@ -93,7 +93,7 @@ def record_tick(rng: random.Random, calls: int = 20) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.obs.synthetic", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devstack.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True, help="HTTP port for /metrics (binds 127.0.0.1)")
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between activity rounds")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run forever)")

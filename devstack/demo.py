@@ -20,28 +20,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from devstack.agreements import bind_card
+from devstack.cards import luhn_card
+from devstack.config import GatewayPorts, gateway_config
+from devstack.http import http_get
+from devstack.kafka import KafkaBroker, gateway_kafka
+from devstack.processes import ProcessSet
+from devstack.stack import GatewayProcess, SandboxProcess
 from paygate.v1 import gateway_pb2 as pb
 from paygate.v1 import gateway_pb2_grpc
 
 CALLER = "loan-servicing"
-TOKEN = "demo-loan-servicing-token-0001"  # noqa: S105 - demo only
-OPERATOR_TOKEN = "demo-operator-token-000000001"  # noqa: S105 - demo only
+TOKEN = "demo-loan-servicing-token-0001"
+OPERATOR_TOKEN = "demo-operator-token-000000001"
 
 BANKS: dict[str, dict[str, Any]] = {
     # fast and reliable, but the most expensive
@@ -62,227 +63,68 @@ BANKS: dict[str, dict[str, Any]] = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def luhn_card(rng: random.Random, prefix: str = "622202") -> str:
-    body = prefix + "".join(str(rng.randrange(10)) for _ in range(16 - len(prefix) - 1))
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch)
-        if i % 2 == 0:
-            d = d * 2 - 9 if d * 2 > 9 else d * 2
-        total += d
-    return body + str((10 - total % 10) % 10)
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on {port}")
-
-
-def http_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310 - loopback only
-        return json.loads(reply.read())
-
-
-@dataclass
-class Proc:
-    name: str
-    proc: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 class Demo:
     def __init__(self, workdir: Path, database: str, kafka: bool) -> None:
         self.workdir = workdir
         self.database = database
         self.kafka = kafka
-        self.procs: list[Proc] = []
-        self.bank_ports: dict[str, int] = {}
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        self.metrics_port = free_port()
-        self.broker_port = free_port()
+        self.procs = ProcessSet(workdir / "processes.log")
+        self.broker = KafkaBroker(procs=self.procs)
+        self.banks = {name: SandboxProcess(name, spec["behaviour"]) for name, spec in BANKS.items()}
+        self.gateway = GatewayProcess(self.procs, workdir / "paygate.toml", GatewayPorts.free())
         self.topic = "paygate.flow-results"
-        self.log = (workdir / "processes.log").open("ab")
-
-    def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append(Proc(name, proc))
-        return proc
 
     def start_services(self) -> None:
         if self.kafka:
-            from bench.kafka_broker import tansu_binary
+            self.broker.start()
+            print(f"  kafka-protocol broker (tansu)   {self.broker.bootstrap}")
+        for name, bank in self.banks.items():
+            bank.start(self.procs)
+            print(f"  sandbox bank {name:<16} 127.0.0.1:{bank.port}  behaviour={json.dumps(bank.behaviour)}")
+        self.gateway.write_config(self.config())
+        self.gateway.migrate()
+        self.gateway.start()
+        ports = self.gateway.ports
+        print(f"  gateway gRPC                   127.0.0.1:{ports.grpc}  (reflection on: grpcurl -plaintext ...)")
+        print(f"  gateway callbacks (HTTP)       127.0.0.1:{ports.http}/callbacks/<channel>")
+        print(f"  gateway metrics                http://127.0.0.1:{ports.metrics}/metrics")
 
-            url = f"tcp://127.0.0.1:{self.broker_port}"
-            broker = self.spawn(
-                "kafka",
-                [
-                    tansu_binary(),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ],
-            )
-            wait_port(self.broker_port, broker, "tansu broker")
-            print(f"  kafka-protocol broker (tansu)   127.0.0.1:{self.broker_port}")
-        for name, spec in BANKS.items():
-            port = free_port()
-            self.bank_ports[name] = port
-            sim = self.spawn(
-                name,
-                [
-                    sys.executable,
-                    "-m",
-                    "gateway.cli",
-                    "sandbox",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--name",
-                    name,
-                    "--secret",
-                    f"{name}-secret",
-                    "--merchant-id",
-                    name,
-                    "--behaviour-json",
-                    json.dumps(spec["behaviour"]),
-                ],
-            )
-            wait_port(port, sim, f"sandbox {name}")
-            print(f"  sandbox bank {name:<16} 127.0.0.1:{port}  behaviour={json.dumps(spec['behaviour'])}")
-        config = self.workdir / "paygate.toml"
-        config.write_text(self.config_toml())
-        env = {**os.environ, "PAYGATE_CONFIG": str(config)}
-        subprocess.run([sys.executable, "-m", "gateway.cli", "migrate"], env=env, check=True, stdout=self.log)
-        gw = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve"],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    def config(self) -> dict[str, Any]:
+        return gateway_config(
+            self.gateway.ports,
+            server={"default_wait_ms": 3000, "grace_s": 5},
+            database={"database": self.database},
+            security={"account_hash_key": "demo-account-hash-key-change-me"},
+            callers={CALLER: TOKEN},
+            operators={"oncall": OPERATOR_TOKEN},
+            poller={"interval_s": 0.2, "first_delay_s": 0.5, "schedule": [[0.5, 20], [2, 30]]},
+            logging={"format": "json"},
+            routing={"exploration": 1.0},
+            kafka=gateway_kafka(self.broker.bootstrap, self.topic) if self.kafka else None,
+            channels=[
+                bank.channel(timeout_s=1.5, routing={"fee": BANKS[name]["fee"]}) for name, bank in self.banks.items()
+            ],
         )
-        self.procs.append(Proc("gateway", gw))
-        wait_port(self.grpc_port, gw, "gateway")
-        print(f"  gateway gRPC                   127.0.0.1:{self.grpc_port}  (reflection on: grpcurl -plaintext ...)")
-        print(f"  gateway callbacks (HTTP)       127.0.0.1:{self.http_port}/callbacks/<channel>")
-        print(f"  gateway metrics                http://127.0.0.1:{self.metrics_port}/metrics")
-
-    def config_toml(self) -> str:
-        lines = [
-            "[server]",
-            f"grpc_port = {self.grpc_port}",
-            f"http_port = {self.http_port}",
-            f"metrics_port = {self.metrics_port}",
-            "default_wait_ms = 3000",
-            "grace_s = 5",
-            "",
-            "[database]",
-            f'database = "{self.database}"',
-            "",
-            "[security]",
-            'account_hash_key = "demo-account-hash-key-change-me"',
-            "",
-            f"[callers.{CALLER}]",
-            f'token = "{TOKEN}"',
-            "",
-            "[operators.oncall]",
-            f'token = "{OPERATOR_TOKEN}"',
-            "",
-            "[poller]",
-            "interval_s = 0.2",
-            "first_delay_s = 0.5",
-            "schedule = [[0.5, 20], [2, 30]]",
-            "",
-            "[logging]",
-            'format = "json"',
-            "",
-            "[routing]",
-            "exploration = 1.0",
-        ]
-        if self.kafka:
-            lines += [
-                "",
-                "[kafka]",
-                "enabled = true",
-                f'bootstrap_servers = "127.0.0.1:{self.broker_port}"',
-                f'default_topic = "{self.topic}"',
-                "enable_idempotence = false  # tansu lacks InitProducerId; production keeps it on",
-            ]
-        for name, spec in BANKS.items():
-            fee = spec["fee"]
-            lines += [
-                "",
-                "[[channels]]",
-                f'id = "{name}"',
-                'adapter = "sandbox"',
-                "[channels.settings]",
-                f'base_url = "http://127.0.0.1:{self.bank_ports[name]}"',
-                f'merchant_id = "{name}"',
-                f'secret = "{name}-secret"',
-                "timeout_s = 1.5",
-                "[channels.routing]",
-                f"fee = {{ fixed = {fee['fixed']}, rate_ppm = {fee['rate_ppm']} }}",
-            ]
-        return "\n".join(lines) + "\n"
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
-        self.log.close()
 
     # --- the workload -----------------------------------------------------------------
 
     async def workload(self) -> dict[str, Any]:
         md = (("authorization", f"Bearer {TOKEN}"),)
         rng = random.Random(20261122)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
+        async with grpc.aio.insecure_channel(self.gateway.address) as channel:
             stub = gateway_pb2_grpc.PaymentGatewayStub(channel)
             borrowers = [luhn_card(rng) for _ in range(6)]
             print("\n== 1. borrowers sign withholding agreements (签约绑卡), confirmed with the SMS code")
             for i, card in enumerate(borrowers):
                 for bank in list(BANKS)[: 2 + i % 2]:
-                    signed = await stub.SignAgreement(
-                        pb.SignAgreementRequest(
-                            request_id=f"sign-{i}-{bank}",
-                            channel=bank,
-                            account_no=card,
-                            holder_name="王小明",
-                            id_no="11010519491231002X",
-                            phone="13800138000",
-                            bank_code="ICBC",
-                        ),
-                        metadata=md,
-                    )
-                    code = await self.sms_code(bank, signed.agreement_no)
-                    done = await stub.ConfirmAgreement(
-                        pb.ConfirmAgreementRequest(agreement_no=signed.agreement_no, sms_code=code), metadata=md
+                    done = await bind_card(
+                        stub,
+                        md,
+                        request_id=f"sign-{i}-{bank}",
+                        channel=bank,
+                        card=card,
+                        database=self.database,
+                        sms_code=self.banks[bank].sms_code,
                     )
                     print(f"  {done.account_masked} with {bank:<12} -> {pb.AgreementStatus.Name(done.status)}")
             flows: dict[str, pb.Flow] = {}
@@ -395,20 +237,6 @@ class Demo:
                 self.print_flow(flows[rid])
             return {"flows": flows, "replayed": replayed}
 
-    async def sms_code(self, bank: str, agreement_no: str) -> str:
-        """The SMS the bank sent to the borrower's phone (read from the simulator, as a phone would)."""
-        import aiomysql
-
-        conn = await aiomysql.connect(host="127.0.0.1", user="root", password="", db=self.database)
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute("SELECT sign_ref FROM agreements WHERE agreement_no=%s", (agreement_no,))
-                (sign_ref,) = await cur.fetchone()
-        finally:
-            conn.close()
-        reply = await asyncio.to_thread(http_json, f"http://127.0.0.1:{self.bank_ports[bank]}/_admin/sms/{sign_ref}")
-        return str(reply.get("code") or reply.get("sms_code"))
-
     @staticmethod
     def print_flow(flow: pb.Flow) -> None:
         status = pb.FlowStatus.Name(flow.status)
@@ -423,8 +251,8 @@ class Demo:
     def double_debits(self, flows: dict[str, pb.Flow]) -> tuple[int, int]:
         """(requests debited more than once, total debits) from the banks' own ledgers."""
         debits: Counter[str] = Counter()
-        for port in self.bank_ports.values():
-            ledger = http_json(f"http://127.0.0.1:{port}/_admin/ledger")
+        for bank in self.banks.values():
+            ledger = bank.ledger()
             for order_no, n in ledger.get("debits_by_order", {}).items():
                 debits[order_no] += int(n)
         doubles = 0
@@ -442,7 +270,7 @@ class Demo:
 
         seen = 0
         consumer = ResultConsumer(
-            f"127.0.0.1:{self.broker_port}",
+            self.broker.bootstrap,
             [self.topic],
             group_id="demo-tail",
             from_beginning=True,
@@ -492,17 +320,17 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from gateway.obs.dashboard import success_table
 
-            with urllib.request.urlopen(f"http://127.0.0.1:{demo.metrics_port}/metrics", timeout=5) as reply:
-                text = reply.read().decode()
+            metrics_url = f"http://127.0.0.1:{demo.gateway.metrics_port}/metrics"
+            text = http_get(metrics_url).decode()
             print(
-                f"\n== channel success rates (from http://127.0.0.1:{demo.metrics_port}/metrics; "
+                f"\n== channel success rates (from {metrics_url}; "
                 "Prometheus rules and the Grafana dashboard are in deploy/)"
             )
             print(success_table(text))
         except Exception as exc:  # the table is a convenience; never fail the demo on it
             print(f"  (metrics table unavailable: {exc})")
     finally:
-        demo.stop_all()
+        demo.procs.stop_all()
     print(
         f"demo: flows={len(flows)} succeeded={statuses['SUCCEEDED']} failed={statuses['FAILED']} "
         f"processing={statuses['PROCESSING']} replayed={outcome['replayed']} double_debits={doubles}"

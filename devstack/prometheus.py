@@ -1,8 +1,9 @@
 """Run a throwaway Prometheus server against paygate metrics endpoints.
 
-Used by tests, the e2e suite and local dashboard work. The server listens on
-127.0.0.1 only, keeps its TSDB in a temporary directory that :meth:`stop`
-removes, and loads the given rule files (paths are made absolute, so the
+Used by tests, the e2e suite and local dashboard work; queries go through
+:mod:`gateway.obs.promql`, which ``paygate obs check-dashboard`` uses too.
+The server listens on 127.0.0.1 only, keeps its TSDB in a temporary
+directory that :meth:`stop` removes, and loads the given rule files (paths are made absolute, so the
 generated config may live anywhere).
 
 Blocking API (subprocess + urllib); from asyncio code call it through
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,49 +25,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from devstack.processes import free_port
+from gateway.obs.promql import PrometheusError, api_get, prometheus_query
+
 __all__ = ["PrometheusError", "PrometheusProcess", "prometheus_query", "start_prometheus"]
-
-
-class PrometheusError(RuntimeError):
-    """Prometheus could not be started, did not become ready, or answered with an error."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get_json(url: str, timeout: float) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=timeout) as reply:  # noqa: S310 - URL built from our own base
-        body: dict[str, Any] = json.load(reply)
-    return body
-
-
-def prometheus_query(base_url: str, expr: str, *, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """Evaluate ``expr`` at "now" through the HTTP API; return ``data.result``.
-
-    Raises :class:`PrometheusError` with Prometheus' own error text when the
-    query is rejected (bad PromQL, unknown function, timeout).
-    """
-    url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-    try:
-        body = _get_json(url, timeout)
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.load(exc).get("error", str(exc))
-        except ValueError:
-            detail = str(exc)
-        raise PrometheusError(f"query rejected: {detail}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise PrometheusError(f"cannot reach Prometheus at {base_url}: {exc}") from exc
-    if body.get("status") != "success":
-        raise PrometheusError(f"query failed: {body.get('error', body)}")
-    data = body.get("data", {})
-    if data.get("resultType") == "scalar":
-        return [{"metric": {}, "value": data["result"]}]
-    result: list[dict[str, Any]] = data.get("result", [])
-    return result
 
 
 class PrometheusProcess:
@@ -100,7 +61,7 @@ class PrometheusProcess:
             if not self.running():
                 raise PrometheusError(f"prometheus exited with {self._process.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1.0) as reply:  # noqa: S310
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1.0) as reply:
                     if reply.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -117,7 +78,7 @@ class PrometheusProcess:
         deadline = time.monotonic() + timeout
         last_problem = "no targets yet"
         while time.monotonic() < deadline:
-            targets = _get_json(f"{self.url}/api/v1/targets", 2.0)["data"]["activeTargets"]
+            targets = api_get(f"{self.url}/api/v1/targets", 2.0)["data"]["activeTargets"]
             down = [t for t in targets if t.get("health") == "down"]
             if down:
                 last_problem = "; ".join(f"{t['scrapeUrl']}: {t.get('lastError', '')}" for t in down)
@@ -193,7 +154,7 @@ def start_prometheus(
         config_path = workdir / "prometheus.yml"
         # JSON is valid YAML: no YAML library needed at run time.
         config_path.write_text(json.dumps(config, indent=2))
-        listen_port = port if port is not None else _free_port()
+        listen_port = port if port is not None else free_port()
         log = (workdir / "prometheus.log").open("wb")
         try:
             process = subprocess.Popen(

@@ -1,0 +1,95 @@
+"""Gateway configuration for development stacks.
+
+:func:`gateway_config` builds the mapping ``gateway.config.from_mapping``
+reads (the in-process gateway of the integration tests takes it as it is);
+:func:`write_config` writes it as the TOML file ``paygate serve`` reads, with
+a TOML library (tomli-w) rather than by formatting strings, so every value is
+quoted and escaped as TOML wants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from devstack.processes import free_port
+
+
+@dataclass(frozen=True)
+class GatewayPorts:
+    """Where one gateway listens on 127.0.0.1: gRPC, channel callbacks (HTTP), metrics. 0 picks any free port."""
+
+    grpc: int
+    http: int
+    metrics: int
+
+    @classmethod
+    def free(cls) -> GatewayPorts:
+        """Fixed ports, free a moment ago: a restarted gateway is reachable where the old one was."""
+        return cls(free_port(), free_port(), free_port())
+
+    def server_settings(self) -> dict[str, int]:
+        return {"grpc_port": self.grpc, "http_port": self.http, "metrics_port": self.metrics}
+
+
+def gateway_config(
+    ports: GatewayPorts,
+    *,
+    database: Mapping[str, Any],
+    callers: Mapping[str, str],
+    operators: Mapping[str, str] | None = None,
+    channels: Iterable[Mapping[str, Any]],
+    server: Mapping[str, Any] | None = None,
+    kafka: Mapping[str, Any] | None = None,
+    **sections: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One gateway's configuration.
+
+    ``callers`` and ``operators`` map a name to its token; ``server`` adds to
+    the ports; ``kafka`` is the whole ``[kafka]`` section (see
+    :func:`devstack.kafka.gateway_kafka`), left out when None; ``sections``
+    are further sections as they are (``poller``, ``logging``, ``routing``,
+    ``security`` ...).
+    """
+    config: dict[str, Any] = {
+        "server": {**ports.server_settings(), **(server or {})},
+        "database": dict(database),
+        "callers": {name: {"token": token} for name, token in callers.items()},
+        **({"operators": {name: {"token": token} for name, token in operators.items()}} if operators else {}),
+        **{name: dict(values) for name, values in sections.items()},
+    }
+    if kafka is not None:
+        config["kafka"] = dict(kafka)
+    config["channels"] = [dict(channel) for channel in channels]
+    return config
+
+
+def sandbox_channel(
+    channel_id: str,
+    base_url: str,
+    *,
+    merchant_id: str,
+    secret: str,
+    timeout_s: float,
+    routing: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``[[channels]]`` entry for a sandbox bank at ``base_url``; ``routing`` is its ``[channels.routing]``."""
+    channel: dict[str, Any] = {
+        "id": channel_id,
+        "adapter": "sandbox",
+        "settings": {"base_url": base_url, "merchant_id": merchant_id, "secret": secret, "timeout_s": timeout_s},
+    }
+    if routing:
+        channel["routing"] = dict(routing)
+    return channel
+
+
+def write_config(path: Path, config: Mapping[str, Any]) -> Path:
+    """Write ``config`` to ``path`` as TOML; returns ``path``."""
+    with path.open("wb") as out:
+        tomli_w.dump(config, out)
+    return path
