@@ -1,0 +1,112 @@
+"""The statement part of the channel contract: what a channel's daily bill says, line by line.
+
+A statement (对账单) is the channel's own record of one channel account's
+business day. Reconciliation compares it with what paygate recorded; it is
+evidence, never a command (DESIGN.md invariant 11).
+
+Each channel package parses its own format into :class:`StatementLine`
+values (``channels/<name>/statement.py``), streaming: a statement can hold
+millions of lines, so parsers are generators over a binary stream and never
+read the whole file into memory. Amounts are converted from the channel's
+yuan strings to minor units exactly (:func:`yuan_to_minor`), never through a
+float. A malformed file raises :class:`StatementFormatError` naming the line
+and column; callers import nothing from a file that fails (they parse to the
+end before committing).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from channels.contract import Operation
+
+
+class LineStatus(enum.StrEnum):
+    """What the channel booked for one line."""
+
+    SUCCEEDED = "SUCCEEDED"  # money moved
+    FAILED = "FAILED"  # the channel lists the order as failed / closed (no money moved)
+
+
+@dataclass(frozen=True, slots=True)
+class StatementLine:
+    """One line of a channel statement, normalized.
+
+    ``channel_order_no`` is *our* order number as the channel booked it
+    (out_trade_no / out_refund_no / out_biz_no / the sandbox's order_no);
+    ``original_channel_order_no`` is set on refund lines (the refunded order).
+    ``operation`` is what the line moved: WITHHOLD for money collected from a
+    payer (withholds, and payer-initiated payments), PAYOUT, REFUND.
+    ``amount`` and ``fee`` are minor units; ``fee`` is what the channel charged
+    for the line (0 when the statement shows none). ``booked_at`` is naive UTC.
+    ``line_no`` is the 1-based line of the source file, kept as evidence.
+    """
+
+    line_no: int
+    channel_order_no: str
+    operation: Operation
+    status: LineStatus
+    amount: int
+    currency: str
+    fee: int
+    booked_at: datetime
+    channel_txn_id: str = ""
+    original_channel_order_no: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StatementFile:
+    """A downloaded statement on local disk, before parsing.
+
+    ``format`` names the parser (``sandbox``, ``alipay``, ``wechatpay``, …);
+    ``sha256`` is the hex digest of the file as stored (what a run records);
+    ``source`` says where it came from (a URL without credentials, or
+    ``import:<file name>`` for a file an operator imported by hand).
+    """
+
+    channel_id: str
+    day: date
+    path: str
+    format: str
+    sha256: str
+    source: str
+
+
+class StatementError(Exception):
+    """A statement could not be obtained or read."""
+
+
+class StatementUnavailable(StatementError):
+    """The channel has not published the statement yet, or could not be reached (retry later)."""
+
+    retriable = True
+
+
+class StatementFormatError(StatementError):
+    """The file is malformed; ``line`` and ``column`` (1-based, 0 when unknown) say where."""
+
+    def __init__(self, line: int, column: int, problem: str) -> None:
+        where = f"line {line}" + (f", column {column}" if column else "")
+        super().__init__(f"{where}: {problem}")
+        self.line = line
+        self.column = column
+        self.problem = problem
+
+
+_YUAN = re.compile(r"(-?)([0-9]{1,16})(?:\.([0-9]{1,2}))?")
+
+
+def yuan_to_minor(text: str, *, line: int = 0, column: int = 0) -> int:
+    """``"12.30"`` → ``1230`` exactly; at most two decimals, ASCII digits only, no float involved.
+
+    Raises :class:`StatementFormatError` (with ``line``/``column``) for anything else.
+    """
+    match = _YUAN.fullmatch(text.strip())
+    if match is None:
+        raise StatementFormatError(line, column, f"not an amount in yuan: {text[:32]!r}")
+    sign, whole, frac = match.groups()
+    value = int(whole) * 100 + int((frac or "").ljust(2, "0"))
+    return -value if sign else value
