@@ -174,8 +174,12 @@ async def test_the_official_sdk_talks_to_the_simulator(setup: Setup) -> None:
     # The simulator verifies the SDK's signed GET; the SDK verifies the simulator's signed answer.
     result = await asyncio.to_thread(sdk.api_alipay_trade_query, out_trade_no="W12")
     assert (result["trade_status"], result["total_amount"]) == ("TRADE_SUCCESS", "88.88")
-    balance = await asyncio.to_thread(sdk.server_api, "alipay.fund.account.query", {"account_type": "ACCTRANS_ACCOUNT"})
+    biz = {"alipay_user_id": s.sim.alipay_user_id, "account_type": "ACCTRANS_ACCOUNT"}
+    balance = await asyncio.to_thread(sdk.server_api, "alipay.fund.account.query", biz)
     assert wire.yuan_to_fen(balance["available_amount"]) == s.sim.ledger.merchant_balance
+    # like the platform, the simulator refuses the balance query without the merchant's alipay_user_id
+    refused = await asyncio.to_thread(sdk.server_api, "alipay.fund.account.query", {"account_type": "ACCTRANS_ACCOUNT"})
+    assert (refused["code"], refused["sub_code"]) == ("40004", "INVALID_PARAMETER")
     impostor = AliPay(
         appid=s.sim.app_id,
         app_private_key_string=_pem_private(rsa.generate_private_key(65537, 1024)),
