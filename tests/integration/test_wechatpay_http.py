@@ -110,8 +110,14 @@ async def test_pending_settles_by_callback_and_by_query(setup: Setup) -> None:
     assert (await s.channel.query(OrderRef("W5", Operation.WITHHOLD, 20_005, "CNY"))).status is OutcomeStatus.SUCCEEDED
     out = await s.channel.payout(PayoutOrder("P6", 20_006, "CNY", OPENID, "Zhou Jiu", ""))
     assert out.status is OutcomeStatus.PENDING
+    # the platform calls back per batch, which says the batch ended, not how its transfer did: query it
     notice = await s.receiver.notice_for("P6")
-    assert notice.operation is Operation.PAYOUT and notice.outcome.status is OutcomeStatus.FAILED
+    assert (notice.operation, notice.outcome.status, notice.amount) == (Operation.PAYOUT, OutcomeStatus.PENDING, 20_006)
+    assert notice.outcome.raw_code == "FINISHED"
+    _, raw = s.receiver.raw[-1]
+    assert json.loads(raw)["event_type"] == "MCHTRANSFER.BATCH.FINISHED"
+    settled = await s.channel.query(OrderRef("P6", Operation.PAYOUT, 20_006, "CNY"))
+    assert settled.status is OutcomeStatus.FAILED
     assert s.sim.ledger.debit_count("P6") == 0
 
 
