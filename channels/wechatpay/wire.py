@@ -31,7 +31,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -285,16 +285,7 @@ CODES = ErrorTable(
 
 def credentials_refusal(raw_code: str, raw_message: str = "") -> Outcome:
     """The outcome of an HTTP 401, whatever its code: the request was not executed, our credentials were refused."""
-    rule = CODES.rule("SIGN_ERROR")
-    assert rule is not None and rule.credentials_rejected
-    return Outcome(
-        rule.status,
-        rule.code,
-        raw_code=raw_code,
-        raw_message=raw_message,
-        safe_elsewhere=rule.safe_elsewhere,
-        credentials_rejected=True,
-    )
+    return replace(CODES.outcome("SIGN_ERROR", raw_message), raw_code=raw_code)
 
 
 #: ``trade_state`` of a transaction (query answers and TRANSACTION.* callbacks).
