@@ -27,6 +27,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -148,10 +149,11 @@ async def test_refund_succeeds_only_when_fund_change_is_y(
 
 
 @pytest.mark.parametrize(
-    ("bank_code", "product_code"), [("ICBC", "TRANS_BANKCARD_NO_PWD"), ("ALIPAY", "TRANS_ACCOUNT_NO_PWD")]
+    ("bank_code", "product_code"),
+    [(None, "TRANS_BANKCARD_NO_PWD"), ("ICBC", "TRANS_BANKCARD_NO_PWD"), ("ALIPAY", "TRANS_ACCOUNT_NO_PWD")],
 )
 async def test_transfer_query_by_out_biz_no_sends_the_required_fields(
-    keys: dict[str, rsa.RSAPrivateKey], alipay_side: AliPay, bank_code: str, product_code: str
+    keys: dict[str, rsa.RSAPrivateKey], alipay_side: AliPay, bank_code: str | None, product_code: str
 ) -> None:
     answer = {
         "code": "10000",
@@ -164,7 +166,8 @@ async def test_transfer_query_by_out_biz_no_sends_the_required_fields(
     async with platform(_answering(alipay_side, {"alipay.fund.trans.common.query": answer})) as p:
         channel = _channel(keys, p.url)
         try:
-            outcome = await channel.query(OrderRef("P-Q-1", Operation.PAYOUT, 100, "CNY", bank_code=bank_code))
+            ref = OrderRef("P-Q-1", Operation.PAYOUT, 100, "CNY")
+            outcome = await channel.query(ref if bank_code is None else replace(ref, bank_code=bank_code))
         finally:
             await channel.stop()
     biz = _biz(p.received[0])
@@ -333,20 +336,17 @@ async def test_unsigned_credential_refusal_is_a_credentials_failure(
         try:
             withheld = await channel.withhold(WithholdOrder("W-CR-1", 100, "CNY", "A1", "6222020000001234", "ICBC"))
             queried = await channel.query(OrderRef("W-CR-0", Operation.WITHHOLD, 100, "CNY"))
+            # refused before processing: definite, safe elsewhere, and flagged for the gateway
+            assert (withheld.status, withheld.code) == (OutcomeStatus.FAILED, "CREDENTIALS_REJECTED")
+            assert withheld.raw_code == sub_code
+            assert withheld.safe_elsewhere and withheld.credentials_rejected
+            # a refused query says nothing about the earlier order, but it is still a refusal of our credentials
+            assert queried.status is OutcomeStatus.PENDING and queried.credentials_rejected
             with pytest.raises(ChannelRejected) as rejected:
                 await channel.balance()
+            assert rejected.value.credentials_rejected
         finally:
             await channel.stop()
-    # refused before processing: definite, safe elsewhere, and flagged for the gateway
-    assert (withheld.status, withheld.code, withheld.raw_code) == (
-        OutcomeStatus.FAILED,
-        "CREDENTIALS_REJECTED",
-        sub_code,
-    )
-    assert withheld.safe_elsewhere and withheld.credentials_rejected
-    # a refused query says nothing about the earlier order, but it is still a refusal of our credentials
-    assert queried.status is OutcomeStatus.PENDING and queried.credentials_rejected
-    assert rejected.value.credentials_rejected
 
 
 def _query_form() -> Received:

@@ -213,8 +213,6 @@ async def test_an_unsigned_401_is_a_credentials_failure_not_pending(keys: dict[s
             withheld = await channel.withhold(WithholdOrder("W-401", 100, "CNY", "C1", "6222020000001234", "ICBC"))
             paid = await channel.payout(PayoutOrder("P-401", 100, "CNY", "o-openid", "张三", ""))
             queried = await channel.query(OrderRef("W-0", Operation.WITHHOLD, 100, "CNY"))
-            with pytest.raises(ChannelRejected) as rejected:
-                await channel.balance()
         finally:
             await channel.stop()
     for outcome in (withheld, paid):
@@ -226,6 +224,13 @@ async def test_an_unsigned_401_is_a_credentials_failure_not_pending(keys: dict[s
         )
         assert outcome.safe_elsewhere and outcome.credentials_rejected
     assert queried.status is OutcomeStatus.PENDING and queried.credentials_rejected
+    async with platform(_unsigned_401) as p:
+        channel = _channel(keys, p.url)
+        try:
+            with pytest.raises(ChannelRejected) as rejected:
+                await channel.balance()
+        finally:
+            await channel.stop()
     assert rejected.value.credentials_rejected
 
 
