@@ -313,7 +313,11 @@ class Balance:
 
 @dataclass(frozen=True, slots=True)
 class CallbackNotice:
-    """A verified asynchronous notification about one order."""
+    """A verified asynchronous notification about one order.
+
+    A PENDING ``outcome`` says the channel has news but not the result (a
+    WeChat Pay batch of transfers ended): the gateway queries the order at once.
+    """
 
     channel_order_no: str
     operation: Operation
