@@ -34,9 +34,8 @@ from urllib.parse import urlencode
 import pytest
 from alipay import AliPay
 from alipay.exceptions import AliPayException
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from channels.alipay.adapter import AlipayChannel, build
+from channels.alipay.adapter import AlipayChannel
 from channels.contract import (
     CallbackRejected,
     ChannelRejected,
@@ -47,49 +46,13 @@ from channels.contract import (
     RefundOrder,
     WithholdOrder,
 )
-from channels.registry import ChannelConfigError, ChannelSpec
-from tests.conformance.keys import new_key, private_pem, public_pem
+from channels.registry import ChannelConfigError
 from tests.unit.channels.platform_double import Received, Reply, platform
-
-APP_ID = "2021000000000042"
-USER_ID = "2088102146225135"
+from tests.unit.channels.sdk_side import USER_ID, Keys, alipay_channel, sdk_notify
 
 
-@pytest.fixture(scope="module")
-def keys() -> dict[str, rsa.RSAPrivateKey]:
-    return {name: new_key() for name in ("merchant", "alipay")}
-
-
-@pytest.fixture(scope="module")
-def alipay_side(keys: dict[str, rsa.RSAPrivateKey]) -> AliPay:
-    """The SDK's signer holding the Alipay key: signs answers and notifies as Alipay does."""
-    return AliPay(
-        appid=APP_ID,
-        app_private_key_string=private_pem(keys["alipay"]),
-        alipay_public_key_string=public_pem(keys["merchant"]),
-    )
-
-
-@pytest.fixture(scope="module")
-def merchant_sdk(keys: dict[str, rsa.RSAPrivateKey]) -> AliPay:
-    """The SDK as a merchant: verifies with the Alipay public key."""
-    return AliPay(
-        appid=APP_ID,
-        app_private_key_string=private_pem(keys["merchant"]),
-        alipay_public_key_string=public_pem(keys["alipay"]),
-    )
-
-
-def _channel(keys: dict[str, rsa.RSAPrivateKey], gateway_url: str, **settings: Any) -> AlipayChannel:
-    base = {
-        "app_id": APP_ID,
-        "app_private_key": private_pem(keys["merchant"]),
-        "alipay_public_key": public_pem(keys["alipay"]),
-        "gateway_url": gateway_url,
-        "alipay_user_id": USER_ID,
-        **settings,
-    }
-    return build(ChannelSpec("ali-vec", "alipay", base))
+def _channel(keys: Keys, gateway_url: str, **settings: Any) -> AlipayChannel:
+    return alipay_channel(keys, gateway_url, **settings)
 
 
 def _signed_answer(sdk: AliPay, method: str, body: dict[str, Any]) -> Reply:
@@ -129,15 +92,12 @@ REFUND_ANSWER = {
 
 @pytest.mark.parametrize(("fund_change", "status"), [("Y", OutcomeStatus.SUCCEEDED), ("N", OutcomeStatus.PENDING)])
 async def test_refund_succeeds_only_when_fund_change_is_y(
-    keys: dict[str, rsa.RSAPrivateKey], alipay_side: AliPay, fund_change: str, status: OutcomeStatus
+    keys: Keys, alipay_side_sdk: AliPay, fund_change: str, status: OutcomeStatus
 ) -> None:
     answer = {**REFUND_ANSWER, "fund_change": fund_change}
-    async with platform(_answering(alipay_side, {"alipay.trade.refund": answer})) as p:
-        channel = _channel(keys, p.url)
-        try:
+    async with platform(_answering(alipay_side_sdk, {"alipay.trade.refund": answer})) as p:
+        async with _channel(keys, p.url) as channel:
             outcome = await channel.refund(RefundOrder("R-1", "W-REF-1", "", 1_234, 5_000, "CNY"))
-        finally:
-            await channel.stop()
     assert outcome.status is status
     assert not outcome.definite or outcome.amount == 1_234
     if status is OutcomeStatus.PENDING:
@@ -153,7 +113,7 @@ async def test_refund_succeeds_only_when_fund_change_is_y(
     [(None, "TRANS_BANKCARD_NO_PWD"), ("ICBC", "TRANS_BANKCARD_NO_PWD"), ("ALIPAY", "TRANS_ACCOUNT_NO_PWD")],
 )
 async def test_transfer_query_by_out_biz_no_sends_the_required_fields(
-    keys: dict[str, rsa.RSAPrivateKey], alipay_side: AliPay, bank_code: str | None, product_code: str
+    keys: Keys, alipay_side_sdk: AliPay, bank_code: str | None, product_code: str
 ) -> None:
     answer = {
         "code": "10000",
@@ -163,13 +123,10 @@ async def test_transfer_query_by_out_biz_no_sends_the_required_fields(
         "status": "SUCCESS",
         "trans_amount": "1.00",
     }
-    async with platform(_answering(alipay_side, {"alipay.fund.trans.common.query": answer})) as p:
-        channel = _channel(keys, p.url)
-        try:
+    async with platform(_answering(alipay_side_sdk, {"alipay.fund.trans.common.query": answer})) as p:
+        async with _channel(keys, p.url) as channel:
             ref = OrderRef("P-Q-1", Operation.PAYOUT, 100, "CNY")
             outcome = await channel.query(ref if bank_code is None else replace(ref, bank_code=bank_code))
-        finally:
-            await channel.stop()
     biz = _biz(p.received[0])
     # AlipayFundTransCommonApi.md: with out_biz_no, product_code and biz_scene are required
     assert biz["out_biz_no"] == "P-Q-1"
@@ -181,30 +138,15 @@ async def test_transfer_query_by_out_biz_no_sends_the_required_fields(
 # --- 3. a notify with an empty field is genuine -------------------------------------------
 
 
-def _sdk_notify(sdk: AliPay, **fields: str) -> dict[str, str]:
-    """A trade notify signed the way the SDK's verification reads it: its own canonical string, empties kept."""
-    notify = {
-        "notify_time": "2026-11-22 10:00:00",
-        "notify_type": "trade_status_sync",
-        "notify_id": "ac05099524730693a8b330c5ecf72da9786",
-        "app_id": APP_ID,
-        "charset": "utf-8",
-        "version": "1.0",
-        "trade_no": "2026112222001",
-        "out_trade_no": "W-EMPTY-1",
-        "trade_status": "TRADE_SUCCESS",
-        "total_amount": "100.05",
-        "passback_params": "",
-        **fields,
-    }
-    canonical = "&".join(f"{k}={v}" for k, v in sdk._ordered_data(dict(notify)))
-    return {**notify, "sign": sdk._sign(canonical), "sign_type": "RSA2"}
+def _sdk_notify(sdk: AliPay) -> dict[str, str]:
+    """A trade notify carrying an empty field, signed over the SDK's canonical string (which keeps ``key=``)."""
+    return sdk_notify(sdk, out_trade_no="W-EMPTY-1", passback_params="")
 
 
 def test_a_notify_carrying_an_empty_field_is_accepted(
-    keys: dict[str, rsa.RSAPrivateKey], alipay_side: AliPay, merchant_sdk: AliPay
+    keys: Keys, alipay_side_sdk: AliPay, merchant_sdk: AliPay
 ) -> None:
-    notify = _sdk_notify(alipay_side)
+    notify = _sdk_notify(alipay_side_sdk)
     data = dict(notify)
     signature = data.pop("sign")
     assert merchant_sdk.verify(data, signature)  # the SDK's own verification calls it genuine
@@ -214,9 +156,9 @@ def test_a_notify_carrying_an_empty_field_is_accepted(
     assert notice.outcome.status is OutcomeStatus.SUCCEEDED
 
 
-def test_the_empty_field_is_part_of_what_is_checked(keys: dict[str, rsa.RSAPrivateKey], alipay_side: AliPay) -> None:
+def test_the_empty_field_is_part_of_what_is_checked(keys: Keys, alipay_side_sdk: AliPay) -> None:
     channel = _channel(keys, "http://127.0.0.1:9/gateway.do")
-    notify = _sdk_notify(alipay_side)
+    notify = _sdk_notify(alipay_side_sdk)
     for forged in ({**notify, "passback_params": "x"}, {k: v for k, v in notify.items() if k != "passback_params"}):
         with pytest.raises(CallbackRejected, match="signature"):
             channel.parse_callback({}, urlencode(forged).encode())
@@ -230,7 +172,7 @@ def test_the_empty_field_is_part_of_what_is_checked(keys: dict[str, rsa.RSAPriva
     [("CMB", {}, "招商银行"), ("nbbank", {"institution_names": {"NBBANK": "宁波银行"}}, "宁波银行")],
 )
 async def test_bank_card_payout_names_the_institution(
-    keys: dict[str, rsa.RSAPrivateKey], alipay_side: AliPay, bank_code: str, settings: dict[str, Any], inst_name: str
+    keys: Keys, alipay_side_sdk: AliPay, bank_code: str, settings: dict[str, Any], inst_name: str
 ) -> None:
     answer = {
         "code": "10000",
@@ -241,49 +183,34 @@ async def test_bank_card_payout_names_the_institution(
         "status": "SUCCESS",
         "trans_date": "2019-08-21 00:00:00",
     }
-    async with platform(_answering(alipay_side, {"alipay.fund.trans.uni.transfer": answer})) as p:
-        channel = _channel(keys, p.url, **settings)
-        try:
+    async with platform(_answering(alipay_side_sdk, {"alipay.fund.trans.uni.transfer": answer})) as p:
+        async with _channel(keys, p.url, **settings) as channel:
             outcome = await channel.payout(PayoutOrder("P-1", 100, "CNY", "6225880000001234", "王五", bank_code))
-        finally:
-            await channel.stop()
     payee = _biz(p.received[0])["payee_info"]
     assert payee["bankcard_ext_info"]["inst_name"] == inst_name  # BankcardExtInfo.inst_name: 机构名称
     assert outcome.status is OutcomeStatus.SUCCEEDED
 
 
-async def test_a_bank_without_institution_name_is_refused_before_sending(
-    keys: dict[str, rsa.RSAPrivateKey], alipay_side: AliPay
-) -> None:
-    async with platform(_answering(alipay_side, {})) as p:
-        channel = _channel(keys, p.url)
-        try:
+async def test_a_bank_without_institution_name_is_refused_before_sending(keys: Keys, alipay_side_sdk: AliPay) -> None:
+    async with platform(_answering(alipay_side_sdk, {})) as p:
+        async with _channel(keys, p.url) as channel:
             outcome = await channel.payout(PayoutOrder("P-2", 100, "CNY", "6225880000001234", "王五", "XYZBANK"))
-        finally:
-            await channel.stop()
     assert p.received == []
     assert (outcome.status, outcome.code, outcome.safe_elsewhere) == (OutcomeStatus.FAILED, "BANK_NOT_SUPPORTED", True)
 
 
-def test_institution_names_setting_is_validated(keys: dict[str, rsa.RSAPrivateKey]) -> None:
+def test_institution_names_setting_is_validated(keys: Keys) -> None:
     with pytest.raises(ChannelConfigError, match="institution_names"):
         _channel(keys, "http://127.0.0.1:9/gateway.do", institution_names={"CMB": ""})
 
 
-async def test_balance_query_sends_the_merchants_alipay_user_id(
-    keys: dict[str, rsa.RSAPrivateKey], alipay_side: AliPay
-) -> None:
+async def test_balance_query_sends_the_merchants_alipay_user_id(keys: Keys, alipay_side_sdk: AliPay) -> None:
     answer = {"code": "10000", "msg": "Success", "available_amount": "1234.56", "freeze_amount": "0.00"}
-    async with platform(_answering(alipay_side, {"alipay.fund.account.query": answer})) as p:
-        channel = _channel(keys, p.url)
-        unconfigured = _channel(keys, p.url, alipay_user_id="")
-        try:
+    async with platform(_answering(alipay_side_sdk, {"alipay.fund.account.query": answer})) as p:
+        async with _channel(keys, p.url) as channel, _channel(keys, p.url, alipay_user_id="") as unconfigured:
             balance = await channel.balance()
             with pytest.raises(ChannelConfigError, match="alipay_user_id"):
                 await unconfigured.balance()
-        finally:
-            await channel.stop()
-            await unconfigured.stop()
     assert balance.available == 123_456
     assert len(p.received) == 1  # the unconfigured one sent nothing
     assert _biz(p.received[0]) == {"alipay_user_id": USER_ID, "account_type": "ACCTRANS_ACCOUNT"}
@@ -316,7 +243,7 @@ def test_the_sdk_documents_unsigned_refusals() -> None:
 @pytest.mark.parametrize("sub_code", ["isv.invalid-app-id", "isv.invalid-signature"])
 @pytest.mark.parametrize("shape", ["method_response", "error_response"])
 async def test_unsigned_credential_refusal_is_a_credentials_failure(
-    keys: dict[str, rsa.RSAPrivateKey], merchant_sdk: AliPay, sub_code: str, shape: str
+    keys: Keys, merchant_sdk: AliPay, sub_code: str, shape: str
 ) -> None:
     # the SDK's documented shapes: under <method>_response with no sign, or error_response with "sign": ""
     first, second = (json.loads(text) for text in _sdk_documented_refusals())
@@ -332,8 +259,7 @@ async def test_unsigned_credential_refusal_is_a_credentials_failure(
     with pytest.raises(AliPayException):  # the SDK, too, refuses to read it as a verified answer
         merchant_sdk._verify_and_return_sync_response(answer(_query_form()).body, "alipay_trade_query_response")
     async with platform(answer) as p:
-        channel = _channel(keys, p.url)
-        try:
+        async with _channel(keys, p.url) as channel:
             withheld = await channel.withhold(WithholdOrder("W-CR-1", 100, "CNY", "A1", "6222020000001234", "ICBC"))
             queried = await channel.query(OrderRef("W-CR-0", Operation.WITHHOLD, 100, "CNY"))
             # refused before processing: definite, safe elsewhere, and flagged for the gateway
@@ -345,25 +271,20 @@ async def test_unsigned_credential_refusal_is_a_credentials_failure(
             with pytest.raises(ChannelRejected) as rejected:
                 await channel.balance()
             assert rejected.value.credentials_rejected
-        finally:
-            await channel.stop()
 
 
 def _query_form() -> Received:
     return Received("POST", "/gateway.do", {}, b"", {"method": "alipay.trade.query"})
 
 
-async def test_any_other_unsigned_answer_stays_unverified(keys: dict[str, rsa.RSAPrivateKey]) -> None:
+async def test_any_other_unsigned_answer_stays_unverified(keys: Keys) -> None:
     unsigned_success = {"alipay_trade_pay_response": {"code": "10000", "msg": "Success", "trade_no": "T1"}}
     unsigned_decline = {
         "alipay_trade_pay_response": {"code": "40004", "sub_code": "ACQ.BUYER_BALANCE_NOT_ENOUGH", "msg": "x"}
     }
     for text in (json.dumps(unsigned_success), json.dumps(unsigned_decline)):
         async with platform(lambda _seen, text=text: Reply(body=text)) as p:
-            channel = _channel(keys, p.url)
-            try:
+            async with _channel(keys, p.url) as channel:
                 outcome = await channel.withhold(WithholdOrder("W-U-1", 100, "CNY", "A1", "6222020000001234", "ICBC"))
-            finally:
-                await channel.stop()
         assert (outcome.status, outcome.code) == (OutcomeStatus.PENDING, "UNVERIFIED_RESPONSE")
         assert not outcome.credentials_rejected

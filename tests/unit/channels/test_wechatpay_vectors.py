@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from wechatpayv3 import utils as sdk_utils
 from wechatpayv3.core import Core
@@ -41,46 +41,19 @@ from channels.contract import (
     PayoutOrder,
     WithholdOrder,
 )
-from channels.registry import ChannelSpec
-from channels.wechatpay.adapter import WeChatPayChannel, build
-from tests.conformance.keys import new_key, private_pem, public_pem
+from channels.wechatpay.adapter import WeChatPayChannel
 from tests.unit.channels.platform_double import Received, Reply, platform
-
-MCHID = "1900000109"
-MERCHANT_SERIAL = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
-PLATFORM_ID = "PUB_KEY_ID_0114232134912410000000000000"
-APIV3_KEY = "a12d3924fd499edac8a5efc0123456ab"
-
-
-@pytest.fixture(scope="module")
-def keys() -> dict[str, rsa.RSAPrivateKey]:
-    return {name: new_key() for name in ("merchant", "platform")}
+from tests.unit.channels.sdk_side import (
+    APIV3_KEY,
+    MCHID,
+    PLATFORM_ID,
+    Keys,
+    wechatpay_channel,
+)
 
 
-@pytest.fixture(scope="module")
-def sdk(keys: dict[str, rsa.RSAPrivateKey]) -> Core:
-    return Core(
-        mchid=MCHID,
-        cert_serial_no=MERCHANT_SERIAL,
-        private_key=private_pem(keys["merchant"]),
-        apiv3_key=APIV3_KEY,
-        public_key=public_pem(keys["platform"]),
-        public_key_id=PLATFORM_ID,
-    )
-
-
-def _channel(keys: dict[str, rsa.RSAPrivateKey], base_url: str = "http://127.0.0.1:9") -> WeChatPayChannel:
-    settings = {
-        "mchid": MCHID,
-        "appid": "wxd678efh567hg6787",
-        "merchant_serial_no": MERCHANT_SERIAL,
-        "private_key": private_pem(keys["merchant"]),
-        "apiv3_key": APIV3_KEY,
-        "platform_public_key": public_pem(keys["platform"]),
-        "platform_public_key_id": PLATFORM_ID,
-        "base_url": base_url,
-    }
-    return build(ChannelSpec("wx-vec", "wechatpay", settings))
+def _channel(keys: Keys, base_url: str = "http://127.0.0.1:9") -> WeChatPayChannel:
+    return wechatpay_channel(keys, base_url)
 
 
 # --- 4. batch-level transfer callbacks -----------------------------------------------------------
@@ -102,9 +75,7 @@ DOCUMENTED_BATCH = {
 }
 
 
-def _documented_callback(
-    keys: dict[str, rsa.RSAPrivateKey], event_type: str, resource: dict[str, Any]
-) -> tuple[dict[str, str], bytes]:
+def _documented_callback(keys: Keys, event_type: str, resource: dict[str, Any]) -> tuple[dict[str, str], bytes]:
     """The documented callback: AES-256-GCM with the APIv3 key per the spec, signed with the SDK's rsa_sign."""
     nonce = "G331CyBcibi4"
     sealed = AESGCM(APIV3_KEY.encode()).encrypt(nonce.encode(), json.dumps(resource).encode(), b"")
@@ -137,9 +108,7 @@ def _documented_callback(
 
 
 @pytest.mark.parametrize("status", ["FINISHED", "CLOSED"])
-def test_a_batch_callback_is_a_payout_notice_that_asks_for_a_query(
-    keys: dict[str, rsa.RSAPrivateKey], sdk: Core, status: str
-) -> None:
+def test_a_batch_callback_is_a_payout_notice_that_asks_for_a_query(keys: Keys, sdk: Core, status: str) -> None:
     resource = {**DOCUMENTED_BATCH, "mchid": MCHID, "batch_status": status}
     if status == "FINISHED":
         del resource["close_reason"]
@@ -152,7 +121,7 @@ def test_a_batch_callback_is_a_payout_notice_that_asks_for_a_query(
     assert notice.outcome.raw_code == status
 
 
-def test_a_batch_callback_for_another_merchant_is_rejected(keys: dict[str, rsa.RSAPrivateKey]) -> None:
+def test_a_batch_callback_for_another_merchant_is_rejected(keys: Keys) -> None:
     headers, body = _documented_callback(keys, "MCHTRANSFER.BATCH.CLOSED", DOCUMENTED_BATCH)  # mchid 2483775951
     with pytest.raises(CallbackRejected, match="mchid"):
         _channel(keys).parse_callback(headers, body)
@@ -163,7 +132,7 @@ def test_a_batch_callback_for_another_merchant_is_rejected(keys: dict[str, rsa.R
 _AUTH = re.compile(r'(\w+)="([^"]*)"')
 
 
-def _signature_verifies(keys: dict[str, rsa.RSAPrivateKey], seen: Received) -> bool:
+def _signature_verifies(keys: Keys, seen: Received) -> bool:
     """Check the Authorization the way the platform does, over the request line as received."""
     schema, _, rest = seen.headers["Authorization"].partition(" ")
     fields = dict(_AUTH.findall(rest))
@@ -183,17 +152,12 @@ def _not_found(seen: Received) -> Reply:
 
 
 @pytest.mark.parametrize("order_no", ["W*1@2|3", "P@7", "R|9*"])
-async def test_order_numbers_with_star_at_and_bar_are_signed_as_sent(
-    keys: dict[str, rsa.RSAPrivateKey], order_no: str
-) -> None:
+async def test_order_numbers_with_star_at_and_bar_are_signed_as_sent(keys: Keys, order_no: str) -> None:
     async with platform(_not_found) as p:
-        channel = _channel(keys, p.url)
-        try:
+        async with _channel(keys, p.url) as channel:
             for operation in (Operation.WITHHOLD, Operation.PAYOUT, Operation.REFUND):
                 await channel.query(OrderRef(order_no, operation, 100, "CNY"))
             await channel.close_order(OrderRef(order_no, Operation.WITHHOLD, 100, "CNY"))
-        finally:
-            await channel.stop()
     assert len(p.received) >= 4
     for seen in p.received:
         assert _signature_verifies(keys, seen), seen.raw_path
@@ -206,15 +170,12 @@ def _unsigned_401(seen: Received) -> Reply:
     return Reply(401, json.dumps({"code": "SIGN_ERROR", "message": "签名错误"}, ensure_ascii=False))
 
 
-async def test_an_unsigned_401_is_a_credentials_failure_not_pending(keys: dict[str, rsa.RSAPrivateKey]) -> None:
+async def test_an_unsigned_401_is_a_credentials_failure_not_pending(keys: Keys) -> None:
     async with platform(_unsigned_401) as p:
-        channel = _channel(keys, p.url)
-        try:
+        async with _channel(keys, p.url) as channel:
             withheld = await channel.withhold(WithholdOrder("W-401", 100, "CNY", "C1", "6222020000001234", "ICBC"))
             paid = await channel.payout(PayoutOrder("P-401", 100, "CNY", "o-openid", "张三", ""))
             queried = await channel.query(OrderRef("W-0", Operation.WITHHOLD, 100, "CNY"))
-        finally:
-            await channel.stop()
     for outcome in (withheld, paid):
         # not executed (401): definite, safe elsewhere, and flagged so the gateway stops using the channel
         assert (outcome.status, outcome.code, outcome.raw_code) == (
@@ -225,24 +186,18 @@ async def test_an_unsigned_401_is_a_credentials_failure_not_pending(keys: dict[s
         assert outcome.safe_elsewhere and outcome.credentials_rejected
     assert queried.status is OutcomeStatus.PENDING and queried.credentials_rejected
     async with platform(_unsigned_401) as p:
-        channel = _channel(keys, p.url)
-        try:
+        async with _channel(keys, p.url) as channel:
             with pytest.raises(ChannelRejected) as rejected:
                 await channel.balance()
-        finally:
-            await channel.stop()
     assert rejected.value.credentials_rejected
 
 
-async def test_other_unsigned_error_answers_stay_unverified(keys: dict[str, rsa.RSAPrivateKey]) -> None:
+async def test_other_unsigned_error_answers_stay_unverified(keys: Keys) -> None:
     def unsigned_400(seen: Received) -> Reply:
         return Reply(400, json.dumps({"code": "PARAM_ERROR", "message": "x"}))
 
     async with platform(unsigned_400) as p:
-        channel = _channel(keys, p.url)
-        try:
+        async with _channel(keys, p.url) as channel:
             outcome = await channel.withhold(WithholdOrder("W-400", 100, "CNY", "C1", "6222020000001234", "ICBC"))
-        finally:
-            await channel.stop()
     assert (outcome.status, outcome.code) == (OutcomeStatus.PENDING, "UNVERIFIED_RESPONSE")
     assert not outcome.credentials_rejected
