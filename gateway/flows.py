@@ -496,6 +496,7 @@ class FlowService:
             outcome = pending("AMOUNT_MISMATCH", raw_code=outcome.raw_code, raw_message="amount differs from the order")
         if outcome.unmapped:
             metrics.CHANNEL_UNMAPPED_CODES.labels(channel=channel_id).inc()
+        self.planner.credentials.observe(channel_id, outcome)
         metrics.CHANNEL_REQUESTS.labels(channel=channel_id, operation=operation, outcome=outcome_label(outcome)).inc()
         metrics.CHANNEL_LATENCY.labels(channel=channel_id, operation=operation).observe(elapsed)
         log.info(
@@ -517,7 +518,12 @@ class FlowService:
         if attempt.operation == Operation.REFUND.value:
             original = await self.store.refunded_order_no(attempt.flow_id)
         return OrderRef(
-            attempt.channel_order_no, Operation(attempt.operation), attempt.amount, attempt.currency, original
+            attempt.channel_order_no,
+            Operation(attempt.operation),
+            attempt.amount,
+            attempt.currency,
+            original,
+            bank_code=attempt.bank_code,
         )
 
     async def query(self, attempt: AttemptRow) -> Outcome:

@@ -44,6 +44,14 @@ CHANNEL_UNMAPPED_CODES = Counter(
     registry=REGISTRY,
 )
 
+CHANNEL_CREDENTIALS_REJECTED = Counter(
+    "paygate_channel_credentials_rejected_total",
+    "Channel answers refusing paygate's credentials (signature, key, app or merchant id); the channel is held"
+    " out of routing until a call is accepted again or an operator sets its state.",
+    ["channel"],
+    registry=REGISTRY,
+)
+
 # --- routing ---------------------------------------------------------------------
 ROUTER_SUCCESS_ESTIMATE = Gauge(
     "paygate_router_success_estimate_ratio",

@@ -16,6 +16,7 @@ from typing import Any
 
 from channels.contract import Operation, Outcome, OutcomeStatus
 from gateway import metrics
+from gateway.credentials import CredentialsGuard
 from gateway.store.db import Database
 from gateway.store.flows import AttemptRow
 from gateway.store.positions import PositionStore
@@ -77,6 +78,7 @@ class Planner:
         self.router = router
         self.positions = positions
         self.needs_card_usage = needs_card_usage
+        self.credentials = CredentialsGuard(router)  # holds channels that refuse our credentials
 
     async def plan(
         self,

@@ -9,8 +9,12 @@ withhold       ``alipay.trade.pay`` with ``agreement_params.agreement_no``
 payout         ``alipay.fund.trans.uni.transfer`` (to a bank card when
                ``bank_code`` names a bank, to an Alipay account when it is
                ``ALIPAY``)
-refund         ``alipay.trade.refund`` (``out_request_no`` = our order number)
-query          ``alipay.trade.query`` / ``alipay.fund.trans.common.query`` /
+refund         ``alipay.trade.refund`` (``out_request_no`` = our order number);
+               money moved only when the answer says ``fund_change = Y``,
+               otherwise the refund query tells
+query          ``alipay.trade.query`` / ``alipay.fund.trans.common.query``
+               (by ``out_biz_no``, with the transfer's ``product_code`` and
+               ``biz_scene``, which the API requires then) /
                ``alipay.trade.fastpay.refund.query``
 close_order    ``alipay.trade.close`` (withhold); transfers and refunds cannot
                be closed, so their real state is queried instead
@@ -18,13 +22,22 @@ agreements     ``alipay.user.agreement.page.sign`` adapted to sign/confirm:
                sign starts the signing, ``alipay.user.agreement.sign.confirm``
                (our adaptation, see docs/ADDING_A_CHANNEL.md) completes it with
                the SMS code; ``alipay.user.agreement.unsign`` revokes
-balance        ``alipay.fund.account.query``
+balance        ``alipay.fund.account.query`` (needs the ``alipay_user_id``
+               setting: the merchant's own 2088... user id)
 =============  ==============================================================
+
+A bank-card payout names the bank by its institution name
+(``bankcard_ext_info.inst_name``): :data:`channels.alipay.wire.INSTITUTION_NAMES`
+maps paygate bank codes to names, extended or overridden by the
+``institution_names`` setting; a bank with no name is refused before sending.
 
 Error semantics (DESIGN.md invariant 3): a connection that fails before the
 request is sent is FAILED ``CONNECTION_FAILED`` and safe elsewhere; a timeout,
 an HTTP error or an answer whose signature does not verify is PENDING; codes
-missing from :data:`channels.alipay.wire.CODES` are PENDING ``UNMAPPED``.
+missing from :data:`channels.alipay.wire.CODES` are PENDING ``UNMAPPED``. The
+gateway's refusals of our credentials (``isv.invalid-signature``,
+``isv.invalid-app-id``, ...) are FAILED ``CREDENTIALS_REJECTED`` with
+``credentials_rejected`` set, also when they come back unsigned.
 """
 
 from __future__ import annotations
@@ -70,6 +83,7 @@ log = logging.getLogger(__name__)
 DEFAULT_GATEWAY = "https://openapi.alipay.com/gateway.do"
 CURRENCY = "CNY"
 ALIPAY_ACCOUNT_BANK = "ALIPAY"  # PayoutOrder.bank_code for a transfer to an Alipay account
+TRANSFER_SCENE = "DIRECT_TRANSFER"
 _NOT_FOUND = frozenset({"ACQ.TRADE_NOT_EXIST", "ORDER_NOT_EXIST"})
 _REFUND_ORIGINS_KEPT = 10_000
 
@@ -89,6 +103,7 @@ class AlipaySettings:
     personal_product_code: str = "GENERAL_WITHHOLDING_P"
     sign_scene: str = "DEFAULT|DEFAULT"
     alipay_user_id: str = ""
+    institution_names: Mapping[str, str] = field(default_factory=lambda: dict(wire.INSTITUTION_NAMES))
 
 
 class AlipayChannel(HttpChannel):
@@ -119,12 +134,12 @@ class AlipayChannel(HttpChannel):
             return response
         if response.status >= 400:
             return Lost(f"HTTP_{response.status // 100}XX", f"HTTP {response.status}")
+        text = response.body.decode(wire.CHARSET, errors="replace")
         try:
-            return wire.parse_response(
-                response.body.decode(wire.CHARSET, errors="replace"), method, self._settings.alipay_public_key
-            )
+            return wire.parse_response(text, method, self._settings.alipay_public_key)
         except wire.ResponseError as exc:
-            return Lost("UNVERIFIED_RESPONSE", str(exc))
+            refusal = wire.unsigned_refusal(text, method)
+            return refusal if refusal is not None else Lost("UNVERIFIED_RESPONSE", str(exc))
 
     async def _order_call(
         self, method: str, biz: Mapping[str, Any], *, notify_url: str = ""
@@ -162,6 +177,7 @@ class AlipayChannel(HttpChannel):
                 wire.raw_code(body),
                 wire.raw_message(body),
                 payer_attributable=bool(rule and rule.payer_attributable),
+                credentials_rejected=bool(rule and rule.credentials_rejected),
             )
         return body
 
@@ -207,12 +223,21 @@ class AlipayChannel(HttpChannel):
             "name": order.account_name,
         }
         if not to_account:
-            payee["bankcard_ext_info"] = {"account_type": "2", "inst_name": order.bank_code}
+            inst_name = self._settings.institution_names.get(order.bank_code.upper())
+            if not inst_name:
+                # nothing sent: another channel may know the bank
+                return Outcome(
+                    OutcomeStatus.FAILED,
+                    "BANK_NOT_SUPPORTED",
+                    raw_message=f"no institution name for bank {order.bank_code!r} (setting institution_names)",
+                    safe_elsewhere=True,
+                )
+            payee["bankcard_ext_info"] = {"account_type": "2", "inst_name": inst_name}
         biz = {
             "out_biz_no": order.channel_order_no,
             "trans_amount": wire.fen_to_yuan(order.amount),
-            "product_code": "TRANS_ACCOUNT_NO_PWD" if to_account else "TRANS_BANKCARD_NO_PWD",
-            "biz_scene": "DIRECT_TRANSFER",
+            "product_code": _transfer_product(order.bank_code),
+            "biz_scene": TRANSFER_SCENE,
             "order_title": order.description or "disbursement",
             "payee_info": payee,
         }
@@ -238,6 +263,9 @@ class AlipayChannel(HttpChannel):
         body = await self._success_call("alipay.trade.refund", biz, notify_url=self._notify_url(order.notify_url))
         if isinstance(body, Outcome):
             return body
+        if body.get("fund_change") != wire.FUND_CHANGED:
+            # Accepted, but this call moved no money (in progress, or a repeat): the refund query decides.
+            return pending("REFUND_ACCEPTED", wire.SUCCESS_CODE, f"fund_change={body.get('fund_change', '')}")
         return succeeded(wire.SUCCESS_CODE, channel_txn_id=str(body.get("trade_no", "")), amount=order.amount)
 
     async def query(self, ref: OrderRef) -> Outcome:
@@ -251,7 +279,12 @@ class AlipayChannel(HttpChannel):
                 amount=_fen_or_none(body.get("total_amount")),
             )
         if ref.operation is Operation.PAYOUT:
-            biz = {"out_biz_no": ref.channel_order_no, "biz_scene": "DIRECT_TRANSFER"}
+            # by out_biz_no the API requires the transfer's product_code and biz_scene
+            biz = {
+                "out_biz_no": ref.channel_order_no,
+                "product_code": _transfer_product(ref.bank_code),
+                "biz_scene": TRANSFER_SCENE,
+            }
             body = await self._success_call("alipay.fund.trans.common.query", biz)
             if isinstance(body, Outcome):
                 return refused_request(body)
@@ -350,9 +383,12 @@ class AlipayChannel(HttpChannel):
         await self._admin_call("alipay.user.agreement.unsign", biz)
 
     async def balance(self) -> Balance:
-        biz: dict[str, Any] = {"account_type": "ACCTRANS_ACCOUNT"}
-        if self._settings.alipay_user_id:
-            biz["alipay_user_id"] = self._settings.alipay_user_id
+        """Raises ChannelConfigError (nothing sent) when the ``alipay_user_id`` setting is missing."""
+        if not self._settings.alipay_user_id:
+            raise ChannelConfigError(
+                f"channels.{self._channel_id}.alipay_user_id", "alipay.fund.account.query needs the merchant's user id"
+            )
+        biz = {"alipay_user_id": self._settings.alipay_user_id, "account_type": "ACCTRANS_ACCOUNT"}
         body = await self._admin_call("alipay.fund.account.query", biz)
         try:
             return Balance(available=wire.yuan_to_fen(str(body.get("available_amount", ""))), currency=CURRENCY)
@@ -442,6 +478,11 @@ def _order_no_of(params: Mapping[str, str]) -> str:
     return params.get("out_trade_no") or params.get("out_biz_no") or ""
 
 
+def _transfer_product(bank_code: str) -> str:
+    """The transfer's product code: to an Alipay account, or to a bank card (also when the bank is not known)."""
+    return "TRANS_ACCOUNT_NO_PWD" if bank_code.upper() == ALIPAY_ACCOUNT_BANK else "TRANS_BANKCARD_NO_PWD"
+
+
 def _fen_or_none(value: object) -> int | None:
     try:
         return wire.yuan_to_fen(str(value)) if value not in (None, "") else None
@@ -459,7 +500,9 @@ def build(spec: ChannelSpec) -> AlipayChannel:
     (merchant RSA2 key, PEM or bare base64); ``alipay_public_key`` or
     ``alipay_public_key_path``; optional ``gateway_url``, ``notify_url``,
     ``connect_timeout_s`` (3), ``timeout_s`` (15), ``withhold_product_code``,
-    ``personal_product_code``, ``sign_scene``, ``alipay_user_id``.
+    ``personal_product_code``, ``sign_scene``, ``alipay_user_id`` (needed by
+    the balance query), ``institution_names`` (bank code -> institution name,
+    over :data:`channels.alipay.wire.INSTITUTION_NAMES`).
     """
     used, text = setting.key_material(spec, "app_private_key")
     try:
@@ -484,5 +527,16 @@ def build(spec: ChannelSpec) -> AlipayChannel:
         personal_product_code=setting.text(spec, "personal_product_code", default="GENERAL_WITHHOLDING_P"),
         sign_scene=setting.text(spec, "sign_scene", default="DEFAULT|DEFAULT"),
         alipay_user_id=str(spec.settings.get("alipay_user_id", "")),
+        institution_names=_institution_names(spec),
     )
     return AlipayChannel(spec.channel_id, settings)
+
+
+def _institution_names(spec: ChannelSpec) -> dict[str, str]:
+    """``institution_names`` (bank code -> inst_name) over the defaults; raises ChannelConfigError."""
+    extra = spec.settings.get("institution_names", {})
+    if not isinstance(extra, Mapping) or not all(
+        isinstance(code, str) and code and isinstance(name, str) and name.strip() for code, name in extra.items()
+    ):
+        raise ChannelConfigError(f"{spec.key}.institution_names", "must map bank codes to institution names")
+    return {**wire.INSTITUTION_NAMES, **{code.upper(): name.strip() for code, name in extra.items()}}

@@ -21,9 +21,27 @@ balance        ``GET /v3/merchant/fund/balance/BASIC``
 =============  ==============================================================
 
 Every response (2xx and error answers alike) must carry a valid platform
-signature; one that does not is treated as unknown (PENDING). A connection
-that fails before sending is FAILED ``CONNECTION_FAILED`` and safe elsewhere; a
-timeout or a 5xx is PENDING; unmapped codes are PENDING ``UNMAPPED``.
+signature; one that does not is treated as unknown (PENDING). The one
+exception is HTTP 401: v3 executes no request whose signature it cannot
+verify ("没有携带签名或者签名验证不通过的请求,都不会被执行,并返回401
+Unauthorized") and signs answers only to requests it could verify, so a 401,
+signed or not, is FAILED ``CREDENTIALS_REJECTED``: safe elsewhere, and flagged
+``credentials_rejected`` for the gateway, which stops routing to the channel.
+A connection that fails before sending is FAILED ``CONNECTION_FAILED`` and
+safe elsewhere; a timeout or a 5xx is PENDING; unmapped codes are PENDING
+``UNMAPPED``.
+
+The signature covers the request line exactly as it goes on the wire: the
+URL is built once, percent-encoded (order numbers may hold ``*``, ``@``,
+``|``), sent as is (``encoded=True``, so the HTTP client re-quotes nothing),
+and its ``raw_path_qs`` is what is signed.
+
+Callbacks: ``TRANSACTION.*`` and ``REFUND.*`` carry the order's result. A
+payout is a batch, and WeChat Pay calls back per batch
+(``MCHTRANSFER.BATCH.FINISHED`` / ``.CLOSED``: ``out_batch_no``, ``batch_id``,
+``batch_status``, counts and amounts), never per transfer; such a notice is
+PENDING (it says the batch ended, not how its transfer did), which makes the
+gateway query the transfer at once.
 """
 
 from __future__ import annotations
@@ -32,10 +50,12 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+from yarl import URL
 
 from channels import settings as setting
 from channels.contract import (
@@ -127,20 +147,25 @@ class WeChatPayChannel(HttpChannel):
         await self._http.start()
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")) if payload is not None else ""
         s = self._settings
+        # ``url`` is already percent-encoded; sent as is, so the signed bytes are the bytes on the wire
+        target = URL(s.base_url + url, encoded=True)
         headers = {
             "Authorization": wire.build_authorization(
-                method, url, body, mchid=s.mchid, serial_no=s.merchant_serial_no, key=s.private_key
+                method, target.raw_path_qs, body, mchid=s.mchid, serial_no=s.merchant_serial_no, key=s.private_key
             ),
             "Accept": "application/json",
             "Content-Type": "application/json",
             "Wechatpay-Serial": s.platform_serial,
         }
-        response = await self._http.send(method, s.base_url + url, data=body.encode("utf-8"), headers=headers)
+        response = await self._http.send(method, target, data=body.encode("utf-8"), headers=headers)
         if not isinstance(response, Response):
             return response
         if response.status >= 500:
             return Lost("HTTP_5XX", f"HTTP {response.status}")
         text = response.body.decode("utf-8", errors="replace")
+        if response.status == HTTPStatus.UNAUTHORIZED:
+            # refused before processing, and answered unsigned: the platform could not verify us
+            return _Answer(response.status, _json_object(text))
         problem = wire.verify_message(response.headers, text, self._platform_keys)
         if problem is not None:
             return Lost("UNVERIFIED_RESPONSE", problem)
@@ -168,14 +193,20 @@ class WeChatPayChannel(HttpChannel):
         if isinstance(answer, Unsent | Lost):
             raise ChannelUnavailable(self._channel_id, f"{method} {url}: {answer}")
         if not answer.ok:
-            rule = wire.CODES.rule(answer.code)
+            outcome = self._failure(answer)
             raise ChannelRejected(
-                self._channel_id, answer.code, answer.message, payer_attributable=bool(rule and rule.payer_attributable)
+                self._channel_id,
+                outcome.raw_code,
+                answer.message,
+                payer_attributable=outcome.payer_attributable,
+                credentials_rejected=outcome.credentials_rejected,
             )
         return answer
 
     @staticmethod
     def _failure(answer: _Answer) -> Outcome:
+        if answer.status == HTTPStatus.UNAUTHORIZED:
+            return wire.credentials_refusal(answer.code or "HTTP_401", answer.message)
         if answer.code in _NOT_FOUND:
             return pending("NOT_FOUND", answer.code, answer.message, not_found=True)
         return wire.CODES.outcome(answer.code, answer.message)
@@ -409,7 +440,7 @@ class WeChatPayChannel(HttpChannel):
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CallbackRejected(self._channel_id, f"format: {exc}") from exc
         order_no = str(
-            resource.get("out_refund_no") or resource.get("out_detail_no") or resource.get("out_trade_no") or ""
+            resource.get("out_refund_no") or resource.get("out_batch_no") or resource.get("out_trade_no") or ""
         )
         if resource.get("mchid", self._settings.mchid) != self._settings.mchid:
             raise CallbackRejected(self._channel_id, "mchid mismatch", channel_order_no=order_no)
@@ -429,18 +460,12 @@ class WeChatPayChannel(HttpChannel):
                 status, channel_txn_id=str(resource.get("refund_id", "")), amount=amount
             )
             return CallbackNotice(order_no, Operation.REFUND, outcome, amount)
-        if "out_detail_no" in resource:
-            amount = int(resource["transfer_amount"])
-            status, reason = str(resource["detail_status"]), str(resource.get("fail_reason", ""))
-            table = wire.TRANSFER_FAIL_REASONS if status == "FAIL" and reason in wire.TRANSFER_FAIL_REASONS else None
-            outcome = (
-                table.outcome(reason, amount=amount)
-                if table
-                else wire.TRANSFER_STATUS.outcome(
-                    status, reason, channel_txn_id=str(resource.get("detail_id", "")), amount=amount
-                )
-            )
-            return CallbackNotice(order_no, Operation.PAYOUT, outcome, amount)
+        if "out_batch_no" in resource:
+            # MCHTRANSFER.BATCH.FINISHED / CLOSED: the batch ended; how its transfer did, the detail query tells
+            amount = int(resource["total_amount"])
+            status = str(resource["batch_status"])
+            batch = pending(f"BATCH_{status}", status, str(resource.get("close_reason", "")))
+            return CallbackNotice(order_no, Operation.PAYOUT, batch, amount)
         amount = int(resource["amount"]["total"])
         outcome = wire.TRADE_STATE.outcome(
             str(resource["trade_state"]), channel_txn_id=str(resource.get("transaction_id", "")), amount=amount
@@ -453,6 +478,15 @@ class WeChatPayChannel(HttpChannel):
             return HttpReply(204, b"")
         body = json.dumps({"code": "FAIL", "message": "verification failed"}).encode()
         return HttpReply(400, body, content_type="application/json")
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """An answer body as a JSON object, or ``{}`` when it is not one (an unsigned 401 may be anything)."""
+    try:
+        decoded = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
 
 
 # --- configuration ---------------------------------------------------------------

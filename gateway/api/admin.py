@@ -136,6 +136,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
             )
             await FlowStore.audit(tx, operator, "set_channel_state", channel_id, reason, {"state": state.value})
             await tx.commit()
+        self.planner.credentials.release(channel_id, f"operator {operator} set {state.value}", restore=False)
         self.planner.router.set_state(channel_id, state)
         self.planner.publish_metrics()
         return await self._info(channel_id)

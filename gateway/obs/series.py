@@ -2,7 +2,7 @@
 
 A labelled counter has no series until its first ``inc()``. Prometheus'
 ``increase()``/``rate()`` need two samples, so the *first* discrepancy, bad
-signature or unmapped code after a restart would arrive as a new series at
+signature or unmapped code or credentials refusal after a restart would arrive as a new series at
 value 1 and never show as an increase: the alert would stay silent exactly
 once per process and label set. Declaring the children at zero up front
 closes that gap, and it gives every configured channel a success ratio
@@ -51,4 +51,5 @@ def declare_channel_series(
         for source in sources:
             metrics.DISCREPANCIES.labels(channel=channel, source=source)
         metrics.CHANNEL_UNMAPPED_CODES.labels(channel=channel)
+        metrics.CHANNEL_CREDENTIALS_REJECTED.labels(channel=channel)
         metrics.POLL_EXHAUSTED.labels(channel=channel)
