@@ -21,6 +21,8 @@ from channels.contract import (
     Balance,
     CallbackNotice,
     CallbackRejected,
+    CollectOrder,
+    CollectStarted,
     HttpReply,
     Operation,
     OrderRef,
@@ -30,6 +32,7 @@ from channels.contract import (
     SignRequest,
     SignStarted,
     WithholdOrder,
+    cashier_not_supported,
     pending,
 )
 from channels.http import ChannelHttp, HttpChannel
@@ -62,6 +65,10 @@ class TemplateChannel(HttpChannel):
 
     async def refund(self, order: RefundOrder) -> Outcome:
         return pending("NOT_IMPLEMENTED")
+
+    async def create_collect(self, order: CollectOrder) -> CollectStarted:
+        # To offer COLLECT, pass cashier_kinds to HttpChannel and return awaiting_payment(Cashier(...)).
+        return self._unsupported_collect(order.cashier, order.currency) or cashier_not_supported(order.cashier)
 
     async def query(self, ref: OrderRef) -> Outcome:
         return pending("NOT_IMPLEMENTED")

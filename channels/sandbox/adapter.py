@@ -7,7 +7,8 @@ Settings (``[[channels]]`` entry with ``adapter = "sandbox"``)::
     secret              str, required       HMAC key; secret: never logged or shown in repr
     timeout_s           number, default 10  whole-call budget once connected
     connect_timeout_s   number, default 2   connecting (nothing sent yet)
-    operations          list, default all   of withhold, payout, refund, agreement, balance
+    operations          list, default all   of withhold, payout, refund, agreement, balance, collect
+    cashier_kinds       list, default all   cashiers the bank opens for collect orders: qr, h5, in_app
     currencies          list, default ["CNY"]
     banks               list, optional      bank codes served; absent = any bank
     callback_max_skew_s number, default 300 accepted callback timestamp skew
@@ -39,12 +40,17 @@ from yarl import URL
 
 from channels import settings as setting
 from channels.contract import (
+    AWAITING_PAYMENT,
     AgreementConfirmed,
     Balance,
     CallbackNotice,
     CallbackRejected,
+    Cashier,
+    CashierKind,
     ChannelRejected,
     ChannelUnavailable,
+    CollectOrder,
+    CollectStarted,
     HttpReply,
     Operation,
     OrderRef,
@@ -77,12 +83,14 @@ _KNOWN_SETTINGS = frozenset(
         "currencies",
         "banks",
         "callback_max_skew_s",
+        "cashier_kinds",
     }
 )
 _KINDS: dict[str, Operation] = {
     "withhold": Operation.WITHHOLD,
     "payout": Operation.PAYOUT,
     "refund": Operation.REFUND,
+    "collect": Operation.COLLECT,
 }
 
 
@@ -99,6 +107,7 @@ class SandboxSettings:
     currencies: frozenset[str] = frozenset({"CNY"})
     banks: frozenset[str] | None = None
     callback_max_skew_s: float = wire.MAX_SKEW_S
+    cashier_kinds: frozenset[CashierKind] = frozenset(CashierKind)
 
     @classmethod
     def from_spec(cls, spec: ChannelSpec) -> SandboxSettings:
@@ -120,6 +129,13 @@ class SandboxSettings:
         if currencies is not None and not currencies:
             raise ChannelConfigError(f"{spec.key}.currencies", "must name at least one currency")
         banks = spec.settings.get("banks")
+        cashier_kinds = frozenset(CashierKind)
+        if "cashier_kinds" in spec.settings:
+            try:
+                cashier_kinds = frozenset(CashierKind(n) for n in setting.text_list(spec, "cashier_kinds"))
+            except ValueError:
+                known = ", ".join(k.value for k in CashierKind)
+                raise ChannelConfigError(f"{spec.key}.cashier_kinds", f"unknown cashier (known: {known})") from None
         return cls(
             base_url=base_url,
             merchant_id=setting.text(spec, "merchant_id"),
@@ -130,6 +146,7 @@ class SandboxSettings:
             currencies=currencies or frozenset({"CNY"}),
             banks=frozenset(setting.text_list(spec, "banks")) if banks is not None else None,
             callback_max_skew_s=setting.seconds(spec, "callback_max_skew_s", wire.MAX_SKEW_S),
+            cashier_kinds=cashier_kinds,
         )
 
 
@@ -164,6 +181,7 @@ class SandboxChannel(HttpChannel):
             operations=settings.operations,
             currencies=settings.currencies,
             banks=settings.banks,
+            cashier_kinds=settings.cashier_kinds,
         )
         self.settings = settings
 
@@ -210,6 +228,31 @@ class SandboxChannel(HttpChannel):
             notify_url=order.notify_url,
         )
         return await self._order("/v1/refund", request, order.channel_order_no)
+
+    async def create_collect(self, order: CollectOrder) -> CollectStarted:
+        if (refused := self._unsupported_collect(order.cashier, order.currency)) is not None:
+            return refused
+        request = wire.CollectRequest(
+            order_no=order.channel_order_no,
+            amount=order.amount,
+            currency=order.currency,
+            cashier=order.cashier.value,
+            expires_at=int(order.expires_at.timestamp()),
+            description=order.description,
+            notify_url=order.notify_url,
+            openid=order.payer.openid,
+            client_ip=order.payer.client_ip,
+        )
+        exchange = await self._exchange("POST", "/v1/collect", wire.encode(request))
+        outcome = self._order_outcome(exchange, order.channel_order_no)
+        reply = _parse(wire.CollectReply, exchange.body) if isinstance(exchange, _Answered) else None
+        if outcome.code != AWAITING_PAYMENT or reply is None:
+            return CollectStarted(outcome)
+        try:
+            cashier = Cashier(order.cashier, qr_code=reply.qr_code, url=reply.url, order_string=reply.order_string)
+        except ValueError:
+            return CollectStarted(pending("BAD_RESPONSE", reply.code, "the answer carries no single cashier"))
+        return CollectStarted(outcome, cashier)
 
     async def query(self, ref: OrderRef) -> Outcome:
         query = wire.OrderQuery(ref.channel_order_no, str(ref.operation))

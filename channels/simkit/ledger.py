@@ -8,6 +8,9 @@ Ledger guarantees
   entry; with different parameters it raises :class:`OrderNoConflict`.
 * Closing an unknown order number leaves a tombstone: a later order with that
   number raises :class:`OrderClosed` and nothing executes.
+* A payer-initiated order (``COLLECT``) is paid by its payer through
+  :meth:`Ledger.receive`; each payment is one movement, so a payment taken
+  twice (a platform fault a test can provoke) shows as two.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class EntryKind(enum.StrEnum):
     WITHHOLD = "withhold"
     PAYOUT = "payout"
     REFUND = "refund"
+    COLLECT = "collect"
 
 
 class EntryStatus(enum.StrEnum):
@@ -58,7 +62,10 @@ class Entry:
 
     ``code`` is a simulator-neutral normalized code (``OK``, ``PROCESSING``,
     ``INSUFFICIENT_FUNDS`` ...); each simulator maps it to its raw codes.
-    ``account`` is the payer (withhold, refund) or payee (payout) account.
+    ``account`` is the payer (withhold, collect, refund) or payee (payout)
+    account; a collect order learns its payer when paid. ``paid_amount`` is
+    what a collect order's first payment took (it may differ from ``amount``
+    when a test makes the payer pay another amount).
     """
 
     order_no: str
@@ -74,6 +81,7 @@ class Entry:
     settled_at: float | None = None
     original_order_no: str = ""
     notify_url: str = ""
+    paid_amount: int | None = None
 
     @property
     def final(self) -> bool:
@@ -90,6 +98,7 @@ class Movement:
     credit_account: str
     amount: int
     at: float
+    txn_id: str = ""
 
 
 def mask_account(account: str) -> str:
@@ -227,6 +236,38 @@ class Ledger:
         entry.settled_at = self._clock()
         return entry
 
+    def receive(self, order_no: str, payer: str, amount: int) -> Movement:
+        """The payer pays ``amount`` into a collect order: one movement from ``payer`` to the merchant float.
+
+        The first payment makes the order SUCCEED and names its payer; a
+        further one is another movement with its own transaction id (money
+        taken twice). Raises InsufficientBalance (nothing moved) or LedgerError
+        for an order that is not a collect, or failed.
+        """
+        entry = self._require(order_no)
+        if entry.kind is not EntryKind.COLLECT:
+            raise LedgerError(f"{order_no}: only a collect order is paid by its payer")
+        if entry.status is EntryStatus.FAILED:
+            raise LedgerError(f"{order_no}: cannot pay a closed order")
+        if amount <= 0:
+            raise LedgerError(f"{order_no}: a payment is > 0")
+        if self.balance(payer) < amount:
+            raise InsufficientBalance(order_no)
+        earlier = self.debit_count(order_no)
+        txn_id = entry.txn_id if earlier == 0 else f"{entry.txn_id}{earlier + 1:02d}"
+        self._balances[payer] -= amount
+        self._balances[MERCHANT_FLOAT] += amount
+        movement = Movement(order_no, entry.kind, payer, MERCHANT_FLOAT, amount, self._clock(), txn_id)
+        self._movements.append(movement)
+        if entry.status is EntryStatus.PENDING:
+            entry.status, entry.code, entry.settled_at = EntryStatus.SUCCEEDED, "OK", self._clock()
+            entry.account, entry.paid_amount = payer, amount
+        return movement
+
+    def paid_total(self, order_no: str) -> int:
+        """Everything the payers paid into a collect order (minor units)."""
+        return sum(m.amount for m in self._movements if m.order_no == order_no and m.kind is EntryKind.COLLECT)
+
     def fail(self, order_no: str, code: str) -> Entry:
         """End a pending order as FAILED with ``code``; nothing moves. A final order is returned unchanged."""
         entry = self._require(order_no)
@@ -316,6 +357,6 @@ class Ledger:
         return entry
 
     def _route(self, entry: Entry) -> tuple[str, str]:
-        if entry.kind is EntryKind.WITHHOLD:
+        if entry.kind in (EntryKind.WITHHOLD, EntryKind.COLLECT):
             return entry.account, MERCHANT_FLOAT
         return MERCHANT_FLOAT, entry.account
