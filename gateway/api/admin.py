@@ -75,8 +75,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         self.poller = poller
 
     def _channel(self, channel_id: str) -> str:
-        if not channel_id:
-            raise InvalidInput("channel", "is required")
+        v.pattern(channel_id, "channel", v.CHANNEL_ID, "a configured channel id")
         if channel_id not in self.registry:
             raise NotFound(f"channel: no channel {channel_id!r}")
         return channel_id
@@ -142,12 +141,11 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
 
     async def AdjustPosition(self, request: admin_pb2.AdjustPositionRequest, context: Ctx) -> admin_pb2.Position:
         channel_id = self._channel(request.channel)
-        if request.delta == 0:
-            raise InvalidInput("delta", "must not be zero")
+        delta = v.position_delta(request.delta)
         reason = _reason(request.reason)
         if await self.positions.get(channel_id) is None:
             raise PreconditionFailed("channel: has no position; resync it first")
-        row = await self.positions.adjust(channel_id, request.delta, current_identity().name, reason)
+        row = await self.positions.adjust(channel_id, delta, current_identity().name, reason)
         if row is None:
             raise PreconditionFailed("delta: the balance cannot go below zero")
         return position_pb(row)
@@ -167,9 +165,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
     async def ListReviewFlows(
         self, request: admin_pb2.ListReviewFlowsRequest, context: Ctx
     ) -> admin_pb2.ListReviewFlowsResponse:
-        if request.page_size < 0 or request.page_size > 500:
-            raise InvalidInput("page_size", "must be between 0 and 500")
-        limit = request.page_size or 50
+        limit = v.page_size(request.page_size)
         after = _page_token(request.page_token)
         rows = await self.db.fetchall(
             "SELECT id FROM flows WHERE needs_review=1 AND status='PROCESSING' AND id > %s ORDER BY id LIMIT %s",
@@ -224,12 +220,11 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
     async def ListDiscrepancies(
         self, request: admin_pb2.ListDiscrepanciesRequest, context: Ctx
     ) -> admin_pb2.ListDiscrepanciesResponse:
-        if request.page_size < 0 or request.page_size > 500:
-            raise InvalidInput("page_size", "must be between 0 and 500")
+        limit = v.page_size(request.page_size)
         rows = await self.db.fetchall(
             "SELECT d.*, f.flow_no, a.channel_order_no FROM discrepancies d JOIN flows f ON f.id=d.flow_id"
             " JOIN attempts a ON a.id=d.attempt_id ORDER BY d.id DESC LIMIT %s",
-            (request.page_size or 50,),
+            (limit,),
         )
         out = admin_pb2.ListDiscrepanciesResponse()
         for r in rows:

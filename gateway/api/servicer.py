@@ -34,9 +34,7 @@ def _page_token(token: str) -> int:
         value = int(base64.urlsafe_b64decode(token.encode() + b"==").decode())
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("page_token", "is not a token this server issued") from None
-    if value < 0:
-        raise InvalidInput("page_token", "is not a token this server issued")
-    return value
+    return v.row_id(value, "page_token")
 
 
 def _next_token(last_id: int) -> str:
@@ -141,9 +139,7 @@ class PaymentGatewayServicer(gateway_pb2_grpc.PaymentGatewayServicer):
         self, request: gateway_pb2.ListAgreementsRequest, context: Ctx
     ) -> gateway_pb2.ListAgreementsResponse:
         account_no = v.card_no(request.account_no) if request.account_no else ""
-        if request.page_size < 0 or request.page_size > 500:
-            raise InvalidInput("page_size", "must be between 0 and 500")
-        limit = request.page_size or 50
+        limit = v.page_size(request.page_size)
         after = _page_token(request.page_token)
         rows = await self.agreements.list(current_identity().name, account_no, after, limit + 1)
         out = gateway_pb2.ListAgreementsResponse(agreements=[agreement_pb(r) for r in rows[:limit]])
