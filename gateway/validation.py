@@ -15,6 +15,7 @@ have to refuse or cut (bounds in :data:`MAX_AMOUNT`, :data:`MAX_POSITION_DELTA`,
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -32,6 +33,7 @@ PHONE = re.compile(r"1[0-9]{10}")
 SMS_CODE = re.compile(r"[0-9]{4,8}")
 ID_NO = re.compile(r"[0-9]{17}[0-9X]")
 CHANNEL_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+PAGE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,32}")  # unpadded urlsafe base64 of a row id
 # C0/C1 controls, line and paragraph separators, and the bidi overrides that
 # can make a log line or an operator screen read differently from its bytes.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -122,11 +124,25 @@ def position_delta(value: int, field: str = "delta") -> int:
     return value
 
 
-def row_id(value: int, field: str) -> int:
-    """A row id decoded from a client-held token (page tokens): 0..int64."""
-    if value < 0 or value > INT64_MAX:  # ids are BIGINT UNSIGNED; ours never pass int64
+def page_token(token: str, field: str = "page_token") -> int:
+    """The row id in a page token this server issued (0 for none); see :func:`next_page_token`."""
+    if not token:
+        return 0
+    if not PAGE_TOKEN.fullmatch(token):
         raise InvalidInput(field, "is not a token this server issued")
-    return value
+    try:
+        text = base64.urlsafe_b64decode(token.encode() + b"==").decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput(field, "is not a token this server issued") from None
+    # ids are BIGINT UNSIGNED; ours never pass int64
+    if not re.fullmatch(r"[0-9]{1,19}", text) or int(text) > INT64_MAX:
+        raise InvalidInput(field, "is not a token this server issued")
+    return int(text)
+
+
+def next_page_token(last_id: int) -> str:
+    """The token of the page after the row ``last_id``."""
+    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
 
 
 def canonical_hash(kind: str, fields: object) -> str:

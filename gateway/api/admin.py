@@ -17,7 +17,7 @@ from gateway import validation as v
 from gateway.api.auth import current_identity
 from gateway.api.convert import flow_pb, ts
 from gateway.api.servicer import _next_token, _page_token
-from gateway.domain import FlowStatus
+from gateway.domain import FlowStatus, scrub
 from gateway.errors import InvalidInput, NotFound, PreconditionFailed
 from gateway.flows import FlowService
 from gateway.planner import Planner
@@ -39,7 +39,8 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 def _reason(text: str) -> str:
-    return v.text(text, "reason", max_len=512, required=True)
+    # stored in the audit log and, for ResolveFlow, published as the flow's failure message: scrubbed first
+    return scrub(v.text(text, "reason", max_len=512, required=True))
 
 
 def position_pb(row: PositionRow) -> admin_pb2.Position:
@@ -175,7 +176,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         for r in rows[:limit]:
             flow = await self.store.by_id(int(r["id"]))
             if flow is not None:
-                out.flows.add(caller=flow.caller, flow=flow_pb(flow))
+                out.flows.add(caller=flow.caller, flow=flow_pb(flow, operator=True))
         if len(rows) > limit:
             out.next_page_token = _next_token(int(rows[limit - 1]["id"]))
         return out
@@ -201,7 +202,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         self.flows.on_outbox()
         fresh = await self.store.by_id(flow.id)
         assert fresh is not None
-        return flow_pb(fresh)
+        return flow_pb(fresh, operator=True)
 
     async def RequeryFlow(self, request: admin_pb2.RequeryFlowRequest, context: Ctx) -> admin_pb2.RequeryFlowResponse:
         flow = await self._flow(request.flow_no)
@@ -215,7 +216,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
                 tx, current_identity().name, "requery_flow", flow.flow_no, "re-query", {"queued": queued}
             )
             await tx.commit()
-        return admin_pb2.RequeryFlowResponse(flow=flow_pb(flow), queued_attempts=queued)
+        return admin_pb2.RequeryFlowResponse(flow=flow_pb(flow, operator=True), queued_attempts=queued)
 
     async def ListDiscrepancies(
         self, request: admin_pb2.ListDiscrepanciesRequest, context: Ctx

@@ -7,7 +7,6 @@ interceptor; every read and write is scoped to it.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import grpc
@@ -27,18 +26,8 @@ def _wait_s(wait_ms: int, default_ms: int, max_ms: int) -> float:
     return v.wait_ms(wait_ms, default_ms, max_ms) / 1000.0
 
 
-def _page_token(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        value = int(base64.urlsafe_b64decode(token.encode() + b"==").decode())
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("page_token", "is not a token this server issued") from None
-    return v.row_id(value, "page_token")
-
-
-def _next_token(last_id: int) -> str:
-    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
+_page_token = v.page_token
+_next_token = v.next_page_token
 
 
 class PaymentGatewayServicer(gateway_pb2_grpc.PaymentGatewayServicer):
