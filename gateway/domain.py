@@ -118,12 +118,16 @@ def allocate(total: int, weights: Sequence[int]) -> list[int]:
 #   mobile numbers (``1[3-9]`` + 9 digits, with or without ``86``) and any
 #   other run of at least :data:`LONG_DIGIT_RUN` digits.
 #
-# What scrub never masks: identifiers. A digit run glued to ASCII letters, or
+# What scrub leaves alone: identifiers. A digit run glued to ASCII letters, or
 # joined to them by ``-`` ``_`` ``.`` ``:`` inside one token, is part of an
 # identifier (``repay-20261201192500``, a flow number, a channel order number),
-# not PII: a lender must be able to grep its own key. The price: a card number
-# glued to letters (``card6222…``, ``No.6222…``) is not found by shape; fields
-# we know are masked by field whatever they look like.
+# not PII by shape: a lender must be able to grep its own key. Only a whole
+# card number from a card network (16-19 digits starting with 3-6, Luhn-valid)
+# or a national id (valid birth date and check character) glued inside one is
+# still masked (``s-bank-a-************3555``): invariant 10 comes first, and
+# callers number requests with dates, epoch times and sequences, which these
+# shapes leave alone. Other numbers glued to letters (``card6222…`` of 12-15
+# digits, a mobile) are not found by shape; fields we know are masked by field.
 
 LONG_DIGIT_RUN = 16
 _ANY_DIGIT = re.compile(r"\d")
@@ -131,7 +135,8 @@ _ANY_DIGIT = re.compile(r"\d")
 _TOKEN = re.compile(r"[A-Za-z0-9_.:\-]+")
 _CONNECTORS = "_.:-"
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
-_ID_WITH_X = re.compile(r"[0-9]{17}[Xx]")
+# A maximal digit run inside an identifier token, with the X an 18-character id may end in.
+_RUN_IN_IDENTIFIER = re.compile(r"(?<![0-9])[0-9]+[Xx]?(?![0-9])")
 # Digits (any script: a full-width card number is still one), optionally grouped by one space or dash.
 _NUMBER = re.compile(r"\d(?:[ \-]?\d)*")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -178,9 +183,12 @@ def luhn_valid(digits: str) -> bool:
 
 
 def national_id_valid(value: str) -> bool:
-    """The shape of a mainland national id: 18 characters with a valid ISO 7064 check character, or 15 digits
-    (the old form) with a valid birth date."""
+    """The shape of a mainland national id: 18 characters with a valid birth date and ISO 7064 check character,
+    or 15 digits (the old form) with a valid birth date."""
     if len(value) == 18 and value[:17].isascii() and value[:17].isdecimal():
+        year, month, day = int(value[6:10]), int(value[10:12]), int(value[12:14])
+        if not (1900 <= year <= 2099 and 1 <= month <= 12 and 1 <= day <= 31):
+            return False
         total = sum(int(ch) * w for ch, w in zip(value[:17], _ID_WEIGHTS, strict=True))
         return value[17].upper() == _ID_CHECK[total % 11]
     if len(value) == 15 and value.isascii() and value.isdecimal():
@@ -203,17 +211,12 @@ def _looks_like_pii(digits: str) -> bool:
     )
 
 
-def _mask_number(match: re.Match[str]) -> str:
-    text = match.group(0)
-    digits = "".join(str(unicodedata.decimal(ch)) for ch in text if ch not in " -")
-    if not _looks_like_pii(digits):
-        return text
-    hide = len(digits) - 4  # the last 4 digits stay; separators keep the text readable
+def _mask_tail_digits(text: str) -> str:
+    """Every digit but the last 4 characters masked (an id's final X counts); separators stay."""
+    hide = sum(ch.isdecimal() or ch in "Xx" for ch in text) - 4
     out = []
     for ch in text:
-        if ch in " -":
-            out.append(ch)
-        elif hide > 0:
+        if hide > 0 and ch.isdecimal():
             out.append("*")
             hide -= 1
         else:
@@ -221,8 +224,30 @@ def _mask_number(match: re.Match[str]) -> str:
     return "".join(out)
 
 
+def _mask_number(match: re.Match[str]) -> str:
+    text = match.group(0)
+    digits = "".join(str(unicodedata.decimal(ch)) for ch in text if ch not in " -")
+    return _mask_tail_digits(text) if _looks_like_pii(digits) else text
+
+
+def _mask_card_or_id_in_identifier(match: re.Match[str]) -> str:
+    """A whole card or id number inside an identifier is still one (``s-bank-a-6222…``): mask it, and only it.
+
+    Narrower than in free text, so that callers' keys survive: a card is a
+    Luhn-valid run of 16-19 digits starting with 3-6 (card networks; dates
+    and epoch times start with 1 or 2), an id has a valid birth date and
+    check character.
+    """
+    run = match.group(0)
+    digits = run.rstrip("Xx")
+    is_id = len(run) == 18 and national_id_valid(run)
+    is_card = len(run) == len(digits) and 16 <= len(digits) <= 19 and digits[0] in "3456" and luhn_valid(digits)
+    return _mask_tail_digits(run) if is_id or is_card else run
+
+
 def _protected(text: str, keep: Iterable[str]) -> list[tuple[int, int, str | None]]:
-    """The spans scrub does not scan, in order: left as they are (None) or replaced whole (an id ending in X)."""
+    """The spans scrub does not scan by shape, in order: kept strings and identifier tokens, each left as it is
+    (None) or with the card or id numbers glued inside it masked."""
     kept: list[tuple[int, int]] = []
     # a kept string counts only as a whole token: a one-character key must not split every number apart
     whole = (f"(?<![A-Za-z0-9_.:-]){re.escape(k)}(?![A-Za-z0-9_.:-])" for k in keep if k)
@@ -239,11 +264,9 @@ def _protected(text: str, keep: Iterable[str]) -> list[tuple[int, int, str | Non
         end = start + len(core)
         if not core or any(start < k_end and k_start < end for k_start, k_end in kept):
             continue
-        if _ID_WITH_X.fullmatch(core):
-            if national_id_valid(core):
-                spans.append((start, end, mask_id(core)))
-        elif _ASCII_LETTER.search(core) or any(c in core for c in "_.:"):
-            spans.append((start, end, None))
+        if _ASCII_LETTER.search(core) or any(c in core for c in "_.:"):
+            masked = _RUN_IN_IDENTIFIER.sub(_mask_card_or_id_in_identifier, core)
+            spans.append((start, end, None if masked == core else masked))
     return sorted(spans)
 
 

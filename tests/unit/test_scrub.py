@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from gateway.domain import (
@@ -115,12 +115,27 @@ def test_full_width_and_arabic_indic_digits_are_masked_too(card: str) -> None:
         assert foreign[-4:] in out
 
 
-# Caller request ids: letters glued to digits directly or through - _ . :
+# Caller request ids: letters glued to what callers number their requests with (a date and time, an epoch time
+# in ms, a sequence number, a loan number), directly or through - _ . :
+_NUMBERING = st.one_of(
+    st.builds(
+        lambda y, mo, d, h, mi, s, tail: f"{y:04d}{mo:02d}{d:02d}{h:02d}{mi:02d}{s:02d}{tail}",
+        st.integers(2000, 2099),
+        st.integers(1, 12),
+        st.integers(1, 31),
+        st.integers(0, 23),
+        st.integers(0, 59),
+        st.integers(0, 59),
+        st.text(DIGITS, max_size=3),  # 18 digits could be an id by shape: a caller using that is told in the docs
+    ),
+    st.integers(10**12, 2 * 10**12).map(str),  # epoch milliseconds
+    st.text(DIGITS, min_size=1, max_size=15),  # sequence and loan numbers
+)
 REQUEST_IDS = st.builds(
     lambda prefix, sep, digits, suffix: f"{prefix}{sep}{digits}{suffix}",
     st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=10),
     st.sampled_from(["", "-", "_", ".", ":", "--"]),
-    st.text(DIGITS, min_size=8, max_size=30),
+    _NUMBERING,
     st.sampled_from(["", "-1", "_a", ".2", ":retry"]),
 )
 
@@ -130,6 +145,16 @@ REQUEST_IDS = st.builds(
 def test_request_ids_survive_intact(request_id: str, template: str) -> None:
     text = template.format(request_id)
     assert scrub(text) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["s-bank-a-", "card", "acct_", "sign:"]), st.one_of(cards(), national_ids()))
+def test_a_card_or_id_glued_into_an_identifier_is_still_masked(prefix: str, number: str) -> None:
+    # cards inside identifiers: 16-19 digits from a card network (3-6); shorter runs are the caller's own numbering.
+    # The old 15-digit id form is only recognised standing alone.
+    assume(len(number) >= 16 and (number[0] in "3456" or not number.isdecimal() or len(number) == 18))
+    out = scrub(f"request {prefix}{number} sent")
+    assert number not in out and out.startswith(f"request {prefix}")
 
 
 def test_the_issue_examples() -> None:
