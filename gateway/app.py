@@ -40,7 +40,7 @@ from gateway.api.servicer import PaymentGatewayServicer
 from gateway.callbacks import CallbackHandler
 from gateway.config import Config, ConfigError
 from gateway.flows import FlowService, FlowSettings
-from gateway.obs.series import declare_channel_series
+from gateway.obs.series import declare_series
 from gateway.planner import Planner, warm_observations
 from gateway.poller import Poller, Schedule
 from gateway.store.agreements import AgreementStore
@@ -164,7 +164,7 @@ class Gateway:
     async def start(self) -> None:
         cfg = self.config
         # alert and ratio series exist at zero from the start (see gateway/obs/series.py)
-        declare_channel_series(list(self.registry))
+        declare_series(list(self.registry), self.relay.config.topics() if self.relay is not None else ())
         await self.db.start()
         await self.registry.start()
         self.router.warm_start(await warm_observations(self.db, WARM_WINDOW_S))

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 
 class GatewayError(Exception):
-    pass
+    reason = "INTERNAL"  # the stable ErrorInfo.reason a client branches on (docs/ERRORS.md)
 
 
 class InvalidInput(GatewayError):
+    reason = "FIELD_INVALID"
+
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
@@ -29,26 +31,36 @@ class InvalidInput(GatewayError):
 
 
 class Unauthenticated(GatewayError):
-    pass
+    reason = "UNAUTHENTICATED"
 
 
 class NotFound(GatewayError):
-    pass
+    reason = "NOT_FOUND"
 
 
 class IdempotencyConflict(GatewayError):
-    pass
+    reason = "IDEMPOTENCY_KEY_REUSED"
 
 
 class PreconditionFailed(GatewayError):
-    pass
+    reason = "FAILED_PRECONDITION"
+
+
+class NoActiveAgreement(PreconditionFailed):
+    reason = "NO_ACTIVE_AGREEMENT"
+
+
+class RefundExceedsOriginal(PreconditionFailed):
+    reason = "REFUND_EXCEEDS_ORIGINAL"
 
 
 class NoRoute(GatewayError):
+    reason = "NO_ROUTE"
+
     def __init__(self, message: str, rejected: list[tuple[str, str, str]] | None = None) -> None:
         super().__init__(message)
         self.rejected = rejected or []
 
 
 class Unavailable(GatewayError):
-    pass
+    reason = "UNAVAILABLE"

@@ -47,7 +47,15 @@ from channels.contract import (
 from channels.registry import ChannelRegistry
 from gateway import metrics
 from gateway.domain import FlowKind, FlowStatus, account_hash, mask_account
-from gateway.errors import IdempotencyConflict, NoRoute, NotFound, PreconditionFailed
+from gateway.errors import (
+    IdempotencyConflict,
+    NoActiveAgreement,
+    NoRoute,
+    NotFound,
+    PreconditionFailed,
+    RefundExceedsOriginal,
+)
+from gateway.logs import publish_flow_no
 from gateway.planner import Plan, Planner
 from gateway.store.agreements import AgreementStore
 from gateway.store.flows import (
@@ -139,7 +147,7 @@ class FlowService:
                 if params.agreement_no
                 else "no ACTIVE withholding agreement for this account; sign one first"
             )
-            raise PreconditionFailed(what)
+            raise NoActiveAgreement(what)
 
         def build(channel_id: str, order_no: str) -> WithholdOrder:
             return WithholdOrder(
@@ -239,7 +247,7 @@ class FlowService:
             raise PreconditionFailed(f"amount.currency: must be {original.currency}, the original's currency")
         left = original.amount - original.refund_reserved
         if params.amount > left:
-            raise PreconditionFailed(
+            raise RefundExceedsOriginal(
                 f"amount: refund of {params.amount} exceeds the refundable {left} "
                 f"(original {original.amount}, already refunded or in flight {original.refund_reserved})"
             )
@@ -345,6 +353,7 @@ class FlowService:
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_log_failure)
         flow = await asyncio.shield(created)
+        publish_flow_no(flow.flow_no)
         if flow.replayed:
             return flow
         # asyncio.wait neither cancels the task at the timeout nor when the RPC is cancelled
@@ -391,7 +400,7 @@ class FlowService:
             except PositionShort:
                 continue  # another payout took the float since routing looked; try the next
             except RefundExceeds:
-                raise PreconditionFailed("amount: the refunds of a flow can never exceed its amount") from None
+                raise RefundExceedsOriginal("amount: the refunds of a flow can never exceed its amount") from None
             self.planner.chosen(choice, call.operation, plan, failover=False)
             call.plan = plan
             call.tried.add(choice)

@@ -17,7 +17,7 @@ from gateway import validation as v
 from gateway.api.auth import current_identity
 from gateway.api.convert import flow_pb, ts
 from gateway.api.servicer import _next_token, _page_token
-from gateway.domain import FlowStatus
+from gateway.domain import FlowStatus, scrub
 from gateway.errors import InvalidInput, NotFound, PreconditionFailed
 from gateway.flows import FlowService
 from gateway.planner import Planner
@@ -39,7 +39,8 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 def _reason(text: str) -> str:
-    return v.text(text, "reason", max_len=512, required=True)
+    # stored in the audit log and, for ResolveFlow, published as the flow's failure message: scrubbed first
+    return scrub(v.text(text, "reason", max_len=512, required=True))
 
 
 def position_pb(row: PositionRow) -> admin_pb2.Position:
@@ -75,8 +76,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         self.poller = poller
 
     def _channel(self, channel_id: str) -> str:
-        if not channel_id:
-            raise InvalidInput("channel", "is required")
+        v.pattern(channel_id, "channel", v.CHANNEL_ID, "a configured channel id")
         if channel_id not in self.registry:
             raise NotFound(f"channel: no channel {channel_id!r}")
         return channel_id
@@ -143,12 +143,11 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
 
     async def AdjustPosition(self, request: admin_pb2.AdjustPositionRequest, context: Ctx) -> admin_pb2.Position:
         channel_id = self._channel(request.channel)
-        if request.delta == 0:
-            raise InvalidInput("delta", "must not be zero")
+        delta = v.position_delta(request.delta)
         reason = _reason(request.reason)
         if await self.positions.get(channel_id) is None:
             raise PreconditionFailed("channel: has no position; resync it first")
-        row = await self.positions.adjust(channel_id, request.delta, current_identity().name, reason)
+        row = await self.positions.adjust(channel_id, delta, current_identity().name, reason)
         if row is None:
             raise PreconditionFailed("delta: the balance cannot go below zero")
         return position_pb(row)
@@ -168,9 +167,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
     async def ListReviewFlows(
         self, request: admin_pb2.ListReviewFlowsRequest, context: Ctx
     ) -> admin_pb2.ListReviewFlowsResponse:
-        if request.page_size < 0 or request.page_size > 500:
-            raise InvalidInput("page_size", "must be between 0 and 500")
-        limit = request.page_size or 50
+        limit = v.page_size(request.page_size)
         after = _page_token(request.page_token)
         rows = await self.db.fetchall(
             "SELECT id FROM flows WHERE needs_review=1 AND status='PROCESSING' AND id > %s ORDER BY id LIMIT %s",
@@ -180,7 +177,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         for r in rows[:limit]:
             flow = await self.store.by_id(int(r["id"]))
             if flow is not None:
-                out.flows.add(caller=flow.caller, flow=flow_pb(flow))
+                out.flows.add(caller=flow.caller, flow=flow_pb(flow, operator=True))
         if len(rows) > limit:
             out.next_page_token = _next_token(int(rows[limit - 1]["id"]))
         return out
@@ -206,7 +203,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         self.flows.on_outbox()
         fresh = await self.store.by_id(flow.id)
         assert fresh is not None
-        return flow_pb(fresh)
+        return flow_pb(fresh, operator=True)
 
     async def RequeryFlow(self, request: admin_pb2.RequeryFlowRequest, context: Ctx) -> admin_pb2.RequeryFlowResponse:
         flow = await self._flow(request.flow_no)
@@ -220,17 +217,16 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
                 tx, current_identity().name, "requery_flow", flow.flow_no, "re-query", {"queued": queued}
             )
             await tx.commit()
-        return admin_pb2.RequeryFlowResponse(flow=flow_pb(flow), queued_attempts=queued)
+        return admin_pb2.RequeryFlowResponse(flow=flow_pb(flow, operator=True), queued_attempts=queued)
 
     async def ListDiscrepancies(
         self, request: admin_pb2.ListDiscrepanciesRequest, context: Ctx
     ) -> admin_pb2.ListDiscrepanciesResponse:
-        if request.page_size < 0 or request.page_size > 500:
-            raise InvalidInput("page_size", "must be between 0 and 500")
+        limit = v.page_size(request.page_size)
         rows = await self.db.fetchall(
             "SELECT d.*, f.flow_no, a.channel_order_no FROM discrepancies d JOIN flows f ON f.id=d.flow_id"
             " JOIN attempts a ON a.id=d.attempt_id ORDER BY d.id DESC LIMIT %s",
-            (request.page_size or 50,),
+            (limit,),
         )
         out = admin_pb2.ListDiscrepanciesResponse()
         for r in rows:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.domain import new_ulid
+from gateway.domain import new_ulid, scrub
 from gateway.store.db import Tx
 from paygate.v1 import events_pb2, gateway_pb2
 
@@ -39,7 +39,10 @@ def flow_event(
     detail: str = "",
     now: datetime | None = None,
 ) -> events_pb2.FlowEvent:
-    """Build the event for a flow row (a dict with the ``flows`` columns)."""
+    """Build the event for a flow row (a dict with the ``flows`` columns).
+
+    Its free text (the failure message, the detail) is scrubbed here: events leave the process.
+    """
     event = events_pb2.FlowEvent(
         event_id=new_ulid(),
         event_type=event_type,
@@ -52,11 +55,11 @@ def flow_event(
         channel=str(flow.get("channel") or ""),
         channel_txn_id=str(flow.get("channel_txn_id") or ""),
         failure_code=str(flow.get("failure_code") or ""),
-        failure_message=str(flow.get("failure_message") or ""),
+        failure_message=scrub(str(flow.get("failure_message") or "")),
         payer_attributable=bool(flow.get("payer_attributable")),
         needs_review=bool(flow.get("needs_review")),
         original_flow_no=original_flow_no,
-        detail=detail,
+        detail=scrub(detail),
     )
     for name, value in (("created_at", flow.get("created_at")), ("finished_at", flow.get("finished_at"))):
         ts = _ts(value) if isinstance(value, datetime) else None
