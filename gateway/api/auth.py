@@ -20,7 +20,6 @@ import grpc
 from gateway import metrics
 from gateway.api.status import to_status
 from gateway.config import Secret
-from gateway.errors import GatewayError
 
 log = logging.getLogger("paygate.rpc")
 
@@ -98,12 +97,9 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 finally:
                     IDENTITY.reset(token)
                 return response
-            except GatewayError as exc:
-                code, message = to_status(exc)
-                await context.abort(code, message)
+            except grpc.aio.AbortError:
+                raise
             except Exception as exc:
-                if isinstance(exc, grpc.aio.AbortError):
-                    raise
                 code, message = to_status(exc)
                 if code is grpc.StatusCode.INTERNAL:
                     log.exception("unhandled error in %s", short)
