@@ -46,13 +46,23 @@ from gateway.store.flow_sql import (
     flow_args,
     flow_part,
     flow_result,
-    new_attempt_row,
-    new_flow_row,
     record_attempt_change,
     record_flow_result,
     unchanged,
 )
-from gateway.store.rows import Applied, ApplyResult, AttemptRow, Created, Creation, FlowRow, NewAttempt, NewFlow, utcnow
+from gateway.store.rows import (
+    Applied,
+    ApplyResult,
+    AttemptRow,
+    Created,
+    Creation,
+    FlowRow,
+    NewAttempt,
+    NewFlow,
+    new_attempt_row,
+    new_flow_row,
+    utcnow,
+)
 from paygate.v1 import events_pb2
 
 CreateOne = Callable[[NewFlow, NewAttempt], Awaitable[Creation[FlowRow]]]

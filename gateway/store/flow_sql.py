@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from channels.contract import Outcome, OutcomeStatus
-from gateway.domain import AttemptStatus, FlowStatus, channel_order_no, new_ulid
-from gateway.store.rows import Applied, ApplyResult, AttemptRow, FlowRow, NewAttempt, NewFlow, Source
+from gateway.domain import AttemptStatus, FlowStatus
+from gateway.store.rows import Applied, ApplyResult, AttemptRow, FlowRow, Source
 
 FLOW_SELECT = "SELECT f.*, o.flow_no AS original_flow_no FROM flows f LEFT JOIN flows o ON o.id = f.original_flow_id"
 
@@ -86,28 +86,6 @@ class ApplyItem:
     poll_due_in_s: float
 
 
-def new_flow_row(new: NewFlow, now: datetime) -> FlowRow:
-    """The row a new flow gets (PROCESSING); ``id`` is set once inserted."""
-    return FlowRow(
-        id=0,
-        flow_no=new_ulid(),
-        caller=new.caller,
-        request_id=new.request_id,
-        kind=new.kind,
-        amount=new.amount,
-        currency=new.currency,
-        request_hash=new.request_hash,
-        status=FlowStatus.PROCESSING,
-        account_hash=new.account_hash,
-        account_masked=new.account_masked,
-        bank_code=new.bank_code,
-        description=new.description,
-        original_flow_id=new.original_flow_id,
-        created_at=now,
-        updated_at=now,
-    )
-
-
 def flow_args(flow: FlowRow) -> tuple[Any, ...]:
     """The values of :data:`INSERT_FLOW_ROW`."""
     return (
@@ -125,26 +103,6 @@ def flow_args(flow: FlowRow) -> tuple[Any, ...]:
         flow.original_flow_id,
         flow.created_at,
         flow.updated_at,
-    )
-
-
-def new_attempt_row(flow: FlowRow, seq: int, attempt: NewAttempt, reserved: int, now: datetime) -> AttemptRow:
-    """The row a new attempt gets (SENDING, with its unique channel order number); ``id`` is set once inserted."""
-    return AttemptRow(
-        id=0,
-        flow_id=flow.id,
-        seq=seq,
-        channel=attempt.channel,
-        operation=attempt.operation,
-        channel_order_no=channel_order_no(flow.flow_no, seq),
-        status=AttemptStatus.SENDING,
-        amount=flow.amount,
-        currency=flow.currency,
-        account_hash=flow.account_hash,
-        bank_code=flow.bank_code,
-        decision=attempt.decision,
-        position_reserved=reserved,
-        created_at=now,
     )
 
 

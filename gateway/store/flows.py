@@ -42,8 +42,6 @@ from gateway.store.flow_sql import (
     flow_args,
     flow_part,
     flow_result,
-    new_attempt_row,
-    new_flow_row,
     record_attempt_change,
     record_flow_result,
     unchanged,
@@ -60,6 +58,8 @@ from gateway.store.rows import (
     NewFlow,
     OpenAttempts,
     Source,
+    new_attempt_row,
+    new_flow_row,
     utcnow,
 )
 from paygate.v1 import events_pb2

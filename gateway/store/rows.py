@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeAlias, TypeVar
 
-from gateway.domain import AgreementStatus, AttemptStatus, FlowKind, FlowStatus
+from gateway.domain import AgreementStatus, AttemptStatus, FlowKind, FlowStatus, channel_order_no, new_ulid
 
 
 def utcnow() -> datetime:
@@ -182,6 +182,48 @@ class NewAttempt:
     operation: str
     decision: dict[str, Any] | None = None
     reserve_position: bool = False  # payouts: reserve `amount` of the channel's float
+
+
+def new_flow_row(new: NewFlow, now: datetime) -> FlowRow:
+    """The row a new flow gets (PROCESSING); ``id`` is set once inserted."""
+    return FlowRow(
+        id=0,
+        flow_no=new_ulid(),
+        caller=new.caller,
+        request_id=new.request_id,
+        kind=new.kind,
+        amount=new.amount,
+        currency=new.currency,
+        request_hash=new.request_hash,
+        status=FlowStatus.PROCESSING,
+        account_hash=new.account_hash,
+        account_masked=new.account_masked,
+        bank_code=new.bank_code,
+        description=new.description,
+        original_flow_id=new.original_flow_id,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def new_attempt_row(flow: FlowRow, seq: int, attempt: NewAttempt, reserved: int, now: datetime) -> AttemptRow:
+    """The row a new attempt gets (SENDING, with its unique channel order number); ``id`` is set once inserted."""
+    return AttemptRow(
+        id=0,
+        flow_id=flow.id,
+        seq=seq,
+        channel=attempt.channel,
+        operation=attempt.operation,
+        channel_order_no=channel_order_no(flow.flow_no, seq),
+        status=AttemptStatus.SENDING,
+        amount=flow.amount,
+        currency=flow.currency,
+        account_hash=flow.account_hash,
+        bank_code=flow.bank_code,
+        decision=attempt.decision,
+        position_reserved=reserved,
+        created_at=now,
+    )
 
 
 class Source(enum.StrEnum):
