@@ -24,10 +24,9 @@ PROCESSING and the task finishes on its own (the result then arrives on Kafka
 and via GetFlow).
 
 Each use case hands the driver two small objects: an **order builder**
-(:class:`WithholdOrders`, :class:`PayoutOrders`, :class:`RefundOrders`: the
-flow's parameters, turned into the channel order of any attempt) and a
-:class:`Route` (where the attempts go: the current plan, the channels tried,
-what to ask the router again on failover, until when).
+(gateway/orders.py: the flow's parameters, turned into the channel order of
+any attempt) and a :class:`Route` (where the attempts go: the current plan,
+the channels tried, what to ask the router again on failover, until when).
 """
 
 from __future__ import annotations
@@ -35,21 +34,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
-from channels.contract import (
-    Channel,
-    Operation,
-    OrderRef,
-    Outcome,
-    OutcomeStatus,
-    PayoutOrder,
-    RefundOrder,
-    WithholdOrder,
-    pending,
-)
+from channels.contract import Operation, OrderRef, Outcome, OutcomeStatus, pending
 from channels.registry import ChannelRegistry
 from gateway import metrics
 from gateway.domain import FlowKind, FlowStatus, account_hash, mask_account
@@ -62,6 +51,7 @@ from gateway.errors import (
     PreconditionFailed,
     RefundExceeds,
 )
+from gateway.orders import OrderBuilder, PayoutOrders, RefundOrders, WithholdOrders
 from gateway.planner import Plan
 from gateway.ports import AgreementStore, FlowStore, RoutePlanner
 from gateway.store.rows import Applied, ApplyResult, AttemptRow, Existing, FlowRow, NewAttempt, NewFlow, Source
@@ -90,89 +80,6 @@ class FlowSettings:
     max_attempts: int = 3
     call_guard_s: float = 60.0  # hard cap on one adapter call (adapters time out first)
     poll_first_delay_s: float = 2.0
-
-
-# --- order builders: the channel order of each attempt of a flow ------------------------
-
-
-class OrderBuilder(Protocol):
-    """Turns a flow's parameters into the order of one of its attempts, and sends it."""
-
-    operation: ClassVar[Operation]
-
-    def send(self, channel: Channel, attempt: AttemptRow, notify_url: str) -> Awaitable[Outcome]:
-        """The call of ``attempt``'s order on its channel (not yet awaited)."""
-        ...
-
-
-@dataclass(frozen=True)
-class WithholdOrders:
-    """A withhold: the payer's agreement with whichever channel the attempt goes to."""
-
-    operation: ClassVar[Operation] = Operation.WITHHOLD
-    params: WithholdParams
-    agreement_refs: Mapping[str, str]  # channel id -> the channel's agreement ref for this payer
-
-    def order(self, channel_id: str, channel_order_no: str, notify_url: str) -> WithholdOrder:
-        return WithholdOrder(
-            channel_order_no=channel_order_no,
-            amount=self.params.amount,
-            currency=self.params.currency,
-            agreement_ref=self.agreement_refs[channel_id],
-            account_no=self.params.account_no,
-            bank_code=self.params.bank_code,
-            description=self.params.description,
-            notify_url=notify_url,
-        )
-
-    def send(self, channel: Channel, attempt: AttemptRow, notify_url: str) -> Awaitable[Outcome]:
-        return channel.withhold(self.order(attempt.channel, attempt.channel_order_no, notify_url))
-
-
-@dataclass(frozen=True)
-class PayoutOrders:
-    operation: ClassVar[Operation] = Operation.PAYOUT
-    params: PayoutParams
-
-    def order(self, channel_order_no: str, notify_url: str) -> PayoutOrder:
-        return PayoutOrder(
-            channel_order_no=channel_order_no,
-            amount=self.params.amount,
-            currency=self.params.currency,
-            account_no=self.params.account_no,
-            account_name=self.params.account_name,
-            bank_code=self.params.bank_code,
-            description=self.params.description,
-            notify_url=notify_url,
-        )
-
-    def send(self, channel: Channel, attempt: AttemptRow, notify_url: str) -> Awaitable[Outcome]:
-        return channel.payout(self.order(attempt.channel_order_no, notify_url))
-
-
-@dataclass(frozen=True)
-class RefundOrders:
-    """A refund of the attempt ``paid`` of the withhold ``original``."""
-
-    operation: ClassVar[Operation] = Operation.REFUND
-    params: RefundParams
-    original: FlowRow
-    paid: AttemptRow
-
-    def order(self, channel_order_no: str, notify_url: str) -> RefundOrder:
-        return RefundOrder(
-            channel_order_no=channel_order_no,
-            original_channel_order_no=self.paid.channel_order_no,
-            original_channel_txn_id=self.paid.channel_txn_id,
-            amount=self.params.amount,
-            original_amount=self.original.amount,
-            currency=self.params.currency,
-            reason=self.params.reason,
-            notify_url=notify_url,
-        )
-
-    def send(self, channel: Channel, attempt: AttemptRow, notify_url: str) -> Awaitable[Outcome]:
-        return channel.refund(self.order(attempt.channel_order_no, notify_url))
 
 
 # --- the route: where the attempts of a flow go ------------------------------------------

@@ -302,6 +302,13 @@ async def test_a_payout_reserves_float_and_skips_a_channel_whose_float_is_gone()
     flow = await gw.flows.payout(CALLER, "p-1", payout(50_000), wait_s=5)
     assert flow.status is FlowStatus.SUCCEEDED and [a.channel for a in flow.attempts] == ["pay-b"]
     assert gw.channels["pay-a"].calls == []
+    [order] = gw.channels["pay-b"].orders("payout")
+    assert (order.channel_order_no, order.amount, order.account_no, order.account_name) == (
+        flow.attempts[0].channel_order_no,
+        50_000,
+        "6222000011112222",
+        "张三",
+    )
     assert (gw.tables.positions["pay-b"].balance, gw.tables.positions["pay-b"].reserved) == (50_000, 0)
     assert gw.tables.positions["pay-a"].reserved == 0
 
