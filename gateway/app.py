@@ -43,10 +43,16 @@ from gateway.flows import FlowService, FlowSettings
 from gateway.obs.series import declare_series
 from gateway.planner import Planner, warm_observations
 from gateway.poller import Poller, Schedule
-from gateway.store.agreements import AgreementStore
+from gateway.ports import PositionStore
+from gateway.store.agreements import MySQLAgreementStore
+from gateway.store.audit import MySQLAuditLog
+from gateway.store.channel_states import MySQLChannelStates
 from gateway.store.db import Database
-from gateway.store.flows import FlowStore
-from gateway.store.positions import PositionStore
+from gateway.store.discrepancies import MySQLDiscrepancies
+from gateway.store.flows import MySQLFlowStore
+from gateway.store.observations import MySQLObservations
+from gateway.store.poll_queue import MySQLPollQueue
+from gateway.store.positions import MySQLPositionStore
 from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from routing.config import RoutingConfigError, parse_routing
 from routing.engine import ChannelState, Router
@@ -114,12 +120,12 @@ class Gateway:
         db = Database(config.database)
         registry = build_registry(config)
         router = build_router(config, registry)
-        positions = PositionStore(db)
+        positions = MySQLPositionStore(db)
         needs_usage = any(
             router.profile(c).per_card_daily_attempts or router.profile(c).per_card_daily_amount for c in registry
         )
-        planner = Planner(router, positions, needs_card_usage=needs_usage)
-        store = FlowStore(
+        planner = Planner(router, positions, MySQLObservations(db), needs_card_usage=needs_usage)
+        store = MySQLFlowStore(
             db,
             group_commit=config.database.group_commit,
             workers=config.database.group_commit_workers,
@@ -137,7 +143,7 @@ class Gateway:
             relay = OutboxRelay(db, relay_config)
         flows = FlowService(
             store=store,
-            agreements=AgreementStore(db),
+            agreements=MySQLAgreementStore(db),
             registry=registry,
             planner=planner,
             settings=FlowSettings(
@@ -156,7 +162,7 @@ class Gateway:
             )
             for c in config.channels
         }
-        poller = Poller(db, flows, config.poller, schedules, owner=config.server.replica_id)
+        poller = Poller(MySQLPollQueue(db), flows, config.poller, schedules, owner=config.server.replica_id)
         return cls(config, db, registry, router, planner, flows, agreements, positions, poller, relay)
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -167,10 +173,11 @@ class Gateway:
         declare_series(list(self.registry), self.relay.config.topics() if self.relay is not None else ())
         await self.db.start()
         await self.registry.start()
-        self.router.warm_start(await warm_observations(self.db, WARM_WINDOW_S))
-        for row in await self.db.fetchall("SELECT channel, state FROM channel_states"):
-            if row["channel"] in self.registry:
-                self.router.set_state(row["channel"], ChannelState(row["state"]))
+        self.router.warm_start(await warm_observations(self.planner.observations, WARM_WINDOW_S))
+        channel_states = MySQLChannelStates(self.db)
+        for channel_id, state in (await channel_states.all()).items():
+            if channel_id in self.registry:
+                self.router.set_state(channel_id, ChannelState(state))
         await self._sync_positions()
         if cfg.poller.enabled:
             await self.poller.start()
@@ -197,12 +204,14 @@ class Gateway:
         )
         admin_pb2_grpc.add_GatewayAdminServicer_to_server(
             GatewayAdminServicer(
-                db=self.db,
                 registry=self.registry,
                 planner=self.planner,
                 flows=self.flows,
                 positions=self.positions,
                 poller=self.poller,
+                channel_states=channel_states,
+                audit=MySQLAuditLog(self.db),
+                discrepancies=MySQLDiscrepancies(self.db),
             ),
             server,
         )

@@ -16,8 +16,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.domain import AgreementStatus, FlowStatus, scrub
-from gateway.store.agreements import AgreementRow
-from gateway.store.flows import AttemptRow, FlowRow
+from gateway.store.rows import AgreementRow, AttemptRow, FlowRow
 from paygate.v1 import gateway_pb2
 
 _ATTEMPT_STATUS = {

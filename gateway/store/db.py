@@ -6,9 +6,11 @@ aiomysql pitfalls handled here, once:
   commits only when told to and rolls back otherwise, in ``finally``.
 * a connection whose use was cancelled or raised a connection-level error is
   closed, never returned to the pool half-way through a transaction.
-* connection errors become :class:`DatabaseUnavailable` (gRPC UNAVAILABLE);
-  a duplicate key becomes :class:`DuplicateKey` at this boundary, so callers
-  never string-match MySQL error numbers.
+* the driver's exceptions are translated here, once (:func:`translate`), into
+  the store's part of the tree in gateway/errors.py: connection errors become
+  ``DatabaseUnavailable`` (gRPC UNAVAILABLE), deadlocks ``Conflict``, a
+  duplicate key ``DuplicateKey`` naming the index, so nobody above the store
+  string-matches MySQL error numbers or imports pymysql.
 """
 
 from __future__ import annotations
@@ -25,45 +27,13 @@ import aiomysql
 import pymysql
 
 from gateway import metrics
+from gateway.errors import Conflict, CountMismatch, DatabaseUnavailable, DuplicateKey
 
 log = logging.getLogger(__name__)
 
 # MySQL error numbers that mean the server or the connection is gone.
 _CONNECTION_ERRORS = {2003, 2006, 2013, 2014, 2055, 1053, 1927, 4031}
 _DEADLOCK_ERRORS = {1213, 1205}  # deadlock, lock wait timeout
-
-
-class StoreError(Exception):
-    """Base of the store's errors."""
-
-
-class DatabaseUnavailable(StoreError):
-    """The database cannot be reached (or went away mid-transaction)."""
-
-    retriable = True
-
-
-class DuplicateKey(StoreError):
-    """A unique key refused the row; ``key`` names the index."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-class Conflict(StoreError):
-    """A deadlock or lock wait timeout; the transaction was rolled back and may be retried."""
-
-    retriable = True
-
-
-class CountMismatch(StoreError):
-    """A checked script's statements did not change the rows expected; it rolled back."""
-
-    def __init__(self, counts: list[int], expected: list[int | None]) -> None:
-        super().__init__(f"statements changed {counts} rows, expected {expected}; rolled back")
-        self.counts = counts
-        self.expected = expected
 
 
 @dataclass(frozen=True)

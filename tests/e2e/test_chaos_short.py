@@ -21,7 +21,8 @@ from bench.chaos_check import FlowView, ForgedCallback, Replay, judge
 from bench.chaos_events import EventLog, SeenEvent
 from channels.simkit import Behaviour
 from devstack.cards import luhn_card
-from gateway.store.db import Database, DatabaseConfig, DatabaseUnavailable
+from gateway.errors import DatabaseUnavailable
+from gateway.store.db import Database, DatabaseConfig
 from paygate.v1 import gateway_pb2 as pb
 from tests.support.harness import running_gateway
 
