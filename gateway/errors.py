@@ -8,8 +8,8 @@
     ├── NotFound                 NOT_FOUND                       no such flow / agreement / channel (or not yours)
     ├── IdempotencyConflict      ALREADY_EXISTS                  a request_id is reused with other parameters
     ├── PreconditionFailed       FAILED_PRECONDITION             the request cannot be served as things stand
-    │   ├── NoActiveAgreement                                    no ACTIVE withholding agreement for the account
-    │   └── RefundExceedsOriginal                                the refund is over what is left to refund
+    │   ├── NoActiveAgreement    FAILED_PRECONDITION             no ACTIVE withholding agreement for the account
+    │   └── RefundExceedsOriginal FAILED_PRECONDITION            the refund is over what is left to refund
     ├── NoRoute                  RESOURCE_EXHAUSTED              no channel passes the filters or has the float
     ├── Unavailable              UNAVAILABLE          yes        a channel cannot be reached (agreements)
     ├── StoreError               INTERNAL                        gateway/store; base of the database layer's errors

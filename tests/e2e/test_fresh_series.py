@@ -15,10 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from channels.sandbox.simulator import SandboxSimulator
 from channels.simkit import Behaviour
+from devstack.kafka import KafkaBroker
 from gateway.obs.dashboard import DEFAULT_DASHBOARD, dashboard_queries, referenced_metrics
 from gateway.store.db import DatabaseConfig, migrate
 from tests.support.processes import GatewayProcess
-from tests.support.services import KafkaBroker
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE_FILES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))

@@ -8,10 +8,11 @@ import logging
 import pytest
 
 from channels.simkit import Behaviour
+from devstack.cards import luhn_card
 from gateway.metrics import REGISTRY
 from gateway.store.db import DatabaseConfig
 from paygate.v1 import gateway_pb2 as pb
-from tests.support.harness import luhn_card, running_gateway
+from tests.support.harness import running_gateway
 
 
 def _count(code: str) -> float:

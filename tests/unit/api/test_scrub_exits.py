@@ -111,12 +111,14 @@ class _Store:
 def test_the_resolve_reason_is_scrubbed_before_it_is_stored_and_published() -> None:
     store = _Store()
     admin = GatewayAdminServicer(
-        db=None,  # type: ignore[arg-type]
         registry=None,  # type: ignore[arg-type]
         planner=None,  # type: ignore[arg-type]
         flows=SimpleNamespace(store=store),  # type: ignore[arg-type]
         positions=None,  # type: ignore[arg-type]
         poller=None,  # type: ignore[arg-type]
+        channel_states=None,  # type: ignore[arg-type]
+        audit=None,  # type: ignore[arg-type]
+        discrepancies=None,  # type: ignore[arg-type]
     )
     request = admin_pb2.ResolveFlowRequest(flow_no=FLOW_NO, status=gateway_pb2.FAILED, reason=f"bank: {RAW}")
 

@@ -68,12 +68,14 @@ def _admin() -> GatewayAdminServicer:
     flows = _Everything()
     flows.store = _Store()  # type: ignore[attr-defined]
     return GatewayAdminServicer(
-        db=_Everything(),  # type: ignore[arg-type]
         registry=_Registry(),  # type: ignore[arg-type]
         planner=_Everything(),  # type: ignore[arg-type]
         flows=flows,  # type: ignore[arg-type]
         positions=_Everything(),  # type: ignore[arg-type]
         poller=_Everything(),  # type: ignore[arg-type]
+        channel_states=_Everything(),  # type: ignore[arg-type]
+        audit=_Everything(),  # type: ignore[arg-type]
+        discrepancies=_Everything(),  # type: ignore[arg-type]
     )
 
 
