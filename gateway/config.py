@@ -174,7 +174,8 @@ class ChannelEntry:
 
     id: Annotated[str, AfterValidator(_name)]
     adapter: str  # a key of channels.registry.ADAPTERS
-    settings: Mapping[str, Any] = field(default_factory=dict)  # the adapter's table
+    # the adapter's table, read (its keys wrapped) by the adapter's build; it holds channel keys, so no repr
+    settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
     routing: Mapping[str, Any] = field(default_factory=dict)  # routing.config.ChannelRouting
     poll: ChannelPoll = field(default_factory=ChannelPoll)
     # the entry's own path (channels[2]), for messages; set by the reader
@@ -233,10 +234,11 @@ TokenTables = Annotated[Mapping[str, Secret], BeforeValidator(_token_tables)]
 def _kafka_table(raw: object) -> object:
     """A ``[kafka]`` table that says nothing but ``enabled = false`` turns the relay off; others are read whole."""
     if isinstance(raw, Mapping) and set(raw) <= {"enabled"}:
-        if not isinstance(raw.get("enabled", False), bool):
-            raise ConfigError("enabled", "must be true or false")
-        if not raw.get("enabled", False):
+        enabled = raw.get("enabled")
+        if enabled is None or enabled is False:
             return None
+        if enabled is not True:
+            raise ConfigError("enabled", "must be true or false")
     return raw
 
 

@@ -10,11 +10,14 @@
     ├── PreconditionFailed     no usable agreement, refund over the original (FAILED_PRECONDITION)
     ├── NoRoute                no channel passes the filters / has capacity (RESOURCE_EXHAUSTED)
     └── Unavailable            database down or shutting down (UNAVAILABLE)
+    ConfigError                bad configuration, ``key`` names it (channels/config.py); stops start-up
 
 A decline is not an error: it is a FAILED flow returned normally.
 """
 
 from __future__ import annotations
+
+from channels.config import ConfigError as ConfigError  # every layer raises this one
 
 
 class GatewayError(Exception):
