@@ -258,7 +258,10 @@ def _keys_of(table: Any, loc: tuple[int | str, ...]) -> list[str]:
         if part is None:
             break
         if dataclasses.is_dataclass(node) and isinstance(part, str):
-            node = typing.get_type_hints(node).get(part)
+            try:
+                node = typing.get_type_hints(node).get(part)
+            except (NameError, TypeError):  # a hint that does not resolve: no listing, the error still stands
+                return []
         elif typing.get_origin(node) in {tuple, frozenset, list} and isinstance(part, int):
             node = typing.get_args(node)[0]
         elif typing.get_origin(node) in {dict, Mapping} and isinstance(part, str):
