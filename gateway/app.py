@@ -31,14 +31,14 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from channels.contract import Operation
-from channels.registry import ChannelConfigError, ChannelRegistry, ChannelSpec
+from channels.registry import ChannelRegistry, ChannelSpec
 from gateway import metrics
 from gateway.agreements import AgreementService
 from gateway.api.admin import GatewayAdminServicer
 from gateway.api.auth import GatewayInterceptor, TokenBook
 from gateway.api.servicer import PaymentGatewayServicer
 from gateway.callbacks import CallbackHandler
-from gateway.config import Config, ConfigError
+from gateway.config import Config, ConfigError, start_up_errors
 from gateway.flows import FlowService, FlowSettings
 from gateway.obs.series import declare_series
 from gateway.planner import Planner, warm_observations
@@ -54,7 +54,7 @@ from gateway.store.observations import MySQLObservations
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
 from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
-from routing.config import RoutingConfigError, parse_routing
+from routing.config import parse_channel_profiles
 from routing.engine import ChannelState, Router
 
 log = logging.getLogger(__name__)
@@ -63,14 +63,14 @@ WARM_WINDOW_S = 6 * 3600
 
 
 def build_registry(config: Config) -> ChannelRegistry:
+    """The adapters, each reading its ``[channels.settings]``; raises ConfigError naming the key."""
     specs = [ChannelSpec(c.channel_id, c.adapter, c.settings, c.key) for c in config.channels]
-    try:
+    with start_up_errors():
         return ChannelRegistry.build(specs)
-    except ChannelConfigError as exc:
-        raise ConfigError(exc.key, str(exc).split(": ", 1)[-1]) from exc
 
 
 def build_router(config: Config, registry: ChannelRegistry) -> Router:
+    """The router: ``[routing]`` plus each channel's routing table over its adapter's capabilities."""
     capabilities: dict[str, dict[str, Any]] = {}
     for channel_id, channel in registry.items():
         capabilities[channel_id] = {
@@ -78,16 +78,11 @@ def build_router(config: Config, registry: ChannelRegistry) -> Router:
             "default_currencies": frozenset(channel.currencies),
             "default_banks": channel.banks,
         }
-    try:
-        router_config, profiles = parse_routing(
-            "routing",
-            config.routing,
-            [(f"{c.key}.routing", c.channel_id, c.routing) for c in config.channels],
-            capabilities,
+    with start_up_errors():
+        profiles = parse_channel_profiles(
+            [(f"{c.key}.routing", c.channel_id, c.routing) for c in config.channels], capabilities
         )
-    except RoutingConfigError as exc:
-        raise ConfigError(exc.key, exc.problem) from exc
-    return Router(profiles, router_config)
+    return Router(profiles, config.routing)
 
 
 @dataclass
@@ -132,15 +127,10 @@ class Gateway:
             max_batch=config.database.group_commit_max_batch,
         )
         relay = None
-        if config.kafka_enabled:
-            from gateway.outbox.config import RelayConfig
+        if config.kafka is not None and config.kafka.enabled:
             from gateway.outbox.relay import OutboxRelay
 
-            try:
-                relay_config = RelayConfig.from_mapping("kafka", config.kafka)
-            except ValueError as exc:
-                raise ConfigError(getattr(exc, "key", "kafka"), str(exc)) from exc
-            relay = OutboxRelay(db, relay_config)
+            relay = OutboxRelay(db, config.kafka)
         flows = FlowService(
             store=store,
             agreements=MySQLAgreementStore(db),
@@ -157,8 +147,8 @@ class Gateway:
         agreements = AgreementService(flows.agreements, registry, config.account_hash_key.reveal().encode())
         schedules = {
             c.channel_id: Schedule.from_steps(
-                c.poll_first_delay_s if c.poll_first_delay_s is not None else config.poller.first_delay_s,
-                c.poll_schedule or config.poller.schedule,
+                c.poll.first_delay_s if c.poll.first_delay_s is not None else config.poller.first_delay_s,
+                c.poll.schedule or config.poller.schedule,
             )
             for c in config.channels
         }

@@ -25,6 +25,10 @@
     │   └── PublishIncomplete                         per round  some rows of a round were not published
     └── EventDecodeError         INTERNAL                        a result event cannot be decoded (a ValueError)
 
+Configuration errors are not in this tree's RPC path: ``ConfigError`` (``key`` names the
+bad key; defined in channels/config.py so every layer raises the same one, re-exported here)
+stops start-up before anything is served.
+
 ``reason`` is the stable ``google.rpc.ErrorInfo.reason`` a client branches on
 (gateway/api/rich_status.py puts it in the ``grpc-status-details-bin``
 trailer; docs/ERRORS.md lists every one).
@@ -63,6 +67,8 @@ before anything is served and are reported by the configuration reader.
 from __future__ import annotations
 
 from typing import ClassVar
+
+from channels.config import ConfigError as ConfigError  # every layer raises this one
 
 
 class GatewayError(Exception):

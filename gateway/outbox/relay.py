@@ -329,7 +329,7 @@ class OutboxRelay:
         if cfg.sasl_mechanism is not None:
             settings["sasl_mechanism"] = cfg.sasl_mechanism
             settings["sasl_plain_username"] = cfg.sasl_username
-            settings["sasl_plain_password"] = cfg.sasl_password
+            settings["sasl_plain_password"] = cfg.sasl_password.reveal() if cfg.sasl_password else None
         return settings
 
     def _producer_settings(self) -> dict[str, Any]:

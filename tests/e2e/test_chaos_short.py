@@ -131,7 +131,11 @@ async def test_rollback_on_a_lost_connection_is_database_unavailable(
     """A MariaDB restart under a read-only unit of work made the rollback raise a raw pymysql
     error: callers got INTERNAL instead of UNAVAILABLE (and did not retry)."""
     killer = await aiomysql.connect(
-        host=db_config.host, port=db_config.port, user=db_config.user, password=db_config.password, autocommit=True
+        host=db_config.host,
+        port=db_config.port,
+        user=db_config.user,
+        password=db_config.password.reveal(),
+        autocommit=True,
     )
     try:
         with pytest.raises(DatabaseUnavailable):

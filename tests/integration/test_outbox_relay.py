@@ -361,7 +361,7 @@ async def test_relay_killed_between_produce_and_mark_resends_and_consumer_dedupe
         sys.executable,
         "-c",
         CRASHING_RELAY,
-        json.dumps(dataclasses.asdict(db_config)),
+        json.dumps({k: v for k, v in dataclasses.asdict(db_config).items() if k != "password"}),  # a Secret
         json.dumps(child_config),
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
