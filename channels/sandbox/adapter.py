@@ -198,7 +198,7 @@ class SandboxChannel(HttpChannel):
             amount=order.amount,
             currency=order.currency,
             cashier=order.cashier.value,
-            expires_at=int(order.expires_at.timestamp()),
+            expires_at_ms=int(order.expires_at.timestamp() * 1000),
             description=order.description,
             notify_url=order.notify_url,
             openid=order.payer.openid,

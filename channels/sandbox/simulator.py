@@ -418,8 +418,8 @@ class SandboxSimulator(SimulatorBase):
             CashierKind(order.cashier)
         except ValueError:
             raise wire.WireError("cashier", "must be qr, h5 or in_app") from None
-        if order.expires_at <= time.time():
-            raise wire.WireError("expires_at", "must be in the future")
+        if order.expires_at_ms <= time.time() * 1000:
+            raise wire.WireError("expires_at_ms", "must be in the future")
         fate = self._collect_fate(order.amount)
         if fate in (Fate.CHANNEL_BUSY, Fate.BANK_NOT_SUPPORTED):
             raise _Reject(RawCode.CHANNEL_BUSY)
@@ -429,7 +429,7 @@ class SandboxSimulator(SimulatorBase):
                 order.order_no,
                 order.amount,
                 order.currency,
-                float(order.expires_at),
+                order.expires_at_ms / 1000,
                 order.cashier,
                 params,
                 notify_url=order.notify_url or self.notify_url,
@@ -452,7 +452,7 @@ class SandboxSimulator(SimulatorBase):
             EntryStatus.FAILED: RawCode.ORDER_CLOSED,
         }[entry.status]
         state = self.cashiers.state(entry.order_no)
-        kind, expires_at = state["cashier"], int(state["expires_at"])
+        kind, expires_at = state["cashier"], round(state["expires_at"] * 1000)
         token = wire.cashier_token(self._secret, entry.order_no, entry.amount, expires_at)
         page = f"{self.base_url}{wire.CASHIER_PATH}{quote(entry.order_no, safe='')}?token={token}"
         return wire.CollectReply(
@@ -483,7 +483,9 @@ class SandboxSimulator(SimulatorBase):
         entry = self.cashiers.entry(order_no)
         if entry is None:
             raise PaymentRefused(order_no, "UNKNOWN_ORDER")
-        expected = wire.cashier_token(self._secret, order_no, entry.amount, int(self.cashiers.expires_at(order_no)))
+        expected = wire.cashier_token(
+            self._secret, order_no, entry.amount, round(self.cashiers.expires_at(order_no) * 1000)
+        )
         if not constant_time_equal(token, expected):
             raise PaymentRefused(order_no, "BAD_SEAL")
         return order_no

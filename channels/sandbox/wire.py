@@ -29,7 +29,7 @@ JSON object with at least ``code`` and ``message``.
 Collect orders (``POST /v1/collect``, our own design): the answer is a
 :class:`CollectReply` whose cashier is a page of the bank's
 (``{base}/cashier/{order_no}?token=..``, for QR and H5) or, in-app, an order
-string ``order_no=..&amount=..&expires_at=..&token=..``; the ``token`` is
+string ``order_no=..&amount=..&expires_at_ms=..&token=..``; the ``token`` is
 :func:`cashier_token`, the bank's HMAC over the order, which its cashier
 checks before taking a payment. A collect order waiting for its payer is
 ``3002``; paid ``0000`` (with the amount paid), closed ``4005``.
@@ -354,7 +354,7 @@ class CollectRequest:
     amount: int
     currency: str
     cashier: str
-    expires_at: int  # unix seconds: the bank refuses the payment after it
+    expires_at_ms: int  # unix milliseconds: the bank refuses the payment after it
     description: str = ""
     notify_url: str = ""
     openid: str = field(default="", repr=False)
@@ -364,14 +364,14 @@ class CollectRequest:
 CASHIER_PATH = "/cashier/"
 
 
-def cashier_token(secret: str, order_no: str, amount: int, expires_at: int) -> str:
-    """The bank's seal on a cashier: HMAC-SHA256 over ``order_no|amount|expires_at`` (hex, 32 chars)."""
-    message = f"{order_no}|{amount}|{expires_at}".encode()
+def cashier_token(secret: str, order_no: str, amount: int, expires_at_ms: int) -> str:
+    """The bank's seal on a cashier: HMAC-SHA256 over ``order_no|amount|expires_at_ms`` (hex, 32 chars)."""
+    message = f"{order_no}|{amount}|{expires_at_ms}".encode()
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
-def in_app_order_string(order_no: str, amount: int, expires_at: int, token: str) -> str:
-    return f"order_no={order_no}&amount={amount}&expires_at={expires_at}&token={token}"
+def in_app_order_string(order_no: str, amount: int, expires_at_ms: int, token: str) -> str:
+    return f"order_no={order_no}&amount={amount}&expires_at_ms={expires_at_ms}&token={token}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -353,16 +354,17 @@ class WeChatPaySimulator(SimulatorBase):
         _required(payload, "description")
         notify_url = _required(payload, "notify_url")
         amount = _amount(payload.get("amount"), "total")
-        try:
-            expires = wire.parse_rfc3339(str(payload.get("time_expire") or ""))
+        try:  # optional; without it an order can be paid for two hours (the prepay_id's life)
+            expires = wire.parse_rfc3339(str(payload["time_expire"])) if "time_expire" in payload else None
         except ValueError:
             raise _Error(400, "PARAM_ERROR", "time_expire must be RFC 3339") from None
+        expires_at = expires.timestamp() if expires is not None else time.time() + 7200
         fate = self._collect_fate(amount)
         if fate in (Fate.CHANNEL_BUSY, Fate.BANK_NOT_SUPPORTED):
             raise _Error(429, "FREQUENCY_LIMITED", "simulated")
         try:
             entry, new = self.cashiers.create(
-                out_trade_no, amount, "CNY", expires.timestamp(), kind.value, payload, notify_url=notify_url
+                out_trade_no, amount, "CNY", expires_at, kind.value, payload, notify_url=notify_url
             )
         except OrderClosed:
             raise _Error(400, "ORDER_CLOSED", "order closed") from None
