@@ -38,6 +38,7 @@ from gateway.api.admin import GatewayAdminServicer
 from gateway.api.auth import GatewayInterceptor, TokenBook
 from gateway.api.servicer import PaymentGatewayServicer
 from gateway.callbacks import CallbackHandler
+from gateway.collections import CollectionService, check_preference
 from gateway.config import Config, ConfigError, start_up_errors
 from gateway.flows import FlowService, FlowSettings
 from gateway.obs.series import declare_series
@@ -47,6 +48,7 @@ from gateway.ports import PositionStore
 from gateway.store.agreements import MySQLAgreementStore
 from gateway.store.audit import MySQLAuditLog
 from gateway.store.channel_states import MySQLChannelStates
+from gateway.store.collections import MySQLCollectionStore
 from gateway.store.db import Database
 from gateway.store.discrepancies import MySQLDiscrepancies
 from gateway.store.flows import MySQLFlowStore
@@ -77,6 +79,7 @@ def build_router(config: Config, registry: ChannelRegistry) -> Router:
             "default_operations": frozenset(channel.operations),
             "default_currencies": frozenset(channel.currencies),
             "default_banks": channel.banks,
+            "default_cashier_kinds": frozenset(channel.cashier_kinds),
         }
     with start_up_errors():
         profiles = parse_channel_profiles(
@@ -98,6 +101,7 @@ class Gateway:
     agreements: AgreementService
     positions: PositionStore
     poller: Poller
+    collections: CollectionService
     relay: Any = None
     grpc_server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer | None = None  # type: ignore[name-defined]
@@ -152,8 +156,14 @@ class Gateway:
             )
             for c in config.channels
         }
-        poller = Poller(MySQLPollQueue(db), flows, config.poller, schedules, owner=config.server.replica_id)
-        return cls(config, db, registry, router, planner, flows, agreements, positions, poller, relay)
+        with start_up_errors():
+            check_preference(config.cashier, frozenset(registry))
+        collections = CollectionService(flows, MySQLCollectionStore(db, store), config.cashier)
+        poller = Poller(
+            MySQLPollQueue(db), flows, config.poller, schedules, owner=config.server.replica_id, collections=collections
+        )
+        collections.expedite = poller.expedite
+        return cls(config, db, registry, router, planner, flows, agreements, positions, poller, collections, relay)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -174,7 +184,7 @@ class Gateway:
         if self.relay is not None:
             await self.relay.start()
 
-        callbacks = CallbackHandler(self.registry, self.flows, self.poller.expedite)
+        callbacks = CallbackHandler(self.registry, self.flows, self.poller.expedite, self.collections)
         self.http_port = await self._serve_http(callbacks.app(), cfg.server.http_host, cfg.server.http_port)
         if not cfg.server.public_callback_base:
             # the port actually bound (port 0 picks a free one): channels must be told the real one
@@ -189,7 +199,9 @@ class Gateway:
             options=[("grpc.max_receive_message_length", 1 << 20), ("grpc.so_reuseport", 0)],
         )
         gateway_pb2_grpc.add_PaymentGatewayServicer_to_server(
-            PaymentGatewayServicer(self.flows, self.agreements, cfg.server.default_wait_ms, cfg.server.max_wait_ms),
+            PaymentGatewayServicer(
+                self.flows, self.agreements, cfg.server.default_wait_ms, cfg.server.max_wait_ms, self.collections
+            ),
             server,
         )
         admin_pb2_grpc.add_GatewayAdminServicer_to_server(

@@ -23,15 +23,17 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from channels.contract import CallbackRejected, Channel, HttpReply
+from channels.contract import CallbackRejected, Channel, HttpReply, Operation, notice_matches
 from channels.registry import ChannelRegistry
 from gateway import metrics
+from gateway.collections import CollectionService
 from gateway.flows import FlowService
 from gateway.store.rows import Applied, Source
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+_OPERATIONS = frozenset(o.value for o in Operation)
 
 
 def _response(reply: HttpReply) -> web.Response:
@@ -46,10 +48,12 @@ class CallbackHandler:
         registry: ChannelRegistry,
         flows: FlowService,
         expedite: Callable[[int, str], Awaitable[object]],
+        collections: CollectionService | None = None,
     ) -> None:
         self.registry = registry
         self.flows = flows
         self.expedite = expedite
+        self.collections = collections
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -105,7 +109,7 @@ class CallbackHandler:
         mismatch = ""
         if attempt.channel != channel_id:
             mismatch = "order belongs to another channel"
-        elif notice.operation.value != attempt.operation:
+        elif attempt.operation not in _OPERATIONS or not notice_matches(notice.operation, Operation(attempt.operation)):
             mismatch = "operation differs"
         elif notice.amount is not None and notice.amount != attempt.amount:
             mismatch = "amount differs"
@@ -117,9 +121,14 @@ class CallbackHandler:
                 extra={"channel": channel_id, "channel_order_no": attempt.channel_order_no},
             )
             if attempt.channel in self.registry:
+                # at most a query (invariant 7): the channel's answer to it, not this notice, decides;
+                # a success for another amount there sends the flow to review (gateway/poller.py)
                 await self.expedite(attempt.id, attempt.channel)
             return _response(channel.callback_reply(False))
-        applied = await self.flows.apply(attempt.id, notice.outcome, Source.CALLBACK)
+        outcome = notice.outcome
+        if self.collections is not None and attempt.operation == Operation.COLLECT.value:
+            outcome = await self.collections.result_of(attempt, outcome)
+        applied = await self.flows.apply(attempt.id, outcome, Source.CALLBACK)
         if not notice.outcome.definite:
             # a verified notice that does not say how the order ended (a WeChat Pay batch finished): ask now
             await self.expedite(attempt.id, attempt.channel)

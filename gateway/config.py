@@ -13,6 +13,7 @@ naming the key (``config error at database.pool_min: must be <= database.pool_ma
 Where each table is declared (keys, types, bounds, the one default, checks between keys):
 
 ======================================  ==========================================================
+``[cashier]``                           :class:`gateway.collections.CashierConfig`
 ``[server]``, ``[security]``,           here: :class:`ServerConfig`, :class:`SecurityConfig`,
 ``[poller]``, ``[logging]``,            :class:`PollerConfig`, :class:`LoggingConfig`,
 ``[business]``                          :class:`BusinessConfig`
@@ -65,6 +66,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator
 from channels.config import TABLE, read
 from channels.config import ConfigError as ConfigError  # re-exported: every layer raises this one
 from channels.config import Secret as Secret
+from gateway.collections import CashierConfig
 from gateway.outbox.config import RelayConfig
 from gateway.store.db import DatabaseConfig
 from routing.config import RouterConfig
@@ -280,6 +282,7 @@ class Config:
     poller: PollerConfig = field(default_factory=PollerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     business: BusinessConfig = field(default_factory=BusinessConfig)
+    cashier: CashierConfig = field(default_factory=CashierConfig)
 
     @property
     def account_hash_key(self) -> Secret:

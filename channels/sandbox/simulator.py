@@ -329,7 +329,7 @@ class SandboxSimulator(SimulatorBase):
         original = self.ledger.get(order.original_order_no)
         if (
             original is None
-            or original.kind is not EntryKind.WITHHOLD
+            or original.kind not in (EntryKind.WITHHOLD, EntryKind.COLLECT)
             or original.status is not EntryStatus.SUCCEEDED
             or (order.original_txn_id and order.original_txn_id != original.txn_id)
         ):

@@ -15,6 +15,7 @@ same changes with the same pieces (:mod:`gateway.store.flow_sql`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,6 +40,7 @@ from gateway.store.flow_sql import (
     ApplyItem,
     attempt_args,
     attempt_change,
+    conflict_code,
     flow_args,
     flow_part,
     flow_result,
@@ -65,6 +67,9 @@ from gateway.store.rows import (
 from paygate.v1 import events_pb2
 
 log = logging.getLogger(__name__)
+
+# Writes the side rows of a flow kind inside the transaction that creates the flow (see create_with).
+SideRows = Callable[[Tx, FlowRow, datetime], Awaitable[None]]
 
 
 class MySQLFlowStore:
@@ -171,7 +176,17 @@ class MySQLFlowStore:
             return await self.batch.create(new, attempt)
         return await self._create_one(new, attempt)
 
-    async def _create_one(self, new: NewFlow, attempt: NewAttempt | None) -> Creation[FlowRow]:
+    async def create_with(self, new: NewFlow, attempt: NewAttempt, also: SideRows) -> Creation[FlowRow]:
+        """:meth:`create` one flow and its first attempt, plus the side rows ``also`` writes, in one commit.
+
+        For a flow kind with a table of its own beside ``flows`` (gateway/store/collections.py):
+        ``also(tx, flow, now)`` runs after both inserts, inside the transaction. Never group-committed.
+        """
+        return await self._create_one(new, attempt, also)
+
+    async def _create_one(
+        self, new: NewFlow, attempt: NewAttempt | None, also: SideRows | None = None
+    ) -> Creation[FlowRow]:
         now = utcnow()
         flow = new_flow_row(new, now)
         try:
@@ -189,6 +204,8 @@ class MySQLFlowStore:
                         raise RefundExceeds()
                 if attempt is not None:
                     flow.attempts.append(await self._insert_attempt(tx, flow, 1, attempt, now))
+                if also is not None:
+                    await also(tx, flow, now)
                 await tx.commit()
         except DuplicateKey as exc:
             if exc.key != "uq_flows_caller_request":
@@ -342,14 +359,15 @@ class MySQLFlowStore:
     async def _not_allowed(
         self, tx: Tx, attempt: AttemptRow, target: AttemptStatus, outcome: Outcome, source: Source, now: datetime
     ) -> ApplyResult:
-        same = unchanged(attempt, target)
+        same = unchanged(attempt, target, outcome)
         if same is not None:
             return same
-        # A terminal attempt told the opposite: record, alert, never overwrite.
+        # A terminal attempt told the opposite (or paid again): record, alert, never overwrite.
         flow_row = await tx.fetchone("SELECT * FROM flows WHERE id=%s", (attempt.flow_id,))
         assert flow_row is not None
         flow = FlowRow.from_row(flow_row)
-        await self._discrepancy(tx, flow, attempt, attempt.status.value, target.value, outcome.code, source, now)
+        code = conflict_code(attempt, outcome)
+        await self._discrepancy(tx, flow, attempt, attempt.status.value, target.value, code, source, now)
         return ApplyResult(Applied.DISCREPANCY, attempt, flow)
 
     async def _discrepancy(
