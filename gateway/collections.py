@@ -63,7 +63,7 @@ from channels.contract import (
 )
 from gateway.domain import COLLECTION_CLOSED, COLLECTION_EXPIRED, AttemptStatus, FlowKind, FlowStatus
 from gateway.errors import PreconditionFailed
-from gateway.flows import FlowService, Route, RouteQuery
+from gateway.flows import AMOUNT_MISMATCH, FlowService, Route, RouteQuery
 from gateway.ports import CollectionStore
 from gateway.store.rows import AttemptRow, CollectionRow, Creation, FlowRow, NewAttempt, NewCollection, NewFlow, Source
 from gateway.store.rows import utcnow as _utcnow
@@ -309,8 +309,8 @@ class CollectionService:
         the collection.
         """
         row = await self.store.by_attempt(attempt.id)
-        if row is None:
-            return PollStep(queried)
+        if row is None or queried.code == AMOUNT_MISMATCH:
+            return PollStep(queried)  # paid, another amount: never closed, the poller sends it to review
         if queried.definite:
             return PollStep(self._result(queried, row))
         if row.close_requested_at is None:

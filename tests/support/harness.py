@@ -92,6 +92,7 @@ def gateway_config(
     routing: Mapping[str, Any] | None = None,
     poller: Mapping[str, Any] | None = None,
     kafka: Mapping[str, Any] | None = None,
+    cashier: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     channels = []
     for name, sim in sims.items():
@@ -120,6 +121,7 @@ def gateway_config(
         poller=dict(poller or {"interval_s": 0.1, "first_delay_s": 0.3, "schedule": [[0.3, 20], [1.0, 30]]}),
         logging={"format": "text", "level": "WARNING"},
         kafka=None if kafka is None else {"enabled": True, **kafka},
+        cashier=dict(cashier or {}),
     )
 
 

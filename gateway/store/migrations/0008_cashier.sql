@@ -7,7 +7,7 @@ CREATE TABLE collections (
   flow_id            BIGINT UNSIGNED NOT NULL PRIMARY KEY,
   cashier_kind       VARCHAR(16)  NOT NULL,             -- qr / h5 / in_app
   expires_at         DATETIME(6)  NOT NULL,             -- the channel refuses the payment after it
-  cashier            JSON         NULL,                 -- channels.contract.Cashier.to_json(); NULL until given
+  cashier            JSON         NULL,                 -- channels.contract.Cashier.to_json(), NULL until given
   cashier_channel    VARCHAR(64)  NOT NULL DEFAULT '',  -- the channel whose cashier it is
   close_requested_at DATETIME(6)  NULL,                 -- CloseCollection, or the expiry reached
   close_reason       VARCHAR(16)  NOT NULL DEFAULT '',  -- CALLER / EXPIRED
