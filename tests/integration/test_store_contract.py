@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.store.agreements import MySQLAgreementStore
+from gateway.store.collections import MySQLCollectionStore
 from gateway.store.db import Database
 from gateway.store.flows import MySQLFlowStore
 from gateway.store.poll_queue import MySQLPollQueue
@@ -25,11 +26,13 @@ class TestMySQLStores(StoreContract):
             row = await database.fetchone("SELECT tries FROM poll_queue WHERE attempt_id=%s", (attempt_id,))
             return int(row["tries"]) if row else None
 
+        flows = MySQLFlowStore(database)
         return Stores(
-            MySQLFlowStore(database),
+            flows,
             MySQLPollQueue(database),
             MySQLAgreementStore(database),
             MySQLPositionStore(database),
             events,
             queued,
+            MySQLCollectionStore(database, flows),
         )

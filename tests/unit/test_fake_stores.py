@@ -10,6 +10,7 @@ from gateway import ports
 from gateway.store.agreements import MySQLAgreementStore
 from gateway.store.audit import MySQLAuditLog
 from gateway.store.channel_states import MySQLChannelStates
+from gateway.store.collections import MySQLCollectionStore
 from gateway.store.discrepancies import MySQLDiscrepancies
 from gateway.store.flows import MySQLFlowStore
 from gateway.store.observations import MySQLObservations
@@ -19,6 +20,7 @@ from tests.fakes import (
     FakeAgreementStore,
     FakeAuditLog,
     FakeChannelStates,
+    FakeCollectionStore,
     FakeDiscrepancies,
     FakeFlowStore,
     FakeObservations,
@@ -38,6 +40,7 @@ IMPLEMENTATIONS = [
     (ports.ObservationStore, MySQLObservations, FakeObservations),
     (ports.AuditLog, MySQLAuditLog, FakeAuditLog),
     (ports.DiscrepancyLog, MySQLDiscrepancies, FakeDiscrepancies),
+    (ports.CollectionStore, MySQLCollectionStore, FakeCollectionStore),
 ]
 
 
@@ -77,11 +80,13 @@ class TestFakeStores(StoreContract):
             row = tables.poll_queue.get(attempt_id)
             return row.tries if row else None
 
+        flows = FakeFlowStore(tables)
         return Stores(
-            FakeFlowStore(tables),
+            flows,
             FakePollQueue(tables),
             FakeAgreementStore(tables),
             FakePositionStore(tables),
             events,
             queued,
+            FakeCollectionStore(tables, flows),
         )
