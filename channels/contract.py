@@ -319,8 +319,8 @@ class PayerHints:
     ``quit_url``).
     """
 
-    openid: str = ""
-    client_ip: str = ""
+    openid: str = field(default="", repr=False)
+    client_ip: str = field(default="", repr=False)
     return_url: str = ""
 
 

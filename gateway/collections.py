@@ -41,7 +41,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, ClassVar
 
@@ -109,8 +109,8 @@ class CollectParams:
     expires_in_s: int
     channel: str
     description: str
-    openid: str = ""
-    client_ip: str = ""
+    openid: str = field(default="", repr=False)
+    client_ip: str = field(default="", repr=False)
     return_url: str = ""
 
     @property

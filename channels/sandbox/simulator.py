@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
 import logging
 import sys
 import time
@@ -205,6 +206,7 @@ class SandboxSimulator(SimulatorBase):
         for path, handler in routes.items():
             app.router.add_post(path, self._signed(handler))
         app.router.add_get("/v1/balance", self._signed(self._balance))
+        app.router.add_get(wire.CASHIER_PATH + "{order_no}", self._cashier_page)
         return app
 
     @web.middleware
@@ -489,6 +491,21 @@ class SandboxSimulator(SimulatorBase):
         if not constant_time_equal(token, expected):
             raise PaymentRefused(order_no, "BAD_SEAL")
         return order_no
+
+    async def _cashier_page(self, request: web.Request) -> web.Response:
+        """The bank's cashier page (QR and H5 point at it): opening it is the borrower opening the cashier."""
+        try:
+            order_no = self.open_cashier(Cashier(CashierKind.H5, url=str(request.url)))
+        except PaymentRefused as refused:
+            return web.Response(status=404, text=f"订单无效 / no such order ({refused.code})")
+        entry = self.cashiers.entry(order_no)
+        assert entry is not None
+        amount = f"{entry.amount // 100}.{entry.amount % 100:02d}"
+        page = (
+            "<html><body><h1>沙箱银行收银台 / sandbox bank cashier</h1>"
+            f"<p>{html.escape(order_no)}: {amount} {entry.currency} ({entry.status})</p></body></html>"
+        )
+        return web.Response(text=page, content_type="text/html", charset="utf-8")
 
     def _notify_payment(self, entry: Entry, payment: Payment) -> None:
         if not entry.notify_url:

@@ -106,14 +106,12 @@ class PaymentGatewayServicer(gateway_pb2_grpc.PaymentGatewayServicer):
         kind = CASHIER_KIND_OF_PB.get(request.cashier)
         if kind is None:
             raise InvalidInput("cashier", "must be CASHIER_QR, CASHIER_H5 or CASHIER_IN_APP")
-        expires_in_s = v.expiry_s(
-            request.expires_in_s, config.default_expiry_s, config.min_expiry_s, config.max_expiry_s
-        )
+        v.expiry_s(request.expires_in_s, config.default_expiry_s, config.min_expiry_s, config.max_expiry_s)
         params = CollectParams(
             amount=amount,
             currency=currency,
             cashier=kind.value,
-            expires_in_s=expires_in_s,
+            expires_in_s=request.expires_in_s,  # as asked (0: the default), so a replay hashes the same
             channel=v.pattern(request.channel, "channel", v.CHANNEL_ID, "a configured channel id", required=False),
             description=v.text(request.description, "description", max_len=128),
             openid=v.pattern(request.payer.openid, "payer.openid", v.OPENID, "a WeChat openid", required=False),

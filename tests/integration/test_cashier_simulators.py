@@ -25,6 +25,10 @@ from wechatpayv3 import WeChatPay, WeChatPayType
 from channels.alipay import wire as alipay_wire
 from channels.alipay.simulator import AlipaySimulator
 from channels.alipay.simulator import create as create_alipay
+from channels.contract import CashierKind, CollectOrder
+from channels.registry import ChannelSpec
+from channels.sandbox.adapter import build as build_sandbox
+from channels.sandbox.simulator import create as create_sandbox
 from channels.simkit import Behaviour, HttpServer, pem_private
 from channels.wechatpay.simulator import WeChatPaySimulator
 from channels.wechatpay.simulator import create as create_wechatpay
@@ -246,3 +250,25 @@ async def test_wechat_native_by_the_sdk_closes_unpaid_and_refuses_a_late_payment
     code, text = await asyncio.to_thread(sdk.query, out_trade_no="NT-SDK-1")
     assert json.loads(text)["trade_state"] == "CLOSED"
     assert wechat.ledger.paid_total("NT-SDK-1") == 0
+
+
+# --- the sandbox bank ----------------------------------------------------------------------------
+
+
+async def test_the_sandbox_cashier_page_opens_only_with_the_banks_seal() -> None:
+    sim = create_sandbox(Behaviour())
+    await sim.start()
+    try:
+        async with build_sandbox(ChannelSpec("sbx", "sandbox", sim.adapter_settings())) as channel:
+            expires_at = datetime.now(UTC) + timedelta(minutes=5)
+            started = await channel.create_collect(CollectOrder("SBX-PAGE-1", 4_200, "CNY", CashierKind.QR, expires_at))
+        assert started.cashier is not None
+        async with aiohttp.ClientSession() as session:
+            async with session.get(started.cashier.qr_code) as page:
+                assert page.status == 200 and "42.00 CNY" in await page.text()
+            forged = started.cashier.qr_code.replace("token=", "token=0")
+            async with session.get(forged) as page:
+                assert page.status == 404
+        assert sim.cashiers.opened("SBX-PAGE-1") and sim.ledger.paid_total("SBX-PAGE-1") == 0
+    finally:
+        await sim.stop()
