@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from types import SimpleNamespace
 from typing import Any, Self
 
@@ -30,6 +31,7 @@ import aiohttp
 from yarl import URL
 
 from channels.contract import Operation, Outcome, OutcomeStatus, pending
+from channels.statement import StatementFile, StatementUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,10 @@ class HttpChannel:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def fetch_statement(self, day: date, dest_dir: str) -> StatementFile:
+        """Adapters whose channel publishes statements override this; the default has none to fetch."""
+        raise StatementUnavailable(f"{self._channel_id}: this channel publishes no statement")
 
     def _unsupported_currency(self, currency: str) -> Outcome | None:
         """FAILED ``CURRENCY_NOT_SUPPORTED`` (refused before sending: safe elsewhere), or None when served."""

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import BinaryIO, Protocol
 
 from channels.contract import Operation
 
@@ -75,6 +77,40 @@ class StatementFile:
     source: str
 
 
+class StatementParser(Protocol):
+    """A format's parser: a synchronous generator over a binary stream.
+
+    It yields every line of the file in order and raises
+    :class:`StatementFormatError` (line, column) at the first thing it cannot
+    read, which may be after it yielded lines: a summary that disagrees with
+    the detail is found only at the end, so a caller commits nothing before
+    the generator is exhausted. The stream is a file opened in binary mode;
+    formats that are archives (Alipay's zip) seek in it. ``channel_id`` is
+    only used in messages; ``day`` is the statement's business day (checked
+    against the file where the format states its day).
+    """
+
+    def __call__(self, stream: BinaryIO, *, channel_id: str, day: date) -> Iterator[StatementLine]: ...
+
+
+@dataclass(frozen=True)
+class StatementFormat:
+    """One statement file format, as :mod:`channels.statements` finds it by ``name``.
+
+    ``covers`` are the operations the format books: an attempt of another
+    operation is never on this statement (Alipay's and WeChat Pay's trade
+    bills hold trades and refunds; their payouts are booked elsewhere).
+    ``lists_failures`` says whether the format has lines for failed or closed
+    orders (status FAILED) or only for money that moved.
+    """
+
+    name: str
+    iter_lines: StatementParser
+    covers: frozenset[Operation]
+    lists_failures: bool = False
+    description: str = ""
+
+
 class StatementError(Exception):
     """A statement could not be obtained or read."""
 
@@ -83,6 +119,10 @@ class StatementUnavailable(StatementError):
     """The channel has not published the statement yet, or could not be reached (retry later)."""
 
     retriable = True
+
+
+class UnknownStatementFormat(StatementError):
+    """No parser is registered under this format name (the message lists the known ones)."""
 
 
 class StatementFormatError(StatementError):
