@@ -20,10 +20,13 @@ import enum
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import BinaryIO, Protocol
 
 from channels.contract import Operation
+
+# China Standard Time, the day of Alipay's and WeChat Pay's bills (no daylight saving since 1991).
+CHINA_TIME = timezone(timedelta(hours=8), "CST")
 
 
 class LineStatus(enum.StrEnum):
@@ -39,7 +42,9 @@ class StatementLine:
 
     ``channel_order_no`` is *our* order number as the channel booked it
     (out_trade_no / out_refund_no / out_biz_no / the sandbox's order_no);
-    ``original_channel_order_no`` is set on refund lines (the refunded order).
+    ``original_channel_order_no`` is set on refund lines (the refunded order),
+    with ``original_channel_txn_id`` where the statement shows the channel's
+    id of the refunded order.
     ``operation`` is what the line moved: WITHHOLD for money collected from a
     payer (withholds, and payer-initiated payments), PAYOUT, REFUND.
     ``amount`` and ``fee`` are minor units; ``fee`` is what the channel charged
@@ -57,6 +62,7 @@ class StatementLine:
     booked_at: datetime
     channel_txn_id: str = ""
     original_channel_order_no: str = ""
+    original_channel_txn_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

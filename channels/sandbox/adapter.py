@@ -11,6 +11,7 @@ Settings (``[[channels]]`` entry with ``adapter = "sandbox"``)::
     currencies          list, default ["CNY"]
     banks               list, optional      bank codes served; absent = any bank
     callback_max_skew_s number, default 300 accepted callback timestamp skew
+    statement_timeout_s number, default 300 downloading one day's statement
 
 How answers become outcomes (DESIGN.md invariant 3):
 
@@ -26,6 +27,12 @@ How answers become outcomes (DESIGN.md invariant 3):
 * otherwise the raw code through :data:`channels.sandbox.wire.ERROR_TABLE`
   (unmapped -> PENDING ``UNMAPPED``); a query for an unknown order -> PENDING
   ``NOT_FOUND`` with ``not_found=True``.
+
+Statements: ``GET /v1/statements/{day}`` streams the day's file
+(:mod:`channels.sandbox.statement`) to disk; the answer is signed over the
+file's SHA-256, which must match what arrived. Not published (404), no
+answer, 5xx or maintenance -> StatementUnavailable; a bad signature or
+digest -> StatementError.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import TypeVar
 
 from yarl import URL
@@ -54,13 +62,15 @@ from channels.contract import (
     SignRequest,
     SignStarted,
     WithholdOrder,
+    constant_time_equal,
     pending,
     refused_request,
 )
-from channels.http import ChannelHttp, HttpChannel, Lost, Response, Unsent
+from channels.http import ChannelHttp, HttpChannel, Lost, Response, StatementDownload, Unsent
 from channels.registry import ChannelConfigError, ChannelSpec
-from channels.sandbox import wire
+from channels.sandbox import statement, wire
 from channels.sandbox.wire import RawCode
+from channels.statement import StatementError, StatementFile, StatementUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +87,7 @@ _KNOWN_SETTINGS = frozenset(
         "currencies",
         "banks",
         "callback_max_skew_s",
+        "statement_timeout_s",
     }
 )
 _KINDS: dict[str, Operation] = {
@@ -99,6 +110,7 @@ class SandboxSettings:
     currencies: frozenset[str] = frozenset({"CNY"})
     banks: frozenset[str] | None = None
     callback_max_skew_s: float = wire.MAX_SKEW_S
+    statement_timeout_s: float = 300.0
 
     @classmethod
     def from_spec(cls, spec: ChannelSpec) -> SandboxSettings:
@@ -130,6 +142,7 @@ class SandboxSettings:
             currencies=currencies or frozenset({"CNY"}),
             banks=frozenset(setting.text_list(spec, "banks")) if banks is not None else None,
             callback_max_skew_s=setting.seconds(spec, "callback_max_skew_s", wire.MAX_SKEW_S),
+            statement_timeout_s=setting.seconds(spec, "statement_timeout_s", 300.0),
         )
 
 
@@ -320,6 +333,70 @@ class SandboxChannel(HttpChannel):
         if reply is None:
             raise ChannelUnavailable(self._channel_id, f"{path}: unparseable answer")
         return reply
+
+    # -- statements --
+
+    async def fetch_statement(self, day: date, dest_dir: str) -> StatementFile:
+        if Operation.STATEMENT not in self.operations:
+            raise StatementUnavailable(f"{self._channel_id}: statements are not enabled for this channel")
+        url = URL(self.settings.base_url + wire.statement_path(day))
+        headers = wire.sign_headers(self.settings.merchant_id, self.settings.secret, "GET", url.path, b"")
+        download = StatementDownload(
+            self._http,
+            self._channel_id,
+            day,
+            dest_dir,
+            format=statement.FORMAT.name,
+            suffix=".csv",
+            timeout_s=self.settings.statement_timeout_s,
+        )
+        async with download:
+            answer = await download.fetch("GET", url, headers=headers)
+            if isinstance(answer, Unsent | Lost):
+                raise StatementUnavailable(f"{self._channel_id}: statement of {day}: {answer}")
+            if isinstance(answer, Response):
+                raise self._statement_refusal(day, url, headers[wire.HEADER_NONCE], answer)
+            digest = wire.header(answer.headers, wire.HEADER_CONTENT_SHA256)
+            try:
+                wire.verify_headers(
+                    self.settings.secret,
+                    answer.headers,
+                    wire.response_method(200),
+                    url.path,
+                    digest.encode(),
+                    expected_nonce=headers[wire.HEADER_NONCE],
+                    max_skew_s=self.settings.callback_max_skew_s,
+                )
+            except wire.SignatureInvalid as exc:
+                raise StatementError(f"{self._channel_id}: statement of {day}: {exc.reason}") from None
+            if not constant_time_equal(digest, answer.digests["sha256"]):
+                raise StatementError(
+                    f"{self._channel_id}: statement of {day}: the file does not match its signed digest"
+                )
+            return await download.keep(answer, source=str(url))
+
+    def _statement_refusal(self, day: date, url: URL, nonce: str, answer: Response) -> StatementError:
+        """Why the bank did not send the statement: unavailable (retry later) or an error."""
+        try:
+            wire.verify_headers(
+                self.settings.secret,
+                answer.headers,
+                wire.response_method(answer.status),
+                url.path,
+                answer.body,
+                expected_nonce=nonce,
+                max_skew_s=self.settings.callback_max_skew_s,
+            )
+            verified = True
+        except wire.SignatureInvalid:
+            verified = False
+        plain = _parse(wire.PlainReply, answer.body) if verified else None
+        what = f"{self._channel_id}: statement of {day}: HTTP {answer.status}"
+        if plain is not None:
+            what += f" {plain.code} {plain.message}"
+        if answer.status >= 500 or (plain is not None and plain.code == RawCode.NOT_FOUND):
+            return StatementUnavailable(what)
+        return StatementError(what if verified else f"{what} (answer not signed by the bank)")
 
     # -- HTTP --
 
