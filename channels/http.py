@@ -257,6 +257,7 @@ class StatementDownload:
         self._kept = False
 
     async def __aenter__(self) -> Self:
+        await self._http.start()
         await asyncio.to_thread(os.makedirs, self._dest_dir, exist_ok=True)
         return self
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import BinaryIO
+from typing import IO
 
 from channels.contract import Operation
 from channels.statement import CHINA_TIME, StatementFormatError, yuan_to_minor
@@ -23,7 +23,7 @@ _LOCAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 
 
 @contextmanager
-def text_of(stream: BinaryIO, encoding: str) -> Iterator[io.TextIOWrapper]:
+def text_of(stream: IO[bytes], encoding: str) -> Iterator[io.TextIOWrapper]:
     """``stream`` decoded as ``encoding`` (newlines kept for :mod:`csv`); the caller's stream stays open."""
     text = io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
     try:

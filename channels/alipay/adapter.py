@@ -19,6 +19,10 @@ agreements     ``alipay.user.agreement.page.sign`` adapted to sign/confirm:
                (our adaptation, see docs/ADDING_A_CHANNEL.md) completes it with
                the SMS code; ``alipay.user.agreement.unsign`` revokes
 balance        ``alipay.fund.account.query``
+statement      ``alipay.data.dataservice.bill.downloadurl.query`` (``bill_type``
+               ``trade``) for the short-lived ``bill_download_url``, then the
+               zip is streamed to disk (:mod:`channels.alipay.statement`);
+               payouts are not on that bill
 =============  ==============================================================
 
 Error semantics (DESIGN.md invariant 3): a connection that fails before the
@@ -29,18 +33,22 @@ missing from :data:`channels.alipay.wire.CODES` are PENDING ``UNMAPPED``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 from urllib.parse import parse_qsl
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+from yarl import URL
 
 from channels import settings as setting
-from channels.alipay import wire
+from channels.alipay import statement, wire
 from channels.contract import (
     AgreementConfirmed,
     Balance,
@@ -62,8 +70,9 @@ from channels.contract import (
     refused_request,
     succeeded,
 )
-from channels.http import ChannelHttp, HttpChannel, Lost, NoAnswer, Response, Unsent
+from channels.http import ChannelHttp, HttpChannel, Lost, NoAnswer, Response, StatementDownload, Unsent, without_query
 from channels.registry import ChannelConfigError, ChannelSpec
+from channels.statement import StatementError, StatementFile, StatementUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,9 @@ CURRENCY = "CNY"
 ALIPAY_ACCOUNT_BANK = "ALIPAY"  # PayoutOrder.bank_code for a transfer to an Alipay account
 _NOT_FOUND = frozenset({"ACQ.TRADE_NOT_EXIST", "ORDER_NOT_EXIST"})
 _REFUND_ORIGINS_KEPT = 10_000
+BILL_METHOD = "alipay.data.dataservice.bill.downloadurl.query"
+# The bill is not there yet (or this day has none): ask again later.
+_BILL_NOT_READY = frozenset({"isp.bill_not_exist", "BILL_NOT_EXIST", "NO_BILL_DATA", "isv.app-call-limited"})
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,7 @@ class AlipaySettings:
     personal_product_code: str = "GENERAL_WITHHOLDING_P"
     sign_scene: str = "DEFAULT|DEFAULT"
     alipay_user_id: str = ""
+    statement_timeout: float = 300.0
 
 
 class AlipayChannel(HttpChannel):
@@ -359,6 +372,46 @@ class AlipayChannel(HttpChannel):
         except ValueError as exc:
             raise ChannelUnavailable(self._channel_id, "balance answer without a valid available_amount") from exc
 
+    # --- statements ------------------------------------------------------------
+
+    async def fetch_statement(self, day: date, dest_dir: str) -> StatementFile:
+        """The trade bill of ``day``: ask for its download URL, stream the zip, check it is one.
+
+        The bill has no digest; the archive's CRCs are checked when it is parsed.
+        """
+        biz = {"bill_type": "trade", "bill_date": day.isoformat()}
+        body = await self._call(BILL_METHOD, biz)
+        if isinstance(body, Unsent | Lost):
+            raise StatementUnavailable(f"{self._channel_id}: bill of {day}: {body}")
+        if body.get("code") != wire.SUCCESS_CODE:
+            code, message = wire.raw_code(body), wire.raw_message(body)
+            problem = f"{self._channel_id}: bill of {day}: {code} {message}"
+            if code in _BILL_NOT_READY or body.get("code") == "20000":  # 20000: service unavailable
+                raise StatementUnavailable(problem)
+            raise StatementError(problem)
+        url = str(body.get("bill_download_url") or "")
+        if not url.startswith(("https://", "http://")):
+            raise StatementError(f"{self._channel_id}: bill of {day}: answer without a bill_download_url")
+        download = StatementDownload(
+            self._http,
+            self._channel_id,
+            day,
+            dest_dir,
+            format=statement.FORMAT.name,
+            suffix=".csv.zip",
+            timeout_s=self._settings.statement_timeout,
+        )
+        async with download:
+            answer = await download.fetch("GET", URL(url, encoded=True))
+            if isinstance(answer, Unsent | Lost):
+                raise StatementUnavailable(f"{self._channel_id}: bill of {day}: download {answer}")
+            if isinstance(answer, Response):
+                # An expired link (403) or a busy CDN: a new URL may work.
+                raise StatementUnavailable(f"{self._channel_id}: bill of {day}: download answered HTTP {answer.status}")
+            if not await asyncio.to_thread(zipfile.is_zipfile, answer.path):
+                raise StatementUnavailable(f"{self._channel_id}: bill of {day}: the download is not a zip archive")
+            return await download.keep(answer, source=without_query(url))
+
     # --- callbacks -------------------------------------------------------------
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:
@@ -459,7 +512,8 @@ def build(spec: ChannelSpec) -> AlipayChannel:
     (merchant RSA2 key, PEM or bare base64); ``alipay_public_key`` or
     ``alipay_public_key_path``; optional ``gateway_url``, ``notify_url``,
     ``connect_timeout_s`` (3), ``timeout_s`` (15), ``withhold_product_code``,
-    ``personal_product_code``, ``sign_scene``, ``alipay_user_id``.
+    ``personal_product_code``, ``sign_scene``, ``alipay_user_id``,
+    ``statement_timeout_s`` (300, downloading one day's bill).
     """
     used, text = setting.key_material(spec, "app_private_key")
     try:
@@ -484,5 +538,6 @@ def build(spec: ChannelSpec) -> AlipayChannel:
         personal_product_code=setting.text(spec, "personal_product_code", default="GENERAL_WITHHOLDING_P"),
         sign_scene=setting.text(spec, "sign_scene", default="DEFAULT|DEFAULT"),
         alipay_user_id=str(spec.settings.get("alipay_user_id", "")),
+        statement_timeout=setting.seconds(spec, "statement_timeout_s", 300.0),
     )
     return AlipayChannel(spec.channel_id, settings)

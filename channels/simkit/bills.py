@@ -258,7 +258,7 @@ class StatementBook:
         self.lists_failures = lists_failures
         self.faults = StatementFaults()
         self._dir: str | None = None
-        self._issued: dict[str, tuple[Rendered, float]] = {}
+        self._issued: dict[str, tuple[Rendered | date, float]] = {}
 
     # -- what the statement says --
 
@@ -399,15 +399,18 @@ class StatementBook:
 
         return await asyncio.to_thread(run)
 
-    def issue(self, rendered: Rendered, ttl_s: float) -> str:
-        """Keep ``rendered`` downloadable under a new token for ``ttl_s`` seconds (a short-lived download URL)."""
+    def issue(self, item: Rendered | date, ttl_s: float) -> str:
+        """A new token for a short-lived download URL: of a rendered file, or of a day rendered when fetched.
+
+        A rendered file is removed when its token expires (or the simulator stops).
+        """
         self._expire()
         token = secrets.token_urlsafe(24)
-        self._issued[token] = (rendered, time.monotonic() + ttl_s)
+        self._issued[token] = (item, time.monotonic() + ttl_s)
         return token
 
-    def redeem(self, token: str) -> Rendered | None:
-        """The file issued under ``token`` while it is valid, else None."""
+    def redeem(self, token: str) -> Rendered | date | None:
+        """What was issued under ``token`` while it is valid, else None."""
         self._expire()
         issued = self._issued.get(token)
         return issued[0] if issued is not None else None
@@ -428,7 +431,9 @@ class StatementBook:
     def _expire(self) -> None:
         now = time.monotonic()
         for token in [t for t, (_, until) in self._issued.items() if until <= now]:
-            self.discard(self._issued.pop(token)[0])
+            item = self._issued.pop(token)[0]
+            if isinstance(item, Rendered):
+                self.discard(item)
 
     def _directory(self) -> str:
         if self._dir is None:
