@@ -88,8 +88,12 @@ class Columns:
         return self.index[name] + 1
 
     def check(self, row: Sequence[str], line: int) -> None:
+        """A row must have as many cells as the header; the error names the first missing or extra column."""
         if len(row) != self.width:
-            raise StatementFormatError(line, 0, f"{len(row)} columns, the header has {self.width}")
+            column = min(len(row), self.width) + 1
+            raise StatementFormatError(
+                line, column, f"{len(row)} columns, the header (line {self.line}) has {self.width}"
+            )
 
 
 def china_time(text: str, line: int, column: int) -> datetime:

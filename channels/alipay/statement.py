@@ -44,6 +44,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
@@ -320,7 +321,7 @@ def _read_member(
                 yield line
     except StatementFormatError as exc:
         raise StatementFormatError(exc.line, exc.column, f"{member.filename}: {exc.problem}") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
         raise StatementFormatError(last, 0, f"{member.filename}: corrupt archive member: {exc}") from None
 
 
