@@ -143,14 +143,17 @@ class StatementFormatError(StatementError):
 
 
 _YUAN = re.compile(r"(-?)([0-9]{1,16})(?:\.([0-9]{1,2}))?")
+_YUAN_ZERO_PADDED = re.compile(r"(-?)([0-9]{1,16})(?:\.([0-9]{1,2})0*)?")
 
 
-def yuan_to_minor(text: str, *, line: int = 0, column: int = 0) -> int:
+def yuan_to_minor(text: str, *, line: int = 0, column: int = 0, zero_padded: bool = False) -> int:
     """``"12.30"`` → ``1230`` exactly; at most two decimals, ASCII digits only, no float involved.
 
-    Raises :class:`StatementFormatError` (with ``line``/``column``) for anything else.
+    ``zero_padded`` also accepts zeros past the fen (``"0.06000"``, as WeChat
+    Pay prints fees); any other digit there is still an error. Raises
+    :class:`StatementFormatError` (with ``line``/``column``) for anything else.
     """
-    match = _YUAN.fullmatch(text.strip())
+    match = (_YUAN_ZERO_PADDED if zero_padded else _YUAN).fullmatch(text.strip())
     if match is None:
         raise StatementFormatError(line, column, f"not an amount in yuan: {text[:32]!r}")
     sign, whole, frac = match.groups()

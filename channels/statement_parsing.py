@@ -8,6 +8,7 @@ line or the whole file).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -116,9 +117,25 @@ def day_start_utc(day: date, zone: tzinfo = CHINA_TIME) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
 
 
-def yuan(text: str, line: int, column: int) -> int:
-    """:func:`~channels.statement.yuan_to_minor` naming the cell."""
-    return yuan_to_minor(text, line=line, column=column)
+def yuan(text: str, line: int, column: int, *, zero_padded: bool = False) -> int:
+    """:func:`~channels.statement.yuan_to_minor` naming the cell.
+
+    Statements repeat the same few figures (``0.00`` in most columns of most
+    rows), so conversions are memoized; a bad amount raises as
+    ``yuan_to_minor`` does.
+    """
+    value = _minor_or_none(text, zero_padded)
+    if value is None:
+        return yuan_to_minor(text, line=line, column=column, zero_padded=zero_padded)  # raises, naming the cell
+    return value
+
+
+@functools.lru_cache(maxsize=16_384)
+def _minor_or_none(text: str, zero_padded: bool) -> int | None:
+    try:
+        return yuan_to_minor(text, zero_padded=zero_padded)
+    except StatementFormatError:
+        return None
 
 
 def fen_text(minor: int) -> str:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import re
+import operator
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -54,6 +54,7 @@ from channels.statement_parsing import (
 )
 
 GZIP_MAGIC = b"\x1f\x8b"
+_TICKED = operator.methodcaller("startswith", "`")
 DETAIL_COLUMNS = (
     "交易时间",
     "公众账号ID",
@@ -113,7 +114,6 @@ _REFUND_STATUS = {
     "FAIL": LineStatus.FAILED,
     "CLOSED": LineStatus.FAILED,
 }
-_EXTRA_ZEROS = re.compile(r"(-?[0-9]+\.[0-9]{2})0+")
 
 
 # --- writing (the simulator's side) -------------------------------------------------------
@@ -240,55 +240,61 @@ def _parse(rows: Iterator[tuple[int, list[str]]]) -> Iterator[StatementLine]:
     columns = Columns(first[1], first[0], required=_REQUIRED)
     if not any(name in columns for name in _TRADE_AMOUNT):
         raise StatementFormatError(first[0], 0, f"missing column {_TRADE_AMOUNT[0]!r}")
-    tally = Tally()
+    figures = _Figures(columns)
+    count = 0
     last = first[0]
     for line_no, row in rows:
         last = line_no
         if row and row[0].strip() == SUMMARY_HEAD:
-            _check_summary(row, line_no, rows, columns, tally)
+            _check_summary(row, line_no, rows, figures, count)
             return
         cells = _unticked(row, line_no)
         columns.check(cells, line_no)
-        line = _line(cells, line_no, columns)
-        tally.lines += 1
-        for column in _TOTALS.values():
-            if column in columns:
-                tally.sum(column, _money(cells, column, line_no, columns))
-        yield line
+        count += 1
+        yield _line(cells, line_no, columns, figures.read(cells, line_no))
     raise StatementFormatError(last + 1, 0, "no summary (总交易单数 ...) after the detail: the file is truncated")
+
+
+class _Figures:
+    """The money columns this bill has: read once per row, and summed to check the summary with."""
+
+    def __init__(self, columns: Columns) -> None:
+        names = dict.fromkeys((*_TOTALS.values(), "手续费", *_TRADE_AMOUNT, *_REFUND_AMOUNT))
+        self.where = [(name, columns.index[name], columns.column(name)) for name in names if name in columns]
+        self.sums = dict.fromkeys((name for name, _, _ in self.where), 0)
+
+    def read(self, cells: list[str], line_no: int) -> dict[str, int]:
+        values = {}
+        for name, index, column in self.where:
+            values[name] = value = _yuan(cells[index], line_no, column)
+            self.sums[name] += value
+        return values
 
 
 def _unticked(row: list[str], line_no: int) -> list[str]:
     """Cells without their leading backtick (every detail and summary cell has one)."""
-    cells = []
-    for i, cell in enumerate(row):
-        if not cell.startswith("`"):
-            raise StatementFormatError(line_no, i + 1, f"cell does not start with a backtick: {cell[:32]!r}")
-        cells.append(cell[1:].strip())
-    return cells
-
-
-def _money(cells: list[str], column: str, line_no: int, columns: Columns) -> int:
-    return _yuan(cells[columns.index[column]], line_no, columns.column(column))
+    if all(map(_TICKED, row)):
+        return [cell[1:] for cell in row]
+    column = next(i for i, cell in enumerate(row) if cell[:1] != "`") + 1
+    raise StatementFormatError(line_no, column, f"cell does not start with a backtick: {row[column - 1][:32]!r}")
 
 
 def _yuan(text: str, line: int, column: int) -> int:
     """Yuan to fen; WeChat pads some figures with zeros past the fen (``0.06000``), which must be zeros."""
-    padded = _EXTRA_ZEROS.fullmatch(text)
-    return yuan(padded.group(1) if padded else text, line, column)
+    return yuan(text, line, column, zero_padded=True)
 
 
-def _line(cells: list[str], line_no: int, columns: Columns) -> StatementLine:
+def _line(cells: list[str], line_no: int, columns: Columns, figures: dict[str, int]) -> StatementLine:
     index = columns.index
 
     def cell(name: str) -> str:
-        return cells[index[name]] if name in index else ""
+        return cells[index[name]].strip() if name in index else ""
 
     def money(*names: str) -> int:
-        name = next((n for n in names if n in index), None)
+        name = next((n for n in names if n in figures), None)
         if name is None:
             raise StatementFormatError(columns.line, 0, f"missing column {names[0]!r}")
-        return _money(cells, name, line_no, columns)
+        return figures[name]
 
     state = cell("交易状态")
     booked_at = china_time(cell("交易时间"), line_no, columns.column("交易时间"))
@@ -336,7 +342,7 @@ def _line(cells: list[str], line_no: int, columns: Columns) -> StatementLine:
 
 
 def _check_summary(
-    header: list[str], header_line: int, rows: Iterator[tuple[int, list[str]]], detail: Columns, tally: Tally
+    header: list[str], header_line: int, rows: Iterator[tuple[int, list[str]]], figures: _Figures, count: int
 ) -> None:
     summary = Columns(header, header_line, required=(SUMMARY_HEAD,))
     found = next(rows, None)
@@ -345,14 +351,14 @@ def _check_summary(
     line_no, row = found
     cells = _unticked(row, line_no)
     summary.check(cells, line_no)
-    count = cells[summary.index[SUMMARY_HEAD]]
-    if not count.isdigit():
-        raise StatementFormatError(line_no, summary.column(SUMMARY_HEAD), f"not a count: {count!r}")
-    check_total(int(count), tally.lines, SUMMARY_HEAD, line_no, summary.column(SUMMARY_HEAD), money=False)
+    stated_count = cells[summary.index[SUMMARY_HEAD]]
+    if not stated_count.isdigit():
+        raise StatementFormatError(line_no, summary.column(SUMMARY_HEAD), f"not a count: {stated_count!r}")
+    check_total(int(stated_count), count, SUMMARY_HEAD, line_no, summary.column(SUMMARY_HEAD), money=False)
     for name, totalled in _TOTALS.items():
-        if name in summary and totalled in detail:
+        if name in summary and totalled in figures.sums:
             stated = _yuan(cells[summary.index[name]], line_no, summary.column(name))
-            check_total(stated, tally.total(totalled), name, line_no, summary.column(name))
+            check_total(stated, figures.sums[totalled], name, line_no, summary.column(name))
     for later, extra in rows:
         if any(cell.strip() for cell in extra):
             raise StatementFormatError(later, 1, "text after the summary")
