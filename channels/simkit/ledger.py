@@ -121,7 +121,9 @@ class Ledger:
     event loop: concurrent duplicates cannot interleave inside one. Payer
     accounts are created on first use with ``default_balance`` (minor units).
     ``fee_bps`` is the fee charged on withholds and payouts that move money,
-    in basis points of the amount, rounded down (refunds are charged nothing);
+    in basis points of the amount, rounded half up to the fen as the wallets
+    round (refunds are charged nothing; replace :meth:`fee_for` for another
+    schedule);
     ``statement_tz`` is the timezone the channel's business days are cut in.
     """
 
@@ -279,7 +281,7 @@ class Ledger:
 
     def fee_for(self, kind: EntryKind, amount: int) -> int:
         """What the channel charges for an order of ``kind`` that moves ``amount``."""
-        return 0 if kind is EntryKind.REFUND else amount * self.fee_bps // 10_000
+        return 0 if kind is EntryKind.REFUND else (amount * self.fee_bps + 5_000) // 10_000
 
     # -- the books of a day --
 

@@ -214,3 +214,22 @@ async def test_fault_switches_over_the_admin_routes() -> None:
         assert {line.channel_order_no for line in sim.statements.lines(today)} == {f"W{i}" for i in range(6)}
     finally:
         await sim.stop()
+
+
+def test_what_the_gateway_could_not_know_is_on_the_day_it_happened(day_of_orders: tuple[Ledger, Clock]) -> None:
+    """An order still pending at midnight that executes the next morning is on the next day's statement."""
+    ledger, clock = day_of_orders
+    book = StatementBook(ledger)
+    assert "W-PENDING" not in {line.channel_order_no for line in book.lines(DAY)}
+    clock.set(china(DAY + timedelta(days=1), 8, 30))
+    ledger.execute("W-PENDING")  # e.g. long after the gateway's polling gave up and left the flow in review
+    [late] = book.lines(DAY + timedelta(days=1))
+    assert (late.channel_order_no, late.status, late.amount) == ("W-PENDING", LineStatus.SUCCEEDED, 7_000)
+    assert late.booked_at == naive_utc(china(DAY + timedelta(days=1), 8, 30))
+
+
+def test_fees_round_half_up_to_the_fen() -> None:
+    ledger = Ledger(fee_bps=60)
+    assert ledger.fee_for(EntryKind.WITHHOLD, 250) == 2  # 1.5 fen
+    assert ledger.fee_for(EntryKind.PAYOUT, 249) == 1  # 1.494 fen
+    assert ledger.fee_for(EntryKind.REFUND, 1_000_000) == 0
