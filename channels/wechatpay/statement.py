@@ -94,16 +94,18 @@ SUMMARY_COLUMNS = (
     "申请退款总金额",
 )
 SUMMARY_HEAD = SUMMARY_COLUMNS[0]
-# summary column -> the detail column it totals
+# summary column -> the detail column it totals (the current layout, then the older ones' names)
 _TOTALS = {
     "应结订单总金额": "应结订单金额",
-    "总金额": "总金额",
     "退款总金额": "退款金额",
     "充值券退款总金额": "充值券退款金额",
-    "企业红包退款总金额": "企业红包退款金额",
     "手续费总金额": "手续费",
     "订单总金额": "订单金额",
     "申请退款总金额": "申请退款金额",
+    "总交易额": "总金额",
+    "总退款金额": "退款金额",
+    "总代金券或立减优惠退款金额": "代金券或立减优惠退款金额",
+    "企业红包退款总金额": "企业红包退款金额",
 }
 _REQUIRED = ("交易时间", "微信订单号", "商户订单号", "交易状态", "货币种类", "手续费")
 _TRADE_AMOUNT = ("订单金额", "应结订单金额", "总金额")

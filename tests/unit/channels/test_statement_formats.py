@@ -493,3 +493,32 @@ def test_template_round_trip() -> None:
     buffer.seek(0)
     back = [replace(line, line_no=0) for line in template_statement.iter_lines(buffer, channel_id="t", day=DAY)]
     assert back == [to_the_second(line) for line in lines if line.status is OK]
+
+
+def test_wechatpay_older_and_refund_layouts() -> None:
+    """The layout of the older documentation's example, and a REFUND bill (public SDK test data), by column names."""
+    older = (
+        "交易时间,公众账号ID,商户号,子商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,总金额,"
+        "代金券或立减优惠金额,微信退款单号,商户退款单号,退款金额,代金券或立减优惠退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率\n"
+        "`2014-11-10 16:33:45,`wx2421b1c4370ec43b,`10000100,`0,`1000,`1001690740201411100005734289,`1415640626,"
+        "`085e9858e3ba5186aafcbaed1,`MICROPAY,`SUCCESS,`OTHERS,`CNY,`0.01,`0.0,`0,`0,`0,`0,`,`,`被扫支付测试,`订单额外描述,`0,`0.60%\n"
+        "`2014-11-10 16:46:14,`wx2421b1c4370ec43b,`10000100,`0,`1000,`1002780740201411100005729794,`1415635270,"
+        "`085e9858e90ca40c0b5aee463,`MICROPAY,`SUCCESS,`OTHERS,`CNY,`0.01,`0.0,`0,`0,`0,`0,`,`,`被扫支付测试,`订单额外描述,`0,`0.60%\n"
+        "总交易单数,总交易额,总退款金额,总代金券或立减优惠退款金额,手续费总金额\n"
+        "`2,`0.02,`0.0,`0.0,`0"
+    )
+    assert [line.amount for line in parse("wechatpay", older.encode(), WECHAT_DAY)] == [1, 1]
+    assert "总交易额" in failure("wechatpay", older.replace("`2,`0.02,", "`2,`0.03,").encode(), WECHAT_DAY).problem
+    refund_bill = (
+        "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,"
+        "应结订单金额,代金券金额,退款申请时间,退款成功时间,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,"
+        "商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注\n"
+        "`2019-07-23 20:53:36,`wx1,`1900000001,`0,`,`4200000001,`W1,`o1,`JSAPI,`REFUND,`CFT,`CNY,`0.00,`0.00,"
+        "`2019-07-23 20:53:36,`2019-07-23 20:53:40,`5030000001,`R1,`0.01,`0.00,`ORIGINAL,`SUCCESS,`x,`y,"
+        "`-0.02000,`0.60%,`0.00,`0.01,`\n"
+        "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\n"
+        "`1,`0.00,`0.01,`0.00,`-0.02000,`0.00,`0.01"
+    )
+    [refund] = parse("wechatpay", refund_bill.encode(), date(2019, 7, 23))
+    assert (refund.channel_order_no, refund.operation, refund.amount, refund.fee) == ("R1", R, 1, -2)
+    assert (refund.original_channel_order_no, refund.channel_txn_id) == ("W1", "5030000001")
