@@ -120,16 +120,9 @@ SUMMARY_COLUMNS = (
     "分润（元）",
     "实收净额（元）",
 )
-_REQUIRED = (
-    "支付宝交易号",
-    "商户订单号",
-    "业务类型",
-    "完成时间",
-    "订单金额（元）",
-    "商家实收（元）",
-    "退款批次号/请求号",
-    "服务费（元）",
-)
+_REQUIRED = ("支付宝交易号", "商户订单号", "业务类型", "完成时间", "订单金额（元）", "商家实收（元）", "服务费（元）")
+# Our refund number: 退款批次号/请求号, 退款批次号 in older bills.
+_REFUND_NO = ("退款批次号/请求号", "退款批次号")
 _START_DAY = re.compile(r"#起始日期：\[(\d{4})年(\d{2})月(\d{2})日")
 _TRADE_TOTAL = re.compile(r"#交易合计：(\d+)笔(?:，商家实收共(-?[0-9.]+)元)?")
 _REFUND_TOTAL = re.compile(r"#退款合计：(\d+)笔(?:，商家实收退款共(-?[0-9.]+)元)?")
@@ -337,6 +330,9 @@ def _parse_detail(rows: Iterator[tuple[int, list[str]]], day: date, tally: Tally
     if header is None:
         raise StatementFormatError(line_no, 0, "no column header after the 业务明细列表 marker: the file is truncated")
     columns = Columns(header, line_no, required=_REQUIRED)
+    refund_no_column = next((name for name in _REFUND_NO if name in columns), None)
+    if refund_no_column is None:
+        raise StatementFormatError(line_no, 0, f"missing column {_REFUND_NO[0]!r}")
     last = line_no
     for line_no, row in rows:
         last = line_no
@@ -345,7 +341,7 @@ def _parse_detail(rows: Iterator[tuple[int, list[str]]], day: date, tally: Tally
                 raise StatementFormatError(line_no, 1, f"expected the 业务明细列表结束 marker, found {row[0][:40]!r}")
             _check_footer(rows, line_no, tally)
             return
-        yield _line(row, line_no, columns, tally)
+        yield _line(row, line_no, columns, refund_no_column, tally)
     raise StatementFormatError(last + 1, 0, "no 业务明细列表结束 marker: the file is truncated")
 
 
@@ -365,7 +361,7 @@ def _preamble(rows: Iterator[tuple[int, list[str]]], marker: str, day: date) -> 
     raise StatementFormatError(1, 0, f"missing the marker {marker.strip('#-')!r}")
 
 
-def _line(row: list[str], line_no: int, columns: Columns, tally: Tally) -> StatementLine:
+def _line(row: list[str], line_no: int, columns: Columns, refund_no_column: str, tally: Tally) -> StatementLine:
     columns.check(row, line_no)
     index = columns.index
 
@@ -395,9 +391,9 @@ def _line(row: list[str], line_no: int, columns: Columns, tally: Tally) -> State
             booked_at=booked_at,
             channel_txn_id=trade_no,
         )
-    refund_no = row[index["退款批次号/请求号"]]
+    refund_no = row[index[refund_no_column]]
     if not refund_no:
-        raise StatementFormatError(line_no, columns.column("退款批次号/请求号"), "a 退款 row without 退款批次号/请求号")
+        raise StatementFormatError(line_no, columns.column(refund_no_column), f"a 退款 row without {refund_no_column}")
     return StatementLine(
         line_no=line_no,
         channel_order_no=refund_no,

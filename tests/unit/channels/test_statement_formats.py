@@ -228,6 +228,14 @@ def test_alipay_columns_are_read_by_name() -> None:
     assert parse("alipay", alipay_zip("\r\n".join(swapped).encode("gbk"))) == ALIPAY_LINES
 
 
+def test_alipay_older_refund_column_name() -> None:
+    """Older bills call the refund number column 退款批次号; the parser takes either name."""
+    older = gbk_edit(ALIPAY_DETAIL, ",退款批次号/请求号,", ",退款批次号,")
+    assert parse("alipay", alipay_zip(older)) == ALIPAY_LINES
+    neither = gbk_edit(ALIPAY_DETAIL, ",退款批次号/请求号,", ",退款单号,")
+    assert "退款批次号/请求号" in failure("alipay", alipay_zip(neither)).problem
+
+
 @pytest.mark.parametrize(
     ("old", "new", "line", "column"),
     [
