@@ -154,16 +154,27 @@ class ChannelHttp:
             await session.close()
 
     async def send(
-        self, method: str, url: str | URL, *, data: Any = None, headers: Mapping[str, str] | None = None
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> Response | Unsent | Lost:
-        """One request; ``data`` as aiohttp takes it (bytes, or a form mapping). Raises RuntimeError before start()."""
+        """One request; ``data`` as aiohttp takes it (bytes, or a form mapping). Raises RuntimeError before start().
+
+        ``timeout_s`` replaces the whole-call budget for this request, and the
+        wait for answer bytes with it (a statement's, not an order's).
+        """
         if self._session is None:
             raise RuntimeError("channel HTTP used before start()")
         progress = SimpleNamespace(sent=False)
+        per_request = self._long_timeout() if timeout_s is not None else None
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self.timeout_s if timeout_s is None else timeout_s):
                 async with self._session.request(
-                    method, url, data=data, headers=headers, trace_request_ctx=progress
+                    method, url, data=data, headers=headers, trace_request_ctx=progress, timeout=per_request
                 ) as response:
                     return Response(response.status, response.headers, await response.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -197,7 +208,7 @@ class ChannelHttp:
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._session.request(
-                    method, url, data=data, headers=headers, trace_request_ctx=progress
+                    method, url, data=data, headers=headers, trace_request_ctx=progress, timeout=self._long_timeout()
                 ) as response:
                     if response.status != 200:
                         return Response(
@@ -221,6 +232,10 @@ class ChannelHttp:
             if not progress.sent:
                 return Unsent(reason)
             return Lost("TIMEOUT" if isinstance(exc, TimeoutError) else "CONNECTION_LOST", reason)
+
+    def _long_timeout(self) -> aiohttp.ClientTimeout:
+        """Connecting stays bounded (nothing sent yet); the answer may take as long as the caller's budget."""
+        return aiohttp.ClientTimeout(total=None, connect=self.connect_timeout_s, sock_read=None)
 
 
 class StatementDownload:

@@ -130,10 +130,13 @@ class WeChatPayChannel(HttpChannel):
 
     # --- transport -------------------------------------------------------------
 
-    async def _request(self, method: str, url: str, payload: Mapping[str, Any] | None = None) -> _Answer | NoAnswer:
+    async def _request(
+        self, method: str, url: str, payload: Mapping[str, Any] | None = None, *, timeout_s: float | None = None
+    ) -> _Answer | NoAnswer:
         """One signed request; returns a verified answer, or why there is none.
 
         A 5xx or an answer that does not verify is :class:`~channels.http.Lost`: the result is unknown.
+        ``timeout_s`` replaces the call budget (applying for a large bill takes longer than an order).
         """
         await self._http.start()
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")) if payload is not None else ""
@@ -146,7 +149,9 @@ class WeChatPayChannel(HttpChannel):
             "Content-Type": "application/json",
             "Wechatpay-Serial": s.platform_serial,
         }
-        response = await self._http.send(method, s.base_url + url, data=body.encode("utf-8"), headers=headers)
+        response = await self._http.send(
+            method, s.base_url + url, data=body.encode("utf-8"), headers=headers, timeout_s=timeout_s
+        )
         if not isinstance(response, Response):
             return response
         if response.status >= 500:
@@ -393,9 +398,8 @@ class WeChatPayChannel(HttpChannel):
 
     async def fetch_statement(self, day: date, dest_dir: str) -> StatementFile:
         """The ALL trade bill of ``day``: apply for it, stream the gzip, check its SHA-1 against the answer's."""
-        answer = await self._request(
-            "GET", f"/v3/bill/tradebill?bill_date={day.isoformat()}&bill_type=ALL&tar_type=GZIP"
-        )
+        apply = f"/v3/bill/tradebill?bill_date={day.isoformat()}&bill_type=ALL&tar_type=GZIP"
+        answer = await self._request("GET", apply, timeout_s=self._settings.statement_timeout)
         what = f"{self._channel_id}: bill of {day}"
         if isinstance(answer, Unsent | Lost):
             raise StatementUnavailable(f"{what}: {answer}")

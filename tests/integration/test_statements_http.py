@@ -177,3 +177,24 @@ async def test_statements_need_the_capability_and_the_right_credentials(rig: Rig
     )
     with pytest.raises(StatementUnavailable):
         await without.fetch_statement(today(rig), str(tmp_path))
+
+
+async def test_a_slow_statement_is_not_held_to_an_orders_timeout(
+    rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rendering a large day takes the channel a while; the order timeout (0.5 s here) must not cut the fetch."""
+    settings = {**rig.sim.adapter_settings(), "timeout_s": 0.5, "connect_timeout_s": 0.2}
+    hasty = factory_for(rig.name)(ChannelSpec(f"{rig.name}-hasty", rig.name, settings))
+    render = type(rig.sim.statements).render
+
+    async def slow_render(self: Any, day: date, write: Any) -> Rendered:
+        await asyncio.sleep(1.0)
+        return await render(self, day, write)
+
+    monkeypatch.setattr(type(rig.sim.statements), "render", slow_render)
+    await hasty.start()  # type: ignore[attr-defined]
+    try:
+        fetched = await hasty.fetch_statement(today(rig), str(tmp_path))
+    finally:
+        await hasty.stop()
+    assert os.path.exists(fetched.path)
