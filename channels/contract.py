@@ -17,6 +17,14 @@ Outcome rules (DESIGN.md, "Outcomes and errors"):
 * ``PENDING``: anything else: "processing", a timeout or 5xx after the request
   was sent, an unmapped code. The gateway polls it and never fails over.
 
+``credentials_rejected`` (on an Outcome, an ErrorRule, a ChannelRejected)
+marks the channel's answer that it refused paygate's credentials: the
+request signature, the signing key, the app or merchant id. The channel
+checks those before it processes anything, so an order answered this way is
+FAILED ``CREDENTIALS_REJECTED`` and safe elsewhere; and since every later
+call would be refused the same way, the gateway counts it, alerts on it and
+stops routing to the channel until a call is accepted again.
+
 Adapters raise nothing for channel-level answers; they return an Outcome.
 Exceptions are reserved for programming errors, bad configuration, and the
 small :class:`ChannelError` tree below for the non-order operations
@@ -27,7 +35,7 @@ Exception tree::
     ChannelError                    base; ``retriable`` says if a retry may help
     ├── ChannelUnavailable          could not reach the channel (retriable)
     ├── ChannelRejected             the channel answered "no" (code, message,
-    │                               payer_attributable)
+    │                               payer_attributable, credentials_rejected)
     └── CallbackRejected            a callback failed verification (signature,
                                     order number, amount, app id, format)
 """
@@ -74,6 +82,8 @@ class Outcome:
     when it reports one; the gateway cross-checks it. ``not_found`` is set on
     query answers that say the channel has no such order. ``unmapped`` is set
     when ``raw_code`` was not in the error table (the gateway counts those).
+    ``credentials_rejected`` is set when the channel refused our credentials
+    (see the module docstring); it survives :func:`refused_request`.
     """
 
     status: OutcomeStatus
@@ -87,6 +97,7 @@ class Outcome:
     amount: int | None = None
     not_found: bool = False
     unmapped: bool = False
+    credentials_rejected: bool = False
 
     @property
     def definite(self) -> bool:
@@ -120,12 +131,20 @@ def refused_request(outcome: Outcome) -> Outcome:
     order status the channel reports.
     """
     if outcome.status is OutcomeStatus.FAILED and outcome.code != ORDER_CLOSED:
-        return pending(outcome.code, raw_code=outcome.raw_code, raw_message=outcome.raw_message)
+        return Outcome(
+            OutcomeStatus.PENDING,
+            outcome.code,
+            raw_code=outcome.raw_code,
+            raw_message=outcome.raw_message,
+            credentials_rejected=outcome.credentials_rejected,  # still a refusal of our credentials
+        )
     return outcome
 
 
 # The normalized code of a channel's answer that an order was closed and can never execute.
 ORDER_CLOSED = "ORDER_CLOSED"
+# The normalized code of a channel's refusal of paygate's credentials (signature, key, app or merchant id).
+CREDENTIALS_REJECTED = "CREDENTIALS_REJECTED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +155,12 @@ class ErrorRule:
     code: str
     payer_attributable: bool = False
     safe_elsewhere: bool = False
+    credentials_rejected: bool = False
 
     def __post_init__(self) -> None:
+        if self.credentials_rejected and not (self.status is OutcomeStatus.FAILED and self.safe_elsewhere):
+            # checked before any processing: a refusal of our credentials is a failure, and nothing ran
+            raise ValueError(f"rule {self.code}: a credentials refusal is FAILED and safe elsewhere")
         if self.status is OutcomeStatus.SUCCEEDED and (self.payer_attributable or self.safe_elsewhere):
             raise ValueError(f"rule {self.code}: a success cannot be a failure kind")
         if self.status is OutcomeStatus.PENDING and (self.payer_attributable or self.safe_elsewhere):
@@ -195,6 +218,7 @@ class ErrorTable:
             channel_txn_id=channel_txn_id,
             fee=fee,
             amount=amount,
+            credentials_rejected=rule.credentials_rejected,
         )
 
 
@@ -250,6 +274,8 @@ class OrderRef:
 
     For refunds, ``original_channel_order_no`` is the refunded order's number
     (some channels, like Alipay, find a refund only by both numbers).
+    ``bank_code`` is the order's bank code (Alipay queries a transfer by its
+    product, which depends on whether it went to a card or an Alipay account).
     """
 
     channel_order_no: str
@@ -257,6 +283,7 @@ class OrderRef:
     amount: int
     currency: str
     original_channel_order_no: str = ""
+    bank_code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +319,11 @@ class Balance:
 
 @dataclass(frozen=True, slots=True)
 class CallbackNotice:
-    """A verified asynchronous notification about one order."""
+    """A verified asynchronous notification about one order.
+
+    A PENDING ``outcome`` says the channel has news but not the result (a
+    WeChat Pay batch of transfers ended): the gateway queries the order at once.
+    """
 
     channel_order_no: str
     operation: Operation
@@ -326,10 +357,19 @@ class ChannelUnavailable(ChannelError):
 
 
 class ChannelRejected(ChannelError):
-    def __init__(self, channel_id: str, code: str, message: str, *, payer_attributable: bool = False) -> None:
+    def __init__(
+        self,
+        channel_id: str,
+        code: str,
+        message: str,
+        *,
+        payer_attributable: bool = False,
+        credentials_rejected: bool = False,
+    ) -> None:
         super().__init__(channel_id, f"{code}: {message}")
         self.code = code
         self.payer_attributable = payer_attributable
+        self.credentials_rejected = credentials_rejected
 
 
 class CallbackRejected(ChannelError):

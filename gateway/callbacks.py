@@ -9,6 +9,8 @@ exactly the acknowledgement the channel expects (``callback_reply``).
 * failed verification / mismatch: nothing changes, the channel's error reply,
   a metric, and an immediate query of the attempt when the order is known;
 * replay (same result already recorded): acknowledged, nothing changes;
+* verified but not a result (a batch of transfers ended, how each did is not
+  said): acknowledged, and the attempt is queried at once;
 * unknown order: acknowledged per the channel's convention and counted;
 * anything unexpected on our side (database down): 503 so the channel retries.
   Never a 500 with a stack trace.
@@ -25,7 +27,7 @@ from channels.contract import CallbackRejected, Channel, HttpReply
 from channels.registry import ChannelRegistry
 from gateway import metrics
 from gateway.flows import FlowService
-from gateway.store.flows import Applied, Source
+from gateway.store.rows import Applied, Source
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,9 @@ class CallbackHandler:
                 await self.expedite(attempt.id, attempt.channel)
             return _response(channel.callback_reply(False))
         applied = await self.flows.apply(attempt.id, notice.outcome, Source.CALLBACK)
+        if not notice.outcome.definite:
+            # a verified notice that does not say how the order ended (a WeChat Pay batch finished): ask now
+            await self.expedite(attempt.id, attempt.channel)
         label = {
             Applied.TRANSITIONED: "verified",
             Applied.NOOP: "replay",

@@ -16,11 +16,12 @@ Rules every adapter follows (DESIGN.md invariant 3):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 
 from channels import settings as setting
 from channels._template import statement, wire
+from channels.config import TABLE, Seconds
 from channels.contract import (
     AgreementConfirmed,
     Balance,
@@ -39,6 +40,7 @@ from channels.contract import (
 )
 from channels.http import ChannelHttp, HttpChannel, Lost, Response, StatementDownload, Unsent
 from channels.registry import ChannelSpec
+from channels.settings import HttpUrl, SecretText, Text
 from channels.statement import StatementError, StatementFile, StatementUnavailable
 
 STATEMENT_SIGNATURE = "X-Statement-Signature"  # the channel's HMAC over the file's SHA-256
@@ -46,11 +48,18 @@ STATEMENT_SIGNATURE = "X-Statement-Signature"  # the channel's HMAC over the fil
 
 @dataclass(frozen=True)
 class TemplateSettings:
-    base_url: str
-    merchant_id: str
-    secret: bytes = field(repr=False)  # secrets never in repr
-    connect_timeout_s: float = 3.0
-    timeout_s: float = 10.0
+    """The ``[channels.settings]`` keys: type, bounds and the one default each (see :mod:`channels.config`)."""
+
+    __pydantic_config__ = TABLE
+
+    base_url: HttpUrl
+    merchant_id: Text
+    secret: SecretText  # a Secret: never in repr, logs or error messages
+    connect_timeout_s: Seconds = 3.0
+    timeout_s: Seconds = 10.0  # whole-call budget, longer than connect_timeout_s
+
+    def check_config(self, key: str) -> None:
+        setting.check_timeouts(key, self.connect_timeout_s, self.timeout_s)
 
 
 class TemplateChannel(HttpChannel):
@@ -103,7 +112,7 @@ class TemplateChannel(HttpChannel):
                 problem = f"{self._channel_id}: statement of {day}: HTTP {answer.status}"
                 raise StatementUnavailable(problem) if answer.status in (404, 503) else StatementError(problem)
             signature = answer.headers.get(STATEMENT_SIGNATURE, "")
-            if not wire.verify(self._settings.secret, answer.digests["sha256"], signature):
+            if not wire.verify(self._settings.secret.reveal().encode(), answer.digests["sha256"], signature):
                 raise StatementError(f"{self._channel_id}: statement of {day}: signature does not verify")
             return await download.keep(answer, source=url)
 
@@ -115,11 +124,9 @@ class TemplateChannel(HttpChannel):
 
 
 def build(spec: ChannelSpec) -> TemplateChannel:
-    """Validate ``spec.settings`` with :mod:`channels.settings`; every error names ``f"{spec.key}.<setting>"``."""
-    base_url = setting.http_url(spec, "base_url").rstrip("/")
-    merchant_id = setting.text(spec, "merchant_id")
-    secret = setting.text(spec, "secret", strip=False).encode()
-    connect_timeout_s, timeout_s = setting.connect_and_timeout(spec, connect_default=3.0, timeout_default=10.0)
-    return TemplateChannel(
-        spec.channel_id, TemplateSettings(base_url, merchant_id, secret, connect_timeout_s, timeout_s)
-    )
+    """Read ``spec.settings`` into :class:`TemplateSettings`; every error names ``f"{spec.key}.<setting>"``.
+
+    Settings that need more than a type (key material inline or in a file, keys to load) are
+    read from the table with the helpers in :mod:`channels.settings`, as the Alipay adapter does.
+    """
+    return TemplateChannel(spec.channel_id, spec.read(TemplateSettings))

@@ -9,8 +9,12 @@ withhold       ``alipay.trade.pay`` with ``agreement_params.agreement_no``
 payout         ``alipay.fund.trans.uni.transfer`` (to a bank card when
                ``bank_code`` names a bank, to an Alipay account when it is
                ``ALIPAY``)
-refund         ``alipay.trade.refund`` (``out_request_no`` = our order number)
-query          ``alipay.trade.query`` / ``alipay.fund.trans.common.query`` /
+refund         ``alipay.trade.refund`` (``out_request_no`` = our order number);
+               money moved only when the answer says ``fund_change = Y``,
+               otherwise the refund query tells
+query          ``alipay.trade.query`` / ``alipay.fund.trans.common.query``
+               (by ``out_biz_no``, with the transfer's ``product_code`` and
+               ``biz_scene``, which the API requires then) /
                ``alipay.trade.fastpay.refund.query``
 close_order    ``alipay.trade.close`` (withhold); transfers and refunds cannot
                be closed, so their real state is queried instead
@@ -18,17 +22,26 @@ agreements     ``alipay.user.agreement.page.sign`` adapted to sign/confirm:
                sign starts the signing, ``alipay.user.agreement.sign.confirm``
                (our adaptation, see docs/ADDING_A_CHANNEL.md) completes it with
                the SMS code; ``alipay.user.agreement.unsign`` revokes
-balance        ``alipay.fund.account.query``
+balance        ``alipay.fund.account.query`` (needs the ``alipay_user_id``
+               setting: the merchant's own 2088... user id)
 statement      ``alipay.data.dataservice.bill.downloadurl.query`` (``bill_type``
                ``trade``) for the short-lived ``bill_download_url``, then the
                zip is streamed to disk (:mod:`channels.alipay.statement`);
                payouts are not on that bill
 =============  ==============================================================
 
+A bank-card payout names the bank by its institution name
+(``bankcard_ext_info.inst_name``): :data:`channels.alipay.wire.INSTITUTION_NAMES`
+maps paygate bank codes to names, extended or overridden by the
+``institution_names`` setting; a bank with no name is refused before sending.
+
 Error semantics (DESIGN.md invariant 3): a connection that fails before the
 request is sent is FAILED ``CONNECTION_FAILED`` and safe elsewhere; a timeout,
 an HTTP error or an answer whose signature does not verify is PENDING; codes
-missing from :data:`channels.alipay.wire.CODES` are PENDING ``UNMAPPED``.
+missing from :data:`channels.alipay.wire.CODES` are PENDING ``UNMAPPED``. The
+gateway's refusals of our credentials (``isv.invalid-signature``,
+``isv.invalid-app-id``, ...) are FAILED ``CREDENTIALS_REJECTED`` with
+``credentials_rejected`` set, also when they come back unsigned.
 """
 
 from __future__ import annotations
@@ -49,6 +62,7 @@ from yarl import URL
 
 from channels import settings as setting
 from channels.alipay import statement, wire
+from channels.config import TABLE, ConfigError, Seconds, Secret
 from channels.contract import (
     AgreementConfirmed,
     Balance,
@@ -71,7 +85,8 @@ from channels.contract import (
     succeeded,
 )
 from channels.http import ChannelHttp, HttpChannel, Lost, NoAnswer, Response, StatementDownload, Unsent, without_query
-from channels.registry import ChannelConfigError, ChannelSpec
+from channels.registry import ChannelSpec
+from channels.settings import HttpUrl, Text
 from channels.statement import StatementError, StatementFile, StatementUnavailable
 
 log = logging.getLogger(__name__)
@@ -79,6 +94,7 @@ log = logging.getLogger(__name__)
 DEFAULT_GATEWAY = "https://openapi.alipay.com/gateway.do"
 CURRENCY = "CNY"
 ALIPAY_ACCOUNT_BANK = "ALIPAY"  # PayoutOrder.bank_code for a transfer to an Alipay account
+TRANSFER_SCENE = "DIRECT_TRANSFER"
 _NOT_FOUND = frozenset({"ACQ.TRADE_NOT_EXIST", "ORDER_NOT_EXIST"})
 _REFUND_ORIGINS_KEPT = 10_000
 BILL_METHOD = "alipay.data.dataservice.bill.downloadurl.query"
@@ -87,21 +103,53 @@ _BILL_NOT_READY = frozenset({"isp.bill_not_exist", "BILL_NOT_EXIST", "NO_BILL_DA
 
 
 @dataclass(frozen=True)
+class AlipayTable:
+    """The ``[channels.settings]`` of an Alipay channel: its keys, types and defaults (:mod:`channels.config`)."""
+
+    __pydantic_config__ = TABLE
+
+    app_id: Text
+    # merchant RSA2 private key, PEM or bare base64: inline, or in a file (exactly one)
+    app_private_key: Secret | None = None
+    app_private_key_path: str | None = None
+    # Alipay's public key, PEM or bare base64: inline, or in a file (exactly one)
+    alipay_public_key: str | None = None
+    alipay_public_key_path: str | None = None
+    gateway_url: HttpUrl = DEFAULT_GATEWAY
+    notify_url: str = ""  # default notify URL; each order normally brings its own
+    connect_timeout_s: Seconds = 3.0
+    timeout_s: Seconds = 15.0  # whole-call budget, longer than connect_timeout_s
+    statement_timeout_s: Seconds = 300.0  # downloading one day's bill
+    withhold_product_code: Text = "GENERAL_WITHHOLDING"
+    personal_product_code: Text = "GENERAL_WITHHOLDING_P"
+    sign_scene: Text = "DEFAULT|DEFAULT"
+    alipay_user_id: str = ""
+    # bank code -> the institution's name Alipay expects in bankcard_ext_info.inst_name, over the built-in table
+    institution_names: Mapping[str, str] = field(default_factory=dict)
+
+    def check_config(self, key: str) -> None:
+        setting.check_timeouts(key, self.connect_timeout_s, self.timeout_s)
+        if not all(code and name.strip() for code, name in self.institution_names.items()):
+            raise ConfigError(f"{key}.institution_names", "must map bank codes to institution names")
+
+
+@dataclass(frozen=True)
 class AlipaySettings:
-    """Validated settings. Keys are secrets: they never appear in ``repr``."""
+    """What the adapter runs with: an :class:`AlipayTable` with its keys loaded. Keys never appear in ``repr``."""
 
     app_id: str
     private_key: rsa.RSAPrivateKey = field(repr=False)
     alipay_public_key: rsa.RSAPublicKey = field(repr=False)
-    gateway_url: str = DEFAULT_GATEWAY
-    notify_url: str = ""
-    connect_timeout: float = 3.0
-    timeout: float = 15.0
-    withhold_product_code: str = "GENERAL_WITHHOLDING"
-    personal_product_code: str = "GENERAL_WITHHOLDING_P"
-    sign_scene: str = "DEFAULT|DEFAULT"
-    alipay_user_id: str = ""
-    statement_timeout: float = 300.0
+    gateway_url: str
+    notify_url: str
+    connect_timeout: float
+    timeout: float
+    withhold_product_code: str
+    personal_product_code: str
+    sign_scene: str
+    alipay_user_id: str
+    statement_timeout: float
+    institution_names: Mapping[str, str] = field(default_factory=lambda: dict(wire.INSTITUTION_NAMES))
 
 
 class AlipayChannel(HttpChannel):
@@ -132,12 +180,12 @@ class AlipayChannel(HttpChannel):
             return response
         if response.status >= 400:
             return Lost(f"HTTP_{response.status // 100}XX", f"HTTP {response.status}")
+        text = response.body.decode(wire.CHARSET, errors="replace")
         try:
-            return wire.parse_response(
-                response.body.decode(wire.CHARSET, errors="replace"), method, self._settings.alipay_public_key
-            )
+            return wire.parse_response(text, method, self._settings.alipay_public_key)
         except wire.ResponseError as exc:
-            return Lost("UNVERIFIED_RESPONSE", str(exc))
+            refusal = wire.unsigned_refusal(text, method)
+            return refusal if refusal is not None else Lost("UNVERIFIED_RESPONSE", str(exc))
 
     async def _order_call(
         self, method: str, biz: Mapping[str, Any], *, notify_url: str = ""
@@ -175,6 +223,7 @@ class AlipayChannel(HttpChannel):
                 wire.raw_code(body),
                 wire.raw_message(body),
                 payer_attributable=bool(rule and rule.payer_attributable),
+                credentials_rejected=bool(rule and rule.credentials_rejected),
             )
         return body
 
@@ -220,12 +269,21 @@ class AlipayChannel(HttpChannel):
             "name": order.account_name,
         }
         if not to_account:
-            payee["bankcard_ext_info"] = {"account_type": "2", "inst_name": order.bank_code}
+            inst_name = self._settings.institution_names.get(order.bank_code.upper())
+            if not inst_name:
+                # nothing sent: another channel may know the bank
+                return Outcome(
+                    OutcomeStatus.FAILED,
+                    "BANK_NOT_SUPPORTED",
+                    raw_message=f"no institution name for bank {order.bank_code!r} (setting institution_names)",
+                    safe_elsewhere=True,
+                )
+            payee["bankcard_ext_info"] = {"account_type": "2", "inst_name": inst_name}
         biz = {
             "out_biz_no": order.channel_order_no,
             "trans_amount": wire.fen_to_yuan(order.amount),
-            "product_code": "TRANS_ACCOUNT_NO_PWD" if to_account else "TRANS_BANKCARD_NO_PWD",
-            "biz_scene": "DIRECT_TRANSFER",
+            "product_code": _transfer_product(order.bank_code),
+            "biz_scene": TRANSFER_SCENE,
             "order_title": order.description or "disbursement",
             "payee_info": payee,
         }
@@ -251,6 +309,9 @@ class AlipayChannel(HttpChannel):
         body = await self._success_call("alipay.trade.refund", biz, notify_url=self._notify_url(order.notify_url))
         if isinstance(body, Outcome):
             return body
+        if body.get("fund_change") != wire.FUND_CHANGED:
+            # Accepted, but this call moved no money (in progress, or a repeat): the refund query decides.
+            return pending("REFUND_ACCEPTED", wire.SUCCESS_CODE, f"fund_change={body.get('fund_change', '')}")
         return succeeded(wire.SUCCESS_CODE, channel_txn_id=str(body.get("trade_no", "")), amount=order.amount)
 
     async def query(self, ref: OrderRef) -> Outcome:
@@ -264,7 +325,12 @@ class AlipayChannel(HttpChannel):
                 amount=_fen_or_none(body.get("total_amount")),
             )
         if ref.operation is Operation.PAYOUT:
-            biz = {"out_biz_no": ref.channel_order_no, "biz_scene": "DIRECT_TRANSFER"}
+            # by out_biz_no the API requires the transfer's product_code and biz_scene
+            biz = {
+                "out_biz_no": ref.channel_order_no,
+                "product_code": _transfer_product(ref.bank_code),
+                "biz_scene": TRANSFER_SCENE,
+            }
             body = await self._success_call("alipay.fund.trans.common.query", biz)
             if isinstance(body, Outcome):
                 return refused_request(body)
@@ -363,9 +429,12 @@ class AlipayChannel(HttpChannel):
         await self._admin_call("alipay.user.agreement.unsign", biz)
 
     async def balance(self) -> Balance:
-        biz: dict[str, Any] = {"account_type": "ACCTRANS_ACCOUNT"}
-        if self._settings.alipay_user_id:
-            biz["alipay_user_id"] = self._settings.alipay_user_id
+        """Raises ConfigError (nothing sent) when the ``alipay_user_id`` setting is missing."""
+        if not self._settings.alipay_user_id:
+            raise ConfigError(
+                f"channels.{self._channel_id}.alipay_user_id", "alipay.fund.account.query needs the merchant's user id"
+            )
+        biz = {"alipay_user_id": self._settings.alipay_user_id, "account_type": "ACCTRANS_ACCOUNT"}
         body = await self._admin_call("alipay.fund.account.query", biz)
         try:
             return Balance(available=wire.yuan_to_fen(str(body.get("available_amount", ""))), currency=CURRENCY)
@@ -495,6 +564,11 @@ def _order_no_of(params: Mapping[str, str]) -> str:
     return params.get("out_trade_no") or params.get("out_biz_no") or ""
 
 
+def _transfer_product(bank_code: str) -> str:
+    """The transfer's product code: to an Alipay account, or to a bank card (also when the bank is not known)."""
+    return "TRANS_ACCOUNT_NO_PWD" if bank_code.upper() == ALIPAY_ACCOUNT_BANK else "TRANS_BANKCARD_NO_PWD"
+
+
 def _fen_or_none(value: object) -> int | None:
     try:
         return wire.yuan_to_fen(str(value)) if value not in (None, "") else None
@@ -506,38 +580,37 @@ def _fen_or_none(value: object) -> int | None:
 
 
 def build(spec: ChannelSpec) -> AlipayChannel:
-    """Build an Alipay channel from ``spec.settings``; raises ChannelConfigError naming the bad key.
+    """Build an Alipay channel from ``spec.settings`` (:class:`AlipayTable`); raises ConfigError naming the bad key.
 
-    Settings: ``app_id``; ``app_private_key`` or ``app_private_key_path``
-    (merchant RSA2 key, PEM or bare base64); ``alipay_public_key`` or
-    ``alipay_public_key_path``; optional ``gateway_url``, ``notify_url``,
-    ``connect_timeout_s`` (3), ``timeout_s`` (15), ``withhold_product_code``,
-    ``personal_product_code``, ``sign_scene``, ``alipay_user_id``,
-    ``statement_timeout_s`` (300, downloading one day's bill).
+    ``institution_names`` (bank code -> institution name) extends :data:`channels.alipay.wire.INSTITUTION_NAMES`.
     """
-    used, text = setting.key_material(spec, "app_private_key")
+    table = spec.read(AlipayTable)
+    used, text = setting.key_material(table, "app_private_key", spec.key)
     try:
         private_key = wire.load_private_key(text)
     except (ValueError, TypeError):
-        raise ChannelConfigError(f"{spec.key}.{used}", "not an RSA private key") from None
-    used, text = setting.key_material(spec, "alipay_public_key")
+        raise ConfigError(f"{spec.key}.{used}", "not an RSA private key") from None
+    used, text = setting.key_material(table, "alipay_public_key", spec.key)
     try:
         public_key = wire.load_public_key(text)
     except (ValueError, TypeError):
-        raise ChannelConfigError(f"{spec.key}.{used}", "not an RSA public key") from None
-    connect_timeout, timeout = setting.connect_and_timeout(spec, connect_default=3.0, timeout_default=15.0)
+        raise ConfigError(f"{spec.key}.{used}", "not an RSA public key") from None
     settings = AlipaySettings(
-        app_id=setting.text(spec, "app_id"),
+        app_id=table.app_id,
         private_key=private_key,
         alipay_public_key=public_key,
-        gateway_url=setting.http_url(spec, "gateway_url", default=DEFAULT_GATEWAY),
-        notify_url=str(spec.settings.get("notify_url", "")),
-        connect_timeout=connect_timeout,
-        timeout=timeout,
-        withhold_product_code=setting.text(spec, "withhold_product_code", default="GENERAL_WITHHOLDING"),
-        personal_product_code=setting.text(spec, "personal_product_code", default="GENERAL_WITHHOLDING_P"),
-        sign_scene=setting.text(spec, "sign_scene", default="DEFAULT|DEFAULT"),
-        alipay_user_id=str(spec.settings.get("alipay_user_id", "")),
-        statement_timeout=setting.seconds(spec, "statement_timeout_s", 300.0),
+        gateway_url=table.gateway_url,
+        notify_url=table.notify_url,
+        connect_timeout=table.connect_timeout_s,
+        timeout=table.timeout_s,
+        withhold_product_code=table.withhold_product_code,
+        personal_product_code=table.personal_product_code,
+        sign_scene=table.sign_scene,
+        alipay_user_id=table.alipay_user_id,
+        statement_timeout=table.statement_timeout_s,
+        institution_names={
+            **wire.INSTITUTION_NAMES,
+            **{c.upper(): v.strip() for c, v in table.institution_names.items()},
+        },
     )
     return AlipayChannel(spec.channel_id, settings)

@@ -6,6 +6,24 @@ verifies each request's RSA2 signature with the merchant public key, answers
 key, and sends signed form-encoded notifies that must be acknowledged with
 ``success``. Fates come from simkit's Behaviour (magic amounts included).
 
+Like the platform, and unlike a simulator sharing our mistakes:
+
+* ``alipay.trade.refund`` answers ``10000`` with ``fund_change = N`` for a
+  refund still in progress and for a repeat of an earlier refund; only the
+  call that moves the money says ``Y``;
+* ``alipay.fund.trans.common.query`` by ``out_biz_no`` refuses a query
+  without ``product_code`` or ``biz_scene`` (40004 INVALID_PARAMETER), and a
+  product code other than the transfer's finds no order;
+* ``alipay.fund.account.query`` refuses a query without the merchant's
+  ``alipay_user_id``;
+* a bank-card transfer whose ``bankcard_ext_info.inst_name`` is not an
+  institution name (a bank code, say) is refused;
+* notifies carry a field with an empty value (``passback_params=``), signed
+  with ``key=`` in the string, as the platform signs what it sends;
+* the gateway's refusals of the caller's credentials (unknown app id,
+  signature that does not verify, wrong sign type) come back unsigned, the
+  shape python-alipay-sdk documents for ``isv.invalid-app-id``.
+
 Deviations from production, all on purpose:
 
 * ``alipay.user.agreement.page.sign`` answers JSON instead of a page, and
@@ -31,6 +49,7 @@ hands the adapter the merchant private key and the simulator's public key.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -61,7 +80,7 @@ from channels.simkit import pem_public as _pem_public
 from channels.statement import StatementLine
 
 DEFAULT_APP_ID = "2021000000000001"
-DEFAULT_PID = "2088000000000001"
+DEFAULT_USER_ID = "2088000000000001"  # the merchant's own Alipay user id (its PID)
 BILL_FILE_PATH = "/downloadBillFile.resource"
 BILL_URL_TTL_S = 30.0
 BUSY = "isv.app-call-limited"
@@ -81,7 +100,6 @@ _REFUND_ERRORS = {
     **_TRADE_ERRORS,
     "INSUFFICIENT_FUNDS": ("40004", "ACQ.SELLER_BALANCE_NOT_ENOUGH"),
     "MERCHANT_BALANCE_INSUFFICIENT": ("40004", "ACQ.SELLER_BALANCE_NOT_ENOUGH"),
-    "PROCESSING": ("40004", "ACQ.SYSTEM_ERROR"),
 }
 _TRANSFER_ERRORS = {
     "INSUFFICIENT_FUNDS": ("40004", "PAYER_BALANCE_NOT_ENOUGH"),
@@ -96,9 +114,14 @@ _SUB_MSG = "simulated"
 
 
 class _Reject(Exception):
-    def __init__(self, code: str, sub_code: str, msg: str = "Business Failed") -> None:
+    def __init__(self, code: str, sub_code: str, msg: str = "Business Failed", *, signed: bool = True) -> None:
         super().__init__(sub_code)
         self.body = {"code": code, "msg": msg, "sub_code": sub_code, "sub_msg": _SUB_MSG}
+        self.signed = signed  # False: the gateway could not tell whose key to answer with
+
+
+def _credentials_refused(sub_code: str) -> _Reject:
+    return _Reject("40002", sub_code, "Invalid Arguments", signed=False)
 
 
 @dataclass
@@ -118,6 +141,7 @@ class AlipaySimulator(SimulatorBase):
         *,
         notify_url: str | None = None,
         app_id: str = DEFAULT_APP_ID,
+        alipay_user_id: str = DEFAULT_USER_ID,
         require_agreement: bool = True,
         ledger: Ledger | None = None,
         key_size: int = 2048,
@@ -133,7 +157,7 @@ class AlipaySimulator(SimulatorBase):
             notify_url=notify_url,
         )
         self.app_id = app_id
-        self.pid = DEFAULT_PID
+        self.alipay_user_id = alipay_user_id
         self.statements.covers = frozenset({EntryKind.WITHHOLD, EntryKind.REFUND})
         self.statements.lists_failures = False
         self.require_agreement = require_agreement
@@ -141,12 +165,14 @@ class AlipaySimulator(SimulatorBase):
         self.alipay_key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
         self._signings: dict[str, _Signing] = {}
         self.agreements: dict[str, str] = {}  # agreement_no -> payer account
+        self._transfer_products: dict[str, str] = {}  # out_biz_no -> product_code
 
     # --- SimulatorHandle ---------------------------------------------------------
 
     def adapter_settings(self) -> dict[str, Any]:
         return {
             "app_id": self.app_id,
+            "alipay_user_id": self.alipay_user_id,
             "app_private_key": _pem_private(self.merchant_key),
             "alipay_public_key": _pem_public(self.alipay_key.public_key()),
             "gateway_url": f"{self.base_url}/gateway.do",
@@ -171,6 +197,8 @@ class AlipaySimulator(SimulatorBase):
             await self.desk.latency()
             body_or_answer = self._dispatch(method, biz, params.get("notify_url", ""))
         except _Reject as rejected:
+            if not rejected.signed:
+                return self._respond(method, rejected.body, signed=False)
             return self._respond(method, rejected.body, error=rejected.body["code"] in ("40001", "40002"))
         if isinstance(body_or_answer, tuple):
             answer, body = body_or_answer
@@ -185,11 +213,11 @@ class AlipaySimulator(SimulatorBase):
         if not params.get("sign"):
             raise _Reject("40001", "isv.missing-signature", "Missing Required Arguments")
         if params.get("app_id") != self.app_id:
-            raise _Reject("40002", "isv.invalid-app-id", "Invalid Arguments")
+            raise _credentials_refused("isv.invalid-app-id")
         if params.get("sign_type") != wire.SIGN_TYPE:
-            raise _Reject("40002", "isv.invalid-signature-type", "Invalid Arguments")
+            raise _credentials_refused("isv.invalid-signature-type")
         if not wire.rsa2_verify(self.merchant_key.public_key(), wire.sign_content(params), params["sign"]):
-            raise _Reject("40002", "isv.invalid-signature", "Invalid Arguments")
+            raise _credentials_refused("isv.invalid-signature")
         try:
             biz = json.loads(params.get("biz_content") or "{}")
         except ValueError:
@@ -198,8 +226,10 @@ class AlipaySimulator(SimulatorBase):
             raise _Reject("40002", "isv.invalid-parameter", "Invalid Arguments")
         return biz
 
-    def _respond(self, method: str, body: Mapping[str, Any], *, error: bool = False) -> web.Response:
-        text = wire.build_response(method, body, self.alipay_key, error=error)
+    def _respond(
+        self, method: str, body: Mapping[str, Any], *, error: bool = False, signed: bool = True
+    ) -> web.Response:
+        text = wire.build_response(method, body, self.alipay_key if signed else None, error=error)
         return web.Response(text=text, content_type="application/json", charset="utf-8")
 
     def _dispatch(
@@ -213,7 +243,7 @@ class AlipaySimulator(SimulatorBase):
             "alipay.trade.fastpay.refund.query": lambda: self._refund_query(biz),
             "alipay.fund.trans.uni.transfer": lambda: self._transfer(biz, notify_url),
             "alipay.fund.trans.common.query": lambda: self._transfer_query(biz),
-            "alipay.fund.account.query": self._account_query,
+            "alipay.fund.account.query": lambda: self._account_query(biz),
             "alipay.user.agreement.page.sign": lambda: self._agreement_sign(biz),
             "alipay.user.agreement.sign.confirm": lambda: self._agreement_confirm(biz),
             "alipay.user.agreement.unsign": lambda: self._agreement_unsign(biz),
@@ -294,15 +324,16 @@ class AlipaySimulator(SimulatorBase):
         answer = self.desk.submit_refund(refund_no, original, amount, params, notify_url=notify_url)
         entry = answer.entry
         code = answer.code
+        moved_now = code == "OK"
         if code == "REPEAT":
             code = "PROCESSING" if entry.status is EntryStatus.PENDING else entry.code
-        if code == "OK":
-            refunded = self._ledger.refunded_total(original_no)
+        if code in ("OK", "PROCESSING"):
+            # 10000 only says the request was accepted; fund_change says whether this call moved money
             return answer, _ok(
                 trade_no=original.txn_id,
                 out_trade_no=original_no,
-                refund_fee=wire.fen_to_yuan(refunded),
-                fund_change="Y",
+                refund_fee=wire.fen_to_yuan(self._ledger.refunded_total(original_no)),
+                fund_change="Y" if moved_now else "N",
             )
         return answer, _error_body(_REFUND_ERRORS, code, out_trade_no=original_no)
 
@@ -327,6 +358,12 @@ class AlipaySimulator(SimulatorBase):
         payee = biz.get("payee_info")
         if not isinstance(payee, dict) or not payee.get("identity"):
             raise _Reject("40004", "INVALID_PARAMETER")
+        product_code = _text(biz, "product_code")
+        if product_code == "TRANS_BANKCARD_NO_PWD":
+            card = payee.get("bankcard_ext_info")
+            if not isinstance(card, dict) or not _INSTITUTION_NAME.fullmatch(str(card.get("inst_name", ""))):
+                raise _Reject("40004", "INVALID_PARAMETER", "inst_name must be the institution's name")
+        self._transfer_products.setdefault(out_biz_no, product_code)
         answer = self.desk.submit(
             out_biz_no, EntryKind.PAYOUT, amount, str(payee["identity"]), biz, notify_url=notify_url
         )
@@ -353,12 +390,20 @@ class AlipaySimulator(SimulatorBase):
         return body
 
     def _transfer_query(self, biz: Mapping[str, Any]) -> dict[str, Any]:
-        entry = self._ledger.get(_text(biz, "out_biz_no"))
+        out_biz_no = _text(biz, "out_biz_no")
+        # "如果传递了out_biz_no则该字段为必传": both, when the transfer is named by our number
+        product_code = _required_param(biz, "product_code")
+        _required_param(biz, "biz_scene")
+        entry = self._ledger.get(out_biz_no)
         if entry is None or entry.kind is not EntryKind.PAYOUT:
             raise _Reject("40004", "ORDER_NOT_EXIST")
+        if self._transfer_products.get(out_biz_no) != product_code:
+            raise _Reject("40004", "ORDER_NOT_EXIST")  # no such transfer under that product
         return self._transfer_state(entry)
 
-    def _account_query(self) -> dict[str, Any]:
+    def _account_query(self, biz: Mapping[str, Any]) -> dict[str, Any]:
+        if _required_param(biz, "alipay_user_id") != self.alipay_user_id:
+            raise _Reject("40004", "INVALID_PARAMETER", "alipay_user_id is not the merchant's")
         balance = self._ledger.merchant_balance
         return _ok(available_amount=wire.fen_to_yuan(balance), freeze_amount="0.00")
 
@@ -393,8 +438,8 @@ class AlipaySimulator(SimulatorBase):
 
     @property
     def bill_account(self) -> str:
-        """The 账号 a trade bill is issued for (the PID followed by 0156, as Alipay writes it)."""
-        return f"{self.pid}0156"
+        """The 账号 of a trade bill: the merchant's user id (its PID) followed by 0156, as Alipay writes it."""
+        return f"{self.alipay_user_id}0156"
 
     def _bill_download_url(self, biz: Mapping[str, Any]) -> dict[str, Any]:
         if biz.get("bill_type") != "trade":
@@ -486,6 +531,7 @@ class AlipaySimulator(SimulatorBase):
                 "trade_status": "TRADE_SUCCESS",
                 "total_amount": wire.fen_to_yuan(original.amount if original else entry.amount),
                 "gmt_refund": _now(),
+                "passback_params": "",
             }
         return {
             **common,
@@ -496,6 +542,7 @@ class AlipaySimulator(SimulatorBase):
             "total_amount": wire.fen_to_yuan(entry.amount),
             "receipt_amount": wire.fen_to_yuan(entry.amount if entry.status is EntryStatus.SUCCEEDED else 0),
             "gmt_payment": _now(),
+            "passback_params": "",  # empty fields are sent and signed (key= in the signed string)
         }
 
 
@@ -518,11 +565,20 @@ def _error_body(table: Mapping[str, tuple[str, str]], code: str, **fields: str) 
     return {"code": wire_code, "msg": "Business Failed", "sub_code": sub_code, "sub_msg": _SUB_MSG, **fields}
 
 
-def _text(biz: Mapping[str, Any], name: str) -> str:
+def _text(biz: Mapping[str, Any], name: str, *, refusal: tuple[str, str] = ("40001", "isv.missing-parameter")) -> str:
     value = str(biz.get(name) or "")
     if not value:
-        raise _Reject("40001", "isv.missing-parameter", f"Missing {name}")
+        raise _Reject(*refusal, f"Missing {name}")
     return value
+
+
+def _required_param(biz: Mapping[str, Any], name: str) -> str:
+    """A business parameter the API requires: missing is 40004 INVALID_PARAMETER (a refused request)."""
+    return _text(biz, name, refusal=("40004", "INVALID_PARAMETER"))
+
+
+# an institution name as Alipay's bankcard_ext_info.inst_name wants it (招商银行), not a code (CMB)
+_INSTITUTION_NAME = re.compile(r"[\u4e00-\u9fff（）()]{2,40}")
 
 
 def _amount(biz: Mapping[str, Any], name: str) -> int:
@@ -544,5 +600,8 @@ def _form_quote(value: str) -> str:
 
 
 def create(behaviour: Behaviour, *, notify_url: str | None = None, **kw: Any) -> AlipaySimulator:
-    """Build (not start) an Alipay simulator; ``kw``: ``app_id``, ``require_agreement``, ``ledger``, ``key_size``."""
+    """Build (not start) an Alipay simulator.
+
+    ``kw``: ``app_id``, ``alipay_user_id``, ``require_agreement``, ``ledger``, ``key_size``.
+    """
     return AlipaySimulator(behaviour, notify_url=notify_url, **kw)

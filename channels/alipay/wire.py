@@ -1,18 +1,29 @@
 """Alipay Open Platform wire format: signing, amounts, response envelopes and the code tables.
 
 Pure functions only (no I/O): the adapter and the simulator both use them, and
-the SDK-compatibility tests check them against ``python-alipay-sdk``.
+the SDK-compatibility tests check them against ``python-alipay-sdk``; the
+test vectors in ``tests/unit/channels/test_alipay_vectors.py`` come from the
+official SDKs and the published documentation, not from this module.
 
-Signing (RSA2 = SHA256withRSA, PKCS#1 v1.5, base64):
+Signing and verification follow different rules, as Alipay's do (RSA2 =
+SHA256withRSA, PKCS#1 v1.5, base64):
 
-* a request is signed over every parameter except ``sign``, empty values
-  dropped, sorted by key, joined as ``k=v`` with ``&``, values *not*
-  URL-encoded; ``sign_type`` is part of the signed string;
-* an async notify is signed the same way but without ``sign`` and
-  ``sign_type``;
-* a synchronous response ``{"<method>_response": {...}, "sign": "..."}`` is
+* a **request** is signed over every parameter except ``sign``, **empty values
+  dropped**, sorted by key, joined as ``k=v`` with ``&``, values *not*
+  URL-encoded; ``sign_type`` is part of the signed string
+  (:func:`sign_content`, the Java SDK's ``getSignContent``);
+* an **async notify** is checked over every parameter it carries except
+  ``sign`` and ``sign_type``, **empty values kept** (``passback_params=``):
+  "除去 sign、sign_type 两个参数外，凡是通知返回回来的参数皆是待验签的参数",
+  and both official SDKs' verification (Java ``getSignCheckContentV1``,
+  python-alipay-sdk ``verify``) keep ``key=`` for an empty value
+  (:func:`notify_content`);
+* a **synchronous response** ``{"<method>_response": {...}, "sign": "..."}`` is
   signed over the exact bytes of the ``<method>_response`` object as sent, so
-  it must be verified on the raw text, never on a re-serialization.
+  it must be verified on the raw text, never on a re-serialization. The
+  gateway's own refusals of our credentials (invalid signature, unknown app
+  id, no key uploaded) may come back unsigned: the gateway could not tell
+  which key to answer with (:func:`unsigned_refusal`).
 
 Amounts travel as yuan strings (``"12.34"``); paygate uses int fen. The
 conversion is integer string arithmetic: no float ever sees money.
@@ -32,7 +43,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from channels.contract import ErrorRule, ErrorTable, OutcomeStatus
+from channels.contract import CREDENTIALS_REJECTED, ErrorRule, ErrorTable, OutcomeStatus
 
 SIGN_TYPE = "RSA2"
 CHARSET = "utf-8"
@@ -92,9 +103,17 @@ def load_public_key(text: str) -> rsa.RSAPublicKey:
     return key
 
 
-def sign_content(params: Mapping[str, str], *, exclude: frozenset[str] = frozenset({"sign"})) -> str:
-    """The canonical string Alipay signs: sorted ``k=v`` pairs, empties and ``exclude`` dropped."""
-    return "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in exclude and v != "")
+def sign_content(params: Mapping[str, str]) -> str:
+    """The string a request is signed over: sorted ``k=v`` pairs, ``sign`` and empty values dropped."""
+    return "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "sign" and v != "")
+
+
+NOTIFY_UNSIGNED = frozenset({"sign", "sign_type"})
+
+
+def notify_content(params: Mapping[str, str]) -> str:
+    """The string a notify is checked over: sorted ``k=v`` pairs of every field but sign/sign_type, empties kept."""
+    return "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in NOTIFY_UNSIGNED)
 
 
 def rsa2_sign(key: rsa.RSAPrivateKey, content: str) -> str:
@@ -117,18 +136,15 @@ def sign_request(params: Mapping[str, str], key: rsa.RSAPrivateKey) -> dict[str,
     return signed
 
 
-NOTIFY_UNSIGNED = frozenset({"sign", "sign_type"})
-
-
 def verify_notify(params: Mapping[str, str], key: rsa.RSAPublicKey) -> bool:
     signature = params.get("sign", "")
-    return bool(signature) and rsa2_verify(key, sign_content(params, exclude=NOTIFY_UNSIGNED), signature)
+    return bool(signature) and rsa2_verify(key, notify_content(params), signature)
 
 
 def sign_notify(params: Mapping[str, str], key: rsa.RSAPrivateKey) -> dict[str, str]:
-    """Server side (simulator): add ``sign_type`` and ``sign`` to a notify."""
-    signed = {k: v for k, v in params.items() if v != ""}
-    signed["sign"] = rsa2_sign(key, sign_content(signed, exclude=NOTIFY_UNSIGNED))
+    """Server side (simulator): add ``sign_type`` and ``sign`` to a notify; empty fields are sent and signed."""
+    signed = dict(params)
+    signed["sign"] = rsa2_sign(key, notify_content(signed))
     signed["sign_type"] = SIGN_TYPE
     return signed
 
@@ -219,10 +235,35 @@ def parse_response(raw: str, method: str, key: rsa.RSAPublicKey) -> dict[str, An
     return body
 
 
-def build_response(method: str, body: Mapping[str, Any], key: rsa.RSAPrivateKey, *, error: bool = False) -> str:
-    """Server side (simulator): the signed response envelope, as raw text."""
+def unsigned_refusal(raw: str, method: str) -> dict[str, Any] | None:
+    """The body of an unsigned answer that is the gateway's refusal of our credentials, else None.
+
+    Only these may be read without a signature: the gateway checks the app id
+    and the request signature before anything is processed, and when those
+    fail it may not know which key to sign its answer with (python-alipay-sdk
+    documents ``{"alipay_trade_query_response": {"code": "40002", "sub_code":
+    "isv.invalid-app-id", ...}}`` with no ``sign``, and an ``error_response``
+    with ``"sign": ""``). Any other unsigned answer stays unverified.
+    """
+    try:
+        envelope = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(envelope, dict) or envelope.get("sign"):
+        return None
+    body = envelope.get(response_key(method)) or envelope.get("error_response")
+    if not isinstance(body, dict) or str(body.get("code", "")) not in GATEWAY_REFUSAL_CODES:
+        return None
+    rule = CODES.rule(raw_code(body))
+    return body if rule is not None and rule.credentials_rejected else None
+
+
+def build_response(method: str, body: Mapping[str, Any], key: rsa.RSAPrivateKey | None, *, error: bool = False) -> str:
+    """Server side (simulator): the response envelope as raw text, signed unless ``key`` is None."""
     name = "error_response" if error else response_key(method)
     segment = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    if key is None:
+        return f'{{"{name}":{segment}}}'
     sign = rsa2_sign(key, segment)
     return f'{{"{name}":{segment},"sign":"{sign}"}}'
 
@@ -233,6 +274,11 @@ S, F, P = OutcomeStatus.SUCCEEDED, OutcomeStatus.FAILED, OutcomeStatus.PENDING
 SUCCESS_CODE = "10000"
 
 _BEFORE = ErrorRule(F, "REJECTED", safe_elsewhere=True)  # refused before any processing
+# The gateway refused our credentials (signature, key, app id): nothing was processed, and nothing will be
+# until the configuration is fixed. The gateway holds the channel out of routing (gateway/credentials.py).
+_CREDENTIALS = ErrorRule(F, CREDENTIALS_REJECTED, safe_elsewhere=True, credentials_rejected=True)
+#: ``code`` of the gateway's own (non-business) refusals: missing or invalid common parameters.
+GATEWAY_REFUSAL_CODES = frozenset({"40001", "40002"})
 _PAYER = {
     "INSUFFICIENT_FUNDS": ErrorRule(F, "INSUFFICIENT_FUNDS", payer_attributable=True),
     "ACCOUNT_FROZEN": ErrorRule(F, "ACCOUNT_FROZEN", payer_attributable=True),
@@ -256,8 +302,10 @@ CODES = ErrorTable(
         "40001": _BEFORE,
         "40002": _BEFORE,
         "40006": ErrorRule(F, "CHANNEL_FORBIDDEN", safe_elsewhere=True),
-        "isv.invalid-signature": _BEFORE,
-        "isv.invalid-app-id": ErrorRule(F, "CHANNEL_AUTH", safe_elsewhere=True),
+        "isv.invalid-signature": _CREDENTIALS,  # 验签出错: our private key is not the app's uploaded one
+        "isv.invalid-app-id": _CREDENTIALS,
+        "isv.invalid-signature-type": _CREDENTIALS,  # the app has no key for RSA2
+        "isv.missing-signature-key": _CREDENTIALS,  # 缺少签名配置: no public key uploaded for the app
         "isv.missing-signature": _BEFORE,
         "isv.invalid-timestamp": _BEFORE,
         "isv.invalid-parameter": _BEFORE,
@@ -343,6 +391,36 @@ TRANSFER_STATUS = ErrorTable(
 
 #: ``refund_status`` of alipay.trade.fastpay.refund.query.
 REFUND_STATUS = ErrorTable("alipay", {"REFUND_SUCCESS": ErrorRule(S, "OK")})
+
+#: ``fund_change`` of an alipay.trade.refund answer that moved money. ``10000`` only says the call was
+#: accepted; with ``fund_change = N`` (a refund still in progress, or a repeat of an earlier one) the
+#: result is read from alipay.trade.fastpay.refund.query.
+FUND_CHANGED = "Y"
+
+# --- payees ----------------------------------------------------------------------
+
+#: paygate bank code -> the institution name ``payee_info.bankcard_ext_info.inst_name`` carries
+#: ("机构名称", e.g. 招商银行). Channel settings extend or override it with ``institution_names``.
+INSTITUTION_NAMES: Mapping[str, str] = {
+    "ICBC": "中国工商银行",
+    "ABC": "中国农业银行",
+    "BOC": "中国银行",
+    "CCB": "中国建设银行",
+    "COMM": "交通银行",
+    "BOCOM": "交通银行",
+    "PSBC": "中国邮政储蓄银行",
+    "CMB": "招商银行",
+    "CITIC": "中信银行",
+    "CEB": "中国光大银行",
+    "CIB": "兴业银行",
+    "SPDB": "上海浦东发展银行",
+    "CMBC": "中国民生银行",
+    "HXBANK": "华夏银行",
+    "GDB": "广发银行",
+    "SPABANK": "平安银行",
+    "BJBANK": "北京银行",
+    "SHBANK": "上海银行",
+}
 
 
 def raw_code(body: Mapping[str, Any]) -> str:

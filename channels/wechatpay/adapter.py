@@ -25,9 +25,27 @@ statement      ``GET /v3/bill/tradebill`` (ALL, GZIP) for the ``download_url`` a
 =============  ==============================================================
 
 Every response (2xx and error answers alike) must carry a valid platform
-signature; one that does not is treated as unknown (PENDING). A connection
-that fails before sending is FAILED ``CONNECTION_FAILED`` and safe elsewhere; a
-timeout or a 5xx is PENDING; unmapped codes are PENDING ``UNMAPPED``.
+signature; one that does not is treated as unknown (PENDING). The one
+exception is HTTP 401: v3 executes no request whose signature it cannot
+verify ("没有携带签名或者签名验证不通过的请求,都不会被执行,并返回401
+Unauthorized") and signs answers only to requests it could verify, so a 401,
+signed or not, is FAILED ``CREDENTIALS_REJECTED``: safe elsewhere, and flagged
+``credentials_rejected`` for the gateway, which stops routing to the channel.
+A connection that fails before sending is FAILED ``CONNECTION_FAILED`` and
+safe elsewhere; a timeout or a 5xx is PENDING; unmapped codes are PENDING
+``UNMAPPED``.
+
+The signature covers the request line exactly as it goes on the wire: the
+URL is built once, percent-encoded (order numbers may hold ``*``, ``@``,
+``|``), sent as is (``encoded=True``, so the HTTP client re-quotes nothing),
+and its ``raw_path_qs`` is what is signed.
+
+Callbacks: ``TRANSACTION.*`` and ``REFUND.*`` carry the order's result. A
+payout is a batch, and WeChat Pay calls back per batch
+(``MCHTRANSFER.BATCH.FINISHED`` / ``.CLOSED``: ``out_batch_no``, ``batch_id``,
+``batch_status``, counts and amounts), never per transfer; such a notice is
+PENDING (it says the batch ended, not how its transfer did), which makes the
+gateway query the transfer at once.
 """
 
 from __future__ import annotations
@@ -37,13 +55,16 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from http import HTTPStatus
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import AfterValidator
 from yarl import URL
 
 from channels import settings as setting
+from channels.config import TABLE, ConfigError, Seconds, Secret
 from channels.contract import (
     AgreementConfirmed,
     Balance,
@@ -66,7 +87,8 @@ from channels.contract import (
     refused_request,
 )
 from channels.http import ChannelHttp, HttpChannel, Lost, NoAnswer, Response, StatementDownload, Unsent, without_query
-from channels.registry import ChannelConfigError, ChannelSpec
+from channels.registry import ChannelSpec
+from channels.settings import BaseUrl, Text
 from channels.statement import StatementError, StatementFile, StatementUnavailable
 from channels.wechatpay import statement, wire
 
@@ -79,23 +101,60 @@ _NOT_FOUND = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS
 _BILL_NOT_READY = frozenset({"NO_STATEMENT_EXIST", "STATEMENT_CREATING", "FREQUENCY_LIMITED", "SYSTEM_ERROR"})
 
 
+def _apiv3_key(key: Secret) -> Secret:
+    if len(key.reveal().encode("utf-8")) != 32:
+        raise ValueError("must be exactly 32 bytes")
+    return key
+
+
+@dataclass(frozen=True)
+class WeChatPayTable:
+    """The ``[channels.settings]`` of a WeChat Pay channel: its keys, types and defaults (:mod:`channels.config`)."""
+
+    __pydantic_config__ = TABLE
+
+    mchid: Text
+    appid: Text
+    merchant_serial_no: Text
+    apiv3_key: Annotated[Secret, AfterValidator(_apiv3_key)]
+    # the merchant's private key (apiclient_key.pem): inline, or in a file (exactly one)
+    private_key: Secret | None = None
+    private_key_path: str | None = None
+    # the platform's verification key: a platform public key (inline or file) with its id, or a
+    # platform certificate (inline or file)
+    platform_public_key: str | None = None
+    platform_public_key_path: str | None = None
+    platform_public_key_id: Text | None = None
+    platform_certificate: str | None = None
+    platform_certificate_path: str | None = None
+    base_url: BaseUrl = DEFAULT_BASE_URL
+    notify_url: str = ""  # default notify URL; each order normally brings its own
+    plan_id: str = ""  # the papay template
+    connect_timeout_s: Seconds = 3.0
+    timeout_s: Seconds = 10.0  # whole-call budget, longer than connect_timeout_s
+    statement_timeout_s: Seconds = 300.0  # applying for and downloading one day's bill
+
+    def check_config(self, key: str) -> None:
+        setting.check_timeouts(key, self.connect_timeout_s, self.timeout_s)
+
+
 @dataclass(frozen=True)
 class WeChatPaySettings:
-    """Validated settings. Keys and the APIv3 key never appear in ``repr``."""
+    """What the adapter runs with: a :class:`WeChatPayTable` with its keys loaded. Keys never appear in ``repr``."""
 
     mchid: str
     appid: str
     merchant_serial_no: str
     private_key: rsa.RSAPrivateKey = field(repr=False)
     apiv3_key: bytes = field(repr=False)
-    platform_serial: str = ""
-    platform_key: rsa.RSAPublicKey | None = field(default=None, repr=False)
-    base_url: str = DEFAULT_BASE_URL
-    notify_url: str = ""
-    plan_id: str = ""
-    connect_timeout: float = 3.0
-    timeout: float = 10.0
-    statement_timeout: float = 300.0
+    platform_serial: str
+    platform_key: rsa.RSAPublicKey | None = field(repr=False)
+    base_url: str
+    notify_url: str
+    plan_id: str
+    connect_timeout: float
+    timeout: float
+    statement_timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,22 +200,27 @@ class WeChatPayChannel(HttpChannel):
         await self._http.start()
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")) if payload is not None else ""
         s = self._settings
+        # ``url`` is already percent-encoded; sent as is, so the signed bytes are the bytes on the wire
+        target = URL(s.base_url + url, encoded=True)
         headers = {
             "Authorization": wire.build_authorization(
-                method, url, body, mchid=s.mchid, serial_no=s.merchant_serial_no, key=s.private_key
+                method, target.raw_path_qs, body, mchid=s.mchid, serial_no=s.merchant_serial_no, key=s.private_key
             ),
             "Accept": "application/json",
             "Content-Type": "application/json",
             "Wechatpay-Serial": s.platform_serial,
         }
         response = await self._http.send(
-            method, s.base_url + url, data=body.encode("utf-8"), headers=headers, timeout_s=timeout_s
+            method, target, data=body.encode("utf-8"), headers=headers, timeout_s=timeout_s
         )
         if not isinstance(response, Response):
             return response
         if response.status >= 500:
             return Lost("HTTP_5XX", f"HTTP {response.status}")
         text = response.body.decode("utf-8", errors="replace")
+        if response.status == HTTPStatus.UNAUTHORIZED:
+            # refused before processing, and answered unsigned: the platform could not verify us
+            return _Answer(response.status, _json_object(text))
         problem = wire.verify_message(response.headers, text, self._platform_keys)
         if problem is not None:
             return Lost("UNVERIFIED_RESPONSE", problem)
@@ -184,14 +248,20 @@ class WeChatPayChannel(HttpChannel):
         if isinstance(answer, Unsent | Lost):
             raise ChannelUnavailable(self._channel_id, f"{method} {url}: {answer}")
         if not answer.ok:
-            rule = wire.CODES.rule(answer.code)
+            outcome = self._failure(answer)
             raise ChannelRejected(
-                self._channel_id, answer.code, answer.message, payer_attributable=bool(rule and rule.payer_attributable)
+                self._channel_id,
+                outcome.raw_code,
+                answer.message,
+                payer_attributable=outcome.payer_attributable,
+                credentials_rejected=outcome.credentials_rejected,
             )
         return answer
 
     @staticmethod
     def _failure(answer: _Answer) -> Outcome:
+        if answer.status == HTTPStatus.UNAUTHORIZED:
+            return wire.credentials_refusal(answer.code or "HTTP_401", answer.message)
         if answer.code in _NOT_FOUND:
             return pending("NOT_FOUND", answer.code, answer.message, not_found=True)
         return wire.CODES.outcome(answer.code, answer.message)
@@ -201,7 +271,7 @@ class WeChatPayChannel(HttpChannel):
 
     def _encrypt(self, text: str) -> str:
         if self._settings.platform_key is None:
-            raise ChannelConfigError("platform_public_key", "needed to encrypt sensitive fields")
+            raise ConfigError("platform_public_key", "needed to encrypt sensitive fields")
         return wire.encrypt_field(self._settings.platform_key, text)
 
     # --- orders ----------------------------------------------------------------
@@ -472,7 +542,7 @@ class WeChatPayChannel(HttpChannel):
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CallbackRejected(self._channel_id, f"format: {exc}") from exc
         order_no = str(
-            resource.get("out_refund_no") or resource.get("out_detail_no") or resource.get("out_trade_no") or ""
+            resource.get("out_refund_no") or resource.get("out_batch_no") or resource.get("out_trade_no") or ""
         )
         if resource.get("mchid", self._settings.mchid) != self._settings.mchid:
             raise CallbackRejected(self._channel_id, "mchid mismatch", channel_order_no=order_no)
@@ -492,18 +562,12 @@ class WeChatPayChannel(HttpChannel):
                 status, channel_txn_id=str(resource.get("refund_id", "")), amount=amount
             )
             return CallbackNotice(order_no, Operation.REFUND, outcome, amount)
-        if "out_detail_no" in resource:
-            amount = int(resource["transfer_amount"])
-            status, reason = str(resource["detail_status"]), str(resource.get("fail_reason", ""))
-            table = wire.TRANSFER_FAIL_REASONS if status == "FAIL" and reason in wire.TRANSFER_FAIL_REASONS else None
-            outcome = (
-                table.outcome(reason, amount=amount)
-                if table
-                else wire.TRANSFER_STATUS.outcome(
-                    status, reason, channel_txn_id=str(resource.get("detail_id", "")), amount=amount
-                )
-            )
-            return CallbackNotice(order_no, Operation.PAYOUT, outcome, amount)
+        if "out_batch_no" in resource:
+            # MCHTRANSFER.BATCH.FINISHED / CLOSED: the batch ended; how its transfer did, the detail query tells
+            amount = int(resource["total_amount"])
+            status = str(resource["batch_status"])
+            batch = pending(f"BATCH_{status}", status, str(resource.get("close_reason", "")))
+            return CallbackNotice(order_no, Operation.PAYOUT, batch, amount)
         amount = int(resource["amount"]["total"])
         outcome = wire.TRADE_STATE.outcome(
             str(resource["trade_state"]), channel_txn_id=str(resource.get("transaction_id", "")), amount=amount
@@ -518,64 +582,66 @@ class WeChatPayChannel(HttpChannel):
         return HttpReply(400, body, content_type="application/json")
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    """An answer body as a JSON object, or ``{}`` when it is not one (an unsigned 401 may be anything)."""
+    try:
+        decoded = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
 # --- configuration ---------------------------------------------------------------
 
 
-def _platform(spec: ChannelSpec) -> tuple[str, rsa.RSAPublicKey]:
+def _platform(table: WeChatPayTable, key: str) -> tuple[str, rsa.RSAPublicKey]:
     """The platform verification key: a platform public key with its id, or a platform certificate."""
-    cert = setting.optional_key_material(spec, "platform_certificate")
-    key = setting.optional_key_material(spec, "platform_public_key")
-    if bool(cert) == bool(key):
-        raise ChannelConfigError(
-            f"{spec.key}.platform_public_key", "give exactly one of platform_public_key(+_id) or platform_certificate"
+    cert = setting.optional_key_material(table, "platform_certificate", key)
+    public = setting.optional_key_material(table, "platform_public_key", key)
+    if bool(cert) == bool(public):
+        raise ConfigError(
+            f"{key}.platform_public_key", "give exactly one of platform_public_key(+_id) or platform_certificate"
         )
     if cert:
         try:
             return wire.load_certificate(cert[1])
         except (ValueError, TypeError):
-            raise ChannelConfigError(f"{spec.key}.{cert[0]}", "not a PEM X.509 certificate with an RSA key") from None
-    assert key is not None
+            raise ConfigError(f"{key}.{cert[0]}", "not a PEM X.509 certificate with an RSA key") from None
+    assert public is not None
     try:
-        public_key = wire.load_public_key(key[1])
+        public_key = wire.load_public_key(public[1])
     except (ValueError, TypeError):
-        raise ChannelConfigError(f"{spec.key}.{key[0]}", "not a PEM RSA public key") from None
-    return setting.text(spec, "platform_public_key_id"), public_key
+        raise ConfigError(f"{key}.{public[0]}", "not a PEM RSA public key") from None
+    if table.platform_public_key_id is None:
+        raise ConfigError(f"{key}.platform_public_key_id", "required, a non-empty string")
+    return table.platform_public_key_id, public_key
 
 
 def build(spec: ChannelSpec) -> WeChatPayChannel:
-    """Build a WeChat Pay channel from ``spec.settings``; raises ChannelConfigError naming the bad key.
+    """Build a WeChat Pay channel from ``spec.settings`` (:class:`WeChatPayTable`).
 
-    Settings: ``mchid``, ``appid``, ``merchant_serial_no``; ``private_key`` or
-    ``private_key_path`` (apiclient_key.pem); ``apiv3_key`` (32 characters);
-    ``platform_public_key`` (or ``_path``) with ``platform_public_key_id``, or
-    ``platform_certificate`` (or ``_path``); optional ``base_url``,
-    ``notify_url``, ``plan_id`` (papay template), ``connect_timeout_s`` (3),
-    ``timeout_s`` (10), ``statement_timeout_s`` (300, downloading one day's bill).
+    Raises ConfigError naming the bad key.
     """
-    used, text = setting.key_material(spec, "private_key")
+    table = spec.read(WeChatPayTable)
+    used, text = setting.key_material(table, "private_key", spec.key)
     try:
         private_key = wire.load_private_key(text)
     except (ValueError, TypeError):
-        raise ChannelConfigError(f"{spec.key}.{used}", "not a PEM RSA private key") from None
-    apiv3_key = str(spec.settings.get("apiv3_key", "")).encode("utf-8")
-    if len(apiv3_key) != 32:
-        raise ChannelConfigError(f"{spec.key}.apiv3_key", "must be exactly 32 bytes")
-    platform_serial, platform_key = _platform(spec)
-    base_url = setting.http_url(spec, "base_url", default=DEFAULT_BASE_URL).rstrip("/")
-    connect_timeout, timeout = setting.connect_and_timeout(spec, connect_default=3.0, timeout_default=10.0)
+        raise ConfigError(f"{spec.key}.{used}", "not a PEM RSA private key") from None
+    platform_serial, platform_key = _platform(table, spec.key)
     settings = WeChatPaySettings(
-        mchid=setting.text(spec, "mchid"),
-        appid=setting.text(spec, "appid"),
-        merchant_serial_no=setting.text(spec, "merchant_serial_no"),
+        mchid=table.mchid,
+        appid=table.appid,
+        merchant_serial_no=table.merchant_serial_no,
         private_key=private_key,
-        apiv3_key=apiv3_key,
+        apiv3_key=table.apiv3_key.reveal().encode("utf-8"),
         platform_serial=platform_serial,
         platform_key=platform_key,
-        base_url=base_url,
-        notify_url=str(spec.settings.get("notify_url", "")),
-        plan_id=str(spec.settings.get("plan_id", "")),
-        connect_timeout=connect_timeout,
-        timeout=timeout,
-        statement_timeout=setting.seconds(spec, "statement_timeout_s", 300.0),
+        base_url=table.base_url,
+        notify_url=table.notify_url,
+        plan_id=table.plan_id,
+        connect_timeout=table.connect_timeout_s,
+        timeout=table.timeout_s,
+        statement_timeout=table.statement_timeout_s,
     )
     return WeChatPayChannel(spec.channel_id, settings)

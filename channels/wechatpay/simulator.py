@@ -7,14 +7,22 @@ callbacks whose resource is AES-256-GCM encrypted with the APIv3 key; a
 callback counts as acknowledged on HTTP 200 or 204. Fates come from simkit's
 Behaviour (magic amounts included).
 
+Like the platform: a request whose Authorization does not verify (wrong
+key, wrong serial, a URL signed in one encoding and sent in another, a stale
+timestamp) is answered 401 ``SIGN_ERROR`` **unsigned** and not executed ("对于
+签名验证成功的请求" only are answers signed); a payout (a batch of one
+transfer) is called back per batch, ``MCHTRANSFER.BATCH.FINISHED`` (or
+``.CLOSED``) with ``out_batch_no``, ``batch_id``, ``batch_status``, counts
+and amounts and an empty ``associated_data``, and never per transfer: the
+merchant queries the transfer to learn how it ended.
+
 Adaptations, on purpose: contract signing is ``pre-entrust-sign`` plus a
-``/confirm`` with the SMS code (paygate's sign/confirm contract); a transfer
-callback carries the detail (out_detail_no, detail_status, transfer_amount)
-rather than only the batch; closing an unknown order closes its number for
-good (simkit tombstone); an outage answers 429 FREQUENCY_LIMITED; the trade
-bill of any day that began can be applied for (the current day's is the bill
-"so far"), not only from 10:00 the next day, and a day without trades has an
-empty bill rather than NO_STATEMENT_EXIST.
+``/confirm`` with the SMS code (paygate's sign/confirm contract); closing an
+unknown order closes its number for good (simkit tombstone); an outage
+answers 429 FREQUENCY_LIMITED; the trade bill of any day that began can be
+applied for (the current day's is the bill "so far"), not only from 10:00 the
+next day, and a day without trades has an empty bill rather than
+NO_STATEMENT_EXIST.
 
 Bills: ``GET /v3/bill/tradebill`` (``bill_type`` ALL, ``tar_type`` GZIP or
 none) renders the day from the ledger (:mod:`channels.wechatpay.statement`,
@@ -86,9 +94,14 @@ _REFUND_STATUS = {EntryStatus.SUCCEEDED: "SUCCESS", EntryStatus.PENDING: "PROCES
 
 
 class _Error(Exception):
-    def __init__(self, status: int, code: str, message: str = "simulated") -> None:
+    def __init__(self, status: int, code: str, message: str = "simulated", *, signed: bool = True) -> None:
         super().__init__(code)
         self.status, self.code, self.message = status, code, message
+        self.signed = signed  # False for requests the platform could not verify
+
+
+def _sign_error(message: str) -> _Error:
+    return _Error(401, "SIGN_ERROR", message, signed=False)
 
 
 @dataclass
@@ -176,9 +189,9 @@ class WeChatPaySimulator(SimulatorBase):
 
     # --- plumbing ------------------------------------------------------------------
 
-    def _signed(self, status: int, payload: Mapping[str, Any] | None) -> web.Response:
+    def _signed(self, status: int, payload: Mapping[str, Any] | None, *, signed: bool = True) -> web.Response:
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")) if payload is not None else ""
-        headers = wire.sign_message(body, key=self.platform_key, serial=self.platform_serial)
+        headers = wire.sign_message(body, key=self.platform_key, serial=self.platform_serial) if signed else {}
         if payload is None:
             return web.Response(status=status, headers=headers)
         return web.Response(status=status, text=body, content_type="application/json", headers=headers)
@@ -196,7 +209,7 @@ class WeChatPaySimulator(SimulatorBase):
                 await self.desk.latency()
                 result = await handler(request, payload)
             except _Error as error:
-                return self._signed(error.status, {"code": error.code, "message": error.message})
+                return self._signed(error.status, {"code": error.code, "message": error.message}, signed=error.signed)
             except ValueError:
                 return self._signed(400, {"code": "PARAM_ERROR", "message": "bad JSON"})
             if isinstance(result, web.StreamResponse):
@@ -208,9 +221,10 @@ class WeChatPaySimulator(SimulatorBase):
     def _authenticate(self, request: web.Request, body: str) -> None:
         auth = wire.parse_authorization(request.headers.get("Authorization", ""))
         if auth is None or auth.mchid != self.mchid or auth.serial_no != self.merchant_serial_no:
-            raise _Error(401, "SIGN_ERROR", "bad Authorization header")
+            raise _sign_error("bad Authorization header")
+        # over the request line as received: the bytes the client sent, not a re-encoding of them
         if not wire.verify_authorization(auth, request.method, request.raw_path, body, self.merchant_key.public_key()):
-            raise _Error(401, "SIGN_ERROR", "signature does not verify")
+            raise _sign_error("signature does not verify")
 
     async def _deliver(self, request: web.Request, answer: Answer, payload: dict[str, Any]) -> web.StreamResponse:
         if answer.delivery is Delivery.TIMEOUT:
@@ -458,22 +472,44 @@ class WeChatPaySimulator(SimulatorBase):
 
     # --- callbacks -------------------------------------------------------------------
 
-    def resource_of(self, entry: Entry) -> tuple[str, str, dict[str, Any]]:
-        """(event_type, original_type, plaintext resource) of a final entry; public for tests."""
+    def resource_of(self, entry: Entry) -> tuple[str, str, str, dict[str, Any]]:
+        """(event_type, original_type, associated_data, plaintext resource) of a final entry; public for tests."""
         if entry.kind is EntryKind.REFUND:
             body = self._refund_body(entry)
             body["refund_status"] = body.pop("status")
             body["mchid"] = self.mchid
-            return f"REFUND.{body['refund_status']}", "refund", body
+            return f"REFUND.{body['refund_status']}", "refund", "refund", body
         if entry.kind is EntryKind.PAYOUT:
-            return "MCHTRANSFER.DETAIL.FINISHED", "mch_payment", self._detail(entry)
+            batch = self._batch(entry)  # the platform calls back per batch, with empty associated_data
+            return f"MCHTRANSFER.BATCH.{batch['batch_status']}", "mch_payment", "", batch
         body = self._transaction(entry)
-        return f"TRANSACTION.{'SUCCESS' if entry.status is EntryStatus.SUCCEEDED else 'FAIL'}", "transaction", body
+        event_type = f"TRANSACTION.{'SUCCESS' if entry.status is EntryStatus.SUCCEEDED else 'FAIL'}"
+        return event_type, "transaction", "transaction", body
+
+    def _batch(self, entry: Entry) -> dict[str, Any]:
+        """The batch of one transfer, as the batch callback's resource describes it."""
+        succeeded = entry.status is EntryStatus.SUCCEEDED
+        body: dict[str, Any] = {
+            "out_batch_no": entry.order_no,
+            "batch_id": entry.txn_id,
+            "batch_status": "CLOSED" if entry.code == "ORDER_CLOSED" else "FINISHED",
+            "total_num": 1,
+            "total_amount": entry.amount,
+            "success_amount": entry.amount if succeeded else 0,
+            "success_num": 1 if succeeded else 0,
+            "fail_amount": 0 if succeeded else entry.amount,
+            "fail_num": 0 if succeeded else 1,
+            "mchid": self.mchid,
+            "update_time": _now(),
+        }
+        if body["batch_status"] == "CLOSED":
+            body["close_reason"] = "OVERDUE_CLOSE"
+        return body
 
     def callback_body(self, entry: Entry) -> str:
-        event_type, original_type, resource = self.resource_of(entry)
+        event_type, original_type, associated_data, resource = self.resource_of(entry)
         plaintext = json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
-        encrypted = wire.encrypt_resource(self.apiv3_key.encode(), plaintext, associated_data=original_type)
+        encrypted = wire.encrypt_resource(self.apiv3_key.encode(), plaintext, associated_data=associated_data)
         envelope = {
             "id": secrets.token_hex(16),
             "create_time": _now(),

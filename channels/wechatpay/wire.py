@@ -6,7 +6,10 @@ against the ``wechatpayv3`` SDK.
 * Requests carry ``Authorization: WECHATPAY2-SHA256-RSA2048 mchid="..",
   nonce_str="..",signature="..",timestamp="..",serial_no=".."`` where the
   signature is SHA256withRSA (PKCS#1 v1.5) by the merchant key over
-  ``METHOD\\nURL\\nTIMESTAMP\\nNONCE\\nBODY\\n`` (URL = path plus query).
+  ``METHOD\\nURL\\nTIMESTAMP\\nNONCE\\nBODY\\n`` (URL = path plus query,
+  the exact bytes of the request line: the platform verifies what it
+  received, so a URL encoded one way for signing and another for sending is
+  refused with 401).
 * Responses and callbacks carry ``Wechatpay-Timestamp/-Nonce/-Signature/
   -Serial/-Signature-Type``; the signature by the platform key covers
   ``TIMESTAMP\\nNONCE\\nBODY\\n``. ``Wechatpay-Serial`` names the platform key
@@ -28,7 +31,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -36,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509 import load_pem_x509_certificate
 
-from channels.contract import ErrorRule, ErrorTable, OutcomeStatus
+from channels.contract import CREDENTIALS_REJECTED, ErrorRule, ErrorTable, Outcome, OutcomeStatus
 
 SCHEMA = "WECHATPAY2-SHA256-RSA2048"
 AES_ALGORITHM = "AEAD_AES_256_GCM"
@@ -241,6 +244,9 @@ def decrypt_field(key: rsa.RSAPrivateKey, ciphertext: str) -> str:
 
 S, F, P = OutcomeStatus.SUCCEEDED, OutcomeStatus.FAILED, OutcomeStatus.PENDING
 _REJECTED_SAFE = ErrorRule(F, "REJECTED", safe_elsewhere=True)
+# Our credentials (request signature, merchant key, mchid/appid) were refused: nothing ran, nothing will until
+# the configuration is fixed. The gateway holds the channel out of routing (gateway/credentials.py).
+_CREDENTIALS = ErrorRule(F, CREDENTIALS_REJECTED, safe_elsewhere=True, credentials_rejected=True)
 
 #: Error ``code`` of a 4xx/5xx answer ``{"code": ..., "message": ...}``.
 #: A 5xx is PENDING whatever its code (the request was sent); see the adapter.
@@ -248,10 +254,10 @@ CODES = ErrorTable(
     "wechatpay",
     {
         "PARAM_ERROR": _REJECTED_SAFE,
-        "SIGN_ERROR": _REJECTED_SAFE,
+        "SIGN_ERROR": _CREDENTIALS,  # HTTP 401; every 401 is read so (credentials_refusal)
         "INVALID_REQUEST": ErrorRule(F, "REJECTED"),  # also used for state conflicts: not safe elsewhere
-        "MCH_NOT_EXISTS": ErrorRule(F, "CHANNEL_AUTH", safe_elsewhere=True),
-        "APPID_MCHID_NOT_MATCH": ErrorRule(F, "CHANNEL_AUTH", safe_elsewhere=True),
+        "MCH_NOT_EXISTS": _CREDENTIALS,
+        "APPID_MCHID_NOT_MATCH": _CREDENTIALS,
         "NO_AUTH": ErrorRule(F, "CHANNEL_FORBIDDEN", safe_elsewhere=True),
         "FREQUENCY_LIMITED": ErrorRule(F, "CHANNEL_BUSY", safe_elsewhere=True),  # refused, not processed
         "QUOTA_EXCEED": ErrorRule(F, "CHANNEL_LIMIT", safe_elsewhere=True),
@@ -275,6 +281,12 @@ CODES = ErrorTable(
         "USER_ACCOUNT_ABNORMAL": ErrorRule(F, "ACCOUNT_FROZEN", payer_attributable=True),
     },
 )
+
+
+def credentials_refusal(raw_code: str, raw_message: str = "") -> Outcome:
+    """The outcome of an HTTP 401, whatever its code: the request was not executed, our credentials were refused."""
+    return replace(CODES.outcome("SIGN_ERROR", raw_message), raw_code=raw_code)
+
 
 #: ``trade_state`` of a transaction (query answers and TRANSACTION.* callbacks).
 TRADE_STATE = ErrorTable(

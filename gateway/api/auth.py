@@ -1,12 +1,13 @@
 """Caller and operator authentication, per-RPC metrics and log lines (one interceptor).
 
-Calls carry ``authorization: Bearer <token>``. PaymentGateway methods accept
+Calls carry ``authorization: Bearer <token>`` (the scheme in any case). PaymentGateway methods accept
 caller tokens; GatewayAdmin methods accept operator tokens only. Tokens are
 compared in constant time. Health checks and reflection need no token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hmac
 import logging
@@ -16,11 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from gateway import metrics
-from gateway.api.status import to_status
+from gateway.api.rich_status import RichError, for_exception
 from gateway.config import Secret
-from gateway.errors import GatewayError
+from gateway.domain import scrub
+from gateway.logs import RPC_FLOW_NO
 
 log = logging.getLogger("paygate.rpc")
 
@@ -56,18 +59,61 @@ class TokenBook:
 
 
 def _bearer(metadata: Any) -> str:
+    """The token of ``authorization: Bearer <token>``; the scheme is case-insensitive (RFC 7235 section 2.1)."""
     for key, value in metadata or ():
         if key == "authorization":
-            text = value.decode() if isinstance(value, bytes) else value
-            if text.startswith("Bearer "):
-                return text[len("Bearer ") :].strip()
-            return ""
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            scheme, _, token = text.strip().partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
     return ""
 
 
+class LogBudget:
+    """At most ``per_minute`` log lines a minute for one kind of event; what was dropped is counted.
+
+    :meth:`take` answers None when the line must be dropped, else how many
+    were dropped since the last line written (to say so in it).
+    """
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._window = -60.0
+        self._written = 0
+        self._dropped = 0
+
+    def take(self) -> int | None:
+        now = self._clock()
+        if now - self._window >= 60.0:
+            self._window, self._written = now, 0
+        if self._written >= self.per_minute:
+            self._dropped += 1
+            return None
+        self._written += 1
+        dropped, self._dropped = self._dropped, 0
+        return dropped
+
+
+UNDECODABLE = RichError(
+    grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid protobuf message", "REQUEST_UNDECODABLE"
+)
+
+
 class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Authenticates, then decodes the request, runs the method, maps errors, logs and counts the real status.
+
+    The request is decoded here, after the credentials check (the handler is
+    registered with a pass-through deserializer): an anonymous client gets
+    UNAUTHENTICATED whatever it sends, and bytes that are not a valid message
+    get INVALID_ARGUMENT with at most :attr:`undecodable_log_per_minute`
+    warning lines a minute, not an ERROR traceback per request.
+    """
+
+    undecodable_log_per_minute = 10
+
     def __init__(self, tokens: TokenBook) -> None:
         self.tokens = tokens
+        self._undecodable_log = LogBudget(self.undecodable_log_per_minute)
 
     async def intercept_service(
         self,
@@ -81,55 +127,95 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         role = "operator" if method.startswith(ADMIN_PREFIX) else "caller"
         identity = self.tokens.lookup(_bearer(details.invocation_metadata))
         behaviour = handler.unary_unary
+        decode: Callable[[bytes], Any] | None = handler.request_deserializer
         short = method.rsplit("/", 1)[-1]
 
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def wrapped(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
-            response = None
+            error_detail = ""
+            request: Any = None
+            response: Any = None
+            flow_no = RPC_FLOW_NO.set("")
             try:
                 if identity is None or identity.role != role:
                     code = grpc.StatusCode.UNAUTHENTICATED
-                    await context.abort(code, f"missing or invalid {role} token (authorization: Bearer <token>)")
+                    await RichError(
+                        code, f"missing or invalid {role} token (authorization: Bearer <token>)", "UNAUTHENTICATED"
+                    ).abort(context)
                 assert identity is not None
+                try:
+                    request = decode(raw) if decode is not None else raw
+                except DecodeError as exc:
+                    code = UNDECODABLE.code
+                    self._log_undecodable(short, identity, exc)
+                    await UNDECODABLE.abort(context)
                 token = IDENTITY.set(identity)
                 try:
                     response = await behaviour(request, context)  # type: ignore[arg-type]
                 finally:
                     IDENTITY.reset(token)
                 return response
-            except GatewayError as exc:
-                code, message = to_status(exc)
-                await context.abort(code, message)
+            except grpc.aio.AbortError:
+                raise
+            except asyncio.CancelledError:
+                # the client went away or its deadline passed: grpc cancels this task, and no status
+                # is sent from here, but the log line and the counter must say what the client saw
+                remaining = context.time_remaining()
+                code = (
+                    grpc.StatusCode.DEADLINE_EXCEEDED
+                    if remaining is not None and remaining <= 0
+                    else grpc.StatusCode.CANCELLED
+                )
+                raise
             except Exception as exc:
-                if isinstance(exc, grpc.aio.AbortError):
-                    raise
-                code, message = to_status(exc)
+                error = for_exception(exc, keep=(getattr(request, "request_id", ""),))
+                code = error.code
+                error_detail = scrub(str(exc))[:1000]  # operators read why (e.g. every channel's rejection)
                 if code is grpc.StatusCode.INTERNAL:
                     log.exception("unhandled error in %s", short)
-                await context.abort(code, message)
+                await error.abort(context)
             finally:
                 elapsed = time.perf_counter() - started
-                code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+                code_name = code.name
                 metrics.GRPC_REQUESTS.labels(method=short, code=code_name).inc()
                 metrics.GRPC_LATENCY.labels(method=short).observe(elapsed)
-                log.info(
-                    "rpc %s %s",
-                    short,
-                    code_name,
-                    extra={
-                        "method": short,
-                        "code": code_name,
-                        "caller": identity.name if identity else "",
-                        "request_id": getattr(request, "request_id", "")[:64],
-                        "flow_no": getattr(response, "flow_no", "") or getattr(request, "flow_no", ""),
-                        "channel": getattr(response, "channel", ""),
-                        "duration_ms": round(elapsed * 1000, 2),
-                    },
-                )
+                extra = {
+                    "method": short,
+                    "code": code_name,
+                    "caller": identity.name if identity else "",
+                    "request_id": str(getattr(request, "request_id", ""))[:64],
+                    "flow_no": _flow_no_of(response) or RPC_FLOW_NO.get() or getattr(request, "flow_no", ""),
+                    "channel": getattr(response, "channel", ""),
+                    "duration_ms": round(elapsed * 1000, 2),
+                }
+                if error_detail:
+                    extra["error"] = error_detail
+                RPC_FLOW_NO.reset(flow_no)
+                log.info("rpc %s %s", short, code_name, extra=extra)
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=None,  # decoded in `wrapped`, after the credentials check
             response_serializer=handler.response_serializer,
         )
+
+    def _log_undecodable(self, method: str, identity: Identity, exc: DecodeError) -> None:
+        dropped = self._undecodable_log.take()
+        if dropped is None:
+            return
+        log.warning(
+            "undecodable request to %s: %s%s",
+            method,
+            exc,
+            f" ({dropped} more not logged)" if dropped else "",
+            extra={"method": method, "caller": identity.name},
+        )
+
+
+def _flow_no_of(response: Any) -> str:
+    """The flow number of a response that is a Flow or holds one (RequeryFlowResponse)."""
+    flow_no = getattr(response, "flow_no", "")
+    if not flow_no and response is not None and hasattr(response, "flow"):
+        flow_no = getattr(response.flow, "flow_no", "")
+    return str(flow_no)

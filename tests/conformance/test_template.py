@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from channels._template import adapter, simulator, statement
+from channels.config import ConfigError
 from channels.contract import Channel, Operation
-from channels.registry import ChannelConfigError, ChannelSpec
+from channels.registry import ChannelSpec
 from channels.simkit import Behaviour, EntryKind, SimulatorHandle
 from channels.statement import StatementError, StatementUnavailable
 
@@ -27,7 +28,7 @@ async def test_template_pieces_satisfy_the_protocols() -> None:
 
 
 def test_template_build_names_missing_settings() -> None:
-    with pytest.raises(ChannelConfigError) as caught:
+    with pytest.raises(ConfigError) as caught:
         adapter.build(ChannelSpec("tpl", "template", {}, key="channels[0]"))
     assert caught.value.key == "channels[0].base_url"
 

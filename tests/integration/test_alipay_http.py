@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 import pytest
@@ -174,8 +174,12 @@ async def test_the_official_sdk_talks_to_the_simulator(setup: Setup) -> None:
     # The simulator verifies the SDK's signed GET; the SDK verifies the simulator's signed answer.
     result = await asyncio.to_thread(sdk.api_alipay_trade_query, out_trade_no="W12")
     assert (result["trade_status"], result["total_amount"]) == ("TRADE_SUCCESS", "88.88")
-    balance = await asyncio.to_thread(sdk.server_api, "alipay.fund.account.query", {"account_type": "ACCTRANS_ACCOUNT"})
+    biz = {"alipay_user_id": s.sim.alipay_user_id, "account_type": "ACCTRANS_ACCOUNT"}
+    balance = await asyncio.to_thread(sdk.server_api, "alipay.fund.account.query", biz)
     assert wire.yuan_to_fen(balance["available_amount"]) == s.sim.ledger.merchant_balance
+    # like the platform, the simulator refuses the balance query without the merchant's alipay_user_id
+    refused = await asyncio.to_thread(sdk.server_api, "alipay.fund.account.query", {"account_type": "ACCTRANS_ACCOUNT"})
+    assert (refused["code"], refused["sub_code"]) == ("40004", "INVALID_PARAMETER")
     impostor = AliPay(
         appid=s.sim.app_id,
         app_private_key_string=_pem_private(rsa.generate_private_key(65537, 1024)),
@@ -184,3 +188,79 @@ async def test_the_official_sdk_talks_to_the_simulator(setup: Setup) -> None:
     impostor._gateway = sdk._gateway
     with pytest.raises(AliPayException, match="invalid-signature"):
         await asyncio.to_thread(impostor.api_alipay_trade_query, out_trade_no="W12")
+
+
+def _merchant_sdk(sim: AlipaySimulator) -> AliPay:
+    sdk = AliPay(
+        appid=sim.app_id,
+        app_private_key_string=_pem_private(sim.merchant_key),
+        alipay_public_key_string=_pem_public(sim.alipay_key.public_key()),
+    )
+    sdk._gateway = f"{sim.base_url}/gateway.do"
+    return sdk
+
+
+async def test_the_simulator_answers_like_the_platform(setup: Setup) -> None:
+    """Checked with the official SDK as the client, not with our adapter."""
+    s = setup
+    sdk = _merchant_sdk(s.sim)
+    paid = await s.channel.withhold(_withhold(s, "W20", 50_000))
+    assert paid.status is OutcomeStatus.SUCCEEDED
+
+    # refund: the call that moves the money says fund_change=Y; a repeat of it (or one in progress) says N
+    first = await asyncio.to_thread(sdk.api_alipay_trade_refund, "10.00", "W20", out_request_no="R20")
+    again = await asyncio.to_thread(sdk.api_alipay_trade_refund, "10.00", "W20", out_request_no="R20")
+    slow = await asyncio.to_thread(sdk.api_alipay_trade_refund, "10.05", "W20", out_request_no="R21")  # pending
+    assert [r["code"] for r in (first, again, slow)] == ["10000"] * 3
+    assert [r["fund_change"] for r in (first, again, slow)] == ["Y", "N", "N"]
+
+    # transfer query by out_biz_no: product_code and biz_scene are required, and must be the transfer's
+    await s.channel.payout(PayoutOrder("P20", 1_000, "CNY", "6222020000009999", "Zhao Liu", "ICBC"))
+    query = "alipay.fund.trans.common.query"
+    bare = await asyncio.to_thread(sdk.server_api, query, {"out_biz_no": "P20"})
+    wrong = await asyncio.to_thread(
+        sdk.server_api,
+        query,
+        {"out_biz_no": "P20", "product_code": "TRANS_ACCOUNT_NO_PWD", "biz_scene": "DIRECT_TRANSFER"},
+    )
+    right = await asyncio.to_thread(
+        sdk.server_api,
+        query,
+        {"out_biz_no": "P20", "product_code": "TRANS_BANKCARD_NO_PWD", "biz_scene": "DIRECT_TRANSFER"},
+    )
+    assert (bare["code"], bare["sub_code"]) == ("40004", "INVALID_PARAMETER")
+    assert wrong["sub_code"] == "ORDER_NOT_EXIST"
+    assert (right["code"], right["status"]) == ("10000", "SUCCESS")
+
+    # a bank code where the institution's name belongs is refused
+    transfer = {
+        "out_biz_no": "P21",
+        "trans_amount": "1.00",
+        "product_code": "TRANS_BANKCARD_NO_PWD",
+        "biz_scene": "DIRECT_TRANSFER",
+        "payee_info": {
+            "identity": "6222020000009999",
+            "identity_type": "BANKCARD_ACCOUNT",
+            "name": "Zhao Liu",
+            "bankcard_ext_info": {"account_type": "2", "inst_name": "ICBC"},
+        },
+    }
+    coded = await asyncio.to_thread(sdk.server_api, "alipay.fund.trans.uni.transfer", transfer)
+    assert coded["sub_code"] == "INVALID_PARAMETER" and s.sim.ledger.get("P21") is None
+
+    # an unknown app id is refused unsigned, which the SDK reports as an exception carrying the raw answer
+    stranger = _merchant_sdk(s.sim)
+    stranger._appid = "2021000000000999"
+    with pytest.raises(AliPayException, match=r"isv\.invalid-app-id"):
+        await asyncio.to_thread(stranger.api_alipay_trade_query, out_trade_no="W20")
+
+
+async def test_notifies_carry_empty_fields_the_sdk_verifies(setup: Setup) -> None:
+    s = setup
+    await s.channel.withhold(_withhold(s, "W22", 30_005))  # pending, then a notify
+    await s.receiver.notice_for("W22")
+    _headers, body = s.receiver.raw[-1]
+    fields = dict(parse_qsl(body.decode(), keep_blank_values=True))
+    assert fields["passback_params"] == ""
+    signature = fields.pop("sign")
+    assert _merchant_sdk(s.sim).verify(fields, signature)  # the SDK's verification keeps key= for it

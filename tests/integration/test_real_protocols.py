@@ -6,11 +6,15 @@ import asyncio
 import itertools
 
 import aiohttp
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from channels.simkit import Behaviour
 from devstack.cards import luhn_card
 from gateway import metrics
 from gateway.store.db import DatabaseConfig
+from paygate.v1 import admin_pb2
 from paygate.v1 import gateway_pb2 as pb
 from tests.support.harness import Harness, running_gateway
 
@@ -142,3 +146,65 @@ async def test_forged_notifies_are_rejected(db_config: DatabaseConfig) -> None:
             again = await h.stub.GetFlow(pb.GetFlowRequest(flow_no=flow.flow_no), metadata=h.md())
             assert again.status == pb.PROCESSING and again.attempts[0].status == pb.PENDING
         assert sum(h.debits().values()) == 0
+
+
+async def test_wechatpay_payout_settles_by_batch_notice_then_query(db_config: DatabaseConfig) -> None:
+    """WeChat Pay calls back per batch; the notice says nothing about the transfer, so the gateway queries it."""
+    behaviours = {"wx": Behaviour(settle_after_ms=(300, 500))}
+    # polls would come after 30 s: the flow settling within seconds is the batch notice's query
+    poller = {"interval_s": 0.1, "first_delay_s": 30.0, "schedule": [[30.0, 10]]}
+    async with running_gateway(db_config, behaviours, adapters={"wx": "wechatpay"}, poller=poller) as h:
+        polls = metrics.POLLS.labels(channel="wx", result="resolved")._value.get()
+        flow = await h.stub.Payout(payout(40_005), metadata=h.md())  # accepted, settles after 0.3-0.5 s
+        assert flow.status == pb.PROCESSING
+        settled = await settle(h, flow, timeout=10.0)
+        assert settled.status == pb.SUCCEEDED, settled
+        assert metrics.POLLS.labels(channel="wx", result="resolved")._value.get() > polls
+        one_debit_each(h)
+
+
+async def test_a_channel_refusing_our_credentials_is_held_until_fixed(db_config: DatabaseConfig) -> None:
+    """A WeChat Pay 401 (merchant key no longer accepted): failover, a metric, and no new flows to the channel."""
+    behaviours = {"wx": Behaviour(), "sbx": Behaviour()}
+    routing = {"exploration": 0, "elimination_consecutive": 100}  # ties in configuration order: wx first
+    async with running_gateway(
+        db_config, behaviours, adapters={"wx": "wechatpay", "sbx": "sandbox"}, routing=routing
+    ) as h:
+        assert h.admin is not None
+        both, wx_only = luhn_card(), luhn_card()
+        await h.bind_card(both, ["wx", "sbx"])
+        await h.bind_card(wx_only, ["wx"])
+        sim = h.sims["wx"]
+        configured_key = sim.merchant_key
+        sim.merchant_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # rotated on their side
+        refused = metrics.CHANNEL_CREDENTIALS_REJECTED.labels(channel="wx")._value.get()
+
+        first = await settle(h, await h.stub.Withhold(withhold(both, 12_300), metadata=h.md()))
+        assert first.status == pb.SUCCEEDED and first.channel == "sbx", first
+        wx_attempt = first.attempts[0]
+        assert (wx_attempt.channel, wx_attempt.status, wx_attempt.code) == (
+            "wx",
+            pb.ATTEMPT_FAILED,
+            "CREDENTIALS_REJECTED",
+        )
+        assert wx_attempt.safe_elsewhere and wx_attempt.raw_code == "SIGN_ERROR"
+        assert metrics.CHANNEL_CREDENTIALS_REJECTED.labels(channel="wx")._value.get() == refused + 1
+
+        # held: new flows are not routed to it, and say why
+        second = await settle(h, await h.stub.Withhold(withhold(both, 12_400), metadata=h.md()))
+        assert [a.channel for a in second.attempts] == ["sbx"]
+        assert {r.channel: r.filter for r in second.attempts[0].decision.rejected}.get("wx") == "state"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await h.stub.Withhold(withhold(wx_only, 12_500), metadata=h.md())
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        # fixed on their side; the operator enables the channel and it is used again
+        sim.merchant_key = configured_key
+        await h.admin.SetChannelState(
+            admin_pb2.SetChannelStateRequest(channel="wx", state=admin_pb2.ENABLED, reason="merchant key re-uploaded"),
+            metadata=h.op_md,
+        )
+        third = await settle(h, await h.stub.Withhold(withhold(wx_only, 12_600), metadata=h.md()))
+        assert third.status == pb.SUCCEEDED and third.channel == "wx", third
+        assert sim.ledger.debit_count(wx_attempt.channel_order_no) == 0  # the refused order never executed
+        one_debit_each(h)

@@ -110,8 +110,14 @@ async def test_pending_settles_by_callback_and_by_query(setup: Setup) -> None:
     assert (await s.channel.query(OrderRef("W5", Operation.WITHHOLD, 20_005, "CNY"))).status is OutcomeStatus.SUCCEEDED
     out = await s.channel.payout(PayoutOrder("P6", 20_006, "CNY", OPENID, "Zhou Jiu", ""))
     assert out.status is OutcomeStatus.PENDING
+    # the platform calls back per batch, which says the batch ended, not how its transfer did: query it
     notice = await s.receiver.notice_for("P6")
-    assert notice.operation is Operation.PAYOUT and notice.outcome.status is OutcomeStatus.FAILED
+    assert (notice.operation, notice.outcome.status, notice.amount) == (Operation.PAYOUT, OutcomeStatus.PENDING, 20_006)
+    assert notice.outcome.raw_code == "FINISHED"
+    _, raw = s.receiver.raw[-1]
+    assert json.loads(raw)["event_type"] == "MCHTRANSFER.BATCH.FINISHED"
+    settled = await s.channel.query(OrderRef("P6", Operation.PAYOUT, 20_006, "CNY"))
+    assert settled.status is OutcomeStatus.FAILED
     assert s.sim.ledger.debit_count("P6") == 0
 
 
@@ -188,3 +194,41 @@ async def test_transport_failures_and_contracts(setup: Setup) -> None:
     assert revoked.status is OutcomeStatus.FAILED and revoked.payer_attributable
     with pytest.raises(ChannelRejected):
         await s.channel.revoke_agreement(s.contract)
+
+
+async def test_the_simulator_answers_like_the_platform(setup: Setup) -> None:
+    """An unverifiable request is answered 401 unsigned; a payout is called back per batch (the SDK decrypts it)."""
+    s = setup
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": 'WECHATPAY2-SHA256-RSA2048 mchid="1",nonce_str="n",signature="x",timestamp="1"'}
+        async with http.get(f"{s.sim.base_url}/v3/merchant/fund/balance/BASIC", headers=headers) as reply:
+            assert reply.status == 401 and (await reply.json())["code"] == "SIGN_ERROR"
+            assert "Wechatpay-Signature" not in reply.headers
+    await s.channel.payout(PayoutOrder("P30", 30_005, "CNY", OPENID, "Zhou Jiu", ""))  # pending, then the batch ends
+    await s.receiver.notice_for("P30")
+    callback_headers, body = s.receiver.raw[-1]
+    envelope = json.loads(body)
+    assert envelope["event_type"] == "MCHTRANSFER.BATCH.FINISHED"
+    assert (envelope["resource"]["original_type"], envelope["resource"]["associated_data"]) == ("mch_payment", "")
+    resource = _sdk(s.sim).callback(callback_headers, body)["resource"]
+    assert {k: resource[k] for k in ("out_batch_no", "batch_status", "total_num", "total_amount", "success_num")} == {
+        "out_batch_no": "P30",
+        "batch_status": "FINISHED",
+        "total_num": 1,
+        "total_amount": 30_005,
+        "success_num": 1,
+    }
+    assert "out_detail_no" not in resource  # no per-transfer callback
+
+
+async def test_order_numbers_with_the_characters_v3_allows(setup: Setup) -> None:
+    """``*``, ``@`` and ``|`` are allowed in v3 order numbers; the simulator checks the signature over the raw path."""
+    s = setup
+    paid = await s.channel.withhold(_withhold(s, "W*40@1|a", 4_000))
+    assert paid.status is OutcomeStatus.SUCCEEDED, paid
+    assert (await s.channel.query(OrderRef("W*40@1|a", Operation.WITHHOLD, 4_000, "CNY"))).status is (
+        OutcomeStatus.SUCCEEDED
+    )
+    back = await s.channel.refund(RefundOrder("R|40*", "W*40@1|a", paid.channel_txn_id, 1_000, 4_000, "CNY"))
+    assert back.status is OutcomeStatus.SUCCEEDED
+    assert (await s.channel.query(OrderRef("R|40*", Operation.REFUND, 1_000, "CNY"))).status is OutcomeStatus.SUCCEEDED

@@ -13,71 +13,31 @@ from urllib.parse import parse_qsl, urlencode
 import pytest
 from alipay import AliPay
 from alipay.exceptions import AliPayValidationError
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from channels.alipay import wire
-from channels.alipay.adapter import build
 from channels.contract import CallbackRejected, Operation, OutcomeStatus
-from channels.registry import ChannelSpec
-from tests.conformance.keys import new_key, private_pem, public_pem
-
-APP_ID = "2021000000000042"
-
-
-@pytest.fixture(scope="module")
-def keys() -> dict[str, rsa.RSAPrivateKey]:
-    return {name: new_key() for name in ("merchant", "alipay")}
-
-
-@pytest.fixture(scope="module")
-def merchant_sdk(keys: dict[str, rsa.RSAPrivateKey]) -> AliPay:
-    """The SDK as a merchant: signs with the merchant key, verifies with the Alipay key."""
-    return AliPay(
-        appid=APP_ID,
-        app_private_key_string=private_pem(keys["merchant"]),
-        alipay_public_key_string=public_pem(keys["alipay"]),
-    )
-
-
-@pytest.fixture(scope="module")
-def alipay_side_sdk(keys: dict[str, rsa.RSAPrivateKey]) -> AliPay:
-    """The SDK's signing utilities holding the Alipay key (to forge what Alipay sends)."""
-    return AliPay(
-        appid=APP_ID,
-        app_private_key_string=private_pem(keys["alipay"]),
-        alipay_public_key_string=public_pem(keys["merchant"]),
-    )
+from tests.unit.channels.sdk_side import APP_ID, Keys, alipay_channel, sdk_notify
 
 
 @pytest.fixture()
-def channel(keys: dict[str, rsa.RSAPrivateKey]) -> Any:
-    settings = {
-        "app_id": APP_ID,
-        "app_private_key": private_pem(keys["merchant"]),
-        "alipay_public_key": public_pem(keys["alipay"]),
-        "gateway_url": "http://127.0.0.1:9/gateway.do",
-    }
-    return build(ChannelSpec("ali-test", "alipay", settings))
+def channel(keys: Keys) -> Any:
+    return alipay_channel(keys)
 
 
-def _our_request(keys: dict[str, rsa.RSAPrivateKey]) -> dict[str, str]:
+def _our_request(keys: Keys) -> dict[str, str]:
     biz = {"out_trade_no": "W1", "total_amount": "12.34", "subject": "还款", "agreement_params": {"agreement_no": "A1"}}
     params = wire.common_params(APP_ID, "alipay.trade.pay", biz, notify_url="https://example.test/n")
     return wire.sign_request(params, keys["merchant"])
 
 
-def test_sdk_produces_the_same_request_signature_as_ours(
-    keys: dict[str, rsa.RSAPrivateKey], merchant_sdk: AliPay
-) -> None:
+def test_sdk_produces_the_same_request_signature_as_ours(keys: Keys, merchant_sdk: AliPay) -> None:
     ours = _our_request(keys)
     unsigned = {k: v for k, v in ours.items() if k != "sign"}
     sdk_signed = dict(parse_qsl(merchant_sdk.sign_data(dict(unsigned))))
     assert sdk_signed["sign"] == ours["sign"]
 
 
-def test_sdk_verifies_our_request_and_a_changed_byte_breaks_it(
-    keys: dict[str, rsa.RSAPrivateKey], alipay_side_sdk: AliPay
-) -> None:
+def test_sdk_verifies_our_request_and_a_changed_byte_breaks_it(keys: Keys, alipay_side_sdk: AliPay) -> None:
     ours = _our_request(keys)
     content = wire.sign_content(ours)
     # alipay_side_sdk holds the merchant public key: it verifies like the Alipay gateway does.
@@ -85,7 +45,7 @@ def test_sdk_verifies_our_request_and_a_changed_byte_breaks_it(
     assert not alipay_side_sdk._verify(content.replace("12.34", "12.35"), ours["sign"])
 
 
-def test_we_verify_a_request_the_sdk_signed(keys: dict[str, rsa.RSAPrivateKey], merchant_sdk: AliPay) -> None:
+def test_we_verify_a_request_the_sdk_signed(keys: Keys, merchant_sdk: AliPay) -> None:
     data = merchant_sdk.build_body("alipay.trade.query", {"out_trade_no": "W1"})
     signed = dict(parse_qsl(merchant_sdk.sign_data(data)))
     public = keys["merchant"].public_key()
@@ -94,9 +54,7 @@ def test_we_verify_a_request_the_sdk_signed(keys: dict[str, rsa.RSAPrivateKey], 
     assert not wire.rsa2_verify(public, wire.sign_content(signed), signed["sign"])
 
 
-def test_sdk_verifies_our_sync_response_and_rejects_a_tampered_one(
-    keys: dict[str, rsa.RSAPrivateKey], merchant_sdk: AliPay
-) -> None:
+def test_sdk_verifies_our_sync_response_and_rejects_a_tampered_one(keys: Keys, merchant_sdk: AliPay) -> None:
     body = {
         "code": "10000",
         "msg": "Success",
@@ -110,9 +68,7 @@ def test_sdk_verifies_our_sync_response_and_rejects_a_tampered_one(
         merchant_sdk._verify_and_return_sync_response(raw.replace("8.88", "8.89"), "alipay_trade_query_response")
 
 
-def test_we_verify_a_response_signed_with_the_sdk_utilities(
-    keys: dict[str, rsa.RSAPrivateKey], alipay_side_sdk: AliPay
-) -> None:
+def test_we_verify_a_response_signed_with_the_sdk_utilities(keys: Keys, alipay_side_sdk: AliPay) -> None:
     segment = json.dumps(
         {"code": "10000", "msg": "Success", "trade_no": "T1", "nested": {"a": "{}"}}, separators=(",", ":")
     )
@@ -122,28 +78,8 @@ def test_we_verify_a_response_signed_with_the_sdk_utilities(
         wire.parse_response(raw.replace("T1", "T2"), "alipay.trade.pay", keys["alipay"].public_key())
 
 
-def _sdk_notify(sdk: AliPay, **overrides: str) -> dict[str, str]:
-    fields = {
-        "notify_time": "2026-11-22 10:00:00",
-        "notify_type": "trade_status_sync",
-        "notify_id": "ac05099524730693a8b330c5ecf72da9786",
-        "app_id": APP_ID,
-        "charset": "utf-8",
-        "version": "1.0",
-        "trade_no": "2026112222001",
-        "out_trade_no": "W-NOTIFY-1",
-        "trade_status": "TRADE_SUCCESS",
-        "total_amount": "100.05",
-        "gmt_payment": "2026-11-22 09:59:58",
-    }
-    fields.update(overrides)
-    # The SDK's own canonical string and signer (sign_type is excluded from notify signatures).
-    canonical = "&".join(f"{k}={v}" for k, v in sdk._ordered_data(dict(fields)))
-    return {**fields, "sign": sdk._sign(canonical), "sign_type": "RSA2"}
-
-
 def test_adapter_accepts_a_notify_signed_by_the_sdk(channel: Any, alipay_side_sdk: AliPay) -> None:
-    body = urlencode(_sdk_notify(alipay_side_sdk)).encode()
+    body = urlencode(sdk_notify(alipay_side_sdk)).encode()
     notice = channel.parse_callback({"Content-Type": "application/x-www-form-urlencoded"}, body)
     assert notice.channel_order_no == "W-NOTIFY-1"
     assert notice.operation is Operation.WITHHOLD
@@ -156,19 +92,19 @@ def test_adapter_accepts_a_notify_signed_by_the_sdk(channel: Any, alipay_side_sd
     [("total_amount", "100.06"), ("out_trade_no", "W-NOTIFY-2"), ("trade_status", "TRADE_CLOSED")],
 )
 def test_adapter_rejects_a_changed_notify_field(channel: Any, alipay_side_sdk: AliPay, field: str, value: str) -> None:
-    fields = _sdk_notify(alipay_side_sdk)
+    fields = sdk_notify(alipay_side_sdk)
     fields[field] = value
     with pytest.raises(CallbackRejected, match="signature"):
         channel.parse_callback({}, urlencode(fields).encode())
 
 
 def test_adapter_rejects_a_validly_signed_notify_for_another_app(channel: Any, alipay_side_sdk: AliPay) -> None:
-    body = urlencode(_sdk_notify(alipay_side_sdk, app_id="2021000000000999")).encode()
+    body = urlencode(sdk_notify(alipay_side_sdk, app_id="2021000000000999")).encode()
     with pytest.raises(CallbackRejected, match="app_id"):
         channel.parse_callback({}, body)
 
 
-def test_sdk_verifies_a_notify_we_sign(keys: dict[str, rsa.RSAPrivateKey], merchant_sdk: AliPay) -> None:
+def test_sdk_verifies_a_notify_we_sign(keys: Keys, merchant_sdk: AliPay) -> None:
     fields = {"app_id": APP_ID, "out_trade_no": "W9", "total_amount": "1.00", "trade_status": "TRADE_SUCCESS"}
     signed = wire.sign_notify(fields, keys["alipay"])
     data = dict(signed)

@@ -13,61 +13,32 @@ import time
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from wechatpayv3 import utils as sdk_utils
 from wechatpayv3.core import Core
 
 from channels.contract import CallbackRejected, Operation, OutcomeStatus
-from channels.registry import ChannelSpec
 from channels.wechatpay import wire
-from channels.wechatpay.adapter import build
-from tests.conformance.keys import new_key, private_pem, public_pem
-
-MCHID = "1900000109"
-MERCHANT_SERIAL = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
-PLATFORM_ID = "PUB_KEY_ID_0114232134912410000000000000"
-APIV3_KEY = "a12d3924fd499edac8a5efc0123456ab"
-
-
-@pytest.fixture(scope="module")
-def keys() -> dict[str, rsa.RSAPrivateKey]:
-    return {name: new_key() for name in ("merchant", "platform")}
-
-
-@pytest.fixture(scope="module")
-def sdk(keys: dict[str, rsa.RSAPrivateKey]) -> Core:
-    """The SDK core as a merchant, trusting our platform public key (no certificate download)."""
-    return Core(
-        mchid=MCHID,
-        cert_serial_no=MERCHANT_SERIAL,
-        private_key=private_pem(keys["merchant"]),
-        apiv3_key=APIV3_KEY,
-        public_key=public_pem(keys["platform"]),
-        public_key_id=PLATFORM_ID,
-    )
+from tests.unit.channels.sdk_side import (
+    APIV3_KEY,
+    MCHID,
+    MERCHANT_SERIAL,
+    PLATFORM_ID,
+    Keys,
+    wechatpay_channel,
+)
 
 
 @pytest.fixture()
-def channel(keys: dict[str, rsa.RSAPrivateKey]) -> Any:
-    settings = {
-        "mchid": MCHID,
-        "appid": "wxd678efh567hg6787",
-        "merchant_serial_no": MERCHANT_SERIAL,
-        "private_key": private_pem(keys["merchant"]),
-        "apiv3_key": APIV3_KEY,
-        "platform_public_key": public_pem(keys["platform"]),
-        "platform_public_key_id": PLATFORM_ID,
-        "base_url": "http://127.0.0.1:9",
-    }
-    return build(ChannelSpec("wx-test", "wechatpay", settings))
+def channel(keys: Keys) -> Any:
+    return wechatpay_channel(keys)
 
 
 BODY = json.dumps({"appid": "wx1", "out_trade_no": "W1", "amount": {"total": 100, "currency": "CNY"}})
 URL = "/v3/papay/pay/transactions/apply"
 
 
-def test_our_authorization_equals_the_sdks(keys: dict[str, rsa.RSAPrivateKey], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_our_authorization_equals_the_sdks(keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
     frozen = 1_763_800_000
     monkeypatch.setattr(sdk_utils.time, "time", lambda: frozen)
     theirs = sdk_utils.build_authorization(
@@ -86,7 +57,7 @@ def test_our_authorization_equals_the_sdks(keys: dict[str, rsa.RSAPrivateKey], m
     assert ours == theirs
 
 
-def test_we_verify_an_sdk_authorization_and_a_changed_byte_breaks_it(keys: dict[str, rsa.RSAPrivateKey]) -> None:
+def test_we_verify_an_sdk_authorization_and_a_changed_byte_breaks_it(keys: Keys) -> None:
     header = sdk_utils.build_authorization(URL, "POST", MCHID, MERCHANT_SERIAL, keys["merchant"], data=BODY)
     auth = wire.parse_authorization(header)
     assert auth is not None and auth.mchid == MCHID and auth.serial_no == MERCHANT_SERIAL
@@ -97,7 +68,7 @@ def test_we_verify_an_sdk_authorization_and_a_changed_byte_breaks_it(keys: dict[
     assert not wire.verify_authorization(auth, "POST", URL + "?x=1", BODY, public)
 
 
-def test_sdk_verifies_our_response_signature(keys: dict[str, rsa.RSAPrivateKey], sdk: Core) -> None:
+def test_sdk_verifies_our_response_signature(keys: Keys, sdk: Core) -> None:
     body = json.dumps({"trade_state": "SUCCESS", "amount": {"total": 100}})
     headers = wire.sign_message(body, key=keys["platform"], serial=PLATFORM_ID)
     assert sdk._verify_signature(headers, body)
@@ -109,7 +80,7 @@ def test_sdk_verifies_our_response_signature(keys: dict[str, rsa.RSAPrivateKey],
     )
 
 
-def _sdk_callback(keys: dict[str, rsa.RSAPrivateKey], resource: dict[str, Any]) -> tuple[dict[str, str], bytes]:
+def _sdk_callback(keys: Keys, resource: dict[str, Any]) -> tuple[dict[str, str], bytes]:
     """A callback as WeChat Pay sends it, signed with the SDK's rsa_sign (AES-GCM done per the spec)."""
     nonce = "fdasflkja484"
     ciphertext = AESGCM(APIV3_KEY.encode()).encrypt(nonce.encode(), json.dumps(resource).encode(), b"transaction")
@@ -150,9 +121,7 @@ RESOURCE = {
 }
 
 
-def test_adapter_accepts_a_callback_built_with_the_sdk(
-    keys: dict[str, rsa.RSAPrivateKey], channel: Any, sdk: Core
-) -> None:
+def test_adapter_accepts_a_callback_built_with_the_sdk(keys: Keys, channel: Any, sdk: Core) -> None:
     headers, body = _sdk_callback(keys, RESOURCE)
     assert sdk.callback(headers, body)["resource"] == RESOURCE  # the SDK agrees it is genuine
     notice = channel.parse_callback(headers, body)
@@ -160,7 +129,7 @@ def test_adapter_accepts_a_callback_built_with_the_sdk(
     assert notice.outcome.status is OutcomeStatus.SUCCEEDED
 
 
-def test_adapter_rejects_changed_callback_bytes(keys: dict[str, rsa.RSAPrivateKey], channel: Any) -> None:
+def test_adapter_rejects_changed_callback_bytes(keys: Keys, channel: Any) -> None:
     headers, body = _sdk_callback(keys, RESOURCE)
     with pytest.raises(CallbackRejected, match="signature"):
         channel.parse_callback(headers, body.replace(b"EV-2018", b"EV-2019"))
@@ -173,15 +142,13 @@ def test_adapter_rejects_changed_callback_bytes(keys: dict[str, rsa.RSAPrivateKe
         channel.parse_callback({**headers, "Wechatpay-Timestamp": stale}, body)
 
 
-def test_adapter_rejects_a_signed_callback_for_another_merchant(
-    keys: dict[str, rsa.RSAPrivateKey], channel: Any
-) -> None:
+def test_adapter_rejects_a_signed_callback_for_another_merchant(keys: Keys, channel: Any) -> None:
     headers, body = _sdk_callback(keys, {**RESOURCE, "mchid": "1900000999"})
     with pytest.raises(CallbackRejected, match="mchid"):
         channel.parse_callback(headers, body)
 
 
-def test_adapter_rejects_a_resource_sealed_with_another_key(keys: dict[str, rsa.RSAPrivateKey], channel: Any) -> None:
+def test_adapter_rejects_a_resource_sealed_with_another_key(keys: Keys, channel: Any) -> None:
     envelope_headers, body = _sdk_callback(keys, RESOURCE)
     envelope = json.loads(body)
     sealed = AESGCM(b"0" * 32).encrypt(b"fdasflkja484", json.dumps(RESOURCE).encode(), b"transaction")
@@ -203,7 +170,7 @@ def test_sdk_decrypts_what_we_encrypt_and_we_decrypt_what_it_would() -> None:
     assert wire.decrypt_resource(APIV3_KEY.encode(), resource["nonce"], "refund", resource["ciphertext"]) == '{"a":1}'
 
 
-def test_sensitive_fields_round_trip_with_the_sdk(keys: dict[str, rsa.RSAPrivateKey]) -> None:
+def test_sensitive_fields_round_trip_with_the_sdk(keys: Keys) -> None:
     ours = wire.encrypt_field(keys["platform"].public_key(), "张三")
     assert sdk_utils.rsa_decrypt(ours, keys["platform"]) == "张三"
     theirs = sdk_utils.rsa_encrypt("李四", keys["platform"].public_key())
