@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from channels.contract import (
 )
 from channels.registry import ChannelSpec, factory_for
 from channels.simkit import SIMULATORS, Behaviour, Borrower, PaymentRefused, SimulatorHandle, create_simulator
+from channels.statements import statement_format
 from tests.conformance.receiver import Receiver, start_receiver
 
 HINTS = PayerHints(openid="o-borrower-openid", client_ip="203.0.113.7", return_url="https://app.example/done")
@@ -198,3 +200,24 @@ async def test_a_cashier_outside_the_channel_is_refused_before_sending() -> None
         assert Operation.COLLECT not in no_collect.operations and not no_collect.cashier_kinds
     finally:
         await sim.stop()
+
+
+async def test_a_paid_collection_is_on_the_days_statement_as_a_trade(rig: Rig, tmp_path: Path) -> None:
+    order = rig.order("CBILL", CashierKind.QR)
+    started = await rig.channel.create_collect(order)
+    assert started.cashier is not None
+    payment = rig.borrower.pay_cashier(started.cashier)
+    abandoned = await rig.channel.create_collect(rig.order("CBILL2", CashierKind.QR))
+    assert abandoned.cashier is not None
+    day = rig.sim.ledger.booking_day(rig.sim.ledger.now())
+    fetched = await rig.channel.fetch_statement(day, str(tmp_path))
+    with open(fetched.path, "rb") as stream:
+        lines = list(statement_format(fetched.format).iter_lines(stream, channel_id=rig.channel.channel_id, day=day))
+    [line] = [line for line in lines if line.channel_order_no.startswith("CBILL")]
+    # a cashier payment is a trade into the merchant's account, billed as a withhold is, for what was paid
+    assert (line.channel_order_no, line.operation, line.amount, line.channel_txn_id) == (
+        "CBILL",
+        Operation.WITHHOLD,
+        order.amount,
+        payment.txn_id,
+    )
