@@ -213,9 +213,11 @@ async def test_recovery_queues_attempts_left_sending_and_finishes_failovers_cut_
     gw.tables.poll_queue.clear()  # a crash between record and answer: nothing queued
     gw.channels["bank-a"].answer(busy())
     gw.store.fail_next("add_attempt", ConnectionError("database lost before attempt 2"))
-    with pytest.raises(ConnectionError):
-        await gw.flows.withhold(CALLER, "r-2", WithholdParams(20_000, "CNY", CARD, "ICBC", "", ""), 5)
+    gw.store.fail_next("finish_from_attempt", ConnectionError("still lost"))
+    # the flow is recorded: the caller gets it (PROCESSING), never the database's error
+    answer = await gw.flows.withhold(CALLER, "r-2", WithholdParams(20_000, "CNY", CARD, "ICBC", "", ""), 5)
     [stranded] = [f for f in gw.tables.flows.values() if f.request_id == "r-2"]
+    assert answer.flow_no == stranded.flow_no and answer.status is FlowStatus.PROCESSING
     assert stranded.status is FlowStatus.PROCESSING
 
     assert await gw.poller.recover() == 2
