@@ -28,3 +28,7 @@ ALTER TABLE agreements
   ADD COLUMN confirm_sent_at DATETIME(6) NULL,
   ADD COLUMN needs_review TINYINT(1) NOT NULL DEFAULT 0,
   ADD KEY ix_agreements_confirming (status, confirm_sent_at);
+
+-- The relay keeps each flow's events in order: it looks up a flow's earlier unpublished rows.
+ALTER TABLE outbox
+  ADD KEY ix_outbox_flow (flow_id, id);
