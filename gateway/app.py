@@ -9,7 +9,8 @@ Shutdown order (SIGTERM/SIGINT), written down once here:
 1. health NOT_SERVING, so load balancers stop sending;
 2. the gRPC server stops accepting and gives in-flight RPCs ``grace_s``;
 3. background channel calls get what is left of the grace, then are
-   cancelled (their attempts stay SENDING and are queried at next start);
+   cancelled (their attempts stay SENDING and are queried at next start;
+   agreement calls likewise, found by the agreements' recovery sweep);
 4. poller and relay stop (the relay flushes what it has produced);
 5. HTTP servers close; channel adapters close; the pool closes.
 """
@@ -181,6 +182,7 @@ class Gateway:
         await self._sync_positions()
         if cfg.poller.enabled:
             await self.poller.start()
+        await self.agreements.start()  # recovery of agreements left awaiting after a confirm was sent
         if self.relay is not None:
             await self.relay.start()
 
@@ -257,6 +259,7 @@ class Gateway:
         cancelled = await self.flows.drain(left)
         if cancelled:
             log.warning("%d channel calls cancelled at shutdown; they are queried at next start", cancelled)
+        await self.agreements.stop(max(grace - (time.monotonic() - started), 0.0))
         if self._sampler is not None:
             self._sampler.cancel()
             await asyncio.gather(self._sampler, return_exceptions=True)

@@ -57,7 +57,7 @@ from typing import Any
 
 from channels.contract import Operation, OrderRef, Outcome, OutcomeStatus, pending
 from channels.registry import ChannelRegistry
-from gateway import metrics
+from gateway import background, metrics
 from gateway.domain import AttemptStatus, FlowKind, FlowStatus, account_hash, mask_account
 from gateway.errors import (
     CardLimitReached,
@@ -660,15 +660,7 @@ class FlowService:
         A cancelled call leaves its attempt SENDING; start-up recovery queries it.
         Returns how many were cancelled.
         """
-        tasks = list(self._tasks)
-        if not tasks:
-            return 0
-        _, still = await asyncio.wait(tasks, timeout=grace_s)
-        for task in still:
-            task.cancel()
-        if still:
-            await asyncio.gather(*still, return_exceptions=True)
-        return len(still)
+        return await background.drain(self._tasks, grace_s)
 
 
 def _route_query(operation: Operation, new: NewFlow, agreement_channels: frozenset[str] | None) -> RouteQuery:

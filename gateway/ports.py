@@ -146,6 +146,22 @@ class AgreementStore(Protocol):
 
     async def set_sign_ref(self, row: AgreementRow, sign_ref: str) -> None: ...
 
+    async def mark_confirm_sent(self, row: AgreementRow) -> None:
+        """Record, before calling the channel, that a confirm of this AWAITING agreement is being sent."""
+        ...
+
+    async def clear_confirm_sent(self, row: AgreementRow) -> None:
+        """The channel refused the confirm (a wrong code): nothing is pending at the channel any more."""
+        ...
+
+    async def unconfirmed_since(self, cutoff: datetime, *, limit: int = 500) -> list[AgreementRow]:
+        """AWAITING agreements whose confirm was sent at or before ``cutoff``, not yet marked for review."""
+        ...
+
+    async def mark_needs_review(self, row: AgreementRow) -> bool:
+        """Mark an AWAITING agreement for an operator; False if it moved on or was marked already."""
+        ...
+
     async def active_refs(self, caller: str, account_hash: str, agreement_no: str = "") -> dict[str, str]:
         """channel -> the channel's agreement ref, for the ACTIVE agreements of this caller's account."""
         ...

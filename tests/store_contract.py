@@ -54,6 +54,19 @@ async def created(stores: Stores, new: NewFlow, attempt: NewAttempt | None = Non
     return creation.row
 
 
+def agreement_fields(request_id: str) -> dict[str, str]:
+    return {
+        "caller": "loans",
+        "request_id": request_id,
+        "request_hash": "h",
+        "channel": "sbx",
+        "account_hash": "acct",
+        "account_masked": "6222****1234",
+        "holder_masked": "张*",
+        "bank_code": "ICBC",
+    }
+
+
 async def events(stores: Stores, flow_id: int) -> list[str]:
     return await stores.events(flow_id)
 
@@ -282,16 +295,7 @@ class StoreContract:
     # --- agreements -----------------------------------------------------------------------
 
     async def test_agreements_are_idempotent_and_move_forward_only(self, stores: Stores) -> None:
-        fields = {
-            "caller": "loans",
-            "request_id": "s-1",
-            "request_hash": "h",
-            "channel": "sbx",
-            "account_hash": "acct",
-            "account_masked": "6222****1234",
-            "holder_masked": "张*",
-            "bank_code": "ICBC",
-        }
+        fields = agreement_fields("s-1")
         creation = await stores.agreements.create(**fields)
         assert isinstance(creation, Created)
         row = creation.row
@@ -305,3 +309,22 @@ class StoreContract:
         assert not await stores.agreements.transition(row, AgreementStatus.ACTIVE)
         stored = await stores.agreements.by_no("loans", row.agreement_no)
         assert stored is not None and stored.status is AgreementStatus.REVOKED and stored.agreement_ref == "AG-1"
+
+    async def test_an_agreement_confirm_is_recorded_as_sent_and_found_by_recovery(self, stores: Stores) -> None:
+        creation = await stores.agreements.create(**agreement_fields("s-2"))
+        assert isinstance(creation, Created)
+        row = creation.row
+        later = utcnow() + timedelta(seconds=5)
+        assert await stores.agreements.unconfirmed_since(later) == []
+        await stores.agreements.mark_confirm_sent(row)
+        [found] = await stores.agreements.unconfirmed_since(later)
+        assert found.agreement_no == row.agreement_no and found.confirm_sent_at is not None
+        assert await stores.agreements.unconfirmed_since(utcnow() - timedelta(seconds=60)) == []
+        assert await stores.agreements.mark_needs_review(found)
+        assert not await stores.agreements.mark_needs_review(found)
+        assert await stores.agreements.unconfirmed_since(later) == []
+        assert await stores.agreements.transition(found, AgreementStatus.ACTIVE, agreement_ref="AG-2")
+        stored = await stores.agreements.by_no("loans", row.agreement_no)
+        assert stored is not None and stored.status is AgreementStatus.ACTIVE and not stored.needs_review
+        await stores.agreements.clear_confirm_sent(row)  # no longer awaiting: changes nothing
+        assert not await stores.agreements.mark_needs_review(stored)

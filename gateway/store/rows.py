@@ -285,6 +285,8 @@ class AgreementRow:
     failure_code: str
     created_at: datetime | None
     updated_at: datetime | None
+    confirm_sent_at: datetime | None = None  # a confirm went to the channel (record before call)
+    needs_review: bool = False  # left awaiting after a confirm was sent: an operator checks with the channel
 
     @classmethod
     def from_row(cls, r: dict[str, Any]) -> AgreementRow:
@@ -305,6 +307,8 @@ class AgreementRow:
             failure_code=r["failure_code"],
             created_at=r["created_at"],
             updated_at=r["updated_at"],
+            confirm_sent_at=r.get("confirm_sent_at"),
+            needs_review=bool(r.get("needs_review")),
         )
 
 

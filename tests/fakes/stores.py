@@ -660,6 +660,7 @@ class FakeAgreementStore(_Failing):
                 setattr(row, name, value)
         stored.status = row.status = target
         stored.updated_at = row.updated_at = utcnow()
+        stored.needs_review = row.needs_review = False
         return True
 
     async def set_sign_ref(self, row: AgreementRow, sign_ref: str) -> None:
@@ -667,6 +668,41 @@ class FakeAgreementStore(_Failing):
         if stored is not None and stored.status is AgreementStatus.AWAITING_CONFIRMATION:
             stored.sign_ref = sign_ref
         row.sign_ref = sign_ref
+
+    async def mark_confirm_sent(self, row: AgreementRow) -> None:
+        self._maybe_fail("mark_confirm_sent")
+        now = utcnow()
+        stored = self.t.agreements.get(row.id)
+        if stored is not None and stored.status is AgreementStatus.AWAITING_CONFIRMATION:
+            stored.confirm_sent_at = now
+        row.confirm_sent_at = now
+
+    async def clear_confirm_sent(self, row: AgreementRow) -> None:
+        stored = self.t.agreements.get(row.id)
+        if stored is not None and stored.status is AgreementStatus.AWAITING_CONFIRMATION:
+            stored.confirm_sent_at = None
+        row.confirm_sent_at = None
+
+    async def unconfirmed_since(self, cutoff: datetime, *, limit: int = 500) -> list[AgreementRow]:
+        rows = sorted(
+            (
+                r
+                for r in self.t.agreements.values()
+                if r.status is AgreementStatus.AWAITING_CONFIRMATION
+                and r.confirm_sent_at is not None
+                and r.confirm_sent_at <= cutoff
+                and not r.needs_review
+            ),
+            key=lambda r: r.confirm_sent_at or cutoff,
+        )
+        return [copy.deepcopy(r) for r in rows[:limit]]
+
+    async def mark_needs_review(self, row: AgreementRow) -> bool:
+        stored = self.t.agreements.get(row.id)
+        if stored is None or stored.status is not AgreementStatus.AWAITING_CONFIRMATION or stored.needs_review:
+            return False
+        stored.needs_review = row.needs_review = True
+        return True
 
     async def active_refs(self, caller: str, account_hash: str, agreement_no: str = "") -> dict[str, str]:
         rows = sorted(self.t.agreements.values(), key=lambda r: r.id)
