@@ -18,7 +18,8 @@ Endpoints (all signed, all refused with 503/``2003`` during an outage)::
     GET  /v1/balance               the merchant float
 
 Admin endpoints (unsigned, for tests; served during outages too):
-``GET /_admin/ledger``, ``GET|POST /_admin/behaviour``, ``GET /_admin/sms/{sign_ref}``.
+``GET /_admin/ledger``, ``GET|POST /_admin/behaviour``, ``GET /_admin/sms/{sign_ref}``,
+``GET /_admin/sms?phone=<number>`` (the last SMS sent to a phone number).
 
 Callbacks: when a pending order settles (and, with ``Behaviour.notify_final``,
 when any order ends at once) a signed :class:`~channels.sandbox.wire.OrderReply`
@@ -431,6 +432,7 @@ class SandboxSimulator(SimulatorBase):
             )
             self._signings[signing.sign_ref] = signing
             self._signings_by_order[sign.sign_order_no] = signing.sign_ref
+            self.sms.send(sign.phone, signing.sms_code, signing.sign_ref)
         ok = RawCode.SUCCESS
         return self._respond(request, wire.SignAgreementReply(ok, wire.MESSAGES[ok], signing.sign_ref))
 
