@@ -223,14 +223,20 @@ class CollectionService:
 
     # --- use cases ---------------------------------------------------------------------
 
-    async def create(self, caller: str, request_id: str, params: CollectParams, wait_s: float) -> Collection:
-        """Record the collection and ask the channel for its cashier, waiting up to ``wait_s``.
+    async def create(
+        self, caller: str, request_id: str, params: CollectParams, wait_s: float, *, deadline_s: float | None = None
+    ) -> Collection:
+        """Record the collection and ask the channel for its cashier, waiting up to ``wait_s``
+        (cut to ``deadline_s``, the RPC's remaining time, less the margin, as for every flow).
 
         Idempotent on (caller, request_id): the same parameters return the same
         flow and cashier (asking the channel again, same order number, when the
         first call left none); others raise IdempotencyConflict. Raises NoRoute
         when no channel offers the cashier (or the named channel does not).
+        Once the flow is recorded it is always returned, without its cashier
+        when that cannot be read now (GetFlow and a replay hand it out later).
         """
+        budget = self.flows.settings.budget_s(wait_s, deadline_s)
         request_hash = canonical_hash("COLLECT", params)
         expires_at = _utcnow() + timedelta(seconds=params.expires_in_s or self.config.default_expiry_s)
         new = NewFlow(
@@ -255,19 +261,29 @@ class CollectionService:
         if params.channel:
             # the caller's channel or none: no failover to another wallet the borrower did not choose
             plan = (await self.flows.route(query)).only(params.channel)
-            route = Route(Operation.COLLECT, time.monotonic() + wait_s, None, plan)
+            route = Route(Operation.COLLECT, time.monotonic() + budget, None, plan)
         else:
-            route = Route.routed(query, wait_s)
+            route = Route.routed(query, budget)
         route.first_poll_at = expires_at
         orders = self._orders(params, expires_at)
 
         async def record(new: NewFlow, attempt: NewAttempt) -> Creation[FlowRow]:
             return await self.store.create(new, attempt, NewCollection(params.cashier, expires_at))
 
-        flow = await self.flows.start(new, orders, route, wait_s, create=record)
-        if flow.replayed:
-            return await self._replayed(flow, params)
-        return await self.collection(flow)
+        flow = await self.flows.start(new, orders, route, create=record)
+        try:
+            if flow.replayed:
+                return await self._replayed(flow, params)
+            return await self.collection(flow)
+        except Exception as exc:
+            # recorded: the caller gets the flow, never an error (gateway/flows.py); the poller goes on with it
+            log.error(
+                "collection recorded but reading or renewing its cashier failed (%s); answering with the flow",
+                type(exc).__name__,
+                exc_info=exc,
+                extra={"flow_no": flow.flow_no},
+            )
+            return Collection(flow, None)
 
     async def close(self, caller: str, flow_no: str) -> Collection:
         """Close an unpaid collection early (the caller's CloseCollection).

@@ -23,6 +23,7 @@ Endpoints (all signed, all refused with 503/``2003`` during an outage)::
 Admin endpoints (unsigned, for tests; served during outages too):
 ``GET /_admin/ledger``, ``GET|POST /_admin/behaviour``, ``GET /_admin/sms/{sign_ref}``,
 ``GET|POST|DELETE /_admin/statement/faults`` (:mod:`channels.simkit.bills`),
+``GET /_admin/sms?phone=<number>`` (the last SMS sent to a phone number),
 and the borrower's ``/_admin/cashier/...`` (:func:`channels.simkit.borrower_routes`).
 
 Collect orders wait for their payer (``3002``) until paid (``0000``, a
@@ -583,6 +584,7 @@ class SandboxSimulator(SimulatorBase):
             )
             self._signings[signing.sign_ref] = signing
             self._signings_by_order[sign.sign_order_no] = signing.sign_ref
+            self.sms.send(sign.phone, signing.sms_code, signing.sign_ref)
         ok = RawCode.SUCCESS
         return self._respond(request, wire.SignAgreementReply(ok, wire.MESSAGES[ok], signing.sign_ref))
 

@@ -21,6 +21,7 @@ One module per seam; every name is importable from ``channels.simkit``:
 ``callbacks``   :class:`CallbackSender`, retry policy, acknowledgement checks
 ``desk``        :class:`OrderDesk`: record, decide, move money once, settle later
 ``cashier``     :class:`CashierBook`: payer-initiated orders and the borrower who pays them
+``sms``         :class:`SmsLog`: the last SMS "sent" to each phone number (what tests read)
 ``server``      :class:`HttpServer`, admin routes, :class:`SimulatorBase`,
                 :class:`SimulatorHandle`, :class:`Borrower`, :func:`create_simulator`
 ``cli``         what every simulator's command line shares
@@ -70,6 +71,7 @@ from channels.simkit.server import (
     pem_private,
     pem_public,
 )
+from channels.simkit.sms import Sms, SmsLog
 from channels.simkit.tasks import TaskSet
 
 __all__ = [
@@ -108,6 +110,8 @@ __all__ = [
     "Signer",
     "SimulatorBase",
     "SimulatorHandle",
+    "Sms",
+    "SmsLog",
     "StatementBook",
     "StatementFaults",
     "TaskSet",

@@ -175,7 +175,7 @@ class CashierBook:
         return entry
 
     def payments(self, order_no: str) -> list[Payment]:
-        return [Payment.of(m) for m in self.ledger.movements() if m.order_no == order_no]
+        return [Payment.of(m) for m in self.ledger.payments(order_no)]
 
     def state(self, order_no: str) -> dict[str, Any]:
         """A JSON-able view of one order (the admin route's answer)."""

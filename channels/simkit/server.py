@@ -23,6 +23,7 @@ from channels.simkit.callbacks import AckCheck, CallbackPolicy, CallbackSender
 from channels.simkit.cashier import DEFAULT_PAYER, CashierBook, Payment, PaymentRefused
 from channels.simkit.desk import OrderDesk
 from channels.simkit.ledger import Entry, Ledger
+from channels.simkit.sms import Sms, SmsLog
 from channels.simkit.tasks import TaskSet
 
 
@@ -120,6 +121,10 @@ class SimulatorHandle(Protocol):
         """The SMS code "sent" for a signing; raises KeyError for an unknown ``sign_ref``."""
         ...
 
+    def last_sms(self, phone: str) -> Sms:
+        """The last SMS "sent" to ``phone`` (as a real SMS gateway's log shows it); KeyError if none."""
+        ...
+
 
 @runtime_checkable
 class Borrower(Protocol):
@@ -192,7 +197,8 @@ def admin_routes(handle: SimulatorHandle) -> list[web.RouteDef]:
 
     ``GET /_admin/ledger``, ``GET|POST /_admin/behaviour`` (POST applies a
     partial JSON update, 400 naming the bad field), ``GET /_admin/sms/{sign_ref}``,
-    ``GET|POST|DELETE /_admin/statement/faults`` (:func:`channels.simkit.bills.faults_routes`);
+    ``GET|POST|DELETE /_admin/statement/faults`` (:func:`channels.simkit.bills.faults_routes`),
+    ``GET /_admin/sms?phone=<number>`` (the last SMS sent to that number);
     for a :class:`Borrower`, the cashier routes (:func:`borrower_routes`).
     """
 
@@ -219,12 +225,23 @@ def admin_routes(handle: SimulatorHandle) -> list[web.RouteDef]:
             return web.json_response({"error": "unknown sign_ref"}, status=404)
         return web.json_response({"sms_code": code})
 
+    async def last_sms(request: web.Request) -> web.Response:
+        phone = request.query.get("phone", "")
+        try:
+            sms = handle.last_sms(phone)
+        except KeyError:
+            return web.json_response({"error": "no SMS sent to that phone number"}, status=404)
+        return web.json_response(
+            {"phone": sms.phone, "sms_code": sms.code, "sign_ref": sms.sign_ref, "sent_at": sms.sent_at}
+        )
+
     routes = [
         web.get("/_admin/ledger", ledger),
         web.get("/_admin/behaviour", get_behaviour),
         web.post("/_admin/behaviour", set_behaviour),
         web.get("/_admin/sms/{sign_ref}", sms),
         *faults_routes(handle.statements),
+        web.get("/_admin/sms", last_sms),
     ]
     if isinstance(handle, Borrower):
         routes += borrower_routes(handle)
@@ -341,6 +358,7 @@ class SimulatorBase:
         self._stopping = asyncio.Event()
         self._cashiers = CashierBook(ledger, self._notify_payment)
         self._statements = StatementBook(ledger)
+        self.sms = SmsLog()  # what signing "texts" borrowers; a subclass records each code it sends here
         app.add_routes(admin_routes(self))
         self._server = HttpServer(app)
 
@@ -392,6 +410,9 @@ class SimulatorBase:
 
     def sms_code(self, sign_ref: str) -> str:
         raise NotImplementedError
+
+    def last_sms(self, phone: str) -> Sms:
+        return self.sms.last(phone)
 
     # --- the borrower (see Borrower) -------------------------------------------------
 

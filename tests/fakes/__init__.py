@@ -111,6 +111,7 @@ class FakeGateway:
             self.flows, self.collection_store, cashier or CashierConfig(min_expiry_s=1), expedite=self._expedite
         )
         self.poller = Poller(self.queue, self.flows, config, {}, owner="unit-poller", collections=self.collections)
+        self.flows.queries = self.poller  # as gateway/app.py wires it
         self.expedited: list[tuple[int, str]] = []
         self.callbacks = CallbackHandler(self.registry, self.flows, self._expedite, self.collections)
 

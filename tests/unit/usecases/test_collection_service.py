@@ -10,6 +10,7 @@ race with the close), CloseCollection, second payments, refunds.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -24,7 +25,7 @@ from channels.contract import (
 )
 from gateway.collections import CashierConfig, Collection, CollectParams
 from gateway.domain import AttemptStatus, FlowStatus
-from gateway.errors import IdempotencyConflict, NoRoute, PreconditionFailed
+from gateway.errors import DatabaseUnavailable, IdempotencyConflict, NoRoute, PreconditionFailed
 from gateway.store.rows import ANOTHER_TRANSACTION, AttemptRow, Source, utcnow
 from gateway.validation import RefundParams
 from tests.fakes import CALLER, FakeChannel, FakeGateway
@@ -178,6 +179,41 @@ async def test_a_create_left_without_cashier_is_asked_again_by_a_replay() -> Non
     replay = await collect(gw)
     assert replay.flow.replayed and replay.cashier == cashier(live(first).channel_order_no)
     assert len(gw.channels["bank-a"].orders("collect")) == 3
+
+
+# --- the deadline and the recorded flow (as for every flow: gateway/flows.py) ------------
+
+
+async def test_the_rpc_deadline_cuts_the_wait_for_the_cashier(gw: FakeGateway) -> None:
+    gw.channels["bank-a"].answer_collects(Hang(1.0, processing()))  # then, asked again: a cashier
+    started_at = time.monotonic()
+    started = await gw.collections.create(CALLER, "c-1", params(), wait_s=5, deadline_s=0.3)
+    assert time.monotonic() - started_at < 0.3 - gw.flows.settings.deadline_margin_s + 0.1
+    assert started.flow.status is FlowStatus.PROCESSING and started.cashier is None
+    await gw.flows.drain(5.0)
+    replay = await collect(gw)
+    assert replay.flow.replayed and replay.cashier == cashier(live(started).channel_order_no)
+    assert len(gw.channels["bank-a"].orders("collect")) == 2  # the lost answer, asked again once
+
+
+async def test_a_cashier_that_cannot_be_recorded_answers_the_flow_and_a_replay_hands_it_out(gw: FakeGateway) -> None:
+    gw.collection_store.fail_next("record_cashier", DatabaseUnavailable("lost after the channel answered"))
+    started = await collect(gw)
+    assert started.flow.status is FlowStatus.PROCESSING and started.cashier is None
+    attempt = gw.tables.attempts[live(started).id]
+    assert attempt.status is AttemptStatus.PENDING and attempt.id in gw.tables.poll_queue  # never failed
+    assert gw.channels["bank-b"].calls == []  # the order may exist at bank-a: no failover
+    replay = await collect(gw)  # the same order number: the channel hands out the same cashier
+    assert replay.cashier == cashier(attempt.channel_order_no)
+
+
+async def test_a_collection_whose_cashier_cannot_be_read_is_answered_without_it(gw: FakeGateway) -> None:
+    gw.collection_store.fail_next("by_flow", DatabaseUnavailable("lost before the answer"))
+    started = await collect(gw)
+    assert started.row is None and started.cashier is None
+    assert started.flow.flow_no and started.flow.status is FlowStatus.PROCESSING
+    again = await gw.collections.collection(started.flow)  # GetFlow later hands it out
+    assert again.cashier == cashier(live(started).channel_order_no)
 
 
 # --- the lifecycle -----------------------------------------------------------------------
