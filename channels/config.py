@@ -15,7 +15,8 @@ returns; the gateway lays its ``PAYGATE_*`` environment overrides over it first,
   full path once every key has the right type (inner tables first); use :func:`join` to name keys;
 * a :class:`Secret` key ``name`` of any table may instead be given as ``name_file``: the path of a
   file holding the secret (one trailing newline is dropped), read when the table is read; giving
-  both is an error (the environment overlay replaces one with the other, see :mod:`gateway.config`);
+  both is an error unless ``name`` is empty (the environment overlay replaces one with the other,
+  see :mod:`gateway.config`);
 * every failure is one :class:`ConfigError` whose ``key`` is the full path of the key at fault
   (``channels[1].routing.fee.rate_ppm``). A validator may raise ``ConfigError("sub", ...)`` to
   name a key below the value it validates (``"[2]"`` for an array item); a plain ``ValueError``
@@ -212,7 +213,7 @@ def _secrets_from_files(names: tuple[str, ...]) -> typing.Callable[[Any], Any]:
             path = out.pop(name + FILE_SUFFIX, None)
             if path is None:
                 continue
-            if name in out:
+            if out.get(name, "") != "":  # an empty value (the example's placeholder) gives way to the file
                 raise ConfigError(name + FILE_SUFFIX, f"give only one of {name} or {name}{FILE_SUFFIX}")
             out[name] = read_secret_file(path, name + FILE_SUFFIX)
         return out

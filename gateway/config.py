@@ -54,9 +54,11 @@ documents TOML values. pydantic itself does the validation; the overlay below is
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import os
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,3 +353,41 @@ def from_mapping(raw: Mapping[str, Any]) -> Config:
     """Build a Config from an in-memory table (tests, demo); no environment overrides."""
     with start_up_errors():
         return read(Config, raw)
+
+
+# --- showing it --------------------------------------------------------------------
+
+REDACTED = "********"
+
+
+def redacted(config: Config, secrets: Collection[str] = ()) -> dict[str, Any]:
+    """The configuration as TOML-shaped data, every secret replaced by :data:`REDACTED`.
+
+    Secrets are the :class:`Secret` values, and any string equal to one of ``secrets``: a channel's
+    ``settings`` stay as they were given until its adapter reads them, so their secrets are known
+    only by value (collect them with :func:`channels.config.collect_secrets` while the adapters are
+    built, as ``paygate config check`` does). Keys whose value is unset (None) are left out.
+    """
+    known = {s for s in secrets if s}
+    out = _plain(config, known)
+    assert isinstance(out, dict)
+    return out
+
+
+def _plain(value: Any, secrets: set[str]) -> Any:
+    if isinstance(value, Secret):
+        return REDACTED if value else ""  # that none is set is no secret
+    if isinstance(value, str):
+        return REDACTED if value in secrets else value
+    if isinstance(value, enum.Enum):
+        return _plain(value.value, secrets)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value) if f.init)
+        return {name: _plain(item, secrets) for name, item in fields if item is not None}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, secrets) for k, v in value.items() if v is not None}
+    if isinstance(value, frozenset | set):
+        return sorted(_plain(v, secrets) for v in value)
+    if isinstance(value, list | tuple):
+        return [_plain(v, secrets) for v in value]
+    return value
