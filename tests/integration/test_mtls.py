@@ -9,11 +9,13 @@ connections while open ones keep working.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 
@@ -236,3 +238,18 @@ async def test_a_broken_rotation_keeps_the_old_certificate(h: Harness, pki: Pki)
         assert asyncio.get_running_loop().time() < deadline, "the broken rotation was not looked at"
         await asyncio.sleep(0.1)
     assert await _call(h, pki.credentials(pki.loans), h.md("loans")) is not None
+
+
+async def test_the_callback_endpoint_over_tls(db_config: DatabaseConfig, pki: Pki) -> None:
+    http_tls = {"cert_file": str(pki.folder / "server.pem"), "key_file": str(pki.folder / "server.key")}
+    async with running_gateway(db_config, {"bank-a": Behaviour()}, server={"http_tls": http_tls}) as h:
+        assert h.gateway.flows.settings.callback_base == f"https://127.0.0.1:{h.gateway.http_port}"
+        context = ssl.create_default_context(cadata=pki.ca.cert_pem.decode())
+        url = f"https://127.0.0.1:{h.gateway.http_port}/callbacks/bank-a"
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, data=b"{}", ssl=context) as reply:
+                assert reply.status < 500  # the channel's own refusal of an unsigned notice
+            with pytest.raises(aiohttp.ClientError):  # plaintext is not spoken there
+                async with session.post(url.replace("https", "http"), data=b"{}", ssl=context):
+                    pass
+        assert _expiry("http", "server") > 6 * 86400
