@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -168,3 +169,53 @@ class DevCA:
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return Issued(builder.sign(self.key, hashes.SHA256()), key)
+
+
+@dataclass(frozen=True)
+class StackPki:
+    """The files of a development stack's mutual TLS (see :func:`stack_pki`)."""
+
+    folder: Path
+    ca: DevCA
+    clients: dict[str, Issued]
+
+    @property
+    def ca_file(self) -> Path:
+        return self.folder / "ca.pem"
+
+    def server_tls(self, *, reload_check_s: float = 2.0) -> dict[str, str | float]:
+        """The gateway's ``[server.tls]`` table for these files (mutual TLS)."""
+        return {
+            "cert_file": str(self.folder / "server.pem"),
+            "key_file": str(self.folder / "server.key"),
+            "client_ca_file": str(self.ca_file),
+            "reload_check_s": reload_check_s,
+        }
+
+    def client_files(self, name: str) -> tuple[Path, Path]:
+        """(certificate, key) of the client ``name``."""
+        return self.folder / f"{name}.pem", self.folder / f"{name}.key"
+
+    def grpc_credentials(self, name: str | None) -> Any:
+        """gRPC channel credentials trusting the CA, presenting client ``name``'s certificate (None: none)."""
+        import grpc  # only the callers of this need gRPC
+
+        client = self.clients[name] if name is not None else None
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.cert_pem,
+            private_key=client.key_pem if client else None,
+            certificate_chain=client.cert_pem if client else None,
+        )
+
+
+def stack_pki(folder: Path, clients: dict[str, str], *, name: str = "paygate development CA") -> StackPki:
+    """A throw-away CA in ``folder``, a server certificate for 127.0.0.1 / localhost, and one client
+    certificate per ``clients`` entry (name -> its URI SAN, e.g. ``spiffe://lender.example/loans``)."""
+    ca = DevCA.create(name)
+    ca.write(folder)
+    ca.issue("paygate", dns=["localhost"], ips=["127.0.0.1"], server=True).write(folder, "server")
+    issued = {}
+    for client, san in clients.items():
+        issued[client] = ca.issue(client, uris=[san])
+        issued[client].write(folder, client)
+    return StackPki(folder, ca, issued)
