@@ -139,11 +139,14 @@ class ManualResolutions:
 
     async def pending(
         self, *, flow_no: str = "", include_decided: bool = False, after_id: int = 0, limit: int = 50
-    ) -> list[ResolutionRow]:
-        """Resolutions, oldest first: the open ones (or all); a PENDING one whose flow finished is voided first."""
+    ) -> tuple[list[ResolutionRow], int | None]:
+        """A page of resolutions, oldest first: the open ones (or all), and the id to continue after (None:
+        no more). A PENDING one whose flow finished is voided first (and then shown only with the decided)."""
         rows = await self.resolutions.list(
-            statuses=frozenset() if include_decided else OPEN, flow_no=flow_no, after_id=after_id, limit=limit
+            statuses=frozenset() if include_decided else OPEN, flow_no=flow_no, after_id=after_id, limit=limit + 1
         )
+        more = len(rows) > limit
+        rows = rows[:limit]
         out = []
         for row in rows:
             if row.status is ResolutionStatus.PENDING and row.flow_status is not FlowStatus.PROCESSING:
@@ -151,7 +154,7 @@ class ManualResolutions:
                 if not include_decided:
                     continue
             out.append(row)
-        return out
+        return out, (rows[-1].id if more else None)
 
     async def _void(self, row: ResolutionRow, flow_status: FlowStatus) -> ResolutionRow:
         voided = await self.resolutions.decide(

@@ -273,12 +273,12 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         flow_no = v.pattern(request.flow_no, "flow_no", v.FLOW_NO, "a 26-character flow_no", required=False)
         limit = v.page_size(request.page_size)
         after = _page_token(request.page_token)
-        rows = await self.resolutions.pending(
-            flow_no=flow_no, include_decided=request.include_decided, after_id=after, limit=limit + 1
+        rows, next_after = await self.resolutions.pending(
+            flow_no=flow_no, include_decided=request.include_decided, after_id=after, limit=limit
         )
-        out = admin_pb2.ListPendingResolutionsResponse(resolutions=[resolution_pb(r) for r in rows[:limit]])
-        if len(rows) > limit:
-            out.next_page_token = _next_token(rows[limit - 1].id)
+        out = admin_pb2.ListPendingResolutionsResponse(resolutions=[resolution_pb(r) for r in rows])
+        if next_after is not None:
+            out.next_page_token = _next_token(next_after)
         return out
 
     async def ListAuditLog(

@@ -29,8 +29,9 @@ def test_a_secret_in_a_record_or_its_extras_is_found() -> None:
     assert "a-token-that-leaked-0001" not in str(leaks[0]) and "24 characters" in str(leaks[0])
 
 
-def test_short_values_are_not_searched_for() -> None:
-    assert find_leaks([("x", "the key is s")], ["s", ""]) == []
+def test_short_values_and_fillers_are_not_searched_for() -> None:
+    assert find_leaks([("x", "the key is s, or xxxxxxxxxxxxxxxxxxxxxxxx")], ["s", "", "x" * 20, "ababab" * 4]) == []
+    assert len(find_leaks([("x", "the key is abcde-123")], ["abcde-123"])) == 1
 
 
 def test_process_logs_are_searched_for_the_secrets_of_their_configuration() -> None:

@@ -135,20 +135,30 @@ async def test_a_flow_finishing_between_approval_and_resolution_voids_it(w: Worl
 async def test_reject_and_listing(w: World) -> None:
     flow, pending = await w.proposed()
     other_flow, other = await w.proposed()
-    assert [r.id for r in await w.uc.pending()] == [pending.id, other.id]
+    assert [r.id for r in (await w.uc.pending())[0]] == [pending.id, other.id]
     rejected = await w.uc.reject(pending.id, "checker", "no debit on the statement")
     assert rejected.status is ResolutionStatus.REJECTED and await w.status(flow) is FlowStatus.PROCESSING
     with pytest.raises(PreconditionFailed):
         await w.uc.reject(pending.id, "checker", "again")
     # the other flow finishes on its own: listing voids its resolution rather than show it
     assert await w.flows.resolve(other_flow, FlowStatus.SUCCEEDED, "poller", "x", "")
-    assert await w.uc.pending() == []
-    everything = await w.uc.pending(include_decided=True)
+    assert await w.uc.pending() == ([], None)
+    everything, _ = await w.uc.pending(include_decided=True)
     assert [(r.id, r.status) for r in everything] == [
         (pending.id, ResolutionStatus.REJECTED),
         (other.id, ResolutionStatus.VOIDED),
     ]
-    assert [r.id for r in await w.uc.pending(flow_no=flow.flow_no, include_decided=True)] == [pending.id]
+    assert [r.id for r in (await w.uc.pending(flow_no=flow.flow_no, include_decided=True))[0]] == [pending.id]
+
+
+async def test_pages_of_pending_resolutions_go_on_past_voided_ones(w: World) -> None:
+    made = [await w.proposed() for _ in range(4)]
+    for flow, _ in made[:2]:  # the first page's flows finish on their own
+        assert await w.flows.resolve(flow, FlowStatus.SUCCEEDED, "poller", "x", "")
+    page, after = await w.uc.pending(limit=2)
+    assert page == [] and after == made[1][1].id
+    page, after = await w.uc.pending(limit=2, after_id=after)
+    assert [r.id for r in page] == [made[2][1].id, made[3][1].id] and after is None
 
 
 async def test_rejecting_a_resolution_whose_flow_finished_voids_it(w: World) -> None:
