@@ -1,9 +1,11 @@
 """The composition root: builds every component from the config, starts and stops them in order.
 
-Start order: database pool → channel adapters → router (warm start from recent
-attempts, operator-set channel states) → positions (synced from channels
-without one) → poller (crash recovery first) → outbox relay → callback HTTP
-server → metrics HTTP server → gRPC server → health SERVING.
+Start order: database pool → channel adapters → this replica's run registered
+(gateway/replicas.py) and the router warmed from recent attempts and the
+operator-set channel states, then kept in step with the other replicas →
+positions (synced from channels without one) → poller (crash recovery first,
+of what no live replica works on) → outbox relay → callback HTTP server →
+metrics HTTP server → gRPC server → health SERVING.
 
 Shutdown order (SIGTERM/SIGINT), written down once here:
 1. health NOT_SERVING, so load balancers stop sending;
@@ -11,7 +13,8 @@ Shutdown order (SIGTERM/SIGINT), written down once here:
 3. background channel calls get what is left of the grace, then are
    cancelled (their attempts stay SENDING and are queried at next start);
 4. poller and relay stop (the relay flushes what it has produced);
-5. HTTP servers close; channel adapters close; the pool closes.
+5. the replica run is marked stopped: the others may take what it left at once;
+6. HTTP servers close; channel adapters close; the pool closes.
 """
 
 from __future__ import annotations
@@ -39,11 +42,13 @@ from gateway.api.auth import GatewayInterceptor, TokenBook
 from gateway.api.servicer import PaymentGatewayServicer
 from gateway.callbacks import CallbackHandler
 from gateway.config import Config, ConfigError, start_up_errors
+from gateway.domain import new_ulid
 from gateway.flows import FlowService, FlowSettings
 from gateway.obs.series import declare_series
-from gateway.planner import Planner, warm_observations
-from gateway.poller import Poller, Schedule
+from gateway.planner import Planner
+from gateway.poller import Poller, Schedule, default_owner
 from gateway.ports import PositionStore
+from gateway.replicas import ReplicaSync
 from gateway.store.agreements import MySQLAgreementStore
 from gateway.store.audit import MySQLAuditLog
 from gateway.store.channel_states import MySQLChannelStates
@@ -53,9 +58,10 @@ from gateway.store.flows import MySQLFlowStore
 from gateway.store.observations import MySQLObservations
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
+from gateway.store.replicas import MySQLReplicas
 from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from routing.config import parse_channel_profiles
-from routing.engine import ChannelState, Router
+from routing.engine import Router
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +104,7 @@ class Gateway:
     agreements: AgreementService
     positions: PositionStore
     poller: Poller
+    replica: ReplicaSync
     relay: Any = None
     grpc_server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer | None = None  # type: ignore[name-defined]
@@ -120,11 +127,22 @@ class Gateway:
             router.profile(c).per_card_daily_attempts or router.profile(c).per_card_daily_amount for c in registry
         )
         planner = Planner(router, positions, MySQLObservations(db), needs_card_usage=needs_usage)
+        replica_id = config.server.replica_id or default_owner()
+        replica = ReplicaSync(
+            config.replicas,
+            replica_id=replica_id,
+            incarnation=new_ulid(),
+            store=MySQLReplicas(db),
+            channel_states=MySQLChannelStates(db),
+            observations=planner.observations,
+            planner=planner,
+        )
         store = MySQLFlowStore(
             db,
             group_commit=config.database.group_commit,
             workers=config.database.group_commit_workers,
             max_batch=config.database.group_commit_max_batch,
+            incarnation=replica.incarnation,
         )
         relay = None
         if config.kafka is not None and config.kafka.enabled:
@@ -152,8 +170,8 @@ class Gateway:
             )
             for c in config.channels
         }
-        poller = Poller(MySQLPollQueue(db), flows, config.poller, schedules, owner=config.server.replica_id)
-        return cls(config, db, registry, router, planner, flows, agreements, positions, poller, relay)
+        poller = Poller(MySQLPollQueue(db), flows, config.poller, schedules, owner=replica_id, scope=replica.scope)
+        return cls(config, db, registry, router, planner, flows, agreements, positions, poller, replica, relay)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -163,11 +181,7 @@ class Gateway:
         declare_series(list(self.registry), self.relay.config.topics() if self.relay is not None else ())
         await self.db.start()
         await self.registry.start()
-        self.router.warm_start(await warm_observations(self.planner.observations, WARM_WINDOW_S))
-        channel_states = MySQLChannelStates(self.db)
-        for channel_id, state in (await channel_states.all()).items():
-            if channel_id in self.registry:
-                self.router.set_state(channel_id, ChannelState(state))
+        await self.replica.start(warm_window_s=WARM_WINDOW_S)
         await self._sync_positions()
         if cfg.poller.enabled:
             await self.poller.start()
@@ -199,7 +213,7 @@ class Gateway:
                 flows=self.flows,
                 positions=self.positions,
                 poller=self.poller,
-                channel_states=channel_states,
+                channel_states=self.replica.channel_states,
                 audit=MySQLAuditLog(self.db),
                 discrepancies=MySQLDiscrepancies(self.db),
             ),
@@ -247,6 +261,7 @@ class Gateway:
         await self.poller.stop()
         if self.relay is not None:
             await self.relay.stop()
+        await self.replica.stop()
         for runner in self.runners:
             await runner.cleanup()
         await self.registry.stop()
@@ -304,6 +319,7 @@ class Gateway:
             metrics.POSITION_AVAILABLE.labels(channel=row.channel, currency=row.currency).set(row.available)
             metrics.POSITION_RESERVED.labels(channel=row.channel, currency=row.currency).set(row.reserved)
         self.planner.publish_metrics()
+        await self.replica.sample_metrics()
 
     async def _sample_metrics(self) -> None:
         while True:

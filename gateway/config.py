@@ -18,6 +18,7 @@ Where each table is declared (keys, types, bounds, the one default, checks betwe
 ``[business]``                          :class:`BusinessConfig`
 ``[callers.*]``, ``[operators.*]``      here: a ``token`` each (:data:`TokenTables`)
 ``[database]``                          :class:`gateway.store.db.DatabaseConfig`
+``[replicas]``                          :class:`gateway.replicas.ReplicasConfig`
 ``[routing]``                           :class:`routing.config.RouterConfig`
 ``[kafka]``                             :class:`gateway.outbox.config.RelayConfig`
 ``[[channels]]``                        :class:`ChannelEntry`; its ``settings`` are the adapter's
@@ -66,6 +67,7 @@ from channels.config import TABLE, read
 from channels.config import ConfigError as ConfigError  # re-exported: every layer raises this one
 from channels.config import Secret as Secret
 from gateway.outbox.config import RelayConfig
+from gateway.replicas import ReplicasConfig
 from gateway.store.db import DatabaseConfig
 from routing.config import RouterConfig
 
@@ -280,6 +282,7 @@ class Config:
     poller: PollerConfig = field(default_factory=PollerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     business: BusinessConfig = field(default_factory=BusinessConfig)
+    replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
 
     @property
     def account_hash_key(self) -> Secret:

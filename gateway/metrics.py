@@ -13,6 +13,7 @@ Label values used across the code base:
 * ``result`` (callbacks): verified, bad_signature, unknown_order, replay,
   mismatch, malformed
 * ``state`` (channel state): enabled, draining, disabled, eliminated, probing
+* ``what`` (replica sync): heartbeat, channel_states, evidence
 """
 
 from __future__ import annotations
@@ -110,6 +111,31 @@ POSITION_RESERVED = Gauge(
     "paygate_position_reserved_minor_units",
     "Channel float reserved by payouts in flight, minor units.",
     ["channel", "currency"],
+    registry=REGISTRY,
+)
+
+# --- replicas (gateway/replicas.py) --------------------------------------------------
+REPLICAS_ALIVE = Gauge(
+    "paygate_replicas_alive",
+    "Gateway runs with a fresh heartbeat in the replicas table, as this replica sees them.",
+    registry=REGISTRY,
+)
+REPLICA_SYNC_AGE = Gauge(
+    "paygate_replica_sync_age_seconds",
+    "Seconds since this replica last completed each follow-the-others step"
+    " (what: heartbeat, channel_states, evidence).",
+    ["what"],
+    registry=REGISTRY,
+)
+REPLICA_SYNC_ERRORS = Counter(
+    "paygate_replica_sync_errors_total",
+    "Failed follow-the-others steps (what: heartbeat, channel_states, evidence); the next tick retries.",
+    ["what"],
+    registry=REGISTRY,
+)
+ROUTING_EVIDENCE_FOLDED = Counter(
+    "paygate_routing_evidence_folded_total",
+    "Attempt outcomes recorded by other replicas that this replica's router counted.",
     registry=REGISTRY,
 )
 

@@ -15,6 +15,7 @@ from gateway.store.flows import MySQLFlowStore
 from gateway.store.observations import MySQLObservations
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
+from gateway.store.replicas import MySQLReplicas
 from tests.fakes import (
     FakeAgreementStore,
     FakeAuditLog,
@@ -25,6 +26,7 @@ from tests.fakes import (
     FakePlanner,
     FakePollQueue,
     FakePositionStore,
+    FakeReplicas,
     Tables,
 )
 from tests.store_contract import StoreContract, Stores
@@ -38,6 +40,7 @@ IMPLEMENTATIONS = [
     (ports.ObservationStore, MySQLObservations, FakeObservations),
     (ports.AuditLog, MySQLAuditLog, FakeAuditLog),
     (ports.DiscrepancyLog, MySQLDiscrepancies, FakeDiscrepancies),
+    (ports.ReplicaStore, MySQLReplicas, FakeReplicas),
 ]
 
 
@@ -77,6 +80,11 @@ class TestFakeStores(StoreContract):
             row = tables.poll_queue.get(attempt_id)
             return row.tries if row else None
 
+        replicas = FakeReplicas(tables)
+
+        async def silence(incarnation: str, seconds: float) -> None:
+            replicas.silence(incarnation, seconds)
+
         return Stores(
             FakeFlowStore(tables),
             FakePollQueue(tables),
@@ -84,4 +92,8 @@ class TestFakeStores(StoreContract):
             FakePositionStore(tables),
             events,
             queued,
+            replicas,
+            FakeChannelStates(tables),
+            lambda incarnation: FakeFlowStore(tables, incarnation=incarnation),
+            silence,
         )
