@@ -15,6 +15,7 @@ Operator states reach it through :meth:`Planner.apply_operator_state`.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -29,6 +30,8 @@ from gateway.domain import AttemptStatus
 from gateway.ports import ObservationStore, PositionStore
 from gateway.store.rows import AttemptRow, ChannelStateRow, FinishedAttempt
 from routing.engine import CardUsage, ChannelState, Decision, Observation, Router, RouteRequest
+
+log = logging.getLogger(__name__)
 
 # Channel order numbers of the outcomes counted, so that one read twice (an overlap of two folds, or a fold
 # that sees this replica's own result) counts once. It must hold what a fold's overlap can show again: a few
@@ -199,8 +202,13 @@ class Planner:
         if row.channel not in self._routed or self._applied.get(row.channel, 0) >= row.version:
             return False
         self._applied[row.channel] = row.version
+        try:
+            state = ChannelState(row.state.lower())
+        except ValueError:  # not written by SetChannelState: say so once per version, keep the state in force
+            log.error("unknown channel state %r in channel_states; ignored", row.state, extra={"channel": row.channel})
+            return False
         self.credentials.release(row.channel, why, restore=False)
-        self.router.set_state(row.channel, ChannelState(row.state))
+        self.router.set_state(row.channel, state)
         return True
 
     def publish_metrics(self) -> None:

@@ -129,7 +129,7 @@ class ReplicaSync:
         if superseded:
             log.warning(
                 "replica %s restarted: its earlier run ended without stopping; its unfinished work is recovered"
-                " / 副本重启：上次运行未正常停止，其未完成的工作将被恢复",
+                " / 副本 %s 重启：上次运行未正常停止，其未完成的工作将被恢复",
                 self.replica_id,
                 self.replica_id,
             )
@@ -169,7 +169,8 @@ class ReplicaSync:
             log.error(
                 "this run of replica %s was replaced by another process with the same replica_id: give every"
                 " replica its own [server] replica_id; the other one recovers this one's unfinished work"
-                " / 另一个进程使用了相同的 replica_id，本进程的运行已被取代；请为每个副本配置不同的 replica_id",
+                " / 另一个进程使用了相同的 replica_id（%s），本进程的运行已被取代；请为每个副本配置不同的 replica_id",
+                self.replica_id,
                 self.replica_id,
             )
         return alive

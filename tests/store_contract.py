@@ -298,12 +298,12 @@ class StoreContract:
         assert await stores.flows.stranded_failovers(utcnow() - timedelta(seconds=60), scope=b) == [attempt_id]
 
     async def test_each_channel_state_write_has_a_new_version(self, stores: Stores) -> None:
-        first = await stores.channel_states.set("sbx", "DISABLED", operator="ops", reason="incident")
-        second = await stores.channel_states.set("sbx", "DISABLED", operator="ops", reason="again")
-        other = await stores.channel_states.set("alt", "DRAINING", operator="ops", reason="maintenance")
+        first = await stores.channel_states.set("sbx", "disabled", operator="ops", reason="incident")
+        second = await stores.channel_states.set("sbx", "disabled", operator="ops", reason="again")
+        other = await stores.channel_states.set("alt", "draining", operator="ops", reason="maintenance")
         assert (first.version, second.version, other.version) == (1, 2, 1)
         assert sorted(await stores.channel_states.current(), key=lambda r: r.channel) == [other, second]
-        assert await stores.channel_states.all() == {"sbx": "DISABLED", "alt": "DRAINING"}
+        assert await stores.channel_states.all() == {"sbx": "disabled", "alt": "draining"}
 
     # --- agreements -----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ class MySQLChannelStates:
         self.db = db
 
     async def all(self) -> dict[str, str]:
-        """channel id -> the state an operator last set (``ENABLED`` / ``DRAINING`` / ``DISABLED`` values)."""
+        """channel id -> the state an operator last set (a ``ChannelState`` value: enabled / draining / disabled)."""
         return {row.channel: row.state for row in await self.current()}
 
     async def current(self) -> list[ChannelStateRow]:

@@ -389,7 +389,7 @@ class ChannelStateRow:
     """What an operator last set for one channel; ``version`` grows with every write to the row."""
 
     channel: str
-    state: str  # ENABLED / DRAINING / DISABLED
+    state: str  # a routing.config.ChannelState value: enabled / draining / disabled
     version: int
 
 
