@@ -101,7 +101,12 @@ class FlowStore(Protocol):
     async def stranded_failovers(
         self, cutoff: datetime, limit: int = 500, scope: RecoveryScope | None = None
     ) -> list[int]:
-        """Last attempts of PROCESSING flows whose every attempt FAILED by ``cutoff`` and ``scope`` lets us take."""
+        """Last attempts of PROCESSING flows whose every attempt FAILED, when ``scope`` lets recovery take them.
+
+        As for ``PollQueue.requeue_unresolved``: this process's own when the
+        flow's last change is older than ``cutoff``, others' once their run is
+        not alive (it may be recording the next attempt until then).
+        """
         ...
 
     async def mark_needs_review(self, attempt: AttemptRow, detail: str) -> bool:
@@ -182,7 +187,12 @@ class PollQueue(Protocol):
     async def claim(self, *, owner: str, limit: int, lease_s: float) -> list[Claim]: ...
 
     async def requeue_unresolved(self, cutoff: datetime, scope: RecoveryScope | None = None) -> int:
-        """Queue SENDING attempts ``scope`` lets us take, and PENDING ones without a row, created by ``cutoff``."""
+        """Queue SENDING attempts ``scope`` lets us take, and PENDING ones created by ``cutoff`` without a row.
+
+        With a scope: this process's own SENDING attempts created by
+        ``cutoff``, and others' once their run is not alive; without one,
+        every SENDING attempt created by ``cutoff``.
+        """
         ...
 
     async def expedite(self, attempt_id: int, channel: str, *, min_interval_s: float) -> bool: ...

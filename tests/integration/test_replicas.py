@@ -117,6 +117,27 @@ async def test_a_state_set_through_one_replica_is_obeyed_by_the_other_within_two
         assert max(lags) <= 2.0
 
 
+async def test_a_position_adjusted_through_one_replica_counts_on_the_other_at_once(db_config: DatabaseConfig) -> None:
+    """Nothing to follow: the planner reads the float from the database for every payout."""
+    async with two_replicas(db_config, {"a": Behaviour(), "b": Behaviour()}, routing={"exploration": 0}) as (one, two):
+        assert one.admin is not None
+        position = await one.admin.AdjustPosition(
+            admin_pb2.AdjustPositionRequest(channel="a", delta=-(10_000_000_000 - 500), reason="float moved out"),
+            metadata=one.op_md,
+        )
+        assert position.available.amount == 500
+        payout = pb.PayoutRequest(
+            request_id="po-1",
+            amount=pb.Money(amount=1_000, currency="CNY"),
+            account_no="6222020200112233",
+            account_name="李四",
+            bank_code="ICBC",
+        )
+        flow = await two.stub.Payout(payout, metadata=two.md())
+        assert flow.status == pb.SUCCEEDED and flow.channel == "b"
+        assert {r.channel: r.filter for r in flow.attempts[0].decision.rejected}.get("a") == "position"
+
+
 @pytest.mark.parametrize("traffic", ["one replica", "both replicas"])
 async def test_both_replicas_eliminate_a_failing_channel_within_the_same_window(
     db_config: DatabaseConfig, traffic: str
