@@ -139,7 +139,7 @@ class ReplicaSync:
         await self.follow_channel_states()
         self._ok("channel_states")
         steps: list[tuple[str, float, Callable[[], Awaitable[object]]]] = [
-            ("heartbeat", self.config.heartbeat_s, self.beat),
+            ("heartbeat", self.config.heartbeat_s, self._beat_step),
             ("channel_states", self.config.state_sync_s, self.follow_channel_states),
             ("evidence", self.config.evidence_sync_s, self.fold_evidence),
         ]
@@ -174,6 +174,11 @@ class ReplicaSync:
                 self.replica_id,
             )
         return alive
+
+    async def _beat_step(self) -> None:
+        # a replaced run fails its heartbeat step: its age grows and PaygateReplicaOutOfStep fires
+        if not await self.beat():
+            raise RuntimeError(f"this run of replica {self.replica_id} was replaced")
 
     async def follow_channel_states(self) -> int:
         """Apply every operator state written since this replica last looked; returns how many changed."""
