@@ -99,23 +99,21 @@ class MySQLPollQueue:
         lets recovery take (this process's own created by ``cutoff``, others'
         once their sender is not alive: a live replica is still sending its
         own; without a scope, all created by ``cutoff``), and PENDING ones
-        created by ``cutoff`` that lost their row unless their flow waits for
-        review (nobody is working on those). Returns how many rows were added.
+        created by ``cutoff`` that lost their row (nobody is working on
+        those); neither when their flow waits for review: an operator owns
+        those (re-queuing them would restart their poll schedule forever).
+        Returns how many rows were added.
         """
         now = utcnow()
         ours, values = takeable("a.incarnation", "a.created_at", cutoff, scope)
         async with self.db.transaction() as tx:
             n = await tx.execute(
                 "INSERT IGNORE INTO poll_queue (attempt_id, channel, due_at, created_at)"
-                f" SELECT a.id, a.channel, %s, %s FROM attempts a WHERE a.status='SENDING' AND {ours}",
-                (now, now, *values),
-            )
-            n += await tx.execute(
-                "INSERT IGNORE INTO poll_queue (attempt_id, channel, due_at, created_at)"
                 " SELECT a.id, a.channel, %s, %s FROM attempts a JOIN flows f ON f.id = a.flow_id"
                 " LEFT JOIN poll_queue q ON q.attempt_id = a.id"
-                " WHERE a.status='PENDING' AND q.attempt_id IS NULL AND f.needs_review = 0 AND a.created_at <= %s",
-                (now, now, cutoff),
+                " WHERE a.status IN ('SENDING','PENDING') AND q.attempt_id IS NULL AND f.needs_review = 0"
+                f" AND ((a.status = 'SENDING' AND {ours}) OR (a.status = 'PENDING' AND a.created_at <= %s))",
+                (now, now, *values, cutoff),
             )
             await tx.commit()
         return n
