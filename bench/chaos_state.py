@@ -57,6 +57,14 @@ async def change_state(
 ) -> StateChange:
     """Set ``channel`` to ``state`` through replica ``through``; returns once every replica lists it."""
     want = admin_pb2.ChannelState.Value(state)
+    # Untimed: every client channel connected first. A replica restarted a moment ago is up, but the
+    # client's channel to it may still be backing off from the kill; that is the client's lag, not its.
+    await asyncio.gather(
+        *(
+            admin.ListChannels(admin_pb2.ListChannelsRequest(), metadata=metadata, timeout=15, wait_for_ready=True)
+            for admin in admins.values()
+        )
+    )
     change = StateChange(channel, state, through, time.time())
     began = time.monotonic()
     await admins[through].SetChannelState(

@@ -229,10 +229,12 @@ async def test_recovery_takes_only_what_no_live_replica_is_working_on(gw: FakeGa
     gw.tables.attempts[sending.attempts[0].id].status = AttemptStatus.SENDING  # A is still waiting for the bank
     gw.tables.poll_queue.clear()
     gw.channels["bank-a"].answer(busy())
-    gw.store.fail_next("add_attempt", ConnectionError("A is between its two attempts"))
-    with pytest.raises(ConnectionError):
-        await gw.flows.withhold(CALLER, "r-2", WithholdParams(20_000, "CNY", CARD, "ICBC", "", ""), 5)
+    # A stands between its two attempts: the first FAILED (safe elsewhere), the second not recorded yet
+    gw.store.fail_next("add_attempt", ConnectionError("database lost before attempt 2"))
+    gw.store.fail_next("finish_from_attempt", ConnectionError("still lost"))
+    await gw.flows.withhold(CALLER, "r-2", WithholdParams(20_000, "CNY", CARD, "ICBC", "", ""), 5)
     [failing_over] = [f for f in gw.tables.flows.values() if f.request_id == "r-2"]
+    assert failing_over.status is FlowStatus.PROCESSING
 
     config = PollerConfig(schedule=((5.0, 2),), lease_s=60.0)
     b = Poller(gw.queue, gw.flows, config, {}, owner="gw-b", scope=RecoveryScope("RUN-B", 10))
