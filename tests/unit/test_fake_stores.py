@@ -16,6 +16,7 @@ from gateway.store.observations import MySQLObservations
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
 from gateway.store.replicas import MySQLReplicas
+from gateway.store.resolutions import MySQLResolutions
 from tests.fakes import (
     FakeAgreementStore,
     FakeAuditLog,
@@ -29,6 +30,7 @@ from tests.fakes import (
     FakeReplicas,
     Tables,
 )
+from tests.fakes.resolutions import FakeResolutions
 from tests.store_contract import StoreContract, Stores
 
 IMPLEMENTATIONS = [
@@ -41,6 +43,7 @@ IMPLEMENTATIONS = [
     (ports.AuditLog, MySQLAuditLog, FakeAuditLog),
     (ports.DiscrepancyLog, MySQLDiscrepancies, FakeDiscrepancies),
     (ports.ReplicaStore, MySQLReplicas, FakeReplicas),
+    (ports.ResolutionStore, MySQLResolutions, FakeResolutions),
 ]
 
 
