@@ -22,6 +22,7 @@ Where each table is declared (keys, types, bounds, the one default, checks betwe
                                         :class:`~gateway.security.principals.OperatorTable`
 ``[server.tls]``, ``[server.http_tls]``  :class:`gateway.security.tls.TlsConfig`
 ``[database]``                          :class:`gateway.store.db.DatabaseConfig`
+``[replicas]``                          :class:`gateway.replicas.ReplicasConfig`
 ``[routing]``                           :class:`routing.config.RouterConfig`
 ``[kafka]``                             :class:`gateway.outbox.config.RelayConfig`
 ``[[channels]]``                        :class:`ChannelEntry`; its ``settings`` are the adapter's
@@ -71,6 +72,7 @@ from channels.config import FILE_SUFFIX, TABLE, read
 from channels.config import ConfigError as ConfigError  # re-exported: every layer raises this one
 from channels.config import Secret as Secret
 from gateway.outbox.config import RelayConfig
+from gateway.replicas import ReplicasConfig
 from gateway.security.principals import NAME, CallerTable, OperatorTable, check_principals
 from gateway.security.tls import TlsConfig
 from gateway.store.db import DatabaseConfig
@@ -285,6 +287,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     business: BusinessConfig = field(default_factory=BusinessConfig)
     banks: BanksConfig = field(default_factory=BanksConfig)
+    replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
 
     @property
     def account_hash_key(self) -> Secret:

@@ -27,6 +27,7 @@ from tests.fakes.stores import (
     FakeObservations,
     FakePollQueue,
     FakePositionStore,
+    FakeReplicas,
     Position,
     Tables,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "FakePlanner",
     "FakePollQueue",
     "FakePositionStore",
+    "FakeReplicas",
     "Position",
     "Tables",
 ]
