@@ -1,11 +1,13 @@
 """The composition root: builds every component from the config, starts and stops them in order.
 
-Start order: database pool → channel adapters → router (warm start from recent
-attempts, operator-set channel states) → positions (synced from channels
-without one) → poller (crash recovery first) → outbox relay → TLS certificates
-(checked; a plaintext listener is warned about) → callback HTTP server →
-metrics HTTP server → gRPC server → health SERVING; then the certificate files
-are looked at every ``reload_check_s`` and re-read when they change.
+Start order: database pool → channel adapters → this replica's run registered
+(gateway/replicas.py) and the router warmed from recent attempts and the
+operator-set channel states, then kept in step with the other replicas →
+positions (synced from channels without one) → poller (crash recovery first,
+of what no live replica works on) → outbox relay → TLS certificates (checked;
+a plaintext listener is warned about) → callback HTTP server → metrics HTTP
+server → gRPC server → health SERVING; then the certificate files are looked
+at every ``reload_check_s`` and re-read when they change.
 
 Shutdown order (SIGTERM/SIGINT), written down once here:
 1. health NOT_SERVING, so load balancers stop sending;
@@ -14,7 +16,8 @@ Shutdown order (SIGTERM/SIGINT), written down once here:
    cancelled (their attempts stay SENDING and are queried at next start;
    agreement calls likewise, found by the agreements' recovery sweep);
 4. poller and relay stop (the relay flushes what it has produced);
-5. HTTP servers close; channel adapters close; the pool closes.
+5. the replica run is marked stopped: the others may take what it left at once;
+6. HTTP servers close; channel adapters close; the pool closes.
 """
 
 from __future__ import annotations
@@ -44,12 +47,14 @@ from gateway.businessday import BusinessCalendar
 from gateway.callbacks import CallbackHandler
 from gateway.collections import CollectionService, check_preference
 from gateway.config import Config, ConfigError, start_up_errors
+from gateway.domain import new_ulid
 from gateway.flows import FlowService, FlowSettings
 from gateway.obs.series import declare_series
-from gateway.planner import Planner, warm_observations
-from gateway.poller import Poller, Schedule
+from gateway.planner import Planner
+from gateway.poller import Poller, Schedule, default_owner
 from gateway.ports import PositionStore
 from gateway.positions import PositionService
+from gateway.replicas import ReplicaSync
 from gateway.resolutions import ManualResolutions
 from gateway.security.principals import Principals
 from gateway.security.tls import CertificateWatcher, plaintext_warnings
@@ -63,11 +68,12 @@ from gateway.store.flows import MySQLFlowStore
 from gateway.store.observations import MySQLObservations
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
+from gateway.store.replicas import MySQLReplicas
 from gateway.store.resolutions import MySQLResolutions
 from gateway.validation import accepted_banks
 from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from routing.config import parse_channel_profiles
-from routing.engine import ChannelState, Router
+from routing.engine import Router
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +118,7 @@ class Gateway:
     positions: PositionStore
     poller: Poller
     collections: CollectionService
+    replica: ReplicaSync
     relay: Any = None
     grpc_server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer | None = None  # type: ignore[name-defined]
@@ -142,11 +149,22 @@ class Gateway:
             needs_card_usage=needs_usage,
             calendar=BusinessCalendar(config.business.zone),
         )
+        replica_id = config.server.replica_id or default_owner()
+        replica = ReplicaSync(
+            config.replicas,
+            replica_id=replica_id,
+            incarnation=new_ulid(),
+            store=MySQLReplicas(db),
+            channel_states=MySQLChannelStates(db),
+            observations=planner.observations,
+            planner=planner,
+        )
         store = MySQLFlowStore(
             db,
             group_commit=config.database.group_commit,
             workers=config.database.group_commit_workers,
             max_batch=config.database.group_commit_max_batch,
+            incarnation=replica.incarnation,
         )
         relay = None
         if config.kafka is not None and config.kafka.enabled:
@@ -179,11 +197,19 @@ class Gateway:
             check_preference(config.cashier, frozenset(registry))
         collections = CollectionService(flows, MySQLCollectionStore(db, store), config.cashier)
         poller = Poller(
-            MySQLPollQueue(db), flows, config.poller, schedules, owner=config.server.replica_id, collections=collections
+            MySQLPollQueue(db),
+            flows,
+            config.poller,
+            schedules,
+            owner=replica_id,
+            scope=replica.scope,
+            collections=collections,
         )
         collections.expedite = poller.expedite
         flows.queries = poller  # compensation and failed drives ask for expedited queries
-        return cls(config, db, registry, router, planner, flows, agreements, positions, poller, collections, relay)
+        return cls(
+            config, db, registry, router, planner, flows, agreements, positions, poller, collections, replica, relay
+        )
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -193,11 +219,7 @@ class Gateway:
         declare_series(list(self.registry), self.relay.config.topics() if self.relay is not None else ())
         await self.db.start()
         await self.registry.start()
-        self.router.warm_start(await warm_observations(self.planner.observations, WARM_WINDOW_S))
-        channel_states = MySQLChannelStates(self.db)
-        for channel_id, state in (await channel_states.all()).items():
-            if channel_id in self.registry:
-                self.router.set_state(channel_id, ChannelState(state))
+        await self.replica.start(warm_window_s=WARM_WINDOW_S)
         await self._sync_positions()
         if cfg.poller.enabled:
             await self.poller.start()
@@ -261,7 +283,7 @@ class Gateway:
                 flows=self.flows,
                 positions=self.positions,
                 poller=self.poller,
-                channel_states=channel_states,
+                channel_states=self.replica.channel_states,
                 audit=audit,
                 discrepancies=MySQLDiscrepancies(self.db),
                 resolutions=ManualResolutions(
@@ -328,6 +350,7 @@ class Gateway:
         await self.poller.stop()
         if self.relay is not None:
             await self.relay.stop()
+        await self.replica.stop()
         for runner in self.runners:
             await runner.cleanup()
         await self.registry.stop()
@@ -402,6 +425,7 @@ class Gateway:
             metrics.POSITION_AVAILABLE.labels(channel=row.channel, currency=row.currency).set(row.available)
             metrics.POSITION_RESERVED.labels(channel=row.channel, currency=row.currency).set(row.reserved)
         self.planner.publish_metrics()
+        await self.replica.sample_metrics()
 
     async def _sample_metrics(self) -> None:
         while True:

@@ -23,6 +23,7 @@ Where each table is declared (keys, types, bounds, the one default, checks betwe
                                         :class:`~gateway.security.principals.OperatorTable`
 ``[server.tls]``, ``[server.http_tls]``  :class:`gateway.security.tls.TlsConfig`
 ``[database]``                          :class:`gateway.store.db.DatabaseConfig`
+``[replicas]``                          :class:`gateway.replicas.ReplicasConfig`
 ``[routing]``                           :class:`routing.config.RouterConfig`
 ``[kafka]``                             :class:`gateway.outbox.config.RelayConfig`
 ``[[channels]]``                        :class:`ChannelEntry`; its ``settings`` are the adapter's
@@ -73,6 +74,7 @@ from channels.config import ConfigError as ConfigError  # re-exported: every lay
 from channels.config import Secret as Secret
 from gateway.collections import CashierConfig
 from gateway.outbox.config import RelayConfig
+from gateway.replicas import ReplicasConfig
 from gateway.security.principals import NAME, CallerTable, OperatorTable, check_principals
 from gateway.security.tls import TlsConfig
 from gateway.store.db import DatabaseConfig
@@ -288,6 +290,7 @@ class Config:
     business: BusinessConfig = field(default_factory=BusinessConfig)
     banks: BanksConfig = field(default_factory=BanksConfig)
     cashier: CashierConfig = field(default_factory=CashierConfig)
+    replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
 
     @property
     def account_hash_key(self) -> Secret:

@@ -13,6 +13,7 @@ Label values used across the code base:
 * ``result`` (callbacks): verified, bad_signature, unknown_order, replay,
   mismatch, malformed, timeout
 * ``state`` (channel state): enabled, draining, disabled, eliminated, probing
+* ``what`` (replica sync): heartbeat, channel_states, evidence
 * ``listener`` (TLS): grpc, http; ``cert``: server, client_ca
 """
 
@@ -123,6 +124,31 @@ POSITION_BELOW_ZERO = Counter(
     "paygate_position_below_zero_total",
     "Payout settlements that took a channel's recorded float below zero (an audit record names the attempt).",
     ["channel"],
+    registry=REGISTRY,
+)
+
+# --- replicas (gateway/replicas.py) --------------------------------------------------
+REPLICAS_ALIVE = Gauge(
+    "paygate_replicas_alive",
+    "Gateway runs with a fresh heartbeat in the replicas table, as this replica sees them.",
+    registry=REGISTRY,
+)
+REPLICA_SYNC_AGE = Gauge(
+    "paygate_replica_sync_age_seconds",
+    "Seconds since this replica last completed each follow-the-others step"
+    " (what: heartbeat, channel_states, evidence).",
+    ["what"],
+    registry=REGISTRY,
+)
+REPLICA_SYNC_ERRORS = Counter(
+    "paygate_replica_sync_errors_total",
+    "Failed follow-the-others steps (what: heartbeat, channel_states, evidence); the next tick retries.",
+    ["what"],
+    registry=REGISTRY,
+)
+ROUTING_EVIDENCE_FOLDED = Counter(
+    "paygate_routing_evidence_folded_total",
+    "Attempt outcomes recorded by other replicas that this replica's router counted.",
     registry=REGISTRY,
 )
 

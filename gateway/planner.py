@@ -9,14 +9,23 @@ Per-card daily limits are checked twice: here as a filter (so the router picks
 a channel the card can still use) and in the commit that records the attempt
 (the plan hands each candidate's :class:`~gateway.store.rows.CardLimit` to the
 flow driver), which is the check that holds when withholds race.
+
+Outcomes reach the router two ways, and each attempt counts once: this
+replica's own (:meth:`Planner.observe`, as it applies them) and those any
+replica recorded (:meth:`Planner.fold`: the warm start, and what the others
+recorded, read every ``[replicas] evidence_sync_s`` by gateway/replicas.py).
+Both go through one ledger of channel order numbers already counted.
+Operator states reach it through :meth:`Planner.apply_operator_state`.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from channels.contract import CashierKind, Operation, Outcome, OutcomeStatus
@@ -25,8 +34,15 @@ from gateway.businessday import BusinessCalendar
 from gateway.credentials import CredentialsGuard
 from gateway.domain import COLLECTION_CLOSE_CODES, AttemptStatus
 from gateway.ports import ObservationStore, PositionStore
-from gateway.store.rows import AttemptRow, CardLimit
-from routing.engine import CardUsage, Decision, Observation, Router, RouteRequest
+from gateway.store.rows import AttemptRow, CardLimit, ChannelStateRow, FinishedAttempt
+from routing.engine import CardUsage, ChannelState, Decision, Observation, Router, RouteRequest
+
+log = logging.getLogger(__name__)
+
+# Channel order numbers of the outcomes counted, so that one read twice (an overlap of two folds, or a fold
+# that sees this replica's own result) counts once. It must hold what a fold's overlap can show again: a few
+# seconds of outcomes at peak rate.
+COUNTED_MEMORY = 65_536
 
 
 @dataclass
@@ -115,6 +131,9 @@ class Planner:
         self.needs_card_usage = needs_card_usage
         self.calendar = calendar or BusinessCalendar.named()
         self.credentials = CredentialsGuard(router)  # holds channels that refuse our credentials
+        self._counted: OrderedDict[str, None] = OrderedDict()
+        self._routed = frozenset(router.channel_ids)
+        self._applied: dict[str, int] = {}  # channel -> version of the operator state applied
 
     async def plan(
         self,
@@ -172,15 +191,72 @@ class Planner:
         self.credentials.observe(channel_id, outcome)
 
     def observe(self, attempt: AttemptRow, outcome: Outcome) -> None:
+        """This replica applied a definite outcome of ``attempt`` (delayed feedback included)."""
         observation = observation_for(outcome)
-        if observation is None or attempt.operation not in {o.value for o in Operation}:
+        if observation is None or attempt.operation not in _OPERATIONS:
+            return
+        if not self._first_time(attempt.channel_order_no):
             return
         if outcome.code in COLLECTION_CLOSE_CODES:
             return  # a collection the borrower did not pay, or the caller closed: not the channel's doing
         # the router wants the time the attempt was sent: a late answer to an attempt sent
         # before an elimination must not count as fresh evidence
-        sent = attempt.created_at.replace(tzinfo=UTC).timestamp() if attempt.created_at else time.time()
+        sent = _epoch(attempt.created_at) if attempt.created_at else time.time()
         self.router.observe(attempt.channel, Operation(attempt.operation), attempt.bank_code, observation, sent)
+
+    def fold(self, attempts: Iterable[FinishedAttempt]) -> int:
+        """Count outcomes recorded by any replica (warm start, the others' results) not counted here yet.
+
+        Oldest send time first; idempotent per channel order number. Returns how many were counted.
+        """
+        fresh = [
+            a
+            for a in attempts
+            if a.operation in _OPERATIONS
+            and self._first_time(a.channel_order_no)
+            and a.code not in COLLECTION_CLOSE_CODES  # as in observe: not the channel's doing
+        ]
+        fresh.sort(key=lambda a: a.sent_at or a.finished_at)
+        for attempt in fresh:
+            if attempt.status is AttemptStatus.SUCCEEDED:
+                observation = Observation.SUCCESS
+            else:
+                observation = Observation.PAYER_FAILURE if attempt.payer_attributable else Observation.CHANNEL_FAILURE
+            sent = _epoch(attempt.sent_at or attempt.finished_at)
+            self.router.observe(attempt.channel, Operation(attempt.operation), attempt.bank_code, observation, sent)
+        return len(fresh)
+
+    def _first_time(self, channel_order_no: str) -> bool:
+        if not channel_order_no:
+            return True  # not identifiable (a row from before order numbers were read): count it
+        if channel_order_no in self._counted:
+            return False
+        self._counted[channel_order_no] = None
+        if len(self._counted) > COUNTED_MEMORY:
+            self._counted.popitem(last=False)
+        return True
+
+    def apply_operator_state(self, row: ChannelStateRow, why: str) -> bool:
+        """Apply a written operator state, unless this or a newer version of the channel's row was applied.
+
+        The replica that took ``SetChannelState`` applies the row it wrote;
+        every replica applies the rows it reads (gateway/replicas.py): versions
+        make the order of the two irrelevant. The operator's state stands over
+        a credentials hold, which ends here as on the replica that took the
+        call; if the channel still refuses our credentials, its next call
+        holds it again. Returns True when applied; unrouted channels are skipped.
+        """
+        if row.channel not in self._routed or self._applied.get(row.channel, 0) >= row.version:
+            return False
+        self._applied[row.channel] = row.version
+        try:
+            state = ChannelState(row.state.lower())
+        except ValueError:  # not written by SetChannelState: say so once per version, keep the state in force
+            log.error("unknown channel state %r in channel_states; ignored", row.state, extra={"channel": row.channel})
+            return False
+        self.credentials.release(row.channel, why, restore=False)
+        self.router.set_state(row.channel, state)
+        return True
 
     def publish_metrics(self) -> None:
         now = time.time()
@@ -203,20 +279,9 @@ def _state_label(status: Any) -> str:
     return str(getattr(status, "state", "enabled")).lower()
 
 
-async def warm_observations(
-    store: ObservationStore, window_s: float
-) -> Iterable[tuple[str, Operation, str, Observation, float]]:
-    """Definite attempt outcomes of the last ``window_s`` seconds, oldest first (router warm start)."""
-    since = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=window_s)
-    out: list[tuple[str, Operation, str, Observation, float]] = []
-    valid = {o.value for o in Operation}
-    for attempt in await store.finished_since(since):
-        if attempt.operation not in valid:
-            continue
-        if attempt.status is AttemptStatus.SUCCEEDED:
-            obs = Observation.SUCCESS
-        else:
-            obs = Observation.PAYER_FAILURE if attempt.payer_attributable else Observation.CHANNEL_FAILURE
-        at = attempt.finished_at.replace(tzinfo=UTC).timestamp()
-        out.append((attempt.channel, Operation(attempt.operation), attempt.bank_code, obs, at))
-    return out
+_OPERATIONS = frozenset(o.value for o in Operation)
+
+
+def _epoch(at: datetime) -> float:
+    """A naive UTC datetime (as the store keeps them) in epoch seconds."""
+    return at.replace(tzinfo=UTC).timestamp()

@@ -38,7 +38,7 @@ from gateway.config import PollerConfig
 from gateway.domain import TERMINAL_ATTEMPT, AttemptStatus
 from gateway.flows import AMOUNT_MISMATCH, FlowService
 from gateway.ports import FlowStore, PollQueue
-from gateway.store.rows import Applied, AttemptRow, Claim, Source, utcnow
+from gateway.store.rows import Applied, AttemptRow, Claim, RecoveryScope, Source, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class Poller:
         owner: str = "",
         sending_grace_s: float = 90.0,
         collections: CollectionService | None = None,
+        scope: RecoveryScope | None = None,
     ) -> None:
         self.queue = queue
         self.collections = collections
@@ -98,6 +99,7 @@ class Poller:
         self.schedules = dict(schedules)
         self.owner = owner or default_owner()
         self.sending_grace_s = sending_grace_s
+        self.scope = scope
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
@@ -148,14 +150,20 @@ class Poller:
         Also re-queues PENDING attempts that lost their queue row, unless their
         flow already waits for review, and finishes flows whose failover was cut
         short (every attempt FAILED, none in flight) from their last failure.
+
+        Only what no live replica is working on (``scope``, from
+        gateway/replicas.py): this process's own work older than
+        ``older_than_s`` (at start-up: everything its earlier run left), and
+        other replicas' once they are dead, stopped or restarted. Without a
+        scope (one process, tests) everything older than ``older_than_s``.
         """
         cutoff = utcnow() - timedelta(seconds=older_than_s)
-        n = await self.queue.requeue_unresolved(cutoff)
+        n = await self.queue.requeue_unresolved(cutoff, self.scope)
         if n:
             log.warning("recovery queued %d attempts without a definite outcome", n)
             self._wake.set()
         finished = 0
-        for attempt_id in await self.store.stranded_failovers(cutoff):
+        for attempt_id in await self.store.stranded_failovers(cutoff, scope=self.scope):
             finished += await self.store.finish_from_attempt(attempt_id)
         if finished:
             log.warning("recovery finished %d flows whose failover was cut short", finished)

@@ -34,6 +34,7 @@ from gateway.store.rows import (
     AttemptRow,
     AuditQuery,
     AuditRow,
+    ChannelStateRow,
     Claim,
     CollectionRow,
     Creation,
@@ -45,6 +46,8 @@ from gateway.store.rows import (
     NewFlow,
     OpenAttempts,
     PositionRow,
+    RecoveryScope,
+    ReplicaRow,
     ResolutionRow,
     ResolutionStatus,
     Source,
@@ -101,7 +104,16 @@ class FlowStore(Protocol):
         """Finish a PROCESSING flow whose every attempt FAILED from its last failure ``attempt_id``."""
         ...
 
-    async def stranded_failovers(self, cutoff: datetime, limit: int = 500) -> list[int]: ...
+    async def stranded_failovers(
+        self, cutoff: datetime, limit: int = 500, scope: RecoveryScope | None = None
+    ) -> list[int]:
+        """Last attempts of PROCESSING flows whose every attempt FAILED, when ``scope`` lets recovery take them.
+
+        As for ``PollQueue.requeue_unresolved``: this process's own when the
+        flow's last change is older than ``cutoff``, others' once their run is
+        not alive (it may be recording the next attempt until then).
+        """
+        ...
 
     async def mark_needs_review(self, attempt: AttemptRow, detail: str) -> bool:
         """Polling ran out: needs_review on the PROCESSING flow, its poll row removed; never a result."""
@@ -231,7 +243,14 @@ class PollQueue(Protocol):
 
     async def claim(self, *, owner: str, limit: int, lease_s: float) -> list[Claim]: ...
 
-    async def requeue_unresolved(self, cutoff: datetime) -> int: ...
+    async def requeue_unresolved(self, cutoff: datetime, scope: RecoveryScope | None = None) -> int:
+        """Queue SENDING attempts ``scope`` lets us take, and PENDING ones created by ``cutoff`` without a row.
+
+        With a scope: this process's own SENDING attempts created by
+        ``cutoff``, and others' once their run is not alive; without one,
+        every SENDING attempt created by ``cutoff``.
+        """
+        ...
 
     async def expedite(self, attempt_id: int, channel: str, *, min_interval_s: float) -> bool: ...
 
@@ -247,7 +266,29 @@ class ChannelStateStore(Protocol):
 
     async def all(self) -> dict[str, str]: ...
 
-    async def set(self, channel: str, state: str, *, operator: str, reason: str) -> None: ...
+    async def current(self) -> list[ChannelStateRow]:
+        """Every channel's operator state with its version (bumped by every write)."""
+        ...
+
+    async def set(self, channel: str, state: str, *, operator: str, reason: str) -> ChannelStateRow:
+        """Write the state (audited); the row as written, with its new version."""
+        ...
+
+
+class ReplicaStore(Protocol):
+    """The runs of gateway processes and their heartbeats (gateway/store/replicas.py)."""
+
+    async def register(self, incarnation: str, replica_id: str) -> int:
+        """This run starts; earlier runs of ``replica_id`` count as stopped. Returns how many were running."""
+        ...
+
+    async def heartbeat(self, incarnation: str) -> bool:
+        """Seen now; False when this run was stopped or replaced meanwhile."""
+        ...
+
+    async def stop(self, incarnation: str) -> None: ...
+
+    async def alive(self, dead_after_s: float) -> list[ReplicaRow]: ...
 
 
 class ObservationStore(Protocol):

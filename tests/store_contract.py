@@ -29,6 +29,7 @@ from gateway.store.rows import (
     NewAttempt,
     NewCollection,
     NewFlow,
+    RecoveryScope,
     Source,
     utcnow,
 )
@@ -49,6 +50,10 @@ class Stores:
     positions: ports.PositionStore
     events: Callable[[int], Awaitable[list[str]]]  # a flow's outbox event types, in order
     queued: Callable[[int], Awaitable[int | None]]  # an attempt's poll-queue tries; None: no row
+    replicas: ports.ReplicaStore
+    channel_states: ports.ChannelStateStore
+    flows_of: Callable[[str], ports.FlowStore]  # the flow store of a replica run (stamps its incarnation)
+    silence: Callable[[str, float], Awaitable[None]]  # the run's last heartbeat was that many seconds ago
     collections: ports.CollectionStore
 
 
@@ -60,8 +65,10 @@ def first(channel: str = "sbx", *, reserve: bool = False) -> NewAttempt:
     return NewAttempt(channel, "payout" if reserve else "withhold", {"reason": "test"}, reserve_position=reserve)
 
 
-async def created(stores: Stores, new: NewFlow, attempt: NewAttempt | None = None) -> FlowRow:
-    creation = await stores.flows.create(new, attempt or first())
+async def created(
+    stores: Stores, new: NewFlow, attempt: NewAttempt | None = None, *, store: ports.FlowStore | None = None
+) -> FlowRow:
+    creation = await (store or stores.flows).create(new, attempt or first())
     assert isinstance(creation, Created)
     return creation.row
 
@@ -355,6 +362,68 @@ class StoreContract:
         assert await stores.flows.mark_needs_review(attempt, "schedule exhausted")
         assert await stores.queue.requeue_unresolved(utcnow() + timedelta(seconds=5)) == 0
         assert await queued(stores, attempt.id) is None
+
+    # --- several replicas -----------------------------------------------------------------
+
+    async def test_a_restart_of_a_replica_replaces_its_earlier_run(self, stores: Stores) -> None:
+        assert await stores.replicas.register("RUN-A1", "gw-a") == 0
+        assert await stores.replicas.register("RUN-B1", "gw-b") == 0
+        assert await stores.replicas.heartbeat("RUN-A1")
+        assert await stores.replicas.register("RUN-A2", "gw-a") == 1  # A1 was never stopped: a crash
+        assert not await stores.replicas.heartbeat("RUN-A1")  # replaced: it must not look alive again
+        assert [r.incarnation for r in await stores.replicas.alive(10)] == ["RUN-B1", "RUN-A2"]
+        await stores.silence("RUN-B1", 30)
+        assert [r.incarnation for r in await stores.replicas.alive(10)] == ["RUN-A2"]
+        await stores.replicas.stop("RUN-A2")
+        assert await stores.replicas.alive(10) == []
+
+    async def test_recovery_leaves_a_live_replicas_sending_attempt_alone(self, stores: Stores) -> None:
+        await stores.replicas.register("RUN-A1", "gw-a")
+        await stores.replicas.register("RUN-B1", "gw-b")
+        flow = await created(stores, new_flow("r-1"), store=stores.flows_of("RUN-A1"))
+        attempt_id = flow.attempts[0].id
+        b, a = RecoveryScope("RUN-B1", 10), RecoveryScope("RUN-A1", 10)
+        now = utcnow() + timedelta(seconds=5)
+        assert await stores.queue.requeue_unresolved(now, b) == 0  # A is sending it
+        assert await stores.queue.requeue_unresolved(utcnow() - timedelta(seconds=60), a) == 0  # A's own, young
+        await stores.silence("RUN-A1", 30)  # A died
+        assert await stores.queue.requeue_unresolved(utcnow() - timedelta(seconds=60), b) == 1  # at once
+        assert await queued(stores, attempt_id) == 0
+
+    async def test_a_replicas_own_and_its_earlier_runs_attempts_are_recovered(self, stores: Stores) -> None:
+        await stores.replicas.register("RUN-A1", "gw-a")
+        old = await created(stores, new_flow("r-1"), store=stores.flows_of("RUN-A1"))
+        legacy = await created(stores, new_flow("r-2"), store=stores.flows_of(""))  # before runs were recorded
+        await stores.replicas.register("RUN-A2", "gw-a")  # A restarted
+        mine = await created(stores, new_flow("r-3"), store=stores.flows_of("RUN-A2"))
+        a2 = RecoveryScope("RUN-A2", 10)
+        assert await stores.queue.requeue_unresolved(utcnow() - timedelta(seconds=60), a2) == 2
+        assert await queued(stores, old.attempts[0].id) == 0 and await queued(stores, legacy.attempts[0].id) == 0
+        assert await queued(stores, mine.attempts[0].id) is None  # its own, by the cutoff
+        assert await stores.queue.requeue_unresolved(utcnow() + timedelta(seconds=5), a2) == 1
+
+    async def test_recovery_never_finishes_a_failover_a_live_replica_is_making(self, stores: Stores) -> None:
+        await stores.replicas.register("RUN-A1", "gw-a")
+        await stores.replicas.register("RUN-B1", "gw-b")
+        a_flows = stores.flows_of("RUN-A1")
+        flow = await created(stores, new_flow("r-1"), store=a_flows)
+        attempt_id = flow.attempts[0].id
+        await a_flows.apply_outcome(attempt_id, BUSY, Source.RESPONSE, finish_flow_on_failure=False)
+        b = RecoveryScope("RUN-B1", 10)
+        later = utcnow() + timedelta(seconds=5)
+        assert await stores.flows.stranded_failovers(later, scope=b) == []  # A is choosing the next channel
+        assert await stores.flows.stranded_failovers(later, scope=RecoveryScope("RUN-A1", 10)) == [attempt_id]
+        assert await stores.flows.stranded_failovers(later) == [attempt_id]  # no scope: one process
+        await stores.replicas.stop("RUN-A1")  # A stopped (cleanly) without recording it
+        assert await stores.flows.stranded_failovers(utcnow() - timedelta(seconds=60), scope=b) == [attempt_id]
+
+    async def test_each_channel_state_write_has_a_new_version(self, stores: Stores) -> None:
+        first = await stores.channel_states.set("sbx", "disabled", operator="ops", reason="incident")
+        second = await stores.channel_states.set("sbx", "disabled", operator="ops", reason="again")
+        other = await stores.channel_states.set("alt", "draining", operator="ops", reason="maintenance")
+        assert (first.version, second.version, other.version) == (1, 2, 1)
+        assert sorted(await stores.channel_states.current(), key=lambda r: r.channel) == [other, second]
+        assert await stores.channel_states.all() == {"sbx": "disabled", "alt": "draining"}
 
     # --- agreements -----------------------------------------------------------------------
 

@@ -192,9 +192,9 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         reason = _reason(request.reason)
         state = _PB_TO_STATE[request.state]
         operator = current_identity().name
-        await self.channel_states.set(channel_id, state.value, operator=operator, reason=reason)
-        self.planner.credentials.release(channel_id, f"operator {operator} set {state.value}", restore=False)
-        self.planner.router.set_state(channel_id, state)
+        row = await self.channel_states.set(channel_id, state.value, operator=operator, reason=reason)
+        # this replica at once; the others within [replicas] state_sync_s (gateway/replicas.py)
+        self.planner.apply_operator_state(row, f"operator {operator} set {state.value}")
         self.planner.publish_metrics()
         return await self._info(channel_id)
 

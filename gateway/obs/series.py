@@ -66,6 +66,8 @@ _GRPC_CODES = (
     "DEADLINE_EXCEEDED",
     "CANCELLED",
 )
+# gateway/replicas.py's follow-the-others steps
+_REPLICA_SYNC_STEPS = ("heartbeat", "channel_states", "evidence")
 # What a broker outage looks like to the relay (aiokafka's error classes).
 _PUBLISH_ERRORS = ("KafkaConnectionError", "KafkaTimeoutError")
 
@@ -97,6 +99,8 @@ def declare_series(channel_ids: Iterable[str], topics: Iterable[str] = ()) -> No
         metrics.OUTBOX_PUBLISHED.labels(topic=topic)
     for error in _PUBLISH_ERRORS:
         metrics.OUTBOX_PUBLISH_ERRORS.labels(error=error)
+    for what in _REPLICA_SYNC_STEPS:
+        metrics.REPLICA_SYNC_ERRORS.labels(what=what)
 
 
 def declare_channel_series(

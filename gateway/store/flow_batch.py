@@ -127,8 +127,10 @@ class FlowBatch:
         apply_one: ApplyOne,
         max_batch: int = 64,
         workers: int = 1,
+        incarnation: str = "",
     ) -> None:
         self.db = db
+        self.incarnation = incarnation  # stamped on every attempt recorded (see MySQLFlowStore)
         self._create_one = create_one
         self._apply_one = apply_one
         self._creates: GroupCommitter[tuple[NewFlow, NewAttempt], Creation[FlowRow]] = GroupCommitter(
@@ -166,7 +168,10 @@ class FlowBatch:
         """
         now = utcnow()
         flows = [new_flow_row(new, now) for new, _ in items]
-        attempts = [new_attempt_row(flow, 1, attempt, 0, now) for flow, (_, attempt) in zip(flows, items, strict=True)]
+        attempts = [
+            new_attempt_row(flow, 1, attempt, 0, now, self.incarnation)
+            for flow, (_, attempt) in zip(flows, items, strict=True)
+        ]
         insert_flows = (
             f"INSERT INTO flows {INSERT_FLOW_COLUMNS} VALUES " + ",".join([INSERT_FLOW_ROW] * len(flows)),
             [arg for flow in flows for arg in flow_args(flow)],

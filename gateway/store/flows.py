@@ -67,6 +67,7 @@ from gateway.store.flow_sql import (
     record_flow_result,
     unchanged,
 )
+from gateway.store.replicas import takeable
 from gateway.store.rows import (
     Applied,
     ApplyResult,
@@ -78,6 +79,7 @@ from gateway.store.rows import (
     NewAttempt,
     NewFlow,
     OpenAttempts,
+    RecoveryScope,
     Source,
     new_attempt_row,
     new_flow_row,
@@ -96,13 +98,30 @@ class MySQLFlowStore:
 
     ``group_commit`` (default on): concurrent creations and transitions share
     statements and commits (:class:`~gateway.store.flow_batch.FlowBatch`).
+    ``incarnation``: this process's run (``replicas`` table), stamped on every
+    attempt it records, so that recovery elsewhere can tell whether the
+    attempt's sender is still alive (:class:`~gateway.store.rows.RecoveryScope`).
     """
 
-    def __init__(self, db: Database, *, group_commit: bool = True, max_batch: int = 64, workers: int = 1) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        group_commit: bool = True,
+        max_batch: int = 64,
+        workers: int = 1,
+        incarnation: str = "",
+    ) -> None:
         self.db = db
         self.group_commit = group_commit
+        self.incarnation = incarnation
         self.batch = FlowBatch(
-            db, create_one=self._create_one, apply_one=self._apply_one, max_batch=max_batch, workers=workers
+            db,
+            create_one=self._create_one,
+            apply_one=self._apply_one,
+            max_batch=max_batch,
+            workers=workers,
+            incarnation=incarnation,
         )
 
     # --- reads ----------------------------------------------------------------------
@@ -280,7 +299,7 @@ class MySQLFlowStore:
             ):
                 raise PositionShort(attempt.channel)
             reserved = flow.amount
-        row = new_attempt_row(flow, seq, attempt, reserved, now)
+        row = new_attempt_row(flow, seq, attempt, reserved, now, self.incarnation)
         row.id = await tx.insert(
             f"INSERT INTO attempts {INSERT_ATTEMPT_COLUMNS} VALUES {INSERT_ATTEMPT_ROW}", attempt_args(row, now)
         )
@@ -503,18 +522,26 @@ class MySQLFlowStore:
         rows = [AttemptRow.from_row(r) for r in attempts.rows]
         return rows, FlowRow.from_row(flow.rows[0]) if flow.rows else None
 
-    async def stranded_failovers(self, cutoff: datetime, limit: int = 500) -> list[int]:
-        """Last attempt ids of PROCESSING flows (not in review) whose every attempt FAILED before ``cutoff``.
+    async def stranded_failovers(
+        self, cutoff: datetime, limit: int = 500, scope: RecoveryScope | None = None
+    ) -> list[int]:
+        """Last attempt ids of PROCESSING flows (not in review) whose every attempt FAILED, for recovery to finish.
 
         A crash or a database error between failing one attempt (safe
         elsewhere) and recording the next leaves such a flow with nothing in
         flight and nothing to poll: no money moved, nobody would ever finish it.
+        Only flows whose last attempt ``scope`` lets recovery take (see
+        :func:`gateway.store.replicas.takeable`; ``cutoff`` bounds the last
+        change): the replica that recorded it is the one failing it over, and
+        while it is alive it may be about to record the next attempt.
         """
+        ours, values = takeable("last.incarnation", "s.updated_at", cutoff, scope)
         rows = await self.db.fetchall(
-            "SELECT MAX(a.id) AS attempt_id FROM flows f JOIN attempts a ON a.flow_id = f.id"
-            " WHERE f.status='PROCESSING' AND f.needs_review=0"
-            " GROUP BY f.id HAVING SUM(a.status <> 'FAILED') = 0 AND MAX(a.updated_at) <= %s LIMIT %s",
-            (cutoff, limit),
+            "SELECT s.attempt_id FROM (SELECT MAX(a.id) AS attempt_id, MAX(a.updated_at) AS updated_at"
+            " FROM flows f JOIN attempts a ON a.flow_id = f.id WHERE f.status='PROCESSING' AND f.needs_review=0"
+            " GROUP BY f.id HAVING SUM(a.status <> 'FAILED') = 0) s"
+            f" JOIN attempts last ON last.id = s.attempt_id WHERE {ours} LIMIT %s",
+            (*values, limit),
         )
         return [int(r["attempt_id"]) for r in rows]
 

@@ -46,6 +46,7 @@ class AttemptRow:
     position_reserved: int = 0
     created_at: datetime | None = None
     finished_at: datetime | None = None
+    incarnation: str = ""  # the gateway run that recorded it (replicas table); '' before replicas were recorded
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> AttemptRow:
@@ -75,6 +76,7 @@ class AttemptRow:
             position_reserved=int(row.get("position_reserved") or 0),
             created_at=row.get("created_at"),
             finished_at=row.get("finished_at"),
+            incarnation=row.get("incarnation", ""),
         )
 
 
@@ -243,8 +245,13 @@ def new_flow_row(new: NewFlow, now: datetime) -> FlowRow:
     )
 
 
-def new_attempt_row(flow: FlowRow, seq: int, attempt: NewAttempt, reserved: int, now: datetime) -> AttemptRow:
-    """The row a new attempt gets (SENDING, with its unique channel order number); ``id`` is set once inserted."""
+def new_attempt_row(
+    flow: FlowRow, seq: int, attempt: NewAttempt, reserved: int, now: datetime, incarnation: str = ""
+) -> AttemptRow:
+    """The row a new attempt gets (SENDING, with its unique channel order number); ``id`` is set once inserted.
+
+    ``incarnation``: the gateway run recording it (the one that sends it and fails it over).
+    """
     return AttemptRow(
         id=0,
         flow_id=flow.id,
@@ -260,6 +267,7 @@ def new_attempt_row(flow: FlowRow, seq: int, attempt: NewAttempt, reserved: int,
         decision=attempt.decision,
         position_reserved=reserved,
         created_at=now,
+        incarnation=incarnation,
     )
 
 
@@ -455,7 +463,11 @@ class DiscrepancyRow:
 
 @dataclass(frozen=True)
 class FinishedAttempt:
-    """A definite attempt result, as the router learns from it (warm start)."""
+    """A definite attempt result, as the router learns from it (warm start, and what other replicas recorded).
+
+    ``channel_order_no`` identifies the attempt across replicas (folding one twice counts it once);
+    ``sent_at`` is when it was recorded and sent, ``finished_at`` when its result was recorded.
+    """
 
     channel: str
     operation: str
@@ -463,6 +475,45 @@ class FinishedAttempt:
     status: AttemptStatus  # SUCCEEDED or FAILED
     payer_attributable: bool
     finished_at: datetime
+    channel_order_no: str = ""
+    sent_at: datetime | None = None
+    code: str = ""  # the normalized result code (a collection closed unpaid teaches the router nothing)
+
+
+@dataclass(frozen=True)
+class ChannelStateRow:
+    """What an operator last set for one channel; ``version`` grows with every write to the row."""
+
+    channel: str
+    state: str  # a routing.config.ChannelState value: enabled / draining / disabled
+    version: int
+
+
+@dataclass(frozen=True)
+class RecoveryScope:
+    """Whose unfinished work recovery may take (several replicas share one database).
+
+    Work recorded by an incarnation that is not alive: stopped, replaced by a
+    restart of its replica, or without a heartbeat for ``dead_after_s``
+    seconds (by the database's clock); work recorded before incarnations were
+    (``''``); and this process's own (``incarnation``), by the cutoff alone.
+    Recovery called without a scope takes everything by the cutoff (one
+    process, tests).
+    """
+
+    incarnation: str
+    dead_after_s: float
+
+
+@dataclass(frozen=True)
+class ReplicaRow:
+    """One run of a gateway process, as the ``replicas`` table knows it."""
+
+    incarnation: str
+    replica_id: str
+    started_at: datetime
+    last_seen: datetime
+    stopped_at: datetime | None
 
 
 @dataclass(frozen=True)

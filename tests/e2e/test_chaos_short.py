@@ -1,9 +1,10 @@
-"""Issue 8: the short fault-injection run (``python -m bench.chaos --short``) and its checker's rules.
+"""Issue 8 (and 13): the short fault-injection run (``python -m bench.chaos --short``) and its checker's rules.
 
-The run is a subprocess with a hard timeout: real broker, banks and gateway
-processes; one gateway SIGKILL, one broker restart, one bank outage, forged
-callbacks; no MariaDB restart (the server is shared). The full run is
-``make chaos``.
+The run is a subprocess with a hard timeout: real broker, banks and two
+gateway replicas (clients spread over both); each replica SIGKILLed once, one
+broker restart, a channel disabled and enabled again through one replica
+(every replica must obey within 2 s), one bank outage, forged callbacks; no
+MariaDB restart (the server is shared). The full run is ``make chaos``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tests.support.harness import running_gateway
 ROOT = Path(__file__).resolve().parents[2]
 LAST_LINE = re.compile(
     r"^chaos: requests=(\d+) crashes=(\d+) broker_outages=(\d+) db_restarts=(\d+) double_debits=(\d+) "
-    r"mismatches=(\d+) lost_events=(\d+) stuck=(\d+) forged_accepted=(\d+)$"
+    r"mismatches=(\d+) lost_events=(\d+) stuck=(\d+) forged_accepted=(\d+) replicas=(\d+) state_lag_s=([\d.]+)$"
 )
 
 
@@ -44,10 +45,12 @@ def test_short_chaos_run_keeps_every_invariant() -> None:
     assert lines, proc.stderr[-3000:]
     match = LAST_LINE.match(lines[-1])
     assert match, f"last line: {lines[-1]!r}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    requests, crashes, broker_outages, db_restarts, *must_be_zero = (int(g) for g in match.groups())
+    *counts, lag = match.groups()
+    requests, crashes, broker_outages, db_restarts, *must_be_zero, replicas = (int(g) for g in counts)
     assert requests >= 200
-    assert (crashes, broker_outages, db_restarts) == (1, 1, 0)
+    assert (replicas, crashes, broker_outages, db_restarts) == (2, 2, 1, 0)
     assert must_be_zero == [0, 0, 0, 0, 0], proc.stdout[-3000:]
+    assert 0 < float(lag) <= 2.0, proc.stdout[-3000:]
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 

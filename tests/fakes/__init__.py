@@ -29,6 +29,7 @@ from tests.fakes.stores import (
     FakeObservations,
     FakePollQueue,
     FakePositionStore,
+    FakeReplicas,
     Position,
     Tables,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "FakePlanner",
     "FakePollQueue",
     "FakePositionStore",
+    "FakeReplicas",
     "Position",
     "Tables",
 ]

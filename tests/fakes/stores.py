@@ -23,6 +23,7 @@ going away) to test what a use case does then.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -55,6 +56,7 @@ from gateway.store.rows import (
     AuditQuery,
     AuditRow,
     CardLimit,
+    ChannelStateRow,
     Claim,
     CollectionRow,
     Created,
@@ -68,6 +70,8 @@ from gateway.store.rows import (
     NewFlow,
     OpenAttempts,
     PositionRow,
+    RecoveryScope,
+    ReplicaRow,
     Source,
     another_transaction,
     new_attempt_row,
@@ -126,7 +130,8 @@ class Tables:
     positions: dict[str, Position] = field(default_factory=dict)
     card_usage: dict[tuple[str, str, date], tuple[int, int]] = field(default_factory=dict)  # (attempts, amount)
     agreements: dict[int, AgreementRow] = field(default_factory=dict)
-    channel_states: dict[str, str] = field(default_factory=dict)
+    channel_states: dict[str, ChannelStateRow] = field(default_factory=dict)
+    replicas: dict[str, ReplicaRow] = field(default_factory=dict)  # incarnation -> row; times by utcnow()
     collections: dict[int, CollectionRow] = field(default_factory=dict)
     audit: list[tuple[str, str, str, str, dict[str, Any]]] = field(default_factory=list)
     audit_times: list[datetime] = field(default_factory=list)  # when each audit row was written
@@ -160,12 +165,26 @@ class _Failing:
             raise pending.pop(0)
 
 
-class FakeFlowStore(_Failing):
-    """Implements :class:`gateway.ports.FlowStore` over :class:`Tables`."""
+def _takeable(
+    t: Tables, incarnation: str, recorded_at: datetime, cutoff: datetime, scope: RecoveryScope | None
+) -> bool:
+    """gateway.store.replicas.takeable over the fake tables (utcnow is the database's clock)."""
+    if scope is None or incarnation == scope.incarnation:
+        return recorded_at <= cutoff
+    row = t.replicas.get(incarnation)
+    alive = (
+        row is not None and row.stopped_at is None and row.last_seen >= utcnow() - timedelta(seconds=scope.dead_after_s)
+    )
+    return not alive
 
-    def __init__(self, tables: Tables | None = None) -> None:
+
+class FakeFlowStore(_Failing):
+    """Implements :class:`gateway.ports.FlowStore` over :class:`Tables`; ``incarnation`` is stamped on attempts."""
+
+    def __init__(self, tables: Tables | None = None, *, incarnation: str = "") -> None:
         super().__init__()
         self.t = tables if tables is not None else Tables()
+        self.incarnation = incarnation
         self.creates = 0  # calls of create(), replays included
 
     # --- reads ----------------------------------------------------------------------
@@ -303,7 +322,7 @@ class FakeFlowStore(_Failing):
             key = (flow.account_hash, new.channel, new.card_limit.day)
             attempts, total = self.t.card_usage.get(key, (0, 0))
             self.t.card_usage[key] = (attempts + 1, total + flow.amount)
-        attempt = new_attempt_row(flow, seq, new, reserved, now)
+        attempt = new_attempt_row(flow, seq, new, reserved, now, self.incarnation)
         if any(a.channel_order_no == attempt.channel_order_no for a in self.t.attempts.values()):
             raise DuplicateKey("uq_attempts_order", attempt.channel_order_no)
         attempt.id = next(self.t.ids)
@@ -463,17 +482,20 @@ class FakeFlowStore(_Failing):
         )
         return self._finish_flow(flow, attempt, outcome, utcnow(), Source.RESPONSE)
 
-    async def stranded_failovers(self, cutoff: datetime, limit: int = 500) -> list[int]:
+    async def stranded_failovers(
+        self, cutoff: datetime, limit: int = 500, scope: RecoveryScope | None = None
+    ) -> list[int]:
         out = []
         for flow in self.t.flows.values():
             attempts = self._attempts_of(flow.id)
             if flow.status is not FlowStatus.PROCESSING or flow.needs_review or not attempts:
                 continue
-            if (
-                all(a.status is AttemptStatus.FAILED for a in attempts)
-                and max(self.t.attempt_updated[a.id] for a in attempts) <= cutoff
+            last = max(attempts, key=lambda a: a.id)
+            updated = max(self.t.attempt_updated[a.id] for a in attempts)
+            if all(a.status is AttemptStatus.FAILED for a in attempts) and _takeable(
+                self.t, last.incarnation, updated, cutoff, scope
             ):
-                out.append(max(a.id for a in attempts))
+                out.append(last.id)
         return out[:limit]
 
     # --- review and operators ---------------------------------------------------------
@@ -576,14 +598,17 @@ class FakePollQueue(_Failing):
             row.expedited = False
         return claims
 
-    async def requeue_unresolved(self, cutoff: datetime) -> int:
+    async def requeue_unresolved(self, cutoff: datetime, scope: RecoveryScope | None = None) -> int:
         now = utcnow()
         added = 0
         for attempt in self.t.attempts.values():
-            if attempt.id in self.t.poll_queue or attempt.created_at is None or attempt.created_at > cutoff:
+            if attempt.id in self.t.poll_queue or attempt.created_at is None:
                 continue
-            open_ = attempt.status in (AttemptStatus.SENDING, AttemptStatus.PENDING)
-            if open_ and not self.t.flows[attempt.flow_id].needs_review:
+            sending = attempt.status is AttemptStatus.SENDING and _takeable(
+                self.t, attempt.incarnation, attempt.created_at, cutoff, scope
+            )
+            lost = attempt.status is AttemptStatus.PENDING and attempt.created_at <= cutoff
+            if (sending or lost) and not self.t.flows[attempt.flow_id].needs_review:
                 self.t.poll_queue[attempt.id] = QueueRow(attempt.id, attempt.channel, now)
                 added += 1
         return added
@@ -845,11 +870,56 @@ class FakeChannelStates:
         self.t = tables
 
     async def all(self) -> dict[str, str]:
-        return dict(self.t.channel_states)
+        return {channel: row.state for channel, row in self.t.channel_states.items()}
 
-    async def set(self, channel: str, state: str, *, operator: str, reason: str) -> None:
-        self.t.channel_states[channel] = state
+    async def current(self) -> list[ChannelStateRow]:
+        return list(self.t.channel_states.values())
+
+    async def set(self, channel: str, state: str, *, operator: str, reason: str) -> ChannelStateRow:
+        before = self.t.channel_states.get(channel)
+        row = ChannelStateRow(channel, state, (before.version if before else 0) + 1)
+        self.t.channel_states[channel] = row
         self.t.write_audit(operator, "set_channel_state", channel, reason, {"state": state})
+        return row
+
+
+class FakeReplicas:
+    """Implements :class:`gateway.ports.ReplicaStore`; ``utcnow()`` stands for the database's clock."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+
+    async def register(self, incarnation: str, replica_id: str) -> int:
+        now = utcnow()
+        superseded = 0
+        for key, row in list(self.t.replicas.items()):
+            if row.replica_id == replica_id and row.stopped_at is None:
+                self.t.replicas[key] = dataclasses.replace(row, stopped_at=now)
+                superseded += 1
+        self.t.replicas[incarnation] = ReplicaRow(incarnation, replica_id, now, now, None)
+        return superseded
+
+    async def heartbeat(self, incarnation: str) -> bool:
+        row = self.t.replicas.get(incarnation)
+        if row is None or row.stopped_at is not None:
+            return False
+        self.t.replicas[incarnation] = dataclasses.replace(row, last_seen=utcnow())
+        return True
+
+    async def stop(self, incarnation: str) -> None:
+        row = self.t.replicas.get(incarnation)
+        if row is not None and row.stopped_at is None:
+            self.t.replicas[incarnation] = dataclasses.replace(row, stopped_at=utcnow())
+
+    async def alive(self, dead_after_s: float) -> list[ReplicaRow]:
+        seen_after = utcnow() - timedelta(seconds=dead_after_s)
+        rows = [r for r in self.t.replicas.values() if r.stopped_at is None and r.last_seen >= seen_after]
+        return sorted(rows, key=lambda r: r.started_at)
+
+    def silence(self, incarnation: str, seconds: float) -> None:
+        """Test helper: the incarnation's last heartbeat was ``seconds`` ago (a crashed process)."""
+        row = self.t.replicas[incarnation]
+        self.t.replicas[incarnation] = dataclasses.replace(row, last_seen=utcnow() - timedelta(seconds=seconds))
 
 
 class FakeObservations:
@@ -871,7 +941,17 @@ class FakeObservations:
             key=lambda a: a.finished_at or since,
         )
         return [
-            FinishedAttempt(a.channel, a.operation, a.bank_code, a.status, a.payer_attributable, a.finished_at)
+            FinishedAttempt(
+                a.channel,
+                a.operation,
+                a.bank_code,
+                a.status,
+                a.payer_attributable,
+                a.finished_at,
+                a.channel_order_no,
+                a.created_at,
+                a.code,
+            )
             for a in done[:limit]
             if a.finished_at is not None
         ]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from gateway.store.agreements import MySQLAgreementStore
+from gateway.store.channel_states import MySQLChannelStates
 from gateway.store.collections import MySQLCollectionStore
 from gateway.store.db import Database
 from gateway.store.flows import MySQLFlowStore
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
+from gateway.store.replicas import MySQLReplicas
 from tests.store_contract import StoreContract, Stores
 
 pytestmark = pytest.mark.integration
@@ -27,6 +29,15 @@ class TestMySQLStores(StoreContract):
             return int(row["tries"]) if row else None
 
         flows = MySQLFlowStore(database)
+
+        async def silence(incarnation: str, seconds: float) -> None:
+            async with database.transaction() as tx:
+                await tx.execute(
+                    "UPDATE replicas SET last_seen = UTC_TIMESTAMP(6) - INTERVAL %s SECOND WHERE incarnation=%s",
+                    (seconds, incarnation),
+                )
+                await tx.commit()
+
         return Stores(
             flows,
             MySQLPollQueue(database),
@@ -34,5 +45,9 @@ class TestMySQLStores(StoreContract):
             MySQLPositionStore(database),
             events,
             queued,
+            MySQLReplicas(database),
+            MySQLChannelStates(database),
+            lambda incarnation: MySQLFlowStore(database, incarnation=incarnation),
+            silence,
             MySQLCollectionStore(database, flows),
         )

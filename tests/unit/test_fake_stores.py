@@ -16,6 +16,7 @@ from gateway.store.flows import MySQLFlowStore
 from gateway.store.observations import MySQLObservations
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
+from gateway.store.replicas import MySQLReplicas
 from gateway.store.resolutions import MySQLResolutions
 from tests.fakes import (
     FakeAgreementStore,
@@ -28,6 +29,7 @@ from tests.fakes import (
     FakePlanner,
     FakePollQueue,
     FakePositionStore,
+    FakeReplicas,
     Tables,
 )
 from tests.fakes.resolutions import FakeResolutions
@@ -43,6 +45,7 @@ IMPLEMENTATIONS = [
     (ports.AuditLog, MySQLAuditLog, FakeAuditLog),
     (ports.DiscrepancyLog, MySQLDiscrepancies, FakeDiscrepancies),
     (ports.CollectionStore, MySQLCollectionStore, FakeCollectionStore),
+    (ports.ReplicaStore, MySQLReplicas, FakeReplicas),
     (ports.ResolutionStore, MySQLResolutions, FakeResolutions),
 ]
 
@@ -84,6 +87,12 @@ class TestFakeStores(StoreContract):
             return row.tries if row else None
 
         flows = FakeFlowStore(tables)
+
+        replicas = FakeReplicas(tables)
+
+        async def silence(incarnation: str, seconds: float) -> None:
+            replicas.silence(incarnation, seconds)
+
         return Stores(
             flows,
             FakePollQueue(tables),
@@ -91,5 +100,9 @@ class TestFakeStores(StoreContract):
             FakePositionStore(tables),
             events,
             queued,
+            replicas,
+            FakeChannelStates(tables),
+            lambda incarnation: FakeFlowStore(tables, incarnation=incarnation),
+            silence,
             FakeCollectionStore(tables, flows),
         )

@@ -3,10 +3,13 @@ borrower's choice never held against a channel."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
+
 from channels.contract import CashierKind, Operation, Outcome, OutcomeStatus
 from gateway.domain import AttemptStatus
 from gateway.planner import Plan, Planner
-from gateway.store.rows import AttemptRow
+from gateway.store.rows import AttemptRow, FinishedAttempt
 from routing.config import parse_channel_routing
 from routing.engine import RouteRequest
 from tests.unit.routing.helpers import NOW, make_router, profile
@@ -74,5 +77,22 @@ def test_a_collection_closed_unpaid_teaches_the_router_nothing() -> None:
     for code in ("COLLECTION_EXPIRED", "COLLECTION_CLOSED"):
         planner.observe(attempt, Outcome(OutcomeStatus.FAILED, code, safe_elsewhere=True))
     assert router.snapshot(NOW)[0].to_dict() == before
-    planner.observe(attempt, Outcome(OutcomeStatus.FAILED, "CHANNEL_BUSY", safe_elsewhere=True))
+    refused = replace(attempt, id=2, channel_order_no="F02")  # another attempt: each is counted once
+    planner.observe(refused, Outcome(OutcomeStatus.FAILED, "CHANNEL_BUSY", safe_elsewhere=True))
     assert router.snapshot(NOW)[0].to_dict() != before  # a refused creation is the channel's failure
+
+
+def test_a_collection_closed_unpaid_on_another_replica_teaches_the_router_nothing_either() -> None:
+    router = make_router([profile("a", operations=COLLECTS, cashier_kinds=frozenset(CashierKind))])
+    planner = Planner(router, None, None)  # type: ignore[arg-type]
+    before = router.snapshot(NOW)[0].to_dict()
+    at = datetime.fromtimestamp(NOW - 60, UTC).replace(tzinfo=None)
+    closed = [
+        FinishedAttempt("a", "collect", "", AttemptStatus.FAILED, code == "COLLECTION_EXPIRED", at, f"F{i}", at, code)
+        for i, code in enumerate(("COLLECTION_EXPIRED", "COLLECTION_CLOSED"))
+    ]
+    assert planner.fold(closed) == 0
+    assert router.snapshot(NOW)[0].to_dict() == before
+    busy = FinishedAttempt("a", "collect", "", AttemptStatus.FAILED, False, at, "F9", at, "CHANNEL_BUSY")
+    assert planner.fold([busy]) == 1
+    assert router.snapshot(NOW)[0].to_dict() != before
