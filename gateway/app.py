@@ -3,7 +3,8 @@
 Start order: database pool → channel adapters → router (warm start from recent
 attempts, operator-set channel states) → positions (synced from channels
 without one) → poller (crash recovery first) → outbox relay → callback HTTP
-server → metrics HTTP server → gRPC server → health SERVING.
+server → metrics HTTP server → console HTTP server (when ``[console] enabled``)
+→ gRPC server → health SERVING.
 
 Shutdown order (SIGTERM/SIGINT), written down once here:
 1. health NOT_SERVING, so load balancers stop sending;
@@ -11,7 +12,9 @@ Shutdown order (SIGTERM/SIGINT), written down once here:
 3. background channel calls get what is left of the grace, then are
    cancelled (their attempts stay SENDING and are queried at next start);
 4. poller and relay stop (the relay flushes what it has produced);
-5. HTTP servers close; channel adapters close; the pool closes.
+5. HTTP servers close (callbacks, metrics, console: a console request in
+   flight finishes, as an admin RPC would have); channel adapters close; the
+   pool closes.
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ from gateway.agreements import AgreementService
 from gateway.api.admin import GatewayAdminServicer
 from gateway.api.auth import GatewayInterceptor, TokenBook
 from gateway.api.servicer import PaymentGatewayServicer
+from gateway.businessday import BusinessCalendar
 from gateway.callbacks import CallbackHandler
 from gateway.config import Config, ConfigError, start_up_errors
 from gateway.flows import FlowService, FlowSettings
 from gateway.obs.series import declare_series
+from gateway.operations import Operations
 from gateway.planner import Planner, warm_observations
 from gateway.poller import Poller, Schedule
 from gateway.ports import PositionStore
@@ -51,6 +56,7 @@ from gateway.store.db import Database
 from gateway.store.discrepancies import MySQLDiscrepancies
 from gateway.store.flows import MySQLFlowStore
 from gateway.store.observations import MySQLObservations
+from gateway.store.outbox import MySQLOutboxAdmin
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
 from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
@@ -105,6 +111,7 @@ class Gateway:
     grpc_port: int = 0
     http_port: int = 0
     metrics_port: int = 0
+    console_port: int = 0
     _sampler: asyncio.Task[None] | None = None
     _stopped: bool = False
 
@@ -183,6 +190,8 @@ class Gateway:
         self.metrics_port = await self._serve_http(
             self._metrics_app(), cfg.server.metrics_host, cfg.server.metrics_port
         )
+        if cfg.console.enabled:
+            self.console_port = await self._serve_http(self._console_app(), cfg.console.host, cfg.console.port)
 
         server = grpc.aio.server(
             interceptors=[GatewayInterceptor(TokenBook(cfg.callers, cfg.operators))],
@@ -271,6 +280,45 @@ class Gateway:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else port
+
+    def operations(self) -> Operations:
+        """The operators' use cases over this gateway's stores (the console's; the admin API's to come)."""
+        return Operations(
+            registry=self.registry,
+            planner=self.planner,
+            flows=self.flows.store,
+            positions=self.positions,
+            poller=self.poller,
+            channel_states=MySQLChannelStates(self.db),
+            audit=MySQLAuditLog(self.db),
+            outbox=MySQLOutboxAdmin(self.db),
+            outbox_max_attempts=self.config.kafka.max_attempts if self.config.kafka is not None else 10,
+            on_outbox=self.flows.on_outbox,
+        )
+
+    def _console_app(self) -> web.Application:
+        from gateway.console.operators import directory_from_config
+        from gateway.console.server import ConsoleDeps, build_app
+        from gateway.store.console_queries import MySQLConsoleQueries
+
+        cfg = self.config
+        with start_up_errors():
+            return build_app(
+                ConsoleDeps(
+                    config=cfg.console,
+                    reads=MySQLConsoleQueries(self.db, timeout_s=cfg.console.query_timeout_s),
+                    flows=self.flows.store,
+                    operations=self.operations(),
+                    operators=directory_from_config(cfg),
+                    calendar=BusinessCalendar(cfg.business.zone),
+                    registry=self.registry,
+                    planner=self.planner,
+                    positions=self.positions,
+                    audit=MySQLAuditLog(self.db),
+                    outbox_max_attempts=cfg.kafka.max_attempts if cfg.kafka is not None else 10,
+                    relay_enabled=self.relay is not None,
+                )
+            )
 
     def _metrics_app(self) -> web.Application:
         async def serve(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ Where each table is declared (keys, types, bounds, the one default, checks betwe
 ``[server]``, ``[security]``,           here: :class:`ServerConfig`, :class:`SecurityConfig`,
 ``[poller]``, ``[logging]``,            :class:`PollerConfig`, :class:`LoggingConfig`,
 ``[business]``                          :class:`BusinessConfig`
+``[console]``                           :class:`gateway.console.config.ConsoleConfig`
 ``[callers.*]``, ``[operators.*]``      here: a ``token`` each (:data:`TokenTables`)
 ``[database]``                          :class:`gateway.store.db.DatabaseConfig`
 ``[routing]``                           :class:`routing.config.RouterConfig`
@@ -65,6 +66,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator
 from channels.config import TABLE, read
 from channels.config import ConfigError as ConfigError  # re-exported: every layer raises this one
 from channels.config import Secret as Secret
+from gateway.console.config import ConsoleConfig
 from gateway.outbox.config import RelayConfig
 from gateway.store.db import DatabaseConfig
 from routing.config import RouterConfig
@@ -280,6 +282,7 @@ class Config:
     poller: PollerConfig = field(default_factory=PollerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     business: BusinessConfig = field(default_factory=BusinessConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     @property
     def account_hash_key(self) -> Secret:

@@ -1,0 +1,23 @@
+-- The operations console's searches (issue 21). Sessions are signed cookies: no table.
+-- Each index keeps (..., created_at, id) order (InnoDB appends the primary key), so a
+-- filtered search pages newest first by a range of one index, never a sort or an OFFSET
+-- (gateway/store/console_queries.py says which search uses which; docs/CONSOLE.md has
+-- the figures with 1,000,000 flows).
+ALTER TABLE flows
+  ADD KEY ix_flows_created (created_at),
+  ADD KEY ix_flows_request (request_id),
+  ADD KEY ix_flows_caller_created (caller, created_at),
+  ADD KEY ix_flows_channel_created (channel, created_at),
+  ADD KEY ix_flows_original (original_flow_id);
+
+-- success rates over the last hour and day: a range of attempts by creation time
+ALTER TABLE attempts
+  ADD KEY ix_attempts_created (created_at);
+
+-- a flow's events on its timeline
+ALTER TABLE outbox
+  ADD KEY ix_outbox_flow (flow_id, id);
+
+-- discrepancies of the last minutes on the overview
+ALTER TABLE discrepancies
+  ADD KEY ix_discrepancies_created (created_at);
