@@ -92,6 +92,8 @@ def gateway_config(
     routing: Mapping[str, Any] | None = None,
     poller: Mapping[str, Any] | None = None,
     kafka: Mapping[str, Any] | None = None,
+    console: Mapping[str, Any] | None = None,
+    operators: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     channels = []
     for name, sim in sims.items():
@@ -114,12 +116,13 @@ def gateway_config(
         server={"default_wait_ms": 8000, "grace_s": 2},
         database={"host": db.host, "port": db.port, "database": db.database, "pool_min": 1, "pool_max": 40},
         callers=CALLER_TOKENS,
-        operators={"ops": OPERATOR_TOKEN},
+        operators=dict(operators or {"ops": OPERATOR_TOKEN}),
         channels=channels,
         routing=dict(routing or {}),
         poller=dict(poller or {"interval_s": 0.1, "first_delay_s": 0.3, "schedule": [[0.3, 20], [1.0, 30]]}),
         logging={"format": "text", "level": "WARNING"},
         kafka=None if kafka is None else {"enabled": True, **kafka},
+        **({"console": dict(console)} if console is not None else {}),
     )
 
 
