@@ -244,8 +244,7 @@ class ChaosRun:
                     request_id=f"sign-{i}-{name}",
                     channel=name,
                     card=card,
-                    database=self.database,
-                    sms_code=bank.sms_code,
+                    sms_code=bank.last_sms_code,
                     timeout=10,
                 )
 

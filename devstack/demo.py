@@ -123,8 +123,7 @@ class Demo:
                         request_id=f"sign-{i}-{bank}",
                         channel=bank,
                         card=card,
-                        database=self.database,
-                        sms_code=self.banks[bank].sms_code,
+                        sms_code=self.banks[bank].last_sms_code,
                     )
                     print(f"  {done.account_masked} with {bank:<12} -> {pb.AgreementStatus.Name(done.status)}")
             flows: dict[str, pb.Flow] = {}

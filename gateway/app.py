@@ -10,7 +10,8 @@ Shutdown order (SIGTERM/SIGINT), written down once here:
 1. health NOT_SERVING, so load balancers stop sending;
 2. the gRPC server stops accepting and gives in-flight RPCs ``grace_s``;
 3. background channel calls get what is left of the grace, then are
-   cancelled (their attempts stay SENDING and are queried at next start);
+   cancelled (their attempts stay SENDING and are queried at next start;
+   agreement calls likewise, found by the agreements' recovery sweep);
 4. poller and relay stop (the relay flushes what it has produced);
 5. HTTP servers close (callbacks, metrics, console: a console request in
    flight finishes, as an admin RPC would have); channel adapters close; the
@@ -33,7 +34,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from channels.contract import Operation
 from channels.registry import ChannelRegistry, ChannelSpec
 from gateway import metrics
 from gateway.agreements import AgreementService
@@ -49,6 +49,7 @@ from gateway.operations import Operations
 from gateway.planner import Planner, warm_observations
 from gateway.poller import Poller, Schedule
 from gateway.ports import PositionStore
+from gateway.positions import PositionService
 from gateway.store.agreements import MySQLAgreementStore
 from gateway.store.audit import MySQLAuditLog
 from gateway.store.channel_states import MySQLChannelStates
@@ -59,6 +60,7 @@ from gateway.store.observations import MySQLObservations
 from gateway.store.outbox import MySQLOutboxAdmin
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
+from gateway.validation import accepted_banks
 from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from routing.config import parse_channel_profiles
 from routing.engine import ChannelState, Router
@@ -126,7 +128,13 @@ class Gateway:
         needs_usage = any(
             router.profile(c).per_card_daily_attempts or router.profile(c).per_card_daily_amount for c in registry
         )
-        planner = Planner(router, positions, MySQLObservations(db), needs_card_usage=needs_usage)
+        planner = Planner(
+            router,
+            positions,
+            MySQLObservations(db),
+            needs_card_usage=needs_usage,
+            calendar=BusinessCalendar(config.business.zone),
+        )
         store = MySQLFlowStore(
             db,
             group_commit=config.database.group_commit,
@@ -148,6 +156,7 @@ class Gateway:
                 account_hash_key=config.account_hash_key.reveal().encode(),
                 max_attempts=router.config.max_attempts_per_flow,
                 poll_first_delay_s=config.poller.first_delay_s,
+                deadline_margin_s=config.server.deadline_margin_ms / 1000,
             ),
             on_outbox=relay.notify if relay is not None else None,
         )
@@ -160,6 +169,7 @@ class Gateway:
             for c in config.channels
         }
         poller = Poller(MySQLPollQueue(db), flows, config.poller, schedules, owner=config.server.replica_id)
+        flows.queries = poller  # compensation and failed drives ask for expedited queries
         return cls(config, db, registry, router, planner, flows, agreements, positions, poller, relay)
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -178,6 +188,7 @@ class Gateway:
         await self._sync_positions()
         if cfg.poller.enabled:
             await self.poller.start()
+        await self.agreements.start()  # recovery of agreements left awaiting after a confirm was sent
         if self.relay is not None:
             await self.relay.start()
 
@@ -197,8 +208,14 @@ class Gateway:
             interceptors=[GatewayInterceptor(TokenBook(cfg.callers, cfg.operators))],
             options=[("grpc.max_receive_message_length", 1 << 20), ("grpc.so_reuseport", 0)],
         )
+        banks = accepted_banks(
+            cfg.banks.codes,
+            [ch.banks for _, ch in self.registry.items()] + [self.router.profile(c).banks for c in self.registry],
+        )
         gateway_pb2_grpc.add_PaymentGatewayServicer_to_server(
-            PaymentGatewayServicer(self.flows, self.agreements, cfg.server.default_wait_ms, cfg.server.max_wait_ms),
+            PaymentGatewayServicer(
+                self.flows, self.agreements, cfg.server.default_wait_ms, cfg.server.max_wait_ms, banks=banks
+            ),
             server,
         )
         admin_pb2_grpc.add_GatewayAdminServicer_to_server(
@@ -250,6 +267,7 @@ class Gateway:
         cancelled = await self.flows.drain(left)
         if cancelled:
             log.warning("%d channel calls cancelled at shutdown; they are queried at next start", cancelled)
+        await self.agreements.stop(max(grace - (time.monotonic() - started), 0.0))
         if self._sampler is not None:
             self._sampler.cancel()
             await asyncio.gather(self._sampler, return_exceptions=True)
@@ -331,18 +349,7 @@ class Gateway:
 
     async def _sync_positions(self) -> None:
         """Channels that pay out but have no position row yet get one from their balance query."""
-        known = {row.channel for row in await self.positions.all()}
-        for channel_id, channel in self.registry.items():
-            if channel_id in known or Operation.PAYOUT not in channel.operations:
-                continue
-            if Operation.BALANCE not in channel.operations:
-                continue
-            try:
-                balance = await channel.balance()
-            except Exception as exc:
-                log.warning("position sync failed: %s", type(exc).__name__, extra={"channel": channel_id})
-                continue
-            await self.positions.sync(channel_id, balance.currency, balance.available)
+        await PositionService(self.positions, self.registry).sync_missing()
 
     async def sample_metrics_once(self) -> None:
         await self.poller.sample_metrics()

@@ -15,7 +15,7 @@ Where each table is declared (keys, types, bounds, the one default, checks betwe
 ======================================  ==========================================================
 ``[server]``, ``[security]``,           here: :class:`ServerConfig`, :class:`SecurityConfig`,
 ``[poller]``, ``[logging]``,            :class:`PollerConfig`, :class:`LoggingConfig`,
-``[business]``                          :class:`BusinessConfig`
+``[business]``, ``[banks]``             :class:`BusinessConfig`, :class:`BanksConfig`
 ``[console]``                           :class:`gateway.console.config.ConsoleConfig`
 ``[callers.*]``, ``[operators.*]``      here: a ``token`` each (:data:`TokenTables`)
 ``[database]``                          :class:`gateway.store.db.DatabaseConfig`
@@ -69,6 +69,7 @@ from channels.config import Secret as Secret
 from gateway.console.config import ConsoleConfig
 from gateway.outbox.config import RelayConfig
 from gateway.store.db import DatabaseConfig
+from gateway.validation import BANK_CODE, MAINLAND_BANK_CODES
 from routing.config import RouterConfig
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -128,6 +129,8 @@ class ServerConfig:
     grace_s: Annotated[float, Field(ge=0, le=600)] = 10.0  # in-flight RPCs get this long on shutdown
     default_wait_ms: Annotated[int, Field(ge=1, le=600_000)] = 5000  # wait budget when a request sets none
     max_wait_ms: Annotated[int, Field(ge=1, le=600_000)] = 60000
+    # a flow RPC stops waiting this long before its gRPC deadline, so the flow (PROCESSING) reaches the client
+    deadline_margin_ms: Annotated[int, Field(ge=0, le=10_000)] = 100
     replica_id: Annotated[str, Field(max_length=64)] = ""  # lease owner name; default hostname-pid
 
     @property
@@ -265,6 +268,27 @@ class BusinessConfig:
         return ZoneInfo(self.timezone)
 
 
+def _bank_codes(codes: tuple[str, ...]) -> frozenset[str]:
+    for i, code in enumerate(codes):
+        if not BANK_CODE.fullmatch(code):
+            raise ConfigError(f"[{i}]", "must be an upper-case bank code like ICBC (2-16 of A-Z 0-9)")
+    return frozenset(codes)
+
+
+@dataclass(frozen=True)
+class BanksConfig:
+    """``[banks]``: the bank codes a request's ``bank_code`` may name.
+
+    Requests may name these plus every bank a configured channel lists (its adapter's banks,
+    its ``[channels.routing] banks``); anything else is refused as INVALID_ARGUMENT naming
+    ``bank_code``. The default is :data:`gateway.validation.MAINLAND_BANK_CODES`.
+    """
+
+    __pydantic_config__ = TABLE
+
+    codes: Annotated[frozenset[str], AfterValidator(_bank_codes)] = MAINLAND_BANK_CODES
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration: one field per top-level table."""
@@ -282,6 +306,7 @@ class Config:
     poller: PollerConfig = field(default_factory=PollerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     business: BusinessConfig = field(default_factory=BusinessConfig)
+    banks: BanksConfig = field(default_factory=BanksConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     @property

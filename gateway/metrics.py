@@ -7,7 +7,7 @@ card or account numbers.
 
 Label values used across the code base:
 
-* ``operation``: withhold, payout, refund, query, agreement, balance
+* ``operation``: withhold, payout, refund, query, close, agreement, balance
 * ``outcome`` (channel requests): succeeded, payer_failure, channel_failure,
   pending, error
 * ``result`` (callbacks): verified, bad_signature, unknown_order, replay,
@@ -112,6 +112,12 @@ POSITION_RESERVED = Gauge(
     ["channel", "currency"],
     registry=REGISTRY,
 )
+POSITION_BELOW_ZERO = Counter(
+    "paygate_position_below_zero_total",
+    "Payout settlements that took a channel's recorded float below zero (an audit record names the attempt).",
+    ["channel"],
+    registry=REGISTRY,
+)
 
 # --- flows -------------------------------------------------------------------------
 FLOWS_CREATED = Counter(
@@ -130,6 +136,25 @@ FLOWS_REPLAYED = Counter(
     "paygate_flows_replayed_total",
     "Requests answered from an existing flow (same idempotency key and parameters).",
     ["kind"],
+    registry=REGISTRY,
+)
+FLOW_DRIVE_ERRORS = Counter(
+    "paygate_flow_drive_errors_total",
+    "Recorded flows whose drive raised (e.g. the database went away before the outcome was written);"
+    " the caller got the flow as recorded and its open attempts were queued for a query.",
+    ["kind"],
+    registry=REGISTRY,
+)
+COMPENSATION_QUERIES = Counter(
+    "paygate_compensation_queries_total",
+    "Retries of a stuck PROCESSING flow (补单) that asked for an expedited query: queued, or rate_limited.",
+    ["channel", "result"],
+    registry=REGISTRY,
+)
+AGREEMENTS_TO_REVIEW = Counter(
+    "paygate_agreements_marked_review_total",
+    "Agreements left awaiting confirmation after a confirm was sent, marked for an operator by recovery.",
+    ["channel"],
     registry=REGISTRY,
 )
 
@@ -222,6 +247,11 @@ OUTBOX_PUBLISH_ERRORS = Counter(
 DB_COMMITS = Counter(
     "paygate_db_commits_total",
     "Transactions this process committed (a group commit shared by many requests counts once).",
+    registry=REGISTRY,
+)
+DB_CONFLICT_RETRIES = Counter(
+    "paygate_db_conflict_retries_total",
+    "Units of work rolled back by a deadlock or lock wait timeout and tried again.",
     registry=REGISTRY,
 )
 STORE_BATCH_SIZE = Histogram(

@@ -2,8 +2,13 @@
 
 The router decides from a :class:`routing.engine.RouteRequest`; this module
 gathers what it needs from the store's ports (available float for payouts,
-today's card usage for withholds), turns the decision into a :class:`Plan` the flow driver
+the card's usage on the business day for withholds), turns the decision into a :class:`Plan` the flow driver
 walks, feeds outcomes back, and exports routing metrics.
+
+Per-card daily limits are checked twice: here as a filter (so the router picks
+a channel the card can still use) and in the commit that records the attempt
+(the plan hands each candidate's :class:`~gateway.store.rows.CardLimit` to the
+flow driver), which is the check that holds when withholds race.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ from typing import Any
 
 from channels.contract import Operation, Outcome, OutcomeStatus
 from gateway import metrics
+from gateway.businessday import BusinessCalendar
 from gateway.credentials import CredentialsGuard
 from gateway.domain import AttemptStatus
 from gateway.ports import ObservationStore, PositionStore
-from gateway.store.rows import AttemptRow
+from gateway.store.rows import AttemptRow, CardLimit
 from routing.engine import CardUsage, Decision, Observation, Router, RouteRequest
 
 
@@ -31,18 +37,20 @@ class Plan:
     decision: Decision | None = None
     reason: str = ""
     rejected: list[tuple[str, str, str]] = field(default_factory=list)
+    card_limits: dict[str, CardLimit] = field(default_factory=dict)  # withholds: counted with the attempt
 
     @classmethod
     def explicit(cls, channel: str, reason: str) -> Plan:
         return cls([channel], None, reason)
 
     @classmethod
-    def from_decision(cls, decision: Decision) -> Plan:
+    def from_decision(cls, decision: Decision, card_limits: dict[str, CardLimit] | None = None) -> Plan:
         return cls(
             [s.channel_id for s in decision.ranked],
             decision,
             decision.reason,
             [(r.channel_id, r.filter, r.detail) for r in decision.rejected],
+            card_limits or {},
         )
 
     def explain(self, chosen: str, reason: str | None = None) -> dict[str, Any]:
@@ -81,11 +89,13 @@ class Planner:
         observations: ObservationStore,
         *,
         needs_card_usage: bool = True,
+        calendar: BusinessCalendar | None = None,
     ) -> None:
         self.router = router
         self.positions = positions
         self.observations = observations
         self.needs_card_usage = needs_card_usage
+        self.calendar = calendar or BusinessCalendar.named()
         self.credentials = CredentialsGuard(router)  # holds channels that refuse our credentials
 
     async def plan(
@@ -101,10 +111,11 @@ class Planner:
     ) -> Plan:
         available = await self.positions.available(currency) if operation is Operation.PAYOUT else None
         usage: dict[str, CardUsage] = {}
+        day = self.calendar.today()
         if self.needs_card_usage and account_hash and operation is Operation.WITHHOLD:
             usage = {
                 ch: CardUsage(n, total)
-                for ch, (n, total) in (await self.observations.card_usage_today(account_hash)).items()
+                for ch, (n, total) in (await self.observations.card_usage(account_hash, day)).items()
             }
         request = RouteRequest(
             operation=operation,
@@ -123,7 +134,15 @@ class Planner:
                 metrics.ROUTING_REJECTIONS.labels(channel=rejection.channel_id, filter=rejection.filter).inc()
         if not decision.ranked:
             metrics.ROUTING_NO_CANDIDATE.labels(operation=operation.value).inc()
-        return Plan.from_decision(decision)
+        limits: dict[str, CardLimit] = {}
+        if operation is Operation.WITHHOLD and account_hash:
+            for ranked in decision.ranked:
+                profile = self.router.profile(ranked.channel_id)
+                if profile.per_card_daily_attempts or profile.per_card_daily_amount:
+                    limits[ranked.channel_id] = CardLimit(
+                        day, profile.per_card_daily_attempts, profile.per_card_daily_amount
+                    )
+        return Plan.from_decision(decision, limits)
 
     def chosen(self, channel: str, operation: Operation, plan: Plan | None, *, failover: bool) -> None:
         reason = "failover" if failover else (plan.reason if plan and plan.reason else "explicit")

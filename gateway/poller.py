@@ -98,6 +98,10 @@ class Poller:
     def schedule_for(self, channel: str) -> Schedule:
         return self.schedules.get(channel, self.default_schedule)
 
+    def first_query_after_s(self, channel: str) -> float:
+        """The channel's first scheduled query, seconds after an attempt is recorded (compensation waits as long)."""
+        return self.schedule_for(channel).first_delay_s
+
     # --- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:

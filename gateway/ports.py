@@ -24,7 +24,7 @@ The contracts every implementation keeps (the fakes too):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from channels.contract import Operation, Outcome
@@ -147,6 +147,22 @@ class AgreementStore(Protocol):
 
     async def set_sign_ref(self, row: AgreementRow, sign_ref: str) -> None: ...
 
+    async def mark_confirm_sent(self, row: AgreementRow) -> None:
+        """Record, before calling the channel, that a confirm of this AWAITING agreement is being sent."""
+        ...
+
+    async def clear_confirm_sent(self, row: AgreementRow) -> None:
+        """The channel refused the confirm (a wrong code): nothing is pending at the channel any more."""
+        ...
+
+    async def unconfirmed_since(self, cutoff: datetime, *, limit: int = 500) -> list[AgreementRow]:
+        """AWAITING agreements whose confirm was sent at or before ``cutoff``, not yet marked for review."""
+        ...
+
+    async def mark_needs_review(self, row: AgreementRow) -> bool:
+        """Mark an AWAITING agreement for an operator; False if it moved on or was marked already."""
+        ...
+
     async def active_refs(self, caller: str, account_hash: str, agreement_no: str = "") -> dict[str, str]:
         """channel -> the channel's agreement ref, for the ACTIVE agreements of this caller's account."""
         ...
@@ -164,10 +180,25 @@ class PositionStore(Protocol):
     async def get(self, channel: str) -> PositionRow | None: ...
 
     async def sync(
-        self, channel: str, currency: str, balance: int, *, operator: str = "", reason: str = ""
-    ) -> PositionRow: ...
+        self,
+        channel: str,
+        currency: str,
+        balance: int,
+        *,
+        seen: PositionRow | None,
+        operator: str = "",
+        reason: str = "",
+    ) -> PositionRow:
+        """Write a balance the channel reported after ``seen`` was read (None: no position yet).
 
-    async def adjust(self, channel: str, delta: int, operator: str, reason: str) -> PositionRow | None: ...
+        Raises ``PositionMoved`` and writes nothing when the row is no longer ``seen``
+        (a settlement or adjustment changed the balance since) or is kept in another currency.
+        """
+        ...
+
+    async def adjust(self, channel: str, delta: int, operator: str, reason: str) -> PositionRow | None:
+        """None when the channel has no position; raises ``BelowReserved`` for a cut below the reservations."""
+        ...
 
 
 class PollQueue(Protocol):
@@ -199,7 +230,9 @@ class ObservationStore(Protocol):
 
     async def finished_since(self, since: datetime, *, limit: int = 200_000) -> list[FinishedAttempt]: ...
 
-    async def card_usage_today(self, account_hash: str) -> dict[str, tuple[int, int]]: ...
+    async def card_usage(self, account_hash: str, day: date) -> dict[str, tuple[int, int]]:
+        """channel -> (attempts, amount) of the card on the business day ``day`` (channels with limits)."""
+        ...
 
 
 class AuditLog(Protocol):
@@ -212,6 +245,18 @@ class DiscrepancyLog(Protocol):
     """Recorded discrepancies (gateway/store/discrepancies.py)."""
 
     async def recent(self, limit: int) -> list[DiscrepancyRow]: ...
+
+
+class QueryScheduler(Protocol):
+    """Expedited queries of open attempts (gateway/poller.py's Poller): compensation, a drive that failed."""
+
+    def first_query_after_s(self, channel: str) -> float:
+        """When the channel's poll schedule first queries an attempt, seconds after it was recorded."""
+        ...
+
+    async def expedite(self, attempt_id: int, channel: str, *, min_interval_s: float = 5.0) -> bool:
+        """Query the attempt now, at most once per ``min_interval_s``; False when rate-limited."""
+        ...
 
 
 class RoutePlanner(Protocol):

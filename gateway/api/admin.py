@@ -11,7 +11,6 @@ from typing import Any
 
 import grpc
 
-from channels.contract import Operation
 from channels.registry import ChannelRegistry
 from gateway import validation as v
 from gateway.api.auth import current_identity
@@ -23,6 +22,7 @@ from gateway.flows import FlowService
 from gateway.planner import Planner
 from gateway.poller import Poller
 from gateway.ports import AuditLog, ChannelStateStore, DiscrepancyLog, FlowStore, PositionStore
+from gateway.positions import PositionService
 from gateway.store.rows import FlowRow, PositionRow
 from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2
 from routing.engine import ChannelState
@@ -73,6 +73,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         self.flows = flows
         self.store: FlowStore = flows.store
         self.positions = positions
+        self.position_service = PositionService(positions, registry)
         self.poller = poller
         self.channel_states = channel_states
         self.audit = audit
@@ -141,23 +142,13 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         channel_id = self._channel(request.channel)
         delta = v.position_delta(request.delta)
         reason = _reason(request.reason)
-        if await self.positions.get(channel_id) is None:
-            raise PreconditionFailed("channel: has no position; resync it first")
-        row = await self.positions.adjust(channel_id, delta, current_identity().name, reason)
-        if row is None:
-            raise PreconditionFailed("delta: the balance cannot go below zero")
+        row = await self.position_service.adjust(channel_id, delta, operator=current_identity().name, reason=reason)
         return position_pb(row)
 
     async def ResyncPosition(self, request: admin_pb2.ResyncPositionRequest, context: Ctx) -> admin_pb2.Position:
         channel_id = self._channel(request.channel)
         reason = _reason(request.reason)
-        channel = self.registry.get(channel_id)
-        if Operation.BALANCE not in channel.operations:
-            raise PreconditionFailed(f"channel: {channel_id} has no balance query")
-        balance = await channel.balance()
-        row = await self.positions.sync(
-            channel_id, balance.currency, balance.available, operator=current_identity().name, reason=reason
-        )
+        row = await self.position_service.resync(channel_id, operator=current_identity().name, reason=reason)
         return position_pb(row)
 
     async def ListReviewFlows(

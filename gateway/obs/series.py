@@ -23,7 +23,7 @@ from paygate.v1 import admin_pb2, gateway_pb2
 
 __all__ = ["CHANNEL_OPERATIONS", "declare_channel_series", "declare_series"]
 
-CHANNEL_OPERATIONS = ("withhold", "payout", "refund", "query")
+CHANNEL_OPERATIONS = ("withhold", "payout", "refund", "query", "close")
 _OUTCOMES = ("succeeded", "payer_failure", "channel_failure", "pending", "error")
 _CALLBACK_RESULTS = ("verified", "bad_signature", "unknown_order", "replay", "mismatch", "malformed")
 _POLL_RESULTS = ("resolved", "pending", "error", "exhausted")
@@ -130,3 +130,4 @@ def declare_channel_series(
         metrics.CHANNEL_UNMAPPED_CODES.labels(channel=channel)
         metrics.CHANNEL_CREDENTIALS_REJECTED.labels(channel=channel)
         metrics.POLL_EXHAUSTED.labels(channel=channel)
+        metrics.POSITION_BELOW_ZERO.labels(channel=channel)

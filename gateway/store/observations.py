@@ -1,14 +1,16 @@
 """What the router learns from recorded attempts, read from MySQL.
 
-Definite results of recent attempts (the router's warm start at start-up) and
-one card's attempts today (per-card limits). Both read ``attempts`` only.
+Definite results of recent attempts (the router's warm start at start-up), read
+from ``attempts``, and one card's usage on a business day (per-card limits),
+read from the counters of gateway/store/card_usage.py.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import date, datetime
 
 from gateway.domain import AttemptStatus
+from gateway.store import card_usage
 from gateway.store.db import Database
 from gateway.store.rows import FinishedAttempt
 
@@ -39,12 +41,6 @@ class MySQLObservations:
             for r in rows
         ]
 
-    async def card_usage_today(self, account_hash: str) -> dict[str, tuple[int, int]]:
-        """channel -> (attempts, amount) for this card since 00:00 UTC today."""
-        start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
-        rows = await self.db.fetchall(
-            "SELECT channel, COUNT(*) AS n, COALESCE(SUM(amount),0) AS total FROM attempts"
-            " WHERE account_hash=%s AND created_at >= %s GROUP BY channel",
-            (account_hash, start),
-        )
-        return {r["channel"]: (int(r["n"]), int(r["total"])) for r in rows}
+    async def card_usage(self, account_hash: str, day: date) -> dict[str, tuple[int, int]]:
+        """channel -> (attempts, amount) for this card on the business day ``day`` (channels with limits)."""
+        return await card_usage.usage(self.db, account_hash, day)

@@ -95,21 +95,18 @@ class MySQLPollQueue:
         """Queue for a query now every attempt created by ``cutoff`` that has no definite result and no row.
 
         SENDING attempts (a crash between record and answer), and PENDING ones
-        that lost their row unless their flow waits for review. Returns how
-        many rows were added.
+        that lost their row, unless their flow waits for review: an operator
+        owns those (re-queuing them would restart their poll schedule forever).
+        Returns how many rows were added.
         """
         now = utcnow()
         async with self.db.transaction() as tx:
             n = await tx.execute(
                 "INSERT IGNORE INTO poll_queue (attempt_id, channel, due_at, created_at)"
-                " SELECT a.id, a.channel, %s, %s FROM attempts a WHERE a.status='SENDING' AND a.created_at <= %s",
-                (now, now, cutoff),
-            )
-            n += await tx.execute(
-                "INSERT IGNORE INTO poll_queue (attempt_id, channel, due_at, created_at)"
                 " SELECT a.id, a.channel, %s, %s FROM attempts a JOIN flows f ON f.id = a.flow_id"
                 " LEFT JOIN poll_queue q ON q.attempt_id = a.id"
-                " WHERE a.status='PENDING' AND q.attempt_id IS NULL AND f.needs_review = 0 AND a.created_at <= %s",
+                " WHERE a.status IN ('SENDING','PENDING') AND q.attempt_id IS NULL AND f.needs_review = 0"
+                " AND a.created_at <= %s",
                 (now, now, cutoff),
             )
             await tx.commit()

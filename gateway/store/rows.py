@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from gateway.domain import AgreementStatus, AttemptStatus, FlowKind, FlowStatus, channel_order_no, new_ulid
@@ -177,11 +177,26 @@ class NewFlow:
 
 
 @dataclass(frozen=True)
+class CardLimit:
+    """A channel's per-card daily limits, counted in the business day ``day`` by the attempt's own commit.
+
+    ``None`` means no limit of that kind. The attempt is refused (``CardLimitReached``) unless
+    the card has made fewer than ``max_attempts`` attempts on the channel that day and its
+    amount fits in what is left of ``max_amount``.
+    """
+
+    day: date
+    max_attempts: int | None
+    max_amount: int | None
+
+
+@dataclass(frozen=True)
 class NewAttempt:
     channel: str
     operation: str
     decision: dict[str, Any] | None = None
     reserve_position: bool = False  # payouts: reserve `amount` of the channel's float
+    card_limit: CardLimit | None = None  # withholds on a channel with per-card daily limits
 
 
 def new_flow_row(new: NewFlow, now: datetime) -> FlowRow:
@@ -270,6 +285,8 @@ class AgreementRow:
     failure_code: str
     created_at: datetime | None
     updated_at: datetime | None
+    confirm_sent_at: datetime | None = None  # a confirm went to the channel (record before call)
+    needs_review: bool = False  # left awaiting after a confirm was sent: an operator checks with the channel
 
     @classmethod
     def from_row(cls, r: dict[str, Any]) -> AgreementRow:
@@ -290,16 +307,33 @@ class AgreementRow:
             failure_code=r["failure_code"],
             created_at=r["created_at"],
             updated_at=r["updated_at"],
+            confirm_sent_at=r.get("confirm_sent_at"),
+            needs_review=bool(r.get("needs_review")),
         )
 
 
 @dataclass(frozen=True)
 class PositionRow:
+    """A channel's float. ``balance_version`` counts every change of ``balance`` (settlements,
+    adjustments, syncs): a sync writes only if it is still the one read before the balance query."""
+
     channel: str
     currency: str
     balance: int
     reserved: int
     synced_at: datetime | None
+    balance_version: int = 0
+
+    @classmethod
+    def from_row(cls, r: dict[str, Any]) -> PositionRow:
+        return cls(
+            r["channel"],
+            r["currency"],
+            int(r["balance"]),
+            int(r["reserved"]),
+            r["synced_at"],
+            int(r.get("balance_version") or 0),
+        )
 
     @property
     def available(self) -> int:

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import aiomysql
-import grpc
 import pytest
 
 from bench.chaos_check import FlowView, ForgedCallback, Replay, judge
@@ -157,18 +156,20 @@ async def test_a_failover_cut_short_is_finished_by_recovery(db_config: DatabaseC
         card = luhn_card()
         await h.bind_card(card, ["bank-a", "bank-b"])
         store = h.gateway.flows.store
-        real_add_attempt = store.add_attempt
+        real_add_attempt, real_finish = store.add_attempt, store.finish_from_attempt
 
         async def database_gone(*args: object, **kw: object) -> object:
             raise DatabaseUnavailable("lost connection (test)")
 
         store.add_attempt = database_gone  # type: ignore[method-assign]
+        store.finish_from_attempt = database_gone  # type: ignore[method-assign,assignment]
         busy = pb.WithholdRequest(
             request_id="strand-1", amount=pb.Money(amount=10003, currency="CNY"), account_no=card, bank_code="ICBC"
         )
-        with pytest.raises(grpc.aio.AioRpcError):  # the RPC fails with the database
-            await h.stub.Withhold(busy, metadata=h.md())
-        store.add_attempt = real_add_attempt  # type: ignore[method-assign]
+        # the flow is recorded: the caller gets it, never the database's error
+        answered = await h.stub.Withhold(busy, metadata=h.md())
+        assert answered.status == pb.PROCESSING and [a.status for a in answered.attempts] == [pb.ATTEMPT_FAILED]
+        store.add_attempt, store.finish_from_attempt = real_add_attempt, real_finish  # type: ignore[method-assign]
         flow = await h.stub.GetFlow(pb.GetFlowRequest(request_id="strand-1"), metadata=h.md())
         assert flow.status == pb.PROCESSING and [a.status for a in flow.attempts] == [pb.ATTEMPT_FAILED]
         await h.gateway.poller.recover()

@@ -103,6 +103,7 @@ class FakeGateway:
         settings.update(poller or {})
         config = PollerConfig(**settings)  # type: ignore[arg-type]
         self.poller = Poller(self.queue, self.flows, config, {}, owner="unit-poller")
+        self.flows.queries = self.poller  # as gateway/app.py wires it
         self.expedited: list[tuple[int, str]] = []
         self.callbacks = CallbackHandler(self.registry, self.flows, self._expedite)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from channels.contract import Outcome, OutcomeStatus
@@ -37,12 +37,21 @@ from gateway.domain import (
     FlowStatus,
     new_ulid,
 )
-from gateway.errors import DuplicateKey, FlowClosed, PositionShort, RefundExceeds
+from gateway.errors import (
+    BelowReserved,
+    CardLimitReached,
+    DuplicateKey,
+    FlowClosed,
+    PositionMoved,
+    PositionShort,
+    RefundExceeds,
+)
 from gateway.store.rows import (
     AgreementRow,
     Applied,
     ApplyResult,
     AttemptRow,
+    CardLimit,
     Claim,
     Created,
     Creation,
@@ -95,6 +104,7 @@ class Position:
     balance: int
     reserved: int = 0
     synced_at: datetime | None = None
+    balance_version: int = 0
 
 
 @dataclass
@@ -108,6 +118,7 @@ class Tables:
     outbox: list[Event] = field(default_factory=list)
     discrepancies: list[DiscrepancyRow] = field(default_factory=list)
     positions: dict[str, Position] = field(default_factory=dict)
+    card_usage: dict[tuple[str, str, date], tuple[int, int]] = field(default_factory=dict)  # (attempts, amount)
     agreements: dict[int, AgreementRow] = field(default_factory=dict)
     channel_states: dict[str, str] = field(default_factory=dict)
     audit: list[tuple[str, str, str, str, dict[str, Any]]] = field(default_factory=list)
@@ -174,6 +185,7 @@ class FakeFlowStore(_Failing):
         return None
 
     async def by_id(self, flow_id: int, *, with_attempts: bool = True) -> FlowRow | None:
+        self._maybe_fail("by_id")
         flow = self.t.flows.get(flow_id)
         return self._flow_copy(flow, with_attempts) if flow else None
 
@@ -242,6 +254,8 @@ class FakeFlowStore(_Failing):
                 raise RefundExceeds()
         if attempt is not None and attempt.reserve_position:
             self._check_float(attempt.channel, new.currency, new.amount)
+        if attempt is not None and attempt.card_limit is not None:
+            self._check_card(new.account_hash, attempt.channel, attempt.card_limit, new.amount)
         flow = new_flow_row(new, now)
         flow.id = next(self.t.ids)
         self.t.flows[flow.id] = flow
@@ -257,12 +271,25 @@ class FakeFlowStore(_Failing):
         if position is None or position.currency != currency or position.balance - position.reserved < amount:
             raise PositionShort(channel)
 
+    def _check_card(self, account_hash: str, channel: str, limit: CardLimit, amount: int) -> None:
+        attempts, total = self.t.card_usage.get((account_hash, channel, limit.day), (0, 0))
+        if (limit.max_attempts is not None and attempts >= limit.max_attempts) or (
+            limit.max_amount is not None and total + amount > limit.max_amount
+        ):
+            raise CardLimitReached(channel)
+
     def _insert_attempt(self, flow: FlowRow, seq: int, new: NewAttempt, now: datetime) -> AttemptRow:
         reserved = 0
+        if new.card_limit is not None:
+            self._check_card(flow.account_hash, new.channel, new.card_limit, flow.amount)
         if new.reserve_position:
             self._check_float(new.channel, flow.currency, flow.amount)
             self.t.positions[new.channel].reserved += flow.amount
             reserved = flow.amount
+        if new.card_limit is not None:
+            key = (flow.account_hash, new.channel, new.card_limit.day)
+            attempts, total = self.t.card_usage.get(key, (0, 0))
+            self.t.card_usage[key] = (attempts + 1, total + flow.amount)
         attempt = new_attempt_row(flow, seq, new, reserved, now)
         if any(a.channel_order_no == attempt.channel_order_no for a in self.t.attempts.values()):
             raise DuplicateKey("uq_attempts_order", attempt.channel_order_no)
@@ -336,6 +363,10 @@ class FakeFlowStore(_Failing):
         position.reserved -= attempt.position_reserved
         if succeeded:
             position.balance -= attempt.position_reserved
+            position.balance_version += 1
+            if position.balance < 0:  # recorded, never silently negative (as gateway/store/positions.py)
+                detail = {"balance": position.balance, "channel_order_no": attempt.channel_order_no}
+                self.t.audit.append(("paygate", "position_below_zero", attempt.channel, "payout settled", detail))
 
     def _finish_flow(self, flow: FlowRow, attempt: AttemptRow, outcome: Outcome, now: datetime, source: Source) -> bool:
         target = FlowStatus.SUCCEEDED if attempt.status is AttemptStatus.SUCCEEDED else FlowStatus.FAILED
@@ -398,6 +429,7 @@ class FakeFlowStore(_Failing):
         self._emit(flow, "DISCREPANCY", f"attempt {attempt.channel_order_no}: recorded {recorded}, reported {reported}")
 
     async def finish_from_attempt(self, attempt_id: int) -> bool:
+        self._maybe_fail("finish_from_attempt")
         attempt = self.t.attempts.get(attempt_id)
         if attempt is None:
             return False
@@ -495,14 +527,14 @@ class FakePollQueue(_Failing):
         for attempt in self.t.attempts.values():
             if attempt.id in self.t.poll_queue or attempt.created_at is None or attempt.created_at > cutoff:
                 continue
-            sending = attempt.status is AttemptStatus.SENDING
-            lost = attempt.status is AttemptStatus.PENDING and not self.t.flows[attempt.flow_id].needs_review
-            if sending or lost:
+            open_ = attempt.status in (AttemptStatus.SENDING, AttemptStatus.PENDING)
+            if open_ and not self.t.flows[attempt.flow_id].needs_review:
                 self.t.poll_queue[attempt.id] = QueueRow(attempt.id, attempt.channel, now)
                 added += 1
         return added
 
     async def expedite(self, attempt_id: int, channel: str, *, min_interval_s: float) -> bool:
+        self._maybe_fail("expedite")
         now = utcnow()
         row = self.t.poll_queue.get(attempt_id)
         if row is None:
@@ -628,6 +660,7 @@ class FakeAgreementStore(_Failing):
                 setattr(row, name, value)
         stored.status = row.status = target
         stored.updated_at = row.updated_at = utcnow()
+        stored.needs_review = row.needs_review = False
         return True
 
     async def set_sign_ref(self, row: AgreementRow, sign_ref: str) -> None:
@@ -635,6 +668,41 @@ class FakeAgreementStore(_Failing):
         if stored is not None and stored.status is AgreementStatus.AWAITING_CONFIRMATION:
             stored.sign_ref = sign_ref
         row.sign_ref = sign_ref
+
+    async def mark_confirm_sent(self, row: AgreementRow) -> None:
+        self._maybe_fail("mark_confirm_sent")
+        now = utcnow()
+        stored = self.t.agreements.get(row.id)
+        if stored is not None and stored.status is AgreementStatus.AWAITING_CONFIRMATION:
+            stored.confirm_sent_at = now
+        row.confirm_sent_at = now
+
+    async def clear_confirm_sent(self, row: AgreementRow) -> None:
+        stored = self.t.agreements.get(row.id)
+        if stored is not None and stored.status is AgreementStatus.AWAITING_CONFIRMATION:
+            stored.confirm_sent_at = None
+        row.confirm_sent_at = None
+
+    async def unconfirmed_since(self, cutoff: datetime, *, limit: int = 500) -> list[AgreementRow]:
+        rows = sorted(
+            (
+                r
+                for r in self.t.agreements.values()
+                if r.status is AgreementStatus.AWAITING_CONFIRMATION
+                and r.confirm_sent_at is not None
+                and r.confirm_sent_at <= cutoff
+                and not r.needs_review
+            ),
+            key=lambda r: r.confirm_sent_at or cutoff,
+        )
+        return [copy.deepcopy(r) for r in rows[:limit]]
+
+    async def mark_needs_review(self, row: AgreementRow) -> bool:
+        stored = self.t.agreements.get(row.id)
+        if stored is None or stored.status is not AgreementStatus.AWAITING_CONFIRMATION or stored.needs_review:
+            return False
+        stored.needs_review = row.needs_review = True
+        return True
 
     async def active_refs(self, caller: str, account_hash: str, agreement_no: str = "") -> dict[str, str]:
         rows = sorted(self.t.agreements.values(), key=lambda r: r.id)
@@ -659,15 +727,16 @@ class FakeAgreementStore(_Failing):
         return [copy.deepcopy(r) for r in rows[:limit]]
 
 
-class FakePositionStore:
+class FakePositionStore(_Failing):
     """Implements :class:`gateway.ports.PositionStore` over :class:`Tables`."""
 
     def __init__(self, tables: Tables) -> None:
+        super().__init__()
         self.t = tables
 
     def _row(self, channel: str) -> PositionRow:
         p = self.t.positions[channel]
-        return PositionRow(channel, p.currency, p.balance, p.reserved, p.synced_at)
+        return PositionRow(channel, p.currency, p.balance, p.reserved, p.synced_at, p.balance_version)
 
     async def available(self, currency: str) -> dict[str, int]:
         return {c: p.balance - p.reserved for c, p in self.t.positions.items() if p.currency == currency}
@@ -679,19 +748,37 @@ class FakePositionStore:
         return self._row(channel) if channel in self.t.positions else None
 
     async def sync(
-        self, channel: str, currency: str, balance: int, *, operator: str = "", reason: str = ""
+        self,
+        channel: str,
+        currency: str,
+        balance: int,
+        *,
+        seen: PositionRow | None,
+        operator: str = "",
+        reason: str = "",
     ) -> PositionRow:
-        position = self.t.positions.setdefault(channel, Position(currency, balance))
-        position.currency, position.balance, position.synced_at = currency, balance, utcnow()
+        self._maybe_fail("sync")
+        position = self.t.positions.get(channel)
+        if seen is None:
+            if position is not None:
+                raise PositionMoved(f"{channel}: created meanwhile")
+            position = self.t.positions[channel] = Position(currency, balance)
+        elif position is None or position.currency != currency or position.balance_version != seen.balance_version:
+            raise PositionMoved(f"{channel}: moved")
+        position.balance, position.synced_at = balance, utcnow()
+        position.balance_version += 1
         if operator:
             self.t.audit.append((operator, "resync_position", channel, reason, {"balance": balance}))
         return self._row(channel)
 
     async def adjust(self, channel: str, delta: int, operator: str, reason: str) -> PositionRow | None:
         position = self.t.positions.get(channel)
-        if position is None or position.balance + delta < 0:
+        if position is None:
             return None
+        if delta < 0 and position.balance + delta < position.reserved:
+            raise BelowReserved(channel, balance=position.balance, delta=delta, reserved=position.reserved)
         position.balance += delta
+        position.balance_version += 1
         self.t.audit.append((operator, "adjust_position", channel, reason, {"delta": delta}))
         return self._row(channel)
 
@@ -734,14 +821,12 @@ class FakeObservations:
             if a.finished_at is not None
         ]
 
-    async def card_usage_today(self, account_hash: str) -> dict[str, tuple[int, int]]:
-        start = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-        usage: dict[str, tuple[int, int]] = {}
-        for a in self.t.attempts.values():
-            if a.account_hash == account_hash and a.created_at is not None and a.created_at >= start:
-                n, total = usage.get(a.channel, (0, 0))
-                usage[a.channel] = (n + 1, total + a.amount)
-        return usage
+    async def card_usage(self, account_hash: str, day: date) -> dict[str, tuple[int, int]]:
+        return {
+            channel: usage
+            for (acct, channel, at), usage in self.t.card_usage.items()
+            if acct == account_hash and at == day
+        }
 
 
 class FakeAuditLog:

@@ -68,12 +68,7 @@ class Harness:
                 ),
                 metadata=self.md(caller),
             )
-            sim = self.sims[ch]
-            row = await self.gateway.db.fetchone(
-                "SELECT sign_ref FROM agreements WHERE agreement_no=%s", (sign.agreement_no,)
-            )
-            assert row is not None
-            code = sim.sms_code(row["sign_ref"])
+            code = self.sims[ch].last_sms("13800138000").code  # what the borrower's phone received
             confirmed = await self.stub.ConfirmAgreement(
                 gateway_pb2.ConfirmAgreementRequest(agreement_no=sign.agreement_no, sms_code=code),
                 metadata=self.md(caller),
@@ -92,6 +87,8 @@ def gateway_config(
     routing: Mapping[str, Any] | None = None,
     poller: Mapping[str, Any] | None = None,
     kafka: Mapping[str, Any] | None = None,
+    banks: Mapping[str, Any] | None = None,
+    server: Mapping[str, Any] | None = None,
     console: Mapping[str, Any] | None = None,
     operators: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -113,7 +110,7 @@ def gateway_config(
         )
     return devconfig.gateway_config(
         devconfig.GatewayPorts(0, 0, 0),
-        server={"default_wait_ms": 8000, "grace_s": 2},
+        server={"default_wait_ms": 8000, "grace_s": 2, **(server or {})},
         database={"host": db.host, "port": db.port, "database": db.database, "pool_min": 1, "pool_max": 40},
         callers=CALLER_TOKENS,
         operators=dict(operators or {"ops": OPERATOR_TOKEN}),
@@ -122,6 +119,7 @@ def gateway_config(
         poller=dict(poller or {"interval_s": 0.1, "first_delay_s": 0.3, "schedule": [[0.3, 20], [1.0, 30]]}),
         logging={"format": "text", "level": "WARNING"},
         kafka=None if kafka is None else {"enabled": True, **kafka},
+        **({"banks": dict(banks)} if banks is not None else {}),
         **({"console": dict(console)} if console is not None else {}),
     )
 

@@ -60,6 +60,9 @@ class _Registry(_Everything):
         return iter(["bank-a"])
 
 
+_CONTEXT = SimpleNamespace(time_remaining=lambda: None)  # an RPC without a deadline
+
+
 def _gateway() -> PaymentGatewayServicer:
     return PaymentGatewayServicer(_Everything(), _Everything(), 1000, 5000)  # type: ignore[arg-type]
 
@@ -187,7 +190,7 @@ async def _call(service: str, method: str, request: Message) -> None:
     role = "caller" if service == "gateway" else "operator"
     token = IDENTITY.set(Identity("loans" if role == "caller" else "ops", role))
     try:
-        await getattr(servicer, method)(request, None)
+        await getattr(servicer, method)(request, _CONTEXT)
     finally:
         IDENTITY.reset(token)
 
