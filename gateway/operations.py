@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from channels.contract import Operation
 from channels.registry import ChannelRegistry
 from gateway import validation as v
 from gateway.domain import AttemptStatus, FlowStatus, scrub
@@ -19,6 +18,7 @@ from gateway.errors import InvalidInput, NotFound, PreconditionFailed
 from gateway.planner import Planner
 from gateway.poller import Poller
 from gateway.ports import AuditLog, ChannelStateStore, FlowStore, OutboxAdmin, PositionStore
+from gateway.positions import PositionService
 from gateway.store.rows import FlowRow, PositionRow
 from routing.engine import ChannelState
 
@@ -53,6 +53,7 @@ class Operations:
         self.planner = planner
         self.flows = flows
         self.positions = positions
+        self.position_service = PositionService(positions, registry)
         self.poller = poller
         self.channel_states = channel_states
         self.audit = audit
@@ -90,23 +91,12 @@ class Operations:
         channel_id = self.channel(channel_id)
         delta = v.position_delta(delta)
         reason = reason_text(reason)
-        if await self.positions.get(channel_id) is None:
-            raise PreconditionFailed("channel: has no position; resync it first")
-        row = await self.positions.adjust(channel_id, delta, operator, reason)
-        if row is None:
-            raise PreconditionFailed("delta: the balance cannot go below zero")
-        return row
+        return await self.position_service.adjust(channel_id, delta, operator=operator, reason=reason)
 
     async def resync_position(self, channel_id: str, operator: str, reason: str) -> PositionRow:
         channel_id = self.channel(channel_id)
         reason = reason_text(reason)
-        channel = self.registry.get(channel_id)
-        if Operation.BALANCE not in channel.operations:
-            raise PreconditionFailed(f"channel: {channel_id} has no balance query")
-        balance = await channel.balance()
-        return await self.positions.sync(
-            channel_id, balance.currency, balance.available, operator=operator, reason=reason
-        )
+        return await self.position_service.resync(channel_id, operator=operator, reason=reason)
 
     # --- flows ------------------------------------------------------------------------------
 

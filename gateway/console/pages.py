@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway import validation as v
 from gateway.console import views
-from gateway.console.server import deps, render, t_of
+from gateway.console.server import deps, operator_of, render, t_of
 from gateway.errors import QueryTooBroad
 from gateway.store.console_rows import AuditSearch, ChannelOutcomes, FlowCursor, FlowQuery
 from gateway.store.rows import utcnow
@@ -172,7 +172,7 @@ async def flows_csv(request: web.Request) -> web.StreamResponse:
     d = deps(request)
     page = 1000
     form = views.parse_search(request.query, d.calendar, limit=page)
-    operator = request["operator"]
+    operator = operator_of(request)
     await d.audit.record(operator.name, "export_flows", "flows", "CSV export", {"search": form.link()})
     stamp = datetime.now(UTC).astimezone(d.calendar.tz).strftime("%Y%m%d-%H%M%S")
     response = web.StreamResponse(

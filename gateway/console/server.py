@@ -68,7 +68,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" would make browsers send Origin: null on our own posts
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
@@ -105,6 +105,11 @@ class ConsoleDeps:
 
 DEPS = web.AppKey("console_deps", ConsoleDeps)
 TEMPLATES = web.AppKey("console_templates", jinja2.Environment)
+# what the middlewares establish for one request
+LANG = web.RequestKey("console_lang", str)
+SESSION = web.RequestKey("console_session", Session)
+OPERATOR = web.RequestKey("console_operator", ConsoleOperator)
+NOTICE = web.RequestKey("console_notice", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -131,13 +136,11 @@ def deps(request: web.Request) -> ConsoleDeps:
 
 
 def operator_of(request: web.Request) -> ConsoleOperator:
-    op: ConsoleOperator = request["operator"]
-    return op
+    return request[OPERATOR]
 
 
 def language(request: web.Request) -> str:
-    lang: str = request["lang"]
-    return lang
+    return request[LANG]
 
 
 def t_of(request: web.Request) -> Callable[..., str]:
@@ -147,9 +150,9 @@ def t_of(request: web.Request) -> Callable[..., str]:
 def render(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
     """The page ``template`` with the common context (words, operator, CSRF token, notice)."""
     env = request.app[TEMPLATES]
-    session: Session | None = request.get("session")
+    session = request.get(SESSION)
     d = deps(request)
-    operator: ConsoleOperator | None = request.get("operator")
+    operator = request.get(OPERATOR)
     body = env.get_template(template).render(
         t=t_of(request),
         lang=language(request),
@@ -158,7 +161,7 @@ def render(request: web.Request, template: str, *, status: int = 200, **context:
         query=request.query_string,
         operator=operator,
         csrf=d.signer.csrf_token(session) if session is not None else "",
-        notice=request.get("notice"),
+        notice=request.get(NOTICE),
         nav=request.match_info.route.name or "",
         **context,
     )
@@ -233,7 +236,7 @@ def _language_of(request: web.Request) -> str:
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request["lang"] = _language_of(request)
+    request[LANG] = _language_of(request)
     t = t_of(request)
     try:
         response = await handler(request)
@@ -253,7 +256,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         log.exception("console: unhandled error on %s %s", request.method, request.path)
         return error_page(request, 500, t("error.internal"))
     if request.query.get("lang") in LANGUAGES and not response.prepared:
-        set_cookie(request, response, LANG_COOKIE, request["lang"], max_age=365 * 86400)
+        set_cookie(request, response, LANG_COOKIE, request[LANG], max_age=365 * 86400)
     return response
 
 
@@ -276,8 +279,8 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
             target = quote(request.path_qs, safe="")
             raise web.HTTPSeeOther(f"/login?next={target}{'&expired=1' if raw else ''}")
         return error_page(request, 401, t("login.expired"))
-    request["session"] = session
-    request["operator"] = operator
+    request[SESSION] = session
+    request[OPERATOR] = operator
     required = MINIMUM_ROLE.get(route)
     if required is None or not operator.role.allows(required):
         log.warning("console: %s (%s) refused %s %s", operator.name, operator.role.value, request.method, request.path)
@@ -287,7 +290,9 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         return error_page(request, 403, t("error.csrf"))
     notice_raw = request.cookies.get(NOTICE_COOKIE)
     if notice_raw and request.method == "GET":
-        request["notice"] = _notice(t, d.signer.unseal(notice_raw))
+        notice = _notice(t, d.signer.unseal(notice_raw))
+        if notice is not None:
+            request[NOTICE] = notice
     response = await handler(request)
     if notice_raw and request.method == "GET" and not response.prepared:
         response.del_cookie(NOTICE_COOKIE, path="/")
@@ -336,6 +341,7 @@ def build_app(console: ConsoleDeps) -> web.Application:
     )
     app[DEPS] = console
     app[TEMPLATES] = templates()
+    app[signin.THROTTLE] = signin.SignInThrottle(console.config.sign_in_attempts)
     r = app.router
     r.add_get("/login", signin.sign_in_form, name="sign_in_form")
     r.add_post("/login", signin.sign_in, name="sign_in")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
-from gateway.console.server import COOKIE, deps, local_path, render, set_cookie, t_of
+from gateway.console.server import COOKIE, deps, local_path, operator_of, render, set_cookie, t_of
 from gateway.console.sessions import new_nonce
 
 log = logging.getLogger("paygate.console")
@@ -63,13 +63,12 @@ THROTTLE = web.AppKey("console_sign_in_throttle", SignInThrottle)
 
 
 def _throttle(request: web.Request) -> SignInThrottle:
-    throttle = request.app.get(THROTTLE)
-    if throttle is None:
-        throttle = request.app[THROTTLE] = SignInThrottle(deps(request).config.sign_in_attempts)
-    return throttle
+    return request.app[THROTTLE]
 
 
-def _form(request: web.Request, *, status: int = 200, error: str = "", name: str = "") -> web.Response:
+def _form(
+    request: web.Request, *, status: int = 200, error: str = "", name: str = "", next_path: str = ""
+) -> web.Response:
     d = deps(request)
     nonce = new_nonce()
     response = render(
@@ -78,7 +77,7 @@ def _form(request: web.Request, *, status: int = 200, error: str = "", name: str
         status=status,
         error=error,
         name=name,
-        next_path=local_path(request.query.get("next", "/")),
+        next_path=local_path(next_path or request.query.get("next", "/")),
         sign_in_csrf=d.signer.sign_in_token(nonce),
         token_sign_in=d.operators.token_sign_in,
     )
@@ -95,8 +94,9 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     d = deps(request)
     t = t_of(request)
     form = await request.post()
+    next_path = local_path(str(form.get("next", "/")) or "/")
     if not d.signer.sign_in_valid(request.cookies.get(NONCE_COOKIE, ""), str(form.get("csrf", ""))):
-        return _form(request, status=403, error=t("login.form_expired"))
+        return _form(request, status=403, error=t("login.form_expired"), next_path=next_path)
     name = str(form.get("name", "")).strip()[:64]
     password = str(form.get("password", ""))
     token = str(form.get("token", "")).strip()
@@ -105,7 +105,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     throttle = _throttle(request)
     if throttle.paused(keys):
         log.warning("console: sign-in paused", extra={"operator": name, "client": client})
-        return _form(request, status=429, error=t("login.paused"), name=name)
+        return _form(request, status=429, error=t("login.paused"), name=name, next_path=next_path)
     operator = None
     via = ""
     if token:
@@ -115,11 +115,11 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     if operator is None:
         throttle.failed(keys)
         log.warning("console: sign-in failed", extra={"operator": name, "client": client})
-        return _form(request, status=401, error=t("login.failed"), name=name)
+        return _form(request, status=401, error=t("login.failed"), name=name, next_path=next_path)
     throttle.cleared(keys)
     session = d.signer.issue(operator.name, d.operators.session_credential(operator))
     await d.audit.record(operator.name, "console_sign_in", f"console:{operator.name}", f"signed in with {via}", {})
-    response = web.HTTPSeeOther(local_path(str(form.get("next", "/")) or "/"))
+    response = web.HTTPSeeOther(next_path)
     set_cookie(request, response, COOKIE, d.signer.encode(session), max_age=int(d.config.session_lifetime_s))
     response.del_cookie(NONCE_COOKIE, path="/")
     raise response
@@ -127,7 +127,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
     d = deps(request)
-    operator = request["operator"]
+    operator = operator_of(request)
     await d.audit.record(operator.name, "console_sign_out", f"console:{operator.name}", "signed out", {})
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")

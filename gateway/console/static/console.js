@@ -18,7 +18,7 @@
       return {
         animation: false,
         tooltip: { trigger: "axis" },
-        legend: { data: d.status_names },
+        legend: { data: d.status_names, top: 0 },
         grid: { left: 50, right: 20, top: 40, bottom: 30 },
         xAxis: { type: "category", data: d.days },
         yAxis: { type: "value", minInterval: 1 },
@@ -31,7 +31,7 @@
       return {
         animation: false,
         tooltip: { trigger: "axis", valueFormatter: function (v) { return v === null ? "–" : v + "%"; } },
-        legend: { data: d.rates.names },
+        legend: { data: d.rates.names, top: 0 },
         grid: { left: 50, right: 20, top: 40, bottom: 30 },
         xAxis: { type: "category", data: d.rates.channels },
         yAxis: { type: "value", min: 0, max: 100, axisLabel: { formatter: "{value}%" } },

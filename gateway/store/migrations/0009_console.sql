@@ -14,10 +14,6 @@ ALTER TABLE flows
 ALTER TABLE attempts
   ADD KEY ix_attempts_created (created_at);
 
--- a flow's events on its timeline
-ALTER TABLE outbox
-  ADD KEY ix_outbox_flow (flow_id, id);
-
 -- discrepancies of the last minutes on the overview
 ALTER TABLE discrepancies
   ADD KEY ix_discrepancies_created (created_at);
