@@ -51,6 +51,12 @@ def _connect(config: DatabaseConfig) -> pymysql.connections.Connection:
     )
 
 
+def _one(cur: Any) -> Any:
+    row = cur.fetchone()
+    assert row is not None
+    return row
+
+
 def load(config: DatabaseConfig, flows: int, *, step: int = 200_000) -> float:
     """Insert ``flows`` synthetic flows with one attempt each (and some outbox and audit rows); seconds taken.
 
@@ -64,7 +70,7 @@ def load(config: DatabaseConfig, flows: int, *, step: int = 200_000) -> float:
         with conn.cursor() as cur:
             cur.execute("SET SESSION time_zone = '+00:00'")
             cur.execute("SELECT UTC_TIMESTAMP(6)")
-            now = cur.fetchone()[0]
+            now = _one(cur)[0]
             # the moment of flow number s.seq: evenly spread, the newest now (values of our own, not input)
             gap_us = SPAN_S * 1_000_000 // flows
             moment = f"TIMESTAMP'{now.isoformat(sep=' ')}' - INTERVAL (({flows} - s.seq) * {gap_us}) MICROSECOND"
@@ -126,7 +132,7 @@ def explain(config: DatabaseConfig, query: FlowQuery) -> dict[str, Any]:
         with conn.cursor(pymysql.cursors.DictCursor) as cur:
             cur.execute("SET SESSION time_zone = '+00:00'")
             cur.execute("EXPLAIN " + sql, args)
-            row: dict[str, Any] = cur.fetchone()
+            row: dict[str, Any] = _one(cur)
             return row
     finally:
         conn.close()
@@ -138,9 +144,9 @@ def search_shapes(config: DatabaseConfig) -> dict[str, FlowQuery]:
     try:
         with conn.cursor(pymysql.cursors.DictCursor) as cur:
             cur.execute("SELECT flow_no, request_id, caller, created_at, id FROM flows ORDER BY id LIMIT 1 OFFSET 1000")
-            old = cur.fetchone()
+            old = _one(cur)
             cur.execute("SELECT MAX(created_at) AS newest, MIN(created_at) AS oldest FROM flows")
-            span = cur.fetchone()
+            span = _one(cur)
     finally:
         conn.close()
     from datetime import timedelta
@@ -210,8 +216,7 @@ async def _time_pages(base: str, pages: Sequence[tuple[str, str]], runs: int) ->
                 response = await session.get(f"{base}{path}")
                 body = await response.read()
                 times.append((time.perf_counter() - started) * 1000)
-                assert response.status == 200, (name, response.status, body[:500])
-                size = len(body)
+                size = len(body) if response.status == 200 else -response.status
             out.append((name, statistics.median(times), max(times), size))
     return out
 
@@ -248,7 +253,7 @@ async def run(flows: int, runs: int, keep: bool) -> int:
             conn = _connect(config)
             with conn.cursor() as cur:
                 cur.execute("SELECT flow_no FROM flows ORDER BY id DESC LIMIT 1 OFFSET 500")
-                one = cur.fetchone()[0]
+                one = _one(cur)[0]
             conn.close()
             pages = [
                 ("overview", "/"),

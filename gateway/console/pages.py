@@ -15,7 +15,8 @@ from aiohttp import web
 from gateway import validation as v
 from gateway.console import views
 from gateway.console.server import deps, operator_of, render, t_of
-from gateway.errors import QueryTooBroad
+from gateway.domain import scrub
+from gateway.errors import GatewayError, QueryTooBroad
 from gateway.store.console_rows import AuditSearch, ChannelOutcomes, FlowCursor, FlowQuery
 from gateway.store.rows import utcnow
 from routing.config import MaintenanceWindow
@@ -185,11 +186,23 @@ async def flows_csv(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
+    try:
+        await _write_csv(request, response, form.query)
+    except ConnectionResetError:  # the browser went away (cancelled the download): stop reading
+        return response
+    except GatewayError as exc:  # the headers are gone: say so in the file itself, never a half file unnoticed
+        await response.write(f"\n# export stopped: {scrub(str(exc))[:200]}\n".encode())
+    await response.write_eof()
+    return response
+
+
+async def _write_csv(request: web.Request, response: web.StreamResponse, query: FlowQuery) -> None:
+    d = deps(request)
+    page = 1000
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     buffer.write("\ufeff")  # so spreadsheet programs read the Chinese in it as UTF-8
     writer.writerow(views.CSV_COLUMNS)
-    query: FlowQuery = form.query
     written = 0
     while written < d.config.export_max_rows:
         limit = min(page, d.config.export_max_rows - written)
@@ -225,8 +238,6 @@ async def flows_csv(request: web.Request) -> web.StreamResponse:
             break
         last = items[-1]
         query = _with(query, after=FlowCursor(last.created_at, last.id))
-    await response.write_eof()
-    return response
 
 
 def _with(query: FlowQuery, **changes: Any) -> FlowQuery:

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from gateway.errors import QueryTooBroad
+import pymysql
+
+from gateway.errors import QueryTooBroad, StoreError
 from gateway.store.console_rows import (
     AuditEntry,
     AuditSearch,
@@ -136,8 +138,9 @@ class MySQLConsoleQueries:
         bounded = f"SET STATEMENT max_statement_time={self.timeout_s:.3f} FOR {sql}"
         try:
             return await self.db.fetchall(bounded, args)
-        except Exception as exc:
-            if getattr(exc, "args", None) and exc.args[0] == _STATEMENT_TIMEOUT:
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, pymysql.err.Error) and cause.args and cause.args[0] == _STATEMENT_TIMEOUT:
                 raise QueryTooBroad(f"the search ran longer than {self.timeout_s:g} s; narrow it") from exc
             raise
 
