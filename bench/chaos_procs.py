@@ -38,7 +38,7 @@ def chaos_config(ports: GatewayPorts, database: str, bootstrap: str, sandboxes: 
         database={"database": database, "pool_min": 2, "pool_max": 30, "connect_timeout_s": 2},
         security={"account_hash_key": "chaos-account-hash-key-0123456789"},
         callers={CALLER: TOKEN},
-        operators={"chaos": OPERATOR_TOKEN},
+        operators={"chaos": {"token": OPERATOR_TOKEN, "role": "operator"}},
         poller={
             "interval_s": 0.2,
             "first_delay_s": 0.5,

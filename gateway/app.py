@@ -2,9 +2,11 @@
 
 Start order: database pool → channel adapters → router (warm start from recent
 attempts, operator-set channel states) → positions (synced from channels
-without one) → poller (crash recovery first) → outbox relay → callback HTTP
-server → metrics HTTP server → console HTTP server (when ``[console] enabled``)
-→ gRPC server → health SERVING.
+without one) → poller (crash recovery first) → outbox relay → TLS certificates
+(checked; a plaintext listener is warned about) → callback HTTP server →
+metrics HTTP server → console HTTP server (when ``[console] enabled``) → gRPC
+server → health SERVING; then the certificate files are looked at every
+``reload_check_s`` and re-read when they change.
 
 Shutdown order (SIGTERM/SIGINT), written down once here:
 1. health NOT_SERVING, so load balancers stop sending;
@@ -24,6 +26,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +41,7 @@ from channels.registry import ChannelRegistry, ChannelSpec
 from gateway import metrics
 from gateway.agreements import AgreementService
 from gateway.api.admin import GatewayAdminServicer
-from gateway.api.auth import GatewayInterceptor, TokenBook
+from gateway.api.auth import GatewayInterceptor
 from gateway.api.servicer import PaymentGatewayServicer
 from gateway.businessday import BusinessCalendar
 from gateway.callbacks import CallbackHandler
@@ -50,6 +53,9 @@ from gateway.planner import Planner, warm_observations
 from gateway.poller import Poller, Schedule
 from gateway.ports import PositionStore
 from gateway.positions import PositionService
+from gateway.resolutions import ManualResolutions
+from gateway.security.principals import Principals
+from gateway.security.tls import CertificateWatcher, plaintext_warnings
 from gateway.store.agreements import MySQLAgreementStore
 from gateway.store.audit import MySQLAuditLog
 from gateway.store.channel_states import MySQLChannelStates
@@ -60,6 +66,7 @@ from gateway.store.observations import MySQLObservations
 from gateway.store.outbox import MySQLOutboxAdmin
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
+from gateway.store.resolutions import MySQLResolutions
 from gateway.validation import accepted_banks
 from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from routing.config import parse_channel_profiles
@@ -114,7 +121,9 @@ class Gateway:
     http_port: int = 0
     metrics_port: int = 0
     console_port: int = 0
+    certificates: list[CertificateWatcher] = field(default_factory=list)
     _sampler: asyncio.Task[None] | None = None
+    _tls_reload: asyncio.Task[None] | None = None
     _stopped: bool = False
 
     # --- construction -------------------------------------------------------------
@@ -192,11 +201,29 @@ class Gateway:
         if self.relay is not None:
             await self.relay.start()
 
-        callbacks = CallbackHandler(self.registry, self.flows, self.poller.expedite)
-        self.http_port = await self._serve_http(callbacks.app(), cfg.server.http_host, cfg.server.http_port)
+        grpc_tls, http_tls = await self._load_certificates()
+        for warning in plaintext_warnings(
+            cfg.server.tls, cfg.server.http_tls, public_callback_base=cfg.server.public_callback_base
+        ):
+            log.warning(warning)
+
+        callbacks = CallbackHandler(
+            self.registry,
+            self.flows,
+            self.poller.expedite,
+            max_body=cfg.server.http_max_body_bytes,
+            timeout_s=cfg.server.http_request_timeout_s,
+        )
+        self.http_port = await self._serve_http(
+            callbacks.app(),
+            cfg.server.http_host,
+            cfg.server.http_port,
+            ssl_context=http_tls.ssl_context() if http_tls is not None else None,
+        )
         if not cfg.server.public_callback_base:
             # the port actually bound (port 0 picks a free one): channels must be told the real one
-            base = f"http://{cfg.server.http_host}:{self.http_port}"
+            scheme = "https" if http_tls is not None else "http"
+            base = f"{scheme}://{cfg.server.http_host}:{self.http_port}"
             self.flows.settings = dataclasses.replace(self.flows.settings, callback_base=base)
         self.metrics_port = await self._serve_http(
             self._metrics_app(), cfg.server.metrics_host, cfg.server.metrics_port
@@ -205,7 +232,7 @@ class Gateway:
             self.console_port = await self._serve_http(self._console_app(), cfg.console.host, cfg.console.port)
 
         server = grpc.aio.server(
-            interceptors=[GatewayInterceptor(TokenBook(cfg.callers, cfg.operators))],
+            interceptors=[GatewayInterceptor(Principals(cfg.callers, cfg.operators))],
             options=[("grpc.max_receive_message_length", 1 << 20), ("grpc.so_reuseport", 0)],
         )
         banks = accepted_banks(
@@ -218,6 +245,7 @@ class Gateway:
             ),
             server,
         )
+        audit = MySQLAuditLog(self.db)
         admin_pb2_grpc.add_GatewayAdminServicer_to_server(
             GatewayAdminServicer(
                 registry=self.registry,
@@ -226,8 +254,9 @@ class Gateway:
                 positions=self.positions,
                 poller=self.poller,
                 channel_states=channel_states,
-                audit=MySQLAuditLog(self.db),
+                audit=audit,
                 discrepancies=MySQLDiscrepancies(self.db),
+                resolutions=self.resolutions(),
             ),
             server,
         )
@@ -240,7 +269,11 @@ class Gateway:
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(services, server)
-        self.grpc_port = server.add_insecure_port(f"{cfg.server.grpc_host}:{cfg.server.grpc_port}")
+        address = f"{cfg.server.grpc_host}:{cfg.server.grpc_port}"
+        if grpc_tls is not None:
+            self.grpc_port = server.add_secure_port(address, grpc_tls.grpc_credentials())
+        else:
+            self.grpc_port = server.add_insecure_port(address)
         if self.grpc_port == 0:
             raise ConfigError("server.grpc_port", f"cannot bind {cfg.server.grpc_host}:{cfg.server.grpc_port}")
         await server.start()
@@ -248,9 +281,16 @@ class Gateway:
         for name in ("", services[0], services[1]):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._sampler = asyncio.create_task(self._sample_metrics(), name="metrics-sampler")
+        if self.certificates:
+            self._tls_reload = asyncio.create_task(self._reload_certificates(), name="tls-reload")
         log.info(
             "paygate serving",
-            extra={"grpc_port": self.grpc_port, "http_port": self.http_port, "metrics_port": self.metrics_port},
+            extra={
+                "grpc_port": self.grpc_port,
+                "http_port": self.http_port,
+                "metrics_port": self.metrics_port,
+                "grpc_tls": "mutual" if cfg.server.tls.mutual else "tls" if cfg.server.tls.enabled else "plaintext",
+            },
         )
 
     async def stop(self) -> None:
@@ -268,9 +308,10 @@ class Gateway:
         if cancelled:
             log.warning("%d channel calls cancelled at shutdown; they are queried at next start", cancelled)
         await self.agreements.stop(max(grace - (time.monotonic() - started), 0.0))
-        if self._sampler is not None:
-            self._sampler.cancel()
-            await asyncio.gather(self._sampler, return_exceptions=True)
+        for task in (self._sampler, self._tls_reload):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.poller.stop()
         if self.relay is not None:
             await self.relay.stop()
@@ -289,15 +330,52 @@ class Gateway:
 
     # --- helpers ---------------------------------------------------------------------
 
-    async def _serve_http(self, app: web.Application, host: str, port: int) -> int:
+    async def _load_certificates(self) -> tuple[CertificateWatcher | None, CertificateWatcher | None]:
+        """The gRPC and callback listeners' certificates, checked (ConfigError naming the file if not)."""
+        found: list[CertificateWatcher | None] = []
+        for table, key, listener in (
+            (self.config.server.tls, "server.tls", "grpc"),
+            (self.config.server.http_tls, "server.http_tls", "http"),
+        ):
+            watcher = None
+            if table.enabled:
+                with start_up_errors():
+                    watcher = await asyncio.to_thread(CertificateWatcher, table, key, listener)
+                self.certificates.append(watcher)
+            found.append(watcher)
+        return found[0], found[1]
+
+    async def _reload_certificates(self) -> None:
+        """Look at the certificate files every ``reload_check_s`` (the shortest configured) and re-read changes."""
+        interval = min(w.config.reload_check_s for w in self.certificates)
+        while True:
+            await asyncio.sleep(interval)
+            for watcher in self.certificates:
+                try:
+                    await asyncio.to_thread(watcher.refresh)
+                except Exception:  # never let a reload problem end the loop; the old certificates stay
+                    log.warning("TLS reload check failed for %s", watcher.listener, exc_info=True)
+
+    async def _serve_http(
+        self, app: web.Application, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         self.runners.append(runner)
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else port
+
+    def resolutions(self) -> ManualResolutions:
+        """Manual resolutions with maker-checker, as the admin API and the console both apply them."""
+        return ManualResolutions(
+            self.flows.store,
+            MySQLResolutions(self.db),
+            approval_above=self.config.security.resolve_approval_above,
+            on_resolved=self.flows.on_outbox,
+        )
 
     def operations(self) -> Operations:
         """The operators' use cases over this gateway's stores (the console's; the admin API's to come)."""
@@ -309,6 +387,7 @@ class Gateway:
             poller=self.poller,
             channel_states=MySQLChannelStates(self.db),
             audit=MySQLAuditLog(self.db),
+            resolutions=self.resolutions(),
             outbox=MySQLOutboxAdmin(self.db),
             outbox_max_attempts=self.config.kafka.max_attempts if self.config.kafka is not None else 10,
             on_outbox=self.flows.on_outbox,
@@ -327,7 +406,7 @@ class Gateway:
                     reads=MySQLConsoleQueries(self.db, timeout_s=cfg.console.query_timeout_s),
                     flows=self.flows.store,
                     operations=self.operations(),
-                    operators=directory_from_config(cfg),
+                    operators=directory_from_config(cfg.operators, token_sign_in=cfg.console.token_sign_in),
                     calendar=BusinessCalendar(cfg.business.zone),
                     registry=self.registry,
                     planner=self.planner,

@@ -5,6 +5,8 @@
     GatewayError                 grpc_status          retriable  raised when
     ├── InvalidInput             INVALID_ARGUMENT                a request field is bad; ``field`` names it
     ├── Unauthenticated          UNAUTHENTICATED                 credentials are missing or wrong
+    ├── PermissionDenied         PERMISSION_DENIED               the operator's role does not allow the call
+    │   └── SelfApproval         PERMISSION_DENIED               an operator approving their own resolution
     ├── NotFound                 NOT_FOUND                       no such flow / agreement / channel (or not yours)
     ├── IdempotencyConflict      ALREADY_EXISTS                  a request_id is reused with other parameters
     ├── PreconditionFailed       FAILED_PRECONDITION             the request cannot be served as things stand
@@ -98,6 +100,15 @@ class InvalidInput(GatewayError):
 class Unauthenticated(GatewayError):
     grpc_status = "UNAUTHENTICATED"
     reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(GatewayError):
+    grpc_status = "PERMISSION_DENIED"
+    reason = "PERMISSION_DENIED"
+
+
+class SelfApproval(PermissionDenied):
+    reason = "SELF_APPROVAL"
 
 
 class NotFound(GatewayError):

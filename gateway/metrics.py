@@ -11,16 +11,23 @@ Label values used across the code base:
 * ``outcome`` (channel requests): succeeded, payer_failure, channel_failure,
   pending, error
 * ``result`` (callbacks): verified, bad_signature, unknown_order, replay,
-  mismatch, malformed
+  mismatch, malformed, timeout
 * ``state`` (channel state): enabled, draining, disabled, eliminated, probing
+* ``listener`` (TLS): grpc, http; ``cert``: server, client_ca
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -259,5 +266,55 @@ STORE_BATCH_SIZE = Histogram(
     "Writes of concurrent requests sharing one commit (application group commit), by operation.",
     ["operation"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    registry=REGISTRY,
+)
+
+
+# --- TLS ------------------------------------------------------------------------------
+
+
+class CertificateExpiry(Collector):
+    """``paygate_tls_certificate_expires_in_seconds{listener, cert}``: seconds until a loaded certificate's
+    ``notAfter``, computed at each scrape (so it falls by itself between reloads; negative once expired).
+
+    ``cert`` is ``server`` (the listener's own certificate) or ``client_ca`` (the earliest-expiring CA
+    certificate client certificates must chain to). Set by gateway/security/tls.py at every (re)load.
+    """
+
+    name = "paygate_tls_certificate_expires_in_seconds"
+    documentation = "Seconds until a certificate the gateway serves or trusts expires (negative: expired)."
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._not_after: dict[tuple[str, str], float] = {}
+
+    def set(self, listener: str, cert: str, not_after: float) -> None:
+        """``not_after``: the certificate's notAfter as a Unix timestamp."""
+        with self._lock:
+            self._not_after[(listener, cert)] = not_after
+
+    def forget(self, listener: str, cert: str) -> None:
+        with self._lock:
+            self._not_after.pop((listener, cert), None)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=["listener", "cert"])
+        now = self._clock()
+        with self._lock:
+            for (listener, cert), not_after in sorted(self._not_after.items()):
+                family.add_metric([listener, cert], not_after - now)
+        yield family
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self.name, self.documentation, labels=["listener", "cert"])
+
+
+TLS_CERTIFICATE_EXPIRY = CertificateExpiry()
+REGISTRY.register(TLS_CERTIFICATE_EXPIRY)
+TLS_RELOADS = Counter(
+    "paygate_tls_reloads_total",
+    "Certificate files re-read because they changed, by listener and result (loaded, rejected: the old ones stay).",
+    ["listener", "result"],
     registry=REGISTRY,
 )

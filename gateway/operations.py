@@ -19,7 +19,8 @@ from gateway.planner import Planner
 from gateway.poller import Poller
 from gateway.ports import AuditLog, ChannelStateStore, FlowStore, OutboxAdmin, PositionStore
 from gateway.positions import PositionService
-from gateway.store.rows import FlowRow, PositionRow
+from gateway.resolutions import ManualResolutions, ResolveOutcome
+from gateway.store.rows import FlowRow, PositionRow, ResolutionRow
 from routing.engine import ChannelState
 
 
@@ -45,6 +46,7 @@ class Operations:
         poller: Poller,
         channel_states: ChannelStateStore,
         audit: AuditLog,
+        resolutions: ManualResolutions,
         outbox: OutboxAdmin | None = None,
         outbox_max_attempts: int = 10,
         on_outbox: Callable[[], None] = lambda: None,
@@ -57,6 +59,7 @@ class Operations:
         self.poller = poller
         self.channel_states = channel_states
         self.audit = audit
+        self.resolutions = resolutions
         self.outbox = outbox
         self.outbox_max_attempts = outbox_max_attempts
         self.on_outbox = on_outbox  # an outbox row was written or released: wake the relay
@@ -102,21 +105,26 @@ class Operations:
 
     async def resolve_flow(
         self, flow_no: str, status: FlowStatus, channel_txn_id: str, operator: str, reason: str
-    ) -> FlowRow:
-        """Decide a PROCESSING flow by hand: its FLOW_RESULT event and audit record in one commit."""
+    ) -> ResolveOutcome:
+        """Decide a PROCESSING flow by hand (maker-checker above ``[security] resolve_approval_above``).
+
+        At most the threshold: resolved now, its FLOW_RESULT event and audit record in one commit.
+        Above it: recorded as a pending resolution for an approver (``outcome.pending``).
+        """
         flow = await self.flow(flow_no)
         if status not in (FlowStatus.SUCCEEDED, FlowStatus.FAILED):
             raise InvalidInput("status", "must be SUCCEEDED or FAILED")
         reason = reason_text(reason)
         txn = v.text(channel_txn_id, "channel_txn_id", max_len=128)
-        if flow.status is not FlowStatus.PROCESSING:
-            raise PreconditionFailed(f"flow_no: the flow is already {flow.status.value}")
-        if not await self.flows.resolve(flow, status, operator, reason, txn):
-            raise PreconditionFailed("flow_no: the flow was resolved concurrently")
-        self.on_outbox()
-        fresh = await self.flows.by_id(flow.id)
-        assert fresh is not None
-        return fresh
+        return await self.resolutions.resolve(flow, status, txn, reason, operator)
+
+    async def approve_resolution(self, resolution_id: int, approver: str, reason: str) -> tuple[ResolutionRow, FlowRow]:
+        """Approve and apply another operator's resolution (never one's own)."""
+        reason = scrub(v.text(reason, "reason", max_len=512))
+        return await self.resolutions.approve(resolution_id, approver, reason)
+
+    async def reject_resolution(self, resolution_id: int, approver: str, reason: str) -> ResolutionRow:
+        return await self.resolutions.reject(resolution_id, approver, reason_text(reason))
 
     async def requery_flow(self, flow_no: str, operator: str) -> Requeried:
         """Bring forward the query of each open attempt (rate-limited by the poller); audited."""

@@ -33,6 +33,8 @@ from gateway.store.rows import (
     AgreementRow,
     ApplyResult,
     AttemptRow,
+    AuditQuery,
+    AuditRow,
     Claim,
     Creation,
     DiscrepancyRow,
@@ -42,6 +44,8 @@ from gateway.store.rows import (
     NewFlow,
     OpenAttempts,
     PositionRow,
+    ResolutionRow,
+    ResolutionStatus,
     Source,
 )
 
@@ -239,6 +243,45 @@ class AuditLog(Protocol):
     """The audit log (gateway/store/audit.py)."""
 
     async def record(self, operator: str, action: str, target: str, reason: str, detail: dict[str, Any]) -> None: ...
+
+    async def entries(self, query: AuditQuery) -> list[AuditRow]:
+        """Records matching ``query``, newest first (by id), at most ``query.limit``."""
+        ...
+
+
+class ResolutionStore(Protocol):
+    """Manual resolutions waiting for a second operator (gateway/store/resolutions.py).
+
+    Every change writes its audit record (target: the flow number) in the same commit.
+    """
+
+    async def propose(
+        self, flow: FlowRow, target: FlowStatus, channel_txn_id: str, reason: str, operator: str
+    ) -> Creation[ResolutionRow]:
+        """A PENDING resolution of ``flow`` (audited ``propose_resolution``); ``Existing(row)`` when the flow
+        already has one PENDING or APPROVED (one open resolution per flow), nothing written then."""
+        ...
+
+    async def get(self, resolution_id: int) -> ResolutionRow | None: ...
+
+    async def decide(
+        self,
+        row: ResolutionRow,
+        to: ResolutionStatus,
+        operator: str,
+        reason: str,
+        *,
+        action: str,
+        detail: dict[str, Any],
+    ) -> ResolutionRow | None:
+        """Compare-and-set from ``row.status`` to ``to``, audited as ``action``; None when the row had moved."""
+        ...
+
+    async def list(
+        self, *, statuses: frozenset[ResolutionStatus], flow_no: str, after_id: int, limit: int
+    ) -> list[ResolutionRow]:
+        """Rows in one of ``statuses`` (all when empty), of ``flow_no`` when given, oldest first from ``after_id``."""
+        ...
 
 
 class DiscrepancyLog(Protocol):

@@ -29,4 +29,7 @@ MINIMUM_ROLE: dict[str, Role] = {
     "position_adjust": Role.OPERATOR,
     "position_resync": Role.OPERATOR,
     "outbox_release": Role.OPERATOR,
+    # the second person of maker-checker
+    "approve": Role.APPROVER,
+    "reject": Role.APPROVER,
 }

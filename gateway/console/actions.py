@@ -46,7 +46,7 @@ async def resolve(request: web.Request) -> web.StreamResponse:
         status_text = form.get("status", "")
         if status_text not in (FlowStatus.SUCCEEDED.value, FlowStatus.FAILED.value):
             raise InvalidInput("status", "must be SUCCEEDED or FAILED")
-        flow = await d.operations.resolve_flow(
+        outcome = await d.operations.resolve_flow(
             flow_no,
             FlowStatus(status_text),
             form.get("channel_txn_id", "").strip(),
@@ -55,7 +55,40 @@ async def resolve(request: web.Request) -> web.StreamResponse:
         )
     except GatewayError as exc:
         raise _failed(request, back, exc) from None
+    if outcome.pending is not None:
+        raise notice_redirect(request, back, "review.done_pending", flow_no=outcome.flow.flow_no)
+    flow = outcome.flow
     raise notice_redirect(request, back, "review.done_resolve", flow_no=flow.flow_no, status=flow.status.value)
+
+
+def _resolution_id(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 19:
+        raise InvalidInput("resolution_id", "must be a resolution number")
+    return int(raw)
+
+
+async def approve(request: web.Request) -> web.StreamResponse:
+    d = deps(request)
+    form = await _form(request)
+    try:
+        row, flow = await d.operations.approve_resolution(
+            _resolution_id(request.match_info["resolution_id"]), operator_of(request).name, form.get("reason", "")
+        )
+    except GatewayError as exc:
+        raise _failed(request, "/review", exc) from None
+    raise notice_redirect(request, "/review", "review.done_approve", id=row.id, flow_no=flow.flow_no)
+
+
+async def reject(request: web.Request) -> web.StreamResponse:
+    d = deps(request)
+    form = await _form(request)
+    try:
+        row = await d.operations.reject_resolution(
+            _resolution_id(request.match_info["resolution_id"]), operator_of(request).name, form.get("reason", "")
+        )
+    except GatewayError as exc:
+        raise _failed(request, "/review", exc) from None
+    raise notice_redirect(request, "/review", "review.done_reject", id=row.id, status=row.status.value)
 
 
 async def channel_state(request: web.Request) -> web.StreamResponse:

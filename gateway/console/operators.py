@@ -2,24 +2,24 @@
 
 An operator signs in with a password (``password_hash``, made by ``paygate console
 hash-password``) or, when ``[console] token_sign_in`` is on, with the operator token the admin API
-takes. The role decides what the console lets them do, on the server, for every request
-(:mod:`gateway.console.access`).
+takes, but only if that token is all the admin API asks of them (``auth = "token"``): an operator
+who must also present a client certificate cannot sign in to the console with the token alone.
+The role (viewer, operator, approver) decides what the console lets them do, on the server, for
+every request (:mod:`gateway.console.access`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import functools
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from gateway.console import passwords
+from gateway.security import passwords
+from gateway.security.principals import OperatorTable, Role
 
-if TYPE_CHECKING:
-    from gateway.config import Config
+__all__ = ["ConsoleOperator", "OperatorDirectory", "Role", "directory_from_config"]
 
 
 @functools.cache
@@ -28,25 +28,11 @@ def _dummy_hash() -> str:
     return passwords.hash_password("paygate-console-no-such-operator")
 
 
-class Role(enum.StrEnum):
-    """An operator's role; each includes what the ones before it may do."""
-
-    VIEWER = "viewer"
-    OPERATOR = "operator"
-    APPROVER = "approver"
-
-    def allows(self, required: Role) -> bool:
-        return _RANK[self] >= _RANK[required]
-
-
-_RANK = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.APPROVER: 3}
-
-
 @dataclass(frozen=True)
 class ConsoleOperator:
     name: str
     role: Role
-    token: str = ""  # "" when the operator has none
+    token: str = ""  # "" when the operator may not sign in with a token
     password_hash: str = ""  # "" when the operator has no console password
 
 
@@ -84,15 +70,13 @@ class OperatorDirectory:
         return f"{operator.token}\n{operator.password_hash}"
 
 
-def directory_from_config(config: Config) -> OperatorDirectory:
-    """The console's operators: every ``[operators.<name>]`` with its token, role and password hash."""
-    operators = {
-        name: ConsoleOperator(
-            name,
-            Role(str(getattr(entry, "role", Role.OPERATOR.value))),
-            token=entry.reveal(),
-            password_hash=str(getattr(entry, "password_hash", "") or ""),
-        )
-        for name, entry in config.operators.items()
-    }
-    return OperatorDirectory(operators, token_sign_in=config.console.token_sign_in)
+def console_operator(name: str, table: OperatorTable) -> ConsoleOperator:
+    token = table.token.reveal() if table.token is not None and table.mode == "token" else ""
+    return ConsoleOperator(name, table.role, token=token, password_hash=table.password_hash or "")
+
+
+def directory_from_config(operators: Mapping[str, OperatorTable], *, token_sign_in: bool) -> OperatorDirectory:
+    """The console's operators: every ``[operators.<name>]`` with its role, password hash and (token-only) token."""
+    return OperatorDirectory(
+        {name: console_operator(name, table) for name, table in operators.items()}, token_sign_in=token_sign_in
+    )

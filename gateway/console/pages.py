@@ -17,8 +17,8 @@ from gateway.console import views
 from gateway.console.server import deps, operator_of, render, t_of
 from gateway.domain import scrub
 from gateway.errors import GatewayError, QueryTooBroad
-from gateway.store.console_rows import AuditSearch, ChannelOutcomes, FlowCursor, FlowQuery
-from gateway.store.rows import utcnow
+from gateway.store.console_rows import ChannelOutcomes, FlowCursor, FlowQuery
+from gateway.store.rows import AuditQuery, utcnow
 from routing.config import MaintenanceWindow
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -254,6 +254,7 @@ async def flow(request: web.Request) -> web.StreamResponse:
     if row is None:
         return render(request, "error.html", status=404, message=t("flow.not_found"))
     records = await d.reads.flow_records(row.id, row.flow_no, [a.id for a in row.attempts])
+    records.audit = await d.audit.entries(AuditQuery(target=row.flow_no, limit=200))
     timeline = views.build_timeline(row, records, t, d.calendar)
     original = await d.flows.by_id(row.original_flow_id, with_attempts=False) if row.original_flow_id else None
     return render(
@@ -290,7 +291,17 @@ async def review(request: web.Request) -> web.StreamResponse:
         for f in rows[:page]
     ]
     next_after = v.next_page_token(rows[page - 1].id) if len(rows) > page else ""
-    return render(request, "review.html", items=items, next_after=next_after)
+    pending, _ = await d.operations.resolutions.pending(limit=100)
+    resolutions = [
+        {
+            "r": r,
+            "amount": views.money(r.amount, r.currency),
+            "proposed": _fmt(r.proposed_at, request),
+            "own": r.proposed_by == operator_of(request).name,
+        }
+        for r in pending
+    ]
+    return render(request, "review.html", items=items, next_after=next_after, resolutions=resolutions)
 
 
 # --- channels --------------------------------------------------------------------------------
@@ -409,17 +420,15 @@ def _date(text: str, name: str) -> date | None:
 async def audit(request: web.Request) -> web.StreamResponse:
     d = deps(request)
     q = request.query
-    values = {k: q.get(k, "").strip() for k in ("operator", "action", "target", "from", "to")}
+    values = {k: q.get(k, "").strip() for k in ("operator", "target", "from", "to")}
     v.text(values["target"], "target", max_len=128)
     v.text(values["operator"], "operator", max_len=64)
-    v.text(values["action"], "action", max_len=64)
     first, last = _date(values["from"], "from"), _date(values["to"], "to")
-    before = v.page_token(q["before"]) if q.get("before") else None
+    before = v.page_token(q["before"]) if q.get("before") else 0
     page = d.config.page_size
-    entries = await d.reads.audit_entries(
-        AuditSearch(
+    entries = await d.audit.entries(
+        AuditQuery(
             operator=values["operator"],
-            action=values["action"],
             target=values["target"],
             since=d.calendar.start_of(first) if first else None,
             until=d.calendar.start_of(last + timedelta(days=1)) if last else None,
@@ -442,7 +451,8 @@ async def audit(request: web.Request) -> web.StreamResponse:
             {
                 "e": e,
                 "at": _fmt(e.created_at, request),
-                "detail": ", ".join(f"{k}={x}" for k, x in sorted(e.detail.items())),
+                "detail": scrub(", ".join(f"{k}={x}" for k, x in sorted(e.detail.items()))),
+                "reason": scrub(e.reason),
             }
             for e in entries[:page]
         ],

@@ -11,8 +11,6 @@ from datetime import datetime
 from typing import Protocol
 
 from gateway.store.console_rows import (
-    AuditEntry,
-    AuditSearch,
     ChannelOutcomes,
     DayPoint,
     FlowListItem,
@@ -44,5 +42,3 @@ class ConsoleReads(Protocol):
     async def outbox_unpublished(
         self, *, parked: bool, max_attempts: int, after_id: int, limit: int
     ) -> list[OutboxEntry]: ...
-
-    async def audit_entries(self, search: AuditSearch) -> list[AuditEntry]: ...

@@ -353,6 +353,8 @@ def build_app(console: ConsoleDeps) -> web.Application:
     r.add_get("/review", pages.review, name="review")
     r.add_post("/review/{flow_no}/requery", actions.requery, name="requery")
     r.add_post("/review/{flow_no}/resolve", actions.resolve, name="resolve")
+    r.add_post("/resolutions/{resolution_id}/approve", actions.approve, name="approve")
+    r.add_post("/resolutions/{resolution_id}/reject", actions.reject, name="reject")
     r.add_get("/channels", pages.channels, name="channels")
     r.add_post("/channels/{channel}/state", actions.channel_state, name="channel_state")
     r.add_post("/channels/{channel}/position/adjust", actions.position_adjust, name="position_adjust")

@@ -25,7 +25,7 @@ __all__ = ["CHANNEL_OPERATIONS", "declare_channel_series", "declare_series"]
 
 CHANNEL_OPERATIONS = ("withhold", "payout", "refund", "query", "close")
 _OUTCOMES = ("succeeded", "payer_failure", "channel_failure", "pending", "error")
-_CALLBACK_RESULTS = ("verified", "bad_signature", "unknown_order", "replay", "mismatch", "malformed")
+_CALLBACK_RESULTS = ("verified", "bad_signature", "unknown_order", "replay", "mismatch", "malformed", "timeout")
 _POLL_RESULTS = ("resolved", "pending", "error", "exhausted")
 _DISCREPANCY_SOURCES = ("response", "poll", "callback", "recovery")  # gateway.store.flows.Source
 _DECISION_REASONS = ("best_score", "exploration", "probe", "failover", "explicit")  # gateway.planner
@@ -55,6 +55,7 @@ _GRPC_CODES = (
     "OK",
     "INVALID_ARGUMENT",
     "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
     "NOT_FOUND",
     "ALREADY_EXISTS",
     "FAILED_PRECONDITION",

@@ -10,7 +10,6 @@ with 1,000,000 flows are in docs/CONSOLE.md.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -19,12 +18,9 @@ import pymysql
 
 from gateway.errors import QueryTooBroad, StoreError
 from gateway.store.console_rows import (
-    AuditEntry,
-    AuditSearch,
     ChannelOutcomes,
     DayPoint,
     DiscrepancyEntry,
-    FlowCursor,
     FlowListItem,
     FlowQuery,
     FlowRecords,
@@ -63,18 +59,6 @@ def _flow_item(r: dict[str, Any]) -> FlowListItem:
         created_at=r["created_at"],
         finished_at=r["finished_at"],
     )
-
-
-def _detail(raw: object) -> dict[str, Any]:
-    if isinstance(raw, bytes | bytearray):
-        raw = raw.decode("utf-8", "replace")
-    if not isinstance(raw, str) or not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {"raw": raw[:512]}
-    return value if isinstance(value, dict) else {"value": value}
 
 
 def flow_search_sql(query: FlowQuery) -> tuple[str, list[Any]]:
@@ -147,7 +131,8 @@ class MySQLConsoleQueries:
     # --- overview -------------------------------------------------------------------------
 
     async def totals(self, start: datetime, end: datetime) -> list[KindStatusTotal]:
-        """Flows created in [start, end) by kind, status and currency (``ix_flows_created`` range)."""
+        """Flows created in [start, end) by kind, status and currency (a range of ``ix_flows_created_totals``,
+        which holds every column the query reads)."""
         rows = await self._bounded(
             "SELECT kind, status, currency, COUNT(*) AS n, SUM(amount) AS amount FROM flows"
             " WHERE created_at >= %s AND created_at < %s GROUP BY kind, status, currency",
@@ -170,7 +155,8 @@ class MySQLConsoleQueries:
         return [DayPoint(int(r["day"]), r["status"], int(r["n"]), int(r["amount"] or 0)) for r in rows]
 
     async def channel_outcomes(self, since: datetime) -> list[ChannelOutcomes]:
-        """Attempts created since ``since``, per channel and operation (``ix_attempts_created``)."""
+        """Attempts created since ``since``, per channel and operation (a range of ``ix_attempts_created``,
+        which holds every column the query reads)."""
         rows = await self._bounded(
             "SELECT channel, operation,"
             " SUM(status = 'SUCCEEDED') AS ok,"
@@ -203,7 +189,8 @@ class MySQLConsoleQueries:
         return [_flow_item(r) for r in await self._bounded(sql, args)]
 
     async def flow_records(self, flow_id: int, flow_no: str, attempt_ids: Sequence[int]) -> FlowRecords:
-        """The poll-queue rows, outbox events, audit entries, discrepancies and refunds of one flow."""
+        """The poll-queue rows, outbox events, discrepancies and refunds of one flow (its audit entries come
+        through the AuditLog port)."""
         records = FlowRecords()
         if attempt_ids:
             marks = ",".join(["%s"] * len(attempt_ids))
@@ -221,13 +208,6 @@ class MySQLConsoleQueries:
                 "SELECT id, event_id, event_type, flow_id, caller, payload, created_at, published_at, attempts,"
                 " last_error FROM outbox WHERE flow_id = %s ORDER BY id LIMIT 200",
                 (flow_id,),
-            )
-        ]
-        records.audit = [
-            self._audit_entry(r)
-            for r in await self.db.fetchall(
-                "SELECT * FROM audit_log WHERE target = %s ORDER BY id LIMIT 200",
-                (flow_no,),
             )
         ]
         records.discrepancies = [
@@ -297,34 +277,3 @@ class MySQLConsoleQueries:
             (max_attempts, after_id, limit),
         )
         return [self._outbox_entry(r) for r in rows]
-
-    # --- audit log -------------------------------------------------------------------------
-
-    @staticmethod
-    def _audit_entry(r: dict[str, Any]) -> AuditEntry:
-        return AuditEntry(
-            int(r["id"]), r["operator"], r["action"], r["target"], r["reason"], _detail(r["detail"]), r["created_at"]
-        )
-
-    async def audit_entries(self, search: AuditSearch) -> list[AuditEntry]:
-        """Newest first by id; target uses ``ix_audit_target``, operator ``ix_audit_operator``, else the primary key."""
-        where: list[str] = []
-        args: list[Any] = []
-        for clause, value in (
-            ("operator = %s", search.operator),
-            ("action = %s", search.action),
-            ("target = %s", search.target),
-            ("created_at >= %s", search.since),
-            ("created_at < %s", search.until),
-            ("id < %s", search.before_id),
-        ):
-            if value:
-                where.append(clause)
-                args.append(value)
-        sql = "SELECT * FROM audit_log" + (f" WHERE {' AND '.join(where)}" if where else "")
-        rows = await self._bounded(f"{sql} ORDER BY id DESC LIMIT %s", (*args, search.limit))
-        return [self._audit_entry(r) for r in rows]
-
-    async def flow_cursor_of(self, flow_id: int) -> FlowCursor | None:
-        rows = await self.db.fetchall("SELECT id, created_at FROM flows WHERE id = %s", (flow_id,))
-        return FlowCursor(rows[0]["created_at"], int(rows[0]["id"])) if rows else None

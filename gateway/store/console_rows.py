@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+
+from gateway.store.rows import AuditRow
 
 
 @dataclass(frozen=True)
@@ -134,30 +135,6 @@ class OutboxBacklog:
 
 
 @dataclass(frozen=True)
-class AuditEntry:
-    id: int
-    operator: str
-    action: str
-    target: str
-    reason: str
-    detail: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class AuditSearch:
-    """Audit-log filters (exact operator, action and target; [since, until) naive UTC), newest first."""
-
-    operator: str = ""
-    action: str = ""
-    target: str = ""
-    since: datetime | None = None
-    until: datetime | None = None
-    before_id: int | None = None
-    limit: int = 50
-
-
-@dataclass(frozen=True)
 class DiscrepancyEntry:
     id: int
     attempt_id: int
@@ -174,6 +151,6 @@ class FlowRecords:
 
     polls: list[PollState] = field(default_factory=list)
     events: list[OutboxEntry] = field(default_factory=list)
-    audit: list[AuditEntry] = field(default_factory=list)
+    audit: list[AuditRow] = field(default_factory=list)  # read through the AuditLog port
     discrepancies: list[DiscrepancyEntry] = field(default_factory=list)
     refunds: list[FlowListItem] = field(default_factory=list)

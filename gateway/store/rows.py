@@ -410,3 +410,66 @@ class OpenAttempts:
 
     count: int
     oldest_created_at: datetime | None
+
+
+# --- maker-checker and the audit log ---------------------------------------------------
+
+
+class ResolutionStatus(enum.StrEnum):
+    """Where a manual resolution awaiting a second operator stands (gateway/resolutions.py draws the machine)."""
+
+    PENDING = "PENDING"  # recorded by its maker; waits for an approver
+    APPROVED = "APPROVED"  # approved; applied through FlowStore.resolve (or voided if the flow had finished)
+    REJECTED = "REJECTED"  # an approver said no; nothing applied
+    VOIDED = "VOIDED"  # the flow finished on its own first; nothing applied
+
+
+@dataclass(frozen=True)
+class ResolutionRow:
+    """A manual resolution of a flow above the approval threshold, and its decision.
+
+    ``flow_status`` is the flow's status when the row was read (so a reader sees a flow that has
+    finished meanwhile).
+    """
+
+    id: int
+    flow_id: int
+    flow_no: str
+    amount: int
+    currency: str
+    target: FlowStatus  # SUCCEEDED or FAILED: what the maker asked for
+    channel_txn_id: str
+    reason: str
+    status: ResolutionStatus
+    proposed_by: str
+    proposed_at: datetime
+    decided_by: str = ""
+    decided_at: datetime | None = None
+    decision_reason: str = ""
+    flow_status: FlowStatus = FlowStatus.PROCESSING
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One audit record: who (``operator``) did what (``action``) to what (``target``: a flow number, a
+    channel id) and why, with the action's details."""
+
+    id: int
+    operator: str
+    action: str
+    target: str
+    reason: str
+    detail: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Which audit records to read, newest first: every filter is optional ("" / None); ``before_id`` pages."""
+
+    target: str = ""
+    operator: str = ""
+    since: datetime | None = None  # created_at >= since
+    until: datetime | None = None  # created_at < until
+    before_id: int = 0  # 0: from the newest
+    limit: int = 50

@@ -22,6 +22,7 @@ from channels.simkit import Behaviour
 from devstack.cards import luhn_card
 from gateway.businessday import BusinessCalendar
 from gateway.results import ResultConsumer
+from gateway.security.passwords import hash_password
 from paygate.v1 import events_pb2
 from paygate.v1 import gateway_pb2 as pb
 from tests.console.browser import Isolated, launch, screenshot, sign_in
@@ -33,6 +34,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 TOPIC = "console.flow-results"
 SECRET = "console-browser-test-secret-0123456789abcdef"
 VIEWER_TOKEN = "viewer-token-0123456789abcdef"
+CHIEF_PASSWORD = "correct horse battery staple"
+CHIEF_TOKEN = "chief-token-0123456789abcdef"
 XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 # every pending withhold settles only after a minute, and polling gives up within a second: review
 SLOW = Behaviour(settle_after_ms=(60_000, 60_001))
@@ -86,7 +89,11 @@ async def stack(kafka_broker: Any) -> AsyncIterator[Stack]:
         "topic_replication_factor": 1,
     }
     console = {"enabled": True, "port": 0, "secret_key": SECRET}
-    operators = {"ops": OPERATOR_TOKEN, "watcher": VIEWER_TOKEN}
+    operators = {
+        "ops": {"token": OPERATOR_TOKEN, "role": "operator"},
+        "watcher": {"token": VIEWER_TOKEN, "role": "viewer"},
+        "chief": {"password_hash": hash_password(CHIEF_PASSWORD), "role": "approver", "token": CHIEF_TOKEN},
+    }
     try:
         async with running_gateway(
             db, {"bank-a": SLOW, "bank-b": SLOW}, poller=POLLER, kafka=kafka, console=console, operators=operators
@@ -341,3 +348,53 @@ async def test_no_request_leaves_the_gateway(isolated: Isolated, stack: Stack) -
     hosts = {re.sub(r"^https?://([^/]+)/.*$", r"\1", url) for url in isolated.served}
     assert hosts == {stack.base.removeprefix("http://")}
     await screenshot(page, "outbox")
+
+
+async def test_sign_in_with_a_password(isolated: Isolated, stack: Stack) -> None:
+    page = await isolated.page()
+    await page.goto(f"{stack.base}/")
+    await page.fill("input[name=name]", "chief")
+    await page.fill("input[name=password]", "not the password")
+    await page.click("#sign-in button[type=submit]")
+    assert await page.is_visible("#sign-in-error")
+    await page.fill("input[name=password]", CHIEF_PASSWORD)
+    async with page.expect_navigation():
+        await page.click("#sign-in button[type=submit]")
+    assert await page.get_attribute("#whoami", "data-role") == "approver"
+    await screenshot(page, "password_sign_in")
+
+
+async def test_a_viewer_cannot_act_even_by_posting_the_form(isolated: Isolated, stack: Stack) -> None:
+    page = await operator_page(isolated, stack, token=VIEWER_TOKEN)
+    assert await page.get_attribute("#whoami", "data-role") == "viewer"
+    await page.goto(f"{stack.base}/channels")
+    assert await page.locator("form.state-form").count() == 0, "no action forms are offered to a viewer"
+    await page.goto(f"{stack.base}/review")
+    assert await page.locator("form.resolve").count() == 0
+    csrf = await page.get_attribute("header form[action='/logout'] input[name=csrf]", "value")
+    assert csrf
+    review_flow = stack.flows["ok-1"].flow_no
+    answers = await page.evaluate(
+        """async ([csrf, flowNo]) => {
+          const post = async (path, fields) => {
+            const r = await fetch(path, {method: 'POST', body: new URLSearchParams({csrf, ...fields})});
+            return {path, status: r.status, text: await r.text()};
+          };
+          return [
+            await post('/channels/bank-b/state', {state: 'disabled', reason: 'viewer tries'}),
+            await post('/review/' + flowNo + '/resolve', {status: 'FAILED', reason: 'viewer tries'}),
+            await post('/review/' + flowNo + '/requery', {}),
+            await post('/outbox/release', {id: '1', reason: 'viewer tries'}),
+            await post('/resolutions/1/approve', {reason: 'viewer tries'}),
+          ];
+        }""",
+        [csrf, review_flow],
+    )
+    for answer in answers:
+        assert answer["status"] == 403, answer["path"]
+        assert "只读" in answer["text"]  # "your role (viewer) may not do this"
+    rows = await stack.h.gateway.db.fetchall("SELECT action FROM audit_log WHERE operator = 'watcher'")
+    assert {r["action"] for r in rows} <= {"console_sign_in", "console_sign_out"}
+    assert await stack.h.gateway.db.fetchall("SELECT * FROM channel_states WHERE channel = 'bank-b'") == []
+    await page.goto(f"{stack.base}/channels")
+    await screenshot(page, "viewer_channels")

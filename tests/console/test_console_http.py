@@ -138,7 +138,9 @@ async def test_an_expired_or_foreign_session_is_refused(stack: Stack) -> None:
     import time
 
     old = SessionSigner(SECRET, lifetime_s=43200, idle_s=1800, clock=lambda: time.time() - 3600)
-    ops = stack.h.gateway.config.operators["ops"].reveal()
+    table = stack.h.gateway.config.operators["ops"]
+    assert table.token is not None
+    ops = table.token.reveal()
     stale = old.encode(old.issue("ops", f"{ops}\n"))
     other = SessionSigner("another-secret-key-0123456789abcdef00", lifetime_s=43200, idle_s=1800)
     foreign = other.encode(other.issue("ops", f"{ops}\n"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.console import passwords
+from gateway.security import passwords
 
 
 def test_hash_and_verify() -> None:

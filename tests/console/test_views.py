@@ -12,7 +12,6 @@ from gateway.console.i18n import translator
 from gateway.domain import AttemptStatus, FlowKind, FlowStatus
 from gateway.errors import InvalidInput
 from gateway.store.console_rows import (
-    AuditEntry,
     ChannelOutcomes,
     FlowCursor,
     FlowRecords,
@@ -20,7 +19,7 @@ from gateway.store.console_rows import (
     OutboxEntry,
     PollState,
 )
-from gateway.store.rows import AttemptRow, FlowRow
+from gateway.store.rows import AttemptRow, AuditRow, FlowRow
 
 SHANGHAI = BusinessCalendar.named("Asia/Shanghai")
 T = translator("en")
@@ -170,7 +169,7 @@ def test_the_timeline_tells_every_recorded_step_in_order() -> None:
                 "",
             )
         ],
-        audit=[AuditEntry(1, "alice", "requery_flow", "01ABC", "re-query", {"queued": 1}, datetime(2026, 3, 5, 2, 6))],
+        audit=[AuditRow(1, "alice", "requery_flow", "01ABC", "re-query", {"queued": 1}, datetime(2026, 3, 5, 2, 6))],
     )
     timeline = views.build_timeline(flow, records, T, SHANGHAI)
     kinds = [e.kind for e in timeline]

@@ -51,6 +51,8 @@ from gateway.store.rows import (
     Applied,
     ApplyResult,
     AttemptRow,
+    AuditQuery,
+    AuditRow,
     CardLimit,
     Claim,
     Created,
@@ -122,11 +124,17 @@ class Tables:
     agreements: dict[int, AgreementRow] = field(default_factory=dict)
     channel_states: dict[str, str] = field(default_factory=dict)
     audit: list[tuple[str, str, str, str, dict[str, Any]]] = field(default_factory=list)
+    audit_times: list[datetime] = field(default_factory=list)  # when each audit row was written
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def snapshot(self) -> dict[str, Any]:
         """Everything stored, for "nothing changed" assertions."""
         return copy.deepcopy({k: v for k, v in vars(self).items() if k != "ids"})
+
+    def write_audit(self, operator: str, action: str, target: str, reason: str, detail: dict[str, Any]) -> None:
+        """One audit row (as gateway.store.audit.record does inside the change's transaction)."""
+        self.audit.append((operator, action, target, reason[:512], dict(detail)))
+        self.audit_times.append(utcnow())
 
     def events(self, event_type: str | None = None) -> list[Event]:
         return [e for e in self.outbox if event_type is None or e.event_type == event_type]
@@ -499,7 +507,7 @@ class FakeFlowStore(_Failing):
         if chosen is None:
             chosen = AttemptRow(0, flow.id, 0, current.channel, "", "", target, flow.amount, flow.currency)
         self._finish_flow(current, chosen, outcome, now, Source.OPERATOR)
-        self.t.audit.append((operator, "resolve_flow", current.flow_no, reason, {"status": status.value}))
+        self.t.write_audit(operator, "resolve_flow", current.flow_no, reason, {"status": status.value})
         return True
 
 
@@ -768,7 +776,7 @@ class FakePositionStore(_Failing):
         position.balance, position.synced_at = balance, utcnow()
         position.balance_version += 1
         if operator:
-            self.t.audit.append((operator, "resync_position", channel, reason, {"balance": balance}))
+            self.t.write_audit(operator, "resync_position", channel, reason, {"balance": balance})
         return self._row(channel)
 
     async def adjust(self, channel: str, delta: int, operator: str, reason: str) -> PositionRow | None:
@@ -779,7 +787,7 @@ class FakePositionStore(_Failing):
             raise BelowReserved(channel, balance=position.balance, delta=delta, reserved=position.reserved)
         position.balance += delta
         position.balance_version += 1
-        self.t.audit.append((operator, "adjust_position", channel, reason, {"delta": delta}))
+        self.t.write_audit(operator, "adjust_position", channel, reason, {"delta": delta})
         return self._row(channel)
 
 
@@ -794,7 +802,7 @@ class FakeChannelStates:
 
     async def set(self, channel: str, state: str, *, operator: str, reason: str) -> None:
         self.t.channel_states[channel] = state
-        self.t.audit.append((operator, "set_channel_state", channel, reason, {"state": state}))
+        self.t.write_audit(operator, "set_channel_state", channel, reason, {"state": state})
 
 
 class FakeObservations:
@@ -830,13 +838,29 @@ class FakeObservations:
 
 
 class FakeAuditLog:
-    """Implements :class:`gateway.ports.AuditLog`."""
+    """Implements :class:`gateway.ports.AuditLog` (a row's id is its position in ``Tables.audit``, from 1)."""
 
     def __init__(self, tables: Tables) -> None:
         self.t = tables
 
     async def record(self, operator: str, action: str, target: str, reason: str, detail: dict[str, Any]) -> None:
-        self.t.audit.append((operator, action, target, reason, dict(detail)))
+        self.t.write_audit(operator, action, target, reason, dict(detail))
+
+    async def entries(self, query: AuditQuery) -> list[AuditRow]:
+        rows = [
+            AuditRow(i + 1, operator, action, target, reason, dict(detail), self.t.audit_times[i])
+            for i, (operator, action, target, reason, detail) in enumerate(self.t.audit)
+        ]
+        keep = [
+            row
+            for row in reversed(rows)
+            if (not query.target or row.target == query.target)
+            and (not query.operator or row.operator == query.operator)
+            and (query.since is None or row.created_at >= query.since)
+            and (query.until is None or row.created_at < query.until)
+            and (not query.before_id or row.id < query.before_id)
+        ]
+        return keep[: query.limit]
 
 
 class FakeDiscrepancies:

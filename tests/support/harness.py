@@ -90,8 +90,12 @@ def gateway_config(
     banks: Mapping[str, Any] | None = None,
     server: Mapping[str, Any] | None = None,
     console: Mapping[str, Any] | None = None,
-    operators: Mapping[str, str] | None = None,
+    callers: Mapping[str, Any] | None = None,
+    operators: Mapping[str, Any] | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The in-process gateway's configuration; ``server``, ``callers``, ``operators``, ``security`` replace or
+    add to the defaults (``callers``/``operators``: name -> token, or name -> table)."""
     channels = []
     for name, sim in sims.items():
         adapter = (adapters or {}).get(name, "sandbox")
@@ -112,8 +116,9 @@ def gateway_config(
         devconfig.GatewayPorts(0, 0, 0),
         server={"default_wait_ms": 8000, "grace_s": 2, **(server or {})},
         database={"host": db.host, "port": db.port, "database": db.database, "pool_min": 1, "pool_max": 40},
-        callers=CALLER_TOKENS,
-        operators=dict(operators or {"ops": OPERATOR_TOKEN}),
+        callers=CALLER_TOKENS if callers is None else callers,
+        operators={"ops": {"token": OPERATOR_TOKEN, "role": "approver"}} if operators is None else operators,
+        **({"security": dict(security)} if security is not None else {}),
         channels=channels,
         routing=dict(routing or {}),
         poller=dict(poller or {"interval_s": 0.1, "first_delay_s": 0.3, "schedule": [[0.3, 20], [1.0, 30]]}),
@@ -130,9 +135,13 @@ async def running_gateway(
     behaviours: Mapping[str, Behaviour],
     *,
     floats: Mapping[str, int] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
     **config_kw: Any,
 ) -> AsyncIterator[Harness]:
-    """Sandbox simulators (one per behaviour) plus a started gateway; ``floats`` sets merchant floats."""
+    """Sandbox simulators (one per behaviour) plus a started gateway; ``floats`` sets merchant floats.
+
+    ``credentials``: the harness's channel talks TLS with these instead of plaintext.
+    """
     adapters: Mapping[str, str] = config_kw.get("adapters") or {}
     sims: dict[str, Any] = {}
     for name, b in behaviours.items():
@@ -148,7 +157,10 @@ async def running_gateway(
     raw = gateway_config(db, sims, **config_kw)
     gateway = Gateway.build(from_mapping(raw))
     await gateway.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}")
+    if credentials is not None:
+        channel = grpc.aio.secure_channel(f"127.0.0.1:{gateway.grpc_port}", credentials)
+    else:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}")
     harness = Harness(gateway, sims, channel)
     harness.admin = admin_pb2_grpc.GatewayAdminStub(channel)
     try:

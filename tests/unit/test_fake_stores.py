@@ -15,6 +15,7 @@ from gateway.store.flows import MySQLFlowStore
 from gateway.store.observations import MySQLObservations
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
+from gateway.store.resolutions import MySQLResolutions
 from tests.fakes import (
     FakeAgreementStore,
     FakeAuditLog,
@@ -27,6 +28,7 @@ from tests.fakes import (
     FakePositionStore,
     Tables,
 )
+from tests.fakes.resolutions import FakeResolutions
 from tests.store_contract import StoreContract, Stores
 
 IMPLEMENTATIONS = [
@@ -38,6 +40,7 @@ IMPLEMENTATIONS = [
     (ports.ObservationStore, MySQLObservations, FakeObservations),
     (ports.AuditLog, MySQLAuditLog, FakeAuditLog),
     (ports.DiscrepancyLog, MySQLDiscrepancies, FakeDiscrepancies),
+    (ports.ResolutionStore, MySQLResolutions, FakeResolutions),
 ]
 
 
