@@ -221,18 +221,20 @@ async def _time_pages(base: str, pages: Sequence[tuple[str, str]], runs: int) ->
     return out
 
 
-async def run(flows: int, runs: int, keep: bool) -> int:
-    name = f"pgbench_console_{uuid.uuid4().hex[:8]}"
+async def run(flows: int, runs: int, keep: bool, reuse: str = "") -> int:
+    name = reuse or f"pgbench_console_{uuid.uuid4().hex[:8]}"
     admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    if not reuse:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     config = DatabaseConfig(database=name, pool_min=2, pool_max=20)
     sims = [SandboxSimulator(Behaviour(), name=c, secret=f"{c}-secret", merchant_id=c) for c in CHANNELS]
     try:
         await migrate(config)
-        print(f"loading {flows:,} flows ...", flush=True)
-        seconds = load(config, flows)
-        print(f"  loaded in {seconds:.1f} s", flush=True)
+        if not reuse:
+            print(f"loading {flows:,} flows ...", flush=True)
+            seconds = load(config, flows)
+            print(f"  loaded in {seconds:.1f} s", flush=True)
         for sim in sims:
             await sim.start()
         raw = gateway_config(
@@ -296,7 +298,7 @@ async def run(flows: int, runs: int, keep: bool) -> int:
     finally:
         for sim in sims:
             await sim.stop()
-        if not keep:
+        if not keep and not reuse:
             with admin.cursor() as cur:
                 cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         admin.close()
@@ -308,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--reuse", default="", help="time the pages of a database kept by an earlier --keep run")
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.flows, args.runs, args.keep))
+    return asyncio.run(run(args.flows, args.runs, args.keep, args.reuse))
 
 
 if __name__ == "__main__":
