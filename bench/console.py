@@ -60,8 +60,9 @@ def _one(cur: Any) -> Any:
 def load(config: DatabaseConfig, flows: int, *, step: int = 200_000) -> float:
     """Insert ``flows`` synthetic flows with one attempt each (and some outbox and audit rows); seconds taken.
 
-    Kinds: 1 in 10 a payout, 1 in 50 a refund, else withholds. Statuses: about 90 % SUCCEEDED, 8 % FAILED,
-    the rest PROCESSING (1 in 1000 of them needs review). Times spread evenly over the last 60 days.
+    Kinds: 1 in 10 a payout, 1 in 50 a refund, else withholds. Statuses: 8 % FAILED, PROCESSING for 1 in 500
+    of the last two days' flows and for 1 in 100,000 older ones (those need review), the rest SUCCEEDED.
+    Times spread evenly over the last 60 days.
     Descriptions hold ``<script>`` now and then, as a hostile caller's might.
     """
     started = time.perf_counter()
@@ -73,6 +74,10 @@ def load(config: DatabaseConfig, flows: int, *, step: int = 200_000) -> float:
             now = _one(cur)[0]
             # the moment of flow number s.seq: evenly spread, the newest now (values of our own, not input)
             gap_us = SPAN_S * 1_000_000 // flows
+            # still open: 1 in 500 of the last two days' flows (their polls run about two days), and a
+            # few older ones an exhausted poll schedule left in review
+            review = "s.seq % 100000 = 7"
+            open_ = f"((s.seq % 500 = 7 AND s.seq > {flows - flows // 30}) OR {review})"
             moment = f"TIMESTAMP'{now.isoformat(sep=' ')}' - INTERVAL (({flows} - s.seq) * {gap_us}) MICROSECOND"
             for start in range(0, flows, step):
                 n = min(step, flows - start)
@@ -86,14 +91,13 @@ def load(config: DatabaseConfig, flows: int, *, step: int = 200_000) -> float:
                     " CASE WHEN s.seq % 50 = 0 THEN 'REFUND' WHEN s.seq % 10 = 0 THEN 'PAYOUT' ELSE 'WITHHOLD' END,"
                     " 100 + (s.seq * 7919) % 500000, 'CNY', SHA2(s.seq % 20000, 256),"
                     " CONCAT('************', LPAD(s.seq % 10000, 4, '0')), 'ICBC', SHA2(s.seq, 256),"
-                    " CASE WHEN s.seq % 500 = 7 THEN 'PROCESSING' WHEN s.seq % 100 < 8 THEN 'FAILED'"
-                    "  ELSE 'SUCCEEDED' END,"
+                    f" CASE WHEN {open_} THEN 'PROCESSING' WHEN s.seq % 100 < 8 THEN 'FAILED' ELSE 'SUCCEEDED' END,"
                     " ELT(1 + s.seq % 3, 'bank-a', 'bank-b', 'bank-c'),"
-                    " IF(s.seq % 100 < 8 AND s.seq % 500 <> 7, 'INSUFFICIENT_FUNDS', ''),"
-                    " IF(s.seq % 500000 = 7, 1, 0),"
+                    f" IF(s.seq % 100 < 8 AND NOT ({open_}), 'INSUFFICIENT_FUNDS', ''),"
+                    f" IF({review}, 1, 0),"
                     " IF(s.seq % 1000 = 3, '<script>alert(1)</script> repayment', 'loan repayment'),"
                     f" {moment}, {moment},"
-                    f" IF(s.seq % 500 = 7, NULL, {moment} + INTERVAL 300000 MICROSECOND)"
+                    f" IF({open_}, NULL, {moment} + INTERVAL 300000 MICROSECOND)"
                     f" FROM seq_{start + 1}_to_{start + n} s"
                 )
             cur.execute(

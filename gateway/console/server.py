@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -49,6 +50,7 @@ from gateway.errors import DatabaseUnavailable, GatewayError, InvalidInput, NotF
 from gateway.operations import Operations
 from gateway.planner import Planner
 from gateway.ports import AuditLog, FlowStore, PositionStore
+from gateway.store.console_rows import DayPoint
 
 log = logging.getLogger("paygate.console")
 
@@ -93,6 +95,8 @@ class ConsoleDeps:
     relay_enabled: bool = False
     clock: Callable[[], float] = time.time
     signer: SessionSigner = field(init=False)
+    # the overview's trend of the days before yesterday: (expires at, points), see pages._earlier_days
+    trend_cache: dict[tuple[tuple[datetime, datetime], ...], tuple[float, list[DayPoint]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.signer = SessionSigner(
