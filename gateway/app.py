@@ -257,6 +257,7 @@ class Gateway:
                 audit=audit,
                 discrepancies=MySQLDiscrepancies(self.db),
                 resolutions=self.resolutions(),
+                operations=self.operations(),
             ),
             server,
         )
