@@ -7,7 +7,7 @@ import asyncio
 import csv
 import io
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -427,24 +427,13 @@ async def outbox(request: web.Request) -> web.StreamResponse:
 # --- audit log -------------------------------------------------------------------------------
 
 
-def _date(text: str, name: str) -> date | None:
-    if not text:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        from gateway.errors import InvalidInput
-
-        raise InvalidInput(name, "must be a date, YYYY-MM-DD") from None
-
-
 async def audit(request: web.Request) -> web.StreamResponse:
     d = deps(request)
     q = request.query
     values = {k: q.get(k, "").strip() for k in ("operator", "target", "from", "to")}
     v.text(values["target"], "target", max_len=128)
     v.text(values["operator"], "operator", max_len=64)
-    first, last = _date(values["from"], "from"), _date(values["to"], "to")
+    first, last = views.parse_day(values["from"], "from"), views.parse_day(values["to"], "to")
     before = v.page_token(q["before"]) if q.get("before") else 0
     page = d.config.page_size
     entries = await d.audit.entries(

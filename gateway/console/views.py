@@ -94,7 +94,8 @@ def decode_cursor(token: str) -> FlowCursor:
         raise InvalidInput("after", "is not a page cursor of this search") from None
 
 
-def _day(text: str, field_name: str) -> date | None:
+def parse_day(text: str, field_name: str) -> date | None:
+    """A business day typed as YYYY-MM-DD; None when blank; raises InvalidInput naming the field."""
     text = text.strip()
     if not text:
         return None
@@ -139,7 +140,7 @@ def parse_search(params: Mapping[str, str], calendar: BusinessCalendar, *, limit
     low, high = parse_yuan(values["min"], "min"), parse_yuan(values["max"], "max")
     if low is not None and high is not None and low > high:
         raise InvalidInput("min", "must not be above max")
-    first, last = _day(values["from"], "from"), _day(values["to"], "to")
+    first, last = parse_day(values["from"], "from"), parse_day(values["to"], "to")
     if first is not None and last is not None and first > last:
         raise InvalidInput("from", "must not be after to")
     after = decode_cursor(params["after"]) if params.get("after") else None
