@@ -129,6 +129,8 @@ def templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # free text from callers and channels (descriptions, raw messages): card, id and phone numbers masked
+    env.filters["scrub"] = lambda text: scrub(str(text))
     return env
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from channels.statement import StatementFormatError, yuan_to_minor
 from gateway import validation as v
 from gateway.businessday import BusinessCalendar
-from gateway.domain import CURRENCIES, FlowKind, FlowStatus
+from gateway.domain import CURRENCIES, FlowKind, FlowStatus, scrub
 from gateway.errors import InvalidInput
 from gateway.store.console_rows import ChannelOutcomes, FlowCursor, FlowQuery, FlowRecords, OutboxBacklog
 from gateway.store.rows import FlowRow
@@ -380,6 +380,8 @@ def build_timeline(
                 lines,
             )
         )
+    for item in entries:  # raw channel messages, failure texts, reasons: never a whole card or id number
+        item.lines = [scrub(line) for line in item.lines]
     entries.sort(key=lambda e: (e.at, e.order))
     return entries
 

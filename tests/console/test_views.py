@@ -222,3 +222,11 @@ def test_alerts_follow_the_prometheus_rules() -> None:
     assert not any("channel d" in t for t in texts), "two decided attempts say nothing"
     assert len(loud) == 8
     assert {a.severity for a in loud} == {"warning", "critical"}
+
+
+def test_the_timeline_never_shows_a_whole_card_number() -> None:
+    flow = _flow()
+    flow.attempts[0].raw_message = "card 6222021234567890123 is frozen"
+    lines = [line for e in views.build_timeline(flow, FlowRecords(), T, SHANGHAI) for line in e.lines]
+    assert not any("6222021234567890123" in line for line in lines)
+    assert any("0123" in line for line in lines)
