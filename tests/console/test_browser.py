@@ -37,8 +37,9 @@ VIEWER_TOKEN = "viewer-token-0123456789abcdef"
 CHIEF_PASSWORD = "correct horse battery staple"
 CHIEF_TOKEN = "chief-token-0123456789abcdef"
 XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
-# every pending withhold settles only after a minute, and polling gives up within a second: review
-SLOW = Behaviour(settle_after_ms=(60_000, 60_001))
+# every pending withhold settles only after an hour (never during the tests), and polling gives up within a
+# second: review
+SLOW = Behaviour(settle_after_ms=(3_600_000, 3_600_001))
 POLLER = {"interval_s": 0.05, "first_delay_s": 0.1, "schedule": [[0.1, 3]]}
 
 
