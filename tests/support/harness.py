@@ -89,6 +89,7 @@ def gateway_config(
     kafka: Mapping[str, Any] | None = None,
     banks: Mapping[str, Any] | None = None,
     server: Mapping[str, Any] | None = None,
+    console: Mapping[str, Any] | None = None,
     callers: Mapping[str, Any] | None = None,
     operators: Mapping[str, Any] | None = None,
     security: Mapping[str, Any] | None = None,
@@ -124,6 +125,7 @@ def gateway_config(
         logging={"format": "text", "level": "WARNING"},
         kafka=None if kafka is None else {"enabled": True, **kafka},
         **({"banks": dict(banks)} if banks is not None else {}),
+        **({"console": dict(console)} if console is not None else {}),
     )
 
 
