@@ -22,6 +22,7 @@ Where each table is declared (keys, types, bounds, the one default, checks betwe
 ``[callers.*]``, ``[operators.*]``      :class:`gateway.security.principals.CallerTable`,
                                         :class:`~gateway.security.principals.OperatorTable`
 ``[server.tls]``, ``[server.http_tls]``  :class:`gateway.security.tls.TlsConfig`
+``[console]``                           :class:`gateway.console.config.ConsoleConfig`
 ``[database]``                          :class:`gateway.store.db.DatabaseConfig`
 ``[replicas]``                          :class:`gateway.replicas.ReplicasConfig`
 ``[routing]``                           :class:`routing.config.RouterConfig`
@@ -73,6 +74,7 @@ from channels.config import FILE_SUFFIX, TABLE, read
 from channels.config import ConfigError as ConfigError  # re-exported: every layer raises this one
 from channels.config import Secret as Secret
 from gateway.collections import CashierConfig
+from gateway.console.config import ConsoleConfig
 from gateway.outbox.config import RelayConfig
 from gateway.replicas import ReplicasConfig
 from gateway.security.principals import NAME, CallerTable, OperatorTable, check_principals
@@ -291,6 +293,7 @@ class Config:
     banks: BanksConfig = field(default_factory=BanksConfig)
     cashier: CashierConfig = field(default_factory=CashierConfig)
     replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     @property
     def account_hash_key(self) -> Secret:
