@@ -25,6 +25,15 @@ FAILED ``CREDENTIALS_REJECTED`` and safe elsewhere; and since every later
 call would be refused the same way, the gateway counts it, alerts on it and
 stops routing to the channel until a call is accepted again.
 
+Payer-initiated orders (``Operation.COLLECT``, 主动还款): the gateway asks
+the channel for a cashier (:meth:`Channel.create_collect` with a
+:class:`CollectOrder`), hands the :class:`Cashier` to the lending app, and
+the borrower pays there, in the channel's own QR / H5 / in-app cashier. The
+channel's notification or a query tells the result; an unpaid order is
+closed at its expiry through :meth:`Channel.close_order`. Both take an
+:class:`OrderRef` whose ``operation`` is ``COLLECT``. A collect order that
+waits for its payer is PENDING ``AWAITING_PAYMENT``.
+
 Adapters raise nothing for channel-level answers; they return an Outcome.
 Exceptions are reserved for programming errors, bad configuration, and the
 small :class:`ChannelError` tree below for the non-order operations
@@ -44,13 +53,13 @@ from __future__ import annotations
 
 import enum
 import hmac
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # channels.statement imports this module; the protocol only names the type
-    from datetime import date
-
     from channels.statement import StatementFile
 
 
@@ -63,6 +72,39 @@ class Operation(enum.StrEnum):
     AGREEMENT = "agreement"
     BALANCE = "balance"
     STATEMENT = "statement"  # the channel publishes a daily statement: Channel.fetch_statement
+    COLLECT = "collect"  # a payer-initiated order: the borrower pays in the channel's cashier
+
+
+#: The operations whose order moves the payer's money to the merchant. A payment notification names
+#: one of them; some platforms send the same notification for both (an Alipay trade), see
+#: :func:`notice_matches`.
+PAYMENT_OPERATIONS = frozenset({Operation.WITHHOLD, Operation.COLLECT})
+
+
+def notice_matches(reported: Operation, recorded: Operation) -> bool:
+    """Whether a notification reported as ``reported`` may be about an order recorded as ``recorded``.
+
+    The same operation always matches. A payment notification matches either
+    payment operation: an Alipay trade notification does not say whether the
+    trade was a withhold or a cashier payment (the order number says which).
+    """
+    return reported is recorded or (reported in PAYMENT_OPERATIONS and recorded in PAYMENT_OPERATIONS)
+
+
+class CashierKind(enum.StrEnum):
+    """The kind of cashier the lending app opens for the borrower.
+
+    ``QR``: a QR code the borrower scans with the wallet app (Alipay precreate,
+    WeChat Pay Native). ``H5``: a page the app opens in the phone's browser
+    (Alipay WAP pay, WeChat Pay H5). ``IN_APP``: the wallet's payment sheet
+    opened by an SDK inside the lending app (Alipay app pay's order string;
+    WeChat Pay JSAPI's signed parameters for ``wx.requestPayment`` in the
+    app's mini program or official-account page).
+    """
+
+    QR = "qr"
+    H5 = "h5"
+    IN_APP = "in_app"
 
 
 class OutcomeStatus(enum.StrEnum):
@@ -143,6 +185,8 @@ def refused_request(outcome: Outcome) -> Outcome:
 
 # The normalized code of a channel's answer that an order was closed and can never execute.
 ORDER_CLOSED = "ORDER_CLOSED"
+# The normalized code of a collect order the channel has and that waits for its payer (PENDING).
+AWAITING_PAYMENT = "AWAITING_PAYMENT"
 # The normalized code of a channel's refusal of paygate's credentials (signature, key, app or merchant id).
 CREDENTIALS_REJECTED = "CREDENTIALS_REJECTED"
 
@@ -269,6 +313,132 @@ class RefundOrder:
 
 
 @dataclass(frozen=True, slots=True)
+class PayerHints:
+    """What some cashiers need to know about the borrower. Never logged whole.
+
+    ``openid``: the borrower's openid under our WeChat app id (required by
+    WeChat Pay JSAPI). ``client_ip``: the borrower's device IP (required by
+    WeChat Pay H5, ``scene_info.payer_client_ip``). ``return_url``: where an H5
+    cashier sends the borrower when done or quitting (Alipay ``return_url`` /
+    ``quit_url``).
+    """
+
+    openid: str = field(default="", repr=False)
+    client_ip: str = field(default="", repr=False)
+    return_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectOrder:
+    """Open a cashier in which the payer pays ``amount`` (a payer-initiated collection, 主动还款).
+
+    ``channel_order_no`` is unique per attempt and reused on every retry of the
+    create call: channels answer a repeat with the same cashier. ``expires_at``
+    (timezone-aware) is the absolute time after which the channel refuses to
+    take the payment; the gateway closes the order then.
+    """
+
+    channel_order_no: str
+    amount: int
+    currency: str
+    cashier: CashierKind
+    expires_at: datetime
+    description: str = ""
+    notify_url: str = ""
+    payer: PayerHints = PayerHints()
+
+    def __post_init__(self) -> None:
+        if self.expires_at.tzinfo is None:
+            raise ValueError("expires_at must be timezone-aware")
+
+
+@dataclass(frozen=True, slots=True)
+class Cashier:
+    """What the lending app needs to open the channel's cashier, in the channel's own words.
+
+    Exactly one group is set, by ``kind``: ``qr_code`` (QR: the text to render
+    as a QR code, Alipay's ``qr_code`` or WeChat Pay's ``code_url``), ``url``
+    (H5: the page to open in the borrower's mobile browser), ``order_string``
+    (IN_APP on Alipay and the sandbox: the signed order string the wallet's
+    SDK takes) or ``sdk_params`` (IN_APP on WeChat Pay: ``appId``,
+    ``timeStamp``, ``nonceStr``, ``package``, ``signType``, ``paySign`` for
+    ``wx.requestPayment``). Nothing in it is a secret: it goes to the app.
+    """
+
+    kind: CashierKind
+    qr_code: str = ""
+    url: str = ""
+    order_string: str = ""
+    sdk_params: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        present = [name for name in ("qr_code", "url", "order_string") if getattr(self, name)]
+        if self.sdk_params:
+            present.append("sdk_params")
+        if len(present) != 1:
+            raise ValueError(f"a cashier carries exactly one payload, got {present or 'none'}")
+
+    def to_json(self) -> str:
+        """Compact JSON of the set fields (what the gateway stores and hands out again on a replay)."""
+        body: dict[str, Any] = {"kind": self.kind.value}
+        for name in ("qr_code", "url", "order_string"):
+            if getattr(self, name):
+                body[name] = getattr(self, name)
+        if self.sdk_params:
+            body["sdk_params"] = dict(self.sdk_params)
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Cashier:
+        """Raises ValueError for anything :meth:`to_json` did not write."""
+        body = json.loads(text)
+        if not isinstance(body, dict):
+            raise ValueError("a cashier is a JSON object")
+        params = body.get("sdk_params", {})
+        if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+            raise ValueError("sdk_params must map names to strings")
+        return cls(
+            CashierKind(body.get("kind", "")),
+            qr_code=str(body.get("qr_code", "")),
+            url=str(body.get("url", "")),
+            order_string=str(body.get("order_string", "")),
+            sdk_params={str(k): v for k, v in params.items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CollectStarted:
+    """The channel's answer to :meth:`Channel.create_collect`.
+
+    ``outcome`` is PENDING ``AWAITING_PAYMENT`` with a ``cashier`` when the
+    order waits for its payer; FAILED (no cashier) when the channel refused to
+    create it (``safe_elsewhere`` as its error table says); PENDING without a
+    cashier when the answer was lost (retry the create with the same order
+    number: the channel answers a repeat with the same cashier).
+    """
+
+    outcome: Outcome
+    cashier: Cashier | None = None
+
+    def __post_init__(self) -> None:
+        if self.cashier is not None and self.outcome.status is not OutcomeStatus.PENDING:
+            raise ValueError("a cashier comes only with a PENDING outcome (the order waits for its payer)")
+
+
+def awaiting_payment(cashier: Cashier, raw_code: str = "", *, channel_txn_id: str = "") -> CollectStarted:
+    """The answer of a channel that created the order and gave its cashier."""
+    outcome = Outcome(OutcomeStatus.PENDING, AWAITING_PAYMENT, raw_code=raw_code, channel_txn_id=channel_txn_id)
+    return CollectStarted(outcome, cashier)
+
+
+def cashier_not_supported(kind: CashierKind) -> CollectStarted:
+    """FAILED ``CASHIER_NOT_SUPPORTED``: refused before sending, so safe elsewhere."""
+    return CollectStarted(
+        Outcome(OutcomeStatus.FAILED, "CASHIER_NOT_SUPPORTED", raw_message=kind.value, safe_elsewhere=True)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class OrderRef:
     """Identifies an earlier order for a query or a close.
 
@@ -276,6 +446,8 @@ class OrderRef:
     (some channels, like Alipay, find a refund only by both numbers).
     ``bank_code`` is the order's bank code (Alipay queries a transfer by its
     product, which depends on whether it went to a card or an Alipay account).
+    ``expires_at`` is a collect order's expiry (some channels create the order
+    only when the payer opens the cashier, and refuse to after it).
     """
 
     channel_order_no: str
@@ -284,6 +456,7 @@ class OrderRef:
     currency: str
     original_channel_order_no: str = ""
     bank_code: str = ""
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +597,11 @@ class Channel(Protocol):
         """Bank codes served, or None for any bank."""
         ...
 
+    @property
+    def cashier_kinds(self) -> frozenset[CashierKind]:
+        """The cashiers :meth:`create_collect` opens (empty when the channel does not offer ``COLLECT``)."""
+        ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -434,15 +612,31 @@ class Channel(Protocol):
 
     async def refund(self, order: RefundOrder) -> Outcome: ...
 
+    async def create_collect(self, order: CollectOrder) -> CollectStarted:
+        """Create a payer-initiated order and return its cashier (see :class:`CollectStarted`).
+
+        Never raises for channel answers. A kind outside :attr:`cashier_kinds`
+        is FAILED ``CASHIER_NOT_SUPPORTED`` (nothing sent, safe elsewhere).
+        """
+        ...
+
     async def query(self, ref: OrderRef) -> Outcome:
-        """Ask for the result of an earlier order. Unknown order → PENDING, ``not_found=True``."""
+        """Ask for the result of an earlier order. Unknown order → PENDING, ``not_found=True``.
+
+        A collect order still waiting for its payer is PENDING ``AWAITING_PAYMENT``
+        (or whatever the channel's table calls it); paid is SUCCEEDED with the
+        amount the channel says was paid, which the gateway cross-checks.
+        """
         ...
 
     async def close_order(self, ref: OrderRef) -> Outcome:
         """Ask the channel to close an order it never received, so a late copy cannot execute.
 
-        Returns FAILED (code ``ORDER_CLOSED``) when closed, or the order's real
-        outcome when the channel has it after all.
+        Also closes a collect order its payer has not paid (at its expiry, or
+        when the caller asks). Returns FAILED (code ``ORDER_CLOSED``) only when
+        the channel confirmed that the order can never take money, or the
+        order's real outcome when it has one (a collect paid before the close
+        arrived is SUCCEEDED).
         """
         ...
 

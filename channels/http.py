@@ -40,7 +40,15 @@ from typing import IO, Any, Self
 import aiohttp
 from yarl import URL
 
-from channels.contract import Operation, Outcome, OutcomeStatus, pending
+from channels.contract import (
+    CashierKind,
+    CollectStarted,
+    Operation,
+    Outcome,
+    OutcomeStatus,
+    cashier_not_supported,
+    pending,
+)
 from channels.statement import StatementFile, StatementUnavailable
 
 
@@ -329,7 +337,8 @@ class HttpChannel:
 
     An adapter subclasses it with its :class:`ChannelHttp` and what it serves,
     and adds the operations. ``start()``/``stop()`` open and close the session
-    (idempotent); the channel also works as ``async with``.
+    (idempotent); the channel also works as ``async with``. A channel offers
+    ``COLLECT`` only with at least one of ``cashier_kinds``.
     """
 
     def __init__(
@@ -340,12 +349,14 @@ class HttpChannel:
         operations: frozenset[Operation] = frozenset(Operation),
         currencies: frozenset[str] = frozenset({"CNY"}),
         banks: frozenset[str] | None = None,
+        cashier_kinds: frozenset[CashierKind] = frozenset(),
     ) -> None:
         self._channel_id = channel_id
         self._http = http
-        self._operations = operations
+        self._operations = operations if cashier_kinds else operations - {Operation.COLLECT}
         self._currencies = currencies
         self._banks = banks
+        self._cashier_kinds = cashier_kinds if Operation.COLLECT in operations else frozenset()
 
     @property
     def channel_id(self) -> str:
@@ -363,6 +374,10 @@ class HttpChannel:
     def banks(self) -> frozenset[str] | None:
         """Bank codes served; None means any bank."""
         return self._banks
+
+    @property
+    def cashier_kinds(self) -> frozenset[CashierKind]:
+        return self._cashier_kinds
 
     async def start(self) -> None:
         await self._http.start()
@@ -386,3 +401,11 @@ class HttpChannel:
         if currency in self._currencies:
             return None
         return Outcome(OutcomeStatus.FAILED, "CURRENCY_NOT_SUPPORTED", raw_message=currency, safe_elsewhere=True)
+
+    def _unsupported_collect(self, kind: CashierKind, currency: str) -> CollectStarted | None:
+        """The refusal (nothing sent: safe elsewhere) of a cashier or currency not served, or None."""
+        if kind not in self._cashier_kinds:
+            return cashier_not_supported(kind)
+        if (bad := self._unsupported_currency(currency)) is not None:
+            return CollectStarted(bad)
+        return None

@@ -8,7 +8,9 @@ factor; a client without a certificate is refused at the handshake); then
 drives a sample workload through the gRPC API as a lending system would:
 sign and confirm agreements, withholds (successes, payer declines, a busy
 bank that fails over, pending results settled by callback, a timeout after
-the bank debited), a duplicate request, a refund, payouts. It waits for every
+the bank debited), a duplicate request, a refund, payouts, and borrowers who
+repay on their own (主动还款) in a bank's cashier (QR, H5, in-app), the sandbox
+bank playing the borrower over its admin routes. It waits for every
 pending result, reads the banks' ledgers to count double debits, tails the
 Kafka topic with the reference consumer, prints a summary and a per-channel
 success table from the metrics endpoint, and shuts everything down (run from
@@ -274,7 +276,8 @@ class Demo:
                 flows[f"disburse-{i}"] = flow
                 if i < 3:
                     self.print_flow(flow)
-            print("\n== 8. waiting for every unconfirmed result (callbacks and the poll queue)...")
+            await self.collections(stub, md, flows)
+            print("\n== 9. waiting for every unconfirmed result (callbacks and the poll queue)...")
             deadline = time.monotonic() + 40
             while time.monotonic() < deadline:
                 pending = [rid for rid, f in flows.items() if f.status == pb.PROCESSING and not f.needs_review]
@@ -283,9 +286,51 @@ class Demo:
                 for rid in pending:
                     flows[rid] = await stub.GetFlow(pb.GetFlowRequest(request_id=rid), metadata=md)
                 await asyncio.sleep(0.5)
-            for rid in ("repay-pending", "repay-timeout"):
+            for rid in ("repay-pending", "repay-timeout", "self-repay-qr", "self-repay-in_app", "self-repay-h5"):
                 self.print_flow(flows[rid])
             return {"flows": flows, "replayed": replayed}
+
+    async def collections(
+        self, stub: gateway_pb2_grpc.PaymentGatewayAsyncStub, md: Any, flows: dict[str, pb.Flow]
+    ) -> None:
+        """Borrowers repay on their own (主动还款): the gateway hands the app a cashier, the borrower pays there."""
+        print("\n== 8. borrowers repay on their own (主动还款) in a bank's cashier; the bank plays the borrower")
+        kinds = {"qr": pb.CASHIER_QR, "h5": pb.CASHIER_H5, "in_app": pb.CASHIER_IN_APP}
+        opened: dict[str, pb.Flow] = {}
+        for kind, value in kinds.items():
+            request = pb.CreateCollectionRequest(
+                request_id=f"self-repay-{kind}",
+                amount=pb.Money(amount=36_800, currency="CNY"),
+                cashier=value,
+                expires_in_s=600,
+                description="第3期主动还款 / instalment 3",
+            )
+            flow = await stub.CreateCollection(request, metadata=md)
+            opened[kind] = flows[request.request_id] = flow
+            payload = flow.cashier.qr_code or flow.cashier.url or flow.cashier.order_string
+            print(f"  {request.request_id:<17} {flow.channel:<12} cashier {kind:<6} -> {payload[:70]}")
+        again = await stub.CreateCollection(
+            pb.CreateCollectionRequest(
+                request_id="self-repay-qr",
+                amount=pb.Money(amount=36_800, currency="CNY"),
+                cashier=pb.CASHIER_QR,
+                expires_in_s=600,
+                description="第3期主动还款 / instalment 3",
+            ),
+            metadata=md,
+        )
+        print(f"  the app asks again (same request_id) -> the same cashier: {again.cashier == opened['qr'].cashier}")
+        for kind in ("qr", "in_app"):
+            flow = opened[kind]
+            cashier = {"kind": kind, **{k: v for k, v in _cashier_fields(flow.cashier).items() if v}}
+            paid = self.banks[flow.channel].borrower("pay", {"cashier": cashier})
+            print(f"  the borrower pays the {kind} cashier at {flow.channel}: {paid}")
+        h5 = opened["h5"]
+        self.banks[h5.channel].borrower("abandon", {"order_no": h5.attempts[-1].channel_order_no})
+        closed = await stub.CloseCollection(pb.CloseCollectionRequest(flow_no=h5.flow_no), metadata=md)
+        flows["self-repay-h5"] = closed
+        print("  the h5 cashier is left unpaid; the lending app closes it (CloseCollection):")
+        self.print_flow(closed)
 
     @staticmethod
     def print_flow(flow: pb.Flow) -> None:
@@ -294,7 +339,7 @@ class Demo:
         failure = f" failure={flow.failure.code}" if flow.status == pb.FAILED else ""
         amount = f"{flow.amount.amount / 100:,.2f} {flow.amount.currency}"
         print(
-            f"  {flow.request_id:<15} {pb.FlowKind.Name(flow.kind):<8} {amount:>14} {flow.account_masked:<18} "
+            f"  {flow.request_id:<17} {pb.FlowKind.Name(flow.kind):<8} {amount:>14} {flow.account_masked:<18} "
             f"{status:<10}{failure} via {route}"
         )
 
@@ -307,7 +352,7 @@ class Demo:
                 debits[order_no] += int(n)
         doubles = 0
         for flow in flows.values():
-            if flow.kind != pb.WITHHOLD:
+            if flow.kind not in (pb.WITHHOLD, pb.COLLECT):
                 continue
             total = sum(debits.get(a.channel_order_no, 0) for a in flow.attempts)
             doubles += int(total > 1)
@@ -337,6 +382,15 @@ class Demo:
         finally:
             await consumer.stop()
         return seen
+
+
+def _cashier_fields(cashier: pb.Cashier) -> dict[str, Any]:
+    return {
+        "qr_code": cashier.qr_code,
+        "url": cashier.url,
+        "order_string": cashier.order_string,
+        "sdk_params": dict(cashier.sdk_params),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

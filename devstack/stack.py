@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,3 +156,14 @@ class SandboxProcess:
         """The code of the last SMS the bank "sent" to ``phone`` (read as the borrower's phone would)."""
         query = urllib.parse.urlencode({"phone": phone})
         return str(http_json(f"{self.base_url}/_admin/sms?{query}", timeout=5)["sms_code"])
+
+    def borrower(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The borrower at the bank's cashier (``open``, ``pay``, ``abandon``; :func:`channels.simkit.borrower_routes`).
+
+        A refusal (the order closed or expired) comes back as ``{"error": code}``.
+        """
+        try:
+            result: dict[str, Any] = http_json(f"{self.base_url}/_admin/cashier/{action}", body, timeout=5)
+        except urllib.error.HTTPError as refused:
+            result = json.loads(refused.read() or b"{}")
+        return result

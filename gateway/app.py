@@ -48,6 +48,7 @@ from gateway.api.auth import GatewayInterceptor
 from gateway.api.servicer import PaymentGatewayServicer
 from gateway.businessday import BusinessCalendar
 from gateway.callbacks import CallbackHandler
+from gateway.collections import CollectionService, check_preference
 from gateway.config import Config, ConfigError, start_up_errors
 from gateway.domain import new_ulid
 from gateway.flows import FlowService, FlowSettings
@@ -64,6 +65,7 @@ from gateway.security.tls import CertificateWatcher, plaintext_warnings
 from gateway.store.agreements import MySQLAgreementStore
 from gateway.store.audit import MySQLAuditLog
 from gateway.store.channel_states import MySQLChannelStates
+from gateway.store.collections import MySQLCollectionStore
 from gateway.store.db import Database
 from gateway.store.discrepancies import MySQLDiscrepancies
 from gateway.store.flows import MySQLFlowStore
@@ -98,6 +100,7 @@ def build_router(config: Config, registry: ChannelRegistry) -> Router:
             "default_operations": frozenset(channel.operations),
             "default_currencies": frozenset(channel.currencies),
             "default_banks": channel.banks,
+            "default_cashier_kinds": frozenset(channel.cashier_kinds),
         }
     with start_up_errors():
         profiles = parse_channel_profiles(
@@ -119,6 +122,7 @@ class Gateway:
     agreements: AgreementService
     positions: PositionStore
     poller: Poller
+    collections: CollectionService
     replica: ReplicaSync
     relay: Any = None
     grpc_server: grpc.aio.Server | None = None
@@ -195,9 +199,23 @@ class Gateway:
             )
             for c in config.channels
         }
-        poller = Poller(MySQLPollQueue(db), flows, config.poller, schedules, owner=replica_id, scope=replica.scope)
+        with start_up_errors():
+            check_preference(config.cashier, frozenset(registry))
+        collections = CollectionService(flows, MySQLCollectionStore(db, store), config.cashier)
+        poller = Poller(
+            MySQLPollQueue(db),
+            flows,
+            config.poller,
+            schedules,
+            owner=replica_id,
+            scope=replica.scope,
+            collections=collections,
+        )
+        collections.expedite = poller.expedite
         flows.queries = poller  # compensation and failed drives ask for expedited queries
-        return cls(config, db, registry, router, planner, flows, agreements, positions, poller, replica, relay)
+        return cls(
+            config, db, registry, router, planner, flows, agreements, positions, poller, collections, replica, relay
+        )
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -225,6 +243,7 @@ class Gateway:
             self.registry,
             self.flows,
             self.poller.expedite,
+            self.collections,
             max_body=cfg.server.http_max_body_bytes,
             timeout_s=cfg.server.http_request_timeout_s,
         )
@@ -255,7 +274,12 @@ class Gateway:
         )
         gateway_pb2_grpc.add_PaymentGatewayServicer_to_server(
             PaymentGatewayServicer(
-                self.flows, self.agreements, cfg.server.default_wait_ms, cfg.server.max_wait_ms, banks=banks
+                self.flows,
+                self.agreements,
+                cfg.server.default_wait_ms,
+                cfg.server.max_wait_ms,
+                self.collections,
+                banks=banks,
             ),
             server,
         )

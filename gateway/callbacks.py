@@ -33,9 +33,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 
-from channels.contract import CallbackRejected, Channel, HttpReply
+from channels.contract import CallbackRejected, Channel, HttpReply, Operation, notice_matches
 from channels.registry import ChannelRegistry
 from gateway import metrics
+from gateway.collections import CollectionService
 from gateway.flows import FlowService
 from gateway.store.rows import Applied, Source
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # what [server] http_max_body_bytes defaults to
 REQUEST_TIMEOUT_S = 10.0  # ... and http_request_timeout_s
+_OPERATIONS = frozenset(o.value for o in Operation)
 
 
 def _bare(status: int, text: str) -> web.Response:
@@ -78,6 +80,7 @@ class CallbackHandler:
         registry: ChannelRegistry,
         flows: FlowService,
         expedite: Callable[[int, str], Awaitable[object]],
+        collections: CollectionService | None = None,
         *,
         max_body: int = MAX_BODY,
         timeout_s: float = REQUEST_TIMEOUT_S,
@@ -85,6 +88,7 @@ class CallbackHandler:
         self.registry = registry
         self.flows = flows
         self.expedite = expedite
+        self.collections = collections
         self.max_body = max_body
         self.timeout_s = timeout_s
 
@@ -154,7 +158,7 @@ class CallbackHandler:
         mismatch = ""
         if attempt.channel != channel_id:
             mismatch = "order belongs to another channel"
-        elif notice.operation.value != attempt.operation:
+        elif attempt.operation not in _OPERATIONS or not notice_matches(notice.operation, Operation(attempt.operation)):
             mismatch = "operation differs"
         elif notice.amount is not None and notice.amount != attempt.amount:
             mismatch = "amount differs"
@@ -166,9 +170,14 @@ class CallbackHandler:
                 extra={"channel": channel_id, "channel_order_no": attempt.channel_order_no},
             )
             if attempt.channel in self.registry:
+                # at most a query (invariant 7): the channel's answer to it, not this notice, decides;
+                # a success for another amount there sends the flow to review (gateway/poller.py)
                 await self.expedite(attempt.id, attempt.channel)
             return _response(channel.callback_reply(False))
-        applied = await self.flows.apply(attempt.id, notice.outcome, Source.CALLBACK)
+        outcome = notice.outcome
+        if self.collections is not None and attempt.operation == Operation.COLLECT.value:
+            outcome = await self.collections.result_of(attempt, outcome)
+        applied = await self.flows.apply(attempt.id, outcome, Source.CALLBACK)
         if not notice.outcome.definite:
             # a verified notice that does not say how the order ended (a WeChat Pay batch finished): ask now
             await self.expedite(attempt.id, attempt.channel)

@@ -15,6 +15,7 @@ naming the key (``config error at database.pool_min: must be <= database.pool_ma
 Where each table is declared (keys, types, bounds, the one default, checks between keys):
 
 ======================================  ==========================================================
+``[cashier]``                           :class:`gateway.collections.CashierConfig`
 ``[server]``, ``[security]``,           here: :class:`ServerConfig`, :class:`SecurityConfig`,
 ``[poller]``, ``[logging]``,            :class:`PollerConfig`, :class:`LoggingConfig`,
 ``[business]``, ``[banks]``             :class:`BusinessConfig`, :class:`BanksConfig`
@@ -72,6 +73,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator
 from channels.config import FILE_SUFFIX, TABLE, read
 from channels.config import ConfigError as ConfigError  # re-exported: every layer raises this one
 from channels.config import Secret as Secret
+from gateway.collections import CashierConfig
 from gateway.console.config import ConsoleConfig
 from gateway.outbox.config import RelayConfig
 from gateway.replicas import ReplicasConfig
@@ -289,6 +291,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     business: BusinessConfig = field(default_factory=BusinessConfig)
     banks: BanksConfig = field(default_factory=BanksConfig)
+    cashier: CashierConfig = field(default_factory=CashierConfig)
     replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
 

@@ -32,6 +32,18 @@ class FlowKind(enum.StrEnum):
     WITHHOLD = "WITHHOLD"
     PAYOUT = "PAYOUT"
     REFUND = "REFUND"
+    COLLECT = "COLLECT"  # payer-initiated (主动还款): the borrower pays in the channel's cashier
+
+
+#: Flows whose succeeded result took the payer's money: what a refund may refund.
+PAYMENT_KINDS = frozenset({FlowKind.WITHHOLD, FlowKind.COLLECT})
+
+#: The failure codes of a collection closed unpaid, once the channel confirmed the close: at its expiry
+#: (the borrower did not pay: payer-attributable) or early at the caller's request. Neither is the
+#: channel's doing, so neither teaches the router anything about the channel.
+COLLECTION_EXPIRED = "COLLECTION_EXPIRED"
+COLLECTION_CLOSED = "COLLECTION_CLOSED"
+COLLECTION_CLOSE_CODES = frozenset({COLLECTION_EXPIRED, COLLECTION_CLOSED})
 
 
 class FlowStatus(enum.StrEnum):

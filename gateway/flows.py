@@ -53,12 +53,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
-from channels.contract import Operation, OrderRef, Outcome, OutcomeStatus, pending
+from channels.contract import CashierKind, Operation, OrderRef, Outcome, OutcomeStatus, pending
 from channels.registry import ChannelRegistry
 from gateway import background, metrics
-from gateway.domain import AttemptStatus, FlowKind, FlowStatus, account_hash, mask_account
+from gateway.domain import PAYMENT_KINDS, AttemptStatus, FlowKind, FlowStatus, account_hash, mask_account
 from gateway.errors import (
     CardLimitReached,
     FlowClosed,
@@ -79,6 +80,7 @@ from gateway.store.rows import (
     Applied,
     ApplyResult,
     AttemptRow,
+    Creation,
     Existing,
     FlowRow,
     NewAttempt,
@@ -91,6 +93,12 @@ from gateway.validation import PayoutParams, RefundParams, WithholdParams, canon
 log = logging.getLogger(__name__)
 
 _OPEN = frozenset({AttemptStatus.SENDING, AttemptStatus.PENDING})  # attempts without a definite result
+
+# The code of a success the channel reported for another amount than the order's (held PENDING, for review).
+AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
+
+# Records a new flow and its first attempt before any channel call (FlowStore.create, or a kind's own).
+Creator = Callable[[NewFlow, NewAttempt], Awaitable[Creation[FlowRow]]]
 
 OUTCOME_LABEL = {
     OutcomeStatus.SUCCEEDED: "succeeded",
@@ -136,6 +144,8 @@ class RouteQuery:
     bank_code: str
     account_hash: str
     agreement_channels: frozenset[str] | None  # withholds: the channels the payer has an agreement with
+    cashier_kind: CashierKind | None = None  # collections: the cashier the borrower needs
+    preference: tuple[str, ...] = ()  # channels to rank first, in this order (collections: [cashier] preference)
 
 
 @dataclass
@@ -145,6 +155,9 @@ class Route:
     ``query`` None means one fixed channel and no failover (a refund goes
     back through the channel that took the money). Failover stops at
     ``deadline`` (monotonic; the end of the caller's wait budget).
+    ``first_poll_at`` (naive UTC): when an attempt left PENDING by its channel's
+    answer is first queried, when not ``poll_first_delay_s`` later (a collection
+    waits for its payer until its expiry).
     """
 
     operation: Operation
@@ -152,6 +165,12 @@ class Route:
     query: RouteQuery | None = None
     plan: Plan | None = None
     tried: set[str] = field(default_factory=set)
+    first_poll_at: datetime | None = None
+
+    def first_poll_in_s(self) -> float | None:
+        if self.first_poll_at is None:
+            return None
+        return max((self.first_poll_at - utcnow()).total_seconds(), 0.0)
 
     @classmethod
     def routed(cls, query: RouteQuery, wait_s: float) -> Route:
@@ -250,7 +269,10 @@ class FlowService:
     async def refund(
         self, caller: str, request_id: str, params: RefundParams, wait_s: float, *, deadline_s: float | None = None
     ) -> FlowRow:
-        """Refund part or all of a SUCCEEDED withhold through the channel that took it (wait as for withholds)."""
+        """Refund part or all of a SUCCEEDED withhold or collection through the channel that took it.
+
+        Waits as for withholds.
+        """
         budget = self.settings.budget_s(wait_s, deadline_s)
         request_hash = canonical_hash("REFUND", params)
         replay = await self._replay(caller, request_id, request_hash)
@@ -259,8 +281,8 @@ class FlowService:
         original = await self.store.by_flow_no(params.original_flow_no, caller=caller)
         if original is None:
             raise NotFound(f"original_flow_no: no flow {params.original_flow_no}")
-        if original.kind is not FlowKind.WITHHOLD:
-            raise PreconditionFailed("original_flow_no: only withholds can be refunded")
+        if original.kind not in PAYMENT_KINDS:
+            raise PreconditionFailed("original_flow_no: only withholds and collections can be refunded")
         if original.status is not FlowStatus.SUCCEEDED:
             raise PreconditionFailed(f"original_flow_no: the flow is {original.status.value}, not SUCCEEDED")
         if params.currency != original.currency:
@@ -306,14 +328,22 @@ class FlowService:
     # --- applying outcomes (shared by response, poller, callbacks) -------------------
 
     async def apply(
-        self, attempt_id: int, outcome: Outcome, source: Source, *, finish_flow_on_failure: bool = True
+        self,
+        attempt_id: int,
+        outcome: Outcome,
+        source: Source,
+        *,
+        finish_flow_on_failure: bool = True,
+        poll_due_in_s: float | None = None,
     ) -> ApplyResult:
+        """The store's compare-and-set transition; a PENDING attempt is queried ``poll_due_in_s`` later
+        (default ``poll_first_delay_s``). Feeds definite outcomes back to the router."""
         result = await self.store.apply_outcome(
             attempt_id,
             outcome,
             source,
             finish_flow_on_failure=finish_flow_on_failure,
-            poll_due_in_s=self.settings.poll_first_delay_s,
+            poll_due_in_s=self.settings.poll_first_delay_s if poll_due_in_s is None else poll_due_in_s,
         )
         if result.applied is Applied.TRANSITIONED and result.attempt is not None and outcome.definite:
             # delayed feedback included: a pending attempt resolving later still teaches the router
@@ -322,9 +352,20 @@ class FlowService:
             self.on_outbox()
         return result
 
+    async def flag(self, attempt: AttemptRow, detail: str) -> bool:
+        """Send the attempt's flow to review at once (a channel's verified word that cannot be taken as is).
+
+        The flow stays PROCESSING with ``needs_review`` and a FLOW_NEEDS_REVIEW event; its polling stops.
+        """
+        marked = await self.store.mark_needs_review(attempt, detail)
+        if marked:
+            self.on_outbox()
+        return marked
+
     # --- internals -------------------------------------------------------------------
 
-    def _notify_url(self, channel_id: str) -> str:
+    def notify_url(self, channel_id: str) -> str:
+        """Where ``channel_id`` sends its notifications about the orders of this gateway."""
         return f"{self.settings.callback_base}/callbacks/{channel_id}"
 
     async def _replay(self, caller: str, request_id: str, request_hash: str) -> FlowRow | None:
@@ -376,8 +417,9 @@ class FlowService:
         metrics.FLOWS_REPLAYED.labels(kind=existing.kind.value).inc()
         return existing
 
-    async def _route(self, query: RouteQuery, exclude: frozenset[str]) -> Plan:
-        return await self.planner.plan(
+    async def route(self, query: RouteQuery, exclude: frozenset[str] = frozenset()) -> Plan:
+        """The router's plan for ``query`` (the channels in ``query.preference`` first, in that order)."""
+        plan = await self.planner.plan(
             query.operation,
             query.amount,
             query.currency,
@@ -385,9 +427,24 @@ class FlowService:
             account_hash=query.account_hash,
             agreement_channels=query.agreement_channels,
             exclude=exclude,
+            cashier_kind=query.cashier_kind,
         )
+        return plan.preferring(query.preference) if query.preference else plan
 
-    async def _start(self, new: NewFlow, orders: OrderBuilder, route: Route) -> FlowRow:
+    async def start(
+        self, new: NewFlow, orders: OrderBuilder, route: Route, *, create: Creator | None = None
+    ) -> FlowRow:
+        """Record and drive a flow of a kind built beside this module (gateway/collections.py).
+
+        ``create`` records the flow and its first attempt (default: the flow store's ``create``),
+        so a kind with rows of its own writes them in the same commit. The wait ends at
+        ``route.deadline``; once recorded, the flow is always returned (module docstring).
+        """
+        return await self._start(new, orders, route, create=create)
+
+    async def _start(
+        self, new: NewFlow, orders: OrderBuilder, route: Route, *, create: Creator | None = None
+    ) -> FlowRow:
         """Record the flow, then drive it in a task the RPC waits for until ``route.deadline``.
 
         Recording and driving run in one task that the RPC cannot cancel: once
@@ -398,7 +455,10 @@ class FlowService:
         loop = asyncio.get_running_loop()
         created: asyncio.Future[FlowRow] = loop.create_future()
         created.add_done_callback(_consume)  # a caller that has gone never reads it
-        task = loop.create_task(self._create_and_drive(new, orders, route, created), name=f"flow-{new.request_id[:40]}")
+        task = loop.create_task(
+            self._create_and_drive(new, orders, route, created, create or self.store.create),
+            name=f"flow-{new.request_id[:40]}",
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_log_failure)
@@ -416,10 +476,10 @@ class FlowService:
         return driven
 
     async def _create_and_drive(
-        self, new: NewFlow, orders: OrderBuilder, route: Route, created: asyncio.Future[FlowRow]
+        self, new: NewFlow, orders: OrderBuilder, route: Route, created: asyncio.Future[FlowRow], create: Creator
     ) -> FlowRow | None:
         try:
-            flow = await self._create_first(new, route)
+            flow = await self._create_first(new, route, create)
         except BaseException as exc:
             if not created.done():
                 if isinstance(exc, asyncio.CancelledError):
@@ -492,11 +552,11 @@ class FlowService:
                 )
         return queued
 
-    async def _create_first(self, new: NewFlow, route: Route) -> FlowRow:
+    async def _create_first(self, new: NewFlow, route: Route, create: Creator) -> FlowRow:
         plan = route.plan
         if plan is None:
             assert route.query is not None
-            plan = await self._route(route.query, frozenset())
+            plan = await self.route(route.query, frozenset())
         refused: list[tuple[str, str, str]] = []
         for choice in plan.candidates:
             attempt = NewAttempt(
@@ -507,7 +567,7 @@ class FlowService:
                 card_limit=plan.card_limits.get(choice),
             )
             try:
-                creation = await self.store.create(new, attempt)
+                creation = await create(new, attempt)
             except PositionShort:
                 refused.append((choice, "position", "not enough float left (taken by concurrent payouts)"))
                 continue  # another payout took the float since routing looked; try the next
@@ -536,12 +596,18 @@ class FlowService:
         attempt = flow.attempts[-1]
         while True:
             channel = self.registry.get(attempt.channel)
-            call = orders.send(channel, attempt, self._notify_url(attempt.channel))
+            call = orders.send(channel, attempt, self.notify_url(attempt.channel))
             outcome = await self.timed_call(channel.channel_id, orders.operation.value, call, attempt)
             next_attempt: NewAttempt | None = None
             if outcome.status is OutcomeStatus.FAILED and outcome.safe_elsewhere:
                 next_attempt = await self._failover_target(flow, route)
-            result = await self.apply(attempt.id, outcome, Source.RESPONSE, finish_flow_on_failure=next_attempt is None)
+            result = await self.apply(
+                attempt.id,
+                outcome,
+                Source.RESPONSE,
+                finish_flow_on_failure=next_attempt is None,
+                poll_due_in_s=route.first_poll_in_s(),
+            )
             if result.applied is not Applied.TRANSITIONED or next_attempt is None:
                 break
             metrics.FAILOVERS.labels(from_channel=attempt.channel, reason=outcome.code.lower()).inc()
@@ -568,7 +634,7 @@ class FlowService:
         if time.monotonic() >= route.deadline:
             return None
         try:
-            plan = await self._route(route.query, frozenset(route.tried))
+            plan = await self.route(route.query, frozenset(route.tried))
         except Exception:
             log.exception("re-routing for failover failed", extra={"flow_no": flow.flow_no})
             return None
@@ -611,7 +677,7 @@ class FlowService:
                 "channel reported a different amount; holding the attempt for review",
                 extra={"channel": channel_id, "channel_order_no": attempt.channel_order_no},
             )
-            outcome = pending("AMOUNT_MISMATCH", raw_code=outcome.raw_code, raw_message="amount differs from the order")
+            outcome = pending(AMOUNT_MISMATCH, raw_code=outcome.raw_code, raw_message="amount differs from the order")
         if outcome.unmapped:
             metrics.CHANNEL_UNMAPPED_CODES.labels(channel=channel_id).inc()
         self.planner.call_answered(channel_id, outcome)

@@ -219,7 +219,7 @@ OLDEST_PENDING_AGE = Gauge(
 )
 POLLS = Counter(
     "paygate_polls_total",
-    "Channel queries made by the poller, by result (resolved, pending, error, exhausted).",
+    "Channel queries made by the poller, by result (resolved, pending, error, exhausted, review).",
     ["channel", "result"],
     registry=REGISTRY,
 )

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from channels.contract import Operation, Outcome, OutcomeStatus
+from channels.contract import CashierKind, Operation, Outcome, OutcomeStatus
 from gateway import metrics
 from gateway.businessday import BusinessCalendar
 from gateway.credentials import CredentialsGuard
-from gateway.domain import AttemptStatus
+from gateway.domain import COLLECTION_CLOSE_CODES, AttemptStatus
 from gateway.ports import ObservationStore, PositionStore
 from gateway.store.rows import AttemptRow, CardLimit, ChannelStateRow, FinishedAttempt
 from routing.engine import CardUsage, ChannelState, Decision, Observation, Router, RouteRequest
@@ -78,6 +78,24 @@ class Plan:
         body.setdefault("ranked", [{"channel_id": chosen}])
         body.setdefault("rejected", [])
         return body
+
+    def preferring(self, preference: tuple[str, ...]) -> Plan:
+        """The same plan with the candidates named in ``preference`` first, in that order (the rest as ranked)."""
+        rank = {channel: i for i, channel in enumerate(preference)}
+        ordered = sorted(self.candidates, key=lambda c: rank.get(c, len(rank)))
+        if ordered == self.candidates:
+            return self
+        reason = "preference" if ordered[0] != self.candidates[0] else self.reason
+        return Plan(ordered, self.decision, reason, list(self.rejected), dict(self.card_limits))
+
+    def only(self, channel: str) -> Plan:
+        """The plan restricted to ``channel`` (a caller asked for it); no candidate when the filters rejected it."""
+        kept = [c for c in self.candidates if c == channel]
+        rejected = [r for r in self.rejected if r[0] == channel]
+        if not kept and not rejected:
+            rejected = [(channel, "channel", "not a configured channel")]
+        limits = {c: limit for c, limit in self.card_limits.items() if c in kept}
+        return Plan(kept, self.decision, "requested" if kept else self.reason, rejected, limits)
 
     def rejected_tuples(self) -> list[tuple[str, str, str]]:
         return list(self.rejected)
@@ -127,6 +145,7 @@ class Planner:
         account_hash: str,
         agreement_channels: frozenset[str] | None,
         exclude: frozenset[str],
+        cashier_kind: CashierKind | None = None,
     ) -> Plan:
         available = await self.positions.available(currency) if operation is Operation.PAYOUT else None
         usage: dict[str, CardUsage] = {}
@@ -146,6 +165,7 @@ class Planner:
             available_position=available,
             card_usage=usage,
             exclude=exclude,
+            cashier_kind=cashier_kind,
         )
         decision = self.router.decide(request)
         for rejection in decision.rejected:
@@ -177,6 +197,8 @@ class Planner:
             return
         if not self._first_time(attempt.channel_order_no):
             return
+        if outcome.code in COLLECTION_CLOSE_CODES:
+            return  # a collection the borrower did not pay, or the caller closed: not the channel's doing
         # the router wants the time the attempt was sent: a late answer to an attempt sent
         # before an elimination must not count as fresh evidence
         sent = _epoch(attempt.created_at) if attempt.created_at else time.time()
@@ -187,7 +209,13 @@ class Planner:
 
         Oldest send time first; idempotent per channel order number. Returns how many were counted.
         """
-        fresh = [a for a in attempts if a.operation in _OPERATIONS and self._first_time(a.channel_order_no)]
+        fresh = [
+            a
+            for a in attempts
+            if a.operation in _OPERATIONS
+            and self._first_time(a.channel_order_no)
+            and a.code not in COLLECTION_CLOSE_CODES  # as in observe: not the channel's doing
+        ]
         fresh.sort(key=lambda a: a.sent_at or a.finished_at)
         for attempt in fresh:
             if attempt.status is AttemptStatus.SUCCEEDED:

@@ -12,6 +12,12 @@ a log line say so. Never auto-failed.
 Orders the channel says it never received are closed through the channel
 (``close_order``) once they are older than ``not_found_close_after_s``, so a
 late copy cannot execute; only the channel's "closed" answer fails them.
+
+A collection's attempt (operation ``collect``) is first polled at its expiry;
+what a query of it leads to is the collection's own rule
+(:meth:`gateway.collections.CollectionService.at_poll`: wait for the expiry,
+then close it at the channel, FAILED only on the channel's confirmed close).
+A success for another amount than the order's sends the flow to review at once.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from channels.contract import OutcomeStatus
+from channels.contract import Operation, OutcomeStatus
 from gateway import metrics
+from gateway.collections import CollectionService
 from gateway.config import PollerConfig
 from gateway.domain import TERMINAL_ATTEMPT, AttemptStatus
-from gateway.flows import FlowService
+from gateway.flows import AMOUNT_MISMATCH, FlowService
 from gateway.ports import FlowStore, PollQueue
 from gateway.store.rows import Applied, AttemptRow, Claim, RecoveryScope, Source, utcnow
 
@@ -80,9 +87,11 @@ class Poller:
         *,
         owner: str = "",
         sending_grace_s: float = 90.0,
+        collections: CollectionService | None = None,
         scope: RecoveryScope | None = None,
     ) -> None:
         self.queue = queue
+        self.collections = collections
         self.flows = flows
         self.store: FlowStore = flows.store
         self.config = config
@@ -236,8 +245,20 @@ class Poller:
             await self._reschedule(attempt, tries)
             return
         outcome = await self.flows.query(attempt)
-        if outcome.not_found and self._age_s(attempt) >= self.config.not_found_close_after_s:
+        if self.collections is not None and attempt.operation == Operation.COLLECT.value:
+            step = await self.collections.at_poll(attempt, outcome)
+            outcome = step.outcome
+            if step.wait_until is not None and not outcome.definite:
+                # before the collection's expiry there is nothing to do: this query does not use up the schedule
+                await self.queue.reschedule(attempt.id, owner=self.owner, tries=claim.tries, due_at=step.wait_until)
+                return
+        elif outcome.not_found and self._age_s(attempt) >= self.config.not_found_close_after_s:
             outcome = await self.flows.close(attempt)
+        if outcome.code == AMOUNT_MISMATCH:
+            # the channel's verified word that it took another amount: a person decides, now
+            metrics.POLLS.labels(channel=attempt.channel, result="review").inc()
+            await self.flows.flag(attempt, f"channel {attempt.channel} reports another amount than the order's")
+            return
         if outcome.definite:
             result = await self.flows.apply(attempt.id, outcome, Source.POLL)
             metrics.POLLS.labels(channel=attempt.channel, result="resolved").inc()

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from channels.contract import Operation, Outcome
+from channels.contract import CashierKind, Operation, Outcome
 from gateway.domain import AgreementStatus, FlowStatus
 from gateway.store.rows import (
     AgreementRow,
@@ -37,11 +37,13 @@ from gateway.store.rows import (
     AuditRow,
     ChannelStateRow,
     Claim,
+    CollectionRow,
     Creation,
     DiscrepancyRow,
     FinishedAttempt,
     FlowRow,
     NewAttempt,
+    NewCollection,
     NewFlow,
     OpenAttempts,
     PositionRow,
@@ -127,6 +129,26 @@ class FlowStore(Protocol):
     async def review_count(self) -> int: ...
 
     async def open_attempts(self) -> OpenAttempts: ...
+
+
+class CollectionStore(Protocol):
+    """The cashier side of COLLECT flows (gateway/store/collections.py); their statuses stay the FlowStore's."""
+
+    async def create(self, new: NewFlow, attempt: NewAttempt, collection: NewCollection) -> Creation[FlowRow]:
+        """The flow, its first attempt (SENDING) and its collection row in one commit; ``Existing`` on a replay."""
+        ...
+
+    async def by_flow(self, flow_id: int) -> CollectionRow | None: ...
+
+    async def by_attempt(self, attempt_id: int) -> CollectionRow | None: ...
+
+    async def record_cashier(self, flow_id: int, channel: str, cashier: str) -> bool:
+        """Keep the channel's cashier unless one is kept already (the first one is what the caller got)."""
+        ...
+
+    async def request_close(self, flow_id: int, reason: str) -> bool:
+        """Note once that a close was asked for (``CALLER`` / ``EXPIRED``); True when this call noted it."""
+        ...
 
 
 class AgreementStore(Protocol):
@@ -356,8 +378,9 @@ class RoutePlanner(Protocol):
         account_hash: str,
         agreement_channels: frozenset[str] | None,
         exclude: frozenset[str],
+        cashier_kind: CashierKind | None = None,
     ) -> Plan:
-        """The channels to try, best first, with none of ``exclude``."""
+        """The channels to try, best first, with none of ``exclude`` (collections: offering ``cashier_kind``)."""
         ...
 
     def chosen(self, channel: str, operation: Operation, plan: Plan | None, *, failover: bool) -> None: ...

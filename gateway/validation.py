@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import re
 from collections.abc import Iterable
@@ -35,6 +36,8 @@ SMS_CODE = re.compile(r"[0-9]{4,8}")
 ID_NO = re.compile(r"[0-9]{17}[0-9X]")
 CHANNEL_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 PAGE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,32}")  # unpadded urlsafe base64 of a row id
+OPENID = re.compile(r"[A-Za-z0-9_-]{6,128}")  # a WeChat openid
+RETURN_URL = re.compile(r"https?://[!-~]{1,500}")  # printable ASCII, no blanks
 # C0/C1 controls, line and paragraph separators, and the bidi overrides that
 # can make a log line or an operator screen read differently from its bytes.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -156,6 +159,25 @@ def card_no(value: str, field: str = "account_no") -> str:
     value = pattern(value, field, CARD_NO, "12-19 digits")
     if not luhn_valid(value) and len(value) in (16, 19) and value.startswith(("4", "5", "62")):
         raise InvalidInput(field, "fails the card number check digit")
+    return value
+
+
+def client_ip(value: str, field: str = "payer.client_ip") -> str:
+    """An IPv4 or IPv6 address ('' when not given); never echoed (it is the borrower's)."""
+    if not value:
+        return value
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise InvalidInput(field, "must be an IPv4 or IPv6 address") from None
+
+
+def expiry_s(value: int, default: int, minimum: int, maximum: int, field: str = "expires_in_s") -> int:
+    """A collection's life in seconds: 0 means ``default``; otherwise within [``minimum``, ``maximum``]."""
+    if value == 0:
+        return default
+    if not minimum <= value <= maximum:
+        raise InvalidInput(field, f"must be between {minimum} and {maximum} seconds (0: {default})")
     return value
 
 

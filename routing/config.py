@@ -25,7 +25,7 @@ from typing import Annotated, Any
 from pydantic import Field, PlainValidator
 
 from channels.config import TABLE, ConfigError, Currencies, Names, Operations, join, read
-from channels.contract import Operation
+from channels.contract import CashierKind, Operation
 
 MINUTES_PER_DAY = 1440
 MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
@@ -160,12 +160,14 @@ class ChannelProfile:
     ``banks`` None means any bank. ``max_amount`` None means no upper limit.
     ``bank_limits`` maps a bank code to its own (min, max) per transaction, on top
     of the channel-wide limits. ``cost_weight`` None uses the router default.
+    ``cashier_kinds`` are the cashiers the channel opens for COLLECT (the adapter's).
     """
 
     channel_id: str
     operations: frozenset[Operation]
     currencies: frozenset[str]
     banks: frozenset[str] | None = None
+    cashier_kinds: frozenset[CashierKind] = frozenset()
     min_amount: int = 1
     max_amount: int | None = None
     bank_limits: Mapping[str, tuple[int, int]] = field(default_factory=dict)
@@ -378,6 +380,7 @@ def parse_channel_routing(
     default_operations: frozenset[Operation] | None = None,
     default_currencies: frozenset[str] | None = None,
     default_banks: frozenset[str] | None = None,
+    default_cashier_kinds: frozenset[CashierKind] = frozenset(),
 ) -> ChannelProfile:
     """Read one channel's routing table (:class:`ChannelRouting`) into a :class:`ChannelProfile`.
 
@@ -385,7 +388,8 @@ def parse_channel_routing(
     errors name keys under it. The channel id is ``channel_id`` when given, else
     ``raw["id"]``; it must be one of ``known_channel_ids``. ``operations``,
     ``currencies`` and ``banks`` default to the adapter's capabilities passed in
-    ``default_*``. Unknown keys are errors (typos must not pass silently).
+    ``default_*``; the cashiers are the adapter's (``default_cashier_kinds``).
+    Unknown keys are errors (typos must not pass silently).
     Raises :class:`~channels.config.ConfigError`.
     """
     table = read(ChannelRouting, raw, key)
@@ -425,6 +429,7 @@ def parse_channel_routing(
         operations=operations,
         currencies=currencies,
         banks=banks,
+        cashier_kinds=default_cashier_kinds if Operation.COLLECT in operations else frozenset(),
         **{name: value for name, value in given.items() if value is not None},
     )
 

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.contract import Operation, Outcome, OutcomeStatus
+from channels.contract import CashierKind, Operation, Outcome, OutcomeStatus
 from routing.config import (
     MINUTES_PER_WEEK,
     ChannelProfile,
@@ -97,7 +97,8 @@ class RouteRequest:
     channel is filtered). ``available_position``: channel -> available float in
     minor units; required for PAYOUT (None or a missing channel filters it).
     ``card_usage``: channel -> today's usage of this card. ``exclude``: channels
-    already tried in this flow.
+    already tried in this flow. ``cashier_kind``: required for COLLECT, the
+    cashier the channel must offer.
     """
 
     operation: Operation
@@ -109,6 +110,7 @@ class RouteRequest:
     available_position: Mapping[str, int] | None = None
     card_usage: Mapping[str, CardUsage] = field(default_factory=dict)
     exclude: frozenset[str] = frozenset()
+    cashier_kind: CashierKind | None = None  # COLLECT: the cashier the borrower needs
 
 
 @dataclass(slots=True)  # not frozen: built 20 times per decision, and frozen construction is slow
@@ -509,6 +511,9 @@ class Router:
             return Rejection(channel_id, "state", channel.state.value)
         if request.operation not in profile.operations:
             return Rejection(channel_id, "operation", f"does not support {request.operation.value}")
+        if request.operation is Operation.COLLECT and request.cashier_kind not in profile.cashier_kinds:
+            kind = request.cashier_kind.value if request.cashier_kind else "none"
+            return Rejection(channel_id, "cashier", f"does not offer the {kind} cashier")
         if request.currency not in profile.currencies:
             return Rejection(channel_id, "currency", f"does not support {request.currency}")
         if profile.banks is not None and request.bank_code not in profile.banks:

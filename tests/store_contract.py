@@ -27,6 +27,7 @@ from gateway.store.rows import (
     Existing,
     FlowRow,
     NewAttempt,
+    NewCollection,
     NewFlow,
     RecoveryScope,
     Source,
@@ -53,6 +54,7 @@ class Stores:
     channel_states: ports.ChannelStateStore
     flows_of: Callable[[str], ports.FlowStore]  # the flow store of a replica run (stamps its incarnation)
     silence: Callable[[str, float], Awaitable[None]]  # the run's last heartbeat was that many seconds ago
+    collections: ports.CollectionStore
 
 
 def new_flow(request_id: str, amount: int = 1_000, *, kind: FlowKind = FlowKind.WITHHOLD) -> NewFlow:
@@ -211,6 +213,58 @@ class StoreContract:
         assert stored is not None and stored.status is FlowStatus.SUCCEEDED
         assert stored.attempts[0].status is AttemptStatus.SUCCEEDED and stored.channel_txn_id == "T1"
         assert await events(stores, flow.id) == ["FLOW_RESULT", "DISCREPANCY"]
+
+    async def test_a_second_success_under_another_transaction_is_a_discrepancy(self, stores: Stores) -> None:
+        flow = await created(stores, new_flow("r-1"))
+        attempt_id = flow.attempts[0].id
+        await stores.flows.apply_outcome(attempt_id, OK, Source.CALLBACK)
+        assert (await stores.flows.apply_outcome(attempt_id, OK, Source.CALLBACK)).applied is Applied.NOOP
+        nameless = Outcome(OutcomeStatus.SUCCEEDED, "OK", raw_code="00")  # no transaction named: a replay
+        assert (await stores.flows.apply_outcome(attempt_id, nameless, Source.POLL)).applied is Applied.NOOP
+        again = Outcome(OutcomeStatus.SUCCEEDED, "OK", raw_code="00", channel_txn_id="T2")
+        assert (await stores.flows.apply_outcome(attempt_id, again, Source.CALLBACK)).applied is Applied.DISCREPANCY
+        stored = await stores.flows.by_id(flow.id)
+        assert stored is not None and stored.status is FlowStatus.SUCCEEDED and stored.channel_txn_id == "T1"
+        assert await events(stores, flow.id) == ["FLOW_RESULT", "DISCREPANCY"]
+
+    # --- collections --------------------------------------------------------------------
+
+    async def test_a_collection_is_recorded_with_its_flow_once(self, stores: Stores) -> None:
+        expires_at = utcnow().replace(microsecond=0) + timedelta(minutes=15)
+        attempt = NewAttempt("ali", "collect", {"reason": "test"})
+        creation = await stores.collections.create(
+            new_flow("c-1", kind=FlowKind.COLLECT), attempt, NewCollection("qr", expires_at)
+        )
+        assert isinstance(creation, Created) and creation.row.kind is FlowKind.COLLECT
+        [first_attempt] = creation.row.attempts
+        assert first_attempt.status is AttemptStatus.SENDING and first_attempt.operation == "collect"
+        row = await stores.collections.by_flow(creation.row.id)
+        assert row is not None and (row.cashier_kind, row.expires_at, row.cashier) == ("qr", expires_at, "")
+        assert row.close_requested_at is None
+        assert await stores.collections.by_attempt(first_attempt.id) == row
+        again = await stores.collections.create(
+            new_flow("c-1", 5, kind=FlowKind.COLLECT), attempt, NewCollection("h5", expires_at)
+        )
+        assert isinstance(again, Existing) and again.row.id == creation.row.id
+        assert await stores.collections.by_flow(creation.row.id) == row  # nothing written by the replay
+        assert await stores.collections.by_attempt(10**9) is None
+
+    async def test_a_cashier_is_kept_once_and_a_close_is_asked_once(self, stores: Stores) -> None:
+        expires_at = utcnow().replace(microsecond=0) + timedelta(minutes=15)
+        creation = await stores.collections.create(
+            new_flow("c-2", kind=FlowKind.COLLECT), NewAttempt("ali", "collect"), NewCollection("in_app", expires_at)
+        )
+        flow_id = creation.row.id
+        assert await stores.collections.record_cashier(flow_id, "ali", '{"kind":"in_app","order_string":"a=1"}')
+        assert not await stores.collections.record_cashier(flow_id, "wx", '{"kind":"in_app","order_string":"b=2"}')
+        assert await stores.collections.request_close(flow_id, "CALLER")
+        assert not await stores.collections.request_close(flow_id, "EXPIRED")
+        row = await stores.collections.by_flow(flow_id)
+        assert row is not None and (row.cashier, row.cashier_channel) == (
+            '{"kind":"in_app","order_string":"a=1"}',
+            "ali",
+        )
+        assert row.close_reason == "CALLER" and row.close_requested_at is not None
 
     async def test_an_unknown_attempt_is_unknown(self, stores: Stores) -> None:
         assert (await stores.flows.apply_outcome(987_654, OK, Source.CALLBACK)).applied is Applied.UNKNOWN

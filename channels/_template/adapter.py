@@ -27,6 +27,8 @@ from channels.contract import (
     Balance,
     CallbackNotice,
     CallbackRejected,
+    CollectOrder,
+    CollectStarted,
     HttpReply,
     Operation,
     OrderRef,
@@ -36,6 +38,7 @@ from channels.contract import (
     SignRequest,
     SignStarted,
     WithholdOrder,
+    cashier_not_supported,
     pending,
 )
 from channels.http import ChannelHttp, HttpChannel, Lost, Response, StatementDownload, Unsent
@@ -80,6 +83,10 @@ class TemplateChannel(HttpChannel):
 
     async def refund(self, order: RefundOrder) -> Outcome:
         return pending("NOT_IMPLEMENTED")
+
+    async def create_collect(self, order: CollectOrder) -> CollectStarted:
+        # To offer COLLECT, pass cashier_kinds to HttpChannel and return awaiting_payment(Cashier(...)).
+        return self._unsupported_collect(order.cashier, order.currency) or cashier_not_supported(order.cashier)
 
     async def query(self, ref: OrderRef) -> Outcome:
         return pending("NOT_IMPLEMENTED")

@@ -16,8 +16,13 @@ query          ``alipay.trade.query`` / ``alipay.fund.trans.common.query``
                (by ``out_biz_no``, with the transfer's ``product_code`` and
                ``biz_scene``, which the API requires then) /
                ``alipay.trade.fastpay.refund.query``
-close_order    ``alipay.trade.close`` (withhold); transfers and refunds cannot
-               be closed, so their real state is queried instead
+collect        QR ``alipay.trade.precreate`` (its ``qr_code``); H5
+               ``alipay.trade.wap.pay`` and in-app ``alipay.trade.app.pay``,
+               signed here and handed to the payer as an order string (the H5
+               one as ``gateway_url?<order string>``), never sent by us;
+               ``time_expire`` is the order's expiry
+close_order    ``alipay.trade.close`` (withhold, collect); transfers and refunds
+               cannot be closed, so their real state is queried instead
 agreements     ``alipay.user.agreement.page.sign`` adapted to sign/confirm:
                sign starts the signing, ``alipay.user.agreement.sign.confirm``
                (our adaptation, see docs/ADDING_A_CHANNEL.md) completes it with
@@ -29,6 +34,16 @@ statement      ``alipay.data.dataservice.bill.downloadurl.query`` (``bill_type``
                zip is streamed to disk (:mod:`channels.alipay.statement`);
                payouts are not on that bill
 =============  ==============================================================
+
+Alipay creates a cashier's trade only when the payer opens it (scans the
+QR code, opens the page or the app), and after ``time_expire`` refuses to
+("如果您在这个时间之后去支付就会报错:订单参数异常"). So a collect order the
+payer never opened is ``ACQ.TRADE_NOT_EXIST`` to a query and to a close;
+before the expiry that says nothing (the payer may still open it), but once
+``time_expire`` plus ``trade_expiry_grace_s`` (for Alipay's clock, which is
+the one that counts) has passed, such a trade can never exist: the close of
+it is FAILED ``ORDER_CLOSED``. A trade the payer opened and did not pay,
+Alipay closes at ``time_expire`` by itself (``TRADE_CLOSED``).
 
 A bank-card payout names the bank by its institution name
 (``bankcard_ext_info.inst_name``): :data:`channels.alipay.wire.INSTITUTION_NAMES`
@@ -53,7 +68,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -64,12 +79,18 @@ from channels import settings as setting
 from channels.alipay import statement, wire
 from channels.config import TABLE, ConfigError, Seconds, Secret
 from channels.contract import (
+    ORDER_CLOSED,
+    PAYMENT_OPERATIONS,
     AgreementConfirmed,
     Balance,
     CallbackNotice,
     CallbackRejected,
+    Cashier,
+    CashierKind,
     ChannelRejected,
     ChannelUnavailable,
+    CollectOrder,
+    CollectStarted,
     HttpReply,
     Operation,
     OrderRef,
@@ -80,6 +101,7 @@ from channels.contract import (
     SignRequest,
     SignStarted,
     WithholdOrder,
+    awaiting_payment,
     pending,
     refused_request,
     succeeded,
@@ -126,6 +148,9 @@ class AlipayTable:
     alipay_user_id: str = ""
     # bank code -> the institution's name Alipay expects in bankcard_ext_info.inst_name, over the built-in table
     institution_names: Mapping[str, str] = field(default_factory=dict)
+    # how long after a collect order's time_expire an order the payer never opened counts as closed
+    # (Alipay's clock is the one that counts)
+    trade_expiry_grace_s: Seconds = 60.0
 
     def check_config(self, key: str) -> None:
         setting.check_timeouts(key, self.connect_timeout_s, self.timeout_s)
@@ -150,6 +175,7 @@ class AlipaySettings:
     alipay_user_id: str
     statement_timeout: float
     institution_names: Mapping[str, str] = field(default_factory=lambda: dict(wire.INSTITUTION_NAMES))
+    trade_expiry_grace_s: float = 60.0
 
 
 class AlipayChannel(HttpChannel):
@@ -157,7 +183,7 @@ class AlipayChannel(HttpChannel):
 
     def __init__(self, channel_id: str, settings: AlipaySettings) -> None:
         http = ChannelHttp(connect_timeout_s=settings.connect_timeout, timeout_s=settings.timeout)
-        super().__init__(channel_id, http, currencies=frozenset({CURRENCY}))
+        super().__init__(channel_id, http, currencies=frozenset({CURRENCY}), cashier_kinds=frozenset(CashierKind))
         self._settings = settings
         # refund number -> original out_trade_no: Alipay's refund query needs both, OrderRef has one.
         self._refund_origins: OrderedDict[str, str] = OrderedDict()
@@ -259,6 +285,38 @@ class AlipayChannel(HttpChannel):
             amount=_fen_or_none(body.get("total_amount")),
         )
 
+    async def create_collect(self, order: CollectOrder) -> CollectStarted:
+        if (refused := self._unsupported_collect(order.cashier, order.currency)) is not None:
+            return refused
+        biz: dict[str, Any] = {
+            "out_trade_no": order.channel_order_no,
+            "total_amount": wire.fen_to_yuan(order.amount),
+            "subject": order.description or "repayment",
+            "time_expire": wire.china_time(order.expires_at),
+        }
+        notify_url = self._notify_url(order.notify_url)
+        if order.cashier is CashierKind.QR:
+            biz["product_code"] = wire.PRECREATE_PRODUCT
+            body = await self._success_call("alipay.trade.precreate", biz, notify_url=notify_url)
+            if isinstance(body, Outcome):
+                return CollectStarted(body)
+            qr_code = str(body.get("qr_code") or "")
+            if not qr_code:
+                return CollectStarted(pending("BAD_RESPONSE", wire.SUCCESS_CODE, "precreate answered without qr_code"))
+            return awaiting_payment(Cashier(CashierKind.QR, qr_code=qr_code), wire.SUCCESS_CODE)
+        if order.cashier is CashierKind.H5:
+            biz["product_code"] = wire.WAP_PRODUCT
+            if order.payer.return_url:
+                biz["quit_url"] = order.payer.return_url
+            params = wire.common_params(self._settings.app_id, "alipay.trade.wap.pay", biz, notify_url=notify_url)
+            params["return_url"] = order.payer.return_url
+            url = f"{self._settings.gateway_url}?{wire.order_string(params, self._settings.private_key)}"
+            return awaiting_payment(Cashier(CashierKind.H5, url=url))
+        biz["product_code"] = wire.APP_PRODUCT
+        params = wire.common_params(self._settings.app_id, "alipay.trade.app.pay", biz, notify_url=notify_url)
+        signed = wire.order_string(params, self._settings.private_key)
+        return awaiting_payment(Cashier(CashierKind.IN_APP, order_string=signed))
+
     async def payout(self, order: PayoutOrder) -> Outcome:
         if (bad := self._unsupported_currency(order.currency)) is not None:
             return bad
@@ -315,7 +373,7 @@ class AlipayChannel(HttpChannel):
         return succeeded(wire.SUCCESS_CODE, channel_txn_id=str(body.get("trade_no", "")), amount=order.amount)
 
     async def query(self, ref: OrderRef) -> Outcome:
-        if ref.operation is Operation.WITHHOLD:
+        if ref.operation in PAYMENT_OPERATIONS:
             body = await self._success_call("alipay.trade.query", {"out_trade_no": ref.channel_order_no})
             if isinstance(body, Outcome):
                 return refused_request(body)
@@ -355,11 +413,20 @@ class AlipayChannel(HttpChannel):
         return wire.REFUND_STATUS.outcome(status, amount=_fen_or_none(body.get("refund_amount")))
 
     async def close_order(self, ref: OrderRef) -> Outcome:
-        if ref.operation is not Operation.WITHHOLD:
+        if ref.operation not in PAYMENT_OPERATIONS:
             return await self.query(ref)
         body = await self._order_call("alipay.trade.close", {"out_trade_no": ref.channel_order_no})
         if isinstance(body, Outcome):
             return refused_request(body)
+        if ref.operation is Operation.COLLECT and wire.raw_code(body) == "ACQ.TRADE_NOT_EXIST" and self._past(ref):
+            # never opened, and Alipay refuses to create the trade after time_expire: it can never take money
+            return Outcome(
+                OutcomeStatus.FAILED,
+                ORDER_CLOSED,
+                raw_code="ACQ.TRADE_NOT_EXIST",
+                raw_message="never opened, past time_expire",
+                safe_elsewhere=True,
+            )
         if body.get("code") == wire.SUCCESS_CODE:
             # Closed before it was ever paid: nothing was charged, and nothing can be any more.
             return Outcome(
@@ -373,6 +440,12 @@ class AlipayChannel(HttpChannel):
             # Already paid or already closed: report what it really is.
             return await self.query(ref)
         return self._failure(body)
+
+    def _past(self, ref: OrderRef) -> bool:
+        """Whether a collect order's ``time_expire`` has passed on Alipay's clock too (with the grace)."""
+        if ref.expires_at is None:
+            return False
+        return datetime.now(UTC) >= ref.expires_at + timedelta(seconds=self._settings.trade_expiry_grace_s)
 
     def _transfer_outcome(self, body: Mapping[str, Any], *, amount: int | None) -> Outcome:
         status = str(body.get("status", ""))
@@ -612,5 +685,6 @@ def build(spec: ChannelSpec) -> AlipayChannel:
             **wire.INSTITUTION_NAMES,
             **{c.upper(): v.strip() for c, v in table.institution_names.items()},
         },
+        trade_expiry_grace_s=table.trade_expiry_grace_s,
     )
     return AlipayChannel(spec.channel_id, settings)

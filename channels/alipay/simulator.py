@@ -24,6 +24,19 @@ Like the platform, and unlike a simulator sharing our mistakes:
   signature that does not verify, wrong sign type) come back unsigned, the
   shape python-alipay-sdk documents for ``isv.invalid-app-id``.
 
+Cashiers, as the platform keeps them: ``alipay.trade.precreate`` answers a
+``qr_code`` (``https://qr.alipay.com/bax...``) and creates the trade only
+when the payer scans it; ``alipay.trade.wap.pay`` / ``alipay.trade.app.pay``
+are never sent by the merchant: the payer's browser (a GET of
+``gateway.do?<order string>``) or the Alipay app brings the signed order
+string, the simulator verifies the merchant's signature and ``app_id``, and
+creates the trade then. Until a trade exists, a query or a close answers
+``ACQ.TRADE_NOT_EXIST``; a payment after ``time_expire`` is refused; an
+opened trade not paid by ``time_expire`` is ``TRADE_CLOSED``; closing a paid
+trade is ``ACQ.TRADE_STATUS_ERROR``; each payment sends a
+``trade_status_sync`` notify (``TRADE_SUCCESS``, its own ``trade_no``).
+Tests play the payer through :class:`channels.simkit.Borrower`.
+
 Deviations from production, all on purpose:
 
 * ``alipay.user.agreement.page.sign`` answers JSON instead of a page, and
@@ -34,7 +47,9 @@ Deviations from production, all on purpose:
 * an outage answers ``isv.app-call-limited`` (refused before processing);
 * the trade bill of any day that began can be downloaded (the current day's
   is the bill "so far"), not only from 10:00 the next day; a day with no
-  trades has an empty bill rather than ``isp.bill_not_exist``.
+  trades has an empty bill rather than ``isp.bill_not_exist``;
+* the cashier page of ``alipay.trade.wap.pay`` is a small HTML page, and the
+  payer "pays" through the borrower admin routes or the Python API.
 
 Bills: ``alipay.data.dataservice.bill.downloadurl.query`` (``bill_type``
 ``trade``) answers a ``bill_download_url`` on this server
@@ -48,9 +63,11 @@ hands the adapter the merchant private key and the simulator's public key.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -62,6 +79,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from yarl import URL
 
 from channels.alipay import statement, wire
+from channels.contract import Cashier, CashierKind
 from channels.simkit import (
     Answer,
     Behaviour,
@@ -69,7 +87,12 @@ from channels.simkit import (
     Entry,
     EntryKind,
     EntryStatus,
+    Fate,
     Ledger,
+    OrderClosed,
+    OrderNoConflict,
+    Payment,
+    PaymentRefused,
     SimulatorBase,
     adapter_timeouts,
     body_ack,
@@ -158,7 +181,7 @@ class AlipaySimulator(SimulatorBase):
         )
         self.app_id = app_id
         self.alipay_user_id = alipay_user_id
-        self.statements.covers = frozenset({EntryKind.WITHHOLD, EntryKind.REFUND})
+        self.statements.covers = frozenset({EntryKind.WITHHOLD, EntryKind.COLLECT, EntryKind.REFUND})
         self.statements.lists_failures = False
         self.require_agreement = require_agreement
         self.merchant_key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
@@ -166,6 +189,7 @@ class AlipaySimulator(SimulatorBase):
         self._signings: dict[str, _Signing] = {}
         self.agreements: dict[str, str] = {}  # agreement_no -> payer account
         self._transfer_products: dict[str, str] = {}  # out_biz_no -> product_code
+        self._qr_codes: dict[str, str] = {}  # qr_code -> out_trade_no (precreate)
 
     # --- SimulatorHandle ---------------------------------------------------------
 
@@ -177,6 +201,7 @@ class AlipaySimulator(SimulatorBase):
             "alipay_public_key": _pem_public(self.alipay_key.public_key()),
             "gateway_url": f"{self.base_url}/gateway.do",
             "notify_url": self.notify_url,
+            "trade_expiry_grace_s": 0.5,  # one clock here: no skew to allow for
             **adapter_timeouts(self._behaviour),
         }
 
@@ -190,6 +215,8 @@ class AlipaySimulator(SimulatorBase):
         if request.method == "POST":
             params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
         method = params.get("method", "")
+        if method in _CASHIER_METHODS:
+            return self._cashier_page(params)
         try:
             biz = self._verified_biz(params)
             if self._behaviour.in_outage():
@@ -237,6 +264,7 @@ class AlipaySimulator(SimulatorBase):
     ) -> dict[str, Any] | tuple[Answer, dict[str, Any]]:
         handlers: dict[str, Callable[[], dict[str, Any] | tuple[Answer, dict[str, Any]]]] = {
             "alipay.trade.pay": lambda: self._trade_pay(biz, notify_url),
+            "alipay.trade.precreate": lambda: self._precreate(biz, notify_url),
             "alipay.trade.query": lambda: self._trade_query(biz),
             "alipay.trade.close": lambda: self._trade_close(biz),
             "alipay.trade.refund": lambda: self._trade_refund(biz, notify_url),
@@ -288,6 +316,8 @@ class AlipaySimulator(SimulatorBase):
 
     def _trade_query(self, biz: Mapping[str, Any]) -> dict[str, Any]:
         out_trade_no = _text(biz, "out_trade_no")
+        if self.cashiers.knows(out_trade_no):
+            return self._collect_query(out_trade_no)
         entry = self._ledger.get(out_trade_no)
         if entry is None or entry.kind is not EntryKind.WITHHOLD:
             if self._ledger.is_closed(out_trade_no):
@@ -302,6 +332,8 @@ class AlipaySimulator(SimulatorBase):
 
     def _trade_close(self, biz: Mapping[str, Any]) -> dict[str, Any]:
         out_trade_no = _text(biz, "out_trade_no")
+        if self.cashiers.knows(out_trade_no):
+            return self._collect_close(out_trade_no)
         entry = self._ledger.get(out_trade_no)
         if entry is not None and (entry.kind is not EntryKind.WITHHOLD or entry.final):
             raise _Reject("40004", "ACQ.TRADE_STATUS_ERROR")
@@ -313,7 +345,7 @@ class AlipaySimulator(SimulatorBase):
         refund_no = _text(biz, "out_request_no")
         amount = _amount(biz, "refund_amount")
         original = self._ledger.get(original_no)
-        if original is None or original.kind is not EntryKind.WITHHOLD:
+        if original is None or original.kind not in _TRADES:
             raise _Reject("40004", "ACQ.TRADE_NOT_EXIST")
         if original.status is not EntryStatus.SUCCEEDED:
             raise _Reject("40004", "ACQ.TRADE_STATUS_ERROR")
@@ -349,6 +381,144 @@ class AlipaySimulator(SimulatorBase):
             refund_status="REFUND_SUCCESS",
             refund_amount=wire.fen_to_yuan(entry.amount),
         )
+
+    # --- cashiers (collect orders) --------------------------------------------------
+
+    def _precreate(self, biz: Mapping[str, Any], notify_url: str) -> tuple[Answer, dict[str, Any]] | dict[str, Any]:
+        out_trade_no = _text(biz, "out_trade_no")
+        amount = _amount(biz, "total_amount")
+        _text(biz, "subject")
+        fate = self._collect_fate(amount)
+        if fate in (Fate.CHANNEL_BUSY, Fate.BANK_NOT_SUPPORTED):
+            raise _Reject("40004", BUSY)
+        entry = self._create_collect(out_trade_no, amount, biz, notify_url, CashierKind.QR, opened=False)
+        qr_code = next((code for code, no in self._qr_codes.items() if no == out_trade_no), "")
+        if not qr_code:
+            qr_code = f"https://qr.alipay.com/bax{secrets.token_hex(12)}"
+            self._qr_codes[qr_code] = out_trade_no
+        body = _ok(out_trade_no=entry.order_no, qr_code=qr_code)
+        delivery = Delivery.TIMEOUT if fate is Fate.TIMEOUT else Delivery.ANSWER
+        return Answer(entry, "OK", Delivery.ERROR_5XX if fate is Fate.ERROR_5XX else delivery), body
+
+    def _create_collect(
+        self, out_trade_no: str, amount: int, biz: Mapping[str, Any], notify_url: str, kind: str, *, opened: bool
+    ) -> Entry:
+        """Record a cashier's order (the same again for an identical repeat); raises _Reject."""
+        try:
+            expires = wire.parse_china_time(str(biz.get("time_expire") or ""))
+        except ValueError:
+            raise _Reject("40004", "ACQ.INVALID_PARAMETER", "bad time_expire") from None
+        try:
+            entry, _ = self.cashiers.create(
+                out_trade_no,
+                amount,
+                "CNY",
+                expires.timestamp(),
+                kind,
+                dict(biz),
+                notify_url=notify_url or self.notify_url,
+                opened=opened,
+            )
+        except OrderClosed:
+            raise _Reject("40004", "ACQ.TRADE_HAS_CLOSE") from None
+        except OrderNoConflict:
+            raise _Reject("40004", "ACQ.CONTEXT_INCONSISTENT") from None
+        return entry
+
+    def _collect_query(self, out_trade_no: str) -> dict[str, Any]:
+        entry = self.cashiers.entry(out_trade_no)
+        assert entry is not None
+        if not self.cashiers.opened(out_trade_no):
+            raise _Reject("40004", "ACQ.TRADE_NOT_EXIST")  # no trade until the payer opens the cashier
+        status = _TRADE_STATUS[entry.status]
+        if entry.status is EntryStatus.PENDING and self.cashiers.expired(out_trade_no):
+            status = "TRADE_CLOSED"  # Alipay closes an unpaid trade at time_expire by itself
+        paid = entry.paid_amount if entry.paid_amount is not None else entry.amount
+        return _ok(
+            out_trade_no=out_trade_no,
+            trade_no=entry.txn_id,
+            trade_status=status,
+            total_amount=wire.fen_to_yuan(paid),
+        )
+
+    def _collect_close(self, out_trade_no: str) -> dict[str, Any]:
+        entry = self.cashiers.entry(out_trade_no)
+        assert entry is not None
+        if not self.cashiers.opened(out_trade_no):
+            raise _Reject("40004", "ACQ.TRADE_NOT_EXIST")
+        if entry.status is EntryStatus.PENDING and self.cashiers.expired(out_trade_no):
+            self.cashiers.close(out_trade_no)  # Alipay closed it at time_expire: no longer closable
+        if entry.final:
+            raise _Reject("40004", "ACQ.TRADE_STATUS_ERROR")  # paid (or closed) already
+        self.cashiers.close(out_trade_no)
+        return _ok(out_trade_no=out_trade_no, trade_no=entry.txn_id)
+
+    def _open_signed(self, params: Mapping[str, str]) -> str:
+        """The payer brings a client-side request (WAP page, app order string): verify it, create the trade."""
+        method = params.get("method", "")
+        if method not in _CASHIER_METHODS or params.get("app_id") != self.app_id:
+            raise PaymentRefused("", "UNKNOWN_ORDER")
+        if params.get("sign_type") != wire.SIGN_TYPE or not wire.verify_request(params, self.merchant_key.public_key()):
+            raise PaymentRefused("", "BAD_SIGNATURE")
+        try:
+            biz = json.loads(params.get("biz_content") or "{}")
+            out_trade_no, amount = str(biz["out_trade_no"]), wire.yuan_to_fen(str(biz["total_amount"]))
+            expires = wire.parse_china_time(str(biz["time_expire"]))
+        except (ValueError, KeyError, TypeError):
+            raise PaymentRefused("", "BAD_ORDER") from None
+        if biz.get("product_code") != _CASHIER_METHODS[method][1]:
+            raise PaymentRefused(out_trade_no, "BAD_ORDER")
+        if not self.cashiers.knows(out_trade_no) and expires.timestamp() <= time.time():
+            raise PaymentRefused(out_trade_no, "ORDER_EXPIRED")  # "订单参数异常,请重新下单后再发起付款"
+        kind = _CASHIER_METHODS[method][0]
+        try:
+            self._create_collect(out_trade_no, amount, biz, params.get("notify_url", ""), kind, opened=True)
+        except _Reject as refused:
+            raise PaymentRefused(out_trade_no, str(refused)) from None
+        return out_trade_no
+
+    def _order_no_of(self, cashier: Cashier) -> str:
+        if cashier.qr_code:
+            order_no = self._qr_codes.get(cashier.qr_code)
+            if order_no is None:
+                raise PaymentRefused("", "UNKNOWN_ORDER")
+            return order_no
+        signed = cashier.order_string if cashier.order_string else cashier.url.partition("?")[2]
+        try:
+            params = wire.parse_order_string(signed)
+        except ValueError:
+            raise PaymentRefused("", "BAD_ORDER") from None
+        return self._open_signed(params)
+
+    def _cashier_page(self, params: Mapping[str, str]) -> web.Response:
+        """What the payer's browser sees at ``gateway.do?<wap.pay order string>``: the (simulated) cashier."""
+        try:
+            order_no = self._open_signed(params)
+            self.cashiers.open(order_no)
+        except PaymentRefused as refused:
+            return web.Response(status=400, text=f"订单参数异常 / bad order ({refused.code})")
+        entry = self.cashiers.entry(order_no)
+        assert entry is not None
+        page = (
+            f"<html><body><h1>支付宝收银台 / Alipay cashier</h1><p>{_html(order_no)}: "
+            f"{wire.fen_to_yuan(entry.amount)} CNY</p></body></html>"
+        )
+        return web.Response(text=page, content_type="text/html", charset="utf-8")
+
+    def _notify_payment(self, entry: Entry, payment: Payment) -> None:
+        url = entry.notify_url or self.notify_url
+        if not url:
+            return
+        fields = {
+            **self.notify_fields(entry),
+            "trade_no": payment.txn_id,
+            "trade_status": "TRADE_SUCCESS",
+            "total_amount": wire.fen_to_yuan(payment.amount),
+            "receipt_amount": wire.fen_to_yuan(payment.amount),
+        }
+        body = "&".join(f"{k}={_form_quote(v)}" for k, v in wire.sign_notify(fields, self.alipay_key).items())
+        headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+        self.callbacks.send(f"{entry.order_no}/{payment.txn_id}", url, body.encode(), lambda _body: headers)
 
     # --- transfers and balance ---------------------------------------------------
 
@@ -548,6 +718,13 @@ class AlipaySimulator(SimulatorBase):
         }
 
 
+_TRADES = (EntryKind.WITHHOLD, EntryKind.COLLECT)
+# the client-side cashier methods -> (the cashier kind, the product_code they carry)
+_CASHIER_METHODS = {
+    "alipay.trade.wap.pay": (CashierKind.H5.value, wire.WAP_PRODUCT),
+    "alipay.trade.app.pay": (CashierKind.IN_APP.value, wire.APP_PRODUCT),
+}
+
 _TRADE_STATUS = {
     EntryStatus.SUCCEEDED: "TRADE_SUCCESS",
     EntryStatus.PENDING: "WAIT_BUYER_PAY",
@@ -595,6 +772,10 @@ def _amount(biz: Mapping[str, Any], name: str) -> int:
 
 def _now() -> str:
     return datetime.now(wire.CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _html(text: str) -> str:
+    return html.escape(text, quote=True)
 
 
 def _form_quote(value: str) -> str:

@@ -27,6 +27,14 @@ SHA256withRSA, PKCS#1 v1.5, base64):
 
 Amounts travel as yuan strings (``"12.34"``); paygate uses int fen. The
 conversion is integer string arithmetic: no float ever sees money.
+
+Client-side requests (``alipay.trade.wap.pay``, ``alipay.trade.app.pay``) are
+not sent by us: they are signed like any request and handed to the payer's
+browser or the Alipay app as an **order string** (:func:`order_string`:
+the signed parameters sorted, values URL-encoded with ``+`` for a space, as
+the official SDKs' ``sdkExecute`` / ``sign_data`` build it); Alipay creates
+the trade when the payer opens it and refuses to after ``time_expire``
+(:func:`china_time`, Alipay's clock, China time).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import parse_qsl, quote_plus
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -149,6 +158,45 @@ def sign_notify(params: Mapping[str, str], key: rsa.RSAPrivateKey) -> dict[str, 
     return signed
 
 
+def order_string(params: Mapping[str, str], key: rsa.RSAPrivateKey) -> str:
+    """A client-side request as the string the payer's browser (after ``gateway?``) or the Alipay app takes.
+
+    Signed as any request (:func:`sign_request`: empties dropped), then every
+    pair ``k=quote_plus(v)`` in key order with ``sign`` last.
+    """
+    signed = sign_request(params, key)
+    signature = signed.pop("sign")
+    pairs = [*sorted(signed.items()), ("sign", signature)]
+    return "&".join(f"{k}={quote_plus(v, encoding=CHARSET)}" for k, v in pairs)
+
+
+def parse_order_string(text: str) -> dict[str, str]:
+    """Server side (simulator): the parameters of an order string. Raises ValueError for a repeated or bad pair."""
+    pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, encoding=CHARSET)
+    params = dict(pairs)
+    if len(params) != len(pairs):
+        raise ValueError("repeated parameter")
+    return params
+
+
+def verify_request(params: Mapping[str, str], key: rsa.RSAPublicKey) -> bool:
+    """Server side (simulator): the merchant's signature over a request, by the request rule."""
+    signature = params.get("sign", "")
+    return bool(signature) and rsa2_verify(key, sign_content(params), signature)
+
+
+def china_time(moment: datetime) -> str:
+    """``yyyy-MM-dd HH:mm:ss`` in China time (``time_expire``, ``timestamp``). ``moment`` must be aware."""
+    if moment.tzinfo is None:
+        raise ValueError("an aware datetime is required")
+    return moment.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def parse_china_time(text: str) -> datetime:
+    """The aware moment of a ``yyyy-MM-dd HH:mm:ss`` China-time string. Raises ValueError."""
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=CHINA_TZ)
+
+
 def common_params(app_id: str, method: str, biz_content: Mapping[str, Any], *, notify_url: str = "") -> dict[str, str]:
     """The common request parameters, ``biz_content`` as compact JSON."""
     return {
@@ -157,7 +205,7 @@ def common_params(app_id: str, method: str, biz_content: Mapping[str, Any], *, n
         "format": FORMAT,
         "charset": CHARSET,
         "sign_type": SIGN_TYPE,
-        "timestamp": datetime.now(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S"),
+        "timestamp": china_time(datetime.now(CHINA_TZ)),
         "version": VERSION,
         "notify_url": notify_url,
         "biz_content": json.dumps(biz_content, ensure_ascii=False, separators=(",", ":")),
@@ -374,6 +422,12 @@ TRADE_STATUS = ErrorTable(
         "TRADE_CLOSED": ErrorRule(F, "ORDER_CLOSED"),
     },
 )
+
+#: ``product_code`` of the cashier methods (alipay.trade.precreate, .wap.pay, .app.pay). python-alipay-sdk
+#: writes QUICK_WAP_PAY for WAP pay; the published API page (and the Java SDK's model) say QUICK_WAP_WAY.
+PRECREATE_PRODUCT = "FACE_TO_FACE_PAYMENT"
+WAP_PRODUCT = "QUICK_WAP_WAY"
+APP_PRODUCT = "QUICK_MSECURITY_PAY"
 
 #: ``status`` of alipay.fund.trans.uni.transfer / common.query and transfer notifies.
 TRANSFER_STATUS = ErrorTable(

@@ -33,17 +33,22 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, PlainValidator
 from yarl import URL
 
 from channels.config import TABLE, Names, Operations, Seconds
 from channels.contract import (
+    AWAITING_PAYMENT,
     AgreementConfirmed,
     Balance,
     CallbackNotice,
     CallbackRejected,
+    Cashier,
+    CashierKind,
     ChannelRejected,
     ChannelUnavailable,
+    CollectOrder,
+    CollectStarted,
     HttpReply,
     Operation,
     OrderRef,
@@ -72,7 +77,17 @@ _KINDS: dict[str, Operation] = {
     "withhold": Operation.WITHHOLD,
     "payout": Operation.PAYOUT,
     "refund": Operation.REFUND,
+    "collect": Operation.COLLECT,
 }
+
+
+def _cashier_kinds(value: object) -> frozenset[CashierKind]:
+    if not isinstance(value, list | tuple | frozenset) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be an array of cashier kinds")
+    try:
+        return frozenset(CashierKind(name) for name in value)
+    except ValueError:
+        raise ValueError(f"unknown cashier (known: {', '.join(k.value for k in CashierKind)})") from None
 
 
 def _at_least_one(currencies: frozenset[str]) -> frozenset[str]:
@@ -92,7 +107,9 @@ class SandboxSettings:
     secret: SecretText  # the HMAC key: never logged or shown in repr
     timeout_s: Seconds = 10.0  # whole-call budget once connected
     connect_timeout_s: Seconds = 2.0  # connecting (nothing sent yet)
-    operations: Operations = frozenset(Operation)  # of withhold, payout, refund, agreement, balance, statement
+    operations: Operations = frozenset(Operation)  # of withhold, payout, refund, agreement, balance, statement, collect
+    # the cashiers the bank opens for collect orders: qr, h5, in_app
+    cashier_kinds: Annotated[frozenset[CashierKind], PlainValidator(_cashier_kinds)] = frozenset(CashierKind)
     currencies: Annotated[Names, AfterValidator(_at_least_one)] = frozenset({"CNY"})
     banks: Names | None = None  # bank codes served; None: any bank
     callback_max_skew_s: Seconds = wire.MAX_SKEW_S  # accepted callback timestamp skew
@@ -135,6 +152,7 @@ class SandboxChannel(HttpChannel):
             operations=settings.operations,
             currencies=settings.currencies,
             banks=settings.banks,
+            cashier_kinds=settings.cashier_kinds,
         )
         self.settings = settings
 
@@ -181,6 +199,31 @@ class SandboxChannel(HttpChannel):
             notify_url=order.notify_url,
         )
         return await self._order("/v1/refund", request, order.channel_order_no)
+
+    async def create_collect(self, order: CollectOrder) -> CollectStarted:
+        if (refused := self._unsupported_collect(order.cashier, order.currency)) is not None:
+            return refused
+        request = wire.CollectRequest(
+            order_no=order.channel_order_no,
+            amount=order.amount,
+            currency=order.currency,
+            cashier=order.cashier.value,
+            expires_at_ms=int(order.expires_at.timestamp() * 1000),
+            description=order.description,
+            notify_url=order.notify_url,
+            openid=order.payer.openid,
+            client_ip=order.payer.client_ip,
+        )
+        exchange = await self._exchange("POST", "/v1/collect", wire.encode(request))
+        outcome = self._order_outcome(exchange, order.channel_order_no)
+        reply = _parse(wire.CollectReply, exchange.body) if isinstance(exchange, _Answered) else None
+        if outcome.code != AWAITING_PAYMENT or reply is None:
+            return CollectStarted(outcome)
+        try:
+            cashier = Cashier(order.cashier, qr_code=reply.qr_code, url=reply.url, order_string=reply.order_string)
+        except ValueError:
+            return CollectStarted(pending("BAD_RESPONSE", reply.code, "the answer carries no single cashier"))
+        return CollectStarted(outcome, cashier)
 
     async def query(self, ref: OrderRef) -> Outcome:
         query = wire.OrderQuery(ref.channel_order_no, str(ref.operation))

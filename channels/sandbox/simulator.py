@@ -11,7 +11,8 @@ Endpoints (all signed, all refused with 503/``2003`` during an outage)::
     POST /v1/payout                pay from the merchant float to a payee
     POST /v1/refund                return (part of) a successful withhold
     POST /v1/query                 the current result of an order
-    POST /v1/close                 close an order number (tombstone if unknown)
+    POST /v1/close                 close an order number (tombstone if unknown); an unpaid collect closes
+    POST /v1/collect               open a cashier (QR, H5 or in-app) for a payer-initiated order
     POST /v1/agreements/sign       start signing; "sends" an SMS code
     POST /v1/agreements/confirm    confirm with the SMS code -> agreement_ref
     POST /v1/agreements/revoke     revoke an agreement
@@ -21,8 +22,15 @@ Endpoints (all signed, all refused with 503/``2003`` during an outage)::
 
 Admin endpoints (unsigned, for tests; served during outages too):
 ``GET /_admin/ledger``, ``GET|POST /_admin/behaviour``, ``GET /_admin/sms/{sign_ref}``,
-``GET|POST|DELETE /_admin/statement/faults`` (:mod:`channels.simkit.bills`).
-``GET /_admin/sms?phone=<number>`` (the last SMS sent to a phone number).
+``GET|POST|DELETE /_admin/statement/faults`` (:mod:`channels.simkit.bills`),
+``GET /_admin/sms?phone=<number>`` (the last SMS sent to a phone number),
+and the borrower's ``/_admin/cashier/...`` (:func:`channels.simkit.borrower_routes`).
+
+Collect orders wait for their payer (``3002``) until paid (``0000``, a
+notification goes out) or closed (``4005``); the bank refuses a payment after
+the order's ``expires_at`` but, unlike Alipay, does not close the order by
+itself: the merchant closes it. A cashier is sealed with
+:func:`channels.sandbox.wire.cashier_token`; opening one checks the seal.
 
 Callbacks: when a pending order settles (and, with ``Behaviour.notify_final``,
 when any order ends at once) a signed :class:`~channels.sandbox.wire.OrderReply`
@@ -45,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
 import logging
 import sys
 import time
@@ -52,9 +61,12 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, BinaryIO
+from urllib.parse import parse_qsl, quote
 
 from aiohttp import web
+from yarl import URL
 
+from channels.contract import Cashier, CashierKind, constant_time_equal
 from channels.registry import ChannelConfigError
 from channels.sandbox import statement, wire
 from channels.sandbox.wire import RawCode
@@ -65,7 +77,12 @@ from channels.simkit import (
     Entry,
     EntryKind,
     EntryStatus,
+    Fate,
     Ledger,
+    OrderClosed,
+    OrderNoConflict,
+    Payment,
+    PaymentRefused,
     Precheck,
     SimulatorBase,
     behaviour_from_json,
@@ -191,6 +208,7 @@ class SandboxSimulator(SimulatorBase):
             "/v1/refund": self._refund,
             "/v1/query": self._query,
             "/v1/close": self._close,
+            "/v1/collect": self._collect,
             "/v1/agreements/sign": self._sign,
             "/v1/agreements/confirm": self._confirm,
             "/v1/agreements/revoke": self._revoke,
@@ -199,6 +217,7 @@ class SandboxSimulator(SimulatorBase):
             app.router.add_post(path, self._signed(handler))
         app.router.add_get("/v1/balance", self._signed(self._balance))
         app.router.add_get("/v1/statements/{day}", self._signed(self._statement))
+        app.router.add_get(wire.CASHIER_PATH + "{order_no}", self._cashier_page)
         return app
 
     @web.middleware
@@ -323,7 +342,7 @@ class SandboxSimulator(SimulatorBase):
         original = self.ledger.get(order.original_order_no)
         if (
             original is None
-            or original.kind is not EntryKind.WITHHOLD
+            or original.kind not in (EntryKind.WITHHOLD, EntryKind.COLLECT)
             or original.status is not EntryStatus.SUCCEEDED
             or (order.original_txn_id and order.original_txn_id != original.txn_id)
         ):
@@ -357,12 +376,7 @@ class SandboxSimulator(SimulatorBase):
 
         A repeat of a known order number gets the order's current result, never a new fate.
         """
-        if not order.order_no:
-            raise wire.WireError("order_no", "must not be empty")
-        if order.amount <= 0:
-            raise wire.WireError("amount", "must be > 0")
-        if order.currency != self.ledger.currency:
-            raise wire.WireError("currency", f"only {self.ledger.currency} is served")
+        self._check_order(order)
         params = {"amount": order.amount, "currency": order.currency, "account": account, **extra}
         answer = self.desk.submit(
             order.order_no,
@@ -384,21 +398,146 @@ class SandboxSimulator(SimulatorBase):
             return self._respond(request, self._reply(answer.entry, raw_code=UNMAPPED_SUCCESS_CODE))
         return self._respond(request, self._reply(answer.entry))
 
+    def _check_order(
+        self, order: wire.WithholdRequest | wire.PayoutRequest | wire.RefundRequest | wire.CollectRequest
+    ) -> None:
+        """Raises WireError for an order without a number, a positive amount or the ledger's currency."""
+        if not order.order_no:
+            raise wire.WireError("order_no", "must not be empty")
+        if order.amount <= 0:
+            raise wire.WireError("amount", "must be > 0")
+        if order.currency != self.ledger.currency:
+            raise wire.WireError("currency", f"only {self.ledger.currency} is served")
+
     def _refusal(self, code: str) -> Exception:
         return _Reject(RawCode.ORDER_CLOSED if code == "ORDER_CLOSED" else RawCode.ORDER_NO_CONFLICT)
 
     def _notify(self, entry: Entry) -> None:
-        if not entry.notify_url:
-            return
-        body = wire.encode(self._reply(entry))
+        if entry.notify_url:
+            self._send_notice(entry.order_no, entry.notify_url, self._reply(entry))
 
+    def _send_notice(self, key: str, url: str, notice: wire.OrderReply) -> None:
         def sign(payload: bytes) -> dict[str, str]:
             return wire.sign_headers(self.merchant_id, self._secret, "POST", wire.CALLBACK_PATH, payload)
 
-        self.callbacks.send(entry.order_no, entry.notify_url, body, sign)
+        self.callbacks.send(key, url, wire.encode(notice), sign)
+
+    # -- collect orders --
+
+    async def _collect(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        order = wire.decode(wire.CollectRequest, body)
+        self._check_order(order)
+        try:
+            CashierKind(order.cashier)
+        except ValueError:
+            raise wire.WireError("cashier", "must be qr, h5 or in_app") from None
+        if order.expires_at_ms <= time.time() * 1000:
+            raise wire.WireError("expires_at_ms", "must be in the future")
+        fate = self._collect_fate(order.amount)
+        if fate in (Fate.CHANNEL_BUSY, Fate.BANK_NOT_SUPPORTED):
+            raise _Reject(RawCode.CHANNEL_BUSY)
+        params = dataclasses.asdict(order)
+        try:
+            entry, _ = self.cashiers.create(
+                order.order_no,
+                order.amount,
+                order.currency,
+                order.expires_at_ms / 1000,
+                order.cashier,
+                params,
+                notify_url=order.notify_url or self.notify_url,
+            )
+        except OrderClosed:
+            raise _Reject(RawCode.ORDER_CLOSED) from None
+        except OrderNoConflict:
+            raise _Reject(RawCode.ORDER_NO_CONFLICT) from None
+        await self.desk.latency()
+        if fate is Fate.TIMEOUT:
+            await self._hold_then_drop(request)
+        if fate is Fate.ERROR_5XX:
+            return web.Response(status=500, text="internal server error")
+        return self._respond(request, self._collect_reply(entry))
+
+    def _collect_reply(self, entry: Entry) -> wire.CollectReply:
+        raw = {
+            EntryStatus.PENDING: RawCode.AWAITING_PAYMENT,
+            EntryStatus.SUCCEEDED: RawCode.SUCCESS,
+            EntryStatus.FAILED: RawCode.ORDER_CLOSED,
+        }[entry.status]
+        state = self.cashiers.state(entry.order_no)
+        kind, expires_at = state["cashier"], round(state["expires_at"] * 1000)
+        token = wire.cashier_token(self._secret, entry.order_no, entry.amount, expires_at)
+        page = f"{self.base_url}{wire.CASHIER_PATH}{quote(entry.order_no, safe='')}?token={token}"
+        return wire.CollectReply(
+            code=raw,
+            message=wire.MESSAGES[raw],
+            order_no=entry.order_no,
+            status=str(entry.status),
+            amount=entry.paid_amount if entry.paid_amount is not None else entry.amount,
+            txn_id=entry.txn_id,
+            cashier=kind,
+            qr_code=page if kind == CashierKind.QR else "",
+            url=page if kind == CashierKind.H5 else "",
+            order_string=wire.in_app_order_string(entry.order_no, entry.amount, expires_at, token)
+            if kind == CashierKind.IN_APP
+            else "",
+        )
+
+    def _order_no_of(self, cashier: Cashier) -> str:
+        """The bank's cashier page or the in-app order string, its seal checked."""
+        if cashier.order_string:
+            fields = dict(parse_qsl(cashier.order_string))
+            order_no, token = fields.get("order_no", ""), fields.get("token", "")
+        else:
+            link = URL(cashier.qr_code or cashier.url)
+            if not link.path.startswith(wire.CASHIER_PATH):
+                raise PaymentRefused("", "UNKNOWN_ORDER")
+            order_no, token = link.path[len(wire.CASHIER_PATH) :], link.query.get("token", "")
+        entry = self.cashiers.entry(order_no)
+        if entry is None:
+            raise PaymentRefused(order_no, "UNKNOWN_ORDER")
+        expected = wire.cashier_token(
+            self._secret, order_no, entry.amount, round(self.cashiers.expires_at(order_no) * 1000)
+        )
+        if not constant_time_equal(token, expected):
+            raise PaymentRefused(order_no, "BAD_SEAL")
+        return order_no
+
+    async def _cashier_page(self, request: web.Request) -> web.Response:
+        """The bank's cashier page (QR and H5 point at it): opening it is the borrower opening the cashier."""
+        try:
+            order_no = self.open_cashier(Cashier(CashierKind.H5, url=str(request.url)))
+        except PaymentRefused as refused:
+            return web.Response(status=404, text=f"订单无效 / no such order ({refused.code})")
+        entry = self.cashiers.entry(order_no)
+        assert entry is not None
+        amount = f"{entry.amount // 100}.{entry.amount % 100:02d}"
+        page = (
+            "<html><body><h1>沙箱银行收银台 / sandbox bank cashier</h1>"
+            f"<p>{html.escape(order_no)}: {amount} {entry.currency} ({entry.status})</p></body></html>"
+        )
+        return web.Response(text=page, content_type="text/html", charset="utf-8")
+
+    def _notify_payment(self, entry: Entry, payment: Payment) -> None:
+        if not entry.notify_url:
+            return
+        notice = wire.OrderReply(
+            code=RawCode.SUCCESS,
+            message=wire.MESSAGES[RawCode.SUCCESS],
+            order_no=entry.order_no,
+            status=str(EntryStatus.SUCCEEDED),
+            amount=payment.amount,
+            txn_id=payment.txn_id,
+            kind=str(EntryKind.COLLECT),
+        )
+        self._send_notice(f"{entry.order_no}/{payment.txn_id}", entry.notify_url, notice)
 
     async def _query(self, request: web.Request, body: bytes) -> web.StreamResponse:
         query = wire.decode(wire.OrderQuery, body)
+        if self.cashiers.knows(query.order_no):
+            entry = self.cashiers.entry(query.order_no)
+            assert entry is not None
+            return self._respond(request, self._collect_reply(entry))
         entry = self.ledger.get(query.order_no)
         if entry is None:
             code = RawCode.ORDER_CLOSED if self.ledger.is_closed(query.order_no) else RawCode.NOT_FOUND
@@ -410,6 +549,9 @@ class SandboxSimulator(SimulatorBase):
         query = wire.decode(wire.OrderQuery, body)
         if not query.order_no:
             raise wire.WireError("order_no", "must not be empty")
+        if self.cashiers.knows(query.order_no):
+            # an unpaid collect closes for good; one paid before this arrived stays paid
+            return self._respond(request, self._collect_reply(self.cashiers.close(query.order_no)))
         entry = self.desk.close(query.order_no)
         if entry is None:
             code = RawCode.ORDER_CLOSED

@@ -20,9 +20,10 @@ One module per seam; every name is importable from ``channels.simkit``:
 ``tasks``       :class:`TaskSet`, the background work a simulator cancels on stop
 ``callbacks``   :class:`CallbackSender`, retry policy, acknowledgement checks
 ``desk``        :class:`OrderDesk`: record, decide, move money once, settle later
+``cashier``     :class:`CashierBook`: payer-initiated orders and the borrower who pays them
 ``sms``         :class:`SmsLog`: the last SMS "sent" to each phone number (what tests read)
 ``server``      :class:`HttpServer`, admin routes, :class:`SimulatorBase`,
-                :class:`SimulatorHandle`, :func:`create_simulator`
+                :class:`SimulatorHandle`, :class:`Borrower`, :func:`create_simulator`
 ``cli``         what every simulator's command line shares
 ==============  ===========================================================
 """
@@ -39,6 +40,7 @@ from channels.simkit.callbacks import (
     Signer,
     body_ack,
 )
+from channels.simkit.cashier import DEFAULT_PAYER, CashierBook, Payment, PaymentRefused
 from channels.simkit.cli import behaviour_from_json, cli_parser, serve_until_signalled
 from channels.simkit.desk import Answer, Delivery, OrderDesk, Precheck
 from channels.simkit.ledger import (
@@ -57,11 +59,13 @@ from channels.simkit.ledger import (
 )
 from channels.simkit.server import (
     SIMULATORS,
+    Borrower,
     HttpServer,
     SimulatorBase,
     SimulatorHandle,
     adapter_timeouts,
     admin_routes,
+    borrower_routes,
     create_simulator,
     hold_then_drop,
     pem_private,
@@ -72,15 +76,18 @@ from channels.simkit.tasks import TaskSet
 
 __all__ = [
     "DECLINE_KINDS",
+    "DEFAULT_PAYER",
     "MAGIC",
     "MERCHANT_FLOAT",
     "SIMULATORS",
     "AckCheck",
     "Answer",
     "Behaviour",
+    "Borrower",
     "CallbackDelivery",
     "CallbackPolicy",
     "CallbackSender",
+    "CashierBook",
     "Delivery",
     "Entry",
     "EntryKind",
@@ -95,6 +102,8 @@ __all__ = [
     "OrderClosed",
     "OrderDesk",
     "OrderNoConflict",
+    "Payment",
+    "PaymentRefused",
     "Picked",
     "Precheck",
     "Rendered",
@@ -110,6 +119,7 @@ __all__ = [
     "admin_routes",
     "behaviour_from_json",
     "body_ack",
+    "borrower_routes",
     "cli_parser",
     "create_simulator",
     "hold_then_drop",

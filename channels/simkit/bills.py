@@ -52,6 +52,9 @@ _OPERATION = {
     EntryKind.WITHHOLD: Operation.WITHHOLD,
     EntryKind.PAYOUT: Operation.PAYOUT,
     EntryKind.REFUND: Operation.REFUND,
+    # a cashier payment is a trade into the merchant's account, on a bill as a withhold is (the formats
+    # cannot tell the two apart, and the channel order number says which flow it is)
+    EntryKind.COLLECT: Operation.WITHHOLD,
 }
 _STATUS = {EntryStatus.SUCCEEDED: LineStatus.SUCCEEDED, EntryStatus.FAILED: LineStatus.FAILED}
 ALL_KINDS = frozenset(EntryKind)
@@ -313,7 +316,7 @@ class StatementBook:
             channel_order_no=entry.order_no,
             operation=_OPERATION[entry.kind],
             status=_STATUS[entry.status],
-            amount=faults.amounts.get(entry.order_no, entry.amount),
+            amount=faults.amounts.get(entry.order_no, entry.amount if entry.paid_amount is None else entry.paid_amount),
             currency=entry.currency,
             fee=faults.fees.get(entry.order_no, entry.fee),
             booked_at=datetime.fromtimestamp(entry.settled_at, UTC).replace(tzinfo=None),

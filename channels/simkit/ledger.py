@@ -8,6 +8,9 @@ Ledger guarantees
   entry; with different parameters it raises :class:`OrderNoConflict`.
 * Closing an unknown order number leaves a tombstone: a later order with that
   number raises :class:`OrderClosed` and nothing executes.
+* A payer-initiated order (``COLLECT``) is paid by its payer through
+  :meth:`Ledger.receive`; each payment is one movement, so a payment taken
+  twice (a platform fault a test can provoke) shows as two.
 * Every order that ends (succeeds or fails) is booked on the day it ended, in
   the ledger's ``statement_tz``: :meth:`Ledger.booked_on` lists a day's orders
   in booking order, so a statement is one pass over its day.
@@ -35,6 +38,7 @@ class EntryKind(enum.StrEnum):
     WITHHOLD = "withhold"
     PAYOUT = "payout"
     REFUND = "refund"
+    COLLECT = "collect"
 
 
 class EntryStatus(enum.StrEnum):
@@ -68,9 +72,12 @@ class Entry:
 
     ``code`` is a simulator-neutral normalized code (``OK``, ``PROCESSING``,
     ``INSUFFICIENT_FUNDS`` ...); each simulator maps it to its raw codes.
-    ``account`` is the payer (withhold, refund) or payee (payout) account.
-    ``settled_at`` is when the order ended (its booking time); ``fee`` what the
-    channel charged for it (minor units, set when the money moved).
+    ``account`` is the payer (withhold, collect, refund) or payee (payout)
+    account; a collect order learns its payer when paid. ``settled_at`` is
+    when the order ended (its booking time); ``fee`` what the channel charged
+    for it (minor units, set when the money moved). ``paid_amount`` is what a
+    collect order's first payment took (it may differ from ``amount`` when a
+    test makes the payer pay another amount).
     """
 
     order_no: str
@@ -86,6 +93,7 @@ class Entry:
     settled_at: float | None = None
     original_order_no: str = ""
     notify_url: str = ""
+    paid_amount: int | None = None
     fee: int = 0
 
     @property
@@ -103,6 +111,7 @@ class Movement:
     credit_account: str
     amount: int
     at: float
+    txn_id: str = ""
 
 
 def mask_account(account: str) -> str:
@@ -157,6 +166,7 @@ class Ledger:
         self._debits: dict[str, int] = {}  # order number -> times money moved for it
         self._refunded: dict[str, int] = {}  # original order number -> its refunds not FAILED
         self._by_txn: dict[str, str] = {}  # the channel's transaction id -> order number
+        self._payments: dict[str, list[Movement]] = {}  # collect order number -> its payers' payments
         self._seq = 0
 
     def now(self) -> float:
@@ -268,6 +278,46 @@ class Ledger:
         self._book(entry)
         return entry
 
+    def receive(self, order_no: str, payer: str, amount: int) -> Movement:
+        """The payer pays ``amount`` into a collect order: one movement from ``payer`` to the merchant float.
+
+        The first payment makes the order SUCCEED and names its payer; a
+        further one is another movement with its own transaction id (money
+        taken twice). Raises InsufficientBalance (nothing moved) or LedgerError
+        for an order that is not a collect, or failed.
+        """
+        entry = self._require(order_no)
+        if entry.kind is not EntryKind.COLLECT:
+            raise LedgerError(f"{order_no}: only a collect order is paid by its payer")
+        if entry.status is EntryStatus.FAILED:
+            raise LedgerError(f"{order_no}: cannot pay a closed order")
+        if amount <= 0:
+            raise LedgerError(f"{order_no}: a payment is > 0")
+        if self.balance(payer) < amount:
+            raise InsufficientBalance(order_no)
+        earlier = self.debit_count(order_no)
+        txn_id = entry.txn_id if earlier == 0 else f"{entry.txn_id}{earlier + 1:02d}"
+        self._balances[payer] -= amount
+        self._balances[MERCHANT_FLOAT] += amount
+        movement = Movement(order_no, entry.kind, payer, MERCHANT_FLOAT, amount, self._clock(), txn_id)
+        self._movements.append(movement)
+        self._payments.setdefault(order_no, []).append(movement)
+        self._debits[order_no] = earlier + 1
+        if entry.status is EntryStatus.PENDING:
+            entry.status, entry.code, entry.settled_at = EntryStatus.SUCCEEDED, "OK", self._clock()
+            entry.account, entry.paid_amount = payer, amount
+            entry.fee = self.fee_for(entry.kind, amount)
+            self._book(entry)
+        return movement
+
+    def payments(self, order_no: str) -> list[Movement]:
+        """The payments into a collect order, in the order they were taken (none for any other order)."""
+        return list(self._payments.get(order_no, ()))
+
+    def paid_total(self, order_no: str) -> int:
+        """Everything the payers paid into a collect order (minor units)."""
+        return sum(m.amount for m in self._payments.get(order_no, ()))
+
     def fail(self, order_no: str, code: str) -> Entry:
         """End a pending order as FAILED with ``code``; nothing moves. A final order is returned unchanged."""
         entry = self._require(order_no)
@@ -375,6 +425,6 @@ class Ledger:
         return entry
 
     def _route(self, entry: Entry) -> tuple[str, str]:
-        if entry.kind is EntryKind.WITHHOLD:
+        if entry.kind in (EntryKind.WITHHOLD, EntryKind.COLLECT):
             return entry.account, MERCHANT_FLOAT
         return MERCHANT_FLOAT, entry.account

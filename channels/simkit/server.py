@@ -7,17 +7,20 @@ name in the one map of channels, :data:`channels.registry.ADAPTERS`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping
+import json
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, NoReturn, Protocol, Self, runtime_checkable
 
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from channels.contract import Cashier
 from channels.registry import ADAPTERS, ChannelConfigError, load_target
-from channels.simkit.behaviour import Behaviour
+from channels.simkit.behaviour import Behaviour, Fate
 from channels.simkit.bills import StatementBook, faults_routes
 from channels.simkit.callbacks import AckCheck, CallbackPolicy, CallbackSender
+from channels.simkit.cashier import DEFAULT_PAYER, CashierBook, Payment, PaymentRefused
 from channels.simkit.desk import OrderDesk
 from channels.simkit.ledger import Entry, Ledger
 from channels.simkit.sms import Sms, SmsLog
@@ -123,6 +126,40 @@ class SimulatorHandle(Protocol):
         ...
 
 
+@runtime_checkable
+class Borrower(Protocol):
+    """A simulator a test plays the borrower on: open a collect order's cashier, pay it, or walk away.
+
+    Every method is synchronous (it is the payer's phone, not a network call
+    of ours) and raises :class:`~channels.simkit.cashier.PaymentRefused` when
+    the platform would refuse. Each payment moves money in the ledger and
+    makes the simulator send its signed notification.
+    """
+
+    @property
+    def cashiers(self) -> CashierBook: ...
+
+    def open_cashier(self, cashier: Cashier) -> str:
+        """Open the cashier as the wallet would (verifying what it verifies); returns the order number."""
+        ...
+
+    def pay(self, order_no: str, *, amount: int | None = None, payer: str = DEFAULT_PAYER) -> Payment:
+        """Pay in full, or ``amount`` (another amount, which the gateway must catch)."""
+        ...
+
+    def pay_cashier(self, cashier: Cashier, *, amount: int | None = None, payer: str = DEFAULT_PAYER) -> Payment:
+        """Open the cashier and pay."""
+        ...
+
+    def pay_again(self, order_no: str, *, amount: int | None = None, payer: str = DEFAULT_PAYER) -> Payment:
+        """Pay an order that is already paid (a platform fault the gateway must catch)."""
+        ...
+
+    def abandon(self, order_no: str) -> None:
+        """Open the cashier and leave without paying."""
+        ...
+
+
 class _SimulatorMap(Mapping[str, str]):
     """Adapter name -> ``"module:create"`` of its simulator: a read-only view of :data:`channels.registry.ADAPTERS`."""
 
@@ -160,8 +197,9 @@ def admin_routes(handle: SimulatorHandle) -> list[web.RouteDef]:
 
     ``GET /_admin/ledger``, ``GET|POST /_admin/behaviour`` (POST applies a
     partial JSON update, 400 naming the bad field), ``GET /_admin/sms/{sign_ref}``,
-    ``GET|POST|DELETE /_admin/statement/faults`` (:func:`channels.simkit.bills.faults_routes`).
-    ``GET /_admin/sms?phone=<number>`` (the last SMS sent to that number).
+    ``GET|POST|DELETE /_admin/statement/faults`` (:func:`channels.simkit.bills.faults_routes`),
+    ``GET /_admin/sms?phone=<number>`` (the last SMS sent to that number);
+    for a :class:`Borrower`, the cashier routes (:func:`borrower_routes`).
     """
 
     async def ledger(request: web.Request) -> web.Response:
@@ -197,13 +235,80 @@ def admin_routes(handle: SimulatorHandle) -> list[web.RouteDef]:
             {"phone": sms.phone, "sms_code": sms.code, "sign_ref": sms.sign_ref, "sent_at": sms.sent_at}
         )
 
-    return [
+    routes = [
         web.get("/_admin/ledger", ledger),
         web.get("/_admin/behaviour", get_behaviour),
         web.post("/_admin/behaviour", set_behaviour),
         web.get("/_admin/sms/{sign_ref}", sms),
         *faults_routes(handle.statements),
         web.get("/_admin/sms", last_sms),
+    ]
+    if isinstance(handle, Borrower):
+        routes += borrower_routes(handle)
+    return routes
+
+
+def borrower_routes(borrower: Borrower) -> list[web.RouteDef]:
+    """The borrower's hands, for tests and the demo over HTTP.
+
+    ``POST /_admin/cashier/open`` ``{"cashier": {...}}`` -> ``{"order_no"}``;
+    ``POST /_admin/cashier/pay`` ``{"order_no" | "cashier", "amount"?, "payer"?, "again"?}``
+    -> ``{"order_no", "txn_id", "amount"}``; ``POST /_admin/cashier/abandon``
+    ``{"order_no" | "cashier"}``; ``GET /_admin/cashier/{order_no}``. A refusal
+    is 409 ``{"error": code}``, a bad body 400.
+    """
+
+    def order_no_of(body: Mapping[str, Any]) -> str:
+        if isinstance(body.get("cashier"), dict):
+            return borrower.open_cashier(Cashier.from_json(json.dumps(body["cashier"])))
+        order_no = body.get("order_no")
+        if not isinstance(order_no, str) or not order_no:
+            raise ValueError("give order_no or cashier")
+        return order_no
+
+    def acting(action: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def act(request: web.Request) -> web.Response:
+            try:
+                body = await request.json()
+                if not isinstance(body, dict):
+                    raise ValueError("body must be a JSON object")
+                return web.json_response(action(body))
+            except PaymentRefused as refused:
+                return web.json_response({"error": refused.code}, status=409)
+            except (ValueError, TypeError, KeyError) as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+
+        return act
+
+    def open_(body: dict[str, Any]) -> dict[str, Any]:
+        return {"order_no": order_no_of(body)}
+
+    def pay(body: dict[str, Any]) -> dict[str, Any]:
+        amount = body.get("amount")
+        if amount is not None and (not isinstance(amount, int) or isinstance(amount, bool)):
+            raise ValueError("amount must be an integer of minor units")
+        payer = str(body.get("payer") or DEFAULT_PAYER)
+        order_no = order_no_of(body)
+        pay_once = borrower.pay_again if body.get("again") else borrower.pay
+        payment = pay_once(order_no, amount=amount, payer=payer)
+        return {"order_no": payment.order_no, "txn_id": payment.txn_id, "amount": payment.amount}
+
+    def abandon(body: dict[str, Any]) -> dict[str, Any]:
+        order_no = order_no_of(body)
+        borrower.abandon(order_no)
+        return {"order_no": order_no}
+
+    async def state(request: web.Request) -> web.Response:
+        try:
+            return web.json_response(borrower.cashiers.state(request.match_info["order_no"]))
+        except PaymentRefused as refused:
+            return web.json_response({"error": refused.code}, status=404)
+
+    return [
+        web.post("/_admin/cashier/open", acting(open_)),
+        web.post("/_admin/cashier/pay", acting(pay)),
+        web.post("/_admin/cashier/abandon", acting(abandon)),
+        web.get("/_admin/cashier/{order_no}", state),
     ]
 
 
@@ -251,6 +356,7 @@ class SimulatorBase:
             ledger, behaviour, self._tasks, self._notify, close_pending=close_pending, refusal=self._refusal
         )
         self._stopping = asyncio.Event()
+        self._cashiers = CashierBook(ledger, self._notify_payment)
         self._statements = StatementBook(ledger)
         self.sms = SmsLog()  # what signing "texts" borrowers; a subclass records each code it sends here
         app.add_routes(admin_routes(self))
@@ -307,6 +413,46 @@ class SimulatorBase:
 
     def last_sms(self, phone: str) -> Sms:
         return self.sms.last(phone)
+
+    # --- the borrower (see Borrower) -------------------------------------------------
+
+    @property
+    def cashiers(self) -> CashierBook:
+        return self._cashiers
+
+    def open_cashier(self, cashier: Cashier) -> str:
+        order_no = self._order_no_of(cashier)
+        self._cashiers.open(order_no)
+        return order_no
+
+    def pay(self, order_no: str, *, amount: int | None = None, payer: str = DEFAULT_PAYER) -> Payment:
+        return self._cashiers.pay(order_no, amount=amount, payer=payer)
+
+    def pay_cashier(self, cashier: Cashier, *, amount: int | None = None, payer: str = DEFAULT_PAYER) -> Payment:
+        return self.pay(self.open_cashier(cashier), amount=amount, payer=payer)
+
+    def pay_again(self, order_no: str, *, amount: int | None = None, payer: str = DEFAULT_PAYER) -> Payment:
+        return self._cashiers.pay_again(order_no, amount=amount, payer=payer)
+
+    def abandon(self, order_no: str) -> None:
+        self._cashiers.abandon(order_no)
+
+    def _order_no_of(self, cashier: Cashier) -> str:
+        """The order a cashier payload opens, checked as the wallet checks it; raises PaymentRefused."""
+        raise PaymentRefused("", "UNKNOWN_ORDER")
+
+    def _notify_payment(self, entry: Entry, payment: Payment) -> None:
+        """Send the platform's notification of one payment into a collect order."""
+
+    def _collect_fate(self, amount: int) -> Fate | None:
+        """What the behaviour does to a request creating a collect order: refuse it (CHANNEL_BUSY or
+        BANK_NOT_SUPPORTED: nothing recorded), create it and lose the answer (TIMEOUT, ERROR_5XX), or None.
+
+        The payer decides the rest (pay, or not), so declines and pending fates do not apply.
+        """
+        fate = self._behaviour.decide(amount, self.desk.rng)
+        kept = (Fate.CHANNEL_BUSY, Fate.BANK_NOT_SUPPORTED, Fate.TIMEOUT, Fate.ERROR_5XX)
+        return fate if fate in kept else None
 
     async def _hold_then_drop(self, request: web.Request) -> NoReturn:
         """Deliver a TIMEOUT fate (see :func:`hold_then_drop`); ``stop()`` ends the hold."""

@@ -10,10 +10,15 @@ payout         batch transfer with one detail: ``POST /v3/transfer/batches``
                (``out_batch_no`` = ``out_detail_no`` = our order number, the
                payee's name RSA-OAEP encrypted), then the detail is queried
 refund         ``POST /v3/refund/domestic/refunds``
+collect        QR ``POST /v3/pay/transactions/native`` (``code_url``), H5
+               ``.../h5`` (``h5_url``; needs the payer's IP), in-app
+               ``.../jsapi`` (``prepay_id``, needs the payer's ``openid``) plus
+               the ``wx.requestPayment`` parameters signed here
+               (``paySign``); ``time_expire`` is the order's expiry
 query          ``GET /v3/pay/transactions/out-trade-no/{no}?mchid=``,
                ``GET /v3/transfer/batches/out-batch-no/{no}/details/out-detail-no/{no}``,
                ``GET /v3/refund/domestic/refunds/{no}``
-close_order    ``POST /v3/pay/transactions/out-trade-no/{no}/close``
+close_order    ``POST /v3/pay/transactions/out-trade-no/{no}/close`` (withhold, collect)
 agreements     ``POST /v3/papay/contracts/pre-entrust-sign`` and, adapted to
                paygate's SMS confirmation, ``.../pre-entrust-sign/{id}/confirm``;
                ``POST /v3/papay/contracts/{contract_id}/terminate`` revokes
@@ -40,7 +45,9 @@ URL is built once, percent-encoded (order numbers may hold ``*``, ``@``,
 ``|``), sent as is (``encoded=True``, so the HTTP client re-quotes nothing),
 and its ``raw_path_qs`` is what is signed.
 
-Callbacks: ``TRANSACTION.*`` and ``REFUND.*`` carry the order's result. A
+Callbacks: ``TRANSACTION.*`` and ``REFUND.*`` carry the order's result; a
+transaction whose ``trade_type`` is a cashier's (NATIVE, JSAPI, MWEB, APP)
+is a collect order's, any other (PAP) a withhold's. A
 payout is a batch, and WeChat Pay calls back per batch
 (``MCHTRANSFER.BATCH.FINISHED`` / ``.CLOSED``: ``out_batch_no``, ``batch_id``,
 ``batch_status``, counts and amounts), never per transfer; such a notice is
@@ -66,12 +73,17 @@ from yarl import URL
 from channels import settings as setting
 from channels.config import TABLE, ConfigError, Seconds, Secret
 from channels.contract import (
+    PAYMENT_OPERATIONS,
     AgreementConfirmed,
     Balance,
     CallbackNotice,
     CallbackRejected,
+    Cashier,
+    CashierKind,
     ChannelRejected,
     ChannelUnavailable,
+    CollectOrder,
+    CollectStarted,
     HttpReply,
     Operation,
     OrderRef,
@@ -82,6 +94,7 @@ from channels.contract import (
     SignRequest,
     SignStarted,
     WithholdOrder,
+    awaiting_payment,
     constant_time_equal,
     pending,
     refused_request,
@@ -180,7 +193,7 @@ class WeChatPayChannel(HttpChannel):
 
     def __init__(self, channel_id: str, settings: WeChatPaySettings) -> None:
         http = ChannelHttp(connect_timeout_s=settings.connect_timeout, timeout_s=settings.timeout)
-        super().__init__(channel_id, http, currencies=frozenset({CURRENCY}))
+        super().__init__(channel_id, http, currencies=frozenset({CURRENCY}), cashier_kinds=frozenset(CashierKind))
         self._settings = settings
         self._platform_keys = {settings.platform_serial: settings.platform_key} if settings.platform_key else {}
 
@@ -295,6 +308,44 @@ class WeChatPayChannel(HttpChannel):
         # Accepted: the deduction runs asynchronously. One query tells whether it already ended.
         return await self._query_trade(order.channel_order_no, accepted=True)
 
+    async def create_collect(self, order: CollectOrder) -> CollectStarted:
+        if (refused := self._unsupported_collect(order.cashier, order.currency)) is not None:
+            return refused
+        payload: dict[str, Any] = {
+            "appid": self._settings.appid,
+            "mchid": self._settings.mchid,
+            "description": order.description or "repayment",
+            "out_trade_no": order.channel_order_no,
+            "time_expire": wire.rfc3339(order.expires_at),
+            "notify_url": self._notify_url(order.notify_url),
+            "amount": {"total": order.amount, "currency": CURRENCY},
+        }
+        if order.cashier is CashierKind.H5:
+            if not order.payer.client_ip:
+                return _needs("client_ip", "WeChat Pay H5 needs the payer's IP (scene_info.payer_client_ip)")
+            payload["scene_info"] = {"payer_client_ip": order.payer.client_ip, "h5_info": {"type": "Wap"}}
+        if order.cashier is CashierKind.IN_APP:
+            if not order.payer.openid:
+                return _needs("openid", "WeChat Pay JSAPI needs the payer's openid under our appid")
+            payload["payer"] = {"openid": order.payer.openid}
+        path, field_name = _PREPAY[order.cashier]
+        answer = await self._order_request("POST", path, payload)
+        if isinstance(answer, Outcome):
+            return CollectStarted(answer)
+        if not answer.ok:
+            return CollectStarted(self._failure(answer))
+        value = str(answer.body.get(field_name) or "")
+        if not value:
+            return CollectStarted(pending("BAD_RESPONSE", str(answer.status), f"prepay answered without {field_name}"))
+        if order.cashier is CashierKind.QR:
+            cashier = Cashier(CashierKind.QR, qr_code=value)
+        elif order.cashier is CashierKind.H5:
+            cashier = Cashier(CashierKind.H5, url=value)
+        else:
+            params = wire.jsapi_params(self._settings.appid, value, self._settings.private_key)
+            cashier = Cashier(CashierKind.IN_APP, sdk_params=params)
+        return awaiting_payment(cashier, str(answer.status))
+
     async def _query_trade(self, out_trade_no: str, *, accepted: bool = False) -> Outcome:
         url = f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}?mchid={self._settings.mchid}"
         answer = await self._order_request("GET", url)
@@ -390,7 +441,7 @@ class WeChatPayChannel(HttpChannel):
         )
 
     async def query(self, ref: OrderRef) -> Outcome:
-        if ref.operation is Operation.WITHHOLD:
+        if ref.operation in PAYMENT_OPERATIONS:
             return await self._query_trade(ref.channel_order_no)
         if ref.operation is Operation.PAYOUT:
             return await self._query_transfer(ref.channel_order_no)
@@ -404,7 +455,7 @@ class WeChatPayChannel(HttpChannel):
         raise ValueError(f"{ref.operation} orders cannot be queried")
 
     async def close_order(self, ref: OrderRef) -> Outcome:
-        if ref.operation is not Operation.WITHHOLD:
+        if ref.operation not in PAYMENT_OPERATIONS:
             return await self.query(ref)
         url = f"/v3/pay/transactions/out-trade-no/{quote(ref.channel_order_no, safe='')}/close"
         answer = await self._order_request("POST", url, {"mchid": self._settings.mchid})
@@ -572,7 +623,8 @@ class WeChatPayChannel(HttpChannel):
         outcome = wire.TRADE_STATE.outcome(
             str(resource["trade_state"]), channel_txn_id=str(resource.get("transaction_id", "")), amount=amount
         )
-        return CallbackNotice(order_no, Operation.WITHHOLD, outcome, amount)
+        operation = Operation.COLLECT if resource.get("trade_type") in _CASHIER_TRADE_TYPES else Operation.WITHHOLD
+        return CallbackNotice(order_no, operation, outcome, amount)
 
     def callback_reply(self, accepted: bool) -> HttpReply:
         """v3 protocol: 204 with no body to acknowledge; 4xx with ``{"code":"FAIL",...}`` to ask for a retry."""
@@ -580,6 +632,22 @@ class WeChatPayChannel(HttpChannel):
             return HttpReply(204, b"")
         body = json.dumps({"code": "FAIL", "message": "verification failed"}).encode()
         return HttpReply(400, body, content_type="application/json")
+
+
+# cashier kind -> (prepay path, the answer field that opens the cashier)
+_PREPAY = {
+    CashierKind.QR: ("/v3/pay/transactions/native", "code_url"),
+    CashierKind.H5: ("/v3/pay/transactions/h5", "h5_url"),
+    CashierKind.IN_APP: ("/v3/pay/transactions/jsapi", "prepay_id"),
+}
+_CASHIER_TRADE_TYPES = frozenset({"NATIVE", "JSAPI", "MWEB", "APP"})
+
+
+def _needs(hint: str, why: str) -> CollectStarted:
+    """A cashier that cannot be asked for without a payer hint: refused before sending (safe elsewhere)."""
+    return CollectStarted(
+        Outcome(OutcomeStatus.FAILED, "PAYER_HINT_REQUIRED", raw_code=hint, raw_message=why, safe_elsewhere=True)
+    )
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -16,6 +16,17 @@ transfer) is called back per batch, ``MCHTRANSFER.BATCH.FINISHED`` (or
 and amounts and an empty ``associated_data``, and never per transfer: the
 merchant queries the transfer to learn how it ended.
 
+Cashiers: Native (``code_url`` ``weixin://wxpay/bizpayurl?pr=...``), H5
+(``h5_url``; ``scene_info.payer_client_ip`` and ``h5_info`` required) and
+JSAPI (``prepay_id``; ``payer.openid`` required) create the order at once,
+and a repeat with identical parameters answers the same; the payer's WeChat
+checks the ``wx.requestPayment`` parameters' ``paySign`` with the merchant's
+key before it pays. An unpaid order is ``NOTPAY`` until closed; a payment
+after ``time_expire`` is refused; closing a paid order is 400 ``ORDERPAID``;
+each payment is called back ``TRANSACTION.SUCCESS`` with the cashier's
+``trade_type`` (NATIVE, MWEB, JSAPI). Tests play the payer through
+:class:`channels.simkit.Borrower`.
+
 Adaptations, on purpose: contract signing is ``pre-entrust-sign`` plus a
 ``/confirm`` with the SMS code (paygate's sign/confirm contract); closing an
 unknown order closes its number for good (simkit tombstone); an outage
@@ -36,6 +47,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -45,6 +57,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from yarl import URL
 
+from channels.contract import Cashier, CashierKind
 from channels.simkit import (
     Answer,
     Behaviour,
@@ -52,10 +65,16 @@ from channels.simkit import (
     Entry,
     EntryKind,
     EntryStatus,
+    Fate,
     Ledger,
+    OrderClosed,
+    OrderNoConflict,
+    Payment,
+    PaymentRefused,
     Rendered,
     SimulatorBase,
     adapter_timeouts,
+    hold_then_drop,
     pem_public,
     stream_file,
 )
@@ -88,6 +107,8 @@ _REFUSALS = {
     "ORDER_NO_CONFLICT": (400, "INVALID_REQUEST", "out_trade_no exists with other parameters"),
 }
 _TRANSFER_FAIL_REASON = {"ACCOUNT_FROZEN": "ACCOUNT_FROZEN", "INSUFFICIENT_FUNDS": "MERCHANT_REJECT"}
+_TRADES = (EntryKind.WITHHOLD, EntryKind.COLLECT)
+_TRADE_TYPES = {CashierKind.QR.value: "NATIVE", CashierKind.H5.value: "MWEB", CashierKind.IN_APP.value: "JSAPI"}
 _TRADE_STATE = {EntryStatus.SUCCEEDED: "SUCCESS", EntryStatus.PENDING: "ACCEPT", EntryStatus.FAILED: "PAYERROR"}
 _DETAIL_STATUS = {EntryStatus.SUCCEEDED: "SUCCESS", EntryStatus.PENDING: "PROCESSING", EntryStatus.FAILED: "FAIL"}
 _REFUND_STATUS = {EntryStatus.SUCCEEDED: "SUCCESS", EntryStatus.PENDING: "PROCESSING", EntryStatus.FAILED: "CLOSED"}
@@ -137,9 +158,14 @@ class WeChatPaySimulator(SimulatorBase):
         self.apiv3_key = secrets.token_hex(16)  # 32 characters
         self._signings: dict[str, _Signing] = {}
         self.contracts: dict[str, str] = {}  # contract_id -> payer account
+        self._cashier_refs: dict[str, str] = {}  # code_url token / prepay_id -> out_trade_no
+        self._prepay_ids: dict[str, str] = {}  # out_trade_no -> prepay_id
         app = web.Application()
         routes: list[tuple[str, str, Handler]] = [
             ("POST", "/v3/papay/pay/transactions/apply", self._apply),
+            ("POST", "/v3/pay/transactions/native", self._native),
+            ("POST", "/v3/pay/transactions/h5", self._h5),
+            ("POST", "/v3/pay/transactions/jsapi", self._jsapi),
             ("GET", "/v3/pay/transactions/out-trade-no/{no}", self._trade_query),
             ("POST", "/v3/pay/transactions/out-trade-no/{no}/close", self._trade_close),
             ("POST", "/v3/refund/domestic/refunds", self._refund),
@@ -161,7 +187,7 @@ class WeChatPaySimulator(SimulatorBase):
             is_ack=lambda status, _body: status in (200, 204),
             notify_url=notify_url,
         )
-        self.statements.covers = frozenset({EntryKind.WITHHOLD, EntryKind.REFUND})
+        self.statements.covers = frozenset({EntryKind.WITHHOLD, EntryKind.COLLECT, EntryKind.REFUND})
         self.statements.lists_failures = False
 
     # --- SimulatorHandle ---------------------------------------------------------
@@ -274,28 +300,42 @@ class WeChatPaySimulator(SimulatorBase):
         if request.query.get("mchid") != self.mchid:
             raise _Error(400, "PARAM_ERROR", "mchid")
         entry = self._ledger.get(no)
-        if entry is None or entry.kind is not EntryKind.WITHHOLD:
+        if entry is None or entry.kind not in _TRADES:
             if self._ledger.is_closed(no):
                 return {"mchid": self.mchid, "appid": self.appid, "out_trade_no": no, "trade_state": "CLOSED"}
             raise _Error(404, "ORDER_NOT_EXIST", "order does not exist")
         return self._transaction(entry)
 
-    def _transaction(self, entry: Entry) -> dict[str, Any]:
+    def _transaction(self, entry: Entry, payment: Payment | None = None) -> dict[str, Any]:
         state = "CLOSED" if entry.code == "ORDER_CLOSED" else _TRADE_STATE[entry.status]
+        trade_type = "PAP"
+        if entry.kind is EntryKind.COLLECT:
+            trade_type = _TRADE_TYPES[self.cashiers.state(entry.order_no)["cashier"]]
+            state = "NOTPAY" if entry.status is EntryStatus.PENDING else state
+        paid = entry.paid_amount if entry.paid_amount is not None else entry.amount
+        if payment is not None:
+            paid = payment.amount
         return {
             "mchid": self.mchid,
             "appid": self.appid,
             "out_trade_no": entry.order_no,
-            "transaction_id": entry.txn_id,
-            "trade_type": "PAP",
+            "transaction_id": payment.txn_id if payment is not None else entry.txn_id,
+            "trade_type": trade_type,
             "trade_state": state,
             "trade_state_desc": entry.code,
             "success_time": _now() if entry.status is EntryStatus.SUCCEEDED else "",
-            "amount": {"total": entry.amount, "payer_total": entry.amount, "currency": "CNY"},
+            "amount": {"total": paid, "payer_total": paid, "currency": "CNY"},
         }
 
     async def _trade_close(self, request: web.Request, payload: dict[str, Any]) -> None:
         no = request.match_info["no"]
+        if payload.get("mchid") != self.mchid:
+            raise _Error(400, "PARAM_ERROR", "mchid")
+        if self.cashiers.knows(no):
+            # an unpaid order closes for good; one paid before this close arrived stays paid
+            if self.cashiers.close(no).status is EntryStatus.SUCCEEDED:
+                raise _Error(400, "ORDERPAID", "order paid")
+            return None
         entry = self._ledger.get(no)
         if entry is not None and entry.status is EntryStatus.SUCCEEDED:
             raise _Error(400, "ORDERPAID", "order paid")
@@ -303,6 +343,97 @@ class WeChatPaySimulator(SimulatorBase):
             raise _Error(400, "TRADE_ERROR", "order ended")
         self.desk.close(no)
         return None
+
+    # --- cashiers (collect orders) -------------------------------------------------------
+
+    async def _native(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
+        return await self._prepay(request, payload, CashierKind.QR)
+
+    async def _h5(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
+        scene = payload.get("scene_info")
+        if (
+            not isinstance(scene, dict)
+            or not scene.get("payer_client_ip")
+            or not isinstance(scene.get("h5_info"), dict)
+        ):
+            raise _Error(400, "PARAM_ERROR", "scene_info.payer_client_ip and scene_info.h5_info are required")
+        return await self._prepay(request, payload, CashierKind.H5)
+
+    async def _jsapi(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
+        payer = payload.get("payer")
+        if not isinstance(payer, dict) or not payer.get("openid"):
+            raise _Error(400, "PARAM_ERROR", "payer.openid is required")
+        return await self._prepay(request, payload, CashierKind.IN_APP)
+
+    async def _prepay(self, request: web.Request, payload: dict[str, Any], kind: CashierKind) -> web.StreamResponse:
+        if payload.get("appid") != self.appid or payload.get("mchid") != self.mchid:
+            raise _Error(400, "APPID_MCHID_NOT_MATCH", "appid and mchid do not match")
+        out_trade_no = _required(payload, "out_trade_no")
+        _required(payload, "description")
+        notify_url = _required(payload, "notify_url")
+        amount = _amount(payload.get("amount"), "total")
+        try:  # optional; without it an order can be paid for two hours (the prepay_id's life)
+            expires = wire.parse_rfc3339(str(payload["time_expire"])) if "time_expire" in payload else None
+        except ValueError:
+            raise _Error(400, "PARAM_ERROR", "time_expire must be RFC 3339") from None
+        expires_at = expires.timestamp() if expires is not None else time.time() + 7200
+        fate = self._collect_fate(amount)
+        if fate in (Fate.CHANNEL_BUSY, Fate.BANK_NOT_SUPPORTED):
+            raise _Error(429, "FREQUENCY_LIMITED", "simulated")
+        try:
+            entry, new = self.cashiers.create(
+                out_trade_no, amount, "CNY", expires_at, kind.value, payload, notify_url=notify_url
+            )
+        except OrderClosed:
+            raise _Error(400, "ORDER_CLOSED", "order closed") from None
+        except OrderNoConflict:
+            raise _Error(400, "OUT_TRADE_NO_USED", "out_trade_no exists with other parameters") from None
+        if new:
+            prepay_id = f"wx{datetime.now():%d%H%M%S}{secrets.token_hex(10)}"
+            self._prepay_ids[out_trade_no] = prepay_id
+            self._cashier_refs[prepay_id] = out_trade_no
+        prepay_id = self._prepay_ids[entry.order_no]
+        body = {
+            CashierKind.QR: {"code_url": f"weixin://wxpay/bizpayurl?pr={prepay_id[-10:]}"},
+            CashierKind.H5: {
+                "h5_url": f"https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id={prepay_id}&package=1"
+            },
+            CashierKind.IN_APP: {"prepay_id": prepay_id},
+        }[kind]
+        self._cashier_refs[prepay_id[-10:]] = out_trade_no
+        if fate is Fate.TIMEOUT:
+            await hold_then_drop(request, self._behaviour.timeout_hold_s, self._stopping)
+        if fate is Fate.ERROR_5XX:
+            return self._signed(500, {"code": "SYSTEM_ERROR", "message": "simulated"})
+        return self._signed(200, body)
+
+    def _order_no_of(self, cashier: Cashier) -> str:
+        """The payer's WeChat opens the cashier: scans the code, opens the page, or runs wx.requestPayment."""
+        if cashier.sdk_params:
+            params = dict(cashier.sdk_params)
+            if params.get("appId") != self.appid or not wire.verify_jsapi_params(
+                params, self.merchant_key.public_key()
+            ):
+                raise PaymentRefused("", "BAD_SIGNATURE")  # 支付验证签名失败
+            ref = params["package"].removeprefix("prepay_id=")
+        elif cashier.qr_code:
+            ref = URL(cashier.qr_code).query.get("pr", "")
+        else:
+            ref = URL(cashier.url).query.get("prepay_id", "")
+        order_no = self._cashier_refs.get(ref)
+        if order_no is None:
+            raise PaymentRefused("", "UNKNOWN_ORDER")
+        return order_no
+
+    def _notify_payment(self, entry: Entry, payment: Payment) -> None:
+        url = entry.notify_url or self.notify_url
+        if not url:
+            return
+        resource = self._transaction(entry, payment)
+        resource["trade_state"] = "SUCCESS"
+        body = self._envelope("TRANSACTION.SUCCESS", "transaction", "transaction", resource)
+        key = f"{entry.order_no}/{payment.txn_id}"
+        self.callbacks.send(key, url, body.encode(), lambda raw: self.callback_headers(raw.decode()))
 
     # --- refunds ---------------------------------------------------------------------
 
@@ -330,7 +461,7 @@ class WeChatPaySimulator(SimulatorBase):
         if payload.get("out_trade_no"):
             return self._ledger.get(str(payload["out_trade_no"]))
         entry = self._ledger.by_txn_id(str(payload.get("transaction_id", "")))
-        return entry if entry is not None and entry.kind is EntryKind.WITHHOLD else None
+        return entry if entry is not None and entry.kind in _TRADES else None
 
     def _refund_body(self, entry: Entry) -> dict[str, Any]:
         original = self._ledger.get(entry.original_order_no)
@@ -513,7 +644,9 @@ class WeChatPaySimulator(SimulatorBase):
         return body
 
     def callback_body(self, entry: Entry) -> str:
-        event_type, original_type, associated_data, resource = self.resource_of(entry)
+        return self._envelope(*self.resource_of(entry))
+
+    def _envelope(self, event_type: str, original_type: str, associated_data: str, resource: dict[str, Any]) -> str:
         plaintext = json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
         encrypted = wire.encrypt_resource(self.apiv3_key.encode(), plaintext, associated_data=associated_data)
         envelope = {

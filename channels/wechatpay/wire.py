@@ -20,6 +20,14 @@ against the ``wechatpayv3`` SDK.
 * Sensitive request fields (names, ID numbers) are RSA-OAEP(SHA-1)
   encrypted with the platform public key, ``Wechatpay-Serial`` set.
 
+* JSAPI payments are opened in the WeChat client by ``wx.requestPayment``
+  with ``appId``, ``timeStamp``, ``nonceStr``, ``package`` (``prepay_id=...``),
+  ``signType`` ``RSA`` and ``paySign``: SHA256withRSA by the merchant key over
+  ``appId\\ntimeStamp\\nnonceStr\\npackage\\n`` (:func:`jsapi_params`), which
+  the platform checks against the merchant's key before it shows the payment.
+* Times (``time_expire``) are RFC 3339 with an offset, e.g.
+  ``2018-06-08T10:34:56+08:00`` (:func:`rfc3339`).
+
 Amounts are int fen on this wire: no conversion needed.
 """
 
@@ -32,6 +40,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -202,6 +211,57 @@ def verify_message(
     return None
 
 
+# --- JSAPI payment parameters and times -----------------------------------------
+
+CHINA_TZ = timezone(timedelta(hours=8))
+JSAPI_SIGN_TYPE = "RSA"
+
+
+def jsapi_message(app_id: str, timestamp: str, nonce: str, package: str) -> str:
+    return f"{app_id}\n{timestamp}\n{nonce}\n{package}\n"
+
+
+def jsapi_params(
+    app_id: str, prepay_id: str, key: rsa.RSAPrivateKey, *, timestamp: str | None = None, nonce: str | None = None
+) -> dict[str, str]:
+    """The parameters the app passes to ``wx.requestPayment`` for a JSAPI ``prepay_id``, signed by the merchant."""
+    ts = timestamp or str(int(time.time()))
+    nonce_str = nonce or new_nonce()
+    package = f"prepay_id={prepay_id}"
+    return {
+        "appId": app_id,
+        "timeStamp": ts,
+        "nonceStr": nonce_str,
+        "package": package,
+        "signType": JSAPI_SIGN_TYPE,
+        "paySign": _sign(key, jsapi_message(app_id, ts, nonce_str, package)),
+    }
+
+
+def verify_jsapi_params(params: Mapping[str, str], key: rsa.RSAPublicKey) -> bool:
+    """Server side (simulator): the ``paySign`` of ``wx.requestPayment`` parameters, by the merchant key."""
+    try:
+        message = jsapi_message(params["appId"], params["timeStamp"], params["nonceStr"], params["package"])
+    except KeyError:
+        return False
+    return params.get("signType") == JSAPI_SIGN_TYPE and _verify(key, message, params.get("paySign", ""))
+
+
+def rfc3339(moment: datetime) -> str:
+    """``2018-06-08T10:34:56+08:00`` (China time, whole seconds). ``moment`` must be aware."""
+    if moment.tzinfo is None:
+        raise ValueError("an aware datetime is required")
+    return moment.astimezone(CHINA_TZ).isoformat(timespec="seconds")
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """Raises ValueError for a time without an offset."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("an RFC 3339 time carries its offset")
+    return moment
+
+
 # --- AES-GCM resources and sensitive fields ------------------------------------
 
 
@@ -270,6 +330,7 @@ CODES = ErrorTable(
         "RESOURCE_NOT_EXISTS": ErrorRule(P, "NOT_FOUND"),
         "NOT_FOUND": ErrorRule(P, "NOT_FOUND"),
         "ALREADY_EXISTS": ErrorRule(P, "ORDER_CONFLICT"),  # that number exists: look, never guess
+        "OUT_TRADE_NO_USED": ErrorRule(P, "ORDER_CONFLICT"),  # 商户订单号重复: the number has another order
         "ORDERPAID": ErrorRule(S, "OK"),
         "ORDER_CLOSED": ErrorRule(F, "ORDER_CLOSED"),
         "TRADE_ERROR": ErrorRule(F, "PAYMENT_FAILED"),

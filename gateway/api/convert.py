@@ -15,8 +15,9 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.domain import AgreementStatus, FlowStatus, scrub
-from gateway.store.rows import AgreementRow, AttemptRow, FlowRow
+from channels.contract import Cashier, CashierKind
+from gateway.domain import PAYMENT_KINDS, AgreementStatus, FlowStatus, scrub
+from gateway.store.rows import AgreementRow, AttemptRow, CollectionRow, FlowRow
 from paygate.v1 import gateway_pb2
 
 _ATTEMPT_STATUS = {
@@ -101,12 +102,36 @@ def flow_pb(f: FlowRow, *, operator: bool = False) -> gateway_pb2.Flow:
                 code=f.failure_code, message=scrub(f.failure_message), payer_attributable=f.payer_attributable
             )
         )
-    if f.kind.value == "WITHHOLD":
+    if f.kind in PAYMENT_KINDS:
         out.refunded.CopyFrom(gateway_pb2.Money(amount=f.refunded_amount, currency=f.currency))
     out.attempts.extend(attempt_pb(a, operator=operator) for a in f.attempts)
     _set_ts(out, "created_at", f.created_at)
     _set_ts(out, "updated_at", f.updated_at)
     _set_ts(out, "finished_at", f.finished_at)
+    return out
+
+
+_CASHIER_KIND = {
+    CashierKind.QR: gateway_pb2.CASHIER_QR,
+    CashierKind.H5: gateway_pb2.CASHIER_H5,
+    CashierKind.IN_APP: gateway_pb2.CASHIER_IN_APP,
+}
+CASHIER_KIND_OF_PB = {pb: kind for kind, pb in _CASHIER_KIND.items()}
+
+
+def collection_pb(flow: FlowRow, row: CollectionRow | None, cashier: Cashier | None) -> gateway_pb2.Flow:
+    """A collection's flow with its cashier: the payload once the channel gave it, the expiry and kind always."""
+    out = flow_pb(flow)
+    if row is None:
+        return out
+    pb = gateway_pb2.Cashier(
+        kind=_CASHIER_KIND[CashierKind(row.cashier_kind)], closing=row.close_requested_at is not None
+    )
+    _set_ts(pb, "expires_at", row.expires_at)
+    if cashier is not None:
+        pb.qr_code, pb.url, pb.order_string = cashier.qr_code, cashier.url, cashier.order_string
+        pb.sdk_params.update(cashier.sdk_params)
+    out.cashier.CopyFrom(pb)
     return out
 
 

@@ -251,7 +251,7 @@ class FlowBatch:
                 attempt, target = AttemptRow.from_row(row), TARGET[item.outcome.status]
                 if attempt.status not in ATTEMPT_FROM[target]:
                     # replays and lost races are answered here; only a conflict (discrepancy) writes, later
-                    same = unchanged(attempt, target)
+                    same = unchanged(attempt, target, item.outcome)
                     if same is None:
                         later.append(i)
                     else:

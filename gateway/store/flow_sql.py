@@ -15,7 +15,15 @@ from typing import Any
 
 from channels.contract import Outcome, OutcomeStatus
 from gateway.domain import AttemptStatus, FlowStatus
-from gateway.store.rows import Applied, ApplyResult, AttemptRow, FlowRow, Source
+from gateway.store.rows import (
+    ANOTHER_TRANSACTION,
+    Applied,
+    ApplyResult,
+    AttemptRow,
+    FlowRow,
+    Source,
+    another_transaction,
+)
 
 FLOW_SELECT = "SELECT f.*, o.flow_no AS original_flow_no FROM flows f LEFT JOIN flows o ON o.id = f.original_flow_id"
 
@@ -178,10 +186,18 @@ def record_flow_result(flow: FlowRow, values: tuple[Any, ...], outcome: Outcome)
     flow.version += 1
 
 
-def unchanged(attempt: AttemptRow, target: AttemptStatus) -> ApplyResult | None:
-    """The answer to a report that needs no write (a replay, a lost race, still pending); None for a conflict."""
+def unchanged(attempt: AttemptRow, target: AttemptStatus, outcome: Outcome) -> ApplyResult | None:
+    """The answer to a report that needs no write (a replay, a lost race, still pending); None for a conflict.
+
+    A success under another transaction than the recorded one is a conflict (a second payment).
+    """
     if target is AttemptStatus.PENDING:
         return ApplyResult(Applied.STILL_PENDING if attempt.status is AttemptStatus.PENDING else Applied.NOOP, attempt)
-    if attempt.status is target:
+    if attempt.status is target and not another_transaction(attempt, outcome):
         return ApplyResult(Applied.NOOP, attempt)
     return None
+
+
+def conflict_code(attempt: AttemptRow, outcome: Outcome) -> str:
+    """The reported code a conflict's discrepancy records."""
+    return ANOTHER_TRANSACTION if another_transaction(attempt, outcome) else outcome.code

@@ -18,7 +18,8 @@ can wait for each other but never in a circle):
 2. then their flows;
 3. then the rows that hang off them: poll queue rows, positions (ascending
    channel), card usage counters, and last the inserts (outbox, discrepancies,
-   audit), which wait for nobody.
+   audit, a collection's row), which wait for nobody. A collection's own
+   updates (its cashier, a close asked for) lock its row alone.
 
 A transition locks its attempt, then the flow, in one statement
 (``ATTEMPT_WITH_FLOW``); a batch of transitions locks all its attempts, then
@@ -33,6 +34,7 @@ back for a deadlock or a lock wait (``Conflict``) is retried whole
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,6 +59,7 @@ from gateway.store.flow_sql import (
     ApplyItem,
     attempt_args,
     attempt_change,
+    conflict_code,
     flow_args,
     flow_part,
     flow_result,
@@ -85,6 +88,9 @@ from gateway.store.rows import (
 from paygate.v1 import events_pb2
 
 log = logging.getLogger(__name__)
+
+# Writes the side rows of a flow kind inside the transaction that creates the flow (see create_with).
+SideRows = Callable[[Tx, FlowRow, datetime], Awaitable[None]]
 
 
 class MySQLFlowStore:
@@ -214,10 +220,23 @@ class MySQLFlowStore:
             return await self.batch.create(new, attempt)
         return await self._create_one(new, attempt)
 
-    async def _create_one(self, new: NewFlow, attempt: NewAttempt | None) -> Creation[FlowRow]:
-        return await self.db.retrying(lambda: self._create_once(new, attempt))
+    async def create_with(self, new: NewFlow, attempt: NewAttempt, also: SideRows) -> Creation[FlowRow]:
+        """:meth:`create` one flow and its first attempt, plus the side rows ``also`` writes, in one commit.
 
-    async def _create_once(self, new: NewFlow, attempt: NewAttempt | None) -> Creation[FlowRow]:
+        For a flow kind with a table of its own beside ``flows`` (gateway/store/collections.py):
+        ``also(tx, flow, now)`` runs after both inserts, inside the transaction (its inserts come
+        last in the lock order); a retried transaction runs it again. Never group-committed.
+        """
+        return await self._create_one(new, attempt, also)
+
+    async def _create_one(
+        self, new: NewFlow, attempt: NewAttempt | None, also: SideRows | None = None
+    ) -> Creation[FlowRow]:
+        return await self.db.retrying(lambda: self._create_once(new, attempt, also))
+
+    async def _create_once(
+        self, new: NewFlow, attempt: NewAttempt | None, also: SideRows | None = None
+    ) -> Creation[FlowRow]:
         now = utcnow()
         flow = new_flow_row(new, now)
         try:
@@ -235,6 +254,8 @@ class MySQLFlowStore:
                         raise RefundExceeds()
                 if attempt is not None:
                     flow.attempts.append(await self._insert_attempt(tx, flow, 1, attempt, now))
+                if also is not None:
+                    await also(tx, flow, now)
                 await tx.commit()
         except DuplicateKey as exc:
             if exc.key != "uq_flows_caller_request":
@@ -402,14 +423,15 @@ class MySQLFlowStore:
     async def _not_allowed(
         self, tx: Tx, attempt: AttemptRow, target: AttemptStatus, outcome: Outcome, source: Source, now: datetime
     ) -> ApplyResult:
-        same = unchanged(attempt, target)
+        same = unchanged(attempt, target, outcome)
         if same is not None:
             return same
-        # A terminal attempt told the opposite: record, alert, never overwrite.
+        # A terminal attempt told the opposite (or paid again): record, alert, never overwrite.
         flow_row = await tx.fetchone("SELECT * FROM flows WHERE id=%s", (attempt.flow_id,))
         assert flow_row is not None
         flow = FlowRow.from_row(flow_row)
-        await self._discrepancy(tx, flow, attempt, attempt.status.value, target.value, outcome.code, source, now)
+        code = conflict_code(attempt, outcome)
+        await self._discrepancy(tx, flow, attempt, attempt.status.value, target.value, code, source, now)
         return ApplyResult(Applied.DISCREPANCY, attempt, flow)
 
     async def _discrepancy(

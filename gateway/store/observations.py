@@ -30,7 +30,7 @@ class MySQLObservations:
         """
         rows = await self.db.fetchall(
             "SELECT channel_order_no, channel, operation, bank_code, status, payer_attributable, created_at,"
-            " finished_at FROM attempts"
+            " finished_at, code FROM attempts"
             " WHERE finished_at >= %s AND status IN ('SUCCEEDED','FAILED') AND raw_code <> 'MANUAL'"
             " ORDER BY finished_at LIMIT %s",
             (since, limit),
@@ -45,6 +45,7 @@ class MySQLObservations:
                 finished_at=r["finished_at"],
                 channel_order_no=r["channel_order_no"],
                 sent_at=r["created_at"],
+                code=r["code"] or "",
             )
             for r in rows
         ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Generic, TypeAlias, TypeVar
 
+from channels.contract import Outcome, OutcomeStatus
 from gateway.domain import AgreementStatus, AttemptStatus, FlowKind, FlowStatus, channel_order_no, new_ulid
 
 
@@ -201,6 +202,27 @@ class NewAttempt:
     card_limit: CardLimit | None = None  # withholds on a channel with per-card daily limits
 
 
+def another_transaction(attempt: AttemptRow, outcome: Outcome) -> bool:
+    """A success reported for a succeeded attempt under another channel transaction: a second payment.
+
+    A channel names the transaction that moved the money; a replay of the
+    same success names the same one. Another one means the payer's money was
+    taken again for this order (a cashier paid twice): a discrepancy, never a
+    replay. Only when both transaction ids are known.
+    """
+    return (
+        attempt.status is AttemptStatus.SUCCEEDED
+        and outcome.status is OutcomeStatus.SUCCEEDED
+        and bool(attempt.channel_txn_id)
+        and bool(outcome.channel_txn_id)
+        and outcome.channel_txn_id != attempt.channel_txn_id
+    )
+
+
+#: The reported code of the discrepancy :func:`another_transaction` records.
+ANOTHER_TRANSACTION = "ANOTHER_TRANSACTION"
+
+
 def new_flow_row(new: NewFlow, now: datetime) -> FlowRow:
     """The row a new flow gets (PROCESSING); ``id`` is set once inserted."""
     return FlowRow(
@@ -348,6 +370,45 @@ class PositionRow:
         return self.balance - self.reserved
 
 
+@dataclass(frozen=True)
+class NewCollection:
+    """What a COLLECT flow records beside the flow: the cashier kind asked for, the order's expiry (naive UTC)."""
+
+    cashier_kind: str
+    expires_at: datetime
+
+
+@dataclass
+class CollectionRow:
+    """A COLLECT flow's cashier side (the ``collections`` table).
+
+    ``cashier`` is the channel's cashier as stored (``Cashier.to_json()``), ""
+    until the channel gave it. ``close_requested_at`` is set once a close was
+    asked for: by the caller (``close_reason`` CALLER) or at the expiry (EXPIRED).
+    """
+
+    flow_id: int
+    cashier_kind: str
+    expires_at: datetime
+    cashier: str = ""
+    cashier_channel: str = ""
+    close_requested_at: datetime | None = None
+    close_reason: str = ""
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> CollectionRow:
+        cashier = row.get("cashier") or ""
+        return cls(
+            flow_id=int(row["flow_id"]),
+            cashier_kind=row["cashier_kind"],
+            expires_at=row["expires_at"],
+            cashier=cashier.decode() if isinstance(cashier, bytes) else str(cashier),
+            cashier_channel=row.get("cashier_channel", ""),
+            close_requested_at=row.get("close_requested_at"),
+            close_reason=row.get("close_reason", ""),
+        )
+
+
 # --- what a creation did -------------------------------------------------------------
 
 RowT = TypeVar("RowT")
@@ -416,6 +477,7 @@ class FinishedAttempt:
     finished_at: datetime
     channel_order_no: str = ""
     sent_at: datetime | None = None
+    code: str = ""  # the normalized result code (a collection closed unpaid teaches the router nothing)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18paygate/v1/gateway.proto\x12\npaygate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\")\n\x05Money\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"D\n\x07\x46\x61ilure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1a\n\x12payer_attributable\x18\x03 \x01(\x08\"X\n\x0eRouteCandidate\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x18\n\x10success_estimate\x18\x03 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x04 \x01(\x03\"A\n\x0eRouteRejection\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"}\n\rRouteDecision\x12.\n\ncandidates\x18\x01 \x03(\x0b\x32\x1a.paygate.v1.RouteCandidate\x12,\n\x08rejected\x18\x02 \x03(\x0b\x32\x1a.paygate.v1.RouteRejection\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xd0\x02\n\x07\x41ttempt\x12\x0b\n\x03seq\x18\x01 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x18\n\x10\x63hannel_order_no\x18\x03 \x01(\t\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.paygate.v1.AttemptStatus\x12\x10\n\x08raw_code\x18\x05 \x01(\t\x12\x0c\n\x04\x63ode\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x16\n\x0esafe_elsewhere\x18\x08 \x01(\x08\x12\x0b\n\x03\x66\x65\x65\x18\t \x01(\x03\x12+\n\x08\x64\x65\x63ision\x18\n \x01(\x0b\x32\x19.paygate.v1.RouteDecision\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x04\n\x04\x46low\x12\x0f\n\x07\x66low_no\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.paygate.v1.FlowKind\x12&\n\x06status\x18\x04 \x01(\x0e\x32\x16.paygate.v1.FlowStatus\x12!\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x11.paygate.v1.Money\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12\x16\n\x0e\x63hannel_txn_id\x18\x07 \x01(\t\x12$\n\x07\x66\x61ilure\x18\x08 \x01(\x0b\x32\x13.paygate.v1.Failure\x12\x14\n\x0cneeds_review\x18\t \x01(\x08\x12%\n\x08\x61ttempts\x18\n \x03(\x0b\x32\x13.paygate.v1.Attempt\x12\x16\n\x0e\x61\x63\x63ount_masked\x18\x0b \x01(\t\x12\x18\n\x10original_flow_no\x18\x0c \x01(\t\x12#\n\x08refunded\x18\r \x01(\x0b\x32\x11.paygate.v1.Money\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replayed\x18\x11 \x01(\x08\"\xab\x01\n\x0fWithholdRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12!\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x11.paygate.v1.Money\x12\x14\n\x0c\x61greement_no\x18\x03 \x01(\t\x12\x12\n\naccount_no\x18\x04 \x01(\t\x12\x11\n\tbank_code\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x0f\n\x07wait_ms\x18\x07 \x01(\x05\"\xa9\x01\n\rPayoutRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12!\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x11.paygate.v1.Money\x12\x12\n\naccount_no\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x04 \x01(\t\x12\x11\n\tbank_code\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x0f\n\x07wait_ms\x18\x07 \x01(\x05\"\x81\x01\n\rRefundRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10original_flow_no\x18\x02 \x01(\t\x12!\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x11.paygate.v1.Money\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07wait_ms\x18\x05 \x01(\x05\"@\n\x0eGetFlowRequest\x12\x11\n\x07\x66low_no\x18\x01 \x01(\tH\x00\x12\x14\n\nrequest_id\x18\x02 \x01(\tH\x00\x42\x05\n\x03key\"\x9c\x02\n\tAgreement\x12\x14\n\x0c\x61greement_no\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.paygate.v1.AgreementStatus\x12\x16\n\x0e\x61\x63\x63ount_masked\x18\x04 \x01(\t\x12\x11\n\tbank_code\x18\x05 \x01(\t\x12\x1a\n\x12holder_name_masked\x18\x06 \x01(\t\x12\x14\n\x0c\x66\x61ilure_code\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x01\n\x14SignAgreementRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x12\n\naccount_no\x18\x03 \x01(\t\x12\x13\n\x0bholder_name\x18\x04 \x01(\t\x12\r\n\x05id_no\x18\x05 \x01(\t\x12\r\n\x05phone\x18\x06 \x01(\t\x12\x11\n\tbank_code\x18\x07 \x01(\t\"A\n\x17\x43onfirmAgreementRequest\x12\x14\n\x0c\x61greement_no\x18\x01 \x01(\t\x12\x10\n\x08sms_code\x18\x02 \x01(\t\".\n\x16RevokeAgreementRequest\x12\x14\n\x0c\x61greement_no\x18\x01 \x01(\t\"R\n\x15ListAgreementsRequest\x12\x12\n\naccount_no\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x16ListAgreementsResponse\x12)\n\nagreements\x18\x01 \x03(\x0b\x32\x15.paygate.v1.Agreement\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*K\n\x08\x46lowKind\x12\x19\n\x15\x46LOW_KIND_UNSPECIFIED\x10\x00\x12\x0c\n\x08WITHHOLD\x10\x01\x12\n\n\x06PAYOUT\x10\x02\x12\n\n\x06REFUND\x10\x03*T\n\nFlowStatus\x12\x1b\n\x17\x46LOW_STATUS_UNSPECIFIED\x10\x00\x12\x0e\n\nPROCESSING\x10\x01\x12\r\n\tSUCCEEDED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03*t\n\rAttemptStatus\x12\x1e\n\x1a\x41TTEMPT_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07SENDING\x10\x01\x12\x0b\n\x07PENDING\x10\x02\x12\x15\n\x11\x41TTEMPT_SUCCEEDED\x10\x03\x12\x12\n\x0e\x41TTEMPT_FAILED\x10\x04*x\n\x0f\x41greementStatus\x12 \n\x1c\x41GREEMENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41WAITING_CONFIRMATION\x10\x01\x12\n\n\x06\x41\x43TIVE\x10\x02\x12\x0b\n\x07REVOKED\x10\x03\x12\x0f\n\x0bSIGN_FAILED\x10\x04\x32\xb3\x04\n\x0ePaymentGateway\x12\x39\n\x08Withhold\x12\x1b.paygate.v1.WithholdRequest\x1a\x10.paygate.v1.Flow\x12\x35\n\x06Payout\x12\x19.paygate.v1.PayoutRequest\x1a\x10.paygate.v1.Flow\x12\x35\n\x06Refund\x12\x19.paygate.v1.RefundRequest\x1a\x10.paygate.v1.Flow\x12\x37\n\x07GetFlow\x12\x1a.paygate.v1.GetFlowRequest\x1a\x10.paygate.v1.Flow\x12H\n\rSignAgreement\x12 .paygate.v1.SignAgreementRequest\x1a\x15.paygate.v1.Agreement\x12N\n\x10\x43onfirmAgreement\x12#.paygate.v1.ConfirmAgreementRequest\x1a\x15.paygate.v1.Agreement\x12L\n\x0fRevokeAgreement\x12\".paygate.v1.RevokeAgreementRequest\x1a\x15.paygate.v1.Agreement\x12W\n\x0eListAgreements\x12!.paygate.v1.ListAgreementsRequest\x1a\".paygate.v1.ListAgreementsResponseB\x16Z\x14paygate/v1;paygatev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18paygate/v1/gateway.proto\x12\npaygate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\")\n\x05Money\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"D\n\x07\x46\x61ilure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1a\n\x12payer_attributable\x18\x03 \x01(\x08\"X\n\x0eRouteCandidate\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x18\n\x10success_estimate\x18\x03 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x04 \x01(\x03\"A\n\x0eRouteRejection\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"}\n\rRouteDecision\x12.\n\ncandidates\x18\x01 \x03(\x0b\x32\x1a.paygate.v1.RouteCandidate\x12,\n\x08rejected\x18\x02 \x03(\x0b\x32\x1a.paygate.v1.RouteRejection\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xd0\x02\n\x07\x41ttempt\x12\x0b\n\x03seq\x18\x01 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x18\n\x10\x63hannel_order_no\x18\x03 \x01(\t\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.paygate.v1.AttemptStatus\x12\x10\n\x08raw_code\x18\x05 \x01(\t\x12\x0c\n\x04\x63ode\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x16\n\x0esafe_elsewhere\x18\x08 \x01(\x08\x12\x0b\n\x03\x66\x65\x65\x18\t \x01(\x03\x12+\n\x08\x64\x65\x63ision\x18\n \x01(\x0b\x32\x19.paygate.v1.RouteDecision\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc6\x04\n\x04\x46low\x12\x0f\n\x07\x66low_no\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.paygate.v1.FlowKind\x12&\n\x06status\x18\x04 \x01(\x0e\x32\x16.paygate.v1.FlowStatus\x12!\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x11.paygate.v1.Money\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12\x16\n\x0e\x63hannel_txn_id\x18\x07 \x01(\t\x12$\n\x07\x66\x61ilure\x18\x08 \x01(\x0b\x32\x13.paygate.v1.Failure\x12\x14\n\x0cneeds_review\x18\t \x01(\x08\x12%\n\x08\x61ttempts\x18\n \x03(\x0b\x32\x13.paygate.v1.Attempt\x12\x16\n\x0e\x61\x63\x63ount_masked\x18\x0b \x01(\t\x12\x18\n\x10original_flow_no\x18\x0c \x01(\t\x12#\n\x08refunded\x18\r \x01(\x0b\x32\x11.paygate.v1.Money\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replayed\x18\x11 \x01(\x08\x12$\n\x07\x63\x61shier\x18\x12 \x01(\x0b\x32\x13.paygate.v1.Cashier\"\x8f\x02\n\x07\x43\x61shier\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.paygate.v1.CashierKind\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07qr_code\x18\x03 \x01(\t\x12\x0b\n\x03url\x18\x04 \x01(\t\x12\x14\n\x0corder_string\x18\x05 \x01(\t\x12\x36\n\nsdk_params\x18\x06 \x03(\x0b\x32\".paygate.v1.Cashier.SdkParamsEntry\x12\x0f\n\x07\x63losing\x18\x07 \x01(\x08\x1a\x30\n\x0eSdkParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\nPayerHints\x12\x0e\n\x06openid\x18\x01 \x01(\t\x12\x11\n\tclient_ip\x18\x02 \x01(\t\x12\x12\n\nreturn_url\x18\x03 \x01(\t\"\xee\x01\n\x17\x43reateCollectionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12!\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x11.paygate.v1.Money\x12(\n\x07\x63\x61shier\x18\x03 \x01(\x0e\x32\x17.paygate.v1.CashierKind\x12\x14\n\x0c\x65xpires_in_s\x18\x04 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12%\n\x05payer\x18\x07 \x01(\x0b\x32\x16.paygate.v1.PayerHints\x12\x0f\n\x07wait_ms\x18\x08 \x01(\x05\")\n\x16\x43loseCollectionRequest\x12\x0f\n\x07\x66low_no\x18\x01 \x01(\t\"\xab\x01\n\x0fWithholdRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12!\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x11.paygate.v1.Money\x12\x14\n\x0c\x61greement_no\x18\x03 \x01(\t\x12\x12\n\naccount_no\x18\x04 \x01(\t\x12\x11\n\tbank_code\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x0f\n\x07wait_ms\x18\x07 \x01(\x05\"\xa9\x01\n\rPayoutRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12!\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x11.paygate.v1.Money\x12\x12\n\naccount_no\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x04 \x01(\t\x12\x11\n\tbank_code\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x0f\n\x07wait_ms\x18\x07 \x01(\x05\"\x81\x01\n\rRefundRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10original_flow_no\x18\x02 \x01(\t\x12!\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x11.paygate.v1.Money\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07wait_ms\x18\x05 \x01(\x05\"@\n\x0eGetFlowRequest\x12\x11\n\x07\x66low_no\x18\x01 \x01(\tH\x00\x12\x14\n\nrequest_id\x18\x02 \x01(\tH\x00\x42\x05\n\x03key\"\x9c\x02\n\tAgreement\x12\x14\n\x0c\x61greement_no\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.paygate.v1.AgreementStatus\x12\x16\n\x0e\x61\x63\x63ount_masked\x18\x04 \x01(\t\x12\x11\n\tbank_code\x18\x05 \x01(\t\x12\x1a\n\x12holder_name_masked\x18\x06 \x01(\t\x12\x14\n\x0c\x66\x61ilure_code\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x01\n\x14SignAgreementRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x12\n\naccount_no\x18\x03 \x01(\t\x12\x13\n\x0bholder_name\x18\x04 \x01(\t\x12\r\n\x05id_no\x18\x05 \x01(\t\x12\r\n\x05phone\x18\x06 \x01(\t\x12\x11\n\tbank_code\x18\x07 \x01(\t\"A\n\x17\x43onfirmAgreementRequest\x12\x14\n\x0c\x61greement_no\x18\x01 \x01(\t\x12\x10\n\x08sms_code\x18\x02 \x01(\t\".\n\x16RevokeAgreementRequest\x12\x14\n\x0c\x61greement_no\x18\x01 \x01(\t\"R\n\x15ListAgreementsRequest\x12\x12\n\naccount_no\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x16ListAgreementsResponse\x12)\n\nagreements\x18\x01 \x03(\x0b\x32\x15.paygate.v1.Agreement\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*X\n\x08\x46lowKind\x12\x19\n\x15\x46LOW_KIND_UNSPECIFIED\x10\x00\x12\x0c\n\x08WITHHOLD\x10\x01\x12\n\n\x06PAYOUT\x10\x02\x12\n\n\x06REFUND\x10\x03\x12\x0b\n\x07\x43OLLECT\x10\x04*T\n\nFlowStatus\x12\x1b\n\x17\x46LOW_STATUS_UNSPECIFIED\x10\x00\x12\x0e\n\nPROCESSING\x10\x01\x12\r\n\tSUCCEEDED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03*t\n\rAttemptStatus\x12\x1e\n\x1a\x41TTEMPT_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07SENDING\x10\x01\x12\x0b\n\x07PENDING\x10\x02\x12\x15\n\x11\x41TTEMPT_SUCCEEDED\x10\x03\x12\x12\n\x0e\x41TTEMPT_FAILED\x10\x04*_\n\x0b\x43\x61shierKind\x12\x1c\n\x18\x43\x41SHIER_KIND_UNSPECIFIED\x10\x00\x12\x0e\n\nCASHIER_QR\x10\x01\x12\x0e\n\nCASHIER_H5\x10\x02\x12\x12\n\x0e\x43\x41SHIER_IN_APP\x10\x03*x\n\x0f\x41greementStatus\x12 \n\x1c\x41GREEMENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41WAITING_CONFIRMATION\x10\x01\x12\n\n\x06\x41\x43TIVE\x10\x02\x12\x0b\n\x07REVOKED\x10\x03\x12\x0f\n\x0bSIGN_FAILED\x10\x04\x32\xc7\x05\n\x0ePaymentGateway\x12\x39\n\x08Withhold\x12\x1b.paygate.v1.WithholdRequest\x1a\x10.paygate.v1.Flow\x12\x35\n\x06Payout\x12\x19.paygate.v1.PayoutRequest\x1a\x10.paygate.v1.Flow\x12\x35\n\x06Refund\x12\x19.paygate.v1.RefundRequest\x1a\x10.paygate.v1.Flow\x12I\n\x10\x43reateCollection\x12#.paygate.v1.CreateCollectionRequest\x1a\x10.paygate.v1.Flow\x12G\n\x0f\x43loseCollection\x12\".paygate.v1.CloseCollectionRequest\x1a\x10.paygate.v1.Flow\x12\x37\n\x07GetFlow\x12\x1a.paygate.v1.GetFlowRequest\x1a\x10.paygate.v1.Flow\x12H\n\rSignAgreement\x12 .paygate.v1.SignAgreementRequest\x1a\x15.paygate.v1.Agreement\x12N\n\x10\x43onfirmAgreement\x12#.paygate.v1.ConfirmAgreementRequest\x1a\x15.paygate.v1.Agreement\x12L\n\x0fRevokeAgreement\x12\".paygate.v1.RevokeAgreementRequest\x1a\x15.paygate.v1.Agreement\x12W\n\x0eListAgreements\x12!.paygate.v1.ListAgreementsRequest\x1a\".paygate.v1.ListAgreementsResponseB\x16Z\x14paygate/v1;paygatev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +33,18 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paygate.v1.gateway_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z\024paygate/v1;paygatev1'
-  _globals['_FLOWKIND']._serialized_start=2632
-  _globals['_FLOWKIND']._serialized_end=2707
-  _globals['_FLOWSTATUS']._serialized_start=2709
-  _globals['_FLOWSTATUS']._serialized_end=2793
-  _globals['_ATTEMPTSTATUS']._serialized_start=2795
-  _globals['_ATTEMPTSTATUS']._serialized_end=2911
-  _globals['_AGREEMENTSTATUS']._serialized_start=2913
-  _globals['_AGREEMENTSTATUS']._serialized_end=3033
+  _globals['_CASHIER_SDKPARAMSENTRY']._loaded_options = None
+  _globals['_CASHIER_SDKPARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_FLOWKIND']._serialized_start=3297
+  _globals['_FLOWKIND']._serialized_end=3385
+  _globals['_FLOWSTATUS']._serialized_start=3387
+  _globals['_FLOWSTATUS']._serialized_end=3471
+  _globals['_ATTEMPTSTATUS']._serialized_start=3473
+  _globals['_ATTEMPTSTATUS']._serialized_end=3589
+  _globals['_CASHIERKIND']._serialized_start=3591
+  _globals['_CASHIERKIND']._serialized_end=3686
+  _globals['_AGREEMENTSTATUS']._serialized_start=3688
+  _globals['_AGREEMENTSTATUS']._serialized_end=3808
   _globals['_MONEY']._serialized_start=73
   _globals['_MONEY']._serialized_end=114
   _globals['_FAILURE']._serialized_start=116
@@ -54,27 +58,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTEMPT']._serialized_start=471
   _globals['_ATTEMPT']._serialized_end=807
   _globals['_FLOW']._serialized_start=810
-  _globals['_FLOW']._serialized_end=1354
-  _globals['_WITHHOLDREQUEST']._serialized_start=1357
-  _globals['_WITHHOLDREQUEST']._serialized_end=1528
-  _globals['_PAYOUTREQUEST']._serialized_start=1531
-  _globals['_PAYOUTREQUEST']._serialized_end=1700
-  _globals['_REFUNDREQUEST']._serialized_start=1703
-  _globals['_REFUNDREQUEST']._serialized_end=1832
-  _globals['_GETFLOWREQUEST']._serialized_start=1834
-  _globals['_GETFLOWREQUEST']._serialized_end=1898
-  _globals['_AGREEMENT']._serialized_start=1901
-  _globals['_AGREEMENT']._serialized_end=2185
-  _globals['_SIGNAGREEMENTREQUEST']._serialized_start=2188
-  _globals['_SIGNAGREEMENTREQUEST']._serialized_end=2337
-  _globals['_CONFIRMAGREEMENTREQUEST']._serialized_start=2339
-  _globals['_CONFIRMAGREEMENTREQUEST']._serialized_end=2404
-  _globals['_REVOKEAGREEMENTREQUEST']._serialized_start=2406
-  _globals['_REVOKEAGREEMENTREQUEST']._serialized_end=2452
-  _globals['_LISTAGREEMENTSREQUEST']._serialized_start=2454
-  _globals['_LISTAGREEMENTSREQUEST']._serialized_end=2536
-  _globals['_LISTAGREEMENTSRESPONSE']._serialized_start=2538
-  _globals['_LISTAGREEMENTSRESPONSE']._serialized_end=2630
-  _globals['_PAYMENTGATEWAY']._serialized_start=3036
-  _globals['_PAYMENTGATEWAY']._serialized_end=3599
+  _globals['_FLOW']._serialized_end=1392
+  _globals['_CASHIER']._serialized_start=1395
+  _globals['_CASHIER']._serialized_end=1666
+  _globals['_CASHIER_SDKPARAMSENTRY']._serialized_start=1618
+  _globals['_CASHIER_SDKPARAMSENTRY']._serialized_end=1666
+  _globals['_PAYERHINTS']._serialized_start=1668
+  _globals['_PAYERHINTS']._serialized_end=1735
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=1738
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=1976
+  _globals['_CLOSECOLLECTIONREQUEST']._serialized_start=1978
+  _globals['_CLOSECOLLECTIONREQUEST']._serialized_end=2019
+  _globals['_WITHHOLDREQUEST']._serialized_start=2022
+  _globals['_WITHHOLDREQUEST']._serialized_end=2193
+  _globals['_PAYOUTREQUEST']._serialized_start=2196
+  _globals['_PAYOUTREQUEST']._serialized_end=2365
+  _globals['_REFUNDREQUEST']._serialized_start=2368
+  _globals['_REFUNDREQUEST']._serialized_end=2497
+  _globals['_GETFLOWREQUEST']._serialized_start=2499
+  _globals['_GETFLOWREQUEST']._serialized_end=2563
+  _globals['_AGREEMENT']._serialized_start=2566
+  _globals['_AGREEMENT']._serialized_end=2850
+  _globals['_SIGNAGREEMENTREQUEST']._serialized_start=2853
+  _globals['_SIGNAGREEMENTREQUEST']._serialized_end=3002
+  _globals['_CONFIRMAGREEMENTREQUEST']._serialized_start=3004
+  _globals['_CONFIRMAGREEMENTREQUEST']._serialized_end=3069
+  _globals['_REVOKEAGREEMENTREQUEST']._serialized_start=3071
+  _globals['_REVOKEAGREEMENTREQUEST']._serialized_end=3117
+  _globals['_LISTAGREEMENTSREQUEST']._serialized_start=3119
+  _globals['_LISTAGREEMENTSREQUEST']._serialized_end=3201
+  _globals['_LISTAGREEMENTSRESPONSE']._serialized_start=3203
+  _globals['_LISTAGREEMENTSRESPONSE']._serialized_end=3295
+  _globals['_PAYMENTGATEWAY']._serialized_start=3811
+  _globals['_PAYMENTGATEWAY']._serialized_end=4522
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,8 @@ class _FlowKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FlowKind.Val
     WITHHOLD: _FlowKind.ValueType  # 1
     PAYOUT: _FlowKind.ValueType  # 2
     REFUND: _FlowKind.ValueType  # 3
+    COLLECT: _FlowKind.ValueType  # 4
+    """payer-initiated (主动还款): the borrower pays in the channel's cashier"""
 
 class FlowKind(_FlowKind, metaclass=_FlowKindEnumTypeWrapper): ...
 
@@ -37,6 +39,8 @@ FLOW_KIND_UNSPECIFIED: FlowKind.ValueType  # 0
 WITHHOLD: FlowKind.ValueType  # 1
 PAYOUT: FlowKind.ValueType  # 2
 REFUND: FlowKind.ValueType  # 3
+COLLECT: FlowKind.ValueType  # 4
+"""payer-initiated (主动还款): the borrower pays in the channel's cashier"""
 Global___FlowKind: _TypeAlias = FlowKind  # noqa: Y015
 
 class _FlowStatus:
@@ -78,6 +82,32 @@ PENDING: AttemptStatus.ValueType  # 2
 ATTEMPT_SUCCEEDED: AttemptStatus.ValueType  # 3
 ATTEMPT_FAILED: AttemptStatus.ValueType  # 4
 Global___AttemptStatus: _TypeAlias = AttemptStatus  # noqa: Y015
+
+class _CashierKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CashierKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CashierKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CASHIER_KIND_UNSPECIFIED: _CashierKind.ValueType  # 0
+    CASHIER_QR: _CashierKind.ValueType  # 1
+    """a QR code the borrower scans (Alipay precreate, WeChat Pay Native)"""
+    CASHIER_H5: _CashierKind.ValueType  # 2
+    """a page opened in the phone's browser (Alipay WAP pay, WeChat Pay H5)"""
+    CASHIER_IN_APP: _CashierKind.ValueType  # 3
+    """the wallet's sheet inside the app (Alipay app pay, WeChat Pay JSAPI)"""
+
+class CashierKind(_CashierKind, metaclass=_CashierKindEnumTypeWrapper):
+    """The kind of cashier the lending app opens for the borrower (docs/CASHIER.md)."""
+
+CASHIER_KIND_UNSPECIFIED: CashierKind.ValueType  # 0
+CASHIER_QR: CashierKind.ValueType  # 1
+"""a QR code the borrower scans (Alipay precreate, WeChat Pay Native)"""
+CASHIER_H5: CashierKind.ValueType  # 2
+"""a page opened in the phone's browser (Alipay WAP pay, WeChat Pay H5)"""
+CASHIER_IN_APP: CashierKind.ValueType  # 3
+"""the wallet's sheet inside the app (Alipay app pay, WeChat Pay JSAPI)"""
+Global___CashierKind: _TypeAlias = CashierKind  # noqa: Y015
 
 class _AgreementStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -317,6 +347,7 @@ class Flow(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    CASHIER_FIELD_NUMBER: _builtins.int
     flow_no: _builtins.str
     request_id: _builtins.str
     kind: Global___FlowKind.ValueType
@@ -348,6 +379,10 @@ class Flow(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def cashier(self) -> Global___Cashier:
+        """collections: what the app opens for the borrower (unset until the channel gave it)"""
+
     def __init__(
         self,
         *,
@@ -368,14 +403,181 @@ class Flow(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         replayed: _builtins.bool = ...,
+        cashier: Global___Cashier | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "refunded", b"refunded", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cashier", b"cashier", "created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "refunded", b"refunded", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_masked", b"account_masked", "amount", b"amount", "attempts", b"attempts", "channel", b"channel", "channel_txn_id", b"channel_txn_id", "created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "flow_no", b"flow_no", "kind", b"kind", "needs_review", b"needs_review", "original_flow_no", b"original_flow_no", "refunded", b"refunded", "replayed", b"replayed", "request_id", b"request_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_masked", b"account_masked", "amount", b"amount", "attempts", b"attempts", "cashier", b"cashier", "channel", b"channel", "channel_txn_id", b"channel_txn_id", "created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "flow_no", b"flow_no", "kind", b"kind", "needs_review", b"needs_review", "original_flow_no", b"original_flow_no", "refunded", b"refunded", "replayed", b"replayed", "request_id", b"request_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Flow: _TypeAlias = Flow  # noqa: Y015
+
+@_typing.final
+class Cashier(_message.Message):
+    """A collection's cashier, in the channel's own words: exactly one of qr_code, url, order_string, sdk_params."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class SdkParamsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    KIND_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    QR_CODE_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    ORDER_STRING_FIELD_NUMBER: _builtins.int
+    SDK_PARAMS_FIELD_NUMBER: _builtins.int
+    CLOSING_FIELD_NUMBER: _builtins.int
+    kind: Global___CashierKind.ValueType
+    qr_code: _builtins.str
+    """QR: the text to render as a QR code (Alipay qr_code, WeChat Pay code_url)"""
+    url: _builtins.str
+    """H5: open in the borrower's mobile browser (WeChat Pay h5_url, Alipay's signed WAP URL)"""
+    order_string: _builtins.str
+    """IN_APP on Alipay (and the sandbox): pass to the Alipay SDK's payV2 / pay"""
+    closing: _builtins.bool
+    """a close was asked for (CloseCollection or the expiry); the channel has not confirmed it yet"""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """the channel refuses the payment after it; the gateway closes it then"""
+
+    @_builtins.property
+    def sdk_params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """IN_APP on WeChat Pay: the wx.requestPayment parameters, paySign included"""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___CashierKind.ValueType = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        qr_code: _builtins.str = ...,
+        url: _builtins.str = ...,
+        order_string: _builtins.str = ...,
+        sdk_params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        closing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closing", b"closing", "expires_at", b"expires_at", "kind", b"kind", "order_string", b"order_string", "qr_code", b"qr_code", "sdk_params", b"sdk_params", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Cashier: _TypeAlias = Cashier  # noqa: Y015
+
+@_typing.final
+class PayerHints(_message.Message):
+    """What some cashiers need to know about the borrower (never logged, never stored)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPENID_FIELD_NUMBER: _builtins.int
+    CLIENT_IP_FIELD_NUMBER: _builtins.int
+    RETURN_URL_FIELD_NUMBER: _builtins.int
+    openid: _builtins.str
+    """WeChat Pay IN_APP (JSAPI): the borrower's openid under the merchant's app id"""
+    client_ip: _builtins.str
+    """WeChat Pay H5: the borrower's device IP"""
+    return_url: _builtins.str
+    """H5: where the page sends the borrower when done (Alipay return_url / quit_url)"""
+    def __init__(
+        self,
+        *,
+        openid: _builtins.str = ...,
+        client_ip: _builtins.str = ...,
+        return_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "openid", b"openid", "return_url", b"return_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PayerHints: _TypeAlias = PayerHints  # noqa: Y015
+
+@_typing.final
+class CreateCollectionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CASHIER_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_S_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PAYER_FIELD_NUMBER: _builtins.int
+    WAIT_MS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """idempotency key: a replay returns the same flow and the same cashier"""
+    cashier: Global___CashierKind.ValueType
+    expires_in_s: _builtins.int
+    """0 = the server default ([cashier] default_expiry_s); bounded by [cashier] min/max"""
+    channel: _builtins.str
+    """optional: a channel offering the cashier; else routing picks one"""
+    description: _builtins.str
+    """<= 128 chars, shown to the borrower by the wallet"""
+    wait_ms: _builtins.int
+    """wait budget for the channel's cashier; exhausted -> the flow without it"""
+    @_builtins.property
+    def amount(self) -> Global___Money: ...
+    @_builtins.property
+    def payer(self) -> Global___PayerHints: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        amount: Global___Money | None = ...,
+        cashier: Global___CashierKind.ValueType = ...,
+        expires_in_s: _builtins.int = ...,
+        channel: _builtins.str = ...,
+        description: _builtins.str = ...,
+        payer: Global___PayerHints | None = ...,
+        wait_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "payer", b"payer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cashier", b"cashier", "channel", b"channel", "description", b"description", "expires_in_s", b"expires_in_s", "payer", b"payer", "request_id", b"request_id", "wait_ms", b"wait_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCollectionRequest: _TypeAlias = CreateCollectionRequest  # noqa: Y015
+
+@_typing.final
+class CloseCollectionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLOW_NO_FIELD_NUMBER: _builtins.int
+    flow_no: _builtins.str
+    """an unpaid collection of the caller"""
+    def __init__(
+        self,
+        *,
+        flow_no: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flow_no", b"flow_no"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseCollectionRequest: _TypeAlias = CloseCollectionRequest  # noqa: Y015
 
 @_typing.final
 class WithholdRequest(_message.Message):
@@ -471,7 +673,7 @@ class RefundRequest(_message.Message):
     WAIT_MS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     original_flow_no: _builtins.str
-    """a SUCCEEDED withhold of the same caller"""
+    """a SUCCEEDED withhold or collection of the same caller"""
     reason: _builtins.str
     wait_ms: _builtins.int
     @_builtins.property

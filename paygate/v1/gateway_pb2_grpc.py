@@ -49,6 +49,16 @@ class PaymentGatewayStub:
                 request_serializer=paygate_dot_v1_dot_gateway__pb2.RefundRequest.SerializeToString,
                 response_deserializer=paygate_dot_v1_dot_gateway__pb2.Flow.FromString,
                 _registered_method=True)
+        self.CreateCollection = channel.unary_unary(
+                '/paygate.v1.PaymentGateway/CreateCollection',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.CreateCollectionRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.Flow.FromString,
+                _registered_method=True)
+        self.CloseCollection = channel.unary_unary(
+                '/paygate.v1.PaymentGateway/CloseCollection',
+                request_serializer=paygate_dot_v1_dot_gateway__pb2.CloseCollectionRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_gateway__pb2.Flow.FromString,
+                _registered_method=True)
         self.GetFlow = channel.unary_unary(
                 '/paygate.v1.PaymentGateway/GetFlow',
                 request_serializer=paygate_dot_v1_dot_gateway__pb2.GetFlowRequest.SerializeToString,
@@ -94,7 +104,21 @@ class PaymentGatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Refund(self, request, context):
-        """Refund part or all of a succeeded withhold; refunds never add up to more than it.
+        """Refund part or all of a succeeded withhold or collection; refunds never add up to more than it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCollection(self, request, context):
+        """Open a cashier in which the borrower repays `amount` (主动还款); the Flow carries the cashier.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseCollection(self, request, context):
+        """Close an unpaid collection early; FAILED only once the channel confirmed it (a payment already made wins).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -146,6 +170,16 @@ def add_PaymentGatewayServicer_to_server(servicer, server):
             'Refund': grpc.unary_unary_rpc_method_handler(
                     servicer.Refund,
                     request_deserializer=paygate_dot_v1_dot_gateway__pb2.RefundRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.Flow.SerializeToString,
+            ),
+            'CreateCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCollection,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.CreateCollectionRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_gateway__pb2.Flow.SerializeToString,
+            ),
+            'CloseCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseCollection,
+                    request_deserializer=paygate_dot_v1_dot_gateway__pb2.CloseCollectionRequest.FromString,
                     response_serializer=paygate_dot_v1_dot_gateway__pb2.Flow.SerializeToString,
             ),
             'GetFlow': grpc.unary_unary_rpc_method_handler(
@@ -254,6 +288,60 @@ class PaymentGateway:
             target,
             '/paygate.v1.PaymentGateway/Refund',
             paygate_dot_v1_dot_gateway__pb2.RefundRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.Flow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.PaymentGateway/CreateCollection',
+            paygate_dot_v1_dot_gateway__pb2.CreateCollectionRequest.SerializeToString,
+            paygate_dot_v1_dot_gateway__pb2.Flow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.PaymentGateway/CloseCollection',
+            paygate_dot_v1_dot_gateway__pb2.CloseCollectionRequest.SerializeToString,
             paygate_dot_v1_dot_gateway__pb2.Flow.FromString,
             options,
             channel_credentials,

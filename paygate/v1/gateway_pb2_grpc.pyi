@@ -36,7 +36,11 @@ class PaymentGatewayStub:
     Payout: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.PayoutRequest, _gateway_pb2.Flow]
     """Pay `amount` to a payee bank account (代付)."""
     Refund: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.RefundRequest, _gateway_pb2.Flow]
-    """Refund part or all of a succeeded withhold; refunds never add up to more than it."""
+    """Refund part or all of a succeeded withhold or collection; refunds never add up to more than it."""
+    CreateCollection: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CreateCollectionRequest, _gateway_pb2.Flow]
+    """Open a cashier in which the borrower repays `amount` (主动还款); the Flow carries the cashier."""
+    CloseCollection: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CloseCollectionRequest, _gateway_pb2.Flow]
+    """Close an unpaid collection early; FAILED only once the channel confirmed it (a payment already made wins)."""
     GetFlow: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetFlowRequest, _gateway_pb2.Flow]
     SignAgreement: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SignAgreementRequest, _gateway_pb2.Agreement]
     ConfirmAgreement: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ConfirmAgreementRequest, _gateway_pb2.Agreement]
@@ -51,7 +55,11 @@ class PaymentGatewayAsyncStub(PaymentGatewayStub):
     Payout: _aio.UnaryUnaryMultiCallable[_gateway_pb2.PayoutRequest, _gateway_pb2.Flow]  # type: ignore[assignment]
     """Pay `amount` to a payee bank account (代付)."""
     Refund: _aio.UnaryUnaryMultiCallable[_gateway_pb2.RefundRequest, _gateway_pb2.Flow]  # type: ignore[assignment]
-    """Refund part or all of a succeeded withhold; refunds never add up to more than it."""
+    """Refund part or all of a succeeded withhold or collection; refunds never add up to more than it."""
+    CreateCollection: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CreateCollectionRequest, _gateway_pb2.Flow]  # type: ignore[assignment]
+    """Open a cashier in which the borrower repays `amount` (主动还款); the Flow carries the cashier."""
+    CloseCollection: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CloseCollectionRequest, _gateway_pb2.Flow]  # type: ignore[assignment]
+    """Close an unpaid collection early; FAILED only once the channel confirmed it (a payment already made wins)."""
     GetFlow: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetFlowRequest, _gateway_pb2.Flow]  # type: ignore[assignment]
     SignAgreement: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SignAgreementRequest, _gateway_pb2.Agreement]  # type: ignore[assignment]
     ConfirmAgreement: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ConfirmAgreementRequest, _gateway_pb2.Agreement]  # type: ignore[assignment]
@@ -81,7 +89,23 @@ class PaymentGatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.RefundRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.Flow, _abc.Awaitable[_gateway_pb2.Flow]]:
-        """Refund part or all of a succeeded withhold; refunds never add up to more than it."""
+        """Refund part or all of a succeeded withhold or collection; refunds never add up to more than it."""
+
+    @_abc_1.abstractmethod
+    def CreateCollection(
+        self,
+        request: _gateway_pb2.CreateCollectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Flow, _abc.Awaitable[_gateway_pb2.Flow]]:
+        """Open a cashier in which the borrower repays `amount` (主动还款); the Flow carries the cashier."""
+
+    @_abc_1.abstractmethod
+    def CloseCollection(
+        self,
+        request: _gateway_pb2.CloseCollectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Flow, _abc.Awaitable[_gateway_pb2.Flow]]:
+        """Close an unpaid collection early; FAILED only once the channel confirmed it (a payment already made wins)."""
 
     @_abc_1.abstractmethod
     def GetFlow(

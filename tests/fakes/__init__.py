@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from channels.registry import ChannelRegistry
 from gateway.agreements import AgreementService
 from gateway.callbacks import CallbackHandler
+from gateway.collections import CashierConfig, CollectionService
 from gateway.config import PollerConfig
 from gateway.domain import account_hash
 from gateway.flows import FlowService, FlowSettings
@@ -22,6 +23,7 @@ from tests.fakes.stores import (
     FakeAgreementStore,
     FakeAuditLog,
     FakeChannelStates,
+    FakeCollectionStore,
     FakeDiscrepancies,
     FakeFlowStore,
     FakeObservations,
@@ -44,6 +46,7 @@ __all__ = [
     "FakeAuditLog",
     "FakeChannel",
     "FakeChannelStates",
+    "FakeCollectionStore",
     "FakeDiscrepancies",
     "FakeFlowStore",
     "FakeGateway",
@@ -67,6 +70,7 @@ class FakeGateway:
         call_guard_s: float = 5.0,
         poll_first_delay_s: float = 2.0,
         poller: Mapping[str, object] | None = None,
+        cashier: CashierConfig | None = None,
     ) -> None:
         self.tables = Tables()
         self.channels = {c.channel_id: c for c in channels}
@@ -104,10 +108,14 @@ class FakeGateway:
         }
         settings.update(poller or {})
         config = PollerConfig(**settings)  # type: ignore[arg-type]
-        self.poller = Poller(self.queue, self.flows, config, {}, owner="unit-poller")
+        self.collection_store = FakeCollectionStore(self.tables, self.store)
+        self.collections = CollectionService(
+            self.flows, self.collection_store, cashier or CashierConfig(min_expiry_s=1), expedite=self._expedite
+        )
+        self.poller = Poller(self.queue, self.flows, config, {}, owner="unit-poller", collections=self.collections)
         self.flows.queries = self.poller  # as gateway/app.py wires it
         self.expedited: list[tuple[int, str]] = []
-        self.callbacks = CallbackHandler(self.registry, self.flows, self._expedite)
+        self.callbacks = CallbackHandler(self.registry, self.flows, self._expedite, self.collections)
 
     def _notice(self) -> None:
         self.outbox_notices += 1

@@ -22,7 +22,11 @@ from channels.contract import (
     Balance,
     CallbackNotice,
     CallbackRejected,
+    Cashier,
+    CashierKind,
     ChannelRejected,
+    CollectOrder,
+    CollectStarted,
     HttpReply,
     Operation,
     OrderRef,
@@ -33,6 +37,8 @@ from channels.contract import (
     SignRequest,
     SignStarted,
     WithholdOrder,
+    awaiting_payment,
+    cashier_not_supported,
     constant_time_equal,
     pending,
     succeeded,
@@ -84,6 +90,11 @@ def unmapped(raw_code: str = "ZZ99") -> Outcome:
     return Outcome(OutcomeStatus.PENDING, "UNMAPPED", raw_code=raw_code, unmapped=True)
 
 
+def cashier(order_no: str = "C1") -> Cashier:
+    """A QR cashier for ``order_no``."""
+    return Cashier(CashierKind.QR, qr_code=f"fake://pay/{order_no}")
+
+
 def not_found() -> Outcome:
     return pending("ORDER_NOT_FOUND", raw_code="NF", not_found=True)
 
@@ -102,12 +113,16 @@ class FakeChannel:
         operations: frozenset[Operation] | None = None,
         banks: frozenset[str] | None = None,
         secret: bytes = b"fake-secret",
+        cashier_kinds: frozenset[CashierKind] = frozenset(CashierKind),
     ) -> None:
         self._id = channel_id
         self._operations = operations or frozenset(Operation) - {Operation.STATEMENT}  # it publishes none
+        self._cashier_kinds = cashier_kinds
         self._banks = banks
         self.secret = secret
         self.scripts: dict[str, list[Answer]] = {"order": [], "query": [], "close": []}
+        # what create_collect answers, in order (default: a QR cashier awaiting its payer)
+        self.collect_script: list[CollectStarted | BaseException | Hang] = []
         self.calls: list[tuple[str, Any]] = []  # (kind, order or ref), in arrival order
         self.before_call: Callable[[str, str], None] | None = None  # (operation, channel_order_no)
         self.sign_error: BaseException | None = None
@@ -125,6 +140,11 @@ class FakeChannel:
         self.scripts["order"].extend(answers)
         return self
 
+    def answer_collects(self, *answers: CollectStarted | BaseException | Hang) -> FakeChannel:
+        """The next create_collect calls answer these (a Hang's ``then`` is taken as the outcome, no cashier)."""
+        self.collect_script.extend(answers)
+        return self
+
     def answer_queries(self, *answers: Answer) -> FakeChannel:
         self.scripts["query"].extend(answers)
         return self
@@ -135,7 +155,8 @@ class FakeChannel:
 
     def orders(self, operation: str | None = None) -> list[Any]:
         """The orders received (what could have moved money), optionally of one operation."""
-        return [o for kind, o in self.calls if kind in ("withhold", "payout", "refund") and kind == (operation or kind)]
+        orders = ("withhold", "payout", "refund", "collect")
+        return [o for kind, o in self.calls if kind in orders and kind == (operation or kind)]
 
     def kinds(self) -> list[str]:
         return [kind for kind, _ in self.calls]
@@ -175,6 +196,10 @@ class FakeChannel:
     def banks(self) -> frozenset[str] | None:
         return self._banks
 
+    @property
+    def cashier_kinds(self) -> frozenset[CashierKind]:
+        return self._cashier_kinds
+
     async def start(self) -> None:
         pass
 
@@ -189,6 +214,23 @@ class FakeChannel:
 
     async def refund(self, order: RefundOrder) -> Outcome:
         return await self._order("refund", order)
+
+    async def create_collect(self, order: CollectOrder) -> CollectStarted:
+        self.calls.append(("collect", order))
+        if self.before_call is not None:
+            self.before_call("collect", order.channel_order_no)
+        if order.cashier not in self._cashier_kinds:
+            return cashier_not_supported(order.cashier)
+        item = self.collect_script.pop(0) if self.collect_script else None
+        if isinstance(item, BaseException):
+            raise item
+        if isinstance(item, Hang):
+            await asyncio.sleep(item.seconds)
+            return CollectStarted(item.then)
+        await asyncio.sleep(0)
+        return item or awaiting_payment(
+            cashier(order.channel_order_no), "AW", channel_txn_id=f"T-{order.channel_order_no}"
+        )
 
     async def query(self, ref: OrderRef) -> Outcome:
         self.calls.append(("query", ref))

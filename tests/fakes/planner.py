@@ -2,14 +2,15 @@
 
 It offers the configured channels in order, minus the excluded ones (the
 channels tried) and, for withholds, only those the payer has an agreement
-with; it remembers every question, choice and observation.
+with; for collections only those whose ``cashiers`` (when given) include the
+kind asked for. It remembers every question, choice and observation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from channels.contract import Operation, Outcome, OutcomeStatus
+from channels.contract import CashierKind, Operation, Outcome, OutcomeStatus
 from gateway.planner import Plan
 from gateway.store.rows import AttemptRow
 
@@ -30,6 +31,7 @@ class FakePlanner:
     observed: list[tuple[str, OutcomeStatus]] = field(default_factory=list)
     fail_next: BaseException | None = None
     answered: list[tuple[str, str]] = field(default_factory=list)  # (channel, outcome code) of every call
+    cashiers: dict[str, frozenset[CashierKind]] = field(default_factory=dict)  # channel -> cashiers it offers
 
     async def plan(
         self,
@@ -41,15 +43,22 @@ class FakePlanner:
         account_hash: str,
         agreement_channels: frozenset[str] | None,
         exclude: frozenset[str],
+        cashier_kind: CashierKind | None = None,
     ) -> Plan:
         self.asked.append(Asked(operation, amount, exclude, agreement_channels))
         if self.fail_next is not None:
             exc, self.fail_next = self.fail_next, None
             raise exc
-        candidates = [
-            c for c in self.channels if c not in exclude and (agreement_channels is None or c in agreement_channels)
+        offered = [
+            c
+            for c in self.channels
+            if cashier_kind is None or cashier_kind in self.cashiers.get(c, frozenset(CashierKind))
         ]
-        rejected = [(c, "agreement", "no active agreement") for c in self.channels if c not in candidates]
+        candidates = [
+            c for c in offered if c not in exclude and (agreement_channels is None or c in agreement_channels)
+        ]
+        rejected = [(c, "cashier", "does not offer it") for c in self.channels if c not in offered]
+        rejected += [(c, "agreement", "no active agreement") for c in offered if c not in candidates]
         return Plan(candidates, None, "best_estimate", rejected)
 
     def call_answered(self, channel_id: str, outcome: Outcome) -> None:

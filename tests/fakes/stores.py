@@ -48,6 +48,7 @@ from gateway.errors import (
     RefundExceeds,
 )
 from gateway.store.rows import (
+    ANOTHER_TRANSACTION,
     AgreementRow,
     Applied,
     ApplyResult,
@@ -57,6 +58,7 @@ from gateway.store.rows import (
     CardLimit,
     ChannelStateRow,
     Claim,
+    CollectionRow,
     Created,
     Creation,
     DiscrepancyRow,
@@ -64,12 +66,14 @@ from gateway.store.rows import (
     FinishedAttempt,
     FlowRow,
     NewAttempt,
+    NewCollection,
     NewFlow,
     OpenAttempts,
     PositionRow,
     RecoveryScope,
     ReplicaRow,
     Source,
+    another_transaction,
     new_attempt_row,
     new_flow_row,
     utcnow,
@@ -128,6 +132,7 @@ class Tables:
     agreements: dict[int, AgreementRow] = field(default_factory=dict)
     channel_states: dict[str, ChannelStateRow] = field(default_factory=dict)
     replicas: dict[str, ReplicaRow] = field(default_factory=dict)  # incarnation -> row; times by utcnow()
+    collections: dict[int, CollectionRow] = field(default_factory=dict)
     audit: list[tuple[str, str, str, str, dict[str, Any]]] = field(default_factory=list)
     audit_times: list[datetime] = field(default_factory=list)  # when each audit row was written
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -356,10 +361,12 @@ class FakeFlowStore(_Failing):
             if target is AttemptStatus.PENDING:
                 same = Applied.STILL_PENDING if attempt.status is AttemptStatus.PENDING else Applied.NOOP
                 return ApplyResult(same, copy.deepcopy(attempt))
-            if attempt.status is target:
+            paid_again = another_transaction(attempt, outcome)
+            if attempt.status is target and not paid_again:
                 return ApplyResult(Applied.NOOP, copy.deepcopy(attempt))
             flow = self.t.flows[attempt.flow_id]
-            self._discrepancy(flow, attempt, attempt.status.value, target.value, outcome.code, source, now)
+            code = ANOTHER_TRANSACTION if paid_again else outcome.code
+            self._discrepancy(flow, attempt, attempt.status.value, target.value, code, source, now)
             return ApplyResult(Applied.DISCREPANCY, copy.deepcopy(attempt), self._flow_copy(flow, False))
         self._write_attempt(attempt, target, outcome, now)
         if target is AttemptStatus.PENDING:
@@ -530,6 +537,46 @@ class FakeFlowStore(_Failing):
             chosen = AttemptRow(0, flow.id, 0, current.channel, "", "", target, flow.amount, flow.currency)
         self._finish_flow(current, chosen, outcome, now, Source.OPERATOR)
         self.t.write_audit(operator, "resolve_flow", current.flow_no, reason, {"status": status.value})
+        return True
+
+
+class FakeCollectionStore(_Failing):
+    """Implements :class:`gateway.ports.CollectionStore` over :class:`Tables`, beside a :class:`FakeFlowStore`."""
+
+    def __init__(self, tables: Tables, flows: FakeFlowStore) -> None:
+        super().__init__()
+        self.t = tables
+        self.flows = flows
+
+    async def create(self, new: NewFlow, attempt: NewAttempt, collection: NewCollection) -> Creation[FlowRow]:
+        creation = await self.flows.create(new, attempt)
+        if isinstance(creation, Created):
+            flow_id = creation.row.id
+            self.t.collections[flow_id] = CollectionRow(flow_id, collection.cashier_kind, collection.expires_at)
+        return creation
+
+    async def by_flow(self, flow_id: int) -> CollectionRow | None:
+        self._maybe_fail("by_flow")
+        row = self.t.collections.get(flow_id)
+        return copy.deepcopy(row) if row is not None else None
+
+    async def by_attempt(self, attempt_id: int) -> CollectionRow | None:
+        attempt = self.t.attempts.get(attempt_id)
+        return await self.by_flow(attempt.flow_id) if attempt is not None else None
+
+    async def record_cashier(self, flow_id: int, channel: str, cashier: str) -> bool:
+        self._maybe_fail("record_cashier")
+        row = self.t.collections.get(flow_id)
+        if row is None or row.cashier:
+            return False
+        row.cashier, row.cashier_channel = cashier, channel
+        return True
+
+    async def request_close(self, flow_id: int, reason: str) -> bool:
+        row = self.t.collections.get(flow_id)
+        if row is None or row.close_requested_at is not None:
+            return False
+        row.close_requested_at, row.close_reason = utcnow(), reason
         return True
 
 
@@ -903,6 +950,7 @@ class FakeObservations:
                 a.finished_at,
                 a.channel_order_no,
                 a.created_at,
+                a.code,
             )
             for a in done[:limit]
             if a.finished_at is not None

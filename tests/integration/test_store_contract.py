@@ -6,6 +6,7 @@ import pytest
 
 from gateway.store.agreements import MySQLAgreementStore
 from gateway.store.channel_states import MySQLChannelStates
+from gateway.store.collections import MySQLCollectionStore
 from gateway.store.db import Database
 from gateway.store.flows import MySQLFlowStore
 from gateway.store.poll_queue import MySQLPollQueue
@@ -27,6 +28,8 @@ class TestMySQLStores(StoreContract):
             row = await database.fetchone("SELECT tries FROM poll_queue WHERE attempt_id=%s", (attempt_id,))
             return int(row["tries"]) if row else None
 
+        flows = MySQLFlowStore(database)
+
         async def silence(incarnation: str, seconds: float) -> None:
             async with database.transaction() as tx:
                 await tx.execute(
@@ -36,7 +39,7 @@ class TestMySQLStores(StoreContract):
                 await tx.commit()
 
         return Stores(
-            MySQLFlowStore(database),
+            flows,
             MySQLPollQueue(database),
             MySQLAgreementStore(database),
             MySQLPositionStore(database),
@@ -46,4 +49,5 @@ class TestMySQLStores(StoreContract):
             MySQLChannelStates(database),
             lambda incarnation: MySQLFlowStore(database, incarnation=incarnation),
             silence,
+            MySQLCollectionStore(database, flows),
         )

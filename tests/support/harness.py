@@ -87,6 +87,7 @@ def gateway_config(
     routing: Mapping[str, Any] | None = None,
     poller: Mapping[str, Any] | None = None,
     kafka: Mapping[str, Any] | None = None,
+    cashier: Mapping[str, Any] | None = None,
     banks: Mapping[str, Any] | None = None,
     server: Mapping[str, Any] | None = None,
     console: Mapping[str, Any] | None = None,
@@ -124,6 +125,7 @@ def gateway_config(
         poller=dict(poller or {"interval_s": 0.1, "first_delay_s": 0.3, "schedule": [[0.3, 20], [1.0, 30]]}),
         logging={"format": "text", "level": "WARNING"},
         kafka=None if kafka is None else {"enabled": True, **kafka},
+        cashier=dict(cashier or {}),
         **({"banks": dict(banks)} if banks is not None else {}),
         **({"console": dict(console)} if console is not None else {}),
     )

@@ -10,6 +10,7 @@ from gateway import ports
 from gateway.store.agreements import MySQLAgreementStore
 from gateway.store.audit import MySQLAuditLog
 from gateway.store.channel_states import MySQLChannelStates
+from gateway.store.collections import MySQLCollectionStore
 from gateway.store.discrepancies import MySQLDiscrepancies
 from gateway.store.flows import MySQLFlowStore
 from gateway.store.observations import MySQLObservations
@@ -21,6 +22,7 @@ from tests.fakes import (
     FakeAgreementStore,
     FakeAuditLog,
     FakeChannelStates,
+    FakeCollectionStore,
     FakeDiscrepancies,
     FakeFlowStore,
     FakeObservations,
@@ -42,6 +44,7 @@ IMPLEMENTATIONS = [
     (ports.ObservationStore, MySQLObservations, FakeObservations),
     (ports.AuditLog, MySQLAuditLog, FakeAuditLog),
     (ports.DiscrepancyLog, MySQLDiscrepancies, FakeDiscrepancies),
+    (ports.CollectionStore, MySQLCollectionStore, FakeCollectionStore),
     (ports.ReplicaStore, MySQLReplicas, FakeReplicas),
     (ports.ResolutionStore, MySQLResolutions, FakeResolutions),
 ]
@@ -83,13 +86,15 @@ class TestFakeStores(StoreContract):
             row = tables.poll_queue.get(attempt_id)
             return row.tries if row else None
 
+        flows = FakeFlowStore(tables)
+
         replicas = FakeReplicas(tables)
 
         async def silence(incarnation: str, seconds: float) -> None:
             replicas.silence(incarnation, seconds)
 
         return Stores(
-            FakeFlowStore(tables),
+            flows,
             FakePollQueue(tables),
             FakeAgreementStore(tables),
             FakePositionStore(tables),
@@ -99,4 +104,5 @@ class TestFakeStores(StoreContract):
             FakeChannelStates(tables),
             lambda incarnation: FakeFlowStore(tables, incarnation=incarnation),
             silence,
+            FakeCollectionStore(tables, flows),
         )

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from gateway.api.admin import GatewayAdminServicer
 from gateway.api.auth import IDENTITY, Identity
 from gateway.api.servicer import PaymentGatewayServicer
+from gateway.collections import CashierConfig
 from gateway.domain import FlowStatus
 from gateway.errors import InvalidInput
 from gateway.resolutions import ManualResolutions
@@ -61,11 +62,15 @@ class _Registry(_Everything):
         return iter(["bank-a"])
 
 
+class _Collections(_Everything):
+    config = CashierConfig()
+
+
 _CONTEXT = SimpleNamespace(time_remaining=lambda: None)  # an RPC without a deadline
 
 
 def _gateway() -> PaymentGatewayServicer:
-    return PaymentGatewayServicer(_Everything(), _Everything(), 1000, 5000)  # type: ignore[arg-type]
+    return PaymentGatewayServicer(_Everything(), _Everything(), 1000, 5000, _Collections())  # type: ignore[arg-type]
 
 
 def _admin() -> GatewayAdminServicer:
@@ -115,6 +120,22 @@ VALID: list[tuple[str, str, Message]] = [
         "Refund",
         gateway_pb2.RefundRequest(request_id="rf-1", original_flow_no=FLOW_NO, amount=M, reason="退"),
     ),
+    (
+        "gateway",
+        "CreateCollection",
+        gateway_pb2.CreateCollectionRequest(
+            request_id="repay-app-20261201",
+            amount=M,
+            cashier=gateway_pb2.CASHIER_IN_APP,
+            expires_in_s=900,
+            channel="bank-a",
+            description="第3期主动还款",
+            payer=gateway_pb2.PayerHints(
+                openid="oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", client_ip="203.0.113.7", return_url="https://app.example/back"
+            ),
+        ),
+    ),
+    ("gateway", "CloseCollection", gateway_pb2.CloseCollectionRequest(flow_no=FLOW_NO)),
     ("gateway", "GetFlow", gateway_pb2.GetFlowRequest(flow_no=FLOW_NO)),
     ("gateway", "GetFlow", gateway_pb2.GetFlowRequest(request_id="repay-1")),
     (
@@ -174,12 +195,15 @@ VALID: list[tuple[str, str, Message]] = [
 FREE_TEXT = {"description", "account_name", "holder_name", "reason", "channel_txn_id"}
 
 
+_NESTED = {"paygate.v1.Money", "paygate.v1.PayerHints"}
+
+
 def _string_fields(descriptor: Any, prefix: str = "") -> list[str]:
     out: list[str] = []
     for field in descriptor.fields:
         if field.type == FieldDescriptor.TYPE_STRING:
             out.append(prefix + field.name)
-        elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.full_name == "paygate.v1.Money":
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.full_name in _NESTED:
             out += _string_fields(field.message_type, f"{prefix}{field.name}.")
     return out
 

@@ -68,7 +68,7 @@ def test_response_must_echo_the_request_nonce() -> None:
 
 PAYER = ["1001", "1002", "1003", "1004", "6001", "6002"]
 SAFE = ["2001", "2002", "2003", "2004", "4001", "4002", "4003", "4005"]
-PENDING = ["3001", "4004", "4040", "5000"]
+PENDING = ["3001", "3002", "4004", "4040", "5000"]
 
 
 @pytest.mark.parametrize("raw", PAYER)
