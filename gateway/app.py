@@ -3,13 +3,14 @@
 Start order: database pool → channel adapters → router (warm start from recent
 attempts, operator-set channel states) → positions (synced from channels
 without one) → poller (crash recovery first) → outbox relay → callback HTTP
-server → metrics HTTP server → gRPC server → health SERVING.
+server → metrics HTTP server → gRPC server → health SERVING → plan executor.
 
 Shutdown order (SIGTERM/SIGINT), written down once here:
 1. health NOT_SERVING, so load balancers stop sending;
 2. the gRPC server stops accepting and gives in-flight RPCs ``grace_s``;
-3. background channel calls get what is left of the grace, then are
-   cancelled (their attempts stay SENDING and are queried at next start);
+3. the plan executor stops claiming; its attempts and then background channel
+   calls get what is left of the grace, then are cancelled (their attempts stay
+   SENDING and are queried at next start; instalments come back by lease);
 4. poller and relay stop (the relay flushes what it has produced);
 5. HTTP servers close; channel adapters close; the pool closes.
 """
@@ -36,18 +37,28 @@ from gateway import metrics
 from gateway.agreements import AgreementService
 from gateway.api.admin import GatewayAdminServicer
 from gateway.api.auth import GatewayInterceptor, TokenBook
+from gateway.api.plans import PlanAdminServicer, WithholdingPlansServicer
 from gateway.api.servicer import PaymentGatewayServicer
+from gateway.businessday import DEFAULT_TIMEZONE, BusinessCalendar
 from gateway.callbacks import CallbackHandler
 from gateway.config import Config, ConfigError
 from gateway.flows import FlowService, FlowSettings
 from gateway.obs.series import declare_channel_series
 from gateway.planner import Planner, warm_observations
-from gateway.poller import Poller, Schedule
+from gateway.plans.clock import Clock, SystemClock
+from gateway.plans.executor import PlanExecutor
+from gateway.plans.policy import Schedule as PlanSchedule
+from gateway.plans.ratelimit import RateLimiter
+from gateway.plans.routing import RateAwarePlanner
+from gateway.plans.sealing import AccountSealer
+from gateway.plans.service import PlanService
+from gateway.poller import Poller, Schedule, default_owner
 from gateway.store.agreements import AgreementStore
 from gateway.store.db import Database
 from gateway.store.flows import FlowStore
+from gateway.store.plans import MySQLAuditLog, MySQLPlanStore
 from gateway.store.positions import PositionStore
-from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc, plans_pb2, plans_pb2_grpc
 from routing.config import RoutingConfigError, parse_routing
 from routing.engine import ChannelState, Router
 
@@ -98,6 +109,9 @@ class Gateway:
     positions: PositionStore
     poller: Poller
     relay: Any = None
+    plans: PlanService | None = None
+    executor: PlanExecutor | None = None
+    plan_flows: FlowService | None = None  # the executor's withholds (rate-aware routing, same use case)
     grpc_server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer | None = None  # type: ignore[name-defined]
     runners: list[web.AppRunner] = field(default_factory=list)
@@ -110,7 +124,8 @@ class Gateway:
     # --- construction -------------------------------------------------------------
 
     @classmethod
-    def build(cls, config: Config) -> Gateway:
+    def build(cls, config: Config, *, clock: Clock | None = None) -> Gateway:
+        """Every component from ``config``; ``clock`` is the plan executor's (tests pass one they move)."""
         db = Database(config.database)
         registry = build_registry(config)
         router = build_router(config, registry)
@@ -157,7 +172,51 @@ class Gateway:
             for c in config.channels
         }
         poller = Poller(db, flows, config.poller, schedules, owner=config.server.replica_id)
-        return cls(config, db, registry, router, planner, flows, agreements, positions, poller, relay)
+        gateway = cls(config, db, registry, router, planner, flows, agreements, positions, poller, relay)
+        gateway._build_plans(clock or SystemClock())
+        return gateway
+
+    def _build_plans(self, clock: Clock) -> None:
+        """Withholding plans: the use cases, and the executor withholding through its own FlowService."""
+        config = self.config
+        # the lender's business day; [business] timezone once the configuration reader has it
+        calendar = BusinessCalendar.named(DEFAULT_TIMEZONE)
+        store = MySQLPlanStore(self.db)
+        schedules = {name: PlanSchedule(policy, calendar) for name, policy in config.plans.policies.items()}
+        hash_key = config.account_hash_key.reveal().encode()
+        sealer = AccountSealer(hash_key)
+        on_outbox = self.relay.notify if self.relay is not None else None
+        self.plans = PlanService(
+            store=store,
+            config=config.plans,
+            schedules=schedules,
+            sealer=sealer,
+            hash_key=hash_key,
+            clock=clock,
+            on_outbox=on_outbox,
+        )
+        limiter = RateLimiter(store, config.plans.rate_limits, burst_s=config.plans.burst_s, clock=clock)
+        self.plan_flows = FlowService(
+            store=self.flows.store,
+            agreements=self.flows.agreements,
+            registry=self.registry,
+            planner=RateAwarePlanner(self.planner, limiter),
+            settings=self.flows.settings,
+            on_outbox=on_outbox,
+        )
+        self.executor = PlanExecutor(
+            store=store,
+            flows=self.plan_flows,
+            agreements=self.flows.agreements,
+            planner=self.planner,
+            limiter=limiter,
+            config=config.plans,
+            schedules=schedules,
+            sealer=sealer,
+            clock=clock,
+            owner=config.server.replica_id or default_owner(),
+            on_outbox=on_outbox,
+        )
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -183,6 +242,8 @@ class Gateway:
             # the port actually bound (port 0 picks a free one): channels must be told the real one
             base = f"http://{cfg.server.http_host}:{self.http_port}"
             self.flows.settings = dataclasses.replace(self.flows.settings, callback_base=base)
+            if self.plan_flows is not None:
+                self.plan_flows.settings = self.flows.settings
         self.metrics_port = await self._serve_http(
             self._metrics_app(), cfg.server.metrics_host, cfg.server.metrics_port
         )
@@ -206,11 +267,18 @@ class Gateway:
             ),
             server,
         )
+        if self.plans is not None:
+            plans_pb2_grpc.add_WithholdingPlansServicer_to_server(WithholdingPlansServicer(self.plans), server)
+            plans_pb2_grpc.add_PlanAdminServicer_to_server(
+                PlanAdminServicer(self.plans, MySQLAuditLog(self.db)), server
+            )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         services = (
             gateway_pb2.DESCRIPTOR.services_by_name["PaymentGateway"].full_name,
             admin_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name,
+            plans_pb2.DESCRIPTOR.services_by_name["WithholdingPlans"].full_name,
+            plans_pb2.DESCRIPTOR.services_by_name["PlanAdmin"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )
@@ -220,8 +288,10 @@ class Gateway:
             raise ConfigError("server.grpc_port", f"cannot bind {cfg.server.grpc_host}:{cfg.server.grpc_port}")
         await server.start()
         self.grpc_server = server
-        for name in ("", services[0], services[1]):
+        for name in ("", *services[:4]):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.executor is not None and cfg.plans.enabled:
+            await self.executor.start()  # after the servers: its withholds' callbacks must have somewhere to go
         self._sampler = asyncio.create_task(self._sample_metrics(), name="metrics-sampler")
         log.info(
             "paygate serving",
@@ -239,7 +309,12 @@ class Gateway:
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace)
         left = max(grace - (time.monotonic() - started), 0.0)
+        if self.executor is not None:
+            await self.executor.stop(left)  # no new plan withholds; what it cut short comes back by lease
+        left = max(grace - (time.monotonic() - started), 0.0)
         cancelled = await self.flows.drain(left)
+        if self.plan_flows is not None:
+            cancelled += await self.plan_flows.drain(max(grace - (time.monotonic() - started), 0.0))
         if cancelled:
             log.warning("%d channel calls cancelled at shutdown; they are queried at next start", cancelled)
         if self._sampler is not None:
@@ -305,6 +380,8 @@ class Gateway:
             metrics.POSITION_AVAILABLE.labels(channel=row.channel, currency=row.currency).set(row.available)
             metrics.POSITION_RESERVED.labels(channel=row.channel, currency=row.currency).set(row.reserved)
         self.planner.publish_metrics()
+        if self.executor is not None and self.config.plans.enabled:
+            await self.executor.sample_metrics()
 
     async def _sample_metrics(self) -> None:
         while True:

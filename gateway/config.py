@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.plans.config import PlanConfigError, PlansConfig, parse_plans
 from gateway.store.db import DatabaseConfig
 
 
@@ -192,6 +193,7 @@ class Config:
     kafka_enabled: bool = False
     poller: PollerConfig = field(default_factory=PollerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    plans: PlansConfig = field(default_factory=PlansConfig)  # [plans]: gateway/plans/config.py
 
 
 # --- loading -------------------------------------------------------------------
@@ -329,6 +331,12 @@ def _parse(raw: Mapping[str, Any]) -> Config:
     )
     p.done()
 
+    try:
+        plans = parse_plans(root.table("plans"))
+        plans.check_channels(seen_ids)
+    except PlanConfigError as exc:
+        raise ConfigError(exc.key, exc.problem) from None
+
     lg = _Section(root.table("logging"), "logging")
     logging_cfg = LoggingConfig(
         format=lg.choice("format", "json", ("json", "text")),
@@ -348,6 +356,7 @@ def _parse(raw: Mapping[str, Any]) -> Config:
         kafka_enabled=kafka_enabled,
         poller=poller,
         logging=logging_cfg,
+        plans=plans,
     )
 
 

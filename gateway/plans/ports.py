@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.domain import FlowStatus
 from gateway.plans.events import dedupe_key, instalment_event
@@ -225,6 +225,12 @@ class PlanStore(TokenStore, Protocol):
         ...
 
     async def daily_figures(self, day: date) -> list[DayFigures]: ...
+
+
+class AuditLog(Protocol):
+    """The audit log of operator actions."""
+
+    async def record(self, operator: str, action: str, target: str, reason: str, detail: dict[str, Any]) -> None: ...
 
 
 class Withholder(Protocol):

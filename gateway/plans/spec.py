@@ -203,7 +203,8 @@ def check_plans(
             accepted.pop(plan.plan_id, None)
             continue
         accepted[plan.plan_id] = target
-    return list(accepted.values()), rejected
+    # a plan whose every instalment was refused is not created empty
+    return [p for p in accepted.values() if p.instalments], rejected
 
 
 def _check_plan(

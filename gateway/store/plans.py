@@ -859,12 +859,7 @@ class MySQLPlanStore:
             )
         return grant
 
-    # --- operators and the daily report --------------------------------------------------
-
-    async def audit(self, operator: str, action: str, target: str, reason: str, detail: dict[str, Any]) -> None:
-        async with self.db.transaction() as tx:
-            await FlowStore.audit(tx, operator, action, target, reason, detail)
-            await tx.commit()
+    # --- the daily report -----------------------------------------------------------------
 
     async def daily_figures(self, day: date) -> list[DayFigures]:
         """Plan withholds of business day ``day`` by caller, product, policy, time point and currency.
@@ -910,3 +905,15 @@ class MySQLPlanStore:
             )
             for (caller, product, policy, point, currency), g in sorted(groups.items())
         ]
+
+
+class MySQLAuditLog:
+    """Operator actions on plan runs, in the gateway's ``audit_log``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def record(self, operator: str, action: str, target: str, reason: str, detail: dict[str, Any]) -> None:
+        async with self.db.transaction() as tx:
+            await FlowStore.audit(tx, operator, action, target, reason, detail)
+            await tx.commit()

@@ -92,6 +92,7 @@ def gateway_config(
     routing: Mapping[str, Any] | None = None,
     poller: Mapping[str, Any] | None = None,
     kafka: Mapping[str, Any] | None = None,
+    plans: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     channels = []
     for name, sim in sims.items():
@@ -120,6 +121,7 @@ def gateway_config(
         poller=dict(poller or {"interval_s": 0.1, "first_delay_s": 0.3, "schedule": [[0.3, 20], [1.0, 30]]}),
         logging={"format": "text", "level": "WARNING"},
         kafka=None if kafka is None else {"enabled": True, **kafka},
+        **({"plans": dict(plans)} if plans is not None else {}),
     )
 
 
@@ -129,9 +131,13 @@ async def running_gateway(
     behaviours: Mapping[str, Behaviour],
     *,
     floats: Mapping[str, int] | None = None,
+    clock: Any = None,
     **config_kw: Any,
 ) -> AsyncIterator[Harness]:
-    """Sandbox simulators (one per behaviour) plus a started gateway; ``floats`` sets merchant floats."""
+    """Sandbox simulators (one per behaviour) plus a started gateway; ``floats`` sets merchant floats.
+
+    ``clock`` is the plan executor's (tests/support/clock.py), ``plans`` (in ``config_kw``) its [plans] table.
+    """
     adapters: Mapping[str, str] = config_kw.get("adapters") or {}
     sims: dict[str, Any] = {}
     for name, b in behaviours.items():
@@ -145,7 +151,7 @@ async def running_gateway(
         await sim.start()
     await migrate(db)
     raw = gateway_config(db, sims, **config_kw)
-    gateway = Gateway.build(from_mapping(raw))
+    gateway = Gateway.build(from_mapping(raw), clock=clock)
     await gateway.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}")
     harness = Harness(gateway, sims, channel)
