@@ -72,8 +72,19 @@ class FakePlanStore:
             stored = self.plans.get((caller, p.plan_id))
             if stored is None:
                 row = PlanRow(
-                    next(self._ids), caller, p.plan_id, p.product, p.policy, PlanStatus.ACTIVE, False,
-                    p.account_masked, p.payer.bank_code, p.payer.agreement_no, p.description, now, now,
+                    next(self._ids),
+                    caller,
+                    p.plan_id,
+                    p.product,
+                    p.policy,
+                    PlanStatus.ACTIVE,
+                    False,
+                    p.account_masked,
+                    p.payer.bank_code,
+                    p.payer.agreement_no,
+                    p.description,
+                    now,
+                    now,
                 )
                 stored = self.plans[(caller, p.plan_id)] = _Plan(row, p.account_sealed, p.account_hash, p.request_hash)
             elif stored.request_hash != p.request_hash:
@@ -84,7 +95,11 @@ class FakePlanStore:
             accepted += 1
             for item in p.instalments:
                 existing = next(
-                    (i for i in self.instalments.values() if (i.caller, i.instalment_id) == (caller, item.instalment_id)),
+                    (
+                        i
+                        for i in self.instalments.values()
+                        if (i.caller, i.instalment_id) == (caller, item.instalment_id)
+                    ),
                     None,
                 )
                 if existing is not None:
@@ -93,16 +108,32 @@ class FakePlanStore:
                     else:
                         rejected.append(
                             Rejection(
-                                p.plan_id, item.instalment_id, f"{item.field}.instalment_id", "other parameters",
+                                p.plan_id,
+                                item.instalment_id,
+                                f"{item.field}.instalment_id",
+                                "other parameters",
                                 RejectCode.ALREADY_EXISTS,
                             )
                         )
                     continue
                 row_id = next(self._ids)
                 self.instalments[row_id] = InstalmentRow(
-                    row_id, stored.row.id, caller, p.plan_id, item.instalment_id, p.product, p.policy, item.due_date,
-                    item.last_day, item.amount, item.amount, item.currency, InstalmentStatus.SCHEDULED,
-                    next_attempt_at=item.first_due, created_at=now, updated_at=now,
+                    row_id,
+                    stored.row.id,
+                    caller,
+                    p.plan_id,
+                    item.instalment_id,
+                    p.product,
+                    p.policy,
+                    item.due_date,
+                    item.last_day,
+                    item.amount,
+                    item.amount,
+                    item.currency,
+                    InstalmentStatus.SCHEDULED,
+                    next_attempt_at=item.first_due,
+                    created_at=now,
+                    updated_at=now,
                 )
                 self.hashes[row_id] = item.request_hash
                 new += 1
@@ -159,7 +190,9 @@ class FakePlanStore:
                 self._check_unique(w.attempt)
         for w in writes:
             current = self.instalments[w.before.id]
-            after = dataclasses.replace(w.after, paused=current.paused, plan_paused=current.plan_paused, attempt_rows=[])
+            after = dataclasses.replace(
+                w.after, paused=current.paused, plan_paused=current.plan_paused, attempt_rows=[]
+            )
             self.instalments[w.before.id] = after
             if w.attempt is not None:
                 if w.new_attempt:
@@ -189,15 +222,29 @@ class FakePlanStore:
     # --- runs ---------------------------------------------------------------------------
 
     async def open_run(
-        self, key: RunKey, *, scheduled_at: datetime, deadline: datetime, started_by: str, now: datetime,
+        self,
+        key: RunKey,
+        *,
+        scheduled_at: datetime,
+        deadline: datetime,
+        started_by: str,
+        now: datetime,
         due: dict[str, int],
     ) -> tuple[RunRow, bool]:
         existing = await self.run(key)
         if existing is not None:
             return existing, False
         run = RunRow(
-            next(self._ids), key.policy, key.business_day, key.time_point, scheduled_at, deadline, RunStatus.RUNNING,
-            started_by, dict(due), started_at=now,
+            next(self._ids),
+            key.policy,
+            key.business_day,
+            key.time_point,
+            scheduled_at,
+            deadline,
+            RunStatus.RUNNING,
+            started_by,
+            dict(due),
+            started_at=now,
         )
         self.runs_by_id[run.id] = run
         return dataclasses.replace(run), True
@@ -209,7 +256,13 @@ class FakePlanStore:
         return dataclasses.replace(run)
 
     async def set_run_status(
-        self, run_id: int, status: RunStatus, *, expect: frozenset[RunStatus], now: datetime, missed: int = 0,
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        expect: frozenset[RunStatus],
+        now: datetime,
+        missed: int = 0,
         lag_s: float = 0.0,
     ) -> bool:
         run = self.runs_by_id[run_id]
@@ -243,7 +296,8 @@ class FakePlanStore:
         return [
             dataclasses.replace(r)
             for r in self.runs_by_id.values()
-            if r.status in (RunStatus.RUNNING, RunStatus.PAUSED) or (r.status is RunStatus.FINISHED and r.deadline > now)
+            if r.status in (RunStatus.RUNNING, RunStatus.PAUSED)
+            or (r.status is RunStatus.FINISHED and r.deadline > now)
         ]
 
     def _remaining(self, policy: str, moment: datetime) -> list[InstalmentRow]:
@@ -287,7 +341,11 @@ class FakePlanStore:
     def _claimed(self, row: InstalmentRow) -> Claimed:
         stored = next(p for p in self.plans.values() if p.row.id == row.plan_ref)
         return Claimed(
-            dataclasses.replace(row), stored.sealed, stored.account_hash, stored.row.bank_code, stored.row.agreement_no,
+            dataclasses.replace(row),
+            stored.sealed,
+            stored.account_hash,
+            stored.row.bank_code,
+            stored.row.agreement_no,
             stored.row.description,
         )
 
@@ -309,7 +367,11 @@ class FakePlanStore:
         )[:limit]
         for i in due:
             i.status, i.run_id, i.claim_owner, i.claim_token, i.lease_until = (
-                InstalmentStatus.CLAIMED, run.id, owner, token, lease_until,
+                InstalmentStatus.CLAIMED,
+                run.id,
+                owner,
+                token,
+                lease_until,
             )
         return [self._claimed(i) for i in due]
 
@@ -366,7 +428,11 @@ class FakePlanStore:
         for i in self.instalments.values():
             if i.status is InstalmentStatus.CLAIMED and i.lease_until is not None and i.lease_until < now:
                 i.status, i.run_id, i.claim_owner, i.claim_token, i.lease_until = (
-                    InstalmentStatus.SCHEDULED, None, "", "", None,
+                    InstalmentStatus.SCHEDULED,
+                    None,
+                    "",
+                    "",
+                    None,
                 )
                 n += 1
         return n
@@ -378,7 +444,11 @@ class FakePlanStore:
                 continue
             if i.status is InstalmentStatus.CLAIMED:
                 i.status, i.run_id, i.claim_owner, i.claim_token, i.lease_until = (
-                    InstalmentStatus.SCHEDULED, None, "", "", None,
+                    InstalmentStatus.SCHEDULED,
+                    None,
+                    "",
+                    "",
+                    None,
                 )
                 n += 1
             elif i.status is InstalmentStatus.IN_FLIGHT and i.flow_id is None:
@@ -430,8 +500,17 @@ class FakeWithholder:
             return dataclasses.replace(existing, replayed=True)
         status, code = self.fate(params)
         flow = FlowRow(
-            len(self.by_id) + 1, f"F{len(self.by_id) + 1:025d}", caller, request_id, FlowKind.WITHHOLD, params.amount,
-            params.currency, "h", status, failure_code=code, channel="bank-a",
+            len(self.by_id) + 1,
+            f"F{len(self.by_id) + 1:025d}",
+            caller,
+            request_id,
+            FlowKind.WITHHOLD,
+            params.amount,
+            params.currency,
+            "h",
+            status,
+            failure_code=code,
+            channel="bank-a",
         )
         self.by_key[(caller, request_id)] = flow
         self.by_id[flow.id] = flow

@@ -75,9 +75,7 @@ def test_bad_values_name_their_key(path: tuple[str, ...], value: Any, key: str) 
 def test_a_time_point_in_the_quiet_window_stops_start_up() -> None:
     raw = {
         "plans": {
-            "policies": {
-                "default": {"time_points": ["12:00", "22:30"], "quiet_start": "22:00", "quiet_end": "07:00"}
-            }
+            "policies": {"default": {"time_points": ["12:00", "22:30"], "quiet_start": "22:00", "quiet_end": "07:00"}}
         }
     }
     with pytest.raises(ConfigError) as err:

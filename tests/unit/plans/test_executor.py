@@ -49,16 +49,18 @@ class World:
         }
         self.policy = Policy("default", (time(12), time(18)), **spec)
         self.schedules = {"default": Schedule(self.policy, BusinessCalendar.named())}
-        self.config = PlansConfig(
-            concurrency=4, claim_batch=2, lease_s=30, wait_s=5, policies={"default": self.policy}
-        )
+        self.config = PlansConfig(concurrency=4, claim_batch=2, lease_s=30, wait_s=5, policies={"default": self.policy})
         self.clock = FakeClock(datetime(2026, 12, 1, 0, 0))  # 08:00 in Shanghai
         self.flows = FakeWithholder()
         self.store = FakePlanStore(self.flows)
         self.agreements = FakeAgreements()
         sealer = AccountSealer(HASH_KEY)
         self.service = PlanService(
-            store=self.store, config=self.config, schedules=self.schedules, sealer=sealer, hash_key=HASH_KEY,
+            store=self.store,
+            config=self.config,
+            schedules=self.schedules,
+            sealer=sealer,
+            hash_key=HASH_KEY,
             clock=self.clock,
         )
         self.executors = [
@@ -85,7 +87,10 @@ class World:
     async def submit(self, *amounts: int, due: str = "2026-12-01", prefix: str = "loan") -> None:
         specs = [
             PlanSpec(
-                f"{prefix}-{i}", "cash", self.card, "ICBC",
+                f"{prefix}-{i}",
+                "cash",
+                self.card,
+                "ICBC",
                 instalments=[InstalmentSpec(f"{prefix}-{i}-1", due, amount, "CNY")],
             )
             for i, amount in enumerate(amounts)
@@ -97,9 +102,7 @@ class World:
         return {i.instalment_id: i.status for i in self.store.instalments.values()}
 
     def events(self, instalment_id: str) -> list[events_pb2.InstalmentOutcome]:
-        return [
-            e.event.instalment for e in self.store.outbox if e.event.instalment.instalment_id == instalment_id
-        ]
+        return [e.event.instalment for e in self.store.outbox if e.event.instalment.instalment_id == instalment_id]
 
     async def at(self, moment: datetime) -> None:
         self.clock.set(moment)

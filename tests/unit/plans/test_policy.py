@@ -71,9 +71,9 @@ def test_stop_codes_and_unknown_codes_stop_at_once() -> None:
     assert s.after_failure(
         "ACCOUNT_FROZEN", day=DAY, time_point="12:00", attempts_on_day=1, attempts=1, last_day=DAY
     ) == Stop("ACCOUNT_FROZEN", "ACCOUNT_FROZEN")
-    assert s.after_failure("WHATEVER", day=DAY, time_point="12:00", attempts_on_day=1, attempts=1, last_day=DAY) == Stop(
-        "WHATEVER", "WHATEVER"
-    )
+    assert s.after_failure(
+        "WHATEVER", day=DAY, time_point="12:00", attempts_on_day=1, attempts=1, last_day=DAY
+    ) == Stop("WHATEVER", "WHATEVER")
     retrying = schedule(retry_unknown=True)
     assert isinstance(
         retrying.after_failure("WHATEVER", day=DAY, time_point="12:00", attempts_on_day=1, attempts=1, last_day=DAY),

@@ -1,4 +1,4 @@
-"""Shared token buckets: the replicas together never exceed a channel's rate, and the best channel with a token is used."""
+"""Shared token buckets: the replicas together never exceed a channel's rate; the best channel with a token is used."""
 
 from __future__ import annotations
 

@@ -19,12 +19,17 @@ CARD = luhn_card()
 
 def plan(plan_id: str = "loan-1", *items: InstalmentSpec, **kw: str) -> PlanSpec:
     fields = {"product": "cash", "account_no": CARD, "bank_code": "ICBC", **kw}
-    return PlanSpec(plan_id, instalments=items or (InstalmentSpec(f"{plan_id}-1", "2026-12-01", 10000, "CNY"),), **fields)
+    return PlanSpec(
+        plan_id, instalments=items or (InstalmentSpec(f"{plan_id}-1", "2026-12-01", 10000, "CNY"),), **fields
+    )
 
 
 def check(*plans: PlanSpec):  # type: ignore[no-untyped-def]
     return check_plans(
-        plans, caller="loans", policy_for=lambda c, p: None if p == "unknown" else "default", schedules=SCHEDULES,
+        plans,
+        caller="loans",
+        policy_for=lambda c, p: None if p == "unknown" else "default",
+        schedules=SCHEDULES,
         hash_key=b"k",
     )
 
@@ -44,7 +49,9 @@ def test_good_plans_carry_their_schedule_and_hashes() -> None:
 def test_bad_items_are_refused_one_by_one_naming_the_field() -> None:
     good = InstalmentSpec("a-1", "2026-12-01", 100, "CNY")
     accepted, rejected = check(
-        plan("a", good, InstalmentSpec("a-2", "2026-13-01", 100, "CNY"), InstalmentSpec("a-3", "2026-12-02", -5, "CNY")),
+        plan(
+            "a", good, InstalmentSpec("a-2", "2026-13-01", 100, "CNY"), InstalmentSpec("a-3", "2026-12-02", -5, "CNY")
+        ),
         plan("b", account_no="1234"),
         plan("c", product="unknown"),
         plan("d", InstalmentSpec("a-1", "2026-12-09", 100, "CNY")),
