@@ -2,7 +2,7 @@
 
 Fills ``poll_queue`` with N rows waiting (due tomorrow) plus D rows due now,
 then measures how fast C concurrent claimers (the gateway's own
-:func:`gateway.poller.claim_due`, ``SELECT ... FOR UPDATE SKIP LOCKED`` + lease
+:func:`gateway.store.poll_queue.claim_due`, ``SELECT ... FOR UPDATE SKIP LOCKED`` + lease
 update, batch B) drain the due rows. It runs once with a small backlog and
 once with a large one in the same database server; ``backlog_ratio`` =
 claims/s(large) / claims/s(small). The index on ``due_at`` makes a claim cost
@@ -20,8 +20,8 @@ import uuid
 
 import pymysql
 
-from gateway.poller import claim_due
 from gateway.store.db import Database, DatabaseConfig, migrate
+from gateway.store.poll_queue import claim_due
 
 
 def _admin() -> pymysql.connections.Connection:

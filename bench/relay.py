@@ -281,7 +281,7 @@ async def _start_and_drain(relay: OutboxRelay, db: Database) -> None:
 
 
 def _drop_database(config: DatabaseConfig) -> None:
-    conn = pymysql.connect(host=config.host, port=config.port, user=config.user, password=config.password)
+    conn = pymysql.connect(host=config.host, port=config.port, user=config.user, password=config.password.reveal())
     try:
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{config.database}`")

@@ -2,10 +2,13 @@
 
 Channel *instances* are built from configuration: each ``[[channels]]`` entry
 names an ``id`` (unique, e.g. ``icbc-sandbox``), an ``adapter`` (a key of
-:data:`ADAPTERS`) and adapter settings. Two banks behind the same protocol are
-two instances of one adapter. An unknown adapter name is a loud, specific
-error, raised at start-up. The same map tells the simulator toolkit
-(``channels.simkit.create_simulator``) which simulator speaks each protocol.
+:data:`ADAPTERS`) and adapter settings, which the adapter's ``build`` reads into
+its own settings table with :meth:`ChannelSpec.read`. Two banks behind the same
+protocol are two instances of one adapter. An unknown adapter name is a loud,
+specific error, raised at start-up; every error is a
+:class:`~channels.config.ConfigError` naming the key. The same map tells the
+simulator toolkit (``channels.simkit.create_simulator``) which simulator speaks
+each protocol.
 """
 
 from __future__ import annotations
@@ -13,17 +16,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from channels.config import ConfigError, read
 from channels.contract import Channel
 
+T = TypeVar("T")
 
-class ChannelConfigError(ValueError):
-    """Bad channel configuration; the message names the offending key."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
+# The one configuration error, under the name the simulators import.
+ChannelConfigError = ConfigError
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class ChannelSpec:
     adapter: str
     settings: Mapping[str, Any] = field(default_factory=dict)
     key: str = "channels"
+
+    def read(self, table: type[T]) -> T:
+        """``settings`` read into the adapter's settings table; errors name ``<key>.<setting>``."""
+        return read(table, self.settings, self.key)
 
 
 class ChannelFactory(Protocol):
@@ -76,7 +81,7 @@ def factory_for(adapter: str, *, key: str = "channels") -> ChannelFactory:
     entry = ADAPTERS.get(adapter)
     if entry is None:
         known = ", ".join(sorted(ADAPTERS))
-        raise ChannelConfigError(f"{key}.adapter", f"unknown adapter {adapter!r} (known: {known})")
+        raise ConfigError(f"{key}.adapter", f"unknown adapter {adapter!r} (known: {known})")
     factory: ChannelFactory = load_target(entry.factory)
     return factory
 
@@ -92,7 +97,7 @@ class ChannelRegistry:
         channels: dict[str, Channel] = {}
         for spec in specs:
             if spec.channel_id in channels:
-                raise ChannelConfigError(f"{spec.key}.id", f"duplicate channel id {spec.channel_id!r}")
+                raise ConfigError(f"{spec.key}.id", f"duplicate channel id {spec.channel_id!r}")
             channels[spec.channel_id] = factory_for(spec.adapter, key=spec.key)(spec)
         return cls(channels)
 

@@ -1,91 +1,91 @@
-"""Validation of adapter settings shared by the channel packages.
+"""Value types and helpers for adapter settings, shared by the channel packages.
 
-Each function reads one setting from a :class:`~channels.registry.ChannelSpec`
-and raises :class:`~channels.registry.ChannelConfigError` naming
-``f"{spec.key}.<setting>"`` when it is missing or wrong. Error messages never
-quote a secret's value.
+An adapter declares the keys of its ``[channels.settings]`` as a table (a frozen dataclass with
+``__pydantic_config__ = TABLE``, see :mod:`channels.config`), each key with its type and its one
+default, and reads it in ``build`` with :meth:`~channels.registry.ChannelSpec.read`. Every error
+is a :class:`~channels.config.ConfigError` naming ``f"{spec.key}.<setting>"``; none quotes a
+secret's value.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
+from typing import Annotated
 
+from pydantic import AfterValidator, BeforeValidator
 from yarl import URL
 
-from channels.registry import ChannelConfigError, ChannelSpec
+from channels.config import ConfigError, Secret, join
 
 
-def _error(spec: ChannelSpec, name: str, problem: str) -> ChannelConfigError:
-    return ChannelConfigError(f"{spec.key}.{name}", problem)
+def _digits(value: object) -> object:
+    # TOML ids such as `mchid = 1900000109` are integers; they count as their digits.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-def text(spec: ChannelSpec, name: str, *, default: str | None = None, strip: bool = True) -> str:
-    """A required non-blank string; a bare integer counts as its digits (TOML ids such as ``mchid = 1900000109``).
-
-    ``strip=False`` for secrets, whose surrounding blanks are part of the value.
-    """
-    value = spec.settings.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
-        raise _error(spec, name, "required, a non-empty string")
-    return str(value).strip() if strip else str(value)
+def _required_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("required, a non-empty string")
+    return value.strip()
 
 
-def text_list(spec: ChannelSpec, name: str) -> list[str]:
-    """A list of non-empty strings."""
-    value = spec.settings.get(name)
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
-        raise _error(spec, name, "must be a list of non-empty strings")
-    return list(value)
-
-
-def seconds(spec: ChannelSpec, name: str, default: float) -> float:
-    """A positive, finite number of seconds."""
-    value = spec.settings.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise _error(spec, name, f"must be a number of seconds > 0, got {value!r}")
-    return float(value)
-
-
-def connect_and_timeout(spec: ChannelSpec, *, connect_default: float, timeout_default: float) -> tuple[float, float]:
-    """``connect_timeout_s`` and ``timeout_s`` (a whole-call budget, so connecting must take less of it)."""
-    connect, timeout = seconds(spec, "connect_timeout_s", connect_default), seconds(spec, "timeout_s", timeout_default)
-    if connect >= timeout:
-        raise _error(spec, "connect_timeout_s", "must be shorter than timeout_s")
-    return connect, timeout
-
-
-def http_url(spec: ChannelSpec, name: str, *, default: str | None = None) -> str:
-    """An ``http(s)://host...`` URL, as given (stripped of blanks)."""
-    value = text(spec, name, default=default)
-    url = URL(value)
-    if url.scheme not in ("http", "https") or not url.host:
-        raise _error(spec, name, "must be an http(s) URL with a host")
+def _given_secret(value: Secret) -> Secret:
+    if not value.reveal().strip():
+        raise ValueError("required, a non-empty string")
     return value
 
 
-def optional_key_material(spec: ChannelSpec, name: str) -> tuple[str, str] | None:
-    """Key material given inline as ``name`` or in a file ``name_path`` (not both), or None when neither.
+def _http_url(value: str) -> str:
+    url = URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http(s) URL with a host")
+    return value
 
-    Returns (the setting used, its text) so that a caller rejecting the
-    content can name the right setting.
+
+def _without_trailing_slash(url: str) -> str:
+    return url.rstrip("/")
+
+
+# A non-blank string, stripped; a bare integer counts as its digits.
+Text = Annotated[str, BeforeValidator(_digits), AfterValidator(_required_text)]
+# A non-blank secret, kept as given (surrounding blanks are part of it).
+SecretText = Annotated[Secret, AfterValidator(_given_secret)]
+# An ``http(s)://host...`` URL, as given (stripped of blanks).
+HttpUrl = Annotated[Text, AfterValidator(_http_url)]
+# An API's base URL, without trailing slashes (the adapter appends paths).
+BaseUrl = Annotated[HttpUrl, AfterValidator(_without_trailing_slash)]
+
+
+def check_timeouts(key: str, connect_timeout_s: float, timeout_s: float) -> None:
+    """``timeout_s`` is a whole-call budget, so connecting must take less of it."""
+    if connect_timeout_s >= timeout_s:
+        raise ConfigError(join(key, "connect_timeout_s"), "must be shorter than timeout_s")
+
+
+def optional_key_material(table: object, name: str, key: str) -> tuple[str, str] | None:
+    """Key material given inline as setting ``name`` or in a file ``name_path`` (not both), or None.
+
+    ``table`` is the adapter's settings table, with both fields; ``key`` its config path.
+    Returns (the setting used, its text) so that a caller rejecting the content can name the
+    right setting.
     """
-    inline, path = spec.settings.get(name), spec.settings.get(f"{name}_path")
+    inline: Secret | str | None = getattr(table, name)
+    path: str | None = getattr(table, f"{name}_path")
     if inline and path:
-        raise _error(spec, name, f"give only one of {name} or {name}_path")
+        raise ConfigError(join(key, name), f"give only one of {name} or {name}_path")
     if inline:
-        return name, str(inline)
+        return name, inline.reveal() if isinstance(inline, Secret) else inline
     if not path:
         return None
     try:
-        return f"{name}_path", Path(str(path)).read_text(encoding="ascii")
+        return f"{name}_path", Path(path).read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        raise _error(spec, f"{name}_path", f"cannot read key file ({type(exc).__name__})") from None
+        raise ConfigError(join(key, f"{name}_path"), f"cannot read key file ({type(exc).__name__})") from None
 
 
-def key_material(spec: ChannelSpec, name: str) -> tuple[str, str]:
+def key_material(table: object, name: str, key: str) -> tuple[str, str]:
     """Like :func:`optional_key_material`, but one of the two is required."""
-    found = optional_key_material(spec, name)
+    found = optional_key_material(table, name, key)
     if found is None:
-        raise _error(spec, name, f"give {name} or {name}_path")
+        raise ConfigError(join(key, name), f"give {name} or {name}_path")
     return found

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from gateway.validation import luhn_ok
+from gateway.domain import luhn_valid as luhn_ok
 
 
 def luhn_card(rng: random.Random | None = None, *, prefix: str = "622202", length: int = 16) -> str:

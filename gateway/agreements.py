@@ -13,7 +13,8 @@ from channels.contract import ChannelRejected, ChannelUnavailable, Operation, Si
 from channels.registry import ChannelRegistry
 from gateway.domain import AgreementStatus, account_hash, mask_account, mask_name
 from gateway.errors import IdempotencyConflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
-from gateway.store.agreements import AgreementExists, AgreementRow, AgreementStore
+from gateway.ports import AgreementStore
+from gateway.store.rows import AgreementRow, Existing
 from gateway.validation import canonical_hash
 
 log = logging.getLogger(__name__)
@@ -63,19 +64,19 @@ class AgreementService:
         if existing is not None:
             return self._replay(existing, request_hash)
         channel_id = self._pick_channel(params)
-        try:
-            row = await self.store.create(
-                caller=caller,
-                request_id=request_id,
-                request_hash=request_hash,
-                channel=channel_id,
-                account_hash=acct,
-                account_masked=mask_account(params.account_no),
-                holder_masked=mask_name(params.holder_name),
-                bank_code=params.bank_code,
-            )
-        except AgreementExists as exc:
-            return self._replay(exc.row, request_hash)
+        creation = await self.store.create(
+            caller=caller,
+            request_id=request_id,
+            request_hash=request_hash,
+            channel=channel_id,
+            account_hash=acct,
+            account_masked=mask_account(params.account_no),
+            holder_masked=mask_name(params.holder_name),
+            bank_code=params.bank_code,
+        )
+        if isinstance(creation, Existing):  # a concurrent request with the same request_id got there first
+            return self._replay(creation.row, request_hash)
+        row = creation.row
         channel = self.registry.get(channel_id)
         try:
             started = await channel.sign_agreement(

@@ -32,18 +32,18 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from channels.contract import Operation
-from channels.registry import ChannelConfigError, ChannelRegistry, ChannelSpec
+from channels.registry import ChannelRegistry, ChannelSpec
 from gateway import metrics
 from gateway.agreements import AgreementService
 from gateway.api.admin import GatewayAdminServicer
 from gateway.api.auth import GatewayInterceptor, TokenBook
 from gateway.api.plans import PlanAdminServicer, WithholdingPlansServicer
 from gateway.api.servicer import PaymentGatewayServicer
-from gateway.businessday import DEFAULT_TIMEZONE, BusinessCalendar
+from gateway.businessday import BusinessCalendar
 from gateway.callbacks import CallbackHandler
-from gateway.config import Config, ConfigError
+from gateway.config import Config, ConfigError, start_up_errors
 from gateway.flows import FlowService, FlowSettings
-from gateway.obs.series import declare_channel_series
+from gateway.obs.series import declare_series
 from gateway.planner import Planner, warm_observations
 from gateway.plans.clock import Clock, SystemClock
 from gateway.plans.executor import PlanExecutor
@@ -53,13 +53,19 @@ from gateway.plans.routing import RateAwarePlanner
 from gateway.plans.sealing import AccountSealer
 from gateway.plans.service import PlanService
 from gateway.poller import Poller, Schedule, default_owner
-from gateway.store.agreements import AgreementStore
+from gateway.ports import PositionStore
+from gateway.store.agreements import MySQLAgreementStore
+from gateway.store.audit import MySQLAuditLog
+from gateway.store.channel_states import MySQLChannelStates
 from gateway.store.db import Database
-from gateway.store.flows import FlowStore
-from gateway.store.plans import MySQLAuditLog, MySQLPlanStore
-from gateway.store.positions import PositionStore
+from gateway.store.discrepancies import MySQLDiscrepancies
+from gateway.store.flows import MySQLFlowStore
+from gateway.store.observations import MySQLObservations
+from gateway.store.plans import MySQLPlanStore
+from gateway.store.poll_queue import MySQLPollQueue
+from gateway.store.positions import MySQLPositionStore
 from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc, plans_pb2, plans_pb2_grpc
-from routing.config import RoutingConfigError, parse_routing
+from routing.config import parse_channel_profiles
 from routing.engine import ChannelState, Router
 
 log = logging.getLogger(__name__)
@@ -68,14 +74,14 @@ WARM_WINDOW_S = 6 * 3600
 
 
 def build_registry(config: Config) -> ChannelRegistry:
+    """The adapters, each reading its ``[channels.settings]``; raises ConfigError naming the key."""
     specs = [ChannelSpec(c.channel_id, c.adapter, c.settings, c.key) for c in config.channels]
-    try:
+    with start_up_errors():
         return ChannelRegistry.build(specs)
-    except ChannelConfigError as exc:
-        raise ConfigError(exc.key, str(exc).split(": ", 1)[-1]) from exc
 
 
 def build_router(config: Config, registry: ChannelRegistry) -> Router:
+    """The router: ``[routing]`` plus each channel's routing table over its adapter's capabilities."""
     capabilities: dict[str, dict[str, Any]] = {}
     for channel_id, channel in registry.items():
         capabilities[channel_id] = {
@@ -83,16 +89,11 @@ def build_router(config: Config, registry: ChannelRegistry) -> Router:
             "default_currencies": frozenset(channel.currencies),
             "default_banks": channel.banks,
         }
-    try:
-        router_config, profiles = parse_routing(
-            "routing",
-            config.routing,
-            [(f"{c.key}.routing", c.channel_id, c.routing) for c in config.channels],
-            capabilities,
+    with start_up_errors():
+        profiles = parse_channel_profiles(
+            [(f"{c.key}.routing", c.channel_id, c.routing) for c in config.channels], capabilities
         )
-    except RoutingConfigError as exc:
-        raise ConfigError(exc.key, exc.problem) from exc
-    return Router(profiles, router_config)
+    return Router(profiles, config.routing)
 
 
 @dataclass
@@ -129,30 +130,25 @@ class Gateway:
         db = Database(config.database)
         registry = build_registry(config)
         router = build_router(config, registry)
-        positions = PositionStore(db)
+        positions = MySQLPositionStore(db)
         needs_usage = any(
             router.profile(c).per_card_daily_attempts or router.profile(c).per_card_daily_amount for c in registry
         )
-        planner = Planner(router, positions, needs_card_usage=needs_usage)
-        store = FlowStore(
+        planner = Planner(router, positions, MySQLObservations(db), needs_card_usage=needs_usage)
+        store = MySQLFlowStore(
             db,
             group_commit=config.database.group_commit,
             workers=config.database.group_commit_workers,
             max_batch=config.database.group_commit_max_batch,
         )
         relay = None
-        if config.kafka_enabled:
-            from gateway.outbox.config import RelayConfig
+        if config.kafka is not None and config.kafka.enabled:
             from gateway.outbox.relay import OutboxRelay
 
-            try:
-                relay_config = RelayConfig.from_mapping("kafka", config.kafka)
-            except ValueError as exc:
-                raise ConfigError(getattr(exc, "key", "kafka"), str(exc)) from exc
-            relay = OutboxRelay(db, relay_config)
+            relay = OutboxRelay(db, config.kafka)
         flows = FlowService(
             store=store,
-            agreements=AgreementStore(db),
+            agreements=MySQLAgreementStore(db),
             registry=registry,
             planner=planner,
             settings=FlowSettings(
@@ -166,12 +162,12 @@ class Gateway:
         agreements = AgreementService(flows.agreements, registry, config.account_hash_key.reveal().encode())
         schedules = {
             c.channel_id: Schedule.from_steps(
-                c.poll_first_delay_s if c.poll_first_delay_s is not None else config.poller.first_delay_s,
-                c.poll_schedule or config.poller.schedule,
+                c.poll.first_delay_s if c.poll.first_delay_s is not None else config.poller.first_delay_s,
+                c.poll.schedule or config.poller.schedule,
             )
             for c in config.channels
         }
-        poller = Poller(db, flows, config.poller, schedules, owner=config.server.replica_id)
+        poller = Poller(MySQLPollQueue(db), flows, config.poller, schedules, owner=config.server.replica_id)
         gateway = cls(config, db, registry, router, planner, flows, agreements, positions, poller, relay)
         gateway._build_plans(clock or SystemClock())
         return gateway
@@ -179,10 +175,9 @@ class Gateway:
     def _build_plans(self, clock: Clock) -> None:
         """Withholding plans: the use cases, and the executor withholding through its own FlowService."""
         config = self.config
-        # the lender's business day; [business] timezone once the configuration reader has it
-        calendar = BusinessCalendar.named(DEFAULT_TIMEZONE)
+        calendar = BusinessCalendar(config.business.zone)  # the lender's business day
         store = MySQLPlanStore(self.db)
-        schedules = {name: PlanSchedule(policy, calendar) for name, policy in config.plans.policies.items()}
+        schedules = {name: PlanSchedule(policy, calendar) for name, policy in config.plans.policy_objects().items()}
         hash_key = config.account_hash_key.reveal().encode()
         sealer = AccountSealer(hash_key)
         on_outbox = self.relay.notify if self.relay is not None else None
@@ -223,13 +218,14 @@ class Gateway:
     async def start(self) -> None:
         cfg = self.config
         # alert and ratio series exist at zero from the start (see gateway/obs/series.py)
-        declare_channel_series(list(self.registry))
+        declare_series(list(self.registry), self.relay.config.topics() if self.relay is not None else ())
         await self.db.start()
         await self.registry.start()
-        self.router.warm_start(await warm_observations(self.db, WARM_WINDOW_S))
-        for row in await self.db.fetchall("SELECT channel, state FROM channel_states"):
-            if row["channel"] in self.registry:
-                self.router.set_state(row["channel"], ChannelState(row["state"]))
+        self.router.warm_start(await warm_observations(self.planner.observations, WARM_WINDOW_S))
+        channel_states = MySQLChannelStates(self.db)
+        for channel_id, state in (await channel_states.all()).items():
+            if channel_id in self.registry:
+                self.router.set_state(channel_id, ChannelState(state))
         await self._sync_positions()
         if cfg.poller.enabled:
             await self.poller.start()
@@ -258,12 +254,14 @@ class Gateway:
         )
         admin_pb2_grpc.add_GatewayAdminServicer_to_server(
             GatewayAdminServicer(
-                db=self.db,
                 registry=self.registry,
                 planner=self.planner,
                 flows=self.flows,
                 positions=self.positions,
                 poller=self.poller,
+                channel_states=channel_states,
+                audit=MySQLAuditLog(self.db),
+                discrepancies=MySQLDiscrepancies(self.db),
             ),
             server,
         )

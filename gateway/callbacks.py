@@ -27,7 +27,7 @@ from channels.contract import CallbackRejected, Channel, HttpReply
 from channels.registry import ChannelRegistry
 from gateway import metrics
 from gateway.flows import FlowService
-from gateway.store.flows import Applied, Source
+from gateway.store.rows import Applied, Source
 
 log = logging.getLogger(__name__)
 

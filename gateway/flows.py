@@ -22,6 +22,11 @@ Recording and the channel call run in a task the RPC waits for up to its
 budget (and cannot cancel); when the budget runs out the RPC returns the flow
 PROCESSING and the task finishes on its own (the result then arrives on Kafka
 and via GetFlow).
+
+Each use case hands the driver two small objects: an **order builder**
+(gateway/orders.py: the flow's parameters, turned into the channel order of
+any attempt) and a :class:`Route` (where the attempts go: the current plan,
+the channels tried, what to ask the router again on failover, until when).
 """
 
 from __future__ import annotations
@@ -30,40 +35,29 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from channels.contract import (
-    Channel,
-    Operation,
-    OrderRef,
-    Outcome,
-    OutcomeStatus,
-    PayoutOrder,
-    RefundOrder,
-    WithholdOrder,
-    pending,
-)
+from channels.contract import Operation, OrderRef, Outcome, OutcomeStatus, pending
 from channels.registry import ChannelRegistry
 from gateway import metrics
 from gateway.domain import FlowKind, FlowStatus, account_hash, mask_account
-from gateway.errors import IdempotencyConflict, NoRoute, NotFound, PreconditionFailed
-from gateway.planner import Plan, Planner
-from gateway.store.agreements import AgreementStore
-from gateway.store.flows import (
-    Applied,
-    ApplyResult,
-    AttemptRow,
+from gateway.errors import (
     FlowClosed,
-    FlowRow,
-    FlowStore,
-    IdempotentHit,
-    NewAttempt,
-    NewFlow,
+    IdempotencyConflict,
+    NoActiveAgreement,
+    NoRoute,
+    NotFound,
     PositionShort,
+    PreconditionFailed,
     RefundExceeds,
-    Source,
+    RefundExceedsOriginal,
 )
+from gateway.logs import publish_flow_no
+from gateway.orders import OrderBuilder, PayoutOrders, RefundOrders, WithholdOrders
+from gateway.planner import Plan
+from gateway.ports import AgreementStore, FlowStore, RoutePlanner
+from gateway.store.rows import Applied, ApplyResult, AttemptRow, Existing, FlowRow, NewAttempt, NewFlow, Source
 from gateway.validation import PayoutParams, RefundParams, WithholdParams, canonical_hash
 
 log = logging.getLogger(__name__)
@@ -91,16 +85,43 @@ class FlowSettings:
     poll_first_delay_s: float = 2.0
 
 
-@dataclass
-class _Call:
-    """What the driver needs to (re)build the channel order for an attempt."""
+# --- the route: where the attempts of a flow go ------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouteQuery:
+    """What the router is asked for a flow (asked again, minus the channels tried, on failover)."""
 
     operation: Operation
-    build: Callable[[str, str], Any]  # (channel_id, channel_order_no) -> order object
-    route: Callable[[frozenset[str]], Awaitable[Plan]] | None  # None: no failover (refunds)
-    deadline: float  # monotonic; failover stops here
+    amount: int
+    currency: str
+    bank_code: str
+    account_hash: str
+    agreement_channels: frozenset[str] | None  # withholds: the channels the payer has an agreement with
+
+
+@dataclass
+class Route:
+    """The channels of one flow: the plan its current attempt came from, the channels tried, how to go on.
+
+    ``query`` None means one fixed channel and no failover (a refund goes
+    back through the channel that took the money). Failover stops at
+    ``deadline`` (monotonic; the end of the caller's wait budget).
+    """
+
+    operation: Operation
+    deadline: float
+    query: RouteQuery | None = None
     plan: Plan | None = None
     tried: set[str] = field(default_factory=set)
+
+    @classmethod
+    def routed(cls, query: RouteQuery, wait_s: float) -> Route:
+        return cls(query.operation, time.monotonic() + wait_s, query)
+
+    @classmethod
+    def fixed(cls, operation: Operation, channel: str, reason: str, wait_s: float) -> Route:
+        return cls(operation, time.monotonic() + wait_s, None, Plan.explicit(channel, reason))
 
 
 class FlowService:
@@ -110,7 +131,7 @@ class FlowService:
         store: FlowStore,
         agreements: AgreementStore,
         registry: ChannelRegistry,
-        planner: Planner,
+        planner: RoutePlanner,
         settings: FlowSettings,
         on_outbox: Callable[[], None] | None = None,
     ) -> None:
@@ -128,7 +149,7 @@ class FlowService:
         acct = account_hash(self.settings.account_hash_key, params.account_no)
         request_hash = canonical_hash("WITHHOLD", _hashable(params, acct))
         # No idempotency read up front: the flow insert's UNIQUE(caller, request_id) finds a
-        # replay (IdempotentHit). A request that cannot go ahead looks for an earlier flow first.
+        # replay (Existing). A request that cannot go ahead looks for an earlier flow first.
         refs = await self.agreements.active_refs(caller, acct, params.agreement_no)
         if not refs:
             replay = await self._replay(caller, request_id, request_hash)
@@ -139,44 +160,18 @@ class FlowService:
                 if params.agreement_no
                 else "no ACTIVE withholding agreement for this account; sign one first"
             )
-            raise PreconditionFailed(what)
-
-        def build(channel_id: str, order_no: str) -> WithholdOrder:
-            return WithholdOrder(
-                channel_order_no=order_no,
-                amount=params.amount,
-                currency=params.currency,
-                agreement_ref=refs[channel_id],
-                account_no=params.account_no,
-                bank_code=params.bank_code,
-                description=params.description,
-                notify_url=self._notify_url(channel_id),
-            )
-
+            raise NoActiveAgreement(what)
         new = self._new_flow(FlowKind.WITHHOLD, caller, request_id, request_hash, acct, params)
-        return await self._start(
-            new, self._routed_call(Operation.WITHHOLD, new, frozenset(refs), build, wait_s), wait_s
-        )
+        route = Route.routed(_route_query(Operation.WITHHOLD, new, frozenset(refs)), wait_s)
+        return await self._start(new, WithholdOrders(params, refs), route, wait_s)
 
     async def payout(self, caller: str, request_id: str, params: PayoutParams, wait_s: float) -> FlowRow:
         acct = account_hash(self.settings.account_hash_key, params.account_no)
         request_hash = canonical_hash("PAYOUT", _hashable(params, acct))
         # as for withholds, the insert's unique key finds replays (and _create_first when nothing routes)
-
-        def build(channel_id: str, order_no: str) -> PayoutOrder:
-            return PayoutOrder(
-                channel_order_no=order_no,
-                amount=params.amount,
-                currency=params.currency,
-                account_no=params.account_no,
-                account_name=params.account_name,
-                bank_code=params.bank_code,
-                description=params.description,
-                notify_url=self._notify_url(channel_id),
-            )
-
         new = self._new_flow(FlowKind.PAYOUT, caller, request_id, request_hash, acct, params)
-        return await self._start(new, self._routed_call(Operation.PAYOUT, new, None, build, wait_s), wait_s)
+        route = Route.routed(_route_query(Operation.PAYOUT, new, None), wait_s)
+        return await self._start(new, PayoutOrders(params), route, wait_s)
 
     @staticmethod
     def _new_flow(
@@ -200,29 +195,6 @@ class FlowService:
             description=params.description,
         )
 
-    def _routed_call(
-        self,
-        operation: Operation,
-        new: NewFlow,
-        agreement_channels: frozenset[str] | None,
-        build: Callable[[str, str], Any],
-        wait_s: float,
-    ) -> _Call:
-        """A call whose channels come from the router (re-asked, excluding tried ones, on failover)."""
-
-        async def route(exclude: frozenset[str]) -> Plan:
-            return await self.planner.plan(
-                operation,
-                new.amount,
-                new.currency,
-                new.bank_code,
-                account_hash=new.account_hash,
-                agreement_channels=agreement_channels,
-                exclude=exclude,
-            )
-
-        return _Call(operation, build, route, time.monotonic() + wait_s)
-
     async def refund(self, caller: str, request_id: str, params: RefundParams, wait_s: float) -> FlowRow:
         request_hash = canonical_hash("REFUND", params)
         replay = await self._replay(caller, request_id, request_hash)
@@ -239,7 +211,7 @@ class FlowService:
             raise PreconditionFailed(f"amount.currency: must be {original.currency}, the original's currency")
         left = original.amount - original.refund_reserved
         if params.amount > left:
-            raise PreconditionFailed(
+            raise RefundExceedsOriginal(
                 f"amount: refund of {params.amount} exceeds the refundable {left} "
                 f"(original {original.amount}, already refunded or in flight {original.refund_reserved})"
             )
@@ -248,19 +220,6 @@ class FlowService:
             raise PreconditionFailed("original_flow_no: no succeeded attempt to refund")
         if paid.channel not in self.registry:
             raise PreconditionFailed(f"original_flow_no: channel {paid.channel} is no longer configured")
-
-        def build(channel_id: str, order_no: str) -> RefundOrder:
-            return RefundOrder(
-                channel_order_no=order_no,
-                original_channel_order_no=paid.channel_order_no,
-                original_channel_txn_id=paid.channel_txn_id,
-                amount=params.amount,
-                original_amount=original.amount,
-                currency=params.currency,
-                reason=params.reason,
-                notify_url=self._notify_url(channel_id),
-            )
-
         new = NewFlow(
             caller=caller,
             request_id=request_id,
@@ -275,9 +234,8 @@ class FlowService:
             original_flow_id=original.id,
         )
         # A refund goes back through the channel that took the money; never elsewhere.
-        call = _Call(Operation.REFUND, build, None, time.monotonic() + wait_s)
-        call.plan = Plan.explicit(paid.channel, "refund goes to the original channel")
-        return await self._start(new, call, wait_s)
+        route = Route.fixed(Operation.REFUND, paid.channel, "refund goes to the original channel", wait_s)
+        return await self._start(new, RefundOrders(params, original, paid), route, wait_s)
 
     async def get(self, caller: str, *, flow_no: str = "", request_id: str = "") -> FlowRow:
         flow = (
@@ -330,7 +288,18 @@ class FlowService:
         metrics.FLOWS_REPLAYED.labels(kind=existing.kind.value).inc()
         return existing
 
-    async def _start(self, new: NewFlow, call: _Call, wait_s: float) -> FlowRow:
+    async def _route(self, query: RouteQuery, exclude: frozenset[str]) -> Plan:
+        return await self.planner.plan(
+            query.operation,
+            query.amount,
+            query.currency,
+            query.bank_code,
+            account_hash=query.account_hash,
+            agreement_channels=query.agreement_channels,
+            exclude=exclude,
+        )
+
+    async def _start(self, new: NewFlow, orders: OrderBuilder, route: Route, wait_s: float) -> FlowRow:
         """Record the flow, then drive it in a task the RPC waits for up to its budget.
 
         Recording and driving run in one task that the RPC cannot cancel: once
@@ -340,11 +309,12 @@ class FlowService:
         loop = asyncio.get_running_loop()
         created: asyncio.Future[FlowRow] = loop.create_future()
         created.add_done_callback(_consume)  # a caller that has gone never reads it
-        task = loop.create_task(self._create_and_drive(new, call, created), name=f"flow-{new.request_id[:40]}")
+        task = loop.create_task(self._create_and_drive(new, orders, route, created), name=f"flow-{new.request_id[:40]}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_log_failure)
         flow = await asyncio.shield(created)
+        publish_flow_no(flow.flow_no)
         if flow.replayed:
             return flow
         # asyncio.wait neither cancels the task at the timeout nor when the RPC is cancelled
@@ -355,9 +325,11 @@ class FlowService:
         assert driven is not None  # None only when recording failed, which `created` raised above
         return driven
 
-    async def _create_and_drive(self, new: NewFlow, call: _Call, created: asyncio.Future[FlowRow]) -> FlowRow | None:
+    async def _create_and_drive(
+        self, new: NewFlow, orders: OrderBuilder, route: Route, created: asyncio.Future[FlowRow]
+    ) -> FlowRow | None:
         try:
-            flow = await self._create_first(new, call)
+            flow = await self._create_first(new, route)
         except BaseException as exc:
             if not created.done():
                 if isinstance(exc, asyncio.CancelledError):
@@ -370,52 +342,51 @@ class FlowService:
         created.set_result(flow)
         if flow.replayed:
             return flow
-        return await self._drive(flow, call)
+        return await self._drive(flow, orders, route)
 
-    async def _create_first(self, new: NewFlow, call: _Call) -> FlowRow:
-        plan = call.plan
+    async def _create_first(self, new: NewFlow, route: Route) -> FlowRow:
+        plan = route.plan
         if plan is None:
-            assert call.route is not None
-            plan = await call.route(frozenset())
+            assert route.query is not None
+            plan = await self._route(route.query, frozenset())
         for choice in plan.candidates:
             attempt = NewAttempt(
                 channel=choice,
-                operation=call.operation.value,
+                operation=route.operation.value,
                 decision=plan.explain(choice),
-                reserve_position=call.operation is Operation.PAYOUT,
+                reserve_position=route.operation is Operation.PAYOUT,
             )
             try:
-                flow = await self.store.create(new, attempt)
-            except IdempotentHit as hit:
-                return self._check_replay(hit.flow, new.request_hash)
+                creation = await self.store.create(new, attempt)
             except PositionShort:
                 continue  # another payout took the float since routing looked; try the next
             except RefundExceeds:
-                raise PreconditionFailed("amount: the refunds of a flow can never exceed its amount") from None
-            self.planner.chosen(choice, call.operation, plan, failover=False)
-            call.plan = plan
-            call.tried.add(choice)
-            return flow
+                raise RefundExceedsOriginal("amount: the refunds of a flow can never exceed its amount") from None
+            if isinstance(creation, Existing):
+                return self._check_replay(creation.row, new.request_hash)
+            self.planner.chosen(choice, route.operation, plan, failover=False)
+            route.plan = plan
+            route.tried.add(choice)
+            return creation.row
         replay = await self._replay(new.caller, new.request_id, new.request_hash)
         if replay is not None:  # a replay is answered even when no channel would take it now
             return replay
         if plan.candidates:  # every candidate's float was taken by concurrent payouts after routing looked
             shorted = [(c, "position", "float taken by concurrent payouts") for c in plan.candidates]
             raise NoRoute(
-                f"no channel has enough float left for this {call.operation.value}", plan.rejected_tuples() + shorted
+                f"no channel has enough float left for this {route.operation.value}", plan.rejected_tuples() + shorted
             )
-        raise NoRoute(plan.no_route_message(call.operation), plan.rejected_tuples())
+        raise NoRoute(plan.no_route_message(route.operation), plan.rejected_tuples())
 
-    async def _drive(self, flow: FlowRow, call: _Call) -> FlowRow:
+    async def _drive(self, flow: FlowRow, orders: OrderBuilder, route: Route) -> FlowRow:
         attempt = flow.attempts[-1]
         while True:
             channel = self.registry.get(attempt.channel)
-            outcome = await self._call_channel(
-                channel, call.operation, call.build(attempt.channel, attempt.channel_order_no), attempt
-            )
+            call = orders.send(channel, attempt, self._notify_url(attempt.channel))
+            outcome = await self.timed_call(channel.channel_id, orders.operation.value, call, attempt)
             next_attempt: NewAttempt | None = None
             if outcome.status is OutcomeStatus.FAILED and outcome.safe_elsewhere:
-                next_attempt = await self._failover_target(flow, call)
+                next_attempt = await self._failover_target(flow, route)
             result = await self.apply(attempt.id, outcome, Source.RESPONSE, finish_flow_on_failure=next_attempt is None)
             if result.applied is not Applied.TRANSITIONED or next_attempt is None:
                 break
@@ -427,8 +398,8 @@ class FlowService:
                 await self.store.finish_from_attempt(flow.attempts[-1].id)
                 self.on_outbox()
                 break
-            self.planner.chosen(attempt.channel, call.operation, call.plan, failover=True)
-            call.tried.add(attempt.channel)
+            self.planner.chosen(attempt.channel, route.operation, route.plan, failover=True)
+            route.tried.add(attempt.channel)
         if result.flow_finished and result.flow is not None and result.attempt is not None:
             if len(flow.attempts) == 1 and result.flow.original_flow_id is None:
                 # the terminal transaction read and updated both rows under their locks: no re-read
@@ -437,34 +408,26 @@ class FlowService:
         fresh = await self.store.by_id(flow.id)
         return fresh or flow
 
-    async def _failover_target(self, flow: FlowRow, call: _Call) -> NewAttempt | None:
-        if call.route is None or len(flow.attempts) >= self.settings.max_attempts:
+    async def _failover_target(self, flow: FlowRow, route: Route) -> NewAttempt | None:
+        if route.query is None or len(flow.attempts) >= self.settings.max_attempts:
             return None
-        if time.monotonic() >= call.deadline:
+        if time.monotonic() >= route.deadline:
             return None
         try:
-            plan = await call.route(frozenset(call.tried))
+            plan = await self._route(route.query, frozenset(route.tried))
         except Exception:
             log.exception("re-routing for failover failed", extra={"flow_no": flow.flow_no})
             return None
         if not plan.candidates:
             return None
-        call.plan = plan
+        route.plan = plan
         choice = plan.candidates[0]
         return NewAttempt(
             channel=choice,
-            operation=call.operation.value,
+            operation=route.operation.value,
             decision=plan.explain(choice, reason="failover"),
-            reserve_position=call.operation is Operation.PAYOUT,
+            reserve_position=route.operation is Operation.PAYOUT,
         )
-
-    async def _call_channel(self, channel: Channel, operation: Operation, order: Any, attempt: AttemptRow) -> Outcome:
-        method: Callable[[Any], Awaitable[Outcome]] = {  # type: ignore[assignment]
-            Operation.WITHHOLD: channel.withhold,
-            Operation.PAYOUT: channel.payout,
-            Operation.REFUND: channel.refund,
-        }[operation]
-        return await self.timed_call(channel.channel_id, operation.value, method(order), attempt)
 
     async def timed_call(
         self, channel_id: str, operation: str, call: Awaitable[Outcome], attempt: AttemptRow
@@ -496,7 +459,7 @@ class FlowService:
             outcome = pending("AMOUNT_MISMATCH", raw_code=outcome.raw_code, raw_message="amount differs from the order")
         if outcome.unmapped:
             metrics.CHANNEL_UNMAPPED_CODES.labels(channel=channel_id).inc()
-        self.planner.credentials.observe(channel_id, outcome)
+        self.planner.call_answered(channel_id, outcome)
         metrics.CHANNEL_REQUESTS.labels(channel=channel_id, operation=operation, outcome=outcome_label(outcome)).inc()
         metrics.CHANNEL_LATENCY.labels(channel=channel_id, operation=operation).observe(elapsed)
         log.info(
@@ -553,6 +516,10 @@ class FlowService:
         return len(still)
 
 
+def _route_query(operation: Operation, new: NewFlow, agreement_channels: frozenset[str] | None) -> RouteQuery:
+    return RouteQuery(operation, new.amount, new.currency, new.bank_code, new.account_hash, agreement_channels)
+
+
 def _log_failure(task: asyncio.Task[Any]) -> None:
     """A flow task that ended with an error (its attempt is left to polling and recovery)."""
     if task.cancelled():
@@ -569,6 +536,4 @@ def _consume(future: asyncio.Future[Any]) -> None:
 
 def _hashable(params: WithholdParams | PayoutParams, acct: str) -> Any:
     """The request's parameters with the account number replaced by its keyed hash."""
-    from dataclasses import replace
-
     return replace(params, account_no=acct)

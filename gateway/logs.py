@@ -14,12 +14,18 @@ traceback.
 Masking (DESIGN.md invariant 10) happens in :class:`MaskingFilter`, attached
 to the handler so it sees records from every logger: the formatted message
 (``msg % args``), every string extra (also inside lists and dicts) and the
-traceback text go through :func:`gateway.domain.scrub`; fields named in
-:data:`PII_FIELDS` are masked whatever they look like.
+traceback text go through :func:`gateway.domain.scrub` (cards, ids, mobiles
+and long account numbers by shape; identifiers such as request ids and flow
+numbers stay greppable); fields named in :data:`PII_FIELDS` are masked
+whatever they look like.
+
+:data:`RPC_FLOW_NO` carries the flow number an RPC created or found, from the
+use case to the interceptor's log line (also when the RPC ends cancelled).
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
@@ -27,15 +33,17 @@ import time
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Literal
 
-from gateway.domain import mask_account, mask_id, scrub
+from gateway.domain import mask_account, mask_id, mask_phone, scrub
 
 __all__ = [
     "CONTEXT_FIELDS",
     "PII_FIELDS",
+    "RPC_FLOW_NO",
     "JsonFormatter",
     "MaskingFilter",
     "TextFormatter",
     "configure_logging",
+    "publish_flow_no",
 ]
 
 # Context fields, in output order.
@@ -58,8 +66,21 @@ CONTEXT_FIELDS = (
 PII_FIELDS: Mapping[str, Callable[[str], str]] = {
     "account_no": mask_account,
     "card_no": mask_account,
+    "payee_account": mask_account,
     "id_no": mask_id,
+    "phone": mask_phone,
+    "mobile": mask_phone,
 }
+
+# The flow number the current RPC created or found (see publish_flow_no).
+RPC_FLOW_NO: contextvars.ContextVar[str] = contextvars.ContextVar("paygate_rpc_flow_no", default="")
+
+
+def publish_flow_no(flow_no: str) -> None:
+    """Tell the RPC's interceptor which flow this call is about, so its log line names the flow even when the
+    call then ends cancelled or past its deadline. A no-op outside an RPC."""
+    RPC_FLOW_NO.set(flow_no)
+
 
 # Attributes every LogRecord has; anything else on a record came from extra=.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}

@@ -18,8 +18,19 @@ Label values used across the code base:
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+# The process itself (process_resident_memory_bytes, process_open_fds, CPU seconds, ...), the
+# interpreter (python_info) and the garbage collector (python_gc_*): what the memory-growth
+# alerts read (deploy/prometheus/rules/paygate.rules.yml). The default registry has them; ours
+# is separate (tests and tools build their own gateways), so they are registered here.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

@@ -1,8 +1,8 @@
 """Glue between the pure router (routing/) and the gateway's data.
 
 The router decides from a :class:`routing.engine.RouteRequest`; this module
-gathers what it needs from MySQL (available float for payouts, today's card
-usage for withholds), turns the decision into a :class:`Plan` the flow driver
+gathers what it needs from the store's ports (available float for payouts,
+today's card usage for withholds), turns the decision into a :class:`Plan` the flow driver
 walks, feeds outcomes back, and exports routing metrics.
 """
 
@@ -17,9 +17,9 @@ from typing import Any
 from channels.contract import Operation, Outcome, OutcomeStatus
 from gateway import metrics
 from gateway.credentials import CredentialsGuard
-from gateway.store.db import Database
-from gateway.store.flows import AttemptRow
-from gateway.store.positions import PositionStore
+from gateway.domain import AttemptStatus
+from gateway.ports import ObservationStore, PositionStore
+from gateway.store.rows import AttemptRow
 from routing.engine import CardUsage, Decision, Observation, Router, RouteRequest
 
 
@@ -74,9 +74,17 @@ def observation_for(outcome: Outcome) -> Observation | None:
 
 
 class Planner:
-    def __init__(self, router: Router, positions: PositionStore, *, needs_card_usage: bool = True) -> None:
+    def __init__(
+        self,
+        router: Router,
+        positions: PositionStore,
+        observations: ObservationStore,
+        *,
+        needs_card_usage: bool = True,
+    ) -> None:
         self.router = router
         self.positions = positions
+        self.observations = observations
         self.needs_card_usage = needs_card_usage
         self.credentials = CredentialsGuard(router)  # holds channels that refuse our credentials
 
@@ -96,7 +104,7 @@ class Planner:
         if self.needs_card_usage and account_hash and operation is Operation.WITHHOLD:
             usage = {
                 ch: CardUsage(n, total)
-                for ch, (n, total) in (await self.positions.card_usage_today(account_hash)).items()
+                for ch, (n, total) in (await self.observations.card_usage_today(account_hash)).items()
             }
         request = RouteRequest(
             operation=operation,
@@ -120,6 +128,9 @@ class Planner:
     def chosen(self, channel: str, operation: Operation, plan: Plan | None, *, failover: bool) -> None:
         reason = "failover" if failover else (plan.reason if plan and plan.reason else "explicit")
         metrics.ROUTING_DECISIONS.labels(channel=channel, operation=operation.value, reason=reason).inc()
+
+    def call_answered(self, channel_id: str, outcome: Outcome) -> None:
+        self.credentials.observe(channel_id, outcome)
 
     def observe(self, attempt: AttemptRow, outcome: Outcome) -> None:
         observation = observation_for(outcome)
@@ -151,24 +162,20 @@ def _state_label(status: Any) -> str:
     return str(getattr(status, "state", "enabled")).lower()
 
 
-async def warm_observations(db: Database, window_s: float) -> Iterable[tuple[str, Operation, str, Observation, float]]:
+async def warm_observations(
+    store: ObservationStore, window_s: float
+) -> Iterable[tuple[str, Operation, str, Observation, float]]:
     """Definite attempt outcomes of the last ``window_s`` seconds, oldest first (router warm start)."""
     since = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=window_s)
-    rows = await db.fetchall(
-        "SELECT channel, operation, bank_code, status, payer_attributable, finished_at FROM attempts"
-        " WHERE finished_at >= %s AND status IN ('SUCCEEDED','FAILED') AND raw_code <> 'MANUAL'"
-        " ORDER BY finished_at LIMIT 200000",
-        (since,),
-    )
     out: list[tuple[str, Operation, str, Observation, float]] = []
     valid = {o.value for o in Operation}
-    for r in rows:
-        if r["operation"] not in valid:
+    for attempt in await store.finished_since(since):
+        if attempt.operation not in valid:
             continue
-        if r["status"] == "SUCCEEDED":
+        if attempt.status is AttemptStatus.SUCCEEDED:
             obs = Observation.SUCCESS
         else:
-            obs = Observation.PAYER_FAILURE if r["payer_attributable"] else Observation.CHANNEL_FAILURE
-        at = r["finished_at"].replace(tzinfo=UTC).timestamp()
-        out.append((r["channel"], Operation(r["operation"]), r["bank_code"], obs, at))
+            obs = Observation.PAYER_FAILURE if attempt.payer_attributable else Observation.CHANNEL_FAILURE
+        at = attempt.finished_at.replace(tzinfo=UTC).timestamp()
+        out.append((attempt.channel, Operation(attempt.operation), attempt.bank_code, obs, at))
     return out

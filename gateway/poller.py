@@ -1,11 +1,9 @@
 """The delayed poll queue: keep asking channels about attempts without a definite result.
 
-Claiming: ``SELECT ... WHERE due_at <= now ORDER BY due_at LIMIT n FOR UPDATE
-SKIP LOCKED`` on the ``ix_poll_due`` index, then push the claimed rows' due
-time forward by the lease in the same transaction. Replicas therefore never
-claim the same row twice while a lease runs, a crashed poller's rows become
-due again when its lease ends, and the cost of a claim depends on the batch
-size, not on how many rows wait.
+Claiming goes through the poll queue port (gateway/ports.py ``PollQueue``;
+the MySQL one in gateway/store/poll_queue.py claims with ``FOR UPDATE SKIP
+LOCKED`` and a lease): replicas never claim the same row twice while a lease
+runs, and a crashed poller's rows become due again when its lease ends.
 
 Schedule per channel: first delay, then (interval, count) steps. When it runs
 out the flow stays PROCESSING with ``needs_review`` (invariant 9); a metric and
@@ -32,8 +30,8 @@ from gateway import metrics
 from gateway.config import PollerConfig
 from gateway.domain import TERMINAL_ATTEMPT, AttemptStatus
 from gateway.flows import FlowService
-from gateway.store.db import Database
-from gateway.store.flows import AttemptRow, FlowStore, Source, utcnow
+from gateway.ports import FlowStore, PollQueue
+from gateway.store.rows import Applied, AttemptRow, Claim, Source, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -70,43 +68,12 @@ def default_owner() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"[:64]
 
 
-@dataclass(frozen=True)
-class Claim:
-    attempt_id: int
-    tries: int
-    expedited: bool = False
-
-
-async def claim_due(db: Database, *, owner: str, limit: int, lease_s: float) -> list[Claim]:
-    """Claim up to ``limit`` due rows for ``lease_s`` seconds (one transaction, index-driven).
-
-    ``SKIP LOCKED`` lets concurrent claimers pass each other's rows; pushing
-    ``due_at`` forward is the lease, so a crashed claimer's rows come back.
-    """
-    now = utcnow()
-    lease_until = now + timedelta(seconds=lease_s)
-    async with db.transaction() as tx:
-        rows = await tx.fetchall(
-            "SELECT attempt_id, tries, expedited FROM poll_queue WHERE due_at <= %s ORDER BY due_at LIMIT %s"
-            " FOR UPDATE SKIP LOCKED",
-            (now, limit),
-        )
-        if not rows:
-            return []
-        ids = [int(r["attempt_id"]) for r in rows]
-        await tx.execute(
-            f"UPDATE poll_queue SET due_at=%s, lease_until=%s, lease_owner=%s, expedited=0"
-            f" WHERE attempt_id IN ({','.join(['%s'] * len(ids))})",
-            (lease_until, lease_until, owner, *ids),
-        )
-        await tx.commit()
-    return [Claim(int(r["attempt_id"]), int(r["tries"]), bool(r["expedited"])) for r in rows]
-
-
 class Poller:
+    """Queries the attempts of ``queue`` through ``flows`` (module doc); ``start()``/``stop()`` or ``async with``."""
+
     def __init__(
         self,
-        db: Database,
+        queue: PollQueue,
         flows: FlowService,
         config: PollerConfig,
         schedules: Mapping[str, Schedule],
@@ -114,7 +81,7 @@ class Poller:
         owner: str = "",
         sending_grace_s: float = 90.0,
     ) -> None:
-        self.db = db
+        self.queue = queue
         self.flows = flows
         self.store: FlowStore = flows.store
         self.config = config
@@ -170,21 +137,7 @@ class Poller:
         short (every attempt FAILED, none in flight) from their last failure.
         """
         cutoff = utcnow() - timedelta(seconds=older_than_s)
-        now = utcnow()
-        async with self.db.transaction() as tx:
-            n = await tx.execute(
-                "INSERT IGNORE INTO poll_queue (attempt_id, channel, due_at, created_at)"
-                " SELECT a.id, a.channel, %s, %s FROM attempts a WHERE a.status='SENDING' AND a.created_at <= %s",
-                (now, now, cutoff),
-            )
-            n += await tx.execute(
-                "INSERT IGNORE INTO poll_queue (attempt_id, channel, due_at, created_at)"
-                " SELECT a.id, a.channel, %s, %s FROM attempts a JOIN flows f ON f.id = a.flow_id"
-                " LEFT JOIN poll_queue q ON q.attempt_id = a.id"
-                " WHERE a.status='PENDING' AND q.attempt_id IS NULL AND f.needs_review = 0 AND a.created_at <= %s",
-                (now, now, cutoff),
-            )
-            await tx.commit()
+        n = await self.queue.requeue_unresolved(cutoff)
         if n:
             log.warning("recovery queued %d attempts without a definite outcome", n)
             self._wake.set()
@@ -204,22 +157,10 @@ class Poller:
         push a flow into review nor make us hammer the channel. Returns False
         when rate-limited.
         """
-        now = utcnow()
-        recent = now - timedelta(seconds=min_interval_s)
-        async with self.db.transaction() as tx:
-            n = await tx.execute(
-                "INSERT INTO poll_queue (attempt_id, channel, due_at, created_at, expedited, expedited_at)"
-                " VALUES (%s,%s,%s,%s,1,%s) ON DUPLICATE KEY UPDATE"
-                " due_at = IF(expedited_at IS NULL OR expedited_at < %s, VALUES(due_at), due_at),"
-                " expedited = IF(expedited_at IS NULL OR expedited_at < %s, 1, expedited),"
-                " lease_owner = IF(expedited_at IS NULL OR expedited_at < %s, '', lease_owner),"
-                " expedited_at = IF(expedited_at IS NULL OR expedited_at < %s, VALUES(expedited_at), expedited_at)",
-                (attempt_id, channel, now, now, now, recent, recent, recent, recent),
-            )
-            await tx.commit()
-        if n:
+        queued = await self.queue.expedite(attempt_id, channel, min_interval_s=min_interval_s)
+        if queued:
             self._wake.set()
-        return n > 0
+        return queued
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -245,7 +186,7 @@ class Poller:
                     pass
 
     async def claim(self, limit: int) -> list[Claim]:
-        return await claim_due(self.db, owner=self.owner, limit=limit, lease_s=self.config.lease_s)
+        return await self.queue.claim(owner=self.owner, limit=limit, lease_s=self.config.lease_s)
 
     async def run_once(self) -> int:
         """Claim one batch and poll it (bounded concurrency). Returns the number claimed."""
@@ -274,7 +215,7 @@ class Poller:
     async def poll(self, claim: Claim) -> None:
         attempt = await self.store.attempt_by_id(claim.attempt_id)
         if attempt is None or attempt.status in TERMINAL_ATTEMPT:
-            await self._delete(claim.attempt_id)
+            await self.queue.remove(claim.attempt_id)
             return
         # an expedited query is extra: it does not use up the schedule
         tries = claim.tries if claim.expedited else claim.tries + 1
@@ -297,8 +238,8 @@ class Poller:
                     "outcome": outcome.code,
                 },
             )
-            if result.applied.value in ("noop", "discrepancy", "unknown"):
-                await self._delete(attempt.id)
+            if result.applied in (Applied.NOOP, Applied.DISCREPANCY, Applied.UNKNOWN):
+                await self.queue.remove(attempt.id)
             return
         metrics.POLLS.labels(channel=attempt.channel, result="pending").inc()
         if (
@@ -329,33 +270,14 @@ class Poller:
             self.flows.on_outbox()
             return
         due = utcnow() + timedelta(seconds=delay)
-        async with self.db.transaction() as tx:
-            await tx.execute(
-                "UPDATE poll_queue SET tries=%s, due_at=%s, lease_owner='', lease_until=NULL"
-                " WHERE attempt_id=%s AND lease_owner=%s",
-                (tries, due, attempt.id, self.owner),
-            )
-            await tx.commit()
-
-    async def _delete(self, attempt_id: int) -> None:
-        async with self.db.transaction() as tx:
-            await tx.execute("DELETE FROM poll_queue WHERE attempt_id=%s", (attempt_id,))
-            await tx.commit()
+        await self.queue.reschedule(attempt.id, owner=self.owner, tries=tries, due_at=due)
 
     async def sample_metrics(self) -> None:
         # flows waiting for review are counted by NEEDS_REVIEW, not as "pending too old"
-        row = await self.db.fetchone(
-            "SELECT COUNT(*) AS n, MIN(a.created_at) AS oldest FROM attempts a JOIN flows f ON f.id = a.flow_id"
-            " WHERE a.status IN ('SENDING','PENDING') AND f.needs_review = 0"
-        )
-        due = await self.db.fetchone("SELECT COUNT(*) AS n FROM poll_queue WHERE due_at <= %s", (utcnow(),))
-        review = await self.db.fetchone("SELECT COUNT(*) AS n FROM flows WHERE needs_review=1 AND status='PROCESSING'")
-        if row is not None:
-            metrics.PENDING_ATTEMPTS.set(int(row["n"]))
-            oldest: datetime | None = row["oldest"]
-            age = (datetime.now(UTC).replace(tzinfo=None) - oldest).total_seconds() if oldest else 0.0
-            metrics.OLDEST_PENDING_AGE.set(max(age, 0.0))
-        if due is not None:
-            metrics.POLL_QUEUE_DUE.set(int(due["n"]))
-        if review is not None:
-            metrics.NEEDS_REVIEW.set(int(review["n"]))
+        open_attempts = await self.store.open_attempts()
+        metrics.PENDING_ATTEMPTS.set(open_attempts.count)
+        oldest = open_attempts.oldest_created_at
+        age = (datetime.now(UTC).replace(tzinfo=None) - oldest).total_seconds() if oldest else 0.0
+        metrics.OLDEST_PENDING_AGE.set(max(age, 0.0))
+        metrics.POLL_QUEUE_DUE.set(await self.queue.due_count())
+        metrics.NEEDS_REVIEW.set(await self.store.review_count())

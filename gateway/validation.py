@@ -1,34 +1,58 @@
-"""Request validation: every field checked, errors name the field (INVALID_ARGUMENT).
+r"""Request validation: every field checked, errors name the field (INVALID_ARGUMENT).
 
 Validation runs before anything is written, so bad input persists nothing.
+
+Every pattern must match the *whole* string (``re.fullmatch``: ``$`` would let
+a trailing newline through, and a 64-character key plus ``\n`` would then be
+cut to 64 by the database and meet another caller key). Digits are ASCII
+only (``[0-9]``: ``\d`` and ``str.isdigit`` accept Arabic-Indic and
+full-width digits, which skip the card check and reach a channel).
+
+Every number is bounded here, so the database never sees a value it would
+have to refuse or cut (bounds in :data:`MAX_AMOUNT`, :data:`MAX_POSITION_DELTA`,
+:data:`MAX_PAGE_SIZE`, and the ``wait_ms`` ceiling of the server config).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
 
-from gateway.domain import CURRENCIES, INT64_MAX
+from gateway.domain import CURRENCIES, INT64_MAX, luhn_valid
 from gateway.errors import InvalidInput
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
-FLOW_NO = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
-CARD_NO = re.compile(r"^\d{12,19}$")
-ACCOUNT_NO = re.compile(r"^\d{8,32}$")
-BANK_CODE = re.compile(r"^[A-Z][A-Z0-9]{1,15}$")
-PHONE = re.compile(r"^1\d{10}$")
-SMS_CODE = re.compile(r"^\d{4,8}$")
-ID_NO = re.compile(r"^\d{17}[\dX]$")
-CHANNEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+FLOW_NO = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+CARD_NO = re.compile(r"[0-9]{12,19}")
+ACCOUNT_NO = re.compile(r"[0-9]{8,32}")
+BANK_CODE = re.compile(r"[A-Z][A-Z0-9]{1,15}")
+PHONE = re.compile(r"1[0-9]{10}")
+SMS_CODE = re.compile(r"[0-9]{4,8}")
+ID_NO = re.compile(r"[0-9]{17}[0-9X]")
+CHANNEL_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+PAGE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,32}")  # unpadded urlsafe base64 of a row id
+# C0/C1 controls, line and paragraph separators, and the bidi overrides that
+# can make a log line or an operator screen read differently from its bytes.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+# The largest amount of one request, in minor units: 10^15 (10 trillion in a
+# two-decimal currency). Far beyond any real payment, and far enough below
+# int64 that sums of amounts (refunds against a withhold, a float plus its
+# reservations) can never overflow a BIGINT column.
+MAX_AMOUNT = 10**15
+# The largest |delta| of one AdjustPosition, minor units (same reasoning).
+MAX_POSITION_DELTA = 10**15
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
 
 
 def request_id(value: str, field: str = "request_id") -> str:
     if not value:
         raise InvalidInput(field, "is required")
-    if not REQUEST_ID.match(value):
+    if not REQUEST_ID.fullmatch(value):
         raise InvalidInput(field, "must be 1-64 characters of A-Z a-z 0-9 . _ : -")
     return value
 
@@ -38,8 +62,8 @@ def money(amount: int, currency: str, *, field: str = "amount", present: bool = 
         raise InvalidInput(field, "is required")
     if amount <= 0:
         raise InvalidInput(f"{field}.amount", f"must be positive minor units, got {amount}")
-    if amount > INT64_MAX:
-        raise InvalidInput(f"{field}.amount", "overflows int64")
+    if amount > MAX_AMOUNT:
+        raise InvalidInput(f"{field}.amount", f"must be at most {MAX_AMOUNT} minor units")
     if not currency:
         raise InvalidInput(f"{field}.currency", "is required")
     if currency not in CURRENCIES:
@@ -62,7 +86,7 @@ def pattern(value: str, field: str, regex: re.Pattern[str], what: str, *, requir
         if required:
             raise InvalidInput(field, "is required")
         return value
-    if not regex.match(value):
+    if not regex.fullmatch(value):
         # never echo the value: it may be a card or ID number
         raise InvalidInput(field, f"must be {what}")
     return value
@@ -70,29 +94,55 @@ def pattern(value: str, field: str, regex: re.Pattern[str], what: str, *, requir
 
 def card_no(value: str, field: str = "account_no") -> str:
     value = pattern(value, field, CARD_NO, "12-19 digits")
-    if not luhn_ok(value) and len(value) in (16, 19) and value.startswith(("4", "5", "62")):
+    if not luhn_valid(value) and len(value) in (16, 19) and value.startswith(("4", "5", "62")):
         raise InvalidInput(field, "fails the card number check digit")
     return value
 
 
-def luhn_ok(number: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(number)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
 def wait_ms(value: int, default: int, maximum: int, field: str = "wait_ms") -> int:
+    """The wait budget in ms: 0 means the server default; anything above ``maximum`` is cut to it."""
     if value < 0:
         raise InvalidInput(field, "must be >= 0")
     if value == 0:
         return default
     return min(value, maximum)
+
+
+def page_size(value: int, field: str = "page_size") -> int:
+    """Rows per page: 0 means :data:`DEFAULT_PAGE_SIZE`; at most :data:`MAX_PAGE_SIZE`."""
+    if value < 0 or value > MAX_PAGE_SIZE:
+        raise InvalidInput(field, f"must be between 0 and {MAX_PAGE_SIZE}")
+    return value or DEFAULT_PAGE_SIZE
+
+
+def position_delta(value: int, field: str = "delta") -> int:
+    """A signed change of a channel's float, minor units: non-zero, |delta| <= :data:`MAX_POSITION_DELTA`."""
+    if value == 0:
+        raise InvalidInput(field, "must not be zero")
+    if abs(value) > MAX_POSITION_DELTA:
+        raise InvalidInput(field, f"must be at most {MAX_POSITION_DELTA} minor units either way")
+    return value
+
+
+def page_token(token: str, field: str = "page_token") -> int:
+    """The row id in a page token this server issued (0 for none); see :func:`next_page_token`."""
+    if not token:
+        return 0
+    if not PAGE_TOKEN.fullmatch(token):
+        raise InvalidInput(field, "is not a token this server issued")
+    try:
+        text = base64.urlsafe_b64decode(token.encode() + b"==").decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput(field, "is not a token this server issued") from None
+    # ids are BIGINT UNSIGNED; ours never pass int64
+    if not re.fullmatch(r"[0-9]{1,19}", text) or int(text) > INT64_MAX:
+        raise InvalidInput(field, "is not a token this server issued")
+    return int(text)
+
+
+def next_page_token(last_id: int) -> str:
+    """The token of the page after the row ``last_id``."""
+    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
 
 
 def canonical_hash(kind: str, fields: object) -> str:

@@ -1,10 +1,14 @@
 """Routing configuration: per-channel profiles and the router's tuning knobs.
 
-Everything here is parsed once at start-up from plain mappings (the TOML
-tables) and is immutable afterwards. Bad configuration raises
-:class:`RoutingConfigError`, whose message starts with the exact key that is
-wrong (``channels[1].fee.rate_ppm: must be >= 0``), so start-up stops with a
-message an operator can act on. docs/ROUTING.md lists every key.
+Everything here is read once at start-up from the TOML tables, by the reader every layer uses
+(:mod:`channels.config`), and is immutable afterwards. :class:`RouterConfig` is the ``[routing]``
+table and :class:`FeeSchedule` a channel's ``fee`` table as they are; a channel's routing table
+(:class:`ChannelRouting`, its maintenance windows :class:`WindowTable`) becomes a
+:class:`ChannelProfile` once the adapter's capabilities are known (:func:`parse_channel_routing`).
+Each default is written once, in these dataclasses. Bad configuration raises
+:class:`~channels.config.ConfigError`, whose message starts with the exact key that is wrong
+(``channels[1].fee.rate_ppm: must be >= 0``), so start-up stops with a message an operator can act
+on. docs/ROUTING.md lists every key.
 
 Money is integer minor units throughout; rates are parts per million.
 """
@@ -16,8 +20,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field, PlainValidator
+
+from channels.config import TABLE, ConfigError, Currencies, Names, Operations, join, read
 from channels.contract import Operation
 
 MINUTES_PER_DAY = 1440
@@ -29,13 +36,11 @@ _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
 _OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 
 
-class RoutingConfigError(ValueError):
-    """Bad routing configuration; ``key`` is the exact config key at fault."""
+# The one configuration error, under the name routing/engine.py imports.
+RoutingConfigError = ConfigError
 
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
+# A number > 0.
+_Positive = Annotated[float, Field(gt=0)]
 
 
 class ChannelState(enum.StrEnum):
@@ -55,13 +60,15 @@ class FeeSchedule:
     """A channel's fee for one transaction: ``fixed + amount * rate_ppm / 1e6``, clamped to [minimum, maximum].
 
     All values are minor units except ``rate_ppm`` (parts per million; 3000 = 0.3 %).
-    The percentage part rounds half-up in integer arithmetic.
+    The percentage part rounds half-up in integer arithmetic. Also a channel's ``fee`` table.
     """
 
-    fixed: int = 0
-    rate_ppm: int = 0
-    minimum: int = 0
-    maximum: int | None = None
+    __pydantic_config__ = TABLE
+
+    fixed: Annotated[int, Field(ge=0)] = 0
+    rate_ppm: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    minimum: Annotated[int, Field(ge=0)] = 0
+    maximum: Annotated[int, Field(ge=0)] | None = None
 
     def fee(self, amount: int) -> int:
         variable = (amount * self.rate_ppm + 500_000) // 1_000_000
@@ -69,6 +76,10 @@ class FeeSchedule:
         if self.maximum is not None:
             value = min(value, self.maximum)
         return value
+
+    def check_config(self, key: str) -> None:
+        if self.maximum is not None and self.minimum > self.maximum:
+            raise ConfigError(join(key, "minimum"), f"must be <= {join(key, 'maximum')} ({self.maximum})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,203 +179,177 @@ class ChannelProfile:
 
 @dataclass(frozen=True, slots=True)
 class RouterConfig:
-    """Tuning of the estimates, exploration, elimination and cost term (see docs/ROUTING.md)."""
+    """Tuning of the estimates, exploration, elimination and cost term; the ``[routing]`` table (docs/ROUTING.md)."""
+
+    __pydantic_config__ = TABLE
 
     # prior for a channel with little data: Beta(prior_mean * prior_strength, (1 - prior_mean) * prior_strength)
-    prior_mean: float = 0.95
-    prior_strength: float = 10.0
+    prior_mean: Annotated[float, Field(ge=0.01, le=0.99)] = 0.95
+    prior_strength: _Positive = 10.0
     # the prior's weight shrinks to prior_strength / (1 + prior_fade * outcomes ever seen / prior_strength)
-    prior_fade: float = 0.1
+    prior_fade: Annotated[float, Field(ge=0)] = 0.1
     # a bank's estimate leans on its (channel, operation) estimate with this many pseudo-observations
-    bank_prior_strength: float = 10.0
+    bank_prior_strength: _Positive = 10.0
     # sliding memory: evidence halves every half_life_s seconds and never exceeds memory_observations
-    half_life_s: float = 300.0
-    memory_observations: float = 150.0
+    half_life_s: _Positive = 300.0
+    memory_observations: Annotated[float, Field(ge=2)] = 150.0
     # change detection: a short memory of this many observations; when it disagrees with the long one by
     # more than change_threshold (log-likelihood ratio, nats) the long memory is cut back to the short one
-    fast_memory_observations: float = 20.0
-    change_threshold: float = 4.5
+    fast_memory_observations: Annotated[float, Field(ge=2)] = 20.0
+    change_threshold: _Positive = 4.5
     # exploration: 1.0 = Thompson sampling, 0 = always the best mean; at most max_exploration_share of decisions
-    exploration: float = 0.5
-    max_exploration_share: float = 0.1
+    exploration: Annotated[float, Field(ge=0, le=10)] = 0.5
+    max_exploration_share: Annotated[float, Field(ge=0, le=1)] = 0.1
     # elimination: of the last elimination_window channel-attributable outcomes within elimination_window_s,
     # at least elimination_min_volume seen and a failure share >= elimination_threshold; or
     # elimination_consecutive failures in a row
-    elimination_threshold: float = 0.6
-    elimination_window: int = 20
-    elimination_window_s: float = 300.0
-    elimination_min_volume: int = 10
-    elimination_consecutive: int = 6
+    elimination_threshold: Annotated[float, Field(ge=0.01, le=1)] = 0.6
+    elimination_window: Annotated[int, Field(ge=1)] = 20
+    elimination_window_s: _Positive = 300.0
+    elimination_min_volume: Annotated[int, Field(ge=1)] = 10
+    elimination_consecutive: Annotated[int, Field(ge=1)] = 6
     # half-open probing of an eliminated channel: first after probe_interval_s, doubling on each failed
     # probe up to probe_max_interval_s; a probe without an answer for probe_timeout_s frees the slot
-    probe_interval_s: float = 30.0
-    probe_max_interval_s: float = 120.0
-    probe_timeout_s: float = 120.0
+    probe_interval_s: _Positive = 30.0
+    probe_max_interval_s: _Positive = 120.0
+    probe_timeout_s: _Positive = 120.0
     # successful probes in a row that re-admit the channel
-    probe_successes: int = 2
+    probe_successes: Annotated[int, Field(ge=1)] = 2
     # when every candidate that passed the other filters is eliminated, route to them anyway (ranked)
     elimination_fallback: bool = True
     # score = estimate * (1 - cost_weight * fee / amount)
-    cost_weight: float = 1.0
-    max_attempts_per_flow: int = 3
+    cost_weight: Annotated[float, Field(ge=0)] = 1.0
+    max_attempts_per_flow: Annotated[int, Field(ge=1)] = 3
+
+    def check_config(self, key: str) -> None:
+        if self.elimination_min_volume > self.elimination_window:
+            raise ConfigError(join(key, "elimination_min_volume"), f"must be <= {join(key, 'elimination_window')}")
+        if self.probe_max_interval_s < self.probe_interval_s:
+            raise ConfigError(join(key, "probe_max_interval_s"), f"must be >= {join(key, 'probe_interval_s')}")
+        if self.fast_memory_observations >= self.memory_observations:
+            raise ConfigError(join(key, "fast_memory_observations"), f"must be < {join(key, 'memory_observations')}")
 
 
-# --- parsing -------------------------------------------------------------------------
+# --- channel routing tables ------------------------------------------------------------
 
 
-class _Table:
-    """Typed reads from one config table; every error names the full key."""
-
-    def __init__(self, raw: Any, key: str) -> None:
-        if not isinstance(raw, Mapping):
-            raise RoutingConfigError(key, "must be a table")
-        self.raw: Mapping[str, Any] = raw
-        self.key = key
-        self._read: set[str] = set()
-
-    def k(self, name: str) -> str:
-        return f"{self.key}.{name}"
-
-    def has(self, name: str) -> bool:
-        return name in self.raw
-
-    def get(self, name: str) -> Any:
-        self._read.add(name)
-        return self.raw.get(name)
-
-    def integer(self, name: str, default: int | None, *, lo: int | None = None) -> int | None:
-        value = self.get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RoutingConfigError(self.k(name), f"must be an integer, got {value!r}")
-        if lo is not None and value < lo:
-            raise RoutingConfigError(self.k(name), f"must be >= {lo}")
-        return value
-
-    def required_integer(self, name: str, default: int, *, lo: int | None = None) -> int:
-        value = self.integer(name, default, lo=lo)
-        assert value is not None
-        return value
-
-    def number(self, name: str, default: float, *, lo: float | None = None, hi: float | None = None) -> float:
-        value = self.get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise RoutingConfigError(self.k(name), f"must be a number, got {value!r}")
-        if lo is not None and value < lo:
-            raise RoutingConfigError(self.k(name), f"must be >= {lo}")
-        if hi is not None and value > hi:
-            raise RoutingConfigError(self.k(name), f"must be <= {hi}")
-        return float(value)
-
-    def positive(self, name: str, default: float) -> float:
-        value = self.number(name, default)
-        if value <= 0:
-            raise RoutingConfigError(self.k(name), "must be > 0")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.get(name)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise RoutingConfigError(self.k(name), "must be true or false")
-        return value
-
-    def string(self, name: str, default: str | None = None) -> str:
-        value = self.get(name)
-        if value is None:
-            if default is None:
-                raise RoutingConfigError(self.k(name), "is required")
-            return default
-        if not isinstance(value, str) or not value:
-            raise RoutingConfigError(self.k(name), "must be a non-empty string")
-        return value
-
-    def strings(self, name: str) -> frozenset[str] | None:
-        value = self.get(name)
-        if value is None:
-            return None
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise RoutingConfigError(self.k(name), "must be an array of non-empty strings")
-        return frozenset(value)
-
-    def done(self) -> None:
-        unknown = sorted(set(self.raw) - self._read)
-        if unknown:
-            raise RoutingConfigError(self.k(unknown[0]), "unknown key")
+def _weekday(value: object) -> int:
+    if not isinstance(value, str) or value.lower() not in _DAYS:
+        raise ValueError(f"must be one of {', '.join(_DAYS)}")
+    return _DAYS[value.lower()]
 
 
-def _fee(raw: Any, key: str) -> FeeSchedule:
-    t = _Table(raw, key)
-    fixed = t.required_integer("fixed", 0, lo=0)
-    rate_ppm = t.required_integer("rate_ppm", 0, lo=0)
-    minimum = t.required_integer("minimum", 0, lo=0)
-    maximum = t.integer("maximum", None, lo=0)
-    t.done()
-    if rate_ppm > 1_000_000:
-        raise RoutingConfigError(t.k("rate_ppm"), "must be <= 1000000 (100 %)")
-    if maximum is not None and minimum > maximum:
-        raise RoutingConfigError(t.k("minimum"), f"must be <= {t.k('maximum')} ({maximum})")
-    return FeeSchedule(fixed, rate_ppm, minimum, maximum)
+def _minute_of_day(value: object) -> int:
+    if not isinstance(value, str) or not _HHMM.match(value):
+        raise ValueError(f'must be "HH:MM" (00:00-24:00), got {value!r}')
+    return _hhmm(value)
 
 
-def _utc_offset(text: Any, key: str) -> int:
-    match = _OFFSET.match(text) if isinstance(text, str) else None
+def _utc_offset(value: object) -> int:
+    match = _OFFSET.match(value) if isinstance(value, str) else None
     if match is None:
-        raise RoutingConfigError(key, f"must look like +08:00, got {text!r}")
+        raise ValueError(f"must look like +08:00, got {value!r}")
     sign, hours, minutes = match.groups()
-    total = int(hours) * 60 + int(minutes)
     if int(hours) > 14 or int(minutes) > 59:
-        raise RoutingConfigError(key, f"out of range: {text!r}")
+        raise ValueError(f"out of range: {value!r}")
+    total = int(hours) * 60 + int(minutes)
     return -total if sign == "-" else total
 
 
-def _timestamp(text: Any, key: str) -> float:
-    if not isinstance(text, str | datetime):
-        raise RoutingConfigError(key, "must be an ISO-8601 date-time with a UTC offset")
+def _moment(value: object) -> float:
+    """Epoch seconds of an ISO-8601 date-time with a UTC offset (a TOML date-time or a string)."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO-8601 date-time with a UTC offset")
     try:
-        moment = text if isinstance(text, datetime) else datetime.fromisoformat(text)
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
     except ValueError:
-        raise RoutingConfigError(key, f"not an ISO-8601 date-time: {text!r}") from None
+        raise ValueError(f"not an ISO-8601 date-time: {value!r}") from None
     if moment.tzinfo is None:
-        raise RoutingConfigError(key, "needs a UTC offset (e.g. 2026-01-01T02:00:00+08:00)")
+        raise ValueError("needs a UTC offset (e.g. 2026-01-01T02:00:00+08:00)")
     return moment.timestamp()
 
 
-def _window(raw: Any, key: str) -> MaintenanceWindow:
-    t = _Table(raw, key)
-    label = t.string("label", "-")
-    if t.has("starts_at") or t.has("ends_at"):
-        starts_at = _timestamp(t.get("starts_at"), t.k("starts_at"))
-        ends_at = _timestamp(t.get("ends_at"), t.k("ends_at"))
-        t.done()
-        if ends_at <= starts_at:
-            raise RoutingConfigError(t.k("ends_at"), "must be after starts_at")
-        return MaintenanceWindow.one_off(starts_at, ends_at, label)
-    days_raw = t.get("days")
-    if not isinstance(days_raw, list) or not days_raw:
-        raise RoutingConfigError(t.k("days"), 'must be a non-empty array like ["mon", "tue"] (or starts_at/ends_at)')
-    days: set[int] = set()
-    for i, day in enumerate(days_raw):
-        if not isinstance(day, str) or day.lower() not in _DAYS:
-            raise RoutingConfigError(f"{t.k('days')}[{i}]", f"must be one of {', '.join(_DAYS)}")
-        if _DAYS[day.lower()] in days:
-            raise RoutingConfigError(f"{t.k('days')}[{i}]", f"{day!r} listed twice")
-        days.add(_DAYS[day.lower()])
-    bounds: dict[str, str] = {}
-    for name in ("start", "end"):
-        value = t.get(name)
-        if not isinstance(value, str) or not _HHMM.match(value):
-            raise RoutingConfigError(t.k(name), f'must be "HH:MM" (00:00-24:00), got {value!r}')
-        bounds[name] = value
-    offset = _utc_offset(t.get("utc_offset") or "+00:00", t.k("utc_offset"))
-    t.done()
-    if _hhmm(bounds["start"]) == _hhmm(bounds["end"]) % MINUTES_PER_DAY:
-        raise RoutingConfigError(t.k("end"), "must differ from start")
-    return MaintenanceWindow.recurring(days, bounds["start"], bounds["end"], offset, label)
+def _bank_limit(value: object) -> tuple[int, int]:
+    pair = value if isinstance(value, list | tuple) else ()
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pair):
+        raise ValueError("must be [min_amount, max_amount] in minor units, both >= 0")
+    low, high = pair
+    if low > high:
+        raise ValueError(f"min {low} > max {high}")
+    return low, high
+
+
+_Weekday = Annotated[int, PlainValidator(_weekday)]
+_MinuteOfDay = Annotated[int, PlainValidator(_minute_of_day)]
+_UtcOffset = Annotated[int, PlainValidator(_utc_offset)]
+_Moment = Annotated[float, PlainValidator(_moment)]
+_BankLimit = Annotated[tuple[int, int], PlainValidator(_bank_limit)]
+_RECURRING_KEYS = ("days", "start", "end", "utc_offset")
+
+
+@dataclass(frozen=True)
+class WindowTable:
+    """One ``maintenance`` entry: recurring (``days``, ``start``, ``end``, ``utc_offset``) or one-off
+    (``starts_at``, ``ends_at``, ISO-8601 with an offset). See :class:`MaintenanceWindow`."""
+
+    __pydantic_config__ = TABLE
+
+    label: Annotated[str, Field(min_length=1)] = "-"
+    days: tuple[_Weekday, ...] | None = None
+    start: _MinuteOfDay | None = None
+    end: _MinuteOfDay | None = None
+    utc_offset: _UtcOffset | None = None  # None: UTC
+    starts_at: _Moment | None = None
+    ends_at: _Moment | None = None
+
+    def window(self, key: str) -> MaintenanceWindow:
+        """The window this table describes; raises ConfigError naming the key under ``key``."""
+        if self.starts_at is not None or self.ends_at is not None:
+            for name in _RECURRING_KEYS:
+                if getattr(self, name) is not None:
+                    raise ConfigError(join(key, name), "not in a one-off window (starts_at/ends_at)")
+            for name in ("starts_at", "ends_at"):
+                if getattr(self, name) is None:
+                    raise ConfigError(join(key, name), "must be an ISO-8601 date-time with a UTC offset")
+            assert self.starts_at is not None and self.ends_at is not None
+            if self.ends_at <= self.starts_at:
+                raise ConfigError(join(key, "ends_at"), "must be after starts_at")
+            return MaintenanceWindow(starts_at=self.starts_at, ends_at=self.ends_at, label=self.label)
+        if not self.days:
+            raise ConfigError(join(key, "days"), 'must be a non-empty array like ["mon", "tue"] (or starts_at/ends_at)')
+        for i, day in enumerate(self.days):
+            if day in self.days[:i]:
+                raise ConfigError(join(join(key, "days"), i), f"{list(_DAYS)[day]!r} listed twice")
+        for name in ("start", "end"):
+            if getattr(self, name) is None:
+                raise ConfigError(join(key, name), 'must be "HH:MM" (00:00-24:00)')
+        assert self.start is not None and self.end is not None
+        if self.start == self.end % MINUTES_PER_DAY:
+            raise ConfigError(join(key, "end"), "must differ from start")
+        offset = {} if self.utc_offset is None else {"utc_offset_min": self.utc_offset}
+        return MaintenanceWindow(frozenset(self.days), self.start, self.end, label=self.label, **offset)
+
+
+@dataclass(frozen=True)
+class ChannelRouting:
+    """A channel's routing table (``[channels.routing]``; docs/ROUTING.md). A key left out (None) takes
+    the adapter's capability (``operations``, ``currencies``, ``banks``) or :class:`ChannelProfile`'s default."""
+
+    __pydantic_config__ = TABLE
+
+    id: Annotated[str, Field(min_length=1)] | None = None  # when the table names its channel itself
+    operations: Operations | None = None
+    currencies: Currencies | None = None  # an empty array counts as left out
+    banks: Names | None = None
+    min_amount: Annotated[int, Field(ge=1)] | None = None
+    max_amount: Annotated[int, Field(ge=1)] | None = None
+    bank_limits: Mapping[str, _BankLimit] | None = None
+    fee: FeeSchedule | None = None
+    per_card_daily_attempts: Annotated[int, Field(ge=1)] | None = None
+    per_card_daily_amount: Annotated[int, Field(ge=1)] | None = None
+    maintenance: tuple[WindowTable, ...] | None = None
+    state: ChannelState | None = None
+    cost_weight: Annotated[float, Field(ge=0)] | None = None
 
 
 def _overlap(a: MaintenanceWindow, b: MaintenanceWindow) -> bool:
@@ -375,48 +360,13 @@ def _overlap(a: MaintenanceWindow, b: MaintenanceWindow) -> bool:
     return any(lo1 < hi2 and lo2 < hi1 for lo1, hi1 in a.week_segments() for lo2, hi2 in b.week_segments())
 
 
-def _maintenance(raw: Any, key: str) -> tuple[MaintenanceWindow, ...]:
-    if not isinstance(raw, list):
-        raise RoutingConfigError(key, "must be an array of tables ([[...maintenance]])")
-    windows = [_window(entry, f"{key}[{i}]") for i, entry in enumerate(raw)]
+def _maintenance(tables: tuple[WindowTable, ...], key: str) -> tuple[MaintenanceWindow, ...]:
+    windows = [table.window(join(key, i)) for i, table in enumerate(tables)]
     for j, later in enumerate(windows):
         for i in range(j):
             if _overlap(windows[i], later):
-                raise RoutingConfigError(f"{key}[{j}]", f"overlaps {key}[{i}]")
+                raise ConfigError(join(key, j), f"overlaps {join(key, i)}")
     return tuple(windows)
-
-
-def _operations(t: _Table, default: frozenset[Operation] | None) -> frozenset[Operation]:
-    names = t.strings("operations")
-    if names is None:
-        if default is None:
-            raise RoutingConfigError(t.k("operations"), "is required")
-        return default
-    ops: set[Operation] = set()
-    for name in names:
-        try:
-            ops.add(Operation(name))
-        except ValueError:
-            known = ", ".join(op.value for op in Operation)
-            raise RoutingConfigError(t.k("operations"), f"unknown operation {name!r} (known: {known})") from None
-    if not ops:
-        raise RoutingConfigError(t.k("operations"), "must not be empty")
-    return frozenset(ops)
-
-
-def _bank_limits(raw: Any, key: str) -> dict[str, tuple[int, int]]:
-    t = _Table(raw if raw is not None else {}, key)
-    limits: dict[str, tuple[int, int]] = {}
-    for bank, pair in t.raw.items():
-        t.get(bank)
-        ok = isinstance(pair, list) and len(pair) == 2
-        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pair)
-        if not ok:
-            raise RoutingConfigError(t.k(bank), "must be [min_amount, max_amount] in minor units, both >= 0")
-        if pair[0] > pair[1]:
-            raise RoutingConfigError(t.k(bank), f"min {pair[0]} > max {pair[1]}")
-        limits[bank] = (pair[0], pair[1])
-    return limits
 
 
 def parse_channel_routing(
@@ -429,103 +379,81 @@ def parse_channel_routing(
     default_currencies: frozenset[str] | None = None,
     default_banks: frozenset[str] | None = None,
 ) -> ChannelProfile:
-    """Parse one channel's routing table into a :class:`ChannelProfile`.
+    """Read one channel's routing table (:class:`ChannelRouting`) into a :class:`ChannelProfile`.
 
     ``key`` is the table's config path (``channels[1]`` or ``channels[1].routing``);
     errors name keys under it. The channel id is ``channel_id`` when given, else
     ``raw["id"]``; it must be one of ``known_channel_ids``. ``operations``,
     ``currencies`` and ``banks`` default to the adapter's capabilities passed in
     ``default_*``. Unknown keys are errors (typos must not pass silently).
-    Raises :class:`RoutingConfigError`.
+    Raises :class:`~channels.config.ConfigError`.
     """
-    t = _Table(raw, key)
+    table = read(ChannelRouting, raw, key)
     known = set(known_channel_ids)
-    if channel_id is None or t.has("id"):
-        channel_id = t.string("id")
+    if channel_id is None or table.id is not None:
+        if table.id is None:
+            raise ConfigError(join(key, "id"), "is required")
+        channel_id = table.id
     if channel_id not in known:
         listing = ", ".join(sorted(known)) or "none"
-        raise RoutingConfigError(t.k("id"), f"unknown channel id {channel_id!r} (known: {listing})")
-    operations = _operations(t, default_operations)
-    currencies = t.strings("currencies") or default_currencies
+        raise ConfigError(join(key, "id"), f"unknown channel id {channel_id!r} (known: {listing})")
+    operations = table.operations or default_operations
+    if operations is None:
+        raise ConfigError(join(key, "operations"), "is required")
+    currencies = table.currencies or default_currencies
     if not currencies:
-        raise RoutingConfigError(t.k("currencies"), 'is required (e.g. ["CNY"])')
-    for currency in currencies:
-        if not re.fullmatch(r"[A-Z]{3}", currency):
-            raise RoutingConfigError(t.k("currencies"), f"{currency!r} is not an ISO-4217 code")
-    banks = t.strings("banks") if t.has("banks") else default_banks
-    min_amount = t.required_integer("min_amount", 1, lo=1)
-    max_amount = t.integer("max_amount", None, lo=1)
-    if max_amount is not None and min_amount > max_amount:
-        raise RoutingConfigError(t.k("min_amount"), f"must be <= {t.k('max_amount')} ({max_amount})")
-    bank_limits = _bank_limits(t.get("bank_limits"), t.k("bank_limits"))
-    if banks is not None:
-        for bank in bank_limits:
-            if bank not in banks:
-                raise RoutingConfigError(f"{t.k('bank_limits')}.{bank}", "bank is not in this channel's banks")
-    fee = _fee(t.get("fee") or {}, t.k("fee"))
-    per_card_attempts = t.integer("per_card_daily_attempts", None, lo=1)
-    per_card_amount = t.integer("per_card_daily_amount", None, lo=1)
-    maintenance = _maintenance(t.get("maintenance") or [], t.k("maintenance"))
-    state_name = t.string("state", ChannelState.ENABLED.value)
-    try:
-        state = ChannelState(state_name)
-    except ValueError:
-        raise RoutingConfigError(t.k("state"), "must be one of enabled, draining, disabled") from None
-    cost_weight = t.number("cost_weight", -1.0, lo=0) if t.has("cost_weight") else None
-    t.done()
+        raise ConfigError(join(key, "currencies"), 'is required (e.g. ["CNY"])')
+    banks = table.banks if table.banks is not None else default_banks
+    if table.max_amount is not None and table.min_amount is not None and table.min_amount > table.max_amount:
+        raise ConfigError(join(key, "min_amount"), f"must be <= {join(key, 'max_amount')} ({table.max_amount})")
+    for bank in table.bank_limits or {}:
+        if banks is not None and bank not in banks:
+            raise ConfigError(join(join(key, "bank_limits"), bank), "bank is not in this channel's banks")
+    given: dict[str, Any] = {
+        "min_amount": table.min_amount,
+        "max_amount": table.max_amount,
+        "bank_limits": table.bank_limits,
+        "fee": table.fee,
+        "per_card_daily_attempts": table.per_card_daily_attempts,
+        "per_card_daily_amount": table.per_card_daily_amount,
+        "maintenance": _maintenance(table.maintenance, join(key, "maintenance")) if table.maintenance else None,
+        "state": table.state,
+        "cost_weight": table.cost_weight,
+    }
     return ChannelProfile(
         channel_id=channel_id,
         operations=operations,
-        currencies=frozenset(currencies),
+        currencies=currencies,
         banks=banks,
-        min_amount=min_amount,
-        max_amount=max_amount,
-        bank_limits=bank_limits,
-        fee=fee,
-        per_card_daily_attempts=per_card_attempts,
-        per_card_daily_amount=per_card_amount,
-        maintenance=maintenance,
-        state=state,
-        cost_weight=cost_weight,
+        **{name: value for name, value in given.items() if value is not None},
     )
 
 
 def parse_router_config(key: str, raw: Mapping[str, Any]) -> RouterConfig:
-    """Parse the ``[routing]`` table. Missing keys take the documented defaults. Raises :class:`RoutingConfigError`."""
-    t = _Table(raw, key)
-    d = RouterConfig()
-    config = RouterConfig(
-        prior_mean=t.number("prior_mean", d.prior_mean, lo=0.01, hi=0.99),
-        prior_strength=t.positive("prior_strength", d.prior_strength),
-        prior_fade=t.number("prior_fade", d.prior_fade, lo=0),
-        bank_prior_strength=t.positive("bank_prior_strength", d.bank_prior_strength),
-        half_life_s=t.positive("half_life_s", d.half_life_s),
-        memory_observations=t.number("memory_observations", d.memory_observations, lo=2),
-        fast_memory_observations=t.number("fast_memory_observations", d.fast_memory_observations, lo=2),
-        change_threshold=t.positive("change_threshold", d.change_threshold),
-        exploration=t.number("exploration", d.exploration, lo=0, hi=10),
-        max_exploration_share=t.number("max_exploration_share", d.max_exploration_share, lo=0, hi=1),
-        elimination_threshold=t.number("elimination_threshold", d.elimination_threshold, lo=0.01, hi=1),
-        elimination_window=t.required_integer("elimination_window", d.elimination_window, lo=1),
-        elimination_window_s=t.positive("elimination_window_s", d.elimination_window_s),
-        elimination_min_volume=t.required_integer("elimination_min_volume", d.elimination_min_volume, lo=1),
-        elimination_consecutive=t.required_integer("elimination_consecutive", d.elimination_consecutive, lo=1),
-        probe_interval_s=t.positive("probe_interval_s", d.probe_interval_s),
-        probe_max_interval_s=t.positive("probe_max_interval_s", d.probe_max_interval_s),
-        probe_timeout_s=t.positive("probe_timeout_s", d.probe_timeout_s),
-        probe_successes=t.required_integer("probe_successes", d.probe_successes, lo=1),
-        elimination_fallback=t.boolean("elimination_fallback", d.elimination_fallback),
-        cost_weight=t.number("cost_weight", d.cost_weight, lo=0),
-        max_attempts_per_flow=t.required_integer("max_attempts_per_flow", d.max_attempts_per_flow, lo=1),
-    )
-    t.done()
-    if config.elimination_min_volume > config.elimination_window:
-        raise RoutingConfigError(t.k("elimination_min_volume"), f"must be <= {t.k('elimination_window')}")
-    if config.probe_max_interval_s < config.probe_interval_s:
-        raise RoutingConfigError(t.k("probe_max_interval_s"), f"must be >= {t.k('probe_interval_s')}")
-    if config.fast_memory_observations >= config.memory_observations:
-        raise RoutingConfigError(t.k("fast_memory_observations"), f"must be < {t.k('memory_observations')}")
-    return config
+    """Read the ``[routing]`` table. Missing keys take the documented defaults. Raises ConfigError."""
+    return read(RouterConfig, raw, key)
+
+
+def parse_channel_profiles(
+    channels: Sequence[tuple[str, str, Mapping[str, Any]]],
+    capabilities: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[ChannelProfile]:
+    """Each channel's routing table: ``channels`` is (key, channel_id, raw) per channel.
+
+    Checks that no channel id appears twice. ``capabilities`` maps a channel id to
+    keyword defaults for :func:`parse_channel_routing` (``default_operations``,
+    ``default_currencies``, ``default_banks``), normally the adapter's own.
+    """
+    defaults = capabilities or {}
+    known = {channel_id for _, channel_id, _ in channels}
+    profiles: list[ChannelProfile] = []
+    seen: set[str] = set()
+    for key, channel_id, raw in channels:
+        if channel_id in seen:
+            raise ConfigError(join(key, "id"), f"duplicate channel id {channel_id!r}")
+        seen.add(channel_id)
+        profiles.append(parse_channel_routing(key, raw, known, channel_id=channel_id, **defaults.get(channel_id, {})))
+    return profiles
 
 
 def parse_routing(
@@ -534,20 +462,5 @@ def parse_routing(
     channels: Sequence[tuple[str, str, Mapping[str, Any]]],
     capabilities: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[RouterConfig, list[ChannelProfile]]:
-    """Parse ``[routing]`` plus each channel's routing table: ``channels`` is (key, channel_id, raw) per channel.
-
-    Checks that no channel id appears twice. ``capabilities`` maps a channel id to
-    keyword defaults for :func:`parse_channel_routing` (``default_operations``,
-    ``default_currencies``, ``default_banks``), normally the adapter's own.
-    """
-    defaults = capabilities or {}
-    config = parse_router_config(router_key, router_raw)
-    known = {channel_id for _, channel_id, _ in channels}
-    profiles: list[ChannelProfile] = []
-    seen: set[str] = set()
-    for key, channel_id, raw in channels:
-        if channel_id in seen:
-            raise RoutingConfigError(f"{key}.id", f"duplicate channel id {channel_id!r}")
-        seen.add(channel_id)
-        profiles.append(parse_channel_routing(key, raw, known, channel_id=channel_id, **defaults.get(channel_id, {})))
-    return config, profiles
+    """``[routing]`` (:func:`parse_router_config`) and the channels' tables (:func:`parse_channel_profiles`)."""
+    return parse_router_config(router_key, router_raw), parse_channel_profiles(channels, capabilities)

@@ -13,9 +13,10 @@ Rules every adapter follows (DESIGN.md invariant 3):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from channels import settings as setting
+from channels.config import TABLE, Seconds
 from channels.contract import (
     AgreementConfirmed,
     Balance,
@@ -34,15 +35,23 @@ from channels.contract import (
 )
 from channels.http import ChannelHttp, HttpChannel
 from channels.registry import ChannelSpec
+from channels.settings import HttpUrl, SecretText, Text
 
 
 @dataclass(frozen=True)
 class TemplateSettings:
-    base_url: str
-    merchant_id: str
-    secret: bytes = field(repr=False)  # secrets never in repr
-    connect_timeout_s: float = 3.0
-    timeout_s: float = 10.0
+    """The ``[channels.settings]`` keys: type, bounds and the one default each (see :mod:`channels.config`)."""
+
+    __pydantic_config__ = TABLE
+
+    base_url: HttpUrl
+    merchant_id: Text
+    secret: SecretText  # a Secret: never in repr, logs or error messages
+    connect_timeout_s: Seconds = 3.0
+    timeout_s: Seconds = 10.0  # whole-call budget, longer than connect_timeout_s
+
+    def check_config(self, key: str) -> None:
+        setting.check_timeouts(key, self.connect_timeout_s, self.timeout_s)
 
 
 class TemplateChannel(HttpChannel):
@@ -89,11 +98,9 @@ class TemplateChannel(HttpChannel):
 
 
 def build(spec: ChannelSpec) -> TemplateChannel:
-    """Validate ``spec.settings`` with :mod:`channels.settings`; every error names ``f"{spec.key}.<setting>"``."""
-    base_url = setting.http_url(spec, "base_url").rstrip("/")
-    merchant_id = setting.text(spec, "merchant_id")
-    secret = setting.text(spec, "secret", strip=False).encode()
-    connect_timeout_s, timeout_s = setting.connect_and_timeout(spec, connect_default=3.0, timeout_default=10.0)
-    return TemplateChannel(
-        spec.channel_id, TemplateSettings(base_url, merchant_id, secret, connect_timeout_s, timeout_s)
-    )
+    """Read ``spec.settings`` into :class:`TemplateSettings`; every error names ``f"{spec.key}.<setting>"``.
+
+    Settings that need more than a type (key material inline or in a file, keys to load) are
+    read from the table with the helpers in :mod:`channels.settings`, as the Alipay adapter does.
+    """
+    return TemplateChannel(spec.channel_id, spec.read(TemplateSettings))

@@ -54,6 +54,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from channels import settings as setting
 from channels.alipay import wire
+from channels.config import TABLE, ConfigError, Seconds, Secret
 from channels.contract import (
     AgreementConfirmed,
     Balance,
@@ -76,7 +77,8 @@ from channels.contract import (
     succeeded,
 )
 from channels.http import ChannelHttp, HttpChannel, Lost, NoAnswer, Response, Unsent
-from channels.registry import ChannelConfigError, ChannelSpec
+from channels.registry import ChannelSpec
+from channels.settings import HttpUrl, Text
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +91,50 @@ _REFUND_ORIGINS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
+class AlipayTable:
+    """The ``[channels.settings]`` of an Alipay channel: its keys, types and defaults (:mod:`channels.config`)."""
+
+    __pydantic_config__ = TABLE
+
+    app_id: Text
+    # merchant RSA2 private key, PEM or bare base64: inline, or in a file (exactly one)
+    app_private_key: Secret | None = None
+    app_private_key_path: str | None = None
+    # Alipay's public key, PEM or bare base64: inline, or in a file (exactly one)
+    alipay_public_key: str | None = None
+    alipay_public_key_path: str | None = None
+    gateway_url: HttpUrl = DEFAULT_GATEWAY
+    notify_url: str = ""  # default notify URL; each order normally brings its own
+    connect_timeout_s: Seconds = 3.0
+    timeout_s: Seconds = 15.0  # whole-call budget, longer than connect_timeout_s
+    withhold_product_code: Text = "GENERAL_WITHHOLDING"
+    personal_product_code: Text = "GENERAL_WITHHOLDING_P"
+    sign_scene: Text = "DEFAULT|DEFAULT"
+    alipay_user_id: str = ""
+    # bank code -> the institution's name Alipay expects in bankcard_ext_info.inst_name, over the built-in table
+    institution_names: Mapping[str, str] = field(default_factory=dict)
+
+    def check_config(self, key: str) -> None:
+        setting.check_timeouts(key, self.connect_timeout_s, self.timeout_s)
+        if not all(code and name.strip() for code, name in self.institution_names.items()):
+            raise ConfigError(f"{key}.institution_names", "must map bank codes to institution names")
+
+
+@dataclass(frozen=True)
 class AlipaySettings:
-    """Validated settings. Keys are secrets: they never appear in ``repr``."""
+    """What the adapter runs with: an :class:`AlipayTable` with its keys loaded. Keys never appear in ``repr``."""
 
     app_id: str
     private_key: rsa.RSAPrivateKey = field(repr=False)
     alipay_public_key: rsa.RSAPublicKey = field(repr=False)
-    gateway_url: str = DEFAULT_GATEWAY
-    notify_url: str = ""
-    connect_timeout: float = 3.0
-    timeout: float = 15.0
-    withhold_product_code: str = "GENERAL_WITHHOLDING"
-    personal_product_code: str = "GENERAL_WITHHOLDING_P"
-    sign_scene: str = "DEFAULT|DEFAULT"
-    alipay_user_id: str = ""
+    gateway_url: str
+    notify_url: str
+    connect_timeout: float
+    timeout: float
+    withhold_product_code: str
+    personal_product_code: str
+    sign_scene: str
+    alipay_user_id: str
     institution_names: Mapping[str, str] = field(default_factory=lambda: dict(wire.INSTITUTION_NAMES))
 
 
@@ -383,9 +415,9 @@ class AlipayChannel(HttpChannel):
         await self._admin_call("alipay.user.agreement.unsign", biz)
 
     async def balance(self) -> Balance:
-        """Raises ChannelConfigError (nothing sent) when the ``alipay_user_id`` setting is missing."""
+        """Raises ConfigError (nothing sent) when the ``alipay_user_id`` setting is missing."""
         if not self._settings.alipay_user_id:
-            raise ChannelConfigError(
+            raise ConfigError(
                 f"channels.{self._channel_id}.alipay_user_id", "alipay.fund.account.query needs the merchant's user id"
             )
         biz = {"alipay_user_id": self._settings.alipay_user_id, "account_type": "ACCTRANS_ACCOUNT"}
@@ -494,49 +526,36 @@ def _fen_or_none(value: object) -> int | None:
 
 
 def build(spec: ChannelSpec) -> AlipayChannel:
-    """Build an Alipay channel from ``spec.settings``; raises ChannelConfigError naming the bad key.
+    """Build an Alipay channel from ``spec.settings`` (:class:`AlipayTable`); raises ConfigError naming the bad key.
 
-    Settings: ``app_id``; ``app_private_key`` or ``app_private_key_path``
-    (merchant RSA2 key, PEM or bare base64); ``alipay_public_key`` or
-    ``alipay_public_key_path``; optional ``gateway_url``, ``notify_url``,
-    ``connect_timeout_s`` (3), ``timeout_s`` (15), ``withhold_product_code``,
-    ``personal_product_code``, ``sign_scene``, ``alipay_user_id`` (needed by
-    the balance query), ``institution_names`` (bank code -> institution name,
-    over :data:`channels.alipay.wire.INSTITUTION_NAMES`).
+    ``institution_names`` (bank code -> institution name) extends :data:`channels.alipay.wire.INSTITUTION_NAMES`.
     """
-    used, text = setting.key_material(spec, "app_private_key")
+    table = spec.read(AlipayTable)
+    used, text = setting.key_material(table, "app_private_key", spec.key)
     try:
         private_key = wire.load_private_key(text)
     except (ValueError, TypeError):
-        raise ChannelConfigError(f"{spec.key}.{used}", "not an RSA private key") from None
-    used, text = setting.key_material(spec, "alipay_public_key")
+        raise ConfigError(f"{spec.key}.{used}", "not an RSA private key") from None
+    used, text = setting.key_material(table, "alipay_public_key", spec.key)
     try:
         public_key = wire.load_public_key(text)
     except (ValueError, TypeError):
-        raise ChannelConfigError(f"{spec.key}.{used}", "not an RSA public key") from None
-    connect_timeout, timeout = setting.connect_and_timeout(spec, connect_default=3.0, timeout_default=15.0)
+        raise ConfigError(f"{spec.key}.{used}", "not an RSA public key") from None
     settings = AlipaySettings(
-        app_id=setting.text(spec, "app_id"),
+        app_id=table.app_id,
         private_key=private_key,
         alipay_public_key=public_key,
-        gateway_url=setting.http_url(spec, "gateway_url", default=DEFAULT_GATEWAY),
-        notify_url=str(spec.settings.get("notify_url", "")),
-        connect_timeout=connect_timeout,
-        timeout=timeout,
-        withhold_product_code=setting.text(spec, "withhold_product_code", default="GENERAL_WITHHOLDING"),
-        personal_product_code=setting.text(spec, "personal_product_code", default="GENERAL_WITHHOLDING_P"),
-        sign_scene=setting.text(spec, "sign_scene", default="DEFAULT|DEFAULT"),
-        alipay_user_id=str(spec.settings.get("alipay_user_id", "")),
-        institution_names=_institution_names(spec),
+        gateway_url=table.gateway_url,
+        notify_url=table.notify_url,
+        connect_timeout=table.connect_timeout_s,
+        timeout=table.timeout_s,
+        withhold_product_code=table.withhold_product_code,
+        personal_product_code=table.personal_product_code,
+        sign_scene=table.sign_scene,
+        alipay_user_id=table.alipay_user_id,
+        institution_names={
+            **wire.INSTITUTION_NAMES,
+            **{c.upper(): v.strip() for c, v in table.institution_names.items()},
+        },
     )
     return AlipayChannel(spec.channel_id, settings)
-
-
-def _institution_names(spec: ChannelSpec) -> dict[str, str]:
-    """``institution_names`` (bank code -> inst_name) over the defaults; raises ChannelConfigError."""
-    extra = spec.settings.get("institution_names", {})
-    if not isinstance(extra, Mapping) or not all(
-        isinstance(code, str) and code and isinstance(name, str) and name.strip() for code, name in extra.items()
-    ):
-        raise ChannelConfigError(f"{spec.key}.institution_names", "must map bank codes to institution names")
-    return {**wire.INSTITUTION_NAMES, **{code.upper(): name.strip() for code, name in extra.items()}}

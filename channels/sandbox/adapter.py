@@ -1,16 +1,7 @@
 """The sandbox channel adapter: paygate orders over the sandbox bank's HTTP protocol.
 
-Settings (``[[channels]]`` entry with ``adapter = "sandbox"``)::
-
-    base_url            str, required       e.g. "http://127.0.0.1:9100"
-    merchant_id         str, required
-    secret              str, required       HMAC key; secret: never logged or shown in repr
-    timeout_s           number, default 10  whole-call budget once connected
-    connect_timeout_s   number, default 2   connecting (nothing sent yet)
-    operations          list, default all   of withhold, payout, refund, agreement, balance
-    currencies          list, default ["CNY"]
-    banks               list, optional      bank codes served; absent = any bank
-    callback_max_skew_s number, default 300 accepted callback timestamp skew
+Settings (``[channels.settings]`` of an entry with ``adapter = "sandbox"``): the fields of
+:class:`SandboxSettings`, with their types and defaults.
 
 How answers become outcomes (DESIGN.md invariant 3):
 
@@ -32,12 +23,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
 
+from pydantic import AfterValidator
 from yarl import URL
 
-from channels import settings as setting
+from channels.config import TABLE, Names, Operations, Seconds
 from channels.contract import (
     AgreementConfirmed,
     Balance,
@@ -58,27 +50,15 @@ from channels.contract import (
     refused_request,
 )
 from channels.http import ChannelHttp, HttpChannel, Lost, Response, Unsent
-from channels.registry import ChannelConfigError, ChannelSpec
+from channels.registry import ChannelSpec
 from channels.sandbox import wire
 from channels.sandbox.wire import RawCode
+from channels.settings import BaseUrl, SecretText, Text
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_KNOWN_SETTINGS = frozenset(
-    {
-        "base_url",
-        "merchant_id",
-        "secret",
-        "timeout_s",
-        "connect_timeout_s",
-        "operations",
-        "currencies",
-        "banks",
-        "callback_max_skew_s",
-    }
-)
 _KINDS: dict[str, Operation] = {
     "withhold": Operation.WITHHOLD,
     "payout": Operation.PAYOUT,
@@ -86,51 +66,32 @@ _KINDS: dict[str, Operation] = {
 }
 
 
+def _at_least_one(currencies: frozenset[str]) -> frozenset[str]:
+    if not currencies:
+        raise ValueError("must name at least one currency")
+    return currencies
+
+
 @dataclass(frozen=True)
 class SandboxSettings:
-    """Validated adapter settings (see the module docstring)."""
+    """The ``[channels.settings]`` of a sandbox channel (see the module docstring and :mod:`channels.config`)."""
 
-    base_url: str
-    merchant_id: str
-    secret: str = field(repr=False)
-    timeout_s: float = 10.0
-    connect_timeout_s: float = 2.0
-    operations: frozenset[Operation] = frozenset(Operation)
-    currencies: frozenset[str] = frozenset({"CNY"})
-    banks: frozenset[str] | None = None
-    callback_max_skew_s: float = wire.MAX_SKEW_S
+    __pydantic_config__ = TABLE
+
+    base_url: BaseUrl  # e.g. "http://127.0.0.1:9100"
+    merchant_id: Text
+    secret: SecretText  # the HMAC key: never logged or shown in repr
+    timeout_s: Seconds = 10.0  # whole-call budget once connected
+    connect_timeout_s: Seconds = 2.0  # connecting (nothing sent yet)
+    operations: Operations = frozenset(Operation)  # of withhold, payout, refund, agreement, balance
+    currencies: Annotated[Names, AfterValidator(_at_least_one)] = frozenset({"CNY"})
+    banks: Names | None = None  # bank codes served; None: any bank
+    callback_max_skew_s: Seconds = wire.MAX_SKEW_S  # accepted callback timestamp skew
 
     @classmethod
     def from_spec(cls, spec: ChannelSpec) -> SandboxSettings:
-        """Raises ChannelConfigError naming ``<spec.key>.<setting>``."""
-        for name in spec.settings:
-            if name not in _KNOWN_SETTINGS:
-                known = ", ".join(sorted(_KNOWN_SETTINGS))
-                raise ChannelConfigError(f"{spec.key}.{name}", f"unknown sandbox setting (known: {known})")
-        base_url = setting.http_url(spec, "base_url").rstrip("/")
-        operations = frozenset(Operation)
-        if "operations" in spec.settings:
-            names = setting.text_list(spec, "operations")
-            try:
-                operations = frozenset(Operation(n) for n in names)
-            except ValueError:
-                known = ", ".join(o.value for o in Operation)
-                raise ChannelConfigError(f"{spec.key}.operations", f"unknown operation (known: {known})") from None
-        currencies = frozenset(setting.text_list(spec, "currencies")) if "currencies" in spec.settings else None
-        if currencies is not None and not currencies:
-            raise ChannelConfigError(f"{spec.key}.currencies", "must name at least one currency")
-        banks = spec.settings.get("banks")
-        return cls(
-            base_url=base_url,
-            merchant_id=setting.text(spec, "merchant_id"),
-            secret=setting.text(spec, "secret", strip=False),
-            timeout_s=setting.seconds(spec, "timeout_s", 10.0),
-            connect_timeout_s=setting.seconds(spec, "connect_timeout_s", 2.0),
-            operations=operations,
-            currencies=currencies or frozenset({"CNY"}),
-            banks=frozenset(setting.text_list(spec, "banks")) if banks is not None else None,
-            callback_max_skew_s=setting.seconds(spec, "callback_max_skew_s", wire.MAX_SKEW_S),
-        )
+        """Raises ConfigError naming ``<spec.key>.<setting>``."""
+        return spec.read(cls)
 
 
 # --- one HTTP exchange -----------------------------------------------------------
@@ -325,7 +286,7 @@ class SandboxChannel(HttpChannel):
 
     async def _exchange(self, method: str, path: str, body: bytes) -> _Exchange:
         url = URL(self.settings.base_url + path)
-        headers = wire.sign_headers(self.settings.merchant_id, self.settings.secret, method, url.path, body)
+        headers = wire.sign_headers(self.settings.merchant_id, self.settings.secret.reveal(), method, url.path, body)
         nonce = headers[wire.HEADER_NONCE]
         response = await self._http.send(method, url, data=body or None, headers=headers)
         if not isinstance(response, Response):
@@ -333,7 +294,7 @@ class SandboxChannel(HttpChannel):
         status, payload = response.status, response.body
         try:
             wire.verify_headers(
-                self.settings.secret,
+                self.settings.secret.reveal(),
                 response.headers,
                 wire.response_method(status),
                 url.path,
@@ -353,7 +314,7 @@ class SandboxChannel(HttpChannel):
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:
         try:
             wire.verify_headers(
-                self.settings.secret,
+                self.settings.secret.reveal(),
                 headers,
                 "POST",
                 wire.CALLBACK_PATH,
@@ -407,5 +368,5 @@ def _parse(cls: type[T], body: bytes) -> T | None:
 
 
 def build(spec: ChannelSpec) -> SandboxChannel:
-    """Registry factory (``adapter = "sandbox"``). Raises ChannelConfigError naming the bad setting."""
+    """Registry factory (``adapter = "sandbox"``). Raises ConfigError naming the bad setting."""
     return SandboxChannel(spec.channel_id, SandboxSettings.from_spec(spec))

@@ -51,13 +51,15 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import AfterValidator
 from yarl import URL
 
 from channels import settings as setting
+from channels.config import TABLE, ConfigError, Seconds, Secret
 from channels.contract import (
     AgreementConfirmed,
     Balance,
@@ -79,7 +81,8 @@ from channels.contract import (
     refused_request,
 )
 from channels.http import ChannelHttp, HttpChannel, Lost, NoAnswer, Response, Unsent
-from channels.registry import ChannelConfigError, ChannelSpec
+from channels.registry import ChannelSpec
+from channels.settings import BaseUrl, Text
 from channels.wechatpay import wire
 
 log = logging.getLogger(__name__)
@@ -89,22 +92,58 @@ CURRENCY = "CNY"
 _NOT_FOUND = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS", "NOT_FOUND"})
 
 
+def _apiv3_key(key: Secret) -> Secret:
+    if len(key.reveal().encode("utf-8")) != 32:
+        raise ValueError("must be exactly 32 bytes")
+    return key
+
+
+@dataclass(frozen=True)
+class WeChatPayTable:
+    """The ``[channels.settings]`` of a WeChat Pay channel: its keys, types and defaults (:mod:`channels.config`)."""
+
+    __pydantic_config__ = TABLE
+
+    mchid: Text
+    appid: Text
+    merchant_serial_no: Text
+    apiv3_key: Annotated[Secret, AfterValidator(_apiv3_key)]
+    # the merchant's private key (apiclient_key.pem): inline, or in a file (exactly one)
+    private_key: Secret | None = None
+    private_key_path: str | None = None
+    # the platform's verification key: a platform public key (inline or file) with its id, or a
+    # platform certificate (inline or file)
+    platform_public_key: str | None = None
+    platform_public_key_path: str | None = None
+    platform_public_key_id: Text | None = None
+    platform_certificate: str | None = None
+    platform_certificate_path: str | None = None
+    base_url: BaseUrl = DEFAULT_BASE_URL
+    notify_url: str = ""  # default notify URL; each order normally brings its own
+    plan_id: str = ""  # the papay template
+    connect_timeout_s: Seconds = 3.0
+    timeout_s: Seconds = 10.0  # whole-call budget, longer than connect_timeout_s
+
+    def check_config(self, key: str) -> None:
+        setting.check_timeouts(key, self.connect_timeout_s, self.timeout_s)
+
+
 @dataclass(frozen=True)
 class WeChatPaySettings:
-    """Validated settings. Keys and the APIv3 key never appear in ``repr``."""
+    """What the adapter runs with: a :class:`WeChatPayTable` with its keys loaded. Keys never appear in ``repr``."""
 
     mchid: str
     appid: str
     merchant_serial_no: str
     private_key: rsa.RSAPrivateKey = field(repr=False)
     apiv3_key: bytes = field(repr=False)
-    platform_serial: str = ""
-    platform_key: rsa.RSAPublicKey | None = field(default=None, repr=False)
-    base_url: str = DEFAULT_BASE_URL
-    notify_url: str = ""
-    plan_id: str = ""
-    connect_timeout: float = 3.0
-    timeout: float = 10.0
+    platform_serial: str
+    platform_key: rsa.RSAPublicKey | None = field(repr=False)
+    base_url: str
+    notify_url: str
+    plan_id: str
+    connect_timeout: float
+    timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +255,7 @@ class WeChatPayChannel(HttpChannel):
 
     def _encrypt(self, text: str) -> str:
         if self._settings.platform_key is None:
-            raise ChannelConfigError("platform_public_key", "needed to encrypt sensitive fields")
+            raise ConfigError("platform_public_key", "needed to encrypt sensitive fields")
         return wire.encrypt_field(self._settings.platform_key, text)
 
     # --- orders ----------------------------------------------------------------
@@ -492,60 +531,53 @@ def _json_object(text: str) -> dict[str, Any]:
 # --- configuration ---------------------------------------------------------------
 
 
-def _platform(spec: ChannelSpec) -> tuple[str, rsa.RSAPublicKey]:
+def _platform(table: WeChatPayTable, key: str) -> tuple[str, rsa.RSAPublicKey]:
     """The platform verification key: a platform public key with its id, or a platform certificate."""
-    cert = setting.optional_key_material(spec, "platform_certificate")
-    key = setting.optional_key_material(spec, "platform_public_key")
-    if bool(cert) == bool(key):
-        raise ChannelConfigError(
-            f"{spec.key}.platform_public_key", "give exactly one of platform_public_key(+_id) or platform_certificate"
+    cert = setting.optional_key_material(table, "platform_certificate", key)
+    public = setting.optional_key_material(table, "platform_public_key", key)
+    if bool(cert) == bool(public):
+        raise ConfigError(
+            f"{key}.platform_public_key", "give exactly one of platform_public_key(+_id) or platform_certificate"
         )
     if cert:
         try:
             return wire.load_certificate(cert[1])
         except (ValueError, TypeError):
-            raise ChannelConfigError(f"{spec.key}.{cert[0]}", "not a PEM X.509 certificate with an RSA key") from None
-    assert key is not None
+            raise ConfigError(f"{key}.{cert[0]}", "not a PEM X.509 certificate with an RSA key") from None
+    assert public is not None
     try:
-        public_key = wire.load_public_key(key[1])
+        public_key = wire.load_public_key(public[1])
     except (ValueError, TypeError):
-        raise ChannelConfigError(f"{spec.key}.{key[0]}", "not a PEM RSA public key") from None
-    return setting.text(spec, "platform_public_key_id"), public_key
+        raise ConfigError(f"{key}.{public[0]}", "not a PEM RSA public key") from None
+    if table.platform_public_key_id is None:
+        raise ConfigError(f"{key}.platform_public_key_id", "required, a non-empty string")
+    return table.platform_public_key_id, public_key
 
 
 def build(spec: ChannelSpec) -> WeChatPayChannel:
-    """Build a WeChat Pay channel from ``spec.settings``; raises ChannelConfigError naming the bad key.
+    """Build a WeChat Pay channel from ``spec.settings`` (:class:`WeChatPayTable`).
 
-    Settings: ``mchid``, ``appid``, ``merchant_serial_no``; ``private_key`` or
-    ``private_key_path`` (apiclient_key.pem); ``apiv3_key`` (32 characters);
-    ``platform_public_key`` (or ``_path``) with ``platform_public_key_id``, or
-    ``platform_certificate`` (or ``_path``); optional ``base_url``,
-    ``notify_url``, ``plan_id`` (papay template), ``connect_timeout_s`` (3),
-    ``timeout_s`` (10).
+    Raises ConfigError naming the bad key.
     """
-    used, text = setting.key_material(spec, "private_key")
+    table = spec.read(WeChatPayTable)
+    used, text = setting.key_material(table, "private_key", spec.key)
     try:
         private_key = wire.load_private_key(text)
     except (ValueError, TypeError):
-        raise ChannelConfigError(f"{spec.key}.{used}", "not a PEM RSA private key") from None
-    apiv3_key = str(spec.settings.get("apiv3_key", "")).encode("utf-8")
-    if len(apiv3_key) != 32:
-        raise ChannelConfigError(f"{spec.key}.apiv3_key", "must be exactly 32 bytes")
-    platform_serial, platform_key = _platform(spec)
-    base_url = setting.http_url(spec, "base_url", default=DEFAULT_BASE_URL).rstrip("/")
-    connect_timeout, timeout = setting.connect_and_timeout(spec, connect_default=3.0, timeout_default=10.0)
+        raise ConfigError(f"{spec.key}.{used}", "not a PEM RSA private key") from None
+    platform_serial, platform_key = _platform(table, spec.key)
     settings = WeChatPaySettings(
-        mchid=setting.text(spec, "mchid"),
-        appid=setting.text(spec, "appid"),
-        merchant_serial_no=setting.text(spec, "merchant_serial_no"),
+        mchid=table.mchid,
+        appid=table.appid,
+        merchant_serial_no=table.merchant_serial_no,
         private_key=private_key,
-        apiv3_key=apiv3_key,
+        apiv3_key=table.apiv3_key.reveal().encode("utf-8"),
         platform_serial=platform_serial,
         platform_key=platform_key,
-        base_url=base_url,
-        notify_url=str(spec.settings.get("notify_url", "")),
-        plan_id=str(spec.settings.get("plan_id", "")),
-        connect_timeout=connect_timeout,
-        timeout=timeout,
+        base_url=table.base_url,
+        notify_url=table.notify_url,
+        plan_id=table.plan_id,
+        connect_timeout=table.connect_timeout_s,
+        timeout=table.timeout_s,
     )
     return WeChatPayChannel(spec.channel_id, settings)

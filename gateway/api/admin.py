@@ -1,12 +1,12 @@
 """GatewayAdmin servicer: channel state, positions, review queue, discrepancies.
 
 Operator-only (the interceptor checks operator tokens). Every change writes an
-audit record with the operator and the reason.
+audit record with the operator and the reason. It reads and writes through the
+store ports (gateway/ports.py), never through SQL.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import grpc
@@ -17,14 +17,13 @@ from gateway import validation as v
 from gateway.api.auth import current_identity
 from gateway.api.convert import flow_pb, ts
 from gateway.api.servicer import _next_token, _page_token
-from gateway.domain import FlowStatus
+from gateway.domain import FlowStatus, scrub
 from gateway.errors import InvalidInput, NotFound, PreconditionFailed
 from gateway.flows import FlowService
 from gateway.planner import Planner
 from gateway.poller import Poller
-from gateway.store.db import Database
-from gateway.store.flows import FlowRow, FlowStore, utcnow
-from gateway.store.positions import PositionRow, PositionStore
+from gateway.ports import AuditLog, ChannelStateStore, DiscrepancyLog, FlowStore, PositionStore
+from gateway.store.rows import FlowRow, PositionRow
 from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2
 from routing.engine import ChannelState
 
@@ -39,7 +38,8 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 def _reason(text: str) -> str:
-    return v.text(text, "reason", max_len=512, required=True)
+    # stored in the audit log and, for ResolveFlow, published as the flow's failure message: scrubbed first
+    return scrub(v.text(text, "reason", max_len=512, required=True))
 
 
 def position_pb(row: PositionRow) -> admin_pb2.Position:
@@ -59,24 +59,27 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
     def __init__(
         self,
         *,
-        db: Database,
         registry: ChannelRegistry,
         planner: Planner,
         flows: FlowService,
         positions: PositionStore,
         poller: Poller,
+        channel_states: ChannelStateStore,
+        audit: AuditLog,
+        discrepancies: DiscrepancyLog,
     ) -> None:
-        self.db = db
         self.registry = registry
         self.planner = planner
         self.flows = flows
         self.store: FlowStore = flows.store
         self.positions = positions
         self.poller = poller
+        self.channel_states = channel_states
+        self.audit = audit
+        self.discrepancies = discrepancies
 
     def _channel(self, channel_id: str) -> str:
-        if not channel_id:
-            raise InvalidInput("channel", "is required")
+        v.pattern(channel_id, "channel", v.CHANNEL_ID, "a configured channel id")
         if channel_id not in self.registry:
             raise NotFound(f"channel: no channel {channel_id!r}")
         return channel_id
@@ -128,14 +131,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         reason = _reason(request.reason)
         state = _PB_TO_STATE[request.state]
         operator = current_identity().name
-        async with self.db.transaction() as tx:
-            await tx.execute(
-                "INSERT INTO channel_states (channel, state, updated_at) VALUES (%s,%s,%s)"
-                " ON DUPLICATE KEY UPDATE state=VALUES(state), updated_at=VALUES(updated_at)",
-                (channel_id, state.value, utcnow()),
-            )
-            await FlowStore.audit(tx, operator, "set_channel_state", channel_id, reason, {"state": state.value})
-            await tx.commit()
+        await self.channel_states.set(channel_id, state.value, operator=operator, reason=reason)
         self.planner.credentials.release(channel_id, f"operator {operator} set {state.value}", restore=False)
         self.planner.router.set_state(channel_id, state)
         self.planner.publish_metrics()
@@ -143,12 +139,11 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
 
     async def AdjustPosition(self, request: admin_pb2.AdjustPositionRequest, context: Ctx) -> admin_pb2.Position:
         channel_id = self._channel(request.channel)
-        if request.delta == 0:
-            raise InvalidInput("delta", "must not be zero")
+        delta = v.position_delta(request.delta)
         reason = _reason(request.reason)
         if await self.positions.get(channel_id) is None:
             raise PreconditionFailed("channel: has no position; resync it first")
-        row = await self.positions.adjust(channel_id, request.delta, current_identity().name, reason)
+        row = await self.positions.adjust(channel_id, delta, current_identity().name, reason)
         if row is None:
             raise PreconditionFailed("delta: the balance cannot go below zero")
         return position_pb(row)
@@ -168,21 +163,14 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
     async def ListReviewFlows(
         self, request: admin_pb2.ListReviewFlowsRequest, context: Ctx
     ) -> admin_pb2.ListReviewFlowsResponse:
-        if request.page_size < 0 or request.page_size > 500:
-            raise InvalidInput("page_size", "must be between 0 and 500")
-        limit = request.page_size or 50
+        limit = v.page_size(request.page_size)
         after = _page_token(request.page_token)
-        rows = await self.db.fetchall(
-            "SELECT id FROM flows WHERE needs_review=1 AND status='PROCESSING' AND id > %s ORDER BY id LIMIT %s",
-            (after, limit + 1),
-        )
+        flows = await self.store.in_review(after_id=after, limit=limit + 1)
         out = admin_pb2.ListReviewFlowsResponse()
-        for r in rows[:limit]:
-            flow = await self.store.by_id(int(r["id"]))
-            if flow is not None:
-                out.flows.add(caller=flow.caller, flow=flow_pb(flow))
-        if len(rows) > limit:
-            out.next_page_token = _next_token(int(rows[limit - 1]["id"]))
+        for flow in flows[:limit]:
+            out.flows.add(caller=flow.caller, flow=flow_pb(flow, operator=True))
+        if len(flows) > limit:
+            out.next_page_token = _next_token(flows[limit - 1].id)
         return out
 
     async def _flow(self, flow_no: str) -> FlowRow:
@@ -206,7 +194,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         self.flows.on_outbox()
         fresh = await self.store.by_id(flow.id)
         assert fresh is not None
-        return flow_pb(fresh)
+        return flow_pb(fresh, operator=True)
 
     async def RequeryFlow(self, request: admin_pb2.RequeryFlowRequest, context: Ctx) -> admin_pb2.RequeryFlowResponse:
         flow = await self._flow(request.flow_no)
@@ -215,38 +203,24 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
             if attempt.status.value in ("SENDING", "PENDING"):
                 await self.poller.expedite(attempt.id, attempt.channel)
                 queued += 1
-        async with self.db.transaction() as tx:
-            await FlowStore.audit(
-                tx, current_identity().name, "requery_flow", flow.flow_no, "re-query", {"queued": queued}
-            )
-            await tx.commit()
-        return admin_pb2.RequeryFlowResponse(flow=flow_pb(flow), queued_attempts=queued)
+        await self.audit.record(current_identity().name, "requery_flow", flow.flow_no, "re-query", {"queued": queued})
+        return admin_pb2.RequeryFlowResponse(flow=flow_pb(flow, operator=True), queued_attempts=queued)
 
     async def ListDiscrepancies(
         self, request: admin_pb2.ListDiscrepanciesRequest, context: Ctx
     ) -> admin_pb2.ListDiscrepanciesResponse:
-        if request.page_size < 0 or request.page_size > 500:
-            raise InvalidInput("page_size", "must be between 0 and 500")
-        rows = await self.db.fetchall(
-            "SELECT d.*, f.flow_no, a.channel_order_no FROM discrepancies d JOIN flows f ON f.id=d.flow_id"
-            " JOIN attempts a ON a.id=d.attempt_id ORDER BY d.id DESC LIMIT %s",
-            (request.page_size or 50,),
-        )
+        limit = v.page_size(request.page_size)
         out = admin_pb2.ListDiscrepanciesResponse()
-        for r in rows:
+        for row in await self.discrepancies.recent(limit):
             item = out.discrepancies.add(
-                id=int(r["id"]),
-                flow_no=r["flow_no"],
-                channel_order_no=r["channel_order_no"],
-                recorded_status=r["recorded_status"],
-                reported_status=r["reported_status"],
-                source=r["source"],
+                id=row.id,
+                flow_no=row.flow_no,
+                channel_order_no=row.channel_order_no,
+                recorded_status=row.recorded_status,
+                reported_status=row.reported_status,
+                source=row.source,
             )
-            stamp = ts(r["created_at"])
+            stamp = ts(row.created_at)
             if stamp is not None:
                 item.created_at.CopyFrom(stamp)
         return out
-
-
-def audit_json(detail: dict[str, object]) -> str:
-    return json.dumps(detail, sort_keys=True)

@@ -1,4 +1,11 @@
-"""Store rows → protobuf messages. Only masked account data ever leaves."""
+"""Store rows → protobuf messages. Only masked account data ever leaves.
+
+Free text that came from outside (a channel's message, an operator's reason)
+is scrubbed here, on its way out (gateway.domain.scrub). Callers see which
+channels a routing decision rejected and by which filter, not the details
+(floats, limits, maintenance windows): those are for operators
+(``operator=True``, the admin API).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,8 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.domain import AgreementStatus, FlowStatus
-from gateway.store.agreements import AgreementRow
-from gateway.store.flows import AttemptRow, FlowRow
+from gateway.domain import AgreementStatus, FlowStatus, scrub
+from gateway.store.rows import AgreementRow, AttemptRow, FlowRow
 from paygate.v1 import gateway_pb2
 
 _ATTEMPT_STATUS = {
@@ -35,7 +41,7 @@ def _set_ts(message: Any, name: str, value: datetime | None) -> None:
         getattr(message, name).CopyFrom(stamp)
 
 
-def decision_pb(decision: dict[str, Any] | None) -> gateway_pb2.RouteDecision | None:
+def decision_pb(decision: dict[str, Any] | None, *, operator: bool = False) -> gateway_pb2.RouteDecision | None:
     if not decision:
         return None
     out = gateway_pb2.RouteDecision(reason=str(decision.get("reason", "")))
@@ -50,12 +56,12 @@ def decision_pb(decision: dict[str, Any] | None) -> gateway_pb2.RouteDecision | 
         out.rejected.add(
             channel=str(item.get("channel_id", "")),
             filter=str(item.get("filter", "")),
-            detail=str(item.get("detail", "")),
+            detail=scrub(str(item.get("detail", ""))) if operator else "",
         )
     return out
 
 
-def attempt_pb(a: AttemptRow) -> gateway_pb2.Attempt:
+def attempt_pb(a: AttemptRow, *, operator: bool = False) -> gateway_pb2.Attempt:
     out = gateway_pb2.Attempt(
         seq=a.seq,
         channel=a.channel,
@@ -63,11 +69,11 @@ def attempt_pb(a: AttemptRow) -> gateway_pb2.Attempt:
         status=_ATTEMPT_STATUS[a.status.value],
         raw_code=a.raw_code,
         code=a.code,
-        message=a.raw_message,
+        message=scrub(a.raw_message),
         safe_elsewhere=a.safe_elsewhere,
         fee=a.fee or 0,
     )
-    decision = decision_pb(a.decision)
+    decision = decision_pb(a.decision, operator=operator)
     if decision is not None:
         out.decision.CopyFrom(decision)
     _set_ts(out, "created_at", a.created_at)
@@ -75,7 +81,7 @@ def attempt_pb(a: AttemptRow) -> gateway_pb2.Attempt:
     return out
 
 
-def flow_pb(f: FlowRow) -> gateway_pb2.Flow:
+def flow_pb(f: FlowRow, *, operator: bool = False) -> gateway_pb2.Flow:
     out = gateway_pb2.Flow(
         flow_no=f.flow_no,
         request_id=f.request_id,
@@ -91,11 +97,13 @@ def flow_pb(f: FlowRow) -> gateway_pb2.Flow:
     )
     if f.status is FlowStatus.FAILED:
         out.failure.CopyFrom(
-            gateway_pb2.Failure(code=f.failure_code, message=f.failure_message, payer_attributable=f.payer_attributable)
+            gateway_pb2.Failure(
+                code=f.failure_code, message=scrub(f.failure_message), payer_attributable=f.payer_attributable
+            )
         )
     if f.kind.value == "WITHHOLD":
         out.refunded.CopyFrom(gateway_pb2.Money(amount=f.refunded_amount, currency=f.currency))
-    out.attempts.extend(attempt_pb(a) for a in f.attempts)
+    out.attempts.extend(attempt_pb(a, operator=operator) for a in f.attempts)
     _set_ts(out, "created_at", f.created_at)
     _set_ts(out, "updated_at", f.updated_at)
     _set_ts(out, "finished_at", f.finished_at)

@@ -7,7 +7,6 @@ interceptor; every read and write is scoped to it.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import grpc
@@ -27,20 +26,8 @@ def _wait_s(wait_ms: int, default_ms: int, max_ms: int) -> float:
     return v.wait_ms(wait_ms, default_ms, max_ms) / 1000.0
 
 
-def _page_token(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        value = int(base64.urlsafe_b64decode(token.encode() + b"==").decode())
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("page_token", "is not a token this server issued") from None
-    if value < 0:
-        raise InvalidInput("page_token", "is not a token this server issued")
-    return value
-
-
-def _next_token(last_id: int) -> str:
-    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
+_page_token = v.page_token
+_next_token = v.next_page_token
 
 
 class PaymentGatewayServicer(gateway_pb2_grpc.PaymentGatewayServicer):
@@ -141,9 +128,7 @@ class PaymentGatewayServicer(gateway_pb2_grpc.PaymentGatewayServicer):
         self, request: gateway_pb2.ListAgreementsRequest, context: Ctx
     ) -> gateway_pb2.ListAgreementsResponse:
         account_no = v.card_no(request.account_no) if request.account_no else ""
-        if request.page_size < 0 or request.page_size > 500:
-            raise InvalidInput("page_size", "must be between 0 and 500")
-        limit = request.page_size or 50
+        limit = v.page_size(request.page_size)
         after = _page_token(request.page_token)
         rows = await self.agreements.list(current_identity().name, account_no, after, limit + 1)
         out = gateway_pb2.ListAgreementsResponse(agreements=[agreement_pb(r) for r in rows[:limit]])

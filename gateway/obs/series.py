@@ -1,15 +1,17 @@
-"""Create the alerting-relevant metric series at zero when the gateway starts.
+"""Create the metric series that alerts and dashboard panels read, at zero, when the gateway starts.
 
 A labelled counter has no series until its first ``inc()``. Prometheus'
 ``increase()``/``rate()`` need two samples, so the *first* discrepancy, bad
 signature or unmapped code or credentials refusal after a restart would arrive as a new series at
 value 1 and never show as an increase: the alert would stay silent exactly
-once per process and label set. Declaring the children at zero up front
-closes that gap, and it gives every configured channel a success ratio
-(and dashboard rows) before its first call.
+once per process and label set. Panels would show "No data" instead of 0.
+Declaring the children at zero up front closes that gap, and it gives every
+configured channel a success ratio (and dashboard rows) before its first call.
 
-Call :func:`declare_channel_series` once from the composition root with the
-configured channel ids.
+Call :func:`declare_series` once from the composition root with the
+configured channel ids and outbox topics. ``tests/unit/deploy/test_series.py``
+checks that every counter a rule or panel in ``deploy/`` reads has a series
+on a fresh ``/metrics``.
 """
 
 from __future__ import annotations
@@ -17,14 +19,83 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gateway import metrics
+from paygate.v1 import admin_pb2, gateway_pb2
 
-__all__ = ["CHANNEL_OPERATIONS", "declare_channel_series"]
+__all__ = ["CHANNEL_OPERATIONS", "declare_channel_series", "declare_series"]
 
 CHANNEL_OPERATIONS = ("withhold", "payout", "refund", "query")
 _OUTCOMES = ("succeeded", "payer_failure", "channel_failure", "pending", "error")
 _CALLBACK_RESULTS = ("verified", "bad_signature", "unknown_order", "replay", "mismatch", "malformed")
 _POLL_RESULTS = ("resolved", "pending", "error", "exhausted")
 _DISCREPANCY_SOURCES = ("response", "poll", "callback", "recovery")  # gateway.store.flows.Source
+_DECISION_REASONS = ("best_score", "exploration", "probe", "failover", "explicit")  # gateway.planner
+# routing/engine.py's filters (Rejection.filter)
+_ROUTING_FILTERS = (
+    "eliminated",
+    "excluded",
+    "state",
+    "operation",
+    "currency",
+    "bank",
+    "amount",
+    "bank_amount",
+    "agreement",
+    "position",
+    "card_attempts",
+    "card_amount",
+    "maintenance",
+)
+# The failover reason every channel can give: a connection refused before anything was sent
+# (channels/http.py); the others depend on each channel's error table.
+_FAILOVER_REASONS = ("connection_failed",)
+_FLOW_KINDS = ("WITHHOLD", "PAYOUT", "REFUND")
+_FLOW_RESULTS = ("SUCCEEDED", "FAILED")
+# Every status the interceptor answers or sees (gateway/api/auth.py, gateway/api/status.py).
+_GRPC_CODES = (
+    "OK",
+    "INVALID_ARGUMENT",
+    "UNAUTHENTICATED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "FAILED_PRECONDITION",
+    "RESOURCE_EXHAUSTED",
+    "ABORTED",
+    "UNAVAILABLE",
+    "INTERNAL",
+    "DEADLINE_EXCEEDED",
+    "CANCELLED",
+)
+# What a broker outage looks like to the relay (aiokafka's error classes).
+_PUBLISH_ERRORS = ("KafkaConnectionError", "KafkaTimeoutError")
+
+
+def grpc_methods() -> tuple[str, ...]:
+    """The short names of every PaymentGateway and GatewayAdmin method (the ``method`` label)."""
+    services = (
+        gateway_pb2.DESCRIPTOR.services_by_name["PaymentGateway"],
+        admin_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"],
+    )
+    return tuple(method.name for service in services for method in service.methods)
+
+
+def declare_series(channel_ids: Iterable[str], topics: Iterable[str] = ()) -> None:
+    """Create, at zero, every counter series an alert or a panel reads. Idempotent; values are kept."""
+    channel_ids = tuple(channel_ids)
+    declare_channel_series(channel_ids)
+    for operation in CHANNEL_OPERATIONS:
+        metrics.ROUTING_NO_CANDIDATE.labels(operation=operation)
+    for kind in _FLOW_KINDS:
+        metrics.FLOWS_CREATED.labels(kind=kind)
+        metrics.FLOWS_REPLAYED.labels(kind=kind)
+        for status in _FLOW_RESULTS:
+            metrics.FLOWS_FINISHED.labels(kind=kind, status=status)
+    for method in grpc_methods():
+        for code in _GRPC_CODES:
+            metrics.GRPC_REQUESTS.labels(method=method, code=code)
+    for topic in topics:
+        metrics.OUTBOX_PUBLISHED.labels(topic=topic)
+    for error in _PUBLISH_ERRORS:
+        metrics.OUTBOX_PUBLISH_ERRORS.labels(error=error)
 
 
 def declare_channel_series(
@@ -44,12 +115,18 @@ def declare_channel_series(
         for operation in operations:
             for outcome in _OUTCOMES:
                 metrics.CHANNEL_REQUESTS.labels(channel=channel, operation=operation, outcome=outcome)
+            for reason in _DECISION_REASONS:
+                metrics.ROUTING_DECISIONS.labels(channel=channel, operation=operation, reason=reason)
         for result in _CALLBACK_RESULTS:
             metrics.CALLBACKS.labels(channel=channel, result=result)
         for result in _POLL_RESULTS:
             metrics.POLLS.labels(channel=channel, result=result)
         for source in sources:
             metrics.DISCREPANCIES.labels(channel=channel, source=source)
+        for name in _ROUTING_FILTERS:
+            metrics.ROUTING_REJECTIONS.labels(channel=channel, filter=name)
+        for reason in _FAILOVER_REASONS:
+            metrics.FAILOVERS.labels(from_channel=channel, reason=reason)
         metrics.CHANNEL_UNMAPPED_CODES.labels(channel=channel)
         metrics.CHANNEL_CREDENTIALS_REJECTED.labels(channel=channel)
         metrics.POLL_EXHAUSTED.labels(channel=channel)

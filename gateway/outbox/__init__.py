@@ -1,6 +1,7 @@
 """Transactional outbox: rows written with state changes, relayed to Kafka.
 
-* ``writer``: puts event rows into the caller's transaction (the terminal transition's).
+* ``writer``: builds the events; gateway/store/outbox.py writes their rows inside the
+  transaction of the state change they report (the terminal transition's).
 * ``relay``: :class:`~gateway.outbox.relay.OutboxRelay` publishes them, at least once.
 * ``config``: :class:`~gateway.outbox.config.RelayConfig`, from the ``[kafka]`` table.
 * ``codec``: value encoding (protobuf / JSON) and message headers.

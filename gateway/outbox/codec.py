@@ -21,6 +21,7 @@ from typing import Literal
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
+from gateway.errors import EventDecodeError as EventDecodeError  # raised here; consumers catch it from here
 from paygate.v1.events_pb2 import EventType, FlowEvent
 
 CONTENT_TYPE_PROTOBUF = "application/x-protobuf"
@@ -31,10 +32,6 @@ HEADER_EVENT_TYPE = "event_type"
 HEADER_CONTENT_TYPE = "content-type"
 
 Encoding = Literal["protobuf", "json"]
-
-
-class EventDecodeError(ValueError):
-    """A message value could not be turned into a FlowEvent (bad bytes or unknown content type)."""
 
 
 def encode(event: FlowEvent, encoding: Encoding) -> tuple[bytes, str]:

@@ -60,10 +60,12 @@ from aiokafka.helpers import create_ssl_context
 from google.protobuf.message import DecodeError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential, wait_random
 
+from gateway.errors import OutboxError, PublishIncomplete
 from gateway.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED
 from gateway.outbox import codec
 from gateway.outbox.config import RelayConfig
-from gateway.store.db import Database, Tx
+from gateway.store.db import Database
+from gateway.store.outbox import MySQLOutbox, OutboxRound, OutboxRow
 from paygate.v1.events_pb2 import FlowEvent
 
 log = logging.getLogger(__name__)
@@ -76,36 +78,6 @@ _TIMEOUTS = (KafkaTimeoutError, TimeoutError, ConnectionError)
 def is_retriable(exc: BaseException) -> bool:
     """True when waiting and trying again can succeed (broker or database unreachable)."""
     return isinstance(exc, _TIMEOUTS) or bool(getattr(exc, "retriable", False))
-
-
-class OutboxError(Exception):
-    """Base of the relay's errors."""
-
-
-class PublishIncomplete(OutboxError):
-    """Some rows of a round were not published; the acknowledged ones were marked.
-
-    ``retriable`` is true when broker trouble was among the causes (the loop
-    backs off and retries); false when only the rows themselves were at fault
-    (recorded on the rows; the loop carries on at its normal pace).
-    """
-
-    def __init__(self, published: int, failed: int, cause: BaseException) -> None:
-        super().__init__(f"{failed} event(s) not published ({published} published): {_describe(cause)}")
-        self.published = published
-        self.failed = failed
-        self.retriable = is_retriable(cause)
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    id: int
-    event_id: str
-    event_type: str
-    flow_id: int
-    caller: str
-    msg_key: str
-    payload: bytes
 
 
 @dataclass(frozen=True)
@@ -124,12 +96,6 @@ class _Delivery:
     acked: bool = False
 
 
-_CLAIM_SQL = (
-    "SELECT id, event_id, event_type, flow_id, caller, msg_key, payload FROM outbox"
-    " WHERE published_at IS NULL AND attempts < %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
-)
-
-
 class OutboxRelay:
     """Publishes outbox rows to Kafka in the background.
 
@@ -146,7 +112,7 @@ class OutboxRelay:
         *,
         after_produce: Callable[[int], Awaitable[None] | None] | None = None,
     ) -> None:
-        self._db = db
+        self._outbox = MySQLOutbox(db)
         self.config = config
         self._after_produce = after_produce
         self._producer: AIOKafkaProducer | None = None
@@ -211,12 +177,11 @@ class OutboxRelay:
         async with self._round_lock:
             producer = await self._ensure_producer()
             failure: PublishIncomplete | None = None
-            async with self._db.transaction() as tx:
-                rows = await tx.fetchall(_CLAIM_SQL, (self.config.max_attempts, self.config.batch_size))
-                if not rows:
+            async with self._outbox.round() as outbox:
+                claimed = await outbox.claim(max_attempts=self.config.max_attempts, limit=self.config.batch_size)
+                if not claimed:
                     return 0
-                claimed = [OutboxRow(**row) for row in rows]
-                ready = await self._in_flow_order(tx, claimed)
+                ready = await self._in_flow_order(outbox, claimed)
                 deliveries = await self._produce(producer, ready)
                 acked = [d for d in deliveries if d.acked]
                 failed = [d for d in deliveries if d.error is not None]
@@ -224,8 +189,8 @@ class OutboxRelay:
                     maybe = self._after_produce(len(acked))
                     if maybe is not None:
                         await maybe
-                await self._record(tx, acked, failed)
-                await tx.commit()
+                await self._record(outbox, acked, failed)
+                await outbox.commit()
             for d in acked:
                 OUTBOX_PUBLISHED.labels(topic=d.topic).inc()
             failure = self._failure_of(acked, failed)
@@ -248,28 +213,18 @@ class OutboxRelay:
         # Any broker trouble makes the round retriable (back off); rows failing for their own
         # reasons only were recorded on the row and must not slow down everyone else's events.
         retriable = [e for e in errors if is_retriable(e)]
-        return PublishIncomplete(len(acked), len(errors), (retriable or errors)[0])
+        cause = (retriable or errors)[0]
+        return PublishIncomplete(len(acked), len(errors), _describe(cause), retriable=is_retriable(cause))
 
-    async def _in_flow_order(self, tx: Tx, rows: list[OutboxRow]) -> list[OutboxRow]:
+    async def _in_flow_order(self, outbox: OutboxRound, rows: list[OutboxRow]) -> list[OutboxRow]:
         """Drop rows whose flow still has an earlier unpublished event outside this batch.
 
         Such an event is held by another relay right now (or was parked); sending
         the later one first would reorder the flow's events on its partition.
-        The scan is bounded: unpublished rows below our highest id are, in normal
-        operation, the other relays' in-flight batches.
         """
-        ids = [r.id for r in rows]
-        flow_ids = sorted({r.flow_id for r in rows})
-        id_marks = ",".join(["%s"] * len(ids))
-        flow_marks = ",".join(["%s"] * len(flow_ids))
-        blocked = await tx.fetchall(
-            f"SELECT DISTINCT flow_id FROM outbox WHERE published_at IS NULL AND attempts < %s AND id < %s"
-            f" AND flow_id IN ({flow_marks}) AND id NOT IN ({id_marks})",
-            (self.config.max_attempts, max(ids), *flow_ids, *ids),
-        )
-        if not blocked:
+        held = await outbox.flows_held_elsewhere(rows, max_attempts=self.config.max_attempts)
+        if not held:
             return rows
-        held = {b["flow_id"] for b in blocked}
         return [r for r in rows if r.flow_id not in held]
 
     async def _produce(self, producer: AIOKafkaProducer, rows: Sequence[OutboxRow]) -> list[_Delivery]:
@@ -328,21 +283,12 @@ class OutboxRelay:
             raise ValueError(f"payload event_id {event.event_id!r} differs from the row's {row.event_id!r}")
         return event
 
-    async def _record(self, tx: Tx, acked: Sequence[_Delivery], failed: Sequence[_Delivery]) -> None:
-        if acked:
-            marks = ",".join(["%s"] * len(acked))
-            await tx.execute(
-                "UPDATE outbox SET published_at = UTC_TIMESTAMP(6), attempts = attempts + 1, last_error = ''"
-                f" WHERE id IN ({marks})",
-                [d.row.id for d in acked],
-            )
+    async def _record(self, outbox: OutboxRound, acked: Sequence[_Delivery], failed: Sequence[_Delivery]) -> None:
+        await outbox.mark_published([d.row.id for d in acked])
         # Only a row's own fault counts towards parking it; an outage is nobody's row's fault.
         own_fault = [d for d in failed if d.error is not None and not is_retriable(d.error)]
         for d in own_fault:
-            await tx.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = %s WHERE id = %s",
-                (_describe(d.error)[:255], d.row.id),
-            )
+            await outbox.record_failure(d.row.id, _describe(d.error))
 
     # --- producer ----------------------------------------------------------------------
 
@@ -383,7 +329,7 @@ class OutboxRelay:
         if cfg.sasl_mechanism is not None:
             settings["sasl_mechanism"] = cfg.sasl_mechanism
             settings["sasl_plain_username"] = cfg.sasl_username
-            settings["sasl_plain_password"] = cfg.sasl_password
+            settings["sasl_plain_password"] = cfg.sasl_password.reveal() if cfg.sasl_password else None
         return settings
 
     def _producer_settings(self) -> dict[str, Any]:
@@ -510,13 +456,7 @@ class OutboxRelay:
         retention_us = int(cfg.retention_s * 1_000_000)
         total = 0
         while True:
-            async with self._db.transaction() as tx:
-                deleted = await tx.execute(
-                    "DELETE FROM outbox WHERE published_at < UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND"
-                    " ORDER BY published_at LIMIT %s",
-                    (retention_us, cfg.cleanup_batch_size),
-                )
-                await tx.commit()
+            deleted = await self._outbox.delete_published(older_than_us=retention_us, limit=cfg.cleanup_batch_size)
             total += deleted
             if deleted < cfg.cleanup_batch_size or self._stopping.is_set():
                 break
@@ -525,13 +465,7 @@ class OutboxRelay:
 
     async def sample_metrics(self) -> OutboxStats:
         """Refresh the backlog and oldest-age gauges from the database (its clock, not ours)."""
-        row = await self._db.fetchone(
-            "SELECT COUNT(*) AS backlog,"
-            " TIMESTAMPDIFF(MICROSECOND, MIN(created_at), UTC_TIMESTAMP(6)) AS age_us"
-            " FROM outbox WHERE published_at IS NULL"
-        )
-        backlog = int(row["backlog"]) if row else 0
-        age_s = max(0.0, int(row["age_us"]) / 1_000_000) if row and row["age_us"] is not None else 0.0
+        backlog, age_s = await self._outbox.backlog()
         OUTBOX_BACKLOG.set(backlog)
         OUTBOX_OLDEST_AGE.set(age_s)
         return OutboxStats(backlog, age_s)

@@ -1,4 +1,4 @@
-"""The ``[plans]`` configuration table: executor settings, policies, product and caller mapping, rate limits.
+"""The ``[plans]`` table: executor settings, policies, product and caller mapping, rate limits.
 
 ::
 
@@ -15,7 +15,7 @@
 
     [plans.policies.default]    # a policy; "default" serves plans nothing else maps
     time_points = ["12:00", "18:00"]   # HH:MM in the business timezone ([business] timezone)
-    attempts_per_day = 2
+    attempts_per_day = 0        # 0: one attempt per time point
     retry_days = 3              # keep trying this many days after the due date
     max_attempts = 0            # in all; 0 = bounded by attempts_per_day x days only
     retry_codes = ["INSUFFICIENT_FUNDS", ...]   # retried at the next time point
@@ -32,54 +32,139 @@
     icbc-direct = 50
 
 A plan's policy is its product's, else its caller's, else ``default``; a plan that maps to no
-policy is refused at submission. Every problem raises :class:`PlanConfigError` naming the key,
-and start-up stops.
+policy is refused at submission. The tables are read by the one configuration reader
+(:func:`channels.config.read`): every problem is a ``ConfigError`` naming the key, and start-up stops.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
-from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, Field, PlainValidator
+
+from channels.config import TABLE, ConfigError, join
 from gateway.businessday import parse_hhmm
 from gateway.plans.policy import DEFAULT_RETRY_CODES, DEFAULT_STOP_CODES, Policy, QuietWindow, check_policy
 
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
-_CODE_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
+_CODE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
-class PlanConfigError(ValueError):
-    """A ``[plans]`` setting is wrong; ``key`` is its full dotted name."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
+def _hhmm(value: object) -> time:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string HH:MM, got {type(value).__name__}")
+    return parse_hhmm(value)
 
 
-def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(mapping))
+def _codes(value: object) -> frozenset[str]:
+    if not isinstance(value, list | tuple | frozenset | set):
+        raise ValueError("must be an array of failure codes")
+    for i, code in enumerate(value):
+        if not isinstance(code, str) or not code or not set(code) <= _CODE_CHARS or len(code) > 64:
+            raise ConfigError(f"[{i}]", "must be an upper-case failure code like INSUFFICIENT_FUNDS")
+    return frozenset(value)
+
+
+def _time_points(value: object) -> tuple[time, ...]:
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError('must be a non-empty array of "HH:MM" time points')
+    points = []
+    for i, item in enumerate(value):
+        try:
+            points.append(_hhmm(item))
+        except ValueError as exc:
+            raise ConfigError(f"[{i}]", str(exc)) from None
+    return tuple(points)
+
+
+def _name(value: str) -> str:
+    if not value or len(value) > 64 or not set(value) <= _NAME_CHARS:
+        raise ValueError("names are 1-64 chars of a-z 0-9 . _ -")
+    return value
+
+
+HHMM = Annotated[time, PlainValidator(_hhmm)]
+Codes = Annotated[frozenset[str], PlainValidator(_codes)]
+Name = Annotated[str, AfterValidator(_name)]
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """``[plans.policies.<name>]``: when and how often an instalment is tried (gateway/plans/policy.py)."""
+
+    __pydantic_config__ = TABLE
+
+    time_points: Annotated[tuple[time, ...], PlainValidator(_time_points)]  # HH:MM, business timezone
+    attempts_per_day: Annotated[int, Field(ge=0, le=48)] = 0  # 0: one per time point
+    retry_days: Annotated[int, Field(ge=0, le=366)] = 3  # days after the due date to keep trying
+    max_attempts: Annotated[int, Field(ge=0, le=10_000)] = 0  # in all; 0: no cap beyond the days
+    retry_codes: Codes = frozenset(DEFAULT_RETRY_CODES)  # retried at the next time point
+    stop_codes: Codes = frozenset(DEFAULT_STOP_CODES)  # stop the instalment and report it
+    retry_unknown: bool = False  # a code in neither list: retry (true) or stop (false)
+    quiet_start: HHMM | None = None  # no withholds from quiet_start ...
+    quiet_end: HHMM | None = None  # ... to quiet_end (both or neither)
+
+    def policy(self, name: str) -> Policy:
+        quiet = None
+        if self.quiet_start is not None and self.quiet_end is not None:
+            quiet = QuietWindow(self.quiet_start, self.quiet_end)
+        return Policy(
+            name=name,
+            time_points=self.time_points,
+            attempts_per_day=self.attempts_per_day or len(self.time_points),
+            retry_days=self.retry_days,
+            max_attempts=self.max_attempts,
+            retry_codes=self.retry_codes,
+            stop_codes=self.stop_codes,
+            retry_unknown=self.retry_unknown,
+            quiet=quiet,
+        )
+
+    def check_config(self, key: str) -> None:
+        if (self.quiet_start is None) != (self.quiet_end is None):
+            missing = "quiet_end" if self.quiet_end is None else "quiet_start"
+            raise ConfigError(join(key, missing), "quiet_start and quiet_end go together")
+        problems = check_policy(self.policy("-"), key)
+        if problems:
+            raise ConfigError(*problems[0])
 
 
 @dataclass(frozen=True)
 class PlansConfig:
-    enabled: bool = True
-    scheduler: bool = True
-    concurrency: int = 32
-    claim_batch: int = 32
-    lease_s: float = 60.0
-    wait_s: float = 20.0
-    tick_s: float = 1.0
-    resolve_interval_s: float = 2.0
-    burst_s: float = 0.2
-    policies: Mapping[str, Policy] = field(default_factory=lambda: _frozen({}))
-    products: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
-    callers: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
-    rate_limits: Mapping[str, float] = field(default_factory=lambda: _frozen({}))
+    """``[plans]``: see the module docstring."""
+
+    __pydantic_config__ = TABLE
+
+    enabled: bool = True  # run the executor on this replica
+    scheduler: bool = True  # start each time point's run by itself (false: operators start them)
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 32  # withholds in flight per replica
+    claim_batch: Annotated[int, Field(ge=1, le=1000)] = 32  # instalments claimed per round trip
+    lease_s: Annotated[float, Field(ge=1, le=3600)] = 60.0  # a claim not acted on for this long is taken over
+    wait_s: Annotated[float, Field(ge=0, le=600)] = 20.0  # wait for a withhold's result, then leave it in flight
+    tick_s: Annotated[float, Field(ge=0.01, le=60)] = 1.0  # an idle replica looks for runs and work this often
+    resolve_interval_s: Annotated[float, Field(ge=0.01, le=600)] = 2.0  # in-flight withholds checked this often
+    burst_s: Annotated[float, Field(ge=0.01, le=60)] = 0.2  # a bucket holds rate x burst_s tokens (at least 1)
+    policies: Mapping[Name, PolicyConfig] = field(default_factory=dict)
+    products: Mapping[str, str] = field(default_factory=dict)  # product -> policy
+    callers: Mapping[str, str] = field(default_factory=dict)  # caller -> policy, for products not listed
+    rate_limits: Mapping[str, Annotated[float, Field(gt=0)]] = field(default_factory=dict)  # channel -> per second
+
+    def check_config(self, key: str) -> None:
+        for table in ("products", "callers"):
+            for name, target in getattr(self, table).items():
+                if not name or len(name) > 64:
+                    raise ConfigError(join(join(key, table), name), "names are 1-64 characters")
+                if target not in self.policies:
+                    known = ", ".join(sorted(self.policies)) or "none configured"
+                    raise ConfigError(join(join(key, table), name), f"must name a policy in [plans.policies] ({known})")
+        if self.wait_s >= self.lease_s:
+            raise ConfigError(join(key, "wait_s"), f"must be shorter than lease_s ({self.lease_s:g})")
+
+    def policy_objects(self) -> dict[str, Policy]:
+        return {name: table.policy(name) for name, table in self.policies.items()}
 
     def policy_for(self, caller: str, product: str) -> str | None:
         """The name of the policy a plan of ``caller`` for ``product`` runs under, or None."""
@@ -92,163 +177,15 @@ class PlansConfig:
         """The metrics label of a product: configured products by name, every other one as ``other``."""
         return product if product in self.products else "other"
 
-    def check_channels(self, channels: set[str]) -> None:
+    def check_channels(self, channels: set[str], key: str = "plans") -> None:
         """Raise for a rate limit on a channel that is not configured."""
         for channel in sorted(self.rate_limits):
             if channel not in channels:
-                raise PlanConfigError(f"plans.rate_limits.{channel}", "no such channel in [[channels]]")
+                raise ConfigError(join(join(key, "rate_limits"), channel), "no such channel in [[channels]]")
 
 
-class _Table:
-    def __init__(self, raw: Any, key: str) -> None:
-        if not isinstance(raw, Mapping):
-            raise PlanConfigError(key, "must be a table")
-        self.raw: Mapping[str, Any] = raw
-        self.key = key
-        self.used: set[str] = set()
+def plans_table(**values: Any) -> PlansConfig:
+    """A :class:`PlansConfig` from TOML-shaped values, checked like a configuration file (tests, benchmarks)."""
+    from channels.config import read
 
-    def get(self, name: str, default: Any) -> Any:
-        self.used.add(name)
-        return self.raw.get(name, default)
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.get(name, default)
-        if not isinstance(value, bool):
-            raise PlanConfigError(f"{self.key}.{name}", f"must be true or false, got {value!r}")
-        return value
-
-    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
-        value = self.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise PlanConfigError(f"{self.key}.{name}", f"must be an integer from {lo} to {hi}, got {value!r}")
-        return value
-
-    def number(self, name: str, default: float, lo: float, hi: float) -> float:
-        value = self.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise PlanConfigError(f"{self.key}.{name}", f"must be a number, got {value!r}")
-        if not lo <= value <= hi:
-            raise PlanConfigError(f"{self.key}.{name}", f"must be from {lo} to {hi}, got {value!r}")
-        return float(value)
-
-    def table(self, name: str) -> Mapping[str, Any]:
-        value = self.get(name, {})
-        if not isinstance(value, Mapping):
-            raise PlanConfigError(f"{self.key}.{name}", "must be a table")
-        return value
-
-    def hhmm(self, name: str) -> time | None:
-        value = self.get(name, None)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise PlanConfigError(f"{self.key}.{name}", f"must be a string HH:MM, got {value!r}")
-        try:
-            return parse_hhmm(value)
-        except ValueError as exc:
-            raise PlanConfigError(f"{self.key}.{name}", str(exc)) from None
-
-    def codes(self, name: str, default: tuple[str, ...]) -> frozenset[str]:
-        value = self.get(name, list(default))
-        if not isinstance(value, list):
-            raise PlanConfigError(f"{self.key}.{name}", "must be an array of failure codes")
-        for i, code in enumerate(value):
-            if not isinstance(code, str) or not code or not set(code) <= _CODE_CHARS or len(code) > 64:
-                raise PlanConfigError(f"{self.key}.{name}[{i}]", f"must be an upper-case failure code, got {code!r}")
-        return frozenset(value)
-
-    def done(self) -> None:
-        extra = sorted(set(self.raw) - self.used)
-        if extra:
-            raise PlanConfigError(f"{self.key}.{extra[0]}", "unknown key")
-
-
-def _name(value: str, key: str) -> str:
-    if not value or len(value) > 64 or not set(value) <= _NAME_CHARS:
-        raise PlanConfigError(key, "names are 1-64 chars of a-z 0-9 . _ -")
-    return value
-
-
-def _policy(name: str, raw: Any, key: str) -> Policy:
-    t = _Table(raw, key)
-    points_raw = t.get("time_points", None)
-    if not isinstance(points_raw, list) or not points_raw:
-        raise PlanConfigError(f"{key}.time_points", 'is required: an array of "HH:MM" time points')
-    points: list[time] = []
-    for i, text in enumerate(points_raw):
-        if not isinstance(text, str):
-            raise PlanConfigError(f"{key}.time_points[{i}]", f"must be a string HH:MM, got {text!r}")
-        try:
-            points.append(parse_hhmm(text))
-        except ValueError as exc:
-            raise PlanConfigError(f"{key}.time_points[{i}]", str(exc)) from None
-    quiet_start, quiet_end = t.hhmm("quiet_start"), t.hhmm("quiet_end")
-    if (quiet_start is None) != (quiet_end is None):
-        missing = "quiet_end" if quiet_end is None else "quiet_start"
-        raise PlanConfigError(f"{key}.{missing}", "quiet_start and quiet_end go together")
-    policy = Policy(
-        name=name,
-        time_points=tuple(points),
-        attempts_per_day=t.integer("attempts_per_day", min(2, len(points)), 1, 48),
-        retry_days=t.integer("retry_days", 3, 0, 366),
-        max_attempts=t.integer("max_attempts", 0, 0, 10_000),
-        retry_codes=t.codes("retry_codes", DEFAULT_RETRY_CODES),
-        stop_codes=t.codes("stop_codes", DEFAULT_STOP_CODES),
-        retry_unknown=t.boolean("retry_unknown", False),
-        quiet=QuietWindow(quiet_start, quiet_end) if quiet_start is not None and quiet_end is not None else None,
-    )
-    t.done()
-    problems = check_policy(policy, key)
-    if problems:
-        raise PlanConfigError(*problems[0])
-    return policy
-
-
-def parse_plans(raw: Mapping[str, Any], key: str = "plans") -> PlansConfig:
-    """Validate the ``[plans]`` table (TOML types); raises :class:`PlanConfigError` naming the key."""
-    t = _Table(raw, key)
-    defaults = PlansConfig()
-    policies: dict[str, Policy] = {}
-    for name, table in t.table("policies").items():
-        policy_key = f"{key}.policies.{name}"
-        policies[_name(name, policy_key)] = _policy(name, table, policy_key)
-
-    def mapping(table: str) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for name, target in t.table(table).items():
-            entry_key = f"{key}.{table}.{name}"
-            if not isinstance(name, str) or not name or len(name) > 64:
-                raise PlanConfigError(entry_key, "names are 1-64 characters")
-            if not isinstance(target, str) or target not in policies:
-                known = ", ".join(sorted(policies)) or "none configured"
-                raise PlanConfigError(entry_key, f"must name a policy in [{key}.policies] ({known}), got {target!r}")
-            out[name] = target
-        return out
-
-    products = mapping("products")
-    callers = mapping("callers")
-    rates: dict[str, float] = {}
-    for channel, rate in t.table("rate_limits").items():
-        entry_key = f"{key}.rate_limits.{channel}"
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate) or rate <= 0:
-            raise PlanConfigError(entry_key, f"must be a positive number of withholds per second, got {rate!r}")
-        rates[channel] = float(rate)
-    config = PlansConfig(
-        enabled=t.boolean("enabled", defaults.enabled),
-        scheduler=t.boolean("scheduler", defaults.scheduler),
-        concurrency=t.integer("concurrency", defaults.concurrency, 1, 1024),
-        claim_batch=t.integer("claim_batch", defaults.claim_batch, 1, 1000),
-        lease_s=t.number("lease_s", defaults.lease_s, 1.0, 3600.0),
-        wait_s=t.number("wait_s", defaults.wait_s, 0.0, 600.0),
-        tick_s=t.number("tick_s", defaults.tick_s, 0.01, 60.0),
-        resolve_interval_s=t.number("resolve_interval_s", defaults.resolve_interval_s, 0.01, 600.0),
-        burst_s=t.number("burst_s", defaults.burst_s, 0.01, 60.0),
-        policies=_frozen(policies),
-        products=_frozen(products),
-        callers=_frozen(callers),
-        rate_limits=_frozen(rates),
-    )
-    t.done()
-    if config.wait_s >= config.lease_s:
-        raise PlanConfigError(f"{key}.wait_s", f"must be shorter than {key}.lease_s ({config.lease_s:g})")
-    return config
+    return read(PlansConfig, values, "plans")

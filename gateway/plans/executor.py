@@ -48,8 +48,7 @@ from typing import Any
 from channels.contract import Operation
 from gateway import metrics
 from gateway.domain import FlowStatus
-from gateway.errors import IdempotencyConflict, NoRoute, PreconditionFailed
-from gateway.planner import Planner
+from gateway.errors import DuplicateKey, IdempotencyConflict, NoRoute, PreconditionFailed
 from gateway.plans import transitions
 from gateway.plans.clock import Clock
 from gateway.plans.config import PlansConfig
@@ -73,8 +72,8 @@ from gateway.plans.ratelimit import RateLimiter
 from gateway.plans.routing import RESERVED, Reservation
 from gateway.plans.sealing import AccountSealer
 from gateway.plans.transitions import Step
-from gateway.store.db import DuplicateKey
-from gateway.store.flows import FlowRow
+from gateway.ports import RoutePlanner
+from gateway.store.rows import FlowRow
 from gateway.validation import WithholdParams
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ class PlanExecutor:
         store: PlanStore,
         flows: Withholder,
         agreements: AgreementLookup,
-        planner: Planner,
+        planner: RoutePlanner,
         limiter: RateLimiter,
         config: PlansConfig,
         schedules: Mapping[str, Schedule],

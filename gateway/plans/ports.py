@@ -41,7 +41,7 @@ from gateway.plans.model import (
 from gateway.plans.ratelimit import TokenStore
 from gateway.plans.spec import NewPlan, Rejection
 from gateway.plans.transitions import Step
-from gateway.store.flows import FlowRow
+from gateway.store.rows import FlowRow
 from gateway.validation import WithholdParams
 from paygate.v1 import events_pb2
 

@@ -22,9 +22,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 
-from channels.contract import Operation
-from gateway.planner import Plan, Planner
+from channels.contract import Operation, Outcome
+from gateway.planner import Plan
 from gateway.plans.ratelimit import RateLimiter
+from gateway.ports import RoutePlanner
+from gateway.store.rows import AttemptRow
 
 FAILOVER_TOKEN_WAIT_S = 5.0
 
@@ -48,20 +50,25 @@ def first(plan: Plan, channel: str) -> Plan:
     return Plan([channel, *rest], plan.decision, "rate_limit", list(plan.rejected))
 
 
-class RateAwarePlanner(Planner):
-    """The replica's planner (shared router, positions and credentials hold), honouring rate-limit tokens.
+class RateAwarePlanner:
+    """A :class:`gateway.ports.RoutePlanner`: the replica's planner, honouring rate-limit tokens.
 
-    A subclass only so that it fits where a ``Planner`` is expected; it holds no routing state of
-    its own and asks ``inner`` for every decision.
+    It holds no routing state of its own: every decision, every observation and every
+    credentials refusal goes to ``inner`` (the replica's one planner and router).
     """
 
-    def __init__(self, inner: Planner, limiter: RateLimiter) -> None:  # shares inner's state, no super().__init__
-        self.router = inner.router
-        self.positions = inner.positions
-        self.needs_card_usage = inner.needs_card_usage
-        self.credentials = inner.credentials
+    def __init__(self, inner: RoutePlanner, limiter: RateLimiter) -> None:
         self.inner = inner
         self.limiter = limiter
+
+    def chosen(self, channel: str, operation: Operation, plan: Plan | None, *, failover: bool) -> None:
+        self.inner.chosen(channel, operation, plan, failover=failover)
+
+    def observe(self, attempt: AttemptRow, outcome: Outcome) -> None:
+        self.inner.observe(attempt, outcome)
+
+    def call_answered(self, channel_id: str, outcome: Outcome) -> None:
+        self.inner.call_answered(channel_id, outcome)
 
     async def plan(
         self,

@@ -2,63 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from gateway.domain import AGREEMENT_FROM, AgreementStatus, new_ulid
-from gateway.store.db import Database, DuplicateKey
-from gateway.store.flows import utcnow
+from gateway.errors import DuplicateKey
+from gateway.store.db import Database
+from gateway.store.rows import AgreementRow, Created, Creation, Existing, utcnow
 
 
-@dataclass
-class AgreementRow:
-    id: int
-    agreement_no: str
-    caller: str
-    request_id: str
-    request_hash: str
-    channel: str
-    account_hash: str
-    account_masked: str
-    holder_masked: str
-    bank_code: str
-    status: AgreementStatus
-    sign_ref: str
-    agreement_ref: str
-    failure_code: str
-    created_at: datetime | None
-    updated_at: datetime | None
+class MySQLAgreementStore:
+    """Implements :class:`gateway.ports.AgreementStore`."""
 
-    @classmethod
-    def from_row(cls, r: dict[str, Any]) -> AgreementRow:
-        return cls(
-            id=int(r["id"]),
-            agreement_no=r["agreement_no"],
-            caller=r["caller"],
-            request_id=r["request_id"],
-            request_hash=r["request_hash"],
-            channel=r["channel"],
-            account_hash=r["account_hash"],
-            account_masked=r["account_masked"],
-            holder_masked=r["holder_masked"],
-            bank_code=r["bank_code"],
-            status=AgreementStatus(r["status"]),
-            sign_ref=r["sign_ref"],
-            agreement_ref=r["agreement_ref"],
-            failure_code=r["failure_code"],
-            created_at=r["created_at"],
-            updated_at=r["updated_at"],
-        )
-
-
-class AgreementExists(Exception):
-    def __init__(self, row: AgreementRow) -> None:
-        super().__init__(row.agreement_no)
-        self.row = row
-
-
-class AgreementStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -73,7 +27,8 @@ class AgreementStore:
         account_masked: str,
         holder_masked: str,
         bank_code: str,
-    ) -> AgreementRow:
+    ) -> Creation[AgreementRow]:
+        """Record a signing AWAITING_CONFIRMATION; ``Existing`` if (caller, request_id) already has one."""
         now = utcnow()
         agreement_no = new_ulid()
         try:
@@ -101,9 +56,10 @@ class AgreementStore:
             if exc.key != "uq_agreements_caller_request":
                 raise
             existing = await self.by_request_id(caller, request_id)
-            assert existing is not None
-            raise AgreementExists(existing) from None
-        return AgreementRow(
+            if existing is None:  # pragma: no cover - the row that beat us cannot vanish
+                raise
+            return Existing(existing)
+        row = AgreementRow(
             row_id,
             agreement_no,
             caller,
@@ -121,6 +77,7 @@ class AgreementStore:
             now,
             now,
         )
+        return Created(row)
 
     async def by_request_id(self, caller: str, request_id: str) -> AgreementRow | None:
         r = await self.db.fetchone("SELECT * FROM agreements WHERE caller=%s AND request_id=%s", (caller, request_id))

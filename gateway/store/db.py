@@ -6,25 +6,31 @@ aiomysql pitfalls handled here, once:
   commits only when told to and rolls back otherwise, in ``finally``.
 * a connection whose use was cancelled or raised a connection-level error is
   closed, never returned to the pool half-way through a transaction.
-* connection errors become :class:`DatabaseUnavailable` (gRPC UNAVAILABLE);
-  a duplicate key becomes :class:`DuplicateKey` at this boundary, so callers
-  never string-match MySQL error numbers.
+* the driver's exceptions are translated here, once (:func:`translate`), into
+  the store's part of the tree in gateway/errors.py: connection errors become
+  ``DatabaseUnavailable`` (gRPC UNAVAILABLE), deadlocks ``Conflict``, a
+  duplicate key ``DuplicateKey`` naming the index, so nobody above the store
+  string-matches MySQL error numbers or imports pymysql.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import aiomysql
 import pymysql
+from pydantic import AfterValidator, Field
 
+from channels.config import TABLE, ConfigError, Secret, join
 from gateway import metrics
+from gateway.errors import Conflict, CountMismatch, DatabaseUnavailable, DuplicateKey
 
 log = logging.getLogger(__name__)
 
@@ -33,54 +39,35 @@ _CONNECTION_ERRORS = {2003, 2006, 2013, 2014, 2055, 1053, 1927, 4031}
 _DEADLOCK_ERRORS = {1213, 1205}  # deadlock, lock wait timeout
 
 
-class StoreError(Exception):
-    """Base of the store's errors."""
-
-
-class DatabaseUnavailable(StoreError):
-    """The database cannot be reached (or went away mid-transaction)."""
-
-    retriable = True
-
-
-class DuplicateKey(StoreError):
-    """A unique key refused the row; ``key`` names the index."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-class Conflict(StoreError):
-    """A deadlock or lock wait timeout; the transaction was rolled back and may be retried."""
-
-    retriable = True
-
-
-class CountMismatch(StoreError):
-    """A checked script's statements did not change the rows expected; it rolled back."""
-
-    def __init__(self, counts: list[int], expected: list[int | None]) -> None:
-        super().__init__(f"statements changed {counts} rows, expected {expected}; rolled back")
-        self.counts = counts
-        self.expected = expected
+def _database_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", name):
+        raise ValueError("letters, digits and _ only")
+    return name
 
 
 @dataclass(frozen=True)
 class DatabaseConfig:
+    """The ``[database]`` table (see :mod:`channels.config`); the password stays a :class:`Secret` until the pool."""
+
+    __pydantic_config__ = TABLE
+
     host: str = "127.0.0.1"
-    port: int = 3306
+    port: Annotated[int, Field(ge=1, le=65535)] = 3306
     user: str = "root"
-    password: str = ""
-    database: str = "paygate"
-    pool_min: int = 2
-    pool_max: int = 20
-    connect_timeout_s: float = 5.0
-    pool_recycle_s: int = 3600
+    password: Secret = Secret("")
+    database: Annotated[str, AfterValidator(_database_name)] = "paygate"
+    pool_min: Annotated[int, Field(ge=0, le=500)] = 2
+    pool_max: Annotated[int, Field(ge=1, le=500)] = 20
+    connect_timeout_s: Annotated[float, Field(ge=0.1, le=120)] = 5.0
+    pool_recycle_s: Annotated[int, Field(ge=-1)] = 3600
     # application group commit of the request path's writes (gateway/store/batch.py)
     group_commit: bool = True
-    group_commit_workers: int = 1
-    group_commit_max_batch: int = 64
+    group_commit_workers: Annotated[int, Field(ge=1, le=64)] = 1  # batches in flight at once
+    group_commit_max_batch: Annotated[int, Field(ge=1, le=1000)] = 64
+
+    def check_config(self, key: str) -> None:
+        if self.pool_min > self.pool_max:
+            raise ConfigError(join(key, "pool_min"), f"must be <= {join(key, 'pool_max')}")
 
 
 def translate(exc: BaseException) -> BaseException:
@@ -240,7 +227,7 @@ class Database:
                 host=cfg.host,
                 port=cfg.port,
                 user=cfg.user,
-                password=cfg.password,
+                password=cfg.password.reveal(),
                 db=cfg.database,
                 minsize=cfg.pool_min,
                 maxsize=cfg.pool_max,
@@ -366,7 +353,7 @@ async def migrate(config: DatabaseConfig, *, create_database: bool = True) -> li
             host=config.host,
             port=config.port,
             user=config.user,
-            password=config.password,
+            password=config.password.reveal(),
             autocommit=True,
             connect_timeout=config.connect_timeout_s,
             charset="utf8mb4",

@@ -29,6 +29,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from gateway.domain import FlowStatus
+from gateway.errors import CountMismatch
 from gateway.plans.events import EVENT_TYPE
 from gateway.plans.model import (
     AttemptRow,
@@ -46,8 +47,7 @@ from gateway.plans.model import (
 from gateway.plans.ports import Claimed, DayFigures, FlowResult, OutboxEvent, Submitted, Write
 from gateway.plans.ratelimit import Bucket, Grant, take
 from gateway.plans.spec import NewInstalment, NewPlan, RejectCode, Rejection
-from gateway.store.db import CountMismatch, Database, Tx
-from gateway.store.flows import FlowStore
+from gateway.store.db import Database, Tx
 
 _INSERT_CHUNK = 1000
 _IN_CHUNK = 5000
@@ -905,15 +905,3 @@ class MySQLPlanStore:
             )
             for (caller, product, policy, point, currency), g in sorted(groups.items())
         ]
-
-
-class MySQLAuditLog:
-    """Operator actions on plan runs, in the gateway's ``audit_log``."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def record(self, operator: str, action: str, target: str, reason: str, detail: dict[str, Any]) -> None:
-        async with self.db.transaction() as tx:
-            await FlowStore.audit(tx, operator, action, target, reason, detail)
-            await tx.commit()

@@ -1,34 +1,48 @@
-"""Channel float (头寸) and per-card usage, read for routing and changed by operators.
+"""Channel float (头寸) in MySQL: every statement that touches ``positions`` is in this module.
 
-Reservations themselves are made and settled inside the flow transactions
-(gateway/store/flows.py) so a payout's float is taken in the same commit that
+Read for routing, synced from the channels' balance queries and adjusted by
+operators (:class:`MySQLPositionStore`). Reservations are made and settled
+inside the flow transactions (:func:`reserve`, :func:`settle`, called by
+gateway/store/flows.py) so a payout's float is taken in the same commit that
 records its attempt.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from gateway.store.db import Database
-from gateway.store.flows import FlowStore, utcnow
+from gateway.store import audit
+from gateway.store.db import Database, Tx
+from gateway.store.rows import AttemptRow, PositionRow, utcnow
 
 
-@dataclass(frozen=True)
-class PositionRow:
-    channel: str
-    currency: str
-    balance: int
-    reserved: int
-    synced_at: datetime | None
-
-    @property
-    def available(self) -> int:
-        return self.balance - self.reserved
+async def reserve(tx: Tx, *, channel: str, currency: str, amount: int, now: datetime) -> bool:
+    """Reserve ``amount`` of the channel's float within ``tx``; False (nothing changed) when less is available."""
+    n = await tx.execute(
+        "UPDATE positions SET reserved = reserved + %s, updated_at=%s"
+        " WHERE channel=%s AND currency=%s AND balance - reserved >= %s",
+        (amount, now, channel, currency, amount),
+    )
+    return n == 1
 
 
-class PositionStore:
+async def settle(tx: Tx, attempt: AttemptRow, *, succeeded: bool, now: datetime) -> None:
+    """Release an attempt's reservation within ``tx``: spent from the balance if it succeeded, else freed."""
+    if attempt.position_reserved <= 0:
+        return
+    if succeeded:
+        sql = "UPDATE positions SET balance = balance - %s, reserved = reserved - %s, updated_at=%s"
+        args: tuple[Any, ...] = (attempt.position_reserved, attempt.position_reserved, now)
+    else:
+        sql = "UPDATE positions SET reserved = reserved - %s, updated_at=%s"
+        args = (attempt.position_reserved, now)
+    await tx.execute(f"{sql} WHERE channel=%s AND currency=%s", (*args, attempt.channel, attempt.currency))
+
+
+class MySQLPositionStore:
+    """Implements :class:`gateway.ports.PositionStore`."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -69,7 +83,7 @@ class PositionStore:
                 (channel, currency, balance, now, now),
             )
             if operator:
-                await FlowStore.audit(tx, operator, "resync_position", channel, reason, {"balance": balance})
+                await audit.record(tx, operator, "resync_position", channel, reason, {"balance": balance})
             await tx.commit()
         row = await self.get(channel)
         assert row is not None
@@ -84,16 +98,6 @@ class PositionStore:
             )
             if n != 1:
                 return None
-            await FlowStore.audit(tx, operator, "adjust_position", channel, reason, {"delta": delta})
+            await audit.record(tx, operator, "adjust_position", channel, reason, {"delta": delta})
             await tx.commit()
         return await self.get(channel)
-
-    async def card_usage_today(self, account_hash: str) -> dict[str, tuple[int, int]]:
-        """channel -> (attempts, amount) for this card since 00:00 UTC today."""
-        start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
-        rows: list[dict[str, Any]] = await self.db.fetchall(
-            "SELECT channel, COUNT(*) AS n, COALESCE(SUM(amount),0) AS total FROM attempts"
-            " WHERE account_hash=%s AND created_at >= %s GROUP BY channel",
-            (account_hash, start),
-        )
-        return {r["channel"]: (int(r["n"]), int(r["total"])) for r in rows}

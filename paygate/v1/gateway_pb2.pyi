@@ -325,7 +325,7 @@ class Flow(_message.Message):
     channel_txn_id: _builtins.str
     needs_review: _builtins.bool
     account_masked: _builtins.str
-    """e.g. "6222********1234" """
+    """e.g. "************1234" (last 4 digits only)"""
     original_flow_no: _builtins.str
     """refunds: the withhold being refunded"""
     replayed: _builtins.bool

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from channels._template import adapter, simulator
+from channels.config import ConfigError
 from channels.contract import Channel
-from channels.registry import ChannelConfigError, ChannelSpec
+from channels.registry import ChannelSpec
 from channels.simkit import Behaviour, SimulatorHandle
 
 
@@ -23,6 +24,6 @@ async def test_template_pieces_satisfy_the_protocols() -> None:
 
 
 def test_template_build_names_missing_settings() -> None:
-    with pytest.raises(ChannelConfigError) as caught:
+    with pytest.raises(ConfigError) as caught:
         adapter.build(ChannelSpec("tpl", "template", {}, key="channels[0]"))
     assert caught.value.key == "channels[0].base_url"

@@ -21,7 +21,8 @@ from bench.chaos_check import FlowView, ForgedCallback, Replay, judge
 from bench.chaos_events import EventLog, SeenEvent
 from channels.simkit import Behaviour
 from devstack.cards import luhn_card
-from gateway.store.db import Database, DatabaseConfig, DatabaseUnavailable
+from gateway.errors import DatabaseUnavailable
+from gateway.store.db import Database, DatabaseConfig
 from paygate.v1 import gateway_pb2 as pb
 from tests.support.harness import running_gateway
 
@@ -130,7 +131,11 @@ async def test_rollback_on_a_lost_connection_is_database_unavailable(
     """A MariaDB restart under a read-only unit of work made the rollback raise a raw pymysql
     error: callers got INTERNAL instead of UNAVAILABLE (and did not retry)."""
     killer = await aiomysql.connect(
-        host=db_config.host, port=db_config.port, user=db_config.user, password=db_config.password, autocommit=True
+        host=db_config.host,
+        port=db_config.port,
+        user=db_config.user,
+        password=db_config.password.reveal(),
+        autocommit=True,
     )
     try:
         with pytest.raises(DatabaseUnavailable):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.store.db import CountMismatch, Database, DuplicateKey
+from gateway.errors import CountMismatch, DuplicateKey
+from gateway.store.db import Database
 
 
 async def _setup(db: Database) -> None:

@@ -14,7 +14,8 @@ import pytest
 from channels.contract import Outcome, OutcomeStatus
 from gateway.domain import FlowKind
 from gateway.store.db import Database
-from gateway.store.flows import Applied, ApplyResult, FlowRow, FlowStore, IdempotentHit, NewAttempt, NewFlow, Source
+from gateway.store.flows import MySQLFlowStore
+from gateway.store.rows import Applied, ApplyResult, Created, Existing, FlowRow, NewAttempt, NewFlow, Source
 
 OK = Outcome(OutcomeStatus.SUCCEEDED, "OK", raw_code="0000", channel_txn_id="txn")
 DECLINED = Outcome(OutcomeStatus.FAILED, "INSUFFICIENT_FUNDS", raw_code="51", payer_attributable=True)
@@ -45,17 +46,25 @@ async def rows(db: Database, sql: str, args: tuple[Any, ...] = ()) -> list[dict[
     return await db.fetchall(sql, args)
 
 
-async def create_many(store: FlowStore, n: int, prefix: str) -> list[FlowRow]:
-    return list(await asyncio.gather(*[store.create(new_flow(f"{prefix}-{i}", 1000 + i), attempt()) for i in range(n)]))
+async def create(store: MySQLFlowStore, new: NewFlow, first: NewAttempt) -> FlowRow:
+    creation = await store.create(new, first)
+    assert isinstance(creation, Created)
+    return creation.row
+
+
+async def create_many(store: MySQLFlowStore, n: int, prefix: str) -> list[FlowRow]:
+    return list(
+        await asyncio.gather(*[create(store, new_flow(f"{prefix}-{i}", 1000 + i), attempt()) for i in range(n)])
+    )
 
 
 @pytest.mark.parametrize("consecutive_ids", [True, False])
 async def test_concurrent_creates_share_a_commit_and_get_their_own_ids(
     database: Database, consecutive_ids: bool
 ) -> None:
-    store = FlowStore(database)
+    store = MySQLFlowStore(database)
     if not consecutive_ids:
-        store._id_step = 0  # as with innodb_autoinc_lock_mode=2: ids are read back by their unique keys
+        store.batch.id_step = 0  # as with innodb_autoinc_lock_mode=2: ids are read back by their unique keys
     async with database.transaction() as tx:  # ids of the two tables apart, so a mix-up cannot pass by chance
         await tx.execute("ALTER TABLE attempts AUTO_INCREMENT = 5000")
         await tx.commit()
@@ -75,8 +84,8 @@ async def test_concurrent_creates_share_a_commit_and_get_their_own_ids(
 
 
 async def test_a_replay_inside_a_batch_is_answered_as_a_replay(database: Database) -> None:
-    store = FlowStore(database)
-    first = await store.create(new_flow("dup-old"), attempt())
+    store = MySQLFlowStore(database)
+    first = await create(store, new_flow("dup-old"), attempt())
     results = await asyncio.gather(
         *[store.create(new_flow(f"fresh-{i}"), attempt()) for i in range(10)],
         store.create(new_flow("dup-old"), attempt()),  # already recorded
@@ -85,11 +94,11 @@ async def test_a_replay_inside_a_batch_is_answered_as_a_replay(database: Databas
         return_exceptions=True,
     )
     fresh, old, new_a, new_b = results[:10], results[10], results[11], results[12]
-    assert all(isinstance(f, FlowRow) for f in fresh)
-    assert isinstance(old, IdempotentHit) and old.flow.flow_no == first.flow_no
-    hits = [r for r in (new_a, new_b) if isinstance(r, IdempotentHit)]
-    made = [r for r in (new_a, new_b) if isinstance(r, FlowRow)]
-    assert len(hits) == 1 and len(made) == 1 and hits[0].flow.flow_no == made[0].flow_no
+    assert all(isinstance(f, Created) for f in fresh)
+    assert isinstance(old, Existing) and old.row.flow_no == first.flow_no
+    hits = [r for r in (new_a, new_b) if isinstance(r, Existing)]
+    made = [r for r in (new_a, new_b) if isinstance(r, Created)]
+    assert len(hits) == 1 and len(made) == 1 and hits[0].row.flow_no == made[0].row.flow_no
     [count] = await rows(database, "SELECT COUNT(*) AS n FROM flows")
     [attempts] = await rows(database, "SELECT COUNT(*) AS n FROM attempts")
     assert count["n"] == attempts["n"] == 12  # dup-old, 10 fresh, dup-new once
@@ -97,7 +106,7 @@ async def test_a_replay_inside_a_batch_is_answered_as_a_replay(database: Databas
 
 @pytest.mark.parametrize("group_commit", [True, False])
 async def test_concurrent_transitions_match_one_by_one_semantics(database: Database, group_commit: bool) -> None:
-    store = FlowStore(database, group_commit=group_commit)
+    store = MySQLFlowStore(database, group_commit=group_commit)
     flows = await create_many(store, 30, "t")
     ids = [f.attempts[0].id for f in flows]
     calls: list[tuple[int, Outcome, bool]] = []
@@ -171,14 +180,14 @@ async def test_concurrent_transitions_match_one_by_one_semantics(database: Datab
 
 async def test_position_and_pending_results_in_a_batch(database: Database) -> None:
     """Attempts with a float reservation go through the one-by-one path inside a batch; pending ones finish later."""
-    store = FlowStore(database)
+    store = MySQLFlowStore(database)
     async with database.transaction() as tx:
         await tx.execute(
             "INSERT INTO positions (channel, currency, balance, reserved, updated_at)"
             " VALUES ('pay', 'CNY', 100000, 0, UTC_TIMESTAMP(6))"
         )
         await tx.commit()
-    payouts = [await store.create(new_flow(f"p-{i}", 10_000), attempt("pay", reserve=True)) for i in range(3)]
+    payouts = [await create(store, new_flow(f"p-{i}", 10_000), attempt("pay", reserve=True)) for i in range(3)]
     withholds = await create_many(store, 6, "w")
     await asyncio.gather(*[store.apply_outcome(f.attempts[0].id, PENDING, Source.RESPONSE) for f in withholds])
     outcomes = [OK, DECLINED, OK]
@@ -195,7 +204,7 @@ async def test_position_and_pending_results_in_a_batch(database: Database) -> No
 
 
 async def test_a_cancelled_caller_before_its_batch_writes_nothing(database: Database) -> None:
-    store = FlowStore(database, workers=1)
+    store = MySQLFlowStore(database, workers=1)
     first = asyncio.ensure_future(store.create(new_flow("a"), attempt()))
     await asyncio.sleep(0)  # the worker takes "a"; "b" waits for the next batch
     second = asyncio.ensure_future(store.create(new_flow("b"), attempt()))

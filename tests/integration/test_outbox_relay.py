@@ -19,10 +19,11 @@ from aiokafka import AIOKafkaConsumer
 
 from devstack.kafka import KafkaBroker
 from gateway.domain import new_ulid
+from gateway.errors import PublishIncomplete
 from gateway.metrics import REGISTRY
 from gateway.outbox import codec
 from gateway.outbox.config import RelayConfig
-from gateway.outbox.relay import OutboxRelay, PublishIncomplete, is_retriable
+from gateway.outbox.relay import OutboxRelay, is_retriable
 from gateway.results import ResultConsumer
 from gateway.store.db import Database
 from paygate.v1 import events_pb2, gateway_pb2
@@ -71,7 +72,7 @@ def flow_result(flow_no: str, *, event_type: int = events_pb2.FLOW_RESULT, amoun
 async def insert_event(
     db: Database, event: events_pb2.FlowEvent, flow_id: int, *, payload: bytes | None = None
 ) -> None:
-    """What gateway/outbox/writer.py does inside the terminal transition (here on its own)."""
+    """What gateway/store/outbox.py does inside the terminal transition (here on its own)."""
     event_type = events_pb2.EventType.Name(event.event_type)
     dedupe_key = f"result:{flow_id}" if event.event_type == events_pb2.FLOW_RESULT else None
     async with db.transaction() as tx:
@@ -360,7 +361,7 @@ async def test_relay_killed_between_produce_and_mark_resends_and_consumer_dedupe
         sys.executable,
         "-c",
         CRASHING_RELAY,
-        json.dumps(dataclasses.asdict(db_config)),
+        json.dumps({k: v for k, v in dataclasses.asdict(db_config).items() if k != "password"}),  # a Secret
         json.dumps(child_config),
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},

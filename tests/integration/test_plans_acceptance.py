@@ -17,7 +17,7 @@ from devstack.cards import luhn_card
 from gateway.plans.model import InstalmentStatus, RunKey, RunStatus
 from gateway.store.db import DatabaseConfig
 from paygate.v1 import events_pb2, gateway_pb2, plans_pb2, plans_pb2_grpc
-from tests.support.clock import FakeClock
+from tests.fakes.clock import FakeClock
 from tests.support.harness import Harness, running_gateway
 from tests.support.plans import ORDER_TO_REQUEST_SQL, debits_by_instalment, order_map, plan_pb
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.poller import claim_due
 from gateway.store.db import Database
+from gateway.store.poll_queue import claim_due
 
 
 async def test_concurrent_claimers_partition_the_due_rows(database: Database) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from channels.simkit import Behaviour
 from devstack.cards import luhn_card
@@ -34,12 +37,21 @@ def withhold(rid: str, card: str, amount: int) -> pb.WithholdRequest:
     )
 
 
+def no_route_reason(err: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(err)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return info.reason
+
+
 async def positions(h: Harness) -> dict[str, tuple[int, int]]:
     rows = await h.gateway.db.fetchall("SELECT channel, balance, reserved FROM positions")
     return {r["channel"]: (int(r["balance"]), int(r["reserved"])) for r in rows}
 
 
-async def test_payout_never_goes_to_a_channel_without_float(db_config: DatabaseConfig) -> None:
+async def test_payout_never_goes_to_a_channel_without_float(db_config: DatabaseConfig, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="paygate.rpc")
     async with running_gateway(
         db_config, {"poor": Behaviour(), "rich": Behaviour()}, floats={"poor": 1_000, "rich": 1_000_000}
     ) as h:
@@ -61,7 +73,10 @@ async def test_payout_never_goes_to_a_channel_without_float(db_config: DatabaseC
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await h.stub.Payout(payout("po-big", 2_000_000), metadata=h.md())
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "position" in err.value.details()
+        # the caller learns that no channel can serve, not the floats; the operator's log line says why
+        assert err.value.details() == "no channel can serve this request"
+        assert no_route_reason(err.value) == "NO_ROUTE"
+        assert any("position" in getattr(r, "error", "") for r in caplog.records if r.name == "paygate.rpc")
         row = await h.gateway.db.fetchone("SELECT COUNT(*) AS n FROM flows WHERE request_id='po-big'")
         assert row["n"] == 0
 
@@ -75,7 +90,7 @@ async def test_concurrent_payouts_never_over_reserve(db_config: DatabaseConfig) 
         refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
         assert len(ok) == 3, [getattr(r, "details", lambda: r)() for r in results]
         assert all(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for e in refused)
-        assert all("float" in (e.details() or "") or "position" in (e.details() or "") for e in refused)
+        assert all(no_route_reason(e) == "NO_ROUTE" for e in refused)
         assert all(f.status == pb.SUCCEEDED for f in ok)
         balance, reserved = (await positions(h))["only"]
         assert (balance, reserved) == (1_000, 0)

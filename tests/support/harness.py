@@ -136,7 +136,7 @@ async def running_gateway(
 ) -> AsyncIterator[Harness]:
     """Sandbox simulators (one per behaviour) plus a started gateway; ``floats`` sets merchant floats.
 
-    ``clock`` is the plan executor's (tests/support/clock.py), ``plans`` (in ``config_kw``) its [plans] table.
+    ``clock`` is the plan executor's (tests/fakes/clock.py), ``plans`` (in ``config_kw``) its [plans] table.
     """
     adapters: Mapping[str, str] = config_kw.get("adapters") or {}
     sims: dict[str, Any] = {}

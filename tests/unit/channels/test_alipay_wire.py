@@ -10,8 +10,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from channels.alipay import wire
 from channels.alipay.adapter import build
+from channels.config import ConfigError
 from channels.contract import OutcomeStatus
-from channels.registry import ChannelConfigError, ChannelSpec
+from channels.registry import ChannelSpec
 
 
 @pytest.mark.parametrize(
@@ -140,7 +141,7 @@ def test_build_accepts_pem_bare_base64_and_files(pems: tuple[str, str], tmp_path
 def test_build_names_the_bad_setting(pems: tuple[str, str], change: dict[str, object], key: str) -> None:
     private, public = pems
     settings = {"app_id": "1", "app_private_key": private, "alipay_public_key": public, **change}
-    with pytest.raises(ChannelConfigError) as caught:
+    with pytest.raises(ConfigError) as caught:
         build(ChannelSpec("ali", "alipay", settings, key="channels[3]"))
     assert caught.value.key == key
     assert "BEGIN" not in str(caught.value)

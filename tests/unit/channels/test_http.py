@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import pytest
 
 from channels import settings
+from channels.config import TABLE, ConfigError, Seconds, Secret
 from channels.contract import OutcomeStatus
 from channels.http import ChannelHttp, HttpChannel, Lost, Response, Unsent
-from channels.registry import ChannelConfigError, ChannelSpec
+from channels.registry import ChannelSpec
 from devstack.processes import free_port
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -99,48 +101,72 @@ async def test_http_channel_lifecycle_and_currency_refusal() -> None:
 # --- channels.settings ---------------------------------------------------------------
 
 
-def _spec(**values: object) -> ChannelSpec:
-    return ChannelSpec("c1", "x", values, key="channels[0]")
+@dataclass(frozen=True)
+class _Probe:
+    """An adapter-like settings table using every shared type."""
+
+    __pydantic_config__ = TABLE
+
+    app_id: settings.Text = "id"
+    scene: settings.Text = "DEFAULT"
+    secret: settings.SecretText = Secret("s")
+    base_url: settings.HttpUrl = "http://h"
+    connect_timeout_s: Seconds = 3.0
+    timeout_s: Seconds = 15.0
+    key: Secret | None = None
+    key_path: str | None = None
+
+    def check_config(self, key: str) -> None:
+        settings.check_timeouts(key, self.connect_timeout_s, self.timeout_s)
+
+
+def _read(**values: object) -> _Probe:
+    return ChannelSpec("c1", "x", values, key="channels[0]").read(_Probe)
+
+
+def _bad_key(**values: object) -> str:
+    with pytest.raises(ConfigError) as caught:
+        _read(**values)
+    return caught.value.key
 
 
 def test_text_strips_takes_numeric_ids_and_keeps_secrets_as_given() -> None:
-    assert settings.text(_spec(mchid=1900000109), "mchid") == "1900000109"
-    assert settings.text(_spec(app_id=" 2021 "), "app_id") == "2021"
-    assert settings.text(_spec(secret=" s "), "secret", strip=False) == " s "
-    assert settings.text(_spec(), "scene", default="DEFAULT") == "DEFAULT"
-    for bad in ("", "  ", True, None, 1.5):
-        with pytest.raises(ChannelConfigError) as caught:
-            settings.text(_spec(app_id=bad), "app_id")
-        assert caught.value.key == "channels[0].app_id"
+    assert _read(app_id=1900000109).app_id == "1900000109"
+    assert _read(app_id=" 2021 ").app_id == "2021"
+    assert _read(secret=" s ").secret.reveal() == " s "
+    assert _read().scene == "DEFAULT"
+    for bad in ("", "  ", True, 1.5):
+        assert _bad_key(app_id=bad) == "channels[0].app_id"
+    assert _bad_key(secret=" ") == "channels[0].secret"
 
 
 def test_seconds_and_their_order() -> None:
-    assert settings.seconds(_spec(timeout_s=3), "timeout_s", 10.0) == 3.0
+    assert _read(timeout_s=4).timeout_s == 4.0
     for bad in (0, -1, "2", True, float("inf"), float("nan")):
-        with pytest.raises(ChannelConfigError):
-            settings.seconds(_spec(timeout_s=bad), "timeout_s", 10.0)
-    assert settings.connect_and_timeout(_spec(), connect_default=3, timeout_default=15) == (3.0, 15.0)
-    with pytest.raises(ChannelConfigError) as caught:
-        settings.connect_and_timeout(_spec(connect_timeout_s=20), connect_default=3, timeout_default=15)
-    assert caught.value.key == "channels[0].connect_timeout_s"
+        assert _bad_key(timeout_s=bad) == "channels[0].timeout_s"
+    assert (_read().connect_timeout_s, _read().timeout_s) == (3.0, 15.0)
+    assert _bad_key(connect_timeout_s=20) == "channels[0].connect_timeout_s"
 
 
 def test_http_url() -> None:
-    assert settings.http_url(_spec(base_url="https://h/x/"), "base_url") == "https://h/x/"
+    assert _read(base_url="https://h/x/").base_url == "https://h/x/"
     for bad in ("ftp://h", "h.example", "http://"):
-        with pytest.raises(ChannelConfigError):
-            settings.http_url(_spec(base_url=bad), "base_url")
+        assert _bad_key(base_url=bad) == "channels[0].base_url"
 
 
 def test_key_material_inline_or_file(tmp_path) -> None:
     path = tmp_path / "k.pem"
     path.write_text("PEM")
-    assert settings.key_material(_spec(key="INLINE"), "key") == ("key", "INLINE")
-    assert settings.key_material(_spec(key_path=str(path)), "key") == ("key_path", "PEM")
-    assert settings.optional_key_material(_spec(), "key") is None
+    assert settings.key_material(_read(key="INLINE"), "key", "channels[0]") == ("key", "INLINE")
+    assert settings.key_material(_read(key_path=str(path)), "key", "channels[0]") == ("key_path", "PEM")
+    assert settings.optional_key_material(_read(), "key", "channels[0]") is None
     cases = [({}, "channels[0].key"), ({"key": "A", "key_path": str(path)}, "channels[0].key")]
     cases.append(({"key_path": str(tmp_path / "missing")}, "channels[0].key_path"))
     for values, key in cases:
-        with pytest.raises(ChannelConfigError) as caught:
-            settings.key_material(_spec(**values), "key")
+        with pytest.raises(ConfigError) as caught:
+            settings.key_material(_read(**values), "key", "channels[0]")
         assert caught.value.key == key
+
+
+def test_an_unknown_setting_is_named() -> None:
+    assert _bad_key(colour="blue") == "channels[0].colour"

@@ -9,7 +9,8 @@ import statistics
 
 import pytest
 
-from channels.registry import ADAPTERS, AdapterEntry, ChannelConfigError, factory_for
+from channels.config import ConfigError
+from channels.registry import ADAPTERS, AdapterEntry, factory_for
 from channels.simkit import (
     MAGIC,
     SIMULATORS,
@@ -125,7 +126,7 @@ def test_outage_windows_and_toggle() -> None:
     ],
 )
 def test_from_settings_names_the_bad_key(settings: dict[str, object], bad_key: str) -> None:
-    with pytest.raises(ChannelConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         Behaviour.from_settings(settings, "ch[0].behaviour")
     assert info.value.key == bad_key
 
@@ -149,7 +150,7 @@ def test_from_settings_round_trips_to_settings() -> None:
 
 def test_update_is_all_or_nothing() -> None:
     behaviour = Behaviour(pending_ratio=0.1)
-    with pytest.raises(ChannelConfigError):
+    with pytest.raises(ConfigError):
         behaviour.update({"outage": True, "timeout_ratio": 2.0})
     assert behaviour.outage is False and behaviour.timeout_ratio == 0.0
     behaviour.update({"outage": True})
@@ -157,7 +158,7 @@ def test_update_is_all_or_nothing() -> None:
 
 
 def test_constructor_validates_too() -> None:
-    with pytest.raises(ChannelConfigError):
+    with pytest.raises(ConfigError):
         Behaviour(settle_success_ratio=3.0)
 
 
@@ -302,7 +303,7 @@ def test_simulators_are_the_registry_map_s_simulated_adapters(monkeypatch: pytes
     with pytest.raises(KeyError, match="no simulator for adapter 'pigeon'"):
         create_simulator("pigeon")
     assert create_simulator("owl", merchant_id="m2").adapter_settings()["merchant_id"] == "m2"
-    with pytest.raises(ChannelConfigError, match="unknown adapter 'carrier-pigeon'"):
+    with pytest.raises(ConfigError, match="unknown adapter 'carrier-pigeon'"):
         factory_for("carrier-pigeon", key="channels[3]")
 
 

@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from channels.registry import ChannelConfigError, ChannelSpec
+from channels.config import ConfigError
+from channels.registry import ChannelSpec
 from channels.wechatpay.adapter import build
 
 
@@ -82,6 +83,6 @@ def test_platform_certificate_gives_the_serial(key: rsa.RSAPrivateKey, tmp_path)
 )
 def test_bad_settings_are_named(key: rsa.RSAPrivateKey, change: dict[str, object], key_name: str) -> None:
     settings = {k: v for k, v in {**_settings(key), **change}.items() if v is not None}
-    with pytest.raises(ChannelConfigError) as caught:
+    with pytest.raises(ConfigError) as caught:
         build(ChannelSpec("wx", "wechatpay", settings, key="ch"))
     assert caught.value.key == key_name

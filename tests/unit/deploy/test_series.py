@@ -38,3 +38,23 @@ def test_declared_series_start_at_zero_and_keep_their_values() -> None:
     # a declared channel shows in the success table with no ratio yet
     row = next(line for line in success_table(generate_latest(REGISTRY).decode()).splitlines() if channel in line)
     assert row.split()[-1] == "-"
+
+
+def test_process_and_gc_metrics_are_in_our_registry() -> None:
+    names = {family.name for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())}
+    assert {"process_resident_memory_bytes", "process_open_fds", "python_gc_objects_collected", "python_info"} <= names
+
+
+def test_declare_series_covers_every_grpc_method_and_keeps_values() -> None:
+    from gateway.metrics import GRPC_REQUESTS
+    from gateway.obs.series import declare_series, grpc_methods
+
+    assert {"Withhold", "GetFlow", "ListAgreements", "SetChannelState", "ResolveFlow"} <= set(grpc_methods())
+    GRPC_REQUESTS.labels(method="RequeryFlow", code="OK").inc(2)
+    declare_series(["series-test-bank-2"], topics=["paygate.flow-results"])
+    declare_series(["series-test-bank-2"], topics=["paygate.flow-results"])
+    value = REGISTRY.get_sample_value
+    assert value("paygate_grpc_server_requests_total", {"method": "RequeryFlow", "code": "OK"}) >= 2
+    assert value("paygate_grpc_server_requests_total", {"method": "Withhold", "code": "DEADLINE_EXCEEDED"}) is not None
+    assert value("paygate_outbox_published_total", {"topic": "paygate.flow-results"}) is not None
+    assert value("paygate_outbox_publish_errors_total", {"error": "KafkaConnectionError"}) is not None

@@ -62,7 +62,7 @@ def test_format_event_line() -> None:
 def test_retriable_classification() -> None:
     from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
-    from gateway.store.db import DatabaseUnavailable, DuplicateKey
+    from gateway.errors import DatabaseUnavailable, DuplicateKey
 
     assert is_retriable(KafkaConnectionError()) and is_retriable(KafkaTimeoutError()) and is_retriable(TimeoutError())
     assert is_retriable(DatabaseUnavailable("down"))

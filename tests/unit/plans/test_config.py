@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 from gateway.config import ConfigError, from_mapping
-from gateway.plans.config import PlanConfigError, parse_plans
+from gateway.plans.config import plans_table
 
 GOOD: dict[str, Any] = {
     "concurrency": 8,
     "policies": {
         "default": {"time_points": ["12:00", "18:00"], "quiet_start": "22:00", "quiet_end": "07:00"},
-        "evening": {"time_points": ["19:30"], "attempts_per_day": 1, "retry_days": 0, "stop_codes": ["CARD_LOST"]},
+        "evening": {"time_points": ["19:30"], "retry_days": 0, "stop_codes": ["CARD_LOST"]},
     },
     "products": {"cash-loan": "evening"},
     "callers": {"loans": "default"},
@@ -23,11 +23,14 @@ GOOD: dict[str, Any] = {
 
 
 def test_a_good_table() -> None:
-    config = parse_plans(GOOD)
+    config = plans_table(**GOOD)
     assert config.concurrency == 8
-    assert config.policies["default"].time_points == (time(12), time(18))
-    assert config.policies["default"].attempts_per_day == 2
-    assert config.policies["evening"].stop_codes == frozenset({"CARD_LOST"})
+    policies = config.policy_objects()
+    assert policies["default"].time_points == (time(12), time(18))
+    assert policies["default"].attempts_per_day == 2  # 0: one per time point
+    assert policies["evening"].attempts_per_day == 1
+    assert policies["evening"].stop_codes == frozenset({"CARD_LOST"})
+    assert policies["default"].quiet is not None and policies["evening"].quiet is None
     assert config.policy_for("loans", "cash-loan") == "evening"  # the product first
     assert config.policy_for("loans", "car-loan") == "default"  # then the caller
     assert config.policy_for("other", "car-loan") == "default"  # then "default"
@@ -36,7 +39,7 @@ def test_a_good_table() -> None:
 
 
 def test_no_default_policy_means_unmapped_plans_are_refused() -> None:
-    config = parse_plans({"policies": {"noon": {"time_points": ["12:00"]}}, "products": {"p": "noon"}})
+    config = plans_table(policies={"noon": {"time_points": ["12:00"]}}, products={"p": "noon"})
     assert config.policy_for("loans", "q") is None
 
 
@@ -59,6 +62,7 @@ def _with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         (("policies", "default", "attempts_per_day"), 3, "plans.policies.default.attempts_per_day"),
         (("policies", "default", "retry_codes"), ["lower"], "plans.policies.default.retry_codes[0]"),
         (("policies", "default", "tiem_points"), ["12:00"], "plans.policies.default.tiem_points"),
+        (("policies", "Bad Name"), {"time_points": ["12:00"]}, "plans.policies"),
         (("products",), {"p": "nope"}, "plans.products.p"),
         (("rate_limits",), {"bank-a": 0}, "plans.rate_limits.bank-a"),
         (("wait_s",), 90.0, "plans.wait_s"),
@@ -67,9 +71,10 @@ def _with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
     ],
 )
 def test_bad_values_name_their_key(path: tuple[str, ...], value: Any, key: str) -> None:
-    with pytest.raises(PlanConfigError) as err:
-        parse_plans(_with(path, value))
-    assert err.value.key == key
+    with pytest.raises(ConfigError) as err:
+        from_mapping({"plans": _with(path, value)})
+    assert err.value.key.startswith(key), err.value
+    assert str(err.value).startswith("config error at plans.")
 
 
 def test_a_time_point_in_the_quiet_window_stops_start_up() -> None:

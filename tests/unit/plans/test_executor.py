@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import date, datetime, time
 from typing import Any
 
@@ -30,8 +31,8 @@ from gateway.plans.sealing import AccountSealer
 from gateway.plans.service import PlanService
 from gateway.plans.spec import InstalmentSpec, PlanSpec
 from paygate.v1 import events_pb2
-from tests.support.clock import FakeClock
-from tests.unit.plans.fakes import FakeAgreements, FakePlanner, FakePlanStore, FakeWithholder
+from tests.fakes.clock import FakeClock
+from tests.fakes.plans import FakeAgreements, FakePlanStore, FakeRoutePlanner, FakeWithholder
 
 DAY = date(2026, 12, 1)
 NOON = datetime(2026, 12, 1, 4, 0)  # 12:00 in Shanghai
@@ -68,7 +69,7 @@ class World:
                 store=self.store,
                 flows=self.flows,
                 agreements=self.agreements,
-                planner=FakePlanner(),  # type: ignore[arg-type]
+                planner=FakeRoutePlanner(),  # type: ignore[arg-type]
                 limiter=RateLimiter(self.store, {}, burst_s=0.2, clock=self.clock),
                 config=self.config,
                 schedules=self.schedules,
@@ -324,7 +325,7 @@ async def test_an_instalment_past_its_last_day_is_stopped_without_an_attempt() -
 async def test_an_operator_starts_a_missed_time_point_by_hand() -> None:
     w = World()
     for e in w.executors:
-        e.config = PlansConfig(**{**w.config.__dict__, "scheduler": False})
+        e.config = dataclasses.replace(w.config, scheduler=False)
     await w.submit(10000)
     await w.at(NOON)
     assert not w.flows.calls  # no scheduler on this replica

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from gateway.plans.ratelimit import Bucket, Grant, RateLimiter, capacity_of, take
-from tests.support.clock import FakeClock
+from tests.fakes.clock import FakeClock
 
 T0 = datetime(2026, 12, 1, 4, 0)
 

@@ -5,13 +5,13 @@ from typing import Any
 
 import pytest
 
+from channels.config import ConfigError
 from channels.contract import Operation
 from routing.config import (
     ChannelState,
     FeeSchedule,
     MaintenanceWindow,
     RouterConfig,
-    RoutingConfigError,
     parse_channel_routing,
     parse_router_config,
     parse_routing,
@@ -44,7 +44,7 @@ def channel(**overrides: Any) -> dict[str, Any]:
 
 
 def error_key(raw: dict[str, Any], key: str = "channels[1]") -> str:
-    with pytest.raises(RoutingConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         parse_channel_routing(key, raw, KNOWN)
     assert str(info.value).startswith(f"{info.value.key}: ")
     return info.value.key
@@ -163,9 +163,9 @@ def test_missing_capabilities_name_their_key() -> None:
 
 
 def test_error_message_reads_like_the_example() -> None:
-    with pytest.raises(RoutingConfigError, match=r"^channels\[1\]\.fee\.rate_ppm: must be >= 0$"):
+    with pytest.raises(ConfigError, match=r"^channels\[1\]\.fee\.rate_ppm: must be >= 0$"):
         parse_channel_routing("channels[1]", channel(fee={"rate_ppm": -3}), KNOWN)
-    assert issubclass(RoutingConfigError, ValueError)
+    assert issubclass(ConfigError, ValueError)
 
 
 def test_non_overlapping_windows_are_accepted() -> None:
@@ -200,7 +200,7 @@ def test_router_config_defaults_and_overrides() -> None:
     ],
 )
 def test_every_bad_router_setting_names_its_key(raw: dict[str, Any], key: str) -> None:
-    with pytest.raises(RoutingConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         parse_router_config("routing", raw)
     assert info.value.key == key
 
@@ -208,7 +208,7 @@ def test_every_bad_router_setting_names_its_key(raw: dict[str, Any], key: str) -
 def test_parse_routing_rejects_duplicate_channel_ids() -> None:
     raw = {"operations": ["payout"], "currencies": ["CNY"]}
     entries = [("channels[0]", "icbc", raw), ("channels[1]", "icbc", raw)]
-    with pytest.raises(RoutingConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         parse_routing("routing", {}, entries)
     assert info.value.key == "channels[1].id"
 

@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from gateway.domain import FlowKind, FlowStatus
-from gateway.errors import IdempotencyConflict
+from gateway.errors import DuplicateKey, IdempotencyConflict
 from gateway.planner import Plan
 from gateway.plans.model import (
     AttemptRow,
@@ -34,8 +34,7 @@ from gateway.plans.model import (
 from gateway.plans.ports import Claimed, DayFigures, FlowResult, OutboxEvent, Submitted, Write
 from gateway.plans.ratelimit import Bucket, Grant, take
 from gateway.plans.spec import NewPlan, RejectCode, Rejection
-from gateway.store.db import DuplicateKey
-from gateway.store.flows import FlowRow
+from gateway.store.rows import FlowRow
 from gateway.validation import WithholdParams
 
 
@@ -539,8 +538,8 @@ class FakeAgreements:
         return {} if account_hash in self.revoked else {"bank-a": "agr-a", "bank-b": "agr-b"}
 
 
-class FakePlanner:
-    """Routing: every agreement channel, in name order."""
+class FakeRoutePlanner:
+    """Routing for plan withholds: every agreement channel, in name order."""
 
     async def plan(self, operation: Any, amount: int, currency: str, bank_code: str, **kw: Any) -> Plan:
         channels = sorted(kw.get("agreement_channels") or ())

@@ -1,0 +1,241 @@
+"""Ports: what the use cases need from storage and routing, as ``typing.Protocol`` classes.
+
+The use cases (gateway/flows.py, agreements.py, poller.py, callbacks.py) and
+the admin servicer depend on these, never on a concrete store. The
+composition root (gateway/app.py) hands them the MySQL implementations in
+gateway/store/; the unit tests hand them the in-memory fakes in tests/fakes/.
+They live here, beside the use cases, rather than in gateway/store/, because
+the use cases own the contract: a use case module imports this module and the
+plain row types (gateway/store/rows.py), and nothing else from the store.
+
+The contracts every implementation keeps (the fakes too):
+
+* creation is idempotent on (caller, request_id): ``create`` returns
+  ``Existing(row)`` for a key that has a row and writes nothing;
+* every status change is a compare-and-set on the current status: terminal
+  states never change, a contradicting result is a discrepancy, and of two
+  racing writers exactly one wins (``Applied.TRANSITIONED``, the other gets
+  ``NOOP`` / ``STILL_PENDING`` / ``DISCREPANCY``);
+* a guarded write that does not fit raises a ``WriteRefused`` child
+  (``PositionShort``, ``RefundExceeds``, ``FlowClosed``) and writes nothing;
+* a terminal flow transition writes exactly one FLOW_RESULT event with it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from channels.contract import Operation, Outcome
+from gateway.domain import AgreementStatus, FlowStatus
+from gateway.store.rows import (
+    AgreementRow,
+    ApplyResult,
+    AttemptRow,
+    Claim,
+    Creation,
+    DiscrepancyRow,
+    FinishedAttempt,
+    FlowRow,
+    NewAttempt,
+    NewFlow,
+    OpenAttempts,
+    PositionRow,
+    Source,
+)
+
+if TYPE_CHECKING:  # gateway.planner depends on this module
+    from gateway.planner import Plan
+
+
+class FlowStore(Protocol):
+    """Flows and their attempts (gateway/store/flows.py)."""
+
+    async def by_request_id(self, caller: str, request_id: str, *, with_attempts: bool = True) -> FlowRow | None: ...
+
+    async def by_flow_no(
+        self, flow_no: str, *, caller: str | None = None, with_attempts: bool = True
+    ) -> FlowRow | None: ...
+
+    async def by_id(self, flow_id: int, *, with_attempts: bool = True) -> FlowRow | None: ...
+
+    async def attempt_by_id(self, attempt_id: int) -> AttemptRow | None: ...
+
+    async def attempt_by_order_no(self, order_no: str) -> AttemptRow | None: ...
+
+    async def refunded_order_no(self, refund_flow_id: int) -> str:
+        """The channel order number a refund flow refunds ('' if none)."""
+        ...
+
+    async def create(self, new: NewFlow, attempt: NewAttempt | None) -> Creation[FlowRow]:
+        """The flow and its first attempt (SENDING) in one commit, before any channel call.
+
+        ``Existing(flow)`` when (caller, request_id) has a flow; raises
+        ``PositionShort`` / ``RefundExceeds`` when a reservation does not fit.
+        """
+        ...
+
+    async def add_attempt(self, flow: FlowRow, attempt: NewAttempt) -> AttemptRow:
+        """The next attempt (failover), appended to ``flow.attempts``; raises ``FlowClosed`` / ``PositionShort``."""
+        ...
+
+    async def apply_outcome(
+        self,
+        attempt_id: int,
+        outcome: Outcome,
+        source: Source,
+        *,
+        finish_flow_on_failure: bool = True,
+        poll_due_in_s: float = 2.0,
+    ) -> ApplyResult:
+        """The compare-and-set transition shared by response, poller, callbacks (see MySQLFlowStore)."""
+        ...
+
+    async def finish_from_attempt(self, attempt_id: int) -> bool:
+        """Finish a PROCESSING flow whose every attempt FAILED from its last failure ``attempt_id``."""
+        ...
+
+    async def stranded_failovers(self, cutoff: datetime, limit: int = 500) -> list[int]: ...
+
+    async def mark_needs_review(self, attempt: AttemptRow, detail: str) -> bool:
+        """Polling ran out: needs_review on the PROCESSING flow, its poll row removed; never a result."""
+        ...
+
+    async def resolve(
+        self, flow: FlowRow, status: FlowStatus, operator: str, reason: str, channel_txn_id: str
+    ) -> bool: ...
+
+    async def in_review(self, *, after_id: int, limit: int) -> list[FlowRow]: ...
+
+    async def review_count(self) -> int: ...
+
+    async def open_attempts(self) -> OpenAttempts: ...
+
+
+class AgreementStore(Protocol):
+    """Withholding agreements (gateway/store/agreements.py)."""
+
+    async def create(
+        self,
+        *,
+        caller: str,
+        request_id: str,
+        request_hash: str,
+        channel: str,
+        account_hash: str,
+        account_masked: str,
+        holder_masked: str,
+        bank_code: str,
+    ) -> Creation[AgreementRow]: ...
+
+    async def by_request_id(self, caller: str, request_id: str) -> AgreementRow | None: ...
+
+    async def by_no(self, caller: str, agreement_no: str) -> AgreementRow | None: ...
+
+    async def transition(
+        self,
+        row: AgreementRow,
+        target: AgreementStatus,
+        *,
+        sign_ref: str | None = None,
+        agreement_ref: str | None = None,
+        failure_code: str | None = None,
+    ) -> bool:
+        """Compare-and-set on status; False if another writer moved it first."""
+        ...
+
+    async def set_sign_ref(self, row: AgreementRow, sign_ref: str) -> None: ...
+
+    async def active_refs(self, caller: str, account_hash: str, agreement_no: str = "") -> dict[str, str]:
+        """channel -> the channel's agreement ref, for the ACTIVE agreements of this caller's account."""
+        ...
+
+    async def list(self, caller: str, *, account_hash: str | None, after_id: int, limit: int) -> list[AgreementRow]: ...
+
+
+class PositionStore(Protocol):
+    """Channel float (gateway/store/positions.py)."""
+
+    async def available(self, currency: str) -> dict[str, int]: ...
+
+    async def all(self) -> list[PositionRow]: ...
+
+    async def get(self, channel: str) -> PositionRow | None: ...
+
+    async def sync(
+        self, channel: str, currency: str, balance: int, *, operator: str = "", reason: str = ""
+    ) -> PositionRow: ...
+
+    async def adjust(self, channel: str, delta: int, operator: str, reason: str) -> PositionRow | None: ...
+
+
+class PollQueue(Protocol):
+    """Attempts waiting for their next query (gateway/store/poll_queue.py)."""
+
+    async def claim(self, *, owner: str, limit: int, lease_s: float) -> list[Claim]: ...
+
+    async def requeue_unresolved(self, cutoff: datetime) -> int: ...
+
+    async def expedite(self, attempt_id: int, channel: str, *, min_interval_s: float) -> bool: ...
+
+    async def reschedule(self, attempt_id: int, *, owner: str, tries: int, due_at: datetime) -> None: ...
+
+    async def remove(self, attempt_id: int) -> None: ...
+
+    async def due_count(self) -> int: ...
+
+
+class ChannelStateStore(Protocol):
+    """Operator-set channel states (gateway/store/channel_states.py)."""
+
+    async def all(self) -> dict[str, str]: ...
+
+    async def set(self, channel: str, state: str, *, operator: str, reason: str) -> None: ...
+
+
+class ObservationStore(Protocol):
+    """What the router learns from recorded attempts (gateway/store/observations.py)."""
+
+    async def finished_since(self, since: datetime, *, limit: int = 200_000) -> list[FinishedAttempt]: ...
+
+    async def card_usage_today(self, account_hash: str) -> dict[str, tuple[int, int]]: ...
+
+
+class AuditLog(Protocol):
+    """The audit log (gateway/store/audit.py)."""
+
+    async def record(self, operator: str, action: str, target: str, reason: str, detail: dict[str, Any]) -> None: ...
+
+
+class DiscrepancyLog(Protocol):
+    """Recorded discrepancies (gateway/store/discrepancies.py)."""
+
+    async def recent(self, limit: int) -> list[DiscrepancyRow]: ...
+
+
+class RoutePlanner(Protocol):
+    """What the flow use cases ask of routing (gateway/planner.py's Planner)."""
+
+    async def plan(
+        self,
+        operation: Operation,
+        amount: int,
+        currency: str,
+        bank_code: str,
+        *,
+        account_hash: str,
+        agreement_channels: frozenset[str] | None,
+        exclude: frozenset[str],
+    ) -> Plan:
+        """The channels to try, best first, with none of ``exclude``."""
+        ...
+
+    def chosen(self, channel: str, operation: Operation, plan: Plan | None, *, failover: bool) -> None: ...
+
+    def observe(self, attempt: AttemptRow, outcome: Outcome) -> None:
+        """A definite outcome of an attempt (delayed feedback included)."""
+        ...
+
+    def call_answered(self, channel_id: str, outcome: Outcome) -> None:
+        """Every channel call's answer (orders, polls, closes): a credentials refusal holds the channel."""
+        ...

@@ -1,0 +1,340 @@
+"""Group commit of the request path: the flow writes of concurrent requests in shared statements and commits.
+
+:class:`FlowBatch` is what :class:`gateway.store.flows.MySQLFlowStore` hands
+its common writes to when group commit is on (the default). It makes exactly
+the changes the one-by-one path in flows.py makes, for many flows at once:
+
+* creation: the flows and their first attempts (no reservation, no refund),
+  one multi-row INSERT per table and the COMMIT in one round trip;
+* transition: SENDING → PENDING, and → SUCCEEDED / FAILED of attempts without
+  a float reservation or a refund whose flow is PROCESSING, with their poll
+  queue rows, flow results and outbox rows, in one round trip that commits
+  only if every statement changed the rows expected (``Tx.script_commit_if``).
+
+Everything else (a replay, a discrepancy, a reservation, a refund, a second
+report on one attempt, a batch that hit a deadlock) goes one by one through
+the functions the store passes in, after the batch's commit, so it sees what
+the batch wrote. Each caller is answered only after the commit that holds its
+rows (gateway/store/batch.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from gateway import metrics
+from gateway.domain import ATTEMPT_FROM, AttemptStatus, FlowStatus
+from gateway.errors import Conflict, DuplicateKey
+from gateway.outbox.writer import flow_event
+from gateway.store import outbox, poll_queue
+from gateway.store.batch import GroupCommitter, gather_each
+from gateway.store.db import Database, Tx
+from gateway.store.flow_sql import (
+    ATTEMPT_CHANGE,
+    ATTEMPT_WITH_FLOW,
+    FLOW_RESULT,
+    INSERT_ATTEMPT_COLUMNS,
+    INSERT_ATTEMPT_ROW,
+    INSERT_FLOW_COLUMNS,
+    INSERT_FLOW_ROW,
+    TARGET,
+    ApplyItem,
+    attempt_args,
+    attempt_change,
+    flow_args,
+    flow_part,
+    flow_result,
+    record_attempt_change,
+    record_flow_result,
+    unchanged,
+)
+from gateway.store.rows import (
+    Applied,
+    ApplyResult,
+    AttemptRow,
+    Created,
+    Creation,
+    FlowRow,
+    NewAttempt,
+    NewFlow,
+    new_attempt_row,
+    new_flow_row,
+    utcnow,
+)
+from paygate.v1 import events_pb2
+
+CreateOne = Callable[[NewFlow, NewAttempt], Awaitable[Creation[FlowRow]]]
+ApplyOne = Callable[[ApplyItem], Awaitable[ApplyResult]]
+
+# Locks attempts and their flows for a batch of transitions, in attempt id order.
+_ATTEMPTS_WITH_FLOWS = ATTEMPT_WITH_FLOW.replace("WHERE a.id=%s", "WHERE a.id IN ({marks}) ORDER BY a.id")
+
+
+def _values_table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+    """A derived table ``(SELECT %s AS c1, ... UNION ALL SELECT %s, ...)`` of per-row values for a batch UPDATE."""
+    marks = ",".join(["%s"] * len(columns))
+    first = "SELECT " + ", ".join(f"%s AS {c}" for c in columns)
+    sql = " UNION ALL ".join([first] + [f"SELECT {marks}"] * (len(rows) - 1))
+    return f"({sql})", [value for row in rows for value in row]
+
+
+def _batch_update(
+    table: str, keys: tuple[str, ...], columns: tuple[str, ...], rows: list[tuple[Any, ...]], on: str, extra: str = ""
+) -> tuple[str, list[Any]]:
+    """``UPDATE table t JOIN (per-row values) v ON <on> SET t.c = v.c, ...``: one statement for many rows."""
+    derived, args = _values_table((*keys, *columns), rows)
+    sets = ", ".join([*(f"t.{c} = v.{c}" for c in columns), *([extra] if extra else []), "t.version = t.version + 1"])
+    return f"UPDATE {table} t JOIN {derived} v ON {on} SET {sets}", args
+
+
+class FlowBatch:
+    """The batch paths of flow creation and transition (see the module doc).
+
+    ``create_one`` / ``apply_one`` are the store's one-by-one writes, used for
+    whatever a batch leaves out.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        create_one: CreateOne,
+        apply_one: ApplyOne,
+        max_batch: int = 64,
+        workers: int = 1,
+    ) -> None:
+        self.db = db
+        self._create_one = create_one
+        self._apply_one = apply_one
+        self.id_step: int | None = None  # see _read_id_step
+        self._creates: GroupCommitter[tuple[NewFlow, NewAttempt], Creation[FlowRow]] = GroupCommitter(
+            "create", self._create_batch, max_batch=max_batch, workers=workers
+        )
+        self._applies: GroupCommitter[ApplyItem, ApplyResult] = GroupCommitter(
+            "apply", self._apply_batch, max_batch=max_batch, workers=workers
+        )
+
+    async def create(self, new: NewFlow, attempt: NewAttempt) -> Creation[FlowRow]:
+        """Record a flow and its first attempt with whatever else is waiting; returns after their commit."""
+        return await self._creates.submit((new, attempt))
+
+    async def apply(self, item: ApplyItem) -> ApplyResult:
+        """Record one transition with whatever else is waiting; returns after its commit."""
+        return await self._applies.submit(item)
+
+    # --- creation ---------------------------------------------------------------------
+
+    async def _create_batch(self, items: list[tuple[NewFlow, NewAttempt]]) -> list[Creation[FlowRow] | BaseException]:
+        try:
+            return [Created(flow) for flow in await self._create_together(items)]
+        except DuplicateKey:
+            pass  # a replay (or one request_id twice) in the batch: nothing was written; each on its own
+        return await gather_each([self._create_one(new, attempt) for new, attempt in items])
+
+    async def _create_together(self, items: list[tuple[NewFlow, NewAttempt]]) -> list[FlowRow]:
+        """Flows and their first attempts: one INSERT per table and the commit, in one round trip.
+
+        Needs consecutive AUTO_INCREMENT ids for a multi-row INSERT
+        (``innodb_autoinc_lock_mode`` 0 or 1, the default is 1): the attempts'
+        ``flow_id`` is ``LAST_INSERT_ID() + k * auto_increment_increment``, which
+        in the attempts' statement still names the flows' first id. Otherwise
+        the ids are read back by their unique keys (two more round trips).
+        """
+        now = utcnow()
+        flows = [new_flow_row(new, now) for new, _ in items]
+        attempts = [new_attempt_row(flow, 1, attempt, 0, now) for flow, (_, attempt) in zip(flows, items, strict=True)]
+        insert_flows = (
+            f"INSERT INTO flows {INSERT_FLOW_COLUMNS} VALUES " + ",".join([INSERT_FLOW_ROW] * len(flows)),
+            [arg for flow in flows for arg in flow_args(flow)],
+        )
+        async with self.db.transaction() as tx:
+            step = self.id_step if self.id_step is not None else await self._read_id_step(tx)
+            if step:
+                relative = INSERT_ATTEMPT_ROW.replace("(%s,", "(LAST_INSERT_ID() + %s,", 1)
+                insert_attempts = (
+                    f"INSERT INTO attempts {INSERT_ATTEMPT_COLUMNS} VALUES " + ",".join([relative] * len(attempts)),
+                    [arg for k, a in enumerate(attempts) for arg in (k * step, *attempt_args(a, now)[1:])],
+                )
+                (_, first_flow), (_, first_attempt) = await tx.script([insert_flows, insert_attempts], commit=True)
+                flow_ids = [first_flow + k * step for k in range(len(flows))]
+                attempt_ids = [first_attempt + k * step for k in range(len(attempts))]
+            else:
+                await tx.execute(*insert_flows)
+                flow_ids = await self._ids_by_key(tx, "flows", "flow_no", [f.flow_no for f in flows])
+                for attempt, flow_id in zip(attempts, flow_ids, strict=True):
+                    attempt.flow_id = flow_id
+                await tx.execute(
+                    f"INSERT INTO attempts {INSERT_ATTEMPT_COLUMNS} VALUES "
+                    + ",".join([INSERT_ATTEMPT_ROW] * len(attempts)),
+                    [arg for attempt in attempts for arg in attempt_args(attempt, now)],
+                )
+                orders = [a.channel_order_no for a in attempts]
+                attempt_ids = await self._ids_by_key(tx, "attempts", "channel_order_no", orders)
+                await tx.commit()
+        for flow, attempt, flow_id, attempt_id in zip(flows, attempts, flow_ids, attempt_ids, strict=True):
+            flow.id = attempt.flow_id = flow_id
+            attempt.id = attempt_id
+            flow.attempts.append(attempt)
+            metrics.FLOWS_CREATED.labels(kind=flow.kind.value).inc()
+        return flows
+
+    async def _read_id_step(self, tx: Tx) -> int:
+        """``auto_increment_increment`` when multi-row INSERTs get consecutive ids, else 0 (read once)."""
+        row = await tx.fetchone("SELECT @@innodb_autoinc_lock_mode AS mode, @@auto_increment_increment AS step")
+        assert row is not None
+        self.id_step = int(row["step"]) if int(row["mode"]) in (0, 1) else 0
+        return self.id_step
+
+    @staticmethod
+    async def _ids_by_key(tx: Tx, table: str, key: str, keys: list[str]) -> list[int]:
+        marks = ",".join(["%s"] * len(keys))
+        rows = await tx.fetchall(f"SELECT id, {key} AS k FROM {table} WHERE {key} IN ({marks})", keys)
+        by_key = {str(r["k"]): int(r["id"]) for r in rows}
+        return [by_key[k] for k in keys]
+
+    # --- transition -------------------------------------------------------------------
+
+    async def _apply_batch(self, items: list[ApplyItem]) -> list[ApplyResult | BaseException]:
+        results: list[ApplyResult | BaseException | None] = [None] * len(items)
+        try:
+            later = await self._apply_together(items, results)
+        except Conflict:  # a deadlock with another writer rolled the batch back: each on its own
+            results = [None] * len(items)
+            later = list(range(len(items)))
+        for i, result in zip(later, await gather_each([self._apply_one(items[i]) for i in later]), strict=True):
+            results[i] = result
+        done = [r for r in results if r is not None]
+        assert len(done) == len(items)
+        return done
+
+    async def _apply_together(
+        self, items: list[ApplyItem], results: list[ApplyResult | BaseException | None]
+    ) -> list[int]:
+        """The common transitions of a batch in one commit; returns the indexes left for the one-by-one path.
+
+        Handled here: SENDING → PENDING, and → SUCCEEDED/FAILED of attempts
+        without a float reservation or a refund, whose flow is PROCESSING; and
+        reports that change nothing (replays, lost races, still pending).
+        Everything else (discrepancies, positions, refunds, a second report on
+        the same attempt) goes through the one-by-one path after this commit,
+        and so sees what it wrote.
+        """
+        now = utcnow()
+        first_of: dict[int, int] = {}
+        later: list[int] = []
+        for i, item in enumerate(items):
+            if item.attempt_id in first_of:
+                later.append(i)  # a second report on the same attempt: after this commit
+            else:
+                first_of[item.attempt_id] = i
+        changes: list[tuple[int, AttemptRow, AttemptStatus]] = []
+        finishing: list[tuple[int, FlowRow, tuple[Any, ...]]] = []
+        transitions: list[tuple[int, FlowRow | None]] = []
+        async with self.db.transaction() as tx:
+            ids = sorted(first_of)
+            rows = await tx.fetchall(_ATTEMPTS_WITH_FLOWS.format(marks=",".join(["%s"] * len(ids))), ids)
+            by_id = {int(row["id"]): row for row in rows}
+            for attempt_id, i in first_of.items():
+                item, row = items[i], by_id.get(attempt_id)
+                if row is None:
+                    results[i] = ApplyResult(Applied.UNKNOWN, None)
+                    continue
+                attempt, target = AttemptRow.from_row(row), TARGET[item.outcome.status]
+                if attempt.status not in ATTEMPT_FROM[target]:
+                    # replays and lost races are answered here; only a conflict (discrepancy) writes, later
+                    same = unchanged(attempt, target)
+                    if same is None:
+                        later.append(i)
+                    else:
+                        results[i] = same
+                    continue
+                flow: FlowRow | None = None
+                if target is not AttemptStatus.PENDING:
+                    flow = FlowRow.from_row(flow_part(row))
+                    finish = target is AttemptStatus.SUCCEEDED or item.finish_flow_on_failure
+                    if (
+                        attempt.position_reserved > 0
+                        or flow.original_flow_id is not None
+                        or (finish and flow.status is not FlowStatus.PROCESSING)
+                    ):
+                        later.append(i)
+                        continue
+                changes.append((i, attempt, target))
+                transitions.append((i, flow))
+            flows = dict(transitions)
+            if changes:
+                await self._write_together(tx, items, changes, flows, finishing, now)
+        finished = {i for i, _, _ in finishing}
+        for i, attempt, _ in changes:
+            flow = flows[i]
+            results[i] = ApplyResult(Applied.TRANSITIONED, attempt, flow, i in finished)
+            if flow is not None and i in finished:
+                metrics.FLOWS_FINISHED.labels(kind=flow.kind.value, status=flow.status.value).inc()
+        return sorted(later)
+
+    async def _write_together(
+        self,
+        tx: Tx,
+        items: Sequence[ApplyItem],
+        changes: list[tuple[int, AttemptRow, AttemptStatus]],
+        flows: dict[int, FlowRow | None],
+        finishing: list[tuple[int, FlowRow, tuple[Any, ...]]],
+        now: datetime,
+    ) -> None:
+        """One round trip: every attempt update, poll-queue change, flow result and outbox row of a batch, and COMMIT.
+
+        Fills ``finishing`` with the flows it finished. The row locks taken by
+        the caller guard every statement; the COMMIT is conditional on every
+        count being the one expected (``Tx.script_commit_if``), so a count that
+        does not match (a bug) rolls the whole batch back and raises.
+        """
+        statements: list[tuple[str, Sequence[Any]]] = []
+        expected: list[int | None] = [len(changes)]
+        statements.append(
+            _batch_update(
+                "attempts",
+                ("id", "prev"),
+                ATTEMPT_CHANGE,
+                [(a.id, a.status.value, *attempt_change(t, items[i].outcome, now)) for i, a, t in changes],
+                "t.id = v.id AND t.status = v.prev",
+            )
+        )
+        for i, attempt, target in changes:
+            record_attempt_change(attempt, target, items[i].outcome, now)
+        pending = [(a, i) for i, a, _ in changes if a.status is AttemptStatus.PENDING]
+        terminal = [(a, i) for i, a, _ in changes if a.status is not AttemptStatus.PENDING]
+        if pending:
+            due = [(a.id, a.channel, now + timedelta(seconds=items[i].poll_due_in_s)) for a, i in pending]
+            statements.append(poll_queue.enqueue_statement(due, now))
+            expected.append(None)  # a row may already be queued
+        if terminal:
+            statements.append(poll_queue.dequeue_statement([a.id for a, _ in terminal]))
+            expected.append(None)  # SENDING attempts have none
+        for attempt, i in terminal:
+            flow = flows[i]
+            assert flow is not None
+            if attempt.status is AttemptStatus.SUCCEEDED or items[i].finish_flow_on_failure:
+                finishing.append((i, flow, flow_result(attempt, items[i].outcome, now)))
+        if finishing:
+            statements.append(
+                _batch_update(
+                    "flows",
+                    ("id",),
+                    FLOW_RESULT,
+                    [(f.id, *values) for _, f, values in finishing],
+                    "t.id = v.id AND t.status = 'PROCESSING'",
+                    "t.needs_review = 0",
+                )
+            )
+            for i, flow, values in finishing:
+                record_flow_result(flow, values, items[i].outcome)
+            statements.append(
+                outbox.insert_statement(
+                    [(flow_event(f.as_event_source(), events_pb2.FLOW_RESULT), f.id) for _, f, _ in finishing]
+                )
+            )
+            expected += [len(finishing), len(finishing)]
+        # the COMMIT goes in the same round trip, on condition that every count is the one expected
+        await tx.script_commit_if(statements, expected)

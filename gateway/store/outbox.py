@@ -1,0 +1,149 @@
+"""The outbox in MySQL: every statement that touches ``outbox`` is in this module.
+
+Rows are written inside the transaction of the state change they report
+(:func:`insert_statement` / :func:`enqueue`, called by the flow transitions),
+so a terminal transition and its FLOW_RESULT row commit together (invariant
+6); the ``dedupe_key`` unique index makes a second result row for the same
+flow impossible even if two code paths race.
+
+The relay (gateway/outbox/relay.py) reads and marks them through one
+:class:`OutboxRound` per publishing round: the claiming transaction is held
+over produce + mark, so the row locks are the claim (see the relay's doc).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from gateway.outbox.writer import EVENT_TYPE_NAMES
+from gateway.store.db import Database, Tx
+from paygate.v1 import events_pb2
+
+_INSERT = "INSERT INTO outbox (event_id, event_type, flow_id, caller, msg_key, payload, created_at, dedupe_key) VALUES "
+_ROW = "(%s, %s, %s, %s, %s, %s, UTC_TIMESTAMP(6), %s)"
+
+
+def insert_statement(events: Sequence[tuple[events_pb2.FlowEvent, int]]) -> tuple[str, list[object]]:
+    """One INSERT statement (sql, args) for ``(event, flow_id)`` pairs.
+
+    FLOW_RESULT rows carry ``dedupe_key = result:<flow_id>``; a second one for
+    the same flow fails with DuplicateKey (key ``uq_outbox_dedupe``).
+    """
+    args: list[object] = []
+    for event, flow_id in events:
+        dedupe_key = f"result:{flow_id}" if event.event_type == events_pb2.FLOW_RESULT else None
+        args += [
+            event.event_id,
+            EVENT_TYPE_NAMES[event.event_type],
+            flow_id,
+            event.caller,
+            event.flow_no,
+            event.SerializeToString(),
+            dedupe_key,
+        ]
+    return _INSERT + ",".join([_ROW] * len(events)), args
+
+
+async def enqueue(tx: Tx, event: events_pb2.FlowEvent, *, flow_id: int) -> None:
+    """Insert the event into the outbox within ``tx`` (see :func:`insert_statement`)."""
+    await tx.execute(*insert_statement([(event, flow_id)]))
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    event_id: str
+    event_type: str
+    flow_id: int
+    caller: str
+    msg_key: str
+    payload: bytes
+
+
+class OutboxRound:
+    """One publishing round's transaction: claim rows, mark what was published, commit."""
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+
+    async def claim(self, *, max_attempts: int, limit: int) -> list[OutboxRow]:
+        """Up to ``limit`` unpublished, unparked rows in id order, locked (``SKIP LOCKED``) until the round ends."""
+        rows = await self._tx.fetchall(
+            "SELECT id, event_id, event_type, flow_id, caller, msg_key, payload FROM outbox"
+            " WHERE published_at IS NULL AND attempts < %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+            (max_attempts, limit),
+        )
+        return [OutboxRow(**row) for row in rows]
+
+    async def flows_held_elsewhere(self, rows: Sequence[OutboxRow], *, max_attempts: int) -> set[int]:
+        """Flows of ``rows`` with an earlier unpublished, unparked event that is not among ``rows``.
+
+        The scan is bounded: unpublished rows below the highest claimed id are,
+        in normal operation, the other relays' in-flight batches.
+        """
+        ids = [r.id for r in rows]
+        flow_ids = sorted({r.flow_id for r in rows})
+        id_marks = ",".join(["%s"] * len(ids))
+        flow_marks = ",".join(["%s"] * len(flow_ids))
+        blocked = await self._tx.fetchall(
+            f"SELECT DISTINCT flow_id FROM outbox WHERE published_at IS NULL AND attempts < %s AND id < %s"
+            f" AND flow_id IN ({flow_marks}) AND id NOT IN ({id_marks})",
+            (max_attempts, max(ids), *flow_ids, *ids),
+        )
+        return {int(b["flow_id"]) for b in blocked}
+
+    async def mark_published(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        marks = ",".join(["%s"] * len(ids))
+        await self._tx.execute(
+            "UPDATE outbox SET published_at = UTC_TIMESTAMP(6), attempts = attempts + 1, last_error = ''"
+            f" WHERE id IN ({marks})",
+            list(ids),
+        )
+
+    async def record_failure(self, row_id: int, error: str) -> None:
+        """Count one failure of the row's own making (it parks after ``max_attempts``)."""
+        await self._tx.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = %s WHERE id = %s", (error[:255], row_id)
+        )
+
+    async def commit(self) -> None:
+        await self._tx.commit()
+
+
+class MySQLOutbox:
+    """The relay's side of the outbox."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @asynccontextmanager
+    async def round(self) -> AsyncIterator[OutboxRound]:
+        """A round's transaction; rolled back (the claims released) unless :meth:`OutboxRound.commit` ran."""
+        async with self.db.transaction() as tx:
+            yield OutboxRound(tx)
+
+    async def delete_published(self, *, older_than_us: int, limit: int) -> int:
+        """Delete up to ``limit`` rows published more than ``older_than_us`` ago (database clock); how many."""
+        async with self.db.transaction() as tx:
+            deleted = await tx.execute(
+                "DELETE FROM outbox WHERE published_at < UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND"
+                " ORDER BY published_at LIMIT %s",
+                (older_than_us, limit),
+            )
+            await tx.commit()
+        return deleted
+
+    async def backlog(self) -> tuple[int, float]:
+        """Unpublished rows and the oldest one's age in seconds, by the database's clock."""
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) AS backlog,"
+            " TIMESTAMPDIFF(MICROSECOND, MIN(created_at), UTC_TIMESTAMP(6)) AS age_us"
+            " FROM outbox WHERE published_at IS NULL"
+        )
+        backlog = int(row["backlog"]) if row else 0
+        age_s = max(0.0, int(row["age_us"]) / 1_000_000) if row and row["age_us"] is not None else 0.0
+        return backlog, age_s

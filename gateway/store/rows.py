@@ -1,0 +1,378 @@
+"""The records the store hands out and takes in: plain dataclasses, no I/O.
+
+Use cases, servicers, ports (gateway/ports.py) and the in-memory fakes of the
+tests all speak these types; only gateway/store knows the tables behind them.
+Timestamps are naive UTC, as the database session keeps them (``utcnow``).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeAlias, TypeVar
+
+from gateway.domain import AgreementStatus, AttemptStatus, FlowKind, FlowStatus, channel_order_no, new_ulid
+
+
+def utcnow() -> datetime:
+    """Now, as the naive UTC datetime the store writes and reads."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class AttemptRow:
+    id: int
+    flow_id: int
+    seq: int
+    channel: str
+    operation: str
+    channel_order_no: str
+    status: AttemptStatus
+    amount: int
+    currency: str
+    account_hash: str = ""
+    bank_code: str = ""
+    raw_code: str = ""
+    raw_message: str = ""
+    code: str = ""
+    payer_attributable: bool = False
+    safe_elsewhere: bool = False
+    channel_txn_id: str = ""
+    fee: int | None = None
+    decision: dict[str, Any] | None = None
+    position_reserved: int = 0
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> AttemptRow:
+        decision = row.get("decision")
+        if isinstance(decision, str | bytes):
+            decision = json.loads(decision)
+        return cls(
+            id=int(row["id"]),
+            flow_id=int(row["flow_id"]),
+            seq=int(row["seq"]),
+            channel=row["channel"],
+            operation=row["operation"],
+            channel_order_no=row["channel_order_no"],
+            status=AttemptStatus(row["status"]),
+            amount=int(row["amount"]),
+            currency=row["currency"],
+            account_hash=row.get("account_hash", ""),
+            bank_code=row.get("bank_code", ""),
+            raw_code=row.get("raw_code", ""),
+            raw_message=row.get("raw_message", ""),
+            code=row.get("code", ""),
+            payer_attributable=bool(row.get("payer_attributable")),
+            safe_elsewhere=bool(row.get("safe_elsewhere")),
+            channel_txn_id=row.get("channel_txn_id", ""),
+            fee=row.get("fee"),
+            decision=decision,
+            position_reserved=int(row.get("position_reserved") or 0),
+            created_at=row.get("created_at"),
+            finished_at=row.get("finished_at"),
+        )
+
+
+@dataclass
+class FlowRow:
+    id: int
+    flow_no: str
+    caller: str
+    request_id: str
+    kind: FlowKind
+    amount: int
+    currency: str
+    request_hash: str
+    status: FlowStatus
+    account_hash: str = ""
+    account_masked: str = ""
+    bank_code: str = ""
+    channel: str = ""
+    channel_txn_id: str = ""
+    failure_code: str = ""
+    failure_message: str = ""
+    payer_attributable: bool = False
+    needs_review: bool = False
+    original_flow_id: int | None = None
+    original_flow_no: str = ""
+    refunded_amount: int = 0
+    refund_reserved: int = 0
+    description: str = ""
+    version: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: list[AttemptRow] = field(default_factory=list)
+    replayed: bool = False
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> FlowRow:
+        return cls(
+            id=int(row["id"]),
+            flow_no=row["flow_no"],
+            caller=row["caller"],
+            request_id=row["request_id"],
+            kind=FlowKind(row["kind"]),
+            amount=int(row["amount"]),
+            currency=row["currency"],
+            request_hash=row["request_hash"],
+            status=FlowStatus(row["status"]),
+            account_hash=row.get("account_hash", ""),
+            account_masked=row.get("account_masked", ""),
+            bank_code=row.get("bank_code", ""),
+            channel=row.get("channel", ""),
+            channel_txn_id=row.get("channel_txn_id", ""),
+            failure_code=row.get("failure_code", ""),
+            failure_message=row.get("failure_message", ""),
+            payer_attributable=bool(row.get("payer_attributable")),
+            needs_review=bool(row.get("needs_review")),
+            original_flow_id=row.get("original_flow_id"),
+            original_flow_no=row.get("original_flow_no") or "",
+            refunded_amount=int(row.get("refunded_amount") or 0),
+            refund_reserved=int(row.get("refund_reserved") or 0),
+            description=row.get("description", ""),
+            version=int(row.get("version") or 0),
+            created_at=row.get("created_at"),
+            updated_at=row.get("updated_at"),
+            finished_at=row.get("finished_at"),
+        )
+
+    def as_event_source(self) -> dict[str, object]:
+        return {
+            "caller": self.caller,
+            "request_id": self.request_id,
+            "flow_no": self.flow_no,
+            "kind": self.kind.value,
+            "status": self.status.value,
+            "amount": self.amount,
+            "currency": self.currency,
+            "channel": self.channel,
+            "channel_txn_id": self.channel_txn_id,
+            "failure_code": self.failure_code,
+            "failure_message": self.failure_message,
+            "payer_attributable": self.payer_attributable,
+            "needs_review": self.needs_review,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+        }
+
+
+@dataclass(frozen=True)
+class NewFlow:
+    caller: str
+    request_id: str
+    kind: FlowKind
+    amount: int
+    currency: str
+    request_hash: str
+    account_hash: str = ""
+    account_masked: str = ""
+    bank_code: str = ""
+    description: str = ""
+    original_flow_id: int | None = None
+
+
+@dataclass(frozen=True)
+class NewAttempt:
+    channel: str
+    operation: str
+    decision: dict[str, Any] | None = None
+    reserve_position: bool = False  # payouts: reserve `amount` of the channel's float
+
+
+def new_flow_row(new: NewFlow, now: datetime) -> FlowRow:
+    """The row a new flow gets (PROCESSING); ``id`` is set once inserted."""
+    return FlowRow(
+        id=0,
+        flow_no=new_ulid(),
+        caller=new.caller,
+        request_id=new.request_id,
+        kind=new.kind,
+        amount=new.amount,
+        currency=new.currency,
+        request_hash=new.request_hash,
+        status=FlowStatus.PROCESSING,
+        account_hash=new.account_hash,
+        account_masked=new.account_masked,
+        bank_code=new.bank_code,
+        description=new.description,
+        original_flow_id=new.original_flow_id,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def new_attempt_row(flow: FlowRow, seq: int, attempt: NewAttempt, reserved: int, now: datetime) -> AttemptRow:
+    """The row a new attempt gets (SENDING, with its unique channel order number); ``id`` is set once inserted."""
+    return AttemptRow(
+        id=0,
+        flow_id=flow.id,
+        seq=seq,
+        channel=attempt.channel,
+        operation=attempt.operation,
+        channel_order_no=channel_order_no(flow.flow_no, seq),
+        status=AttemptStatus.SENDING,
+        amount=flow.amount,
+        currency=flow.currency,
+        account_hash=flow.account_hash,
+        bank_code=flow.bank_code,
+        decision=attempt.decision,
+        position_reserved=reserved,
+        created_at=now,
+    )
+
+
+class Source(enum.StrEnum):
+    RESPONSE = "response"
+    POLL = "poll"
+    CALLBACK = "callback"
+    OPERATOR = "operator"
+    RECOVERY = "recovery"
+
+
+class Applied(enum.StrEnum):
+    """What apply_outcome did."""
+
+    TRANSITIONED = "transitioned"  # the attempt changed state (and maybe the flow)
+    NOOP = "noop"  # same result already recorded (replay, lost race)
+    STILL_PENDING = "still_pending"  # PENDING reported for a PENDING attempt
+    DISCREPANCY = "discrepancy"  # conflicting result recorded, nothing overwritten
+    UNKNOWN = "unknown"  # no such attempt
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    applied: Applied
+    attempt: AttemptRow | None
+    flow: FlowRow | None = None
+    flow_finished: bool = False
+
+
+@dataclass
+class AgreementRow:
+    id: int
+    agreement_no: str
+    caller: str
+    request_id: str
+    request_hash: str
+    channel: str
+    account_hash: str
+    account_masked: str
+    holder_masked: str
+    bank_code: str
+    status: AgreementStatus
+    sign_ref: str
+    agreement_ref: str
+    failure_code: str
+    created_at: datetime | None
+    updated_at: datetime | None
+
+    @classmethod
+    def from_row(cls, r: dict[str, Any]) -> AgreementRow:
+        return cls(
+            id=int(r["id"]),
+            agreement_no=r["agreement_no"],
+            caller=r["caller"],
+            request_id=r["request_id"],
+            request_hash=r["request_hash"],
+            channel=r["channel"],
+            account_hash=r["account_hash"],
+            account_masked=r["account_masked"],
+            holder_masked=r["holder_masked"],
+            bank_code=r["bank_code"],
+            status=AgreementStatus(r["status"]),
+            sign_ref=r["sign_ref"],
+            agreement_ref=r["agreement_ref"],
+            failure_code=r["failure_code"],
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
+        )
+
+
+@dataclass(frozen=True)
+class PositionRow:
+    channel: str
+    currency: str
+    balance: int
+    reserved: int
+    synced_at: datetime | None
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved
+
+
+# --- what a creation did -------------------------------------------------------------
+
+RowT = TypeVar("RowT")
+
+
+@dataclass(frozen=True)
+class Created(Generic[RowT]):
+    """The row was written and committed."""
+
+    row: RowT
+
+
+@dataclass(frozen=True)
+class Existing(Generic[RowT]):
+    """The idempotency key (caller, request_id) already had this row; nothing was written.
+
+    Whether that is a replay (same parameters) or a conflict (other
+    parameters) is the use case's decision: compare ``row.request_hash``.
+    """
+
+    row: RowT
+
+
+Creation: TypeAlias = Created[RowT] | Existing[RowT]
+
+
+# --- poll queue, discrepancies ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A poll-queue row claimed for one query: the attempt, the scheduled queries made so far."""
+
+    attempt_id: int
+    tries: int
+    expedited: bool = False
+
+
+@dataclass(frozen=True)
+class DiscrepancyRow:
+    """A channel result that contradicted a recorded one (kept for an operator, never applied)."""
+
+    id: int
+    flow_no: str
+    channel_order_no: str
+    recorded_status: str
+    reported_status: str
+    reported_code: str
+    source: str
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FinishedAttempt:
+    """A definite attempt result, as the router learns from it (warm start)."""
+
+    channel: str
+    operation: str
+    bank_code: str
+    status: AttemptStatus  # SUCCEEDED or FAILED
+    payer_attributable: bool
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class OpenAttempts:
+    """Attempts still without a definite result outside review: how many, and since when."""
+
+    count: int
+    oldest_created_at: datetime | None

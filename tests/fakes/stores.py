@@ -1,0 +1,764 @@
+"""In-memory implementations of the store ports (gateway/ports.py), for unit tests of the use cases.
+
+They keep the contracts of the MySQL stores, because the decisions under test
+rest on them:
+
+* one :class:`Tables` is one database: the flow store, poll queue, positions,
+  audit log ... of a test share it, as the MySQL stores share tables, and a
+  transition changes every table the real one changes (attempt, flow, poll
+  queue row, position, refund sums, outbox event, discrepancy) together;
+* creation is idempotent on (caller, request_id) and returns ``Existing``;
+* every transition is a compare-and-set on the current status following the
+  domain's forward-only tables (``ATTEMPT_FROM``, ``AGREEMENT_FROM``);
+  terminal states never change, a contradiction becomes a discrepancy;
+* a guarded write that does not fit raises and writes nothing;
+* the outbox takes at most one FLOW_RESULT per flow (its unique key);
+* rows handed out are copies: a use case mutating one changes nothing stored
+  (as with rows read from MySQL).
+
+``fail_next`` makes the next call of a named method raise (e.g. the database
+going away) to test what a use case does then.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from channels.contract import Outcome, OutcomeStatus
+from gateway.domain import (
+    AGREEMENT_FROM,
+    ATTEMPT_FROM,
+    AgreementStatus,
+    AttemptStatus,
+    FlowStatus,
+    new_ulid,
+)
+from gateway.errors import DuplicateKey, FlowClosed, PositionShort, RefundExceeds
+from gateway.store.rows import (
+    AgreementRow,
+    Applied,
+    ApplyResult,
+    AttemptRow,
+    Claim,
+    Created,
+    Creation,
+    DiscrepancyRow,
+    Existing,
+    FinishedAttempt,
+    FlowRow,
+    NewAttempt,
+    NewFlow,
+    OpenAttempts,
+    PositionRow,
+    Source,
+    new_attempt_row,
+    new_flow_row,
+    utcnow,
+)
+
+_TARGET = {
+    OutcomeStatus.SUCCEEDED: AttemptStatus.SUCCEEDED,
+    OutcomeStatus.FAILED: AttemptStatus.FAILED,
+    OutcomeStatus.PENDING: AttemptStatus.PENDING,
+}
+
+
+@dataclass
+class QueueRow:
+    attempt_id: int
+    channel: str
+    due_at: datetime
+    tries: int = 0
+    lease_owner: str = ""
+    lease_until: datetime | None = None
+    expedited: bool = False
+    expedited_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """An outbox row: the event type (``FLOW_RESULT`` ...), its flow, the flow's status when written."""
+
+    event_type: str
+    flow_id: int
+    status: FlowStatus
+    detail: str = ""
+
+
+@dataclass
+class Position:
+    currency: str
+    balance: int
+    reserved: int = 0
+    synced_at: datetime | None = None
+
+
+@dataclass
+class Tables:
+    """The state of one in-memory database."""
+
+    flows: dict[int, FlowRow] = field(default_factory=dict)
+    attempts: dict[int, AttemptRow] = field(default_factory=dict)
+    attempt_updated: dict[int, datetime] = field(default_factory=dict)
+    poll_queue: dict[int, QueueRow] = field(default_factory=dict)
+    outbox: list[Event] = field(default_factory=list)
+    discrepancies: list[DiscrepancyRow] = field(default_factory=list)
+    positions: dict[str, Position] = field(default_factory=dict)
+    agreements: dict[int, AgreementRow] = field(default_factory=dict)
+    channel_states: dict[str, str] = field(default_factory=dict)
+    audit: list[tuple[str, str, str, str, dict[str, Any]]] = field(default_factory=list)
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything stored, for "nothing changed" assertions."""
+        return copy.deepcopy({k: v for k, v in vars(self).items() if k != "ids"})
+
+    def events(self, event_type: str | None = None) -> list[Event]:
+        return [e for e in self.outbox if event_type is None or e.event_type == event_type]
+
+
+class _Failing:
+    """``fail_next("method", exc)``: the next call of that method raises ``exc`` (once)."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, list[BaseException]] = {}
+
+    def fail_next(self, method: str, exc: BaseException) -> None:
+        self._failures.setdefault(method, []).append(exc)
+
+    def _maybe_fail(self, method: str) -> None:
+        pending = self._failures.get(method)
+        if pending:
+            raise pending.pop(0)
+
+
+class FakeFlowStore(_Failing):
+    """Implements :class:`gateway.ports.FlowStore` over :class:`Tables`."""
+
+    def __init__(self, tables: Tables | None = None) -> None:
+        super().__init__()
+        self.t = tables if tables is not None else Tables()
+        self.creates = 0  # calls of create(), replays included
+
+    # --- reads ----------------------------------------------------------------------
+
+    def _flow_copy(self, flow: FlowRow, with_attempts: bool) -> FlowRow:
+        out = copy.deepcopy(flow)
+        out.attempts = (
+            [copy.deepcopy(a) for a in sorted(self._attempts_of(flow.id), key=lambda a: a.seq)] if with_attempts else []
+        )
+        original = self.t.flows.get(flow.original_flow_id) if flow.original_flow_id is not None else None
+        out.original_flow_no = original.flow_no if original else ""
+        return out
+
+    def _attempts_of(self, flow_id: int) -> list[AttemptRow]:
+        return [a for a in self.t.attempts.values() if a.flow_id == flow_id]
+
+    async def by_request_id(self, caller: str, request_id: str, *, with_attempts: bool = True) -> FlowRow | None:
+        self._maybe_fail("by_request_id")
+        for flow in self.t.flows.values():
+            if flow.caller == caller and flow.request_id == request_id:
+                return self._flow_copy(flow, with_attempts)
+        return None
+
+    async def by_flow_no(
+        self, flow_no: str, *, caller: str | None = None, with_attempts: bool = True
+    ) -> FlowRow | None:
+        for flow in self.t.flows.values():
+            if flow.flow_no == flow_no and (caller is None or flow.caller == caller):
+                return self._flow_copy(flow, with_attempts)
+        return None
+
+    async def by_id(self, flow_id: int, *, with_attempts: bool = True) -> FlowRow | None:
+        flow = self.t.flows.get(flow_id)
+        return self._flow_copy(flow, with_attempts) if flow else None
+
+    async def attempt_by_id(self, attempt_id: int) -> AttemptRow | None:
+        self._maybe_fail("attempt_by_id")
+        attempt = self.t.attempts.get(attempt_id)
+        return copy.deepcopy(attempt) if attempt else None
+
+    async def attempt_by_order_no(self, order_no: str) -> AttemptRow | None:
+        self._maybe_fail("attempt_by_order_no")
+        for attempt in self.t.attempts.values():
+            if attempt.channel_order_no == order_no:
+                return copy.deepcopy(attempt)
+        return None
+
+    async def refunded_order_no(self, refund_flow_id: int) -> str:
+        refund = self.t.flows.get(refund_flow_id)
+        if refund is None or refund.original_flow_id is None:
+            return ""
+        paid = sorted(
+            (a for a in self._attempts_of(refund.original_flow_id) if a.status is AttemptStatus.SUCCEEDED),
+            key=lambda a: a.seq,
+        )
+        return paid[0].channel_order_no if paid else ""
+
+    async def in_review(self, *, after_id: int, limit: int) -> list[FlowRow]:
+        rows = sorted(
+            (
+                f
+                for f in self.t.flows.values()
+                if f.needs_review and f.status is FlowStatus.PROCESSING and f.id > after_id
+            ),
+            key=lambda f: f.id,
+        )
+        return [self._flow_copy(f, True) for f in rows[:limit]]
+
+    async def review_count(self) -> int:
+        return sum(1 for f in self.t.flows.values() if f.needs_review and f.status is FlowStatus.PROCESSING)
+
+    async def open_attempts(self) -> OpenAttempts:
+        open_ = [
+            a
+            for a in self.t.attempts.values()
+            if a.status in (AttemptStatus.SENDING, AttemptStatus.PENDING) and not self.t.flows[a.flow_id].needs_review
+        ]
+        oldest = min((a.created_at for a in open_ if a.created_at), default=None)
+        return OpenAttempts(len(open_), oldest)
+
+    # --- creation ---------------------------------------------------------------------
+
+    async def create(self, new: NewFlow, attempt: NewAttempt | None) -> Creation[FlowRow]:
+        self._maybe_fail("create")
+        self.creates += 1
+        existing = await self.by_request_id(new.caller, new.request_id)
+        if existing is not None:
+            return Existing(existing)
+        now = utcnow()
+        # every guard first: a refused write writes nothing (the real one rolls back)
+        original = self.t.flows.get(new.original_flow_id) if new.original_flow_id is not None else None
+        if new.original_flow_id is not None:
+            if (
+                original is None
+                or original.status is not FlowStatus.SUCCEEDED
+                or original.refund_reserved + new.amount > original.amount
+            ):
+                raise RefundExceeds()
+        if attempt is not None and attempt.reserve_position:
+            self._check_float(attempt.channel, new.currency, new.amount)
+        flow = new_flow_row(new, now)
+        flow.id = next(self.t.ids)
+        self.t.flows[flow.id] = flow
+        if original is not None:
+            original.refund_reserved += new.amount
+            original.version += 1
+        if attempt is not None:
+            self._insert_attempt(flow, 1, attempt, now)
+        return Created(self._flow_copy(flow, True))
+
+    def _check_float(self, channel: str, currency: str, amount: int) -> None:
+        position = self.t.positions.get(channel)
+        if position is None or position.currency != currency or position.balance - position.reserved < amount:
+            raise PositionShort(channel)
+
+    def _insert_attempt(self, flow: FlowRow, seq: int, new: NewAttempt, now: datetime) -> AttemptRow:
+        reserved = 0
+        if new.reserve_position:
+            self._check_float(new.channel, flow.currency, flow.amount)
+            self.t.positions[new.channel].reserved += flow.amount
+            reserved = flow.amount
+        attempt = new_attempt_row(flow, seq, new, reserved, now)
+        if any(a.channel_order_no == attempt.channel_order_no for a in self.t.attempts.values()):
+            raise DuplicateKey("uq_attempts_order", attempt.channel_order_no)
+        attempt.id = next(self.t.ids)
+        self.t.attempts[attempt.id] = attempt
+        self.t.attempt_updated[attempt.id] = now
+        return attempt
+
+    async def add_attempt(self, flow: FlowRow, attempt: NewAttempt) -> AttemptRow:
+        self._maybe_fail("add_attempt")
+        stored = self.t.flows.get(flow.id)
+        if stored is None or stored.status is not FlowStatus.PROCESSING:
+            raise FlowClosed(flow.flow_no)
+        seq = (flow.attempts[-1].seq if flow.attempts else 0) + 1
+        row = copy.deepcopy(self._insert_attempt(stored, seq, attempt, utcnow()))
+        flow.attempts.append(row)
+        return row
+
+    # --- the transition -----------------------------------------------------------------
+
+    async def apply_outcome(
+        self,
+        attempt_id: int,
+        outcome: Outcome,
+        source: Source,
+        *,
+        finish_flow_on_failure: bool = True,
+        poll_due_in_s: float = 2.0,
+    ) -> ApplyResult:
+        self._maybe_fail("apply_outcome")
+        target = _TARGET[outcome.status]
+        now = utcnow()
+        attempt = self.t.attempts.get(attempt_id)
+        if attempt is None:
+            return ApplyResult(Applied.UNKNOWN, None)
+        if attempt.status not in ATTEMPT_FROM[target]:
+            if target is AttemptStatus.PENDING:
+                same = Applied.STILL_PENDING if attempt.status is AttemptStatus.PENDING else Applied.NOOP
+                return ApplyResult(same, copy.deepcopy(attempt))
+            if attempt.status is target:
+                return ApplyResult(Applied.NOOP, copy.deepcopy(attempt))
+            flow = self.t.flows[attempt.flow_id]
+            self._discrepancy(flow, attempt, attempt.status.value, target.value, outcome.code, source, now)
+            return ApplyResult(Applied.DISCREPANCY, copy.deepcopy(attempt), self._flow_copy(flow, False))
+        self._write_attempt(attempt, target, outcome, now)
+        if target is AttemptStatus.PENDING:
+            self.t.poll_queue.setdefault(
+                attempt.id, QueueRow(attempt.id, attempt.channel, now + timedelta(seconds=poll_due_in_s))
+            )
+            return ApplyResult(Applied.TRANSITIONED, copy.deepcopy(attempt))
+        self.t.poll_queue.pop(attempt.id, None)
+        self._settle(attempt, succeeded=target is AttemptStatus.SUCCEEDED)
+        flow = self.t.flows[attempt.flow_id]
+        finished = False
+        if target is AttemptStatus.SUCCEEDED or finish_flow_on_failure:
+            finished = self._finish_flow(flow, attempt, outcome, now, source)
+        return ApplyResult(Applied.TRANSITIONED, copy.deepcopy(attempt), self._flow_copy(flow, False), finished)
+
+    def _write_attempt(self, attempt: AttemptRow, target: AttemptStatus, outcome: Outcome, now: datetime) -> None:
+        attempt.status = target
+        attempt.raw_code, attempt.raw_message, attempt.code = outcome.raw_code, outcome.raw_message, outcome.code
+        attempt.payer_attributable, attempt.safe_elsewhere = outcome.payer_attributable, outcome.safe_elsewhere
+        attempt.channel_txn_id, attempt.fee = outcome.channel_txn_id, outcome.fee
+        attempt.finished_at = now if target is not AttemptStatus.PENDING else None
+        self.t.attempt_updated[attempt.id] = now
+
+    def _settle(self, attempt: AttemptRow, *, succeeded: bool) -> None:
+        if attempt.position_reserved <= 0:
+            return
+        position = self.t.positions[attempt.channel]
+        position.reserved -= attempt.position_reserved
+        if succeeded:
+            position.balance -= attempt.position_reserved
+
+    def _finish_flow(self, flow: FlowRow, attempt: AttemptRow, outcome: Outcome, now: datetime, source: Source) -> bool:
+        target = FlowStatus.SUCCEEDED if attempt.status is AttemptStatus.SUCCEEDED else FlowStatus.FAILED
+        if flow.status is not FlowStatus.PROCESSING:
+            if flow.status is not target:
+                self._discrepancy(flow, attempt, flow.status.value, target.value, outcome.code, source, now)
+            return False
+        succeeded = target is FlowStatus.SUCCEEDED
+        flow.status = target
+        flow.channel = attempt.channel
+        flow.channel_txn_id = outcome.channel_txn_id
+        flow.failure_code = "" if succeeded else outcome.code
+        flow.failure_message = "" if succeeded else (outcome.raw_message or outcome.code)
+        flow.payer_attributable = outcome.payer_attributable and not succeeded
+        flow.needs_review = False
+        flow.finished_at = flow.updated_at = now
+        flow.version += 1
+        if flow.original_flow_id is not None:
+            original = self.t.flows[flow.original_flow_id]
+            if succeeded:
+                original.refunded_amount += flow.amount
+            else:
+                original.refund_reserved -= flow.amount
+        self._emit(flow, "FLOW_RESULT")
+        return True
+
+    def _emit(self, flow: FlowRow, event_type: str, detail: str = "") -> None:
+        if event_type == "FLOW_RESULT" and any(
+            e.event_type == "FLOW_RESULT" and e.flow_id == flow.id for e in self.t.outbox
+        ):
+            raise DuplicateKey("uq_outbox_dedupe", f"result:{flow.id}")
+        self.t.outbox.append(Event(event_type, flow.id, flow.status, detail))
+
+    def _discrepancy(
+        self,
+        flow: FlowRow,
+        attempt: AttemptRow,
+        recorded: str,
+        reported: str,
+        code: str,
+        source: Source,
+        now: datetime,
+    ) -> None:
+        # one per attempt, reported status and source (the real table's unique key; INSERT IGNORE)
+        key = (attempt.channel_order_no, reported, source.value)
+        if any((d.channel_order_no, d.reported_status, d.source) == key for d in self.t.discrepancies):
+            return
+        self.t.discrepancies.append(
+            DiscrepancyRow(
+                len(self.t.discrepancies) + 1,
+                flow.flow_no,
+                attempt.channel_order_no,
+                recorded,
+                reported,
+                code,
+                source.value,
+                now,
+            )
+        )
+        self._emit(flow, "DISCREPANCY", f"attempt {attempt.channel_order_no}: recorded {recorded}, reported {reported}")
+
+    async def finish_from_attempt(self, attempt_id: int) -> bool:
+        attempt = self.t.attempts.get(attempt_id)
+        if attempt is None:
+            return False
+        flow = self.t.flows[attempt.flow_id]
+        if attempt.status is not AttemptStatus.FAILED or flow.status is not FlowStatus.PROCESSING:
+            return False
+        if any(a.status is not AttemptStatus.FAILED or a.id > attempt.id for a in self._attempts_of(flow.id)):
+            return False
+        outcome = Outcome(
+            OutcomeStatus.FAILED,
+            attempt.code,
+            raw_code=attempt.raw_code,
+            raw_message=attempt.raw_message,
+            payer_attributable=attempt.payer_attributable,
+            safe_elsewhere=attempt.safe_elsewhere,
+        )
+        return self._finish_flow(flow, attempt, outcome, utcnow(), Source.RESPONSE)
+
+    async def stranded_failovers(self, cutoff: datetime, limit: int = 500) -> list[int]:
+        out = []
+        for flow in self.t.flows.values():
+            attempts = self._attempts_of(flow.id)
+            if flow.status is not FlowStatus.PROCESSING or flow.needs_review or not attempts:
+                continue
+            if (
+                all(a.status is AttemptStatus.FAILED for a in attempts)
+                and max(self.t.attempt_updated[a.id] for a in attempts) <= cutoff
+            ):
+                out.append(max(a.id for a in attempts))
+        return out[:limit]
+
+    # --- review and operators ---------------------------------------------------------
+
+    async def mark_needs_review(self, attempt: AttemptRow, detail: str) -> bool:
+        self.t.poll_queue.pop(attempt.id, None)
+        flow = self.t.flows[attempt.flow_id]
+        if flow.status is not FlowStatus.PROCESSING or flow.needs_review:
+            return False
+        flow.needs_review = True
+        flow.version += 1
+        self._emit(flow, "FLOW_NEEDS_REVIEW", detail)
+        return True
+
+    async def resolve(self, flow: FlowRow, status: FlowStatus, operator: str, reason: str, channel_txn_id: str) -> bool:
+        current = self.t.flows[flow.id]
+        if current.status is not FlowStatus.PROCESSING:
+            return False
+        succeeded = status is FlowStatus.SUCCEEDED
+        outcome = Outcome(
+            OutcomeStatus.SUCCEEDED if succeeded else OutcomeStatus.FAILED,
+            "OK" if succeeded else "MANUAL_FAILED",
+            raw_code="MANUAL",
+            raw_message=f"resolved by {operator}: {reason}",
+            channel_txn_id=channel_txn_id,
+        )
+        target = AttemptStatus.SUCCEEDED if succeeded else AttemptStatus.FAILED
+        now = utcnow()
+        open_attempts = sorted(
+            (a for a in self._attempts_of(flow.id) if a.status in (AttemptStatus.SENDING, AttemptStatus.PENDING)),
+            key=lambda a: a.seq,
+        )
+        for attempt in open_attempts:
+            self._write_attempt(attempt, target, outcome, now)
+            self._settle(attempt, succeeded=succeeded)
+            self.t.poll_queue.pop(attempt.id, None)
+        chosen = open_attempts[-1] if open_attempts else None
+        if chosen is None:
+            chosen = AttemptRow(0, flow.id, 0, current.channel, "", "", target, flow.amount, flow.currency)
+        self._finish_flow(current, chosen, outcome, now, Source.OPERATOR)
+        self.t.audit.append((operator, "resolve_flow", current.flow_no, reason, {"status": status.value}))
+        return True
+
+
+class FakePollQueue(_Failing):
+    """Implements :class:`gateway.ports.PollQueue` over :class:`Tables` (leases as in MySQL)."""
+
+    def __init__(self, tables: Tables) -> None:
+        super().__init__()
+        self.t = tables
+
+    async def claim(self, *, owner: str, limit: int, lease_s: float) -> list[Claim]:
+        self._maybe_fail("claim")
+        now = utcnow()
+        due = sorted((r for r in self.t.poll_queue.values() if r.due_at <= now), key=lambda r: r.due_at)[:limit]
+        claims = [Claim(r.attempt_id, r.tries, r.expedited) for r in due]
+        for row in due:
+            row.due_at = row.lease_until = now + timedelta(seconds=lease_s)
+            row.lease_owner = owner
+            row.expedited = False
+        return claims
+
+    async def requeue_unresolved(self, cutoff: datetime) -> int:
+        now = utcnow()
+        added = 0
+        for attempt in self.t.attempts.values():
+            if attempt.id in self.t.poll_queue or attempt.created_at is None or attempt.created_at > cutoff:
+                continue
+            sending = attempt.status is AttemptStatus.SENDING
+            lost = attempt.status is AttemptStatus.PENDING and not self.t.flows[attempt.flow_id].needs_review
+            if sending or lost:
+                self.t.poll_queue[attempt.id] = QueueRow(attempt.id, attempt.channel, now)
+                added += 1
+        return added
+
+    async def expedite(self, attempt_id: int, channel: str, *, min_interval_s: float) -> bool:
+        now = utcnow()
+        row = self.t.poll_queue.get(attempt_id)
+        if row is None:
+            self.t.poll_queue[attempt_id] = QueueRow(attempt_id, channel, now, expedited=True, expedited_at=now)
+            return True
+        if row.expedited_at is not None and row.expedited_at >= now - timedelta(seconds=min_interval_s):
+            return False
+        row.due_at, row.expedited, row.lease_owner, row.expedited_at = now, True, "", now
+        return True
+
+    async def reschedule(self, attempt_id: int, *, owner: str, tries: int, due_at: datetime) -> None:
+        row = self.t.poll_queue.get(attempt_id)
+        if row is not None and row.lease_owner == owner:
+            row.tries, row.due_at, row.lease_owner, row.lease_until = tries, due_at, "", None
+
+    async def remove(self, attempt_id: int) -> None:
+        self.t.poll_queue.pop(attempt_id, None)
+
+    async def due_count(self) -> int:
+        now = utcnow()
+        return sum(1 for r in self.t.poll_queue.values() if r.due_at <= now)
+
+    def make_due(self, attempt_id: int) -> None:
+        """Test helper: the row's next query is due now (as if its delay had passed)."""
+        self.t.poll_queue[attempt_id].due_at = utcnow() - timedelta(microseconds=1)
+
+
+class FakeAgreementStore(_Failing):
+    """Implements :class:`gateway.ports.AgreementStore` over :class:`Tables`."""
+
+    def __init__(self, tables: Tables) -> None:
+        super().__init__()
+        self.t = tables
+
+    async def create(
+        self,
+        *,
+        caller: str,
+        request_id: str,
+        request_hash: str,
+        channel: str,
+        account_hash: str,
+        account_masked: str,
+        holder_masked: str,
+        bank_code: str,
+    ) -> Creation[AgreementRow]:
+        for row in self.t.agreements.values():
+            if row.caller == caller and row.request_id == request_id:
+                return Existing(copy.deepcopy(row))
+        now = utcnow()
+        row = AgreementRow(
+            next(self.t.ids),
+            new_ulid(),
+            caller,
+            request_id,
+            request_hash,
+            channel,
+            account_hash,
+            account_masked,
+            holder_masked,
+            bank_code,
+            AgreementStatus.AWAITING_CONFIRMATION,
+            "",
+            "",
+            "",
+            now,
+            now,
+        )
+        self.t.agreements[row.id] = row
+        return Created(copy.deepcopy(row))
+
+    def add_active(self, caller: str, channel: str, account_hash: str, agreement_ref: str) -> AgreementRow:
+        """Test helper: an agreement already signed and confirmed."""
+        now = utcnow()
+        row = AgreementRow(
+            next(self.t.ids),
+            new_ulid(),
+            caller,
+            f"sign-{new_ulid()}",
+            "hash",
+            channel,
+            account_hash,
+            "6222****0000",
+            "张*",
+            "ICBC",
+            AgreementStatus.ACTIVE,
+            "sign-ref",
+            agreement_ref,
+            "",
+            now,
+            now,
+        )
+        self.t.agreements[row.id] = row
+        return copy.deepcopy(row)
+
+    async def by_request_id(self, caller: str, request_id: str) -> AgreementRow | None:
+        for row in self.t.agreements.values():
+            if row.caller == caller and row.request_id == request_id:
+                return copy.deepcopy(row)
+        return None
+
+    async def by_no(self, caller: str, agreement_no: str) -> AgreementRow | None:
+        for row in self.t.agreements.values():
+            if row.caller == caller and row.agreement_no == agreement_no:
+                return copy.deepcopy(row)
+        return None
+
+    async def transition(
+        self,
+        row: AgreementRow,
+        target: AgreementStatus,
+        *,
+        sign_ref: str | None = None,
+        agreement_ref: str | None = None,
+        failure_code: str | None = None,
+    ) -> bool:
+        stored = self.t.agreements.get(row.id)
+        if stored is None or stored.status not in AGREEMENT_FROM[target]:
+            return False
+        for name, value in (("sign_ref", sign_ref), ("agreement_ref", agreement_ref), ("failure_code", failure_code)):
+            if value is not None:
+                setattr(stored, name, value)
+                setattr(row, name, value)
+        stored.status = row.status = target
+        stored.updated_at = row.updated_at = utcnow()
+        return True
+
+    async def set_sign_ref(self, row: AgreementRow, sign_ref: str) -> None:
+        stored = self.t.agreements.get(row.id)
+        if stored is not None and stored.status is AgreementStatus.AWAITING_CONFIRMATION:
+            stored.sign_ref = sign_ref
+        row.sign_ref = sign_ref
+
+    async def active_refs(self, caller: str, account_hash: str, agreement_no: str = "") -> dict[str, str]:
+        rows = sorted(self.t.agreements.values(), key=lambda r: r.id)
+        return {
+            r.channel: r.agreement_ref
+            for r in rows
+            if r.caller == caller
+            and r.account_hash == account_hash
+            and r.status is AgreementStatus.ACTIVE
+            and (not agreement_no or r.agreement_no == agreement_no)
+        }
+
+    async def list(self, caller: str, *, account_hash: str | None, after_id: int, limit: int) -> list[AgreementRow]:
+        rows = sorted(
+            (
+                r
+                for r in self.t.agreements.values()
+                if r.caller == caller and r.id > after_id and (account_hash is None or r.account_hash == account_hash)
+            ),
+            key=lambda r: r.id,
+        )
+        return [copy.deepcopy(r) for r in rows[:limit]]
+
+
+class FakePositionStore:
+    """Implements :class:`gateway.ports.PositionStore` over :class:`Tables`."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+
+    def _row(self, channel: str) -> PositionRow:
+        p = self.t.positions[channel]
+        return PositionRow(channel, p.currency, p.balance, p.reserved, p.synced_at)
+
+    async def available(self, currency: str) -> dict[str, int]:
+        return {c: p.balance - p.reserved for c, p in self.t.positions.items() if p.currency == currency}
+
+    async def all(self) -> list[PositionRow]:
+        return [self._row(c) for c in sorted(self.t.positions)]
+
+    async def get(self, channel: str) -> PositionRow | None:
+        return self._row(channel) if channel in self.t.positions else None
+
+    async def sync(
+        self, channel: str, currency: str, balance: int, *, operator: str = "", reason: str = ""
+    ) -> PositionRow:
+        position = self.t.positions.setdefault(channel, Position(currency, balance))
+        position.currency, position.balance, position.synced_at = currency, balance, utcnow()
+        if operator:
+            self.t.audit.append((operator, "resync_position", channel, reason, {"balance": balance}))
+        return self._row(channel)
+
+    async def adjust(self, channel: str, delta: int, operator: str, reason: str) -> PositionRow | None:
+        position = self.t.positions.get(channel)
+        if position is None or position.balance + delta < 0:
+            return None
+        position.balance += delta
+        self.t.audit.append((operator, "adjust_position", channel, reason, {"delta": delta}))
+        return self._row(channel)
+
+
+class FakeChannelStates:
+    """Implements :class:`gateway.ports.ChannelStateStore`."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+
+    async def all(self) -> dict[str, str]:
+        return dict(self.t.channel_states)
+
+    async def set(self, channel: str, state: str, *, operator: str, reason: str) -> None:
+        self.t.channel_states[channel] = state
+        self.t.audit.append((operator, "set_channel_state", channel, reason, {"state": state}))
+
+
+class FakeObservations:
+    """Implements :class:`gateway.ports.ObservationStore` from the attempts of :class:`Tables`."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+
+    async def finished_since(self, since: datetime, *, limit: int = 200_000) -> list[FinishedAttempt]:
+        done = sorted(
+            (
+                a
+                for a in self.t.attempts.values()
+                if a.finished_at is not None
+                and a.finished_at >= since
+                and a.status in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED)
+                and a.raw_code != "MANUAL"
+            ),
+            key=lambda a: a.finished_at or since,
+        )
+        return [
+            FinishedAttempt(a.channel, a.operation, a.bank_code, a.status, a.payer_attributable, a.finished_at)
+            for a in done[:limit]
+            if a.finished_at is not None
+        ]
+
+    async def card_usage_today(self, account_hash: str) -> dict[str, tuple[int, int]]:
+        start = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+        usage: dict[str, tuple[int, int]] = {}
+        for a in self.t.attempts.values():
+            if a.account_hash == account_hash and a.created_at is not None and a.created_at >= start:
+                n, total = usage.get(a.channel, (0, 0))
+                usage[a.channel] = (n + 1, total + a.amount)
+        return usage
+
+
+class FakeAuditLog:
+    """Implements :class:`gateway.ports.AuditLog`."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+
+    async def record(self, operator: str, action: str, target: str, reason: str, detail: dict[str, Any]) -> None:
+        self.t.audit.append((operator, action, target, reason, dict(detail)))
+
+
+class FakeDiscrepancies:
+    """Implements :class:`gateway.ports.DiscrepancyLog`."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+
+    async def recent(self, limit: int) -> list[DiscrepancyRow]:
+        return list(reversed(self.t.discrepancies))[:limit]
