@@ -27,24 +27,36 @@ from datetime import date, datetime, time, timedelta
 from gateway.businessday import BusinessCalendar
 from gateway.plans.model import ATTEMPTS_EXHAUSTED
 
-# Payer-attributable and "nothing was executed" failures: worth another try at the next time point.
+# Payer-attributable failures, and failures where the channel executed nothing (busy, closed before it
+# was ever received, refused our request before processing it): worth another try at the next time point.
 DEFAULT_RETRY_CODES = (
     "INSUFFICIENT_FUNDS",
     "OVER_PAYER_LIMIT",
+    "PAYER_LIMIT",
     "CHANNEL_BUSY",
     "CHANNEL_MAINTENANCE",
+    "CHANNEL_LIMIT",
     "MERCHANT_BALANCE_INSUFFICIENT",
+    "ORDER_CLOSED",
+    "CONNECTION_FAILED",
+    "CREDENTIALS_REJECTED",
+    "REQUEST_EXPIRED",
     "NO_ROUTE",
 )
-# Failures another try cannot cure: stop the instalment and report it.
+# Failures another try cannot cure: stop the instalment and report it. A code in neither list stops too
+# (unless ``retry_unknown``): the lender decides, rather than the gateway guessing.
 DEFAULT_STOP_CODES = (
     "ACCOUNT_FROZEN",
     "ACCOUNT_CLOSED",
+    "ACCOUNT_INVALID",
     "CARD_LOST",
     "AGREEMENT_INVALID",
     "AGREEMENT_REVOKED",
     "NO_AGREEMENT",
     "BANK_NOT_SUPPORTED",
+    "NAME_MISMATCH",
+    "RISK_REJECTED",
+    "REQUEST_ID_CONFLICT",
 )
 
 
