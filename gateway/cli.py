@@ -8,7 +8,7 @@
     paygate demo                                   the end-to-end demo (see README)
     paygate health   --address HOST:PORT           gRPC health probe (exit 0 when SERVING)
     paygate results tail ...                       the reference Kafka consumer
-    paygate bench routing|relay|pollqueue ...      benchmarks
+    paygate bench routing|relay|pollqueue|plans ... benchmarks
     paygate obs check-dashboard ...                evaluate the Grafana dashboard's queries
 """
 
@@ -50,6 +50,7 @@ BENCHES = {
     "routing": "routing.bench:main",
     "relay": "bench.relay:main",
     "pollqueue": "bench.pollqueue:main",
+    "plans": "bench.plans:main",
     "gateway": "bench.run:main",
 }
 

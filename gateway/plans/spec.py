@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
 from gateway import validation as v
-from gateway.domain import account_hash, mask_account
+from gateway.domain import CURRENCIES, account_hash, mask_account
 from gateway.errors import InvalidInput
 from gateway.plans.model import Payer
 from gateway.plans.policy import Schedule
@@ -74,9 +75,15 @@ class NewInstalment:
     amount: int
     currency: str
     request_hash: str
-    field: str  # where it was in the request, for a later refusal
+    _field: str  # where it was in the request (see ``field``)
     first_due: datetime  # the moment of its first time point (naive UTC)
     last_day: date  # no attempt after this business day
+    where: Callable[[], str] | None = None  # builds ``field`` when a refusal needs it
+
+    @property
+    def field(self) -> str:
+        """Where it was in the request, e.g. ``plans[3].instalments[7]``, for a later refusal."""
+        return self.where() if self.where is not None else self._field
 
 
 @dataclass
@@ -101,14 +108,6 @@ class _PlanParams:
     bank_code: str
     agreement_no: str
     description: str
-
-
-@dataclass(frozen=True)
-class _InstalmentParams:
-    plan_id: str
-    due_date: str
-    amount: int
-    currency: str
 
 
 def due_date(text: str, field_name: str) -> date:
@@ -145,6 +144,7 @@ def check_plans(
     accepted: dict[str, NewPlan] = {}
     rejected: list[Rejection] = []
     seen_instalments: dict[str, str] = {}  # instalment id -> request hash, within this message
+    days = {name: _Days(schedule) for name, schedule in schedules.items()}
     for i, spec in enumerate(plans):
         where = f"{prefix}[{i}]"
         try:
@@ -169,9 +169,12 @@ def check_plans(
             continue
         target = earlier or plan
         for j, item in enumerate(spec.instalments):
-            item_where = f"{where}.instalments[{j}]"
+
+            def item_where(where: str = where, j: int = j) -> str:
+                return f"{where}.instalments[{j}]"
+
             try:
-                instalment = _check_instalment(item, item_where, plan.plan_id, schedules[plan.policy])
+                instalment = _check_instalment(item, item_where, plan.plan_id, days[plan.policy])
             except InvalidInput as bad:
                 rejected.append(Rejection(plan.plan_id, item.instalment_id[:64], bad.field, bad.problem))
                 continue
@@ -182,7 +185,7 @@ def check_plans(
                         Rejection(
                             plan.plan_id,
                             instalment.instalment_id,
-                            f"{item_where}.instalment_id",
+                            f"{item_where()}.instalment_id",
                             "appears earlier in this request with other parameters",
                             RejectCode.ALREADY_EXISTS,
                         )
@@ -244,18 +247,64 @@ def _check_plan(
     )
 
 
-def _check_instalment(item: InstalmentSpec, where: str, plan_id: str, schedule: Schedule) -> NewInstalment:
-    instalment_id = v.request_id(item.instalment_id, f"{where}.instalment_id")
-    due = due_date(item.due_date, f"{where}.due_date")
-    amount, currency = v.money(item.amount, item.currency, field=f"{where}.amount", present=item.has_amount)
-    params = _InstalmentParams(plan_id, due.isoformat(), amount, currency)
+def instalment_hash(plan_id: str, due: date, amount: int, currency: str) -> str:
+    """The canonical request hash of an instalment: its plan, due date, amount and currency.
+
+    Written out by hand rather than through ``canonical_hash`` (a book carries millions of them);
+    the fields cannot contain the separator (ids are ``[A-Za-z0-9._:-]``).
+    """
+    text = f"INSTALMENT\x1f{plan_id}\x1f{due.isoformat()}\x1f{amount}\x1f{currency}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _parse_due(text: str) -> date | None:
+    if len(text) != 10:
+        return None
+    try:
+        value = date.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if EARLIEST_DUE <= value <= LATEST_DUE else None
+
+
+class _Days:
+    """First due moments and last days of one schedule, computed once per due date."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+        self._cache: dict[date, tuple[datetime, date]] = {}
+
+    def of(self, due: date) -> tuple[datetime, date]:
+        found = self._cache.get(due)
+        if found is None:
+            found = self._cache[due] = (self.schedule.first_due(due), self.schedule.last_day(due))
+        return found
+
+
+def _check_instalment(item: InstalmentSpec, where: Callable[[], str], plan_id: str, days: _Days) -> NewInstalment:
+    """One instalment; ``where()`` names it in the request (built only for a refusal)."""
+    due = _parse_due(item.due_date)
+    ok = (
+        due is not None
+        and v.REQUEST_ID.fullmatch(item.instalment_id) is not None
+        and item.has_amount
+        and 0 < item.amount <= v.MAX_AMOUNT
+        and item.currency in CURRENCIES
+    )
+    if not ok or due is None:  # the slow path says what is wrong, with the field's name
+        at = where()
+        v.request_id(item.instalment_id, f"{at}.instalment_id")
+        due = due_date(item.due_date, f"{at}.due_date")
+        v.money(item.amount, item.currency, field=f"{at}.amount", present=item.has_amount)
+    first_due, last_day = days.of(due)
     return NewInstalment(
-        instalment_id,
+        item.instalment_id,
         due,
-        amount,
-        currency,
-        v.canonical_hash("INSTALMENT", params),
+        item.amount,
+        item.currency,
+        instalment_hash(plan_id, due, item.amount, item.currency),
+        "",
+        first_due,
+        last_day,
         where,
-        schedule.first_due(due),
-        schedule.last_day(due),
     )

@@ -22,11 +22,14 @@ Times are naive UTC; ``now`` always comes from the caller's clock (tests move it
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+from pymysql.converters import escape_string
 
 from gateway.domain import FlowStatus
 from gateway.errors import CountMismatch
@@ -103,6 +106,16 @@ _OUTBOX_INSERT = (
 _CLAIMABLE = "status='SCHEDULED' AND paused=0 AND plan_paused=0"
 _REMAINING = "status IN ('SCHEDULED','CLAIMED') AND paused=0 AND plan_paused=0"
 _PLAN_OF = "SELECT id, account_sealed, account_hash, bank_code, agreement_no, description FROM plans WHERE id IN "
+
+
+_SAFE = re.compile(r"[A-Za-z0-9._:-]*")
+
+
+def _literal(text: str) -> str:
+    """``text`` as a quoted SQL string literal."""
+    if _SAFE.fullmatch(text):
+        return f"'{text}'"
+    return "'" + escape_string(text) + "'"
 
 
 def _marks(n: int) -> str:
@@ -371,32 +384,22 @@ class MySQLPlanStore:
         refs: dict[str, tuple[int, str, str]],
         now: datetime,
     ) -> int:
-        args: list[Any] = []
+        # Written as literals, not as parameters: a loan book is millions of rows, and every value
+        # here is an integer, a date, a hex hash, a currency code or an identifier checked against
+        # [A-Za-z0-9._:-] at the API (``_literal`` escapes anything else).
+        stamp = f"'{now:%Y-%m-%d %H:%M:%S.%f}'"
+        head = f"{_literal(caller)}"
+        values = []
         for plan, item in rows:
-            ref = refs[plan.plan_id][0]
-            args += [
-                ref,
-                caller,
-                plan.plan_id,
-                item.instalment_id,
-                plan.product,
-                plan.policy,
-                item.due_date,
-                item.last_day,
-                item.amount,
-                item.amount,
-                item.currency,
-                InstalmentStatus.SCHEDULED.value,
-                0,
-                item.first_due,
-                item.request_hash,
-                now,
-                now,
-            ]
-        values = ",".join([f"({_marks(17)})"] * len(rows))
+            values.append(
+                f"({refs[plan.plan_id][0]},{head},{_literal(plan.plan_id)},{_literal(item.instalment_id)},"
+                f"{_literal(plan.product)},{_literal(plan.policy)},'{item.due_date}','{item.last_day}',"
+                f"{int(item.amount)},{int(item.amount)},{_literal(item.currency)},'SCHEDULED',0,"
+                f"'{item.first_due:%Y-%m-%d %H:%M:%S.%f}',{_literal(item.request_hash)},{stamp},{stamp})"
+            )
         inserted: int = await tx.execute(
-            f"INSERT INTO instalments ({_INSTALMENT_INSERT_COLUMNS}) VALUES {values} ON DUPLICATE KEY UPDATE id=id",
-            args,
+            f"INSERT INTO instalments ({_INSTALMENT_INSERT_COLUMNS}) VALUES {','.join(values)}"
+            " ON DUPLICATE KEY UPDATE id=id"
         )
         return inserted
 
