@@ -43,7 +43,7 @@ from gateway.businessday import BusinessCalendar
 from gateway.callbacks import CallbackHandler
 from gateway.config import Config, ConfigError, start_up_errors
 from gateway.flows import FlowService, FlowSettings
-from gateway.obs.series import declare_series
+from gateway.obs.series import declare_plan_series, declare_series
 from gateway.planner import Planner, warm_observations
 from gateway.plans.clock import Clock, SystemClock
 from gateway.plans.executor import PlanExecutor
@@ -219,6 +219,10 @@ class Gateway:
         cfg = self.config
         # alert and ratio series exist at zero from the start (see gateway/obs/series.py)
         declare_series(list(self.registry), self.relay.config.topics() if self.relay is not None else ())
+        declare_plan_series(
+            {name: policy.labels for name, policy in cfg.plans.policy_objects().items()},
+            [*cfg.plans.products, "other"],
+        )
         await self.db.start()
         await self.registry.start()
         self.router.warm_start(await warm_observations(self.planner.observations, WARM_WINDOW_S))
