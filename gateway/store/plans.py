@@ -32,7 +32,7 @@ from typing import Any
 from pymysql.converters import escape_string
 
 from gateway.domain import FlowStatus
-from gateway.errors import CountMismatch
+from gateway.errors import CountMismatch, DuplicateKey
 from gateway.plans.events import EVENT_TYPE
 from gateway.plans.model import (
     AttemptRow,
@@ -539,10 +539,39 @@ class MySQLPlanStore:
                 expected.append(1)
         if not statements:
             return True
-        async with self.db.transaction() as tx:
-            try:
+        try:
+            async with self.db.transaction() as tx:
                 await tx.script_commit_if(statements, expected)
-            except CountMismatch:
+        except CountMismatch:
+            return False
+        except DuplicateKey:
+            # the script runs every statement before it checks the counts: an insert may collide
+            # because a guard had already moved on (the same step written before) - that is a lost
+            # compare-and-set; only with every guard still holding is it a real duplicate
+            if not await self._guards_hold([w.before for w in writes]):
+                return False
+            raise
+        return True
+
+    async def _guards_hold(self, rows: Sequence[InstalmentRow]) -> bool:
+        ids = [r.id for r in rows]
+        current = {
+            int(r["id"]): r
+            for r in await self.db.fetchall(
+                "SELECT id, status, event_seq, claim_token, attempt_request_id, closing FROM instalments"
+                f" WHERE id IN ({_marks(len(ids))})",
+                ids,
+            )
+        }
+        for row in rows:
+            now = current.get(row.id)
+            if now is None or (
+                now["status"],
+                int(now["event_seq"]),
+                now["claim_token"],
+                now["attempt_request_id"],
+                now["closing"],
+            ) != (row.status.value, row.event_seq, row.claim_token, row.attempt_request_id, row.closing.value):
                 return False
         return True
 
@@ -759,11 +788,15 @@ class MySQLPlanStore:
             before.run_id,
             now,
         ]
-        async with self.db.transaction() as tx:
-            try:
+        try:
+            async with self.db.transaction() as tx:
                 await tx.script_commit_if([(update, args), _attempt_insert(attempt, now)], [1, 1])
-            except CountMismatch:
+        except CountMismatch:
+            return False
+        except DuplicateKey:  # as in save: a real duplicate only while the claim still stands
+            if not await self._guards_hold([before]):
                 return False
+            raise
         return True
 
     async def resolvable(self, limit: int) -> list[tuple[InstalmentRow, FlowResult]]:

@@ -156,9 +156,31 @@ class FakePlanStore:
         row = self.instalments.get(row_id)
         return dataclasses.replace(row) if row else None
 
-    async def list_instalments(self, caller: str, **kw: Any) -> list[InstalmentRow]:
-        rows = sorted((i for i in self.instalments.values() if i.caller == caller), key=lambda i: (i.due_date, i.id))
-        return rows[: kw.get("limit", 100)]
+    async def list_instalments(
+        self,
+        caller: str,
+        *,
+        due_from: date | None,
+        due_to: date | None,
+        statuses: frozenset[InstalmentStatus],
+        plan_id: str,
+        after: tuple[date, int] | None,
+        limit: int,
+    ) -> list[InstalmentRow]:
+        rows = sorted(
+            (
+                i
+                for i in self.instalments.values()
+                if i.caller == caller
+                and (due_from is None or i.due_date >= due_from)
+                and (due_to is None or i.due_date <= due_to)
+                and (not statuses or i.status in statuses)
+                and (not plan_id or i.plan_id == plan_id)
+                and (after is None or (i.due_date, i.id) > after)
+            ),
+            key=lambda i: (i.due_date, i.id),
+        )
+        return [dataclasses.replace(i) for i in rows[:limit]]
 
     async def set_paused(self, caller: str, plan_id: str, instalment_id: str, paused: bool, *, now: datetime) -> bool:
         stored = self.plans.get((caller, plan_id))
