@@ -596,6 +596,9 @@ class PlanExecutor:
             remaining = await self.store.remaining_by_product(run)
             for product in {*remaining, *run.due_by_product}:
                 label = self.config.product_label(product)
+                metrics.PLAN_DUE.labels(product=label, time_point=run.time_point).set(
+                    run.due_by_product.get(product, 0)
+                )
                 metrics.PLAN_REMAINING.labels(product=label, time_point=run.time_point).set(remaining.get(product, 0))
                 metrics.PLAN_RUN_LAG.labels(product=label, time_point=run.time_point).set(
                     lag if remaining.get(product) else 0.0
