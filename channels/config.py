@@ -327,7 +327,7 @@ NonBlank = Annotated[str, AfterValidator(_non_blank)]
 Seconds = Annotated[float, Field(gt=0)]
 # An array of non-empty strings (bank codes, ...), as a set.
 Names = Annotated[frozenset[str], PlainValidator(_names)]
-# A non-empty array of operation names (withhold, payout, refund, agreement, balance).
+# A non-empty array of operation names (withhold, payout, refund, agreement, balance, statement).
 Operations = Annotated[frozenset[Operation], PlainValidator(_operations)]
 # An array of ISO-4217 codes (may be empty).
 Currencies = Annotated[frozenset[str], PlainValidator(_currencies)]

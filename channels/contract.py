@@ -46,7 +46,12 @@ import enum
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # channels.statement imports this module; the protocol only names the type
+    from datetime import date
+
+    from channels.statement import StatementFile
 
 
 class Operation(enum.StrEnum):
@@ -57,6 +62,7 @@ class Operation(enum.StrEnum):
     REFUND = "refund"
     AGREEMENT = "agreement"
     BALANCE = "balance"
+    STATEMENT = "statement"  # the channel publishes a daily statement: Channel.fetch_statement
 
 
 class OutcomeStatus(enum.StrEnum):
@@ -458,4 +464,25 @@ class Channel(Protocol):
 
     def callback_reply(self, accepted: bool) -> HttpReply:
         """The acknowledgement body this channel expects (``success``, JSON, ...)."""
+        ...
+
+    async def fetch_statement(self, day: date, dest_dir: str) -> StatementFile:
+        """Download the statement (对账单) of one business ``day`` of this channel account into ``dest_dir``.
+
+        ``day`` is the channel's own bill date (Alipay and WeChat Pay close
+        their days in China time). The file is streamed to disk, never held
+        whole in memory, and its integrity is checked where the channel gives
+        the means (a signed digest, a published hash, the archive's CRCs)
+        before this returns; the returned :class:`~channels.statement.StatementFile`
+        names the parser (``format``) and the file's SHA-256. Nothing is left
+        in ``dest_dir`` when it raises. Parse the file with
+        :func:`channels.statements.parser_for` (``format``).
+
+        Raises :class:`~channels.statement.StatementUnavailable` when the day
+        is not published yet or the channel cannot be reached (retry later),
+        :class:`~channels.statement.StatementError` when what came back cannot
+        be trusted (hash or signature mismatch, an answer that is not a
+        statement). Channels without :attr:`Operation.STATEMENT` raise
+        StatementUnavailable.
+        """
         ...

@@ -55,19 +55,35 @@ class AdapterEntry:
     """Where one adapter's code lives, as ``"module:attr"`` targets imported on first use.
 
     ``factory`` is the adapter's :class:`ChannelFactory`; ``simulator``, for a
-    channel we simulate, the ``create(behaviour, **kw)`` of its simulator.
+    channel we simulate, the ``create(behaviour, **kw)`` of its simulator;
+    ``statement``, for a channel that publishes statements, its
+    :class:`~channels.statement.StatementFormat` (registered under the
+    adapter's name; :mod:`channels.statements` looks formats up).
     """
 
     factory: str
     simulator: str | None = None
+    statement: str | None = None
 
 
 # adapter name -> its adapter and simulator. Imported lazily so one broken
 # optional adapter cannot stop the others from loading.
 ADAPTERS: dict[str, AdapterEntry] = {
-    "sandbox": AdapterEntry("channels.sandbox.adapter:build", simulator="channels.sandbox.simulator:create"),
-    "alipay": AdapterEntry("channels.alipay.adapter:build", simulator="channels.alipay.simulator:create"),
-    "wechatpay": AdapterEntry("channels.wechatpay.adapter:build", simulator="channels.wechatpay.simulator:create"),
+    "sandbox": AdapterEntry(
+        "channels.sandbox.adapter:build",
+        simulator="channels.sandbox.simulator:create",
+        statement="channels.sandbox.statement:FORMAT",
+    ),
+    "alipay": AdapterEntry(
+        "channels.alipay.adapter:build",
+        simulator="channels.alipay.simulator:create",
+        statement="channels.alipay.statement:FORMAT",
+    ),
+    "wechatpay": AdapterEntry(
+        "channels.wechatpay.adapter:build",
+        simulator="channels.wechatpay.simulator:create",
+        statement="channels.wechatpay.statement:FORMAT",
+    ),
 }
 
 

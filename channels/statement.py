@@ -18,10 +18,15 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
+from typing import BinaryIO, Protocol
 
 from channels.contract import Operation
+
+# China Standard Time, the day of Alipay's and WeChat Pay's bills (no daylight saving since 1991).
+CHINA_TIME = timezone(timedelta(hours=8), "CST")
 
 
 class LineStatus(enum.StrEnum):
@@ -37,7 +42,9 @@ class StatementLine:
 
     ``channel_order_no`` is *our* order number as the channel booked it
     (out_trade_no / out_refund_no / out_biz_no / the sandbox's order_no);
-    ``original_channel_order_no`` is set on refund lines (the refunded order).
+    ``original_channel_order_no`` is set on refund lines (the refunded order),
+    with ``original_channel_txn_id`` where the statement shows the channel's
+    id of the refunded order.
     ``operation`` is what the line moved: WITHHOLD for money collected from a
     payer (withholds, and payer-initiated payments), PAYOUT, REFUND.
     ``amount`` and ``fee`` are minor units; ``fee`` is what the channel charged
@@ -55,6 +62,7 @@ class StatementLine:
     booked_at: datetime
     channel_txn_id: str = ""
     original_channel_order_no: str = ""
+    original_channel_txn_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,40 @@ class StatementFile:
     source: str
 
 
+class StatementParser(Protocol):
+    """A format's parser: a synchronous generator over a binary stream.
+
+    It yields every line of the file in order and raises
+    :class:`StatementFormatError` (line, column) at the first thing it cannot
+    read, which may be after it yielded lines: a summary that disagrees with
+    the detail is found only at the end, so a caller commits nothing before
+    the generator is exhausted. The stream is a file opened in binary mode;
+    formats that are archives (Alipay's zip) seek in it. ``channel_id`` is
+    only used in messages; ``day`` is the statement's business day (checked
+    against the file where the format states its day).
+    """
+
+    def __call__(self, stream: BinaryIO, *, channel_id: str, day: date) -> Iterator[StatementLine]: ...
+
+
+@dataclass(frozen=True)
+class StatementFormat:
+    """One statement file format, as :mod:`channels.statements` finds it by ``name``.
+
+    ``covers`` are the operations the format books: an attempt of another
+    operation is never on this statement (Alipay's and WeChat Pay's trade
+    bills hold trades and refunds; their payouts are booked elsewhere).
+    ``lists_failures`` says whether the format has lines for failed or closed
+    orders (status FAILED) or only for money that moved.
+    """
+
+    name: str
+    iter_lines: StatementParser
+    covers: frozenset[Operation]
+    lists_failures: bool = False
+    description: str = ""
+
+
 class StatementError(Exception):
     """A statement could not be obtained or read."""
 
@@ -83,6 +125,10 @@ class StatementUnavailable(StatementError):
     """The channel has not published the statement yet, or could not be reached (retry later)."""
 
     retriable = True
+
+
+class UnknownStatementFormat(StatementError):
+    """No parser is registered under this format name (the message lists the known ones)."""
 
 
 class StatementFormatError(StatementError):
@@ -97,14 +143,17 @@ class StatementFormatError(StatementError):
 
 
 _YUAN = re.compile(r"(-?)([0-9]{1,16})(?:\.([0-9]{1,2}))?")
+_YUAN_ZERO_PADDED = re.compile(r"(-?)([0-9]{1,16})(?:\.([0-9]{1,2})0*)?")
 
 
-def yuan_to_minor(text: str, *, line: int = 0, column: int = 0) -> int:
+def yuan_to_minor(text: str, *, line: int = 0, column: int = 0, zero_padded: bool = False) -> int:
     """``"12.30"`` → ``1230`` exactly; at most two decimals, ASCII digits only, no float involved.
 
-    Raises :class:`StatementFormatError` (with ``line``/``column``) for anything else.
+    ``zero_padded`` also accepts zeros past the fen (``"0.06000"``, as WeChat
+    Pay prints fees); any other digit there is still an error. Raises
+    :class:`StatementFormatError` (with ``line``/``column``) for anything else.
     """
-    match = _YUAN.fullmatch(text.strip())
+    match = (_YUAN_ZERO_PADDED if zero_padded else _YUAN).fullmatch(text.strip())
     if match is None:
         raise StatementFormatError(line, column, f"not an amount in yuan: {text[:32]!r}")
     sign, whole, frac = match.groups()

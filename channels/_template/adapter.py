@@ -7,15 +7,20 @@ Rules every adapter follows (DESIGN.md invariant 3):
   ``Lost`` (sent, no answer -> PENDING) carry their ``outcome()``;
 * 5xx or an unverifiable answer after sending -> PENDING (``Lost(code, why).outcome()``);
 * a raw code -> ``wire.CODES.outcome(raw)``; unknown codes become PENDING ``UNMAPPED``;
-* credentials never in ``repr``, logs or error messages; card numbers masked.
+* credentials never in ``repr``, logs or error messages; card numbers masked;
+* statements: stream the day's file with :class:`channels.http.StatementDownload`,
+  check what the channel gives to check it with (a signed digest, a published
+  hash), raise ``StatementUnavailable`` when it is not there yet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 
 from channels import settings as setting
+from channels._template import statement, wire
 from channels.config import TABLE, Seconds
 from channels.contract import (
     AgreementConfirmed,
@@ -33,9 +38,12 @@ from channels.contract import (
     WithholdOrder,
     pending,
 )
-from channels.http import ChannelHttp, HttpChannel
+from channels.http import ChannelHttp, HttpChannel, Lost, Response, StatementDownload, Unsent
 from channels.registry import ChannelSpec
 from channels.settings import HttpUrl, SecretText, Text
+from channels.statement import StatementError, StatementFile, StatementUnavailable
+
+STATEMENT_SIGNATURE = "X-Statement-Signature"  # the channel's HMAC over the file's SHA-256
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,8 @@ class TemplateChannel(HttpChannel):
 
     def __init__(self, channel_id: str, settings: TemplateSettings) -> None:
         http = ChannelHttp(connect_timeout_s=settings.connect_timeout_s, timeout_s=settings.timeout_s)
-        super().__init__(channel_id, http, operations=frozenset({Operation.WITHHOLD, Operation.REFUND}))
+        operations = frozenset({Operation.WITHHOLD, Operation.REFUND, Operation.STATEMENT})
+        super().__init__(channel_id, http, operations=operations)
         self._settings = settings
 
     async def withhold(self, order: WithholdOrder) -> Outcome:
@@ -89,6 +98,23 @@ class TemplateChannel(HttpChannel):
 
     async def balance(self) -> Balance:
         raise NotImplementedError
+
+    async def fetch_statement(self, day: date, dest_dir: str) -> StatementFile:
+        url = f"{self._settings.base_url}/statements/{day.isoformat()}"
+        download = StatementDownload(
+            self._http, self._channel_id, day, dest_dir, format=statement.FORMAT.name, suffix=".csv", timeout_s=300.0
+        )
+        async with download:
+            answer = await download.fetch("GET", url)  # sign the request as the channel wants
+            if isinstance(answer, Unsent | Lost):
+                raise StatementUnavailable(f"{self._channel_id}: statement of {day}: {answer}")
+            if isinstance(answer, Response):
+                problem = f"{self._channel_id}: statement of {day}: HTTP {answer.status}"
+                raise StatementUnavailable(problem) if answer.status in (404, 503) else StatementError(problem)
+            signature = answer.headers.get(STATEMENT_SIGNATURE, "")
+            if not wire.verify(self._settings.secret.reveal().encode(), answer.digests["sha256"], signature):
+                raise StatementError(f"{self._channel_id}: statement of {day}: signature does not verify")
+            return await download.keep(answer, source=url)
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:
         raise CallbackRejected(self._channel_id, "not implemented")

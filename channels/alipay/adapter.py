@@ -24,6 +24,10 @@ agreements     ``alipay.user.agreement.page.sign`` adapted to sign/confirm:
                the SMS code; ``alipay.user.agreement.unsign`` revokes
 balance        ``alipay.fund.account.query`` (needs the ``alipay_user_id``
                setting: the merchant's own 2088... user id)
+statement      ``alipay.data.dataservice.bill.downloadurl.query`` (``bill_type``
+               ``trade``) for the short-lived ``bill_download_url``, then the
+               zip is streamed to disk (:mod:`channels.alipay.statement`);
+               payouts are not on that bill
 =============  ==============================================================
 
 A bank-card payout names the bank by its institution name
@@ -42,18 +46,22 @@ gateway's refusals of our credentials (``isv.invalid-signature``,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 from urllib.parse import parse_qsl
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+from yarl import URL
 
 from channels import settings as setting
-from channels.alipay import wire
+from channels.alipay import statement, wire
 from channels.config import TABLE, ConfigError, Seconds, Secret
 from channels.contract import (
     AgreementConfirmed,
@@ -76,9 +84,10 @@ from channels.contract import (
     refused_request,
     succeeded,
 )
-from channels.http import ChannelHttp, HttpChannel, Lost, NoAnswer, Response, Unsent
+from channels.http import ChannelHttp, HttpChannel, Lost, NoAnswer, Response, StatementDownload, Unsent, without_query
 from channels.registry import ChannelSpec
 from channels.settings import HttpUrl, Text
+from channels.statement import StatementError, StatementFile, StatementUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +97,9 @@ ALIPAY_ACCOUNT_BANK = "ALIPAY"  # PayoutOrder.bank_code for a transfer to an Ali
 TRANSFER_SCENE = "DIRECT_TRANSFER"
 _NOT_FOUND = frozenset({"ACQ.TRADE_NOT_EXIST", "ORDER_NOT_EXIST"})
 _REFUND_ORIGINS_KEPT = 10_000
+BILL_METHOD = "alipay.data.dataservice.bill.downloadurl.query"
+# The bill is not there yet (or this day has none): ask again later.
+_BILL_NOT_READY = frozenset({"isp.bill_not_exist", "BILL_NOT_EXIST", "NO_BILL_DATA", "isv.app-call-limited"})
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,7 @@ class AlipayTable:
     notify_url: str = ""  # default notify URL; each order normally brings its own
     connect_timeout_s: Seconds = 3.0
     timeout_s: Seconds = 15.0  # whole-call budget, longer than connect_timeout_s
+    statement_timeout_s: Seconds = 300.0  # downloading one day's bill
     withhold_product_code: Text = "GENERAL_WITHHOLDING"
     personal_product_code: Text = "GENERAL_WITHHOLDING_P"
     sign_scene: Text = "DEFAULT|DEFAULT"
@@ -135,6 +148,7 @@ class AlipaySettings:
     personal_product_code: str
     sign_scene: str
     alipay_user_id: str
+    statement_timeout: float
     institution_names: Mapping[str, str] = field(default_factory=lambda: dict(wire.INSTITUTION_NAMES))
 
 
@@ -427,6 +441,46 @@ class AlipayChannel(HttpChannel):
         except ValueError as exc:
             raise ChannelUnavailable(self._channel_id, "balance answer without a valid available_amount") from exc
 
+    # --- statements ------------------------------------------------------------
+
+    async def fetch_statement(self, day: date, dest_dir: str) -> StatementFile:
+        """The trade bill of ``day``: ask for its download URL, stream the zip, check it is one.
+
+        The bill has no digest; the archive's CRCs are checked when it is parsed.
+        """
+        biz = {"bill_type": "trade", "bill_date": day.isoformat()}
+        body = await self._call(BILL_METHOD, biz)
+        if isinstance(body, Unsent | Lost):
+            raise StatementUnavailable(f"{self._channel_id}: bill of {day}: {body}")
+        if body.get("code") != wire.SUCCESS_CODE:
+            code, message = wire.raw_code(body), wire.raw_message(body)
+            problem = f"{self._channel_id}: bill of {day}: {code} {message}"
+            if code in _BILL_NOT_READY or body.get("code") == "20000":  # 20000: service unavailable
+                raise StatementUnavailable(problem)
+            raise StatementError(problem)
+        url = str(body.get("bill_download_url") or "")
+        if not url.startswith(("https://", "http://")):
+            raise StatementError(f"{self._channel_id}: bill of {day}: answer without a bill_download_url")
+        download = StatementDownload(
+            self._http,
+            self._channel_id,
+            day,
+            dest_dir,
+            format=statement.FORMAT.name,
+            suffix=".csv.zip",
+            timeout_s=self._settings.statement_timeout,
+        )
+        async with download:
+            answer = await download.fetch("GET", URL(url, encoded=True))
+            if isinstance(answer, Unsent | Lost):
+                raise StatementUnavailable(f"{self._channel_id}: bill of {day}: download {answer}")
+            if isinstance(answer, Response):
+                # An expired link (403) or a busy CDN: a new URL may work.
+                raise StatementUnavailable(f"{self._channel_id}: bill of {day}: download answered HTTP {answer.status}")
+            if not await asyncio.to_thread(zipfile.is_zipfile, answer.path):
+                raise StatementUnavailable(f"{self._channel_id}: bill of {day}: the download is not a zip archive")
+            return await download.keep(answer, source=without_query(url))
+
     # --- callbacks -------------------------------------------------------------
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:
@@ -553,6 +607,7 @@ def build(spec: ChannelSpec) -> AlipayChannel:
         personal_product_code=table.personal_product_code,
         sign_scene=table.sign_scene,
         alipay_user_id=table.alipay_user_id,
+        statement_timeout=table.statement_timeout_s,
         institution_names={
             **wire.INSTITUTION_NAMES,
             **{c.upper(): v.strip() for c, v in table.institution_names.items()},

@@ -31,7 +31,16 @@ Deviations from production, all on purpose:
   signing with the SMS code, matching paygate's sign/confirm contract;
 * ``alipay.trade.close`` of an unknown ``out_trade_no`` closes the number for
   good (simkit tombstone) instead of answering ACQ.TRADE_NOT_EXIST;
-* an outage answers ``isv.app-call-limited`` (refused before processing).
+* an outage answers ``isv.app-call-limited`` (refused before processing);
+* the trade bill of any day that began can be downloaded (the current day's
+  is the bill "so far"), not only from 10:00 the next day; a day with no
+  trades has an empty bill rather than ``isp.bill_not_exist``.
+
+Bills: ``alipay.data.dataservice.bill.downloadurl.query`` (``bill_type``
+``trade``) answers a ``bill_download_url`` on this server
+(``/downloadBillFile.resource?...&token=``, valid 30 s) that serves the zip
+:mod:`channels.alipay.statement` writes, from the ledger, with the fault
+switches of ``self.statements`` applied. Payouts are not on a trade bill.
 
 Keys are generated at start-up; :meth:`AlipaySimulator.adapter_settings`
 hands the adapter the merchant private key and the simulator's public key.
@@ -42,16 +51,17 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Any, BinaryIO
 from urllib.parse import quote_plus
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
+from yarl import URL
 
-from channels.alipay import wire
+from channels.alipay import statement, wire
 from channels.simkit import (
     Answer,
     Behaviour,
@@ -63,12 +73,16 @@ from channels.simkit import (
     SimulatorBase,
     adapter_timeouts,
     body_ack,
+    stream_file,
 )
 from channels.simkit import pem_private as _pem_private  # the integration tests import these names
 from channels.simkit import pem_public as _pem_public
+from channels.statement import StatementLine
 
 DEFAULT_APP_ID = "2021000000000001"
-DEFAULT_USER_ID = "2088000000000001"  # the merchant's own Alipay user id
+DEFAULT_USER_ID = "2088000000000001"  # the merchant's own Alipay user id (its PID)
+BILL_FILE_PATH = "/downloadBillFile.resource"
+BILL_URL_TTL_S = 30.0
 BUSY = "isv.app-call-limited"
 UNMAPPED = "ACQ.SIMULATED_UNMAPPED"
 
@@ -134,6 +148,7 @@ class AlipaySimulator(SimulatorBase):
     ) -> None:
         app = web.Application()
         app.add_routes([web.post("/gateway.do", self._gateway), web.get("/gateway.do", self._gateway)])
+        app.add_routes([web.get(BILL_FILE_PATH, self._bill_file)])
         super().__init__(
             behaviour,
             ledger or Ledger(txn_prefix="2026"),
@@ -143,6 +158,8 @@ class AlipaySimulator(SimulatorBase):
         )
         self.app_id = app_id
         self.alipay_user_id = alipay_user_id
+        self.statements.covers = frozenset({EntryKind.WITHHOLD, EntryKind.REFUND})
+        self.statements.lists_failures = False
         self.require_agreement = require_agreement
         self.merchant_key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
         self.alipay_key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
@@ -230,6 +247,7 @@ class AlipaySimulator(SimulatorBase):
             "alipay.user.agreement.page.sign": lambda: self._agreement_sign(biz),
             "alipay.user.agreement.sign.confirm": lambda: self._agreement_confirm(biz),
             "alipay.user.agreement.unsign": lambda: self._agreement_unsign(biz),
+            "alipay.data.dataservice.bill.downloadurl.query": lambda: self._bill_download_url(biz),
         }
         handler = handlers.get(method)
         if handler is None:
@@ -415,6 +433,53 @@ class AlipaySimulator(SimulatorBase):
         if self.agreements.pop(_text(biz, "agreement_no"), None) is None:
             raise _Reject("40004", "USER_AGREEMENT_NOT_EXIST")
         return _ok()
+
+    # --- bills ---------------------------------------------------------------------
+
+    @property
+    def bill_account(self) -> str:
+        """The 账号 of a trade bill: the merchant's user id (its PID) followed by 0156, as Alipay writes it."""
+        return f"{self.alipay_user_id}0156"
+
+    def _bill_download_url(self, biz: Mapping[str, Any]) -> dict[str, Any]:
+        if biz.get("bill_type") != "trade":
+            raise _Reject("40004", "isv.invalid-bill-type", "Business Failed")
+        try:
+            day = date.fromisoformat(_text(biz, "bill_date"))
+        except ValueError:
+            raise _Reject("40004", "isv.invalid-bill-date", "Business Failed") from None  # monthly bills: not simulated
+        if not self.statements.published(day):
+            raise _Reject("40004", "isp.bill_not_exist")
+        token = self.statements.issue(day, BILL_URL_TTL_S)
+        name = statement.download_name(self.bill_account, day)
+        url = URL(self.base_url + BILL_FILE_PATH).with_query(
+            bizType="trade",
+            userId=self.bill_account,
+            fileType="csv.zip",
+            bizDates=f"{day:%Y%m%d}",
+            downloadFileName=name,
+            fileId=name,
+            timestamp=str(int(datetime.now().timestamp())),
+            token=token,
+        )
+        return _ok(bill_download_url=str(url))
+
+    async def _bill_file(self, request: web.Request) -> web.StreamResponse:
+        if self._behaviour.in_outage():
+            return web.Response(status=503, text="service unavailable")
+        day = self.statements.redeem(request.query.get("token", ""))
+        if not isinstance(day, date):
+            return web.Response(status=403, text="下载超时,请重新下载")
+
+        def write(lines: Iterator[StatementLine], out: BinaryIO) -> None:
+            statement.write_statement(lines, out, day=day, account=self.bill_account)
+
+        rendered = await self.statements.render(day, write)
+        headers = {
+            "Content-Type": "application/oct-stream",
+            "Content-Disposition": f"attachment; filename={statement.download_name(self.bill_account, day)}",
+        }
+        return await stream_file(request, rendered, headers=headers, remove=True)
 
     # --- orders and notifies -------------------------------------------------------
 

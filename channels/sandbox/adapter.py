@@ -17,6 +17,12 @@ How answers become outcomes (DESIGN.md invariant 3):
 * otherwise the raw code through :data:`channels.sandbox.wire.ERROR_TABLE`
   (unmapped -> PENDING ``UNMAPPED``); a query for an unknown order -> PENDING
   ``NOT_FOUND`` with ``not_found=True``.
+
+Statements: ``GET /v1/statements/{day}`` streams the day's file
+(:mod:`channels.sandbox.statement`) to disk; the answer is signed over the
+file's SHA-256, which must match what arrived. Not published (404), no
+answer, 5xx or maintenance -> StatementUnavailable; a bad signature or
+digest -> StatementError.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator
@@ -46,14 +53,16 @@ from channels.contract import (
     SignRequest,
     SignStarted,
     WithholdOrder,
+    constant_time_equal,
     pending,
     refused_request,
 )
-from channels.http import ChannelHttp, HttpChannel, Lost, Response, Unsent
+from channels.http import ChannelHttp, HttpChannel, Lost, Response, StatementDownload, Unsent
 from channels.registry import ChannelSpec
-from channels.sandbox import wire
+from channels.sandbox import statement, wire
 from channels.sandbox.wire import RawCode
 from channels.settings import BaseUrl, SecretText, Text
+from channels.statement import StatementError, StatementFile, StatementUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +92,11 @@ class SandboxSettings:
     secret: SecretText  # the HMAC key: never logged or shown in repr
     timeout_s: Seconds = 10.0  # whole-call budget once connected
     connect_timeout_s: Seconds = 2.0  # connecting (nothing sent yet)
-    operations: Operations = frozenset(Operation)  # of withhold, payout, refund, agreement, balance
+    operations: Operations = frozenset(Operation)  # of withhold, payout, refund, agreement, balance, statement
     currencies: Annotated[Names, AfterValidator(_at_least_one)] = frozenset({"CNY"})
     banks: Names | None = None  # bank codes served; None: any bank
     callback_max_skew_s: Seconds = wire.MAX_SKEW_S  # accepted callback timestamp skew
+    statement_timeout_s: Seconds = 300.0  # downloading one day's statement
 
     @classmethod
     def from_spec(cls, spec: ChannelSpec) -> SandboxSettings:
@@ -281,6 +291,70 @@ class SandboxChannel(HttpChannel):
         if reply is None:
             raise ChannelUnavailable(self._channel_id, f"{path}: unparseable answer")
         return reply
+
+    # -- statements --
+
+    async def fetch_statement(self, day: date, dest_dir: str) -> StatementFile:
+        if Operation.STATEMENT not in self.operations:
+            raise StatementUnavailable(f"{self._channel_id}: statements are not enabled for this channel")
+        url = URL(self.settings.base_url + wire.statement_path(day))
+        headers = wire.sign_headers(self.settings.merchant_id, self.settings.secret.reveal(), "GET", url.path, b"")
+        download = StatementDownload(
+            self._http,
+            self._channel_id,
+            day,
+            dest_dir,
+            format=statement.FORMAT.name,
+            suffix=".csv",
+            timeout_s=self.settings.statement_timeout_s,
+        )
+        async with download:
+            answer = await download.fetch("GET", url, headers=headers)
+            if isinstance(answer, Unsent | Lost):
+                raise StatementUnavailable(f"{self._channel_id}: statement of {day}: {answer}")
+            if isinstance(answer, Response):
+                raise self._statement_refusal(day, url, headers[wire.HEADER_NONCE], answer)
+            digest = wire.header(answer.headers, wire.HEADER_CONTENT_SHA256)
+            try:
+                wire.verify_headers(
+                    self.settings.secret.reveal(),
+                    answer.headers,
+                    wire.response_method(200),
+                    url.path,
+                    digest.encode(),
+                    expected_nonce=headers[wire.HEADER_NONCE],
+                    max_skew_s=self.settings.callback_max_skew_s,
+                )
+            except wire.SignatureInvalid as exc:
+                raise StatementError(f"{self._channel_id}: statement of {day}: {exc.reason}") from None
+            if not constant_time_equal(digest, answer.digests["sha256"]):
+                raise StatementError(
+                    f"{self._channel_id}: statement of {day}: the file does not match its signed digest"
+                )
+            return await download.keep(answer, source=str(url))
+
+    def _statement_refusal(self, day: date, url: URL, nonce: str, answer: Response) -> StatementError:
+        """Why the bank did not send the statement: unavailable (retry later) or an error."""
+        try:
+            wire.verify_headers(
+                self.settings.secret.reveal(),
+                answer.headers,
+                wire.response_method(answer.status),
+                url.path,
+                answer.body,
+                expected_nonce=nonce,
+                max_skew_s=self.settings.callback_max_skew_s,
+            )
+            verified = True
+        except wire.SignatureInvalid:
+            verified = False
+        plain = _parse(wire.PlainReply, answer.body) if verified else None
+        what = f"{self._channel_id}: statement of {day}: HTTP {answer.status}"
+        if plain is not None:
+            what += f" {plain.code} {plain.message}"
+        if answer.status >= 500 or (plain is not None and plain.code == RawCode.NOT_FOUND):
+            return StatementUnavailable(what)
+        return StatementError(what if verified else f"{what} (answer not signed by the bank)")
 
     # -- HTTP --
 

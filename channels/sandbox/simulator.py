@@ -16,9 +16,12 @@ Endpoints (all signed, all refused with 503/``2003`` during an outage)::
     POST /v1/agreements/confirm    confirm with the SMS code -> agreement_ref
     POST /v1/agreements/revoke     revoke an agreement
     GET  /v1/balance               the merchant float
+    GET  /v1/statements/{day}      the day's statement (channels.sandbox.statement), from the ledger:
+                                   signed over its SHA-256; 404 ``4040`` until the day is published
 
 Admin endpoints (unsigned, for tests; served during outages too):
-``GET /_admin/ledger``, ``GET|POST /_admin/behaviour``, ``GET /_admin/sms/{sign_ref}``.
+``GET /_admin/ledger``, ``GET|POST /_admin/behaviour``, ``GET /_admin/sms/{sign_ref}``,
+``GET|POST|DELETE /_admin/statement/faults`` (:mod:`channels.simkit.bills`).
 
 Callbacks: when a pending order settles (and, with ``Behaviour.notify_final``,
 when any order ends at once) a signed :class:`~channels.sandbox.wire.OrderReply`
@@ -44,14 +47,15 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import date
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
 from channels.registry import ChannelConfigError
-from channels.sandbox import wire
+from channels.sandbox import statement, wire
 from channels.sandbox.wire import RawCode
 from channels.simkit import (
     Behaviour,
@@ -68,7 +72,9 @@ from channels.simkit import (
     cli_parser,
     params_hash,
     serve_until_signalled,
+    stream_file,
 )
+from channels.statement import StatementLine
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +119,10 @@ class SandboxSimulator(SimulatorBase):
     """One simulated sandbox bank (implements :class:`channels.simkit.SimulatorHandle`).
 
     ``banks``: bank codes served (None = all). ``payer_limit``: largest single
-    withhold (None = no limit). ``fee_bps``: fee reported on success, in basis
-    points of the amount. ``sms_ttl_s``: life of an SMS code.
+    withhold (None = no limit). ``fee_bps``: fee charged on withholds and
+    payouts that succeed, in basis points of the amount (sets the ledger's;
+    None keeps the ledger's, 0 by default); it is reported in answers and on
+    the statement. ``sms_ttl_s``: life of an SMS code.
     """
 
     def __init__(
@@ -128,7 +136,7 @@ class SandboxSimulator(SimulatorBase):
         ledger: Ledger | None = None,
         banks: frozenset[str] | None = None,
         payer_limit: int | None = None,
-        fee_bps: int = 0,
+        fee_bps: int | None = None,
         sms_ttl_s: float = 300.0,
         max_skew_s: float = wire.MAX_SKEW_S,
         callback_policy: CallbackPolicy | None = None,
@@ -138,7 +146,6 @@ class SandboxSimulator(SimulatorBase):
         self.name = name
         self.banks = banks
         self.payer_limit = payer_limit
-        self.fee_bps = fee_bps
         self.sms_ttl_s = sms_ttl_s
         self.max_skew_s = max_skew_s
         self._signings: dict[str, _Signing] = {}
@@ -155,6 +162,8 @@ class SandboxSimulator(SimulatorBase):
             callback_policy=callback_policy,
             close_pending=False,  # pending orders are not closable here: the bank may still execute them
         )
+        if fee_bps is not None:
+            self.ledger.fee_bps = fee_bps
 
     def __repr__(self) -> str:
         return f"SandboxSimulator(name={self.name!r}, base_url={self.base_url!r}, merchant_id={self.merchant_id!r})"
@@ -188,6 +197,7 @@ class SandboxSimulator(SimulatorBase):
         for path, handler in routes.items():
             app.router.add_post(path, self._signed(handler))
         app.router.add_get("/v1/balance", self._signed(self._balance))
+        app.router.add_get("/v1/statements/{day}", self._signed(self._statement))
         return app
 
     @web.middleware
@@ -260,7 +270,7 @@ class SandboxSimulator(SimulatorBase):
 
     def _reply(self, entry: Entry, *, raw_code: str | None = None) -> wire.OrderReply:
         code = raw_code if raw_code is not None else wire.raw_code_for(entry.code)
-        fee = entry.amount * self.fee_bps // 10_000 if entry.status is EntryStatus.SUCCEEDED else None
+        fee = entry.fee if entry.status is EntryStatus.SUCCEEDED else None
         return wire.OrderReply(
             code=code,
             message=wire.MESSAGES.get(code, "success"),
@@ -464,6 +474,34 @@ class SandboxSimulator(SimulatorBase):
         ok = RawCode.SUCCESS
         reply = wire.BalanceReply(ok, wire.MESSAGES[ok], self.ledger.merchant_balance, self.ledger.currency)
         return self._respond(request, reply)
+
+    # -- statements --
+
+    async def _statement(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        try:
+            day = date.fromisoformat(request.match_info["day"])
+        except ValueError:
+            raise wire.WireError("day", "not a date (YYYY-MM-DD)") from None
+        if not self.statements.published(day):
+            return self._plain(request, RawCode.NOT_FOUND, status=404, message="statement not published yet")
+
+        def write(lines: Iterator[StatementLine], out: BinaryIO) -> None:
+            statement.write_statement(
+                lines, out, day=day, merchant_id=self.merchant_id, timezone=self.ledger.statement_tz
+            )
+
+        rendered = await self.statements.render(day, write)
+        headers = wire.sign_headers(
+            self.merchant_id,
+            self._secret,
+            wire.response_method(200),
+            request.path,
+            rendered.sha256.encode(),
+            nonce=wire.header(request.headers, wire.HEADER_NONCE),
+        )
+        headers[wire.HEADER_CONTENT_SHA256] = rendered.sha256
+        headers["Content-Type"] = "text/csv; charset=utf-8"
+        return await stream_file(request, rendered, headers=headers, remove=True)
 
 
 def create(behaviour: Behaviour, *, notify_url: str | None = None, **kw: Any) -> SandboxSimulator:

@@ -19,7 +19,11 @@ Every request, response and callback carries four headers::
 * responses: ``method`` is ``HTTP/<status>``, ``path`` the request's path and
   ``nonce`` the request's nonce (echoed back), which binds a response to its request;
 * callbacks: ``method`` is ``POST`` and ``path`` is :data:`CALLBACK_PATH`
-  whatever URL they are posted to (the receiver does not see its own URL).
+  whatever URL they are posted to (the receiver does not see its own URL);
+* a statement (``GET /v1/statements/{yyyy-mm-dd}``, 200): the response
+  canonical string has the file's SHA-256 (hex, also sent as
+  :data:`HEADER_CONTENT_SHA256`) in the ``body`` slot, so the file can be
+  streamed and checked once it is on disk.
 
 A timestamp more than ``max_skew_s`` away from now is rejected.
 
@@ -37,6 +41,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, TypeVar
 
 from channels.contract import ErrorRule, ErrorTable, OutcomeStatus, constant_time_equal
@@ -48,6 +53,8 @@ HEADER_SIGNATURE = "X-Sandbox-Signature"
 CALLBACK_PATH = "/callback"
 MAX_SKEW_S = 300.0
 CALLBACK_ACK = b"OK"
+# A statement download is signed over this header (the file's SHA-256, hex) instead of over the body.
+HEADER_CONTENT_SHA256 = "X-Sandbox-Content-SHA256"
 
 
 # --- raw codes -----------------------------------------------------------------
@@ -241,6 +248,11 @@ def verify_headers(
     if abs((time.time() if now is None else now) - sent_at) > max_skew_s:
         raise SignatureInvalid(RawCode.REQUEST_EXPIRED, "timestamp outside the allowed window")
     return nonce
+
+
+def statement_path(day: date) -> str:
+    """The URL path of the statement of ``day``."""
+    return f"/v1/statements/{day.isoformat()}"
 
 
 def response_method(status: int) -> str:

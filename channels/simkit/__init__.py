@@ -15,7 +15,8 @@ One module per seam; every name is importable from ``channels.simkit``:
 
 ==============  ===========================================================
 ``behaviour``   :class:`Fate`, :class:`Behaviour`, the magic amounts (``amount % 100``)
-``ledger``      :class:`Ledger`, :class:`Entry`, the ledger's refusals and guarantees
+``ledger``      :class:`Ledger`, :class:`Entry`, the ledger's refusals and guarantees, the books of a day
+``bills``       :class:`StatementBook`: a day's statement lines from the ledger, the fault switches, rendering
 ``tasks``       :class:`TaskSet`, the background work a simulator cancels on stop
 ``callbacks``   :class:`CallbackSender`, retry policy, acknowledgement checks
 ``desk``        :class:`OrderDesk`: record, decide, move money once, settle later
@@ -28,6 +29,7 @@ One module per seam; every name is importable from ``channels.simkit``:
 from __future__ import annotations
 
 from channels.simkit.behaviour import DECLINE_KINDS, MAGIC, Behaviour, Fate
+from channels.simkit.bills import FaultError, Picked, Rendered, StatementBook, StatementFaults, stream_file
 from channels.simkit.callbacks import (
     AckCheck,
     CallbackDelivery,
@@ -82,6 +84,7 @@ __all__ = [
     "EntryKind",
     "EntryStatus",
     "Fate",
+    "FaultError",
     "HttpServer",
     "InsufficientBalance",
     "Ledger",
@@ -90,10 +93,14 @@ __all__ = [
     "OrderClosed",
     "OrderDesk",
     "OrderNoConflict",
+    "Picked",
     "Precheck",
+    "Rendered",
     "Signer",
     "SimulatorBase",
     "SimulatorHandle",
+    "StatementBook",
+    "StatementFaults",
     "TaskSet",
     "adapter_timeouts",
     "admin_routes",
@@ -107,4 +114,5 @@ __all__ = [
     "pem_private",
     "pem_public",
     "serve_until_signalled",
+    "stream_file",
 ]

@@ -8,6 +8,9 @@ Ledger guarantees
   entry; with different parameters it raises :class:`OrderNoConflict`.
 * Closing an unknown order number leaves a tombstone: a later order with that
   number raises :class:`OrderClosed` and nothing executes.
+* Every order that ends (succeeds or fails) is booked on the day it ended, in
+  the ledger's ``statement_tz``: :meth:`Ledger.booked_on` lists a day's orders
+  in booking order, so a statement is one pass over its day.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import enum
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, tzinfo
 from typing import Any
+
+from channels.statement import CHINA_TIME
 
 
 class EntryKind(enum.StrEnum):
@@ -52,13 +58,15 @@ class InsufficientBalance(LedgerError):
 MERCHANT_FLOAT = "merchant:float"
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One order as the simulated channel sees it.
 
     ``code`` is a simulator-neutral normalized code (``OK``, ``PROCESSING``,
     ``INSUFFICIENT_FUNDS`` ...); each simulator maps it to its raw codes.
     ``account`` is the payer (withhold, refund) or payee (payout) account.
+    ``settled_at`` is when the order ended (its booking time); ``fee`` what the
+    channel charged for it (minor units, set when the money moved).
     """
 
     order_no: str
@@ -74,6 +82,7 @@ class Entry:
     settled_at: float | None = None
     original_order_no: str = ""
     notify_url: str = ""
+    fee: int = 0
 
     @property
     def final(self) -> bool:
@@ -111,6 +120,11 @@ class Ledger:
     All methods are synchronous and never await, so each call is atomic on the
     event loop: concurrent duplicates cannot interleave inside one. Payer
     accounts are created on first use with ``default_balance`` (minor units).
+    ``fee_bps`` is the fee charged on withholds and payouts that move money,
+    in basis points of the amount, rounded half up to the fen as the wallets
+    round (refunds are charged nothing; replace :meth:`fee_for` for another
+    schedule);
+    ``statement_tz`` is the timezone the channel's business days are cut in.
     """
 
     def __init__(
@@ -121,9 +135,13 @@ class Ledger:
         currency: str = "CNY",
         txn_prefix: str = "T",
         clock: Callable[[], float] = time.time,
+        fee_bps: int = 0,
+        statement_tz: tzinfo = CHINA_TIME,
     ) -> None:
         self.default_balance = default_balance
         self.currency = currency
+        self.fee_bps = fee_bps
+        self.statement_tz = statement_tz
         self._clock = clock
         self._txn_prefix = txn_prefix
         self._balances: dict[str, int] = {MERCHANT_FLOAT: merchant_float}
@@ -131,7 +149,12 @@ class Ledger:
         self._entries: dict[str, Entry] = {}
         self._closed: dict[str, float] = {}
         self._movements: list[Movement] = []
+        self._booked: dict[date, list[str]] = {}
         self._seq = 0
+
+    def now(self) -> float:
+        """The ledger's clock (epoch seconds): what it stamps orders with."""
+        return self._clock()
 
     # -- accounts --
 
@@ -222,9 +245,11 @@ class Ledger:
         self._balances[source] -= entry.amount
         self._balances[target] = self.balance(target) + entry.amount
         self._movements.append(Movement(order_no, entry.kind, source, target, entry.amount, self._clock()))
+        entry.fee = self.fee_for(entry.kind, entry.amount)
         entry.status = EntryStatus.SUCCEEDED
         entry.code = "OK"
         entry.settled_at = self._clock()
+        self._book(entry)
         return entry
 
     def fail(self, order_no: str, code: str) -> Entry:
@@ -234,6 +259,7 @@ class Ledger:
             entry.status = EntryStatus.FAILED
             entry.code = code
             entry.settled_at = self._clock()
+            self._book(entry)
         return entry
 
     def close(self, order_no: str) -> Entry | None:
@@ -252,6 +278,29 @@ class Ledger:
             and e.original_order_no == original_order_no
             and e.status is not EntryStatus.FAILED
         )
+
+    def fee_for(self, kind: EntryKind, amount: int) -> int:
+        """What the channel charges for an order of ``kind`` that moves ``amount``."""
+        return 0 if kind is EntryKind.REFUND else (amount * self.fee_bps + 5_000) // 10_000
+
+    # -- the books of a day --
+
+    def booking_day(self, at: float) -> date:
+        """The business day (in ``statement_tz``) of the epoch time ``at``."""
+        return datetime.fromtimestamp(at, self.statement_tz).date()
+
+    def booked_on(self, day: date) -> Sequence[str]:
+        """Order numbers of the orders that ended on ``day``, in booking order.
+
+        The live, append-only list: read ``len()`` first and index up to it for
+        a consistent cut (a statement may be rendered in a worker thread while
+        orders keep ending).
+        """
+        return self._booked.get(day, ())
+
+    def _book(self, entry: Entry) -> None:
+        assert entry.settled_at is not None
+        self._booked.setdefault(self.booking_day(entry.settled_at), []).append(entry.order_no)
 
     # -- inspection --
 
@@ -297,6 +346,7 @@ class Ledger:
                     "txn_id": e.txn_id,
                     "created_at": e.created_at,
                     "settled_at": e.settled_at,
+                    "fee": e.fee,
                     "original_order_no": e.original_order_no,
                     "debits": self.debit_count(e.order_no),
                 }

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from channels.registry import ADAPTERS, ChannelConfigError, load_target
 from channels.simkit.behaviour import Behaviour
+from channels.simkit.bills import StatementBook, faults_routes
 from channels.simkit.callbacks import AckCheck, CallbackPolicy, CallbackSender
 from channels.simkit.desk import OrderDesk
 from channels.simkit.ledger import Entry, Ledger
@@ -91,6 +92,11 @@ class SimulatorHandle(Protocol):
     def behaviour(self) -> Behaviour: ...
 
     @property
+    def statements(self) -> StatementBook:
+        """The simulator's daily statements, from its ledger, and their fault switches."""
+        ...
+
+    @property
     def base_url(self) -> str:
         """``http://host:port`` once started, else empty."""
         ...
@@ -148,7 +154,8 @@ def admin_routes(handle: SimulatorHandle) -> list[web.RouteDef]:
     """Test/operator endpoints, served even during an outage.
 
     ``GET /_admin/ledger``, ``GET|POST /_admin/behaviour`` (POST applies a
-    partial JSON update, 400 naming the bad field), ``GET /_admin/sms/{sign_ref}``.
+    partial JSON update, 400 naming the bad field), ``GET /_admin/sms/{sign_ref}``,
+    ``GET|POST|DELETE /_admin/statement/faults`` (:func:`channels.simkit.bills.faults_routes`).
     """
 
     async def ledger(request: web.Request) -> web.Response:
@@ -179,6 +186,7 @@ def admin_routes(handle: SimulatorHandle) -> list[web.RouteDef]:
         web.get("/_admin/behaviour", get_behaviour),
         web.post("/_admin/behaviour", set_behaviour),
         web.get("/_admin/sms/{sign_ref}", sms),
+        *faults_routes(handle.statements),
     ]
 
 
@@ -194,12 +202,15 @@ class SimulatorBase:
     It owns the ledger, the behaviour, an :class:`OrderDesk` (``self.desk``)
     that reports final entries to :meth:`_notify`, a :class:`CallbackSender`
     (``self.callbacks``) and the :class:`HttpServer` for ``app`` (the admin
-    routes are added to it). A simulator builds its aiohttp application,
-    passes it here, and implements :meth:`_notify`, :meth:`_refusal`,
-    :meth:`adapter_settings` and :meth:`sms_code`.
+    routes are added to it), and the :class:`~channels.simkit.bills.StatementBook`
+    of its ledger (``self.statements``: set its ``covers`` and
+    ``lists_failures`` as the channel's format does, and serve the days it
+    renders). A simulator builds its aiohttp application, passes it here, and
+    implements :meth:`_notify`, :meth:`_refusal`, :meth:`adapter_settings`
+    and :meth:`sms_code`.
 
     ``stop()`` stops serving first (held TIMEOUT responses are released at
-    once), then cancels settlements and callbacks; ``start()`` may follow
+    once), then cancels settlements and callbacks and removes rendered statements; ``start()`` may follow
     again, on the same port, with the same ledger.
     """
 
@@ -223,6 +234,7 @@ class SimulatorBase:
             ledger, behaviour, self._tasks, self._notify, close_pending=close_pending, refusal=self._refusal
         )
         self._stopping = asyncio.Event()
+        self._statements = StatementBook(ledger)
         app.add_routes(admin_routes(self))
         self._server = HttpServer(app)
 
@@ -233,6 +245,10 @@ class SimulatorBase:
     @property
     def behaviour(self) -> Behaviour:
         return self._behaviour
+
+    @property
+    def statements(self) -> StatementBook:
+        return self._statements
 
     @property
     def base_url(self) -> str:
@@ -248,6 +264,7 @@ class SimulatorBase:
         await self._server.stop()
         await self._tasks.close()
         await self.callbacks.stop()
+        self._statements.close()
 
     async def __aenter__(self) -> Self:
         await self.start()

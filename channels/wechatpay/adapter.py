@@ -18,6 +18,10 @@ agreements     ``POST /v3/papay/contracts/pre-entrust-sign`` and, adapted to
                paygate's SMS confirmation, ``.../pre-entrust-sign/{id}/confirm``;
                ``POST /v3/papay/contracts/{contract_id}/terminate`` revokes
 balance        ``GET /v3/merchant/fund/balance/BASIC``
+statement      ``GET /v3/bill/tradebill`` (ALL, GZIP) for the ``download_url`` and
+               its SHA-1, then a signed GET of that URL streams the gzip to
+               disk (:mod:`channels.wechatpay.statement`); payouts are not on
+               that bill
 =============  ==============================================================
 
 Every response (2xx and error answers alike) must carry a valid platform
@@ -50,6 +54,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from http import HTTPStatus
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -77,19 +82,23 @@ from channels.contract import (
     SignRequest,
     SignStarted,
     WithholdOrder,
+    constant_time_equal,
     pending,
     refused_request,
 )
-from channels.http import ChannelHttp, HttpChannel, Lost, NoAnswer, Response, Unsent
+from channels.http import ChannelHttp, HttpChannel, Lost, NoAnswer, Response, StatementDownload, Unsent, without_query
 from channels.registry import ChannelSpec
 from channels.settings import BaseUrl, Text
-from channels.wechatpay import wire
+from channels.statement import StatementError, StatementFile, StatementUnavailable
+from channels.wechatpay import statement, wire
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.mch.weixin.qq.com"
 CURRENCY = "CNY"
 _NOT_FOUND = frozenset({"ORDER_NOT_EXIST", "ORDERNOTEXIST", "RESOURCE_NOT_EXISTS", "NOT_FOUND"})
+# The bill is not generated yet (or the day has none), or WeChat Pay is busy: apply again later.
+_BILL_NOT_READY = frozenset({"NO_STATEMENT_EXIST", "STATEMENT_CREATING", "FREQUENCY_LIMITED", "SYSTEM_ERROR"})
 
 
 def _apiv3_key(key: Secret) -> Secret:
@@ -123,6 +132,7 @@ class WeChatPayTable:
     plan_id: str = ""  # the papay template
     connect_timeout_s: Seconds = 3.0
     timeout_s: Seconds = 10.0  # whole-call budget, longer than connect_timeout_s
+    statement_timeout_s: Seconds = 300.0  # applying for and downloading one day's bill
 
     def check_config(self, key: str) -> None:
         setting.check_timeouts(key, self.connect_timeout_s, self.timeout_s)
@@ -144,6 +154,7 @@ class WeChatPaySettings:
     plan_id: str
     connect_timeout: float
     timeout: float
+    statement_timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +189,13 @@ class WeChatPayChannel(HttpChannel):
 
     # --- transport -------------------------------------------------------------
 
-    async def _request(self, method: str, url: str, payload: Mapping[str, Any] | None = None) -> _Answer | NoAnswer:
+    async def _request(
+        self, method: str, url: str, payload: Mapping[str, Any] | None = None, *, timeout_s: float | None = None
+    ) -> _Answer | NoAnswer:
         """One signed request; returns a verified answer, or why there is none.
 
         A 5xx or an answer that does not verify is :class:`~channels.http.Lost`: the result is unknown.
+        ``timeout_s`` replaces the call budget (applying for a large bill takes longer than an order).
         """
         await self._http.start()
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")) if payload is not None else ""
@@ -196,7 +210,9 @@ class WeChatPayChannel(HttpChannel):
             "Content-Type": "application/json",
             "Wechatpay-Serial": s.platform_serial,
         }
-        response = await self._http.send(method, target, data=body.encode("utf-8"), headers=headers)
+        response = await self._http.send(
+            method, target, data=body.encode("utf-8"), headers=headers, timeout_s=timeout_s
+        )
         if not isinstance(response, Response):
             return response
         if response.status >= 500:
@@ -448,6 +464,53 @@ class WeChatPayChannel(HttpChannel):
             raise ChannelUnavailable(self._channel_id, "balance answer without an integer available_amount")
         return Balance(available=available, currency=CURRENCY)
 
+    # --- statements ------------------------------------------------------------
+
+    async def fetch_statement(self, day: date, dest_dir: str) -> StatementFile:
+        """The ALL trade bill of ``day``: apply for it, stream the gzip, check its SHA-1 against the answer's."""
+        apply = f"/v3/bill/tradebill?bill_date={day.isoformat()}&bill_type=ALL&tar_type=GZIP"
+        answer = await self._request("GET", apply, timeout_s=self._settings.statement_timeout)
+        what = f"{self._channel_id}: bill of {day}"
+        if isinstance(answer, Unsent | Lost):
+            raise StatementUnavailable(f"{what}: {answer}")
+        if not answer.ok:
+            problem = f"{what}: HTTP {answer.status} {answer.code} {answer.message}"
+            raise StatementUnavailable(problem) if answer.code in _BILL_NOT_READY else StatementError(problem)
+        hash_type, hash_value = str(answer.body.get("hash_type", "")), str(answer.body.get("hash_value", ""))
+        download_url = URL(str(answer.body.get("download_url", "")), encoded=True)
+        if hash_type.upper() != "SHA1" or not hash_value:
+            raise StatementError(f"{what}: hash_type {hash_type!r} is not SHA1, or no hash_value")
+        if download_url.origin() != URL(self._settings.base_url).origin():
+            # The download is signed with our key: never send that anywhere but WeChat Pay.
+            raise StatementError(f"{what}: download_url is not on {self._settings.base_url}")
+        signed_url = download_url.raw_path_qs
+        s = self._settings
+        headers = {
+            "Authorization": wire.build_authorization(
+                "GET", signed_url, "", mchid=s.mchid, serial_no=s.merchant_serial_no, key=s.private_key
+            ),
+            "Accept": "application/json",
+        }
+        download = StatementDownload(
+            self._http,
+            self._channel_id,
+            day,
+            dest_dir,
+            format=statement.FORMAT.name,
+            suffix=".csv.gz",
+            timeout_s=s.statement_timeout,
+        )
+        async with download:
+            got = await download.fetch("GET", download_url, headers=headers, digests=("sha1",))
+            if isinstance(got, Unsent | Lost):
+                raise StatementUnavailable(f"{what}: download {got}")
+            if isinstance(got, Response):
+                # An expired URL or a busy server: applying again gives a new one.
+                raise StatementUnavailable(f"{what}: download answered HTTP {got.status}")
+            if not constant_time_equal(got.digests["sha1"], hash_value.lower()):
+                raise StatementError(f"{what}: the file's SHA-1 does not match hash_value (tampered or truncated)")
+            return await download.keep(got, source=without_query(download_url))
+
     # --- callbacks -------------------------------------------------------------
 
     def parse_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackNotice:
@@ -579,5 +642,6 @@ def build(spec: ChannelSpec) -> WeChatPayChannel:
         plan_id=table.plan_id,
         connect_timeout=table.connect_timeout_s,
         timeout=table.timeout_s,
+        statement_timeout=table.statement_timeout_s,
     )
     return WeChatPayChannel(spec.channel_id, settings)

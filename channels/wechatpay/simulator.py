@@ -19,20 +19,31 @@ merchant queries the transfer to learn how it ended.
 Adaptations, on purpose: contract signing is ``pre-entrust-sign`` plus a
 ``/confirm`` with the SMS code (paygate's sign/confirm contract); closing an
 unknown order closes its number for good (simkit tombstone); an outage
-answers 429 FREQUENCY_LIMITED.
+answers 429 FREQUENCY_LIMITED; the trade bill of any day that began can be
+applied for (the current day's is the bill "so far"), not only from 10:00 the
+next day, and a day without trades has an empty bill rather than
+NO_STATEMENT_EXIST.
+
+Bills: ``GET /v3/bill/tradebill`` (``bill_type`` ALL, ``tar_type`` GZIP or
+none) renders the day from the ledger (:mod:`channels.wechatpay.statement`,
+fault switches of ``self.statements`` applied) and answers its SHA-1 and a
+``download_url`` (``/v3/billdownload/file?token=``, valid 5 minutes) whose
+signed GET streams the file, unsigned, as WeChat Pay does. Payouts are not on
+a trade bill.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Any, BinaryIO
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
+from yarl import URL
 
 from channels.simkit import (
     Answer,
@@ -42,16 +53,21 @@ from channels.simkit import (
     EntryKind,
     EntryStatus,
     Ledger,
+    Rendered,
     SimulatorBase,
     adapter_timeouts,
     pem_public,
+    stream_file,
 )
 from channels.simkit import pem_private as _pem_private  # the integration tests import this name
-from channels.wechatpay import wire
+from channels.statement import StatementLine
+from channels.wechatpay import statement, wire
 
 DEFAULT_MCHID = "1900000001"
 DEFAULT_APPID = "wxd678efh567hg6787"
 UNMAPPED = "SIMULATED_UNMAPPED"
+BILL_FILE_PATH = "/v3/billdownload/file"
+BILL_URL_TTL_S = 300.0
 
 # simkit-normalized code -> (HTTP status, WeChat error code)
 _PAY_ERRORS = {
@@ -135,6 +151,7 @@ class WeChatPaySimulator(SimulatorBase):
             ("POST", "/v3/papay/contracts/pre-entrust-sign/{id}/confirm", self._confirm),
             ("POST", "/v3/papay/contracts/{contract_id}/terminate", self._terminate),
         ]
+        routes += [("GET", "/v3/bill/tradebill", self._trade_bill), ("GET", BILL_FILE_PATH, self._bill_file)]
         for method, path, handler in routes:
             app.router.add_route(method, path, self._wrap(handler))
         super().__init__(
@@ -144,6 +161,8 @@ class WeChatPaySimulator(SimulatorBase):
             is_ack=lambda status, _body: status in (200, 204),
             notify_url=notify_url,
         )
+        self.statements.covers = frozenset({EntryKind.WITHHOLD, EntryKind.REFUND})
+        self.statements.lists_failures = False
 
     # --- SimulatorHandle ---------------------------------------------------------
 
@@ -419,6 +438,37 @@ class WeChatPaySimulator(SimulatorBase):
         if self.contracts.pop(request.match_info["contract_id"], None) is None:
             raise _Error(404, "RESOURCE_NOT_EXISTS", "no such contract")
         return None
+
+    # --- bills -----------------------------------------------------------------------
+
+    async def _trade_bill(self, request: web.Request, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            day = date.fromisoformat(request.query.get("bill_date", ""))
+        except ValueError:
+            raise _Error(400, "PARAM_ERROR", "bill_date must be yyyy-MM-DD") from None
+        if request.query.get("bill_type", "ALL") != "ALL":
+            raise _Error(400, "PARAM_ERROR", "this simulator serves bill_type=ALL only")
+        tar_type = request.query.get("tar_type", "")
+        if tar_type not in ("", "GZIP"):
+            raise _Error(400, "PARAM_ERROR", "tar_type must be GZIP or absent")
+        if not self.statements.published(day):
+            raise _Error(400, "NO_STATEMENT_EXIST", "the bill does not exist yet")
+
+        def write(lines: Iterator[StatementLine], out: BinaryIO) -> None:
+            statement.write_statement(
+                lines, out, day=day, appid=self.appid, mchid=self.mchid, compress=tar_type == "GZIP"
+            )
+
+        rendered = await self.statements.render(day, write)
+        token = self.statements.issue(rendered, BILL_URL_TTL_S)
+        url = URL(self.base_url + BILL_FILE_PATH).with_query(token=token)
+        return {"hash_type": "SHA1", "hash_value": rendered.sha1, "download_url": str(url)}
+
+    async def _bill_file(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
+        rendered = self.statements.redeem(request.query.get("token", ""))
+        if not isinstance(rendered, Rendered):
+            raise _Error(400, "INVALID_REQUEST", "the download_url expired")
+        return await stream_file(request, rendered, headers={"Content-Type": "application/octet-stream"}, remove=False)
 
     # --- callbacks -------------------------------------------------------------------
 

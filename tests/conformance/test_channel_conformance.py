@@ -5,13 +5,19 @@ simulator on 127.0.0.1, builds the adapter through the registry from
 ``simulator.adapter_settings()``, signs an agreement, and drives the contract
 with simkit's magic amounts (``amount % 100``). A callback receiver (an
 aiohttp server calling ``parse_callback``/``callback_reply``) collects the
-simulator's notifies.
+simulator's notifies. Every channel that offers ``Operation.STATEMENT``
+fetches the day's statement from its simulator, and its lines must be the
+simulator's ledger of that day.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +33,10 @@ from channels.contract import (
     SignRequest,
     WithholdOrder,
 )
-from channels.registry import ChannelSpec, factory_for
-from channels.simkit import SIMULATORS, Behaviour, SimulatorHandle, create_simulator
+from channels.registry import ADAPTERS, ChannelSpec, factory_for
+from channels.simkit import SIMULATORS, Behaviour, EntryKind, EntryStatus, SimulatorHandle, create_simulator
+from channels.statement import LineStatus, StatementFormat, StatementLine, StatementUnavailable
+from channels.statements import statement_format
 from tests.conformance.receiver import Receiver, start_receiver
 
 CARD = "6222020000001234"
@@ -78,6 +86,7 @@ async def test_capabilities_declared(rig: Rig) -> None:
     assert {Operation.WITHHOLD, Operation.PAYOUT, Operation.REFUND} <= rig.channel.operations
     assert "CNY" in rig.channel.currencies
     assert "PRIVATE KEY" not in repr(rig.channel)
+    assert (Operation.STATEMENT in rig.channel.operations) == (ADAPTERS[rig.name].statement is not None)
 
 
 @pytest.mark.parametrize(
@@ -192,3 +201,110 @@ async def test_payout_and_refund(rig: Rig) -> None:
     assert refunded.status is OutcomeStatus.SUCCEEDED
     assert (await rig.channel.query(OrderRef("R1", Operation.REFUND, 30_000, "CNY"))).status is OutcomeStatus.SUCCEEDED
     assert rig.sim.ledger.debit_count("R1") == 1
+
+
+# --- statements --------------------------------------------------------------------------------
+
+_OPERATIONS = {
+    EntryKind.WITHHOLD: Operation.WITHHOLD,
+    EntryKind.PAYOUT: Operation.PAYOUT,
+    EntryKind.REFUND: Operation.REFUND,
+}
+
+
+def _today(rig: Rig) -> date:
+    return rig.sim.ledger.booking_day(rig.sim.ledger.now())
+
+
+async def _fetch(rig: Rig, day: date, directory: Path) -> tuple[StatementFormat, list[StatementLine]]:
+    fetched = await rig.channel.fetch_statement(day, str(directory))
+    assert (fetched.channel_id, fetched.day) == (rig.channel.channel_id, day)
+    assert os.listdir(directory) == [os.path.basename(fetched.path)]  # nothing half-downloaded left behind
+    assert fetched.sha256 == hashlib.sha256(Path(fetched.path).read_bytes()).hexdigest()
+    assert "token" not in fetched.source
+    assert fetched.format == rig.name  # a channel's format is registered under its adapter's name
+    fmt = statement_format(fetched.format)
+    with open(fetched.path, "rb") as stream:
+        return fmt, list(fmt.iter_lines(stream, channel_id=fetched.channel_id, day=day))
+
+
+async def test_statement_lines_are_the_ledger_of_the_day(rig: Rig, tmp_path: Path) -> None:
+    if Operation.STATEMENT not in rig.channel.operations:
+        pytest.skip(f"{rig.name} publishes no statement")
+    rig.sim.ledger.fee_bps = 60
+    outcomes = {
+        "SW1": await rig.channel.withhold(rig.withhold("SW1", 90_000)),
+        "SW2": await rig.channel.withhold(rig.withhold("SW2", 90_001)),  # declined
+        "SW3": await rig.channel.withhold(rig.withhold("SW3", 90_005)),  # pending, settles later
+        "SP1": await rig.channel.payout(PayoutOrder("SP1", 40_000, "CNY", "6222020000005678", "Li Si", "ICBC")),
+    }
+    refund = RefundOrder("SR1", "SW1", outcomes["SW1"].channel_txn_id, 20_000, 90_000, "CNY", reason="overpaid")
+    outcomes["SR1"] = await rig.channel.refund(refund)
+    await rig.receiver.notice_for("SW3")
+    day = _today(rig)
+    fmt, lines = await _fetch(rig, day, tmp_path)
+
+    expected = {}
+    for entry in rig.sim.ledger.entries():
+        if not entry.final or entry.settled_at is None or rig.sim.ledger.booking_day(entry.settled_at) != day:
+            continue
+        operation = _OPERATIONS[entry.kind]
+        if operation not in fmt.covers or (entry.status is EntryStatus.FAILED and not fmt.lists_failures):
+            continue
+        status = LineStatus.SUCCEEDED if entry.status is EntryStatus.SUCCEEDED else LineStatus.FAILED
+        at = datetime.fromtimestamp(int(entry.settled_at), UTC).replace(tzinfo=None)
+        expected[entry.order_no] = (operation, status, entry.amount, entry.fee, entry.original_order_no, at)
+    shown = {
+        line.channel_order_no: (
+            line.operation,
+            line.status,
+            line.amount,
+            line.fee,
+            line.original_channel_order_no,
+            line.booked_at.replace(microsecond=0),
+        )
+        for line in lines
+    }
+    assert len(shown) == len(lines)  # one line per order
+    assert shown == expected
+    assert {"SW1", "SW3", "SR1"} <= set(shown)
+    for line in lines:  # the channel's transaction id on the statement is the one the adapter reported
+        outcome = outcomes.get(line.channel_order_no)
+        if outcome is not None and outcome.status is OutcomeStatus.SUCCEEDED:
+            assert line.channel_txn_id == outcome.channel_txn_id, line
+
+
+async def test_statement_faults_and_unavailable_days(rig: Rig, tmp_path: Path) -> None:
+    if Operation.STATEMENT not in rig.channel.operations:
+        pytest.skip(f"{rig.name} publishes no statement")
+    for i in range(4):
+        await rig.channel.withhold(rig.withhold(f"FW{i}", 91_000 + i * 100))
+    day = _today(rig)
+    faults = rig.sim.statements.faults
+    faults.drop("FW0")
+    faults.change_amount("FW1", 91_111)
+    faults.change_fee("FW2", 77)
+    faults.date_next_day("FW3")
+    faults.add_line(day, "NEVER-SENT", 12_300)
+    shown = {line.channel_order_no: line for line in (await _fetch(rig, day, tmp_path / "d"))[1]}
+    assert "FW0" not in shown and "FW3" not in shown
+    assert shown["FW1"].amount == 91_111 and shown["FW2"].fee == 77 and shown["NEVER-SENT"].amount == 12_300
+    tomorrow = day + timedelta(days=1)
+    with pytest.raises(StatementUnavailable):
+        await rig.channel.fetch_statement(tomorrow, str(tmp_path / "t"))
+    assert _empty(tmp_path / "t")
+    faults.unpublish(day)
+    with pytest.raises(StatementUnavailable):
+        await rig.channel.fetch_statement(day, str(tmp_path / "u"))
+    faults.publish(day)
+    rig.sim.behaviour.outage = True
+    try:
+        with pytest.raises(StatementUnavailable):
+            await rig.channel.fetch_statement(day, str(tmp_path / "o"))
+    finally:
+        rig.sim.behaviour.outage = False
+    assert _empty(tmp_path / "u") and _empty(tmp_path / "o")
+
+
+def _empty(directory: Path) -> bool:
+    return not directory.exists() or not any(directory.iterdir())

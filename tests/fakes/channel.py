@@ -14,6 +14,7 @@ import hmac
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from channels.contract import (
@@ -36,6 +37,7 @@ from channels.contract import (
     pending,
     succeeded,
 )
+from channels.statement import StatementFile, StatementUnavailable
 
 SIGNATURE_HEADER = "X-Fake-Signature"
 
@@ -102,7 +104,7 @@ class FakeChannel:
         secret: bytes = b"fake-secret",
     ) -> None:
         self._id = channel_id
-        self._operations = operations or frozenset(Operation)
+        self._operations = operations or frozenset(Operation) - {Operation.STATEMENT}  # it publishes none
         self._banks = banks
         self.secret = secret
         self.scripts: dict[str, list[Answer]] = {"order": [], "query": [], "close": []}
@@ -212,6 +214,9 @@ class FakeChannel:
 
     async def balance(self) -> Balance:
         return Balance(self.balance_available, "CNY")
+
+    async def fetch_statement(self, day: date, dest_dir: str) -> StatementFile:
+        raise StatementUnavailable(f"{self._id}: the fake channel publishes no statements")
 
     def callback(
         self,
