@@ -6,7 +6,9 @@ A channel limited to ``rate`` withholds per second has one bucket (a row in
 one short transaction, and spends them locally; so the replicas together never start more than
 ``capacity + rate x t`` withholds on a channel in any ``t`` seconds, however many there are and
 however the work is split between them (measured in ``bench/plans.py``). Local tokens not spent
-within ``burst_s`` are dropped rather than saved up, so idle replicas cannot burst later.
+within ``burst_s`` are dropped rather than saved up, so idle replicas cannot burst later; and a
+replica releases its tokens one every ``1/rate`` seconds, not a grant at once, so what reaches a
+bank in one second stays close to the rate even when the gateway's own latency varies.
 
 Which channel: the executor asks routing first (the same ranking a withhold gets), then takes a
 token from the best-ranked candidate that has one, and the withhold is routed there (see
@@ -25,6 +27,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from gateway.plans.clock import Clock
+
+PACE_SLACK_S = 0.05  # how far a replica may catch up after a stall, in seconds of rate
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class _Local:
     tokens: int = 0
     granted_at: datetime | None = None
     next_refill_at: datetime | None = None  # the store said "none before then"
+    next_release_at: datetime | None = None  # this replica's pacing: not before then
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -89,15 +94,28 @@ class RateLimiter:
         local = self._local[channel]
         if local.tokens and local.granted_at is not None and now - local.granted_at > timedelta(seconds=self.burst_s):
             local.tokens = 0  # not spent in time: dropped, never saved up for a burst
-        if local.tokens > 0:
+        if local.tokens > 0 and self._release_due(local, channel) <= now:
             local.tokens -= 1
+            # pacing (a GCRA): the next release comes 1/rate after this one, so a grant's tokens go
+            # out one by one; after a stall the replica may catch up by PACE_SLACK_S, not by a burst
+            interval = timedelta(seconds=1.0 / self.limits[channel])
+            local.next_release_at = max(local.next_release_at or now, now) + interval
             return True
         return False
 
+    def _release_due(self, local: _Local, channel: str) -> datetime:
+        if local.next_release_at is None:
+            return datetime.min
+        return local.next_release_at - timedelta(seconds=min(PACE_SLACK_S, self.burst_s / 2))
+
     def give_back(self, channel: str) -> None:
-        """A token taken for a withhold that was not sent after all."""
-        if channel in self._local:
-            self._local[channel].tokens += 1
+        """A token taken for a withhold that was not sent after all (its pacing step is undone too)."""
+        local = self._local.get(channel)
+        if local is None:
+            return
+        local.tokens += 1
+        if local.next_release_at is not None:
+            local.next_release_at -= timedelta(seconds=1.0 / self.limits[channel])
 
     async def acquire(self, candidates: Sequence[str], *, until: datetime | None = None) -> str | None:
         """The first of ``candidates`` (best first) with a token, taking it; waits while none has one.
@@ -129,6 +147,8 @@ class RateLimiter:
             now = self.clock.now()
             if self._take_local(channel, now):
                 return None
+            if local.tokens > 0:
+                return self._release_due(local, channel)  # tokens in hand, paced
             if local.next_refill_at is not None and now < local.next_refill_at:
                 return local.next_refill_at
             rate = self.limits[channel]
@@ -139,7 +159,8 @@ class RateLimiter:
                 local.tokens += grant.granted
                 local.granted_at = now
                 local.next_refill_at = None
-                self._take_local(channel, now)
-                return None
+                if self._take_local(channel, now):
+                    return None
+                return self._release_due(local, channel)
             local.next_refill_at = now + timedelta(seconds=grant.wait_s)
             return local.next_refill_at

@@ -84,3 +84,23 @@ async def test_the_best_candidate_with_a_token_is_taken_and_unlimited_channels_a
     assert await limiter.acquire(["bank-a", "free"]) == "free"
     limiter.give_back("bank-a")
     assert await limiter.acquire(["bank-a"]) == "bank-a"
+
+
+async def test_a_replica_releases_its_tokens_one_by_one() -> None:
+    clock = FakeClock(T0)
+    limiter = RateLimiter(Buckets(), {"bank-a": 10.0}, burst_s=1.0, clock=clock)  # a grant is 5 tokens
+    released: list[datetime] = []
+
+    async def one() -> None:
+        assert await limiter.acquire(["bank-a"]) == "bank-a"
+        released.append(clock.now())
+
+    tasks = [asyncio.create_task(one()) for _ in range(5)]
+    for _ in range(40):  # two simulated seconds in steps of 50 ms
+        for _ in range(5):
+            await asyncio.sleep(0)
+        clock.advance(0.05)
+    await asyncio.gather(*tasks)
+    gaps = [(b - a).total_seconds() for a, b in zip(released, released[1:], strict=False)]
+    assert len(released) == 5 and all(gap >= 0.05 - 1e-9 for gap in gaps), released  # not all at once
+    assert (released[-1] - released[0]).total_seconds() >= 0.3  # ~1/rate apart, less the catch-up slack
