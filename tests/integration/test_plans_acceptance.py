@@ -355,8 +355,11 @@ async def test_bulk_submission_names_bad_items_and_is_idempotent(db_config: Data
             yield bad
             yield book(0, 50)  # the same again: a replay
 
+        async def one() -> AsyncIterator[plans_pb2.SubmitPlansRequest]:
+            yield book(900, 1)
+
         with pytest.raises(grpc.aio.AioRpcError) as refused:  # the stream checks the token like a unary call
-            _ = [r async for r in stub.ImportPlans(messages(), metadata=h.op_md)]
+            _ = [r async for r in stub.ImportPlans(one(), metadata=h.op_md)]
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         replies = [r async for r in stub.ImportPlans(messages(), metadata=h.md())]
         assert [r.sequence for r in replies] == [0, 1, 2, 3]
