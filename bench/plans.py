@@ -428,7 +428,7 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--chunk", type=int, default=10_000, help="instalments per ImportPlans message")
     p.add_argument("--kill-at", type=float, default=0.5, help="SIGKILL when this share of the due was attempted")
     p.add_argument("--cards", type=int, default=200, help="cards bound to both banks")
-    p.add_argument("--concurrency", type=int, default=96, help="[plans] concurrency")
+    p.add_argument("--concurrency", type=int, default=192, help="[plans] concurrency")
     p.add_argument("--report", type=float, default=10.0, help="progress line every this many seconds")
     p.add_argument("--database", default="paygate_bench_plans")
     p.add_argument("--keep-db", action="store_true")

@@ -47,6 +47,7 @@ from gateway.obs.series import declare_plan_series, declare_series
 from gateway.planner import Planner, warm_observations
 from gateway.plans.clock import Clock, SystemClock
 from gateway.plans.executor import PlanExecutor
+from gateway.plans.pacing import SendPacer, paced_registry
 from gateway.plans.policy import Schedule as PlanSchedule
 from gateway.plans.ratelimit import RateLimiter
 from gateway.plans.routing import RateAwarePlanner
@@ -194,7 +195,7 @@ class Gateway:
         self.plan_flows = FlowService(
             store=self.flows.store,
             agreements=self.flows.agreements,
-            registry=self.registry,
+            registry=paced_registry(self.registry, SendPacer(config.plans.rate_limits, clock)),
             planner=RateAwarePlanner(self.planner, limiter),
             settings=self.flows.settings,
             on_outbox=on_outbox,

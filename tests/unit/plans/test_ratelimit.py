@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import datetime, timedelta
 
 import pytest
@@ -101,6 +102,6 @@ async def test_a_replica_releases_its_tokens_one_by_one() -> None:
             await asyncio.sleep(0)
         clock.advance(0.05)
     await asyncio.gather(*tasks)
-    gaps = [(b - a).total_seconds() for a, b in zip(released, released[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(released)]
     assert len(released) == 5 and all(gap >= 0.05 - 1e-9 for gap in gaps), released  # not all at once
     assert (released[-1] - released[0]).total_seconds() >= 0.3  # ~1/rate apart, less the catch-up slack
