@@ -53,6 +53,7 @@ from gateway.plans import transitions
 from gateway.plans.clock import Clock
 from gateway.plans.config import PlansConfig
 from gateway.plans.model import (
+    ACCOUNT_UNREADABLE,
     NO_AGREEMENT,
     NO_ROUTE,
     REQUEST_ID_CONFLICT,
@@ -66,11 +67,11 @@ from gateway.plans.model import (
     RunStatus,
     withhold_request_id,
 )
-from gateway.plans.policy import Schedule, projected_lag_s
+from gateway.plans.policy import Schedule, Stop, projected_lag_s
 from gateway.plans.ports import AgreementLookup, Claimed, FlowResult, PlanStore, Withholder, write
 from gateway.plans.ratelimit import RateLimiter
 from gateway.plans.routing import RESERVED, Reservation
-from gateway.plans.sealing import AccountSealer
+from gateway.plans.sealing import AccountSealer, SealBroken
 from gateway.plans.transitions import Step
 from gateway.ports import RoutePlanner
 from gateway.store.rows import FlowRow
@@ -320,7 +321,13 @@ class PlanExecutor:
             await self._save(row, transitions.next_day(row, schedule, day, now))
             return
         request_id = withhold_request_id(row.id, day, point)
-        account_no = self.sealer.open(claimed.account_sealed, caller=row.caller, plan_id=row.plan_id)
+        try:
+            account_no = self.sealer.open(claimed.account_sealed, caller=row.caller, plan_id=row.plan_id)
+        except SealBroken:
+            # the key changed ([security] account_hash_key) or the row was tampered with: never a guess
+            log.error("plan %s: the payer's sealed account number does not open; instalment stopped", row.plan_id)
+            await self._save(row, transitions.stop(row, Stop(ACCOUNT_UNREADABLE, ACCOUNT_UNREADABLE), now))
+            return
         refs = await self.agreements.active_refs(row.caller, claimed.account_hash, claimed.agreement_no)
         if not refs:
             await self._refused(run, row, request_id, NO_AGREEMENT)

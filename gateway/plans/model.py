@@ -92,6 +92,7 @@ NO_ROUTE = "NO_ROUTE"  # no channel passed routing's filters
 WINDOW_PASSED = "WINDOW_PASSED"  # the days after the due date to keep trying are over
 ATTEMPTS_EXHAUSTED = "ATTEMPTS_EXHAUSTED"  # the policy's attempts are used up
 REQUEST_ID_CONFLICT = "REQUEST_ID_CONFLICT"  # the derived request id was used by the caller with other parameters
+ACCOUNT_UNREADABLE = "ACCOUNT_UNREADABLE"  # the plan's sealed card number does not open (key changed)
 
 
 @dataclass(frozen=True)

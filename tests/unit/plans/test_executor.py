@@ -341,3 +341,13 @@ def test_outcome_kinds_map_to_the_event_schema() -> None:
     from gateway.plans.events import KIND
 
     assert set(KIND) == set(OutcomeKind)
+
+
+async def test_an_account_that_no_longer_opens_stops_the_instalment_without_a_withhold() -> None:
+    w = World()
+    await w.submit(10000)
+    w.executor.sealer = AccountSealer(b"another key")  # [security] account_hash_key was changed
+    await w.at(NOON)
+    assert not w.flows.calls
+    [event] = w.events("loan-0-1")
+    assert event.kind == events_pb2.OUTCOME_STOPPED and event.stop_reason == "ACCOUNT_UNREADABLE"
