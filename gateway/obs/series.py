@@ -113,6 +113,8 @@ def declare_plan_series(time_points: Mapping[str, Iterable[str]], products: Iter
     for policy, policy_points in time_points.items():
         for point in policy_points:
             metrics.PLAN_RUNS_BEHIND.labels(policy=policy, time_point=point)
+    if not points:  # no policy configured: one series at "-", so the counter exists as the rules expect
+        metrics.PLAN_RUNS_BEHIND.labels(policy="-", time_point="-")
     for product in products:
         for point in points:
             metrics.PLAN_ATTEMPTS.labels(product=product, time_point=point)
