@@ -2,16 +2,19 @@
 
 Real processes on 127.0.0.1: a tansu broker (in-memory), three ``paygate
 sandbox`` banks with mixed behaviour (declines, pending results, timeouts and
-5xx after the debit, unmapped codes) and ``paygate serve``. Client tasks drive
-withholds and payouts through gRPC and retry every UNAVAILABLE /
+5xx after the debit, unmapped codes) and two replicas of ``paygate serve``
+(``gw-1``, ``gw-2``: one database, one topic). Client tasks, spread over both
+replicas, drive withholds and payouts through gRPC and retry every UNAVAILABLE /
 DEADLINE_EXCEEDED / connection error with the *same* request_id (backoff,
-bounded), as a lending system must; some answered requests are sent again to
-check that a replay returns the same flow. Meanwhile a chaos task, one fault at
-a time:
+bounded) on the other replica, as a lending system behind a load balancer
+must; some answered requests are sent again to check that a replay returns
+the same flow. Meanwhile a chaos task, one fault at a time:
 
-* SIGKILLs the gateway and starts it again;
+* SIGKILLs a replica (each in turn) and starts it again;
 * restarts the broker (which comes back empty: see ``bench/chaos_events.py``
   for how events acknowledged by the old incarnation are still accounted for);
+* disables a channel through one replica, and enables it again a few seconds
+  later, timing how long every replica takes to obey (``bench/chaos_state.py``);
 * switches a bank into an outage (``POST /_admin/behaviour``) and back;
 * restarts MariaDB once (full run only: other agents share that server);
 
@@ -21,16 +24,18 @@ left to resolve (short poll schedules), and ``bench/chaos_check.py`` compares
 the flows with the banks' ledgers and the topic. The last line is::
 
     chaos: requests=<n> crashes=<n> broker_outages=<n> db_restarts=<n> double_debits=<n> mismatches=<n> \
-        lost_events=<n> stuck=<n> forged_accepted=<n>
+        lost_events=<n> stuck=<n> forged_accepted=<n> replicas=<n> state_lag_s=<s>
 
 (one line; wrapped here)
-and the exit status is non-zero when any of the last five is not 0.
+and the exit status is non-zero when any of double_debits .. forged_accepted
+is not 0 or ``state_lag_s`` exceeds 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import sys
@@ -40,7 +45,7 @@ import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,20 +55,24 @@ import grpc
 
 from bench.chaos_check import FlowView, ForgedCallback, Replay, Verdict, judge
 from bench.chaos_events import EventRecorder, create_topic
-from bench.chaos_procs import MERCHANT_ID, TOKEN, TOPIC, chaos_config, mysql, restart_mariadb
+from bench.chaos_procs import MERCHANT_ID, OPERATOR_TOKEN, TOKEN, TOPIC, chaos_config, mysql, restart_mariadb
+from bench.chaos_state import STATE_LAG_BOUND_S, StateChange, change_state, routed_lags, state_lag
 from channels.sandbox import wire
 from devstack.agreements import bind_card
 from devstack.cards import luhn_card
 from devstack.kafka import KafkaBroker
 from devstack.processes import ProcessSet
 from devstack.stack import GatewayProcess, SandboxProcess
+from paygate.v1 import admin_pb2_grpc, gateway_pb2_grpc
 from paygate.v1 import gateway_pb2 as pb
-from paygate.v1 import gateway_pb2_grpc
 
 if TYPE_CHECKING:
+    from paygate.v1.admin_pb2_grpc import GatewayAdminAsyncStub as AdminStub
     from paygate.v1.gateway_pb2_grpc import PaymentGatewayAsyncStub as Stub
 
 MD = (("authorization", f"Bearer {TOKEN}"),)
+OPERATOR_MD = (("authorization", f"Bearer {OPERATOR_TOKEN}"),)
+REPLICAS = ("gw-1", "gw-2")
 RETRY_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
 )
@@ -128,6 +137,7 @@ class Plan:
     cards: int
     crashes: int
     broker_restarts: int
+    state_changes: int  # a channel disabled through one replica, then enabled again
     outages: int
     db_restart: bool
     retry_budget_s: float
@@ -143,6 +153,7 @@ class Plan:
             cards=24,
             crashes=8,
             broker_restarts=4,
+            state_changes=3,
             outages=10,
             db_restart=True,
             retry_budget_s=90,
@@ -157,8 +168,9 @@ class Plan:
             max_requests=600,
             workers=6,
             cards=8,
-            crashes=1,
+            crashes=2,
             broker_restarts=1,
+            state_changes=1,
             outages=1,
             db_restart=False,
             retry_budget_s=30,
@@ -201,8 +213,9 @@ class ChaosRun:
         self.rng = random.Random(seed)
         self.procs = ProcessSet(workdir / "processes.log")
         self.broker = KafkaBroker(procs=self.procs)
-        self.gateway = GatewayProcess(self.procs, workdir / "paygate.toml")
-        notify = f"http://127.0.0.1:{self.gateway.http_port}/callbacks/"
+        self.gateways = {name: GatewayProcess(self.procs, workdir / f"paygate-{name}.toml") for name in REPLICAS}
+        # the gateway passes its own callback URL with each order; this is only the banks' default
+        notify = f"http://127.0.0.1:{self.gateways[REPLICAS[0]].http_port}/callbacks/"
         self.banks = {
             name: SandboxProcess(name, behaviour, notify + name, merchant_id=MERCHANT_ID)
             for name, behaviour in BANKS.items()
@@ -213,9 +226,13 @@ class ChaosRun:
         self.forged: list[ForgedCallback] = []
         self.counts = Counts()
         self.cards: list[str] = []
+        self.state_changes: list[StateChange] = []
+        self.state_lag_s = 0.0
+        self.routed_lag: dict[str, float] = {}  # replica -> its latest attempt on a disabled channel, s late
         self._seq = 0
         self._chaos_lock = asyncio.Lock()
-        self._gateway_up = asyncio.Event()
+        self._stubs: dict[str, Stub] = {}
+        self._admins: dict[str, AdminStub] = {}
 
     # --- setup -------------------------------------------------------------------------
 
@@ -225,12 +242,12 @@ class ChaosRun:
         await create_topic(self.broker.bootstrap, TOPIC)
         for bank in self.banks.values():
             bank.start(self.procs)
-        self.gateway.write_config(
-            chaos_config(self.gateway.ports, self.database, self.broker.bootstrap, list(self.banks.values()))
-        )
-        self.gateway.migrate()
-        self.start_gateway()
-        self._gateway_up.set()
+        for name, gateway in self.gateways.items():
+            banks = list(self.banks.values())
+            gateway.write_config(chaos_config(gateway.ports, self.database, self.broker.bootstrap, banks, name))
+        self.gateways[REPLICAS[0]].migrate()
+        for name in REPLICAS:
+            self.start_gateway(name)
         await self.recorder.start()
 
     async def sign_agreements(self, stub: Stub) -> None:
@@ -244,8 +261,7 @@ class ChaosRun:
                     request_id=f"sign-{i}-{name}",
                     channel=name,
                     card=card,
-                    database=self.database,
-                    sms_code=bank.sms_code,
+                    sms_code=bank.last_sms_code,
                     timeout=10,
                 )
 
@@ -270,12 +286,17 @@ class ChaosRun:
         )
         return Sent(rid, "payout", message)
 
-    async def call(self, stub: Stub, sent: Sent) -> tuple[str, pb.Flow | None]:
-        """Send ``sent`` until it gets an answer, retrying transport errors with the same request_id."""
-        method: Any = stub.Withhold if sent.kind == "withhold" else stub.Payout
+    async def call(self, replica: int, sent: Sent) -> tuple[str, pb.Flow | None]:
+        """Send ``sent`` until it gets an answer, retrying transport errors with the same request_id.
+
+        The first try goes to replica number ``replica``; each retry to the
+        next one, as a load balancer moves off a replica that does not answer.
+        """
         deadline = time.monotonic() + self.plan.retry_budget_s
         backoff = 0.1
         while True:
+            stub = self._stubs[REPLICAS[replica % len(REPLICAS)]]
+            method: Any = stub.Withhold if sent.kind == "withhold" else stub.Payout
             self.counts.calls["rpc"] += 1
             try:
                 return "ok", await method(sent.message, metadata=MD, timeout=6)
@@ -283,13 +304,14 @@ class ChaosRun:
                 self.counts.calls[exc.code().name] += 1
                 if exc.code() not in RETRY_CODES:
                     return exc.code().name, None
+            replica += 1
             if time.monotonic() + backoff > deadline:
                 return "gave_up", None
             self.counts.calls["retries"] += 1
             await asyncio.sleep(backoff * (0.5 + self.rng.random()))
             backoff = min(backoff * 2, 2.0)
 
-    async def client(self, stub: Stub, started: float, load_until: float) -> None:
+    async def client(self, replica: int, started: float, load_until: float) -> None:
         # Paced: request n is due at started + n / rate, so the load (and every fault) spans the whole
         # phase however fast this machine is; a slower gateway simply gets fewer requests.
         rate = self.plan.max_requests / self.plan.load_s
@@ -300,7 +322,7 @@ class ChaosRun:
                 continue  # another client may have taken this slot meanwhile
             sent = self.new_request()
             self.sent[sent.request_id] = sent
-            outcome, flow = await self.call(stub, sent)
+            outcome, flow = await self.call(replica, sent)
             sent.outcome = outcome
             if flow is None:
                 continue
@@ -308,7 +330,7 @@ class ChaosRun:
             sent.first_status = pb.FlowStatus.Name(flow.status)
             sent.orders = [(a.channel, a.channel_order_no) for a in flow.attempts]
             if self.rng.random() < 0.05:
-                again_outcome, again = await self.call(stub, sent)
+                again_outcome, again = await self.call(replica + 1, sent)  # the replay on the other replica
                 if again is not None:
                     self.replays.append(Replay(sent.request_id, flow.flow_no, again.flow_no, again.replayed))
                 else:
@@ -316,22 +338,30 @@ class ChaosRun:
 
     # --- faults --------------------------------------------------------------------------
 
-    def start_gateway(self) -> None:
-        self.gateway.start(timeout=60, wait_callbacks=True)
+    def start_gateway(self, name: str) -> None:
+        self.gateways[name].start(timeout=60, wait_callbacks=True)
 
     async def crash_gateway(self) -> None:
+        """SIGKILL the replicas in turn, and start the victim again (with the same replica_id)."""
+        name = REPLICAS[self.counts.crashes % len(REPLICAS)]
         began = time.monotonic()
-        self._gateway_up.clear()
-        self.gateway.kill()
+        self.gateways[name].kill()
         self.counts.crashes += 1
         await asyncio.sleep(self.rng.uniform(0.5, 2.5))
-        await asyncio.to_thread(self.start_gateway)
-        self._gateway_up.set()
+        await asyncio.to_thread(self.start_gateway, name)
         self.counts.gateway_downtime_s += time.monotonic() - began
 
+    def freeze_gateways(self) -> None:
+        for gateway in self.gateways.values():
+            gateway.freeze()
+
+    def thaw_gateways(self) -> None:
+        for gateway in self.gateways.values():
+            gateway.thaw()
+
     async def restart_broker(self) -> None:
-        # Freeze the relay so nothing more is acknowledged, read the old log to its end, then kill it.
-        self.gateway.freeze()
+        # Freeze the relays so nothing more is acknowledged, read the old log to its end, then kill it.
+        self.freeze_gateways()
         self.counts.freezes += 1
         try:
             if not await self.recorder.catch_up(timeout_s=15):
@@ -339,20 +369,34 @@ class ChaosRun:
             await self.recorder.stop()
             self.broker.kill()
         finally:
-            self.gateway.thaw()
+            self.thaw_gateways()
         self.counts.broker_outages += 1
         await asyncio.sleep(self.rng.uniform(1.0, 4.0))
         # Frozen again while the new broker starts, so the topic exists before the relay's first request.
         # Without this, tansu (creating the topic for the relay and for us at once) was seen to log
         # AlreadyExists on produce, report end offsets below what it served, and acknowledge batches
         # that no fetch ever returned: lost events that are the test broker's, not the gateway's.
-        self.gateway.freeze()
+        self.freeze_gateways()
         try:
             self.broker.start()
             await create_topic(self.broker.bootstrap, TOPIC)
             await self.recorder.start()
         finally:
-            self.gateway.thaw()
+            self.thaw_gateways()
+
+    async def disable_and_enable(self) -> None:
+        """An operator disables a bank through one replica (each in turn), then enables it through it again."""
+        through = REPLICAS[len(self.state_changes) // 2 % len(REPLICAS)]
+        channel = self.rng.choice(list(self.banks))
+        disabled = await change_state(self._admins, through, channel, "DISABLED", OPERATOR_MD)
+        await asyncio.sleep(self.rng.uniform(2.0, 4.0))  # the clients keep sending meanwhile
+        enabled = await change_state(self._admins, through, channel, "ENABLED", OPERATOR_MD)
+        disabled.ends_at = enabled.sent_at
+        self.state_changes += [disabled, enabled]
+        lags = ", ".join(
+            f"{c.state.lower()} {n} {lag:.2f} s" for c in (disabled, enabled) for n, lag in c.listed_lag.items()
+        )
+        print(f"           {channel} through {through}: {lags}", flush=True)
 
     async def outage(self, name: str, duration_s: float) -> None:
         bank = self.banks[name]
@@ -370,7 +414,8 @@ class ChaosRun:
     def schedule(self) -> list[tuple[float, str]]:
         """(offset in the load phase, fault), spread evenly with jitter, never two at the same moment."""
         plan = self.plan
-        faults = ["crash"] * plan.crashes + ["broker"] * plan.broker_restarts + ["db"] * int(plan.db_restart)
+        faults = ["crash"] * plan.crashes + ["broker"] * plan.broker_restarts + ["state"] * plan.state_changes
+        faults += ["db"] * int(plan.db_restart)
         self.rng.shuffle(faults)
         step = plan.load_s * 0.85 / (len(faults) + 1)
         return [(step * (i + 1) + self.rng.uniform(-0.2, 0.2) * step, fault) for i, fault in enumerate(faults)]
@@ -379,6 +424,7 @@ class ChaosRun:
         actions: dict[str, Callable[[], Awaitable[None]]] = {
             "crash": self.crash_gateway,
             "broker": self.restart_broker,
+            "state": self.disable_and_enable,
             "db": self.restart_db,
         }
         for offset, fault in self.schedule():
@@ -400,7 +446,8 @@ class ChaosRun:
     async def post_callback(
         self, http: aiohttp.ClientSession, channel: str, body: bytes, headers: dict[str, str]
     ) -> int | None:
-        url = f"http://127.0.0.1:{self.gateway.http_port}/callbacks/{channel}"
+        port = self.gateways[self.rng.choice(REPLICAS)].http_port
+        url = f"http://127.0.0.1:{port}/callbacks/{channel}"
         try:
             async with http.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as reply:
                 await reply.read()
@@ -455,15 +502,15 @@ class ChaosRun:
 
     # --- the end ---------------------------------------------------------------------------
 
-    async def final_flows(self, stub: Stub, settle_until: float) -> dict[str, FlowView]:
-        """GetFlow for every request until none is left PROCESSING without review (or time runs out)."""
+    async def final_flows(self, settle_until: float) -> dict[str, FlowView]:
+        """GetFlow (from both replicas) for every request until none is left PROCESSING without review."""
         views: dict[str, FlowView] = {}
         todo = list(self.sent)
         while True:
             for start in range(0, len(todo), 50):
                 chunk = todo[start : start + 50]
                 for rid, view in zip(
-                    chunk, await asyncio.gather(*(self.get_flow(stub, r) for r in chunk)), strict=True
+                    chunk, await asyncio.gather(*(self.get_flow(r, i) for i, r in enumerate(chunk))), strict=True
                 ):
                     if view is not None:
                         views[rid] = view
@@ -472,8 +519,9 @@ class ChaosRun:
                 return views
             await asyncio.sleep(1.0)
 
-    async def get_flow(self, stub: Stub, rid: str) -> FlowView | None:
-        for _ in range(20):
+    async def get_flow(self, rid: str, replica: int = 0) -> FlowView | None:
+        for attempt in range(20):
+            stub = self._stubs[REPLICAS[(replica + attempt) % len(REPLICAS)]]
             try:
                 flow = await stub.GetFlow(pb.GetFlowRequest(request_id=rid), metadata=MD, timeout=5)
             except grpc.aio.AioRpcError as exc:
@@ -501,12 +549,14 @@ class ChaosRun:
     async def run(self) -> tuple[Verdict, dict[str, FlowView]]:
         plan = self.plan
         await self.setup()
-        async with (
-            grpc.aio.insecure_channel(f"127.0.0.1:{self.gateway.grpc_port}", options=CHANNEL_OPTIONS) as channel,
-            aiohttp.ClientSession() as http,
-        ):
-            stub = gateway_pb2_grpc.PaymentGatewayStub(channel)
-            await self.sign_agreements(stub)
+        async with contextlib.AsyncExitStack() as stack:
+            http = await stack.enter_async_context(aiohttp.ClientSession())
+            for name, gateway in self.gateways.items():
+                address = f"127.0.0.1:{gateway.grpc_port}"
+                channel = await stack.enter_async_context(grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
+                self._stubs[name] = gateway_pb2_grpc.PaymentGatewayStub(channel)
+                self._admins[name] = admin_pb2_grpc.GatewayAdminStub(channel)
+            await self.sign_agreements(self._stubs[REPLICAS[0]])
             print(
                 f"  {len(self.cards)} cards bound on {len(self.banks)} banks; load for {plan.load_s:.0f} s", flush=True
             )
@@ -517,7 +567,7 @@ class ChaosRun:
                 asyncio.create_task(self.outages(started)),
                 asyncio.create_task(self.forger(http, load_until)),
             ]
-            clients = [asyncio.create_task(self.client(stub, started, load_until)) for _ in range(plan.workers)]
+            clients = [asyncio.create_task(self.client(n, started, load_until)) for n in range(plan.workers)]
             try:
                 await asyncio.gather(*clients, *background)
             finally:
@@ -526,19 +576,46 @@ class ChaosRun:
             print(f"  load done: {len(self.sent)} requests in {time.monotonic() - started:.0f} s; settling", flush=True)
             for bank in self.banks.values():
                 await asyncio.to_thread(bank.set_behaviour, {"outage": False})
-            await self._gateway_up.wait()
             await self.replay_genuine_callbacks(http)
             settle_until = time.monotonic() + plan.settle_s
-            views = await self.final_flows(stub, settle_until)
+            views = await self.final_flows(settle_until)
             await self.wait_for_events(views, time.monotonic() + 30)
             ledgers = {name: await asyncio.to_thread(bank.ledger) for name, bank in self.banks.items()}
             # A flow that was still moving when the ledgers were read is fetched once more.
             moving = [rid for rid, v in views.items() if v.status == "PROCESSING"]
-            views.update({rid: v for rid in moving if (v := await self.get_flow(stub, rid)) is not None})
+            views.update({rid: v for rid in moving if (v := await self.get_flow(rid)) is not None})
         verdict = judge(views.values(), ledgers, self.recorder.log, self.forged, self.replays)
         if verdict.lost_events:
             await self.explain_lost_events(views, verdict)
+        self.routed_lag = routed_lags(self.state_changes, await self.disabled_attempts())
+        self.state_lag_s = state_lag(self.state_changes, self.routed_lag)
         return verdict, views
+
+    async def disabled_attempts(self) -> list[tuple[str, str, float]]:
+        """(replica, channel, created at) of the attempts recorded on a channel while it was disabled."""
+        out: list[tuple[str, str, float]] = []
+        for change in self.state_changes:
+            if change.state != "DISABLED":
+                continue
+            ends = change.ends_at if change.ends_at is not None else time.time()
+            rows = await self.query(
+                "SELECT r.replica_id, a.channel, a.created_at FROM attempts a"
+                " JOIN replicas r ON r.incarnation = a.incarnation"
+                " WHERE a.channel = %s AND a.created_at >= %s AND a.created_at < %s",
+                [change.channel, _naive_utc(change.sent_at), _naive_utc(ends)],
+            )
+            out += [(replica, channel, created.replace(tzinfo=UTC).timestamp()) for replica, channel, created in rows]
+        return out
+
+    async def query(self, sql: str, args: list[Any]) -> list[tuple[Any, ...]]:
+        """One read of the run's database (diagnosis and the state lag; never the verdict's money checks)."""
+        conn = await aiomysql.connect(host="127.0.0.1", user="root", password="", db=self.database, autocommit=True)
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(sql, args)
+                return list(await cur.fetchall())
+        finally:
+            conn.close()
 
     async def explain_lost_events(self, views: dict[str, FlowView], verdict: Verdict) -> None:
         """Diagnosis only (the figure stays): was each lost result ever marked published, and when?
@@ -550,19 +627,13 @@ class ChaosRun:
         """
         seen = set(self.recorder.log.results_by_flow())
         lost = [v.flow_no for v in views.values() if v.status in ("SUCCEEDED", "FAILED") and v.flow_no not in seen]
-        conn = await aiomysql.connect(host="127.0.0.1", user="root", password="", db=self.database, autocommit=True)
-        try:
-            async with conn.cursor() as cur:
-                marks = ", ".join(["%s"] * len(lost))
-                await cur.execute(
-                    "SELECT f.flow_no, o.event_id, o.published_at, o.attempts, o.last_error FROM flows f"
-                    " LEFT JOIN outbox o ON o.flow_id = f.id AND o.event_type = 'FLOW_RESULT'"
-                    f" WHERE f.flow_no IN ({marks})",
-                    lost,
-                )
-                rows = await cur.fetchall()
-        finally:
-            conn.close()
+        marks = ", ".join(["%s"] * len(lost))
+        rows = await self.query(
+            "SELECT f.flow_no, o.event_id, o.published_at, o.attempts, o.last_error FROM flows f"
+            " LEFT JOIN outbox o ON o.flow_id = f.id AND o.event_type = 'FLOW_RESULT'"
+            f" WHERE f.flow_no IN ({marks})",
+            lost,
+        )
         lives = self.recorder.log.lives
         for flow_no, event_id, published_at, attempts, last_error in rows:
             if event_id is None:
@@ -579,6 +650,11 @@ class ChaosRun:
         self.procs.stop_all(timeout=5)
 
 
+def _naive_utc(epoch_s: float) -> datetime:
+    """Epoch seconds as the naive UTC datetime the gateway's tables hold."""
+    return datetime.fromtimestamp(epoch_s, UTC).replace(tzinfo=None)
+
+
 def report(run: ChaosRun, verdict: Verdict, views: dict[str, FlowView], elapsed: float) -> str:
     counts = run.counts
     statuses = Counter(v.status for v in views.values())
@@ -593,6 +669,12 @@ def report(run: ChaosRun, verdict: Verdict, views: dict[str, FlowView], elapsed:
         f"MariaDB restarts {counts.db_restarts} (down {counts.db_outage_s:.1f} s)"
     )
     print(f"  callbacks: forged/tampered sent {len(run.forged)}, genuine replays {counts.callbacks_replayed}")
+    for change in run.state_changes:
+        lags = ", ".join(f"{name} {lag:.2f} s" for name, lag in sorted(change.listed_lag.items()))
+        print(f"  {change.channel} {change.state.lower()} through {change.through}: listed by {lags}")
+    routed = ", ".join(f"{name} {lag:.2f} s" for name, lag in sorted(run.routed_lag.items())) or "none"
+    print(f"  last attempt on a disabled channel after the call: {routed}")
+    print(f"  state lag {run.state_lag_s:.2f} s (bound {STATE_LAG_BOUND_S:.0f} s; listed and routed)")
     for n, life in enumerate(run.recorder.log.lives):
         ended = f"{life.ended:%H:%M:%S}" if life.ended else "end"
         ends = f", end offsets {life.end_offsets} (sum {sum(life.end_offsets.values())})" if life.ended else ""
@@ -603,7 +685,8 @@ def report(run: ChaosRun, verdict: Verdict, views: dict[str, FlowView], elapsed:
     return (
         f"chaos: requests={len(run.sent)} crashes={counts.crashes} broker_outages={counts.broker_outages} "
         f"db_restarts={counts.db_restarts} double_debits={verdict.double_debits} mismatches={verdict.mismatches} "
-        f"lost_events={verdict.lost_events} stuck={verdict.stuck} forged_accepted={verdict.forged_accepted}"
+        f"lost_events={verdict.lost_events} stuck={verdict.stuck} forged_accepted={verdict.forged_accepted} "
+        f"replicas={len(run.gateways)} state_lag_s={run.state_lag_s:.2f}"
     )
 
 
@@ -617,12 +700,14 @@ async def _main(plan: Plan, workdir: Path, database: str, seed: int, keep_db: bo
         if not keep_db:
             mysql(f"DROP DATABASE IF EXISTS `{database}`")
     print(report(run, verdict, views, time.monotonic() - began), flush=True)
-    return 0 if verdict.ok else 1
+    return 0 if verdict.ok and run.state_lag_s <= STATE_LAG_BOUND_S else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--short", action="store_true", help="a few hundred requests, one crash, one broker restart")
+    parser.add_argument(
+        "--short", action="store_true", help="a few hundred requests, one crash per replica, one broker restart"
+    )
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--database", default=None, help="database to create (and drop) for the run")
     parser.add_argument("--keep-db", action="store_true", help="leave the database for inspection")

@@ -1,6 +1,6 @@
 """The fault-injection run's stack (``python -m bench.chaos``): its configuration and how to hurt MariaDB.
 
-The processes themselves (broker, sandbox banks, gateway) are
+The processes themselves (broker, sandbox banks, gateway replicas) are
 :mod:`devstack`'s, spawned through one :class:`~devstack.processes.ProcessSet`
 that stops them all on the way out, whatever happened. Nothing here knows
 about payments: the workload and the checks are in ``bench/chaos.py`` and
@@ -24,8 +24,10 @@ TOPIC = "paygate.flow-results"
 MERCHANT_ID = "chaos-merchant"
 
 
-def chaos_config(ports: GatewayPorts, database: str, bootstrap: str, sandboxes: list[SandboxProcess]) -> dict[str, Any]:
-    """The gateway's configuration for the run."""
+def chaos_config(
+    ports: GatewayPorts, database: str, bootstrap: str, sandboxes: list[SandboxProcess], replica_id: str
+) -> dict[str, Any]:
+    """The configuration of replica ``replica_id`` for the run (every replica shares the database and topic)."""
     return gateway_config(
         ports,
         server={
@@ -34,11 +36,13 @@ def chaos_config(ports: GatewayPorts, database: str, bootstrap: str, sandboxes: 
             "metrics_host": "127.0.0.1",
             "default_wait_ms": 2000,
             "grace_s": 2,
+            # a stable name per replica: a restarted one recovers what its killed run left at once
+            "replica_id": replica_id,
         },
         database={"database": database, "pool_min": 2, "pool_max": 30, "connect_timeout_s": 2},
         security={"account_hash_key": "chaos-account-hash-key-0123456789"},
         callers={CALLER: TOKEN},
-        operators={"chaos": OPERATOR_TOKEN},
+        operators={"chaos": {"token": OPERATOR_TOKEN, "role": "operator"}},
         poller={
             "interval_s": 0.2,
             "first_delay_s": 0.5,

@@ -205,8 +205,7 @@ class PlanBench:
                         request_id=f"sign-{i}-{name}",
                         channel=name,
                         card=card,
-                        database=self.opts.database,
-                        sms_code=bank.sms_code,
+                        sms_code=bank.last_sms_code,
                     )
 
     # --- the book ----------------------------------------------------------------------

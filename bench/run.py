@@ -227,8 +227,7 @@ class Bench:
                     request_id=f"sign-{self.run_id}-{i}",
                     channel=CHANNEL,
                     card=card,
-                    database=self.opts.database,
-                    sms_code=self.sandbox.sms_code,
+                    sms_code=self.sandbox.last_sms_code,
                 )
                 if done.status != pb.ACTIVE:
                     raise RuntimeError(f"agreement {i} ended {pb.AgreementStatus.Name(done.status)}")

@@ -13,6 +13,10 @@ returns; the gateway lays its ``PAYGATE_*`` environment overrides over it first,
   numbers are finite); arrays fill tuples and frozensets, nested tables their dataclasses;
 * checks between keys go in the table's ``check_config(self, key)``, called with the table's
   full path once every key has the right type (inner tables first); use :func:`join` to name keys;
+* a :class:`Secret` key ``name`` of any table may instead be given as ``name_file``: the path of a
+  file holding the secret (one trailing newline is dropped), read when the table is read; giving
+  both is an error unless ``name`` is empty (the environment overlay replaces one with the other,
+  see :mod:`gateway.config`);
 * every failure is one :class:`ConfigError` whose ``key`` is the full path of the key at fault
   (``channels[1].routing.fee.rate_ppm``). A validator may raise ``ConfigError("sub", ...)`` to
   name a key below the value it validates (``"[2]"`` for an array item); a plain ``ValueError``
@@ -28,11 +32,13 @@ Value types several layers share are at the end: :data:`NonBlank`, :data:`Second
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError
@@ -70,13 +76,15 @@ class Secret:
     """A string that never prints itself (tokens, passwords, keys); :meth:`reveal` gives the value.
 
     True when it holds a value, so ``password or ""`` still reads an unset password as empty.
-    In a table a secret is given as a TOML string.
+    In a table a secret is given as a TOML string, or as the path of a file (``<key>_file``).
     """
 
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
         self._value = value
+        for seen in _SECRET_COLLECTORS:
+            seen.add(value)
 
     def reveal(self) -> str:
         return self._value
@@ -98,6 +106,24 @@ class Secret:
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
         return core_schema.no_info_plain_validator_function(_secret)
+
+
+# The sets of collect_secrets() blocks now open; every Secret made meanwhile adds its value to each.
+_SECRET_COLLECTORS: list[set[str]] = []
+
+
+@contextlib.contextmanager
+def collect_secrets() -> Iterator[set[str]]:
+    """Collect the value of every :class:`Secret` made inside the block (to redact them from a printout,
+    or to check that none reached a log). The set is filled as secrets are made; it stops growing
+    when the block ends."""
+    seen: set[str] = set()
+    _SECRET_COLLECTORS.append(seen)
+    try:
+        yield seen
+    finally:
+        # by identity: two collectors holding the same values are still two blocks
+        del _SECRET_COLLECTORS[next(i for i, s in enumerate(_SECRET_COLLECTORS) if s is seen)]
 
 
 def _secret(value: object) -> Secret:
@@ -146,17 +172,66 @@ def _validator(table: type[Any]) -> SchemaValidator:
 
 
 def _loosen(node: object, table: Any) -> None:
-    """Let arrays and tables through the strict schema, and refuse a dataclass that is no table."""
+    """Let arrays and tables through the strict schema, refuse a dataclass that is no table, and let each
+    table's secrets come from files (:func:`_secrets_from_files`)."""
     if isinstance(node, dict):
         if node.get("type") in _LAX_KINDS:
             node["strict"] = False
-        if node.get("type") == "dataclass" and node.get("config", {}).get("extra_fields_behavior") != "forbid":
-            raise TypeError(f"{node.get('cls')} in {table} is not a config table: give it __pydantic_config__ = TABLE")
+        if node.get("type") == "dataclass":
+            if node.get("config", {}).get("extra_fields_behavior") != "forbid":
+                raise TypeError(
+                    f"{node.get('cls')} in {table} is not a config table: give it __pydantic_config__ = TABLE"
+                )
+            names = secret_fields(node["cls"])
+            if names:
+                node["schema"] = core_schema.no_info_before_validator_function(
+                    _secrets_from_files(names), node["schema"]
+                )
         for child in node.values():
             _loosen(child, table)
     elif isinstance(node, list):
         for child in node:
             _loosen(child, table)
+
+
+def secret_fields(table: type[Any]) -> tuple[str, ...]:
+    """The names of ``table``'s fields that hold a :class:`Secret` (``Secret``, ``Secret | None``, annotated)."""
+    hints = typing.get_type_hints(table, include_extras=True)
+    return tuple(f.name for f in dataclasses.fields(table) if f.init and _unwrap(hints.get(f.name)) is Secret)
+
+
+FILE_SUFFIX = "_file"
+
+
+def _secrets_from_files(names: tuple[str, ...]) -> typing.Callable[[Any], Any]:
+    """A validator run before a table's own: ``<name>_file = "path"`` becomes ``<name>`` = the file's text."""
+
+    def resolve(raw: Any) -> Any:
+        if not isinstance(raw, Mapping) or not any(name + FILE_SUFFIX in raw for name in names):
+            return raw
+        out = dict(raw)
+        for name in names:
+            path = out.pop(name + FILE_SUFFIX, None)
+            if path is None:
+                continue
+            if out.get(name, "") != "":  # an empty value (the example's placeholder) gives way to the file
+                raise ConfigError(name + FILE_SUFFIX, f"give only one of {name} or {name}{FILE_SUFFIX}")
+            out[name] = read_secret_file(path, name + FILE_SUFFIX)
+        return out
+
+    return resolve
+
+
+def read_secret_file(path: object, key: str) -> Secret:
+    """The secret held in the file at ``path`` (UTF-8; one trailing newline dropped). ConfigError names ``key``."""
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(key, "must be the path of a file holding the secret")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        # the path is not secret; the file's content never shows
+        raise ConfigError(key, f"cannot read {path} ({type(exc).__name__})") from None
+    return Secret(text.removesuffix("\n").removesuffix("\r"))
 
 
 def _check(value: object, key: str) -> None:

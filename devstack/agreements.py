@@ -1,12 +1,10 @@
-"""Binding a test card as a lending system does: SignAgreement, the SMS code the bank "sent", ConfirmAgreement."""
+"""Binding a test card as a lending system does: SignAgreement, the SMS the bank "sent", ConfirmAgreement."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-import aiomysql
 
 from paygate.v1 import gateway_pb2 as pb
 
@@ -17,18 +15,6 @@ if TYPE_CHECKING:
 BORROWER = {"holder_name": "王小明", "id_no": "11010519491231002X", "phone": "13800138000"}
 
 
-async def sign_ref_of(database: str, agreement_no: str) -> str:
-    """The channel's signing reference of an agreement, from the gateway's database (simulators key SMS codes by it)."""
-    conn = await aiomysql.connect(host="127.0.0.1", user="root", password="", db=database, autocommit=True)
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute("SELECT sign_ref FROM agreements WHERE agreement_no=%s", (agreement_no,))
-            (sign_ref,) = await cur.fetchone()
-    finally:
-        conn.close()
-    return str(sign_ref)
-
-
 async def bind_card(
     stub: PaymentGatewayAsyncStub,
     metadata: tuple[tuple[str, str], ...],
@@ -36,14 +22,15 @@ async def bind_card(
     request_id: str,
     channel: str,
     card: str,
-    database: str,
     sms_code: Callable[[str], str],
     bank_code: str = "ICBC",
     timeout: float | None = None,
 ) -> pb.Agreement:
     """Sign an agreement for ``card`` with ``channel`` and confirm it; returns the confirmed agreement.
 
-    ``sms_code(sign_ref)`` reads the code the simulated bank sent (blocking; run in a thread).
+    ``sms_code(phone)`` reads the code of the last SMS the simulated bank sent to the
+    borrower's phone, as the borrower would (blocking; run in a thread): e.g.
+    ``SandboxProcess.last_sms_code`` or ``lambda phone: simulator.last_sms(phone).code``.
     """
     signed = await stub.SignAgreement(
         pb.SignAgreementRequest(
@@ -52,7 +39,7 @@ async def bind_card(
         metadata=metadata,
         timeout=timeout,
     )
-    code = await asyncio.to_thread(sms_code, await sign_ref_of(database, signed.agreement_no))
+    code = await asyncio.to_thread(sms_code, BORROWER["phone"])
     return await stub.ConfirmAgreement(
         pb.ConfirmAgreementRequest(agreement_no=signed.agreement_no, sms_code=code), metadata=metadata, timeout=timeout
     )

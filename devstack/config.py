@@ -40,8 +40,8 @@ def gateway_config(
     ports: GatewayPorts,
     *,
     database: Mapping[str, Any],
-    callers: Mapping[str, str],
-    operators: Mapping[str, str] | None = None,
+    callers: Mapping[str, str | Mapping[str, Any]],
+    operators: Mapping[str, str | Mapping[str, Any]] | None = None,
     channels: Iterable[Mapping[str, Any]],
     server: Mapping[str, Any] | None = None,
     kafka: Mapping[str, Any] | None = None,
@@ -49,7 +49,8 @@ def gateway_config(
 ) -> dict[str, Any]:
     """One gateway's configuration.
 
-    ``callers`` and ``operators`` map a name to its token; ``server`` adds to
+    ``callers`` and ``operators`` map a name to its token, or to its whole table (``token``, ``san``,
+    ``auth``; an operator's ``role``); ``server`` adds to
     the ports; ``kafka`` is the whole ``[kafka]`` section (see
     :func:`devstack.kafka.gateway_kafka`), left out when None; ``sections``
     are further sections as they are (``poller``, ``logging``, ``routing``,
@@ -58,14 +59,18 @@ def gateway_config(
     config: dict[str, Any] = {
         "server": {**ports.server_settings(), **(server or {})},
         "database": dict(database),
-        "callers": {name: {"token": token} for name, token in callers.items()},
-        **({"operators": {name: {"token": token} for name, token in operators.items()}} if operators else {}),
+        "callers": _principals(callers),
+        **({"operators": _principals(operators)} if operators else {}),
         **{name: dict(values) for name, values in sections.items()},
     }
     if kafka is not None:
         config["kafka"] = dict(kafka)
     config["channels"] = [dict(channel) for channel in channels]
     return config
+
+
+def _principals(tables: Mapping[str, str | Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: {"token": t} if isinstance(t, str) else dict(t) for name, t in tables.items()}
 
 
 def sandbox_channel(

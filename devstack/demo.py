@@ -1,7 +1,10 @@
 """``paygate demo``: the whole system, for real, in about a minute.
 
 Starts (as separate processes, on 127.0.0.1 only): a Kafka-protocol broker
-(tansu), three sandbox banks with different behaviour, and the gateway; then
+(tansu), three sandbox banks with different behaviour, and the gateway behind
+mutual TLS (a throw-away CA made for the run, devstack/certs.py: the lending
+system is known by its certificate's SAN and shows its token as a second
+factor; a client without a certificate is refused at the handshake); then
 drives a sample workload through the gRPC API as a lending system would:
 sign and confirm agreements, withholds (successes, payer declines, a busy
 bank that fails over, pending results settled by callback, a timeout after
@@ -37,6 +40,7 @@ import grpc
 
 from devstack.agreements import bind_card
 from devstack.cards import luhn_card
+from devstack.certs import stack_pki
 from devstack.config import GatewayPorts, gateway_config
 from devstack.http import http_get
 from devstack.kafka import KafkaBroker, gateway_kafka
@@ -49,7 +53,9 @@ from paygate.v1 import plans_pb2 as plans_pb
 
 CALLER = "loan-servicing"
 TOKEN = "demo-loan-servicing-token-0001"
+OPERATOR = "oncall"
 OPERATOR_TOKEN = "demo-operator-token-000000001"
+SANS = {CALLER: "spiffe://lender.example/loan-servicing", OPERATOR: "spiffe://lender.example/operators/oncall"}
 
 BANKS: dict[str, dict[str, Any]] = {
     # fast and reliable, but the most expensive
@@ -81,6 +87,7 @@ class Demo:
         self.gateway = GatewayProcess(self.procs, workdir / "paygate.toml", GatewayPorts.free())
         self.topic = "paygate.flow-results"
         self.plan_topic = "paygate.plan-outcomes"
+        self.pki = stack_pki(workdir / "tls", SANS, name="paygate demo CA")
 
     def start_services(self) -> None:
         if self.kafka:
@@ -93,18 +100,20 @@ class Demo:
         self.gateway.migrate()
         self.gateway.start()
         ports = self.gateway.ports
-        print(f"  gateway gRPC                   127.0.0.1:{ports.grpc}  (reflection on: grpcurl -plaintext ...)")
+        cert, key = self.pki.client_files(CALLER)
+        print(f"  gateway gRPC                   127.0.0.1:{ports.grpc}  (mutual TLS; reflection on:")
+        print(f"    grpcurl -cacert {self.pki.ca_file} -cert {cert} -key {key} 127.0.0.1:{ports.grpc} list)")
         print(f"  gateway callbacks (HTTP)       127.0.0.1:{ports.http}/callbacks/<channel>")
         print(f"  gateway metrics                http://127.0.0.1:{ports.metrics}/metrics")
 
     def config(self) -> dict[str, Any]:
         return gateway_config(
             self.gateway.ports,
-            server={"default_wait_ms": 3000, "grace_s": 5},
+            server={"default_wait_ms": 3000, "grace_s": 5, "tls": self.pki.server_tls()},
             database={"database": self.database},
             security={"account_hash_key": "demo-account-hash-key-change-me"},
-            callers={CALLER: TOKEN},
-            operators={"oncall": OPERATOR_TOKEN},
+            callers={CALLER: {"token": TOKEN, "san": SANS[CALLER], "auth": "cert+token"}},
+            operators={OPERATOR: {"token": OPERATOR_TOKEN, "san": SANS[OPERATOR], "role": "approver"}},
             poller={"interval_s": 0.2, "first_delay_s": 0.5, "schedule": [[0.5, 20], [2, 30]]},
             logging={"format": "json"},
             routing={"exploration": 1.0},
@@ -126,10 +135,29 @@ class Demo:
 
     # --- the workload -----------------------------------------------------------------
 
+    async def transport_security(self) -> None:
+        """What mutual TLS refuses: no certificate (the handshake), the certificate without its token."""
+        print("\n== 0. mutual TLS: the lending system is known by its certificate (SAN), its token is a second factor")
+        attempts = (
+            ("no client certificate", None, (("authorization", f"Bearer {TOKEN}"),)),
+            (f"{CALLER}'s certificate, no token", CALLER, ()),
+        )
+        for what, client, metadata in attempts:
+            async with grpc.aio.secure_channel(self.gateway.address, self.pki.grpc_credentials(client)) as channel:
+                try:
+                    await gateway_pb2_grpc.PaymentGatewayStub(channel).ListAgreements(
+                        pb.ListAgreementsRequest(), metadata=metadata, timeout=5
+                    )
+                    print(f"  {what:<40} -> accepted (unexpected)")
+                except grpc.aio.AioRpcError as exc:
+                    why = "the TLS handshake refused it" if exc.code() == grpc.StatusCode.UNAVAILABLE else exc.details()
+                    print(f"  {what:<40} -> {exc.code().name}: {(why or '')[:70]}")
+
     async def workload(self) -> dict[str, Any]:
         md = (("authorization", f"Bearer {TOKEN}"),)
         rng = random.Random(20261122)
-        async with grpc.aio.insecure_channel(self.gateway.address) as channel:
+        await self.transport_security()
+        async with grpc.aio.secure_channel(self.gateway.address, self.pki.grpc_credentials(CALLER)) as channel:
             stub = gateway_pb2_grpc.PaymentGatewayStub(channel)
             borrowers = [luhn_card(rng) for _ in range(6)]
             print("\n== 1. borrowers sign withholding agreements (签约绑卡), confirmed with the SMS code")
@@ -141,8 +169,7 @@ class Demo:
                         request_id=f"sign-{i}-{bank}",
                         channel=bank,
                         card=card,
-                        database=self.database,
-                        sms_code=self.banks[bank].sms_code,
+                        sms_code=self.banks[bank].last_sms_code,
                     )
                     print(f"  {done.account_masked} with {bank:<12} -> {pb.AgreementStatus.Name(done.status)}")
             flows: dict[str, pb.Flow] = {}
@@ -261,7 +288,9 @@ class Demo:
         """A repayment plan: its first instalment fails for lack of funds at 12:00 and is collected at 18:00."""
         print("\n== 9. a repayment plan (代扣计划): withheld at the product's time points, retried at the next one")
         plans = plans_pb2_grpc.WithholdingPlansStub(channel)
-        admin = plans_pb2_grpc.PlanAdminStub(channel)
+        # the operator's own connection, with the operator's certificate (mutual TLS)
+        operator = grpc.aio.secure_channel(self.gateway.address, self.pki.grpc_credentials(OPERATOR))
+        admin = plans_pb2_grpc.PlanAdminStub(operator)
         op_md = (("authorization", f"Bearer {OPERATOR_TOKEN}"),)
         day = BusinessCalendar.named().today(datetime.now(UTC)) - timedelta(days=1)  # yesterday, Shanghai
         months = [(day + timedelta(days=30 * k)).isoformat() for k in range(3)]
@@ -314,6 +343,7 @@ class Demo:
         plan = await plans.GetPlan(
             plans_pb.GetPlanRequest(plan_id="loan-2026-0001", include_attempts=True), metadata=md
         )
+        await operator.close(None)
         stub = gateway_pb2_grpc.PaymentGatewayStub(channel)
         flows = []
         for attempt in plan.instalments[0].attempt_history:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,7 @@ class SandboxProcess:
         result: dict[str, Any] = http_json(f"{self.base_url}/_admin/ledger", timeout=timeout)
         return result
 
-    def sms_code(self, sign_ref: str) -> str:
-        """The code the bank "sent" for a signing (read as a phone would)."""
-        return str(http_json(f"{self.base_url}/_admin/sms/{sign_ref}", timeout=5)["sms_code"])
+    def last_sms_code(self, phone: str) -> str:
+        """The code of the last SMS the bank "sent" to ``phone`` (read as the borrower's phone would)."""
+        query = urllib.parse.urlencode({"phone": phone})
+        return str(http_json(f"{self.base_url}/_admin/sms?{query}", timeout=5)["sms_code"])

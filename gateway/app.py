@@ -1,18 +1,24 @@
 """The composition root: builds every component from the config, starts and stops them in order.
 
-Start order: database pool → channel adapters → router (warm start from recent
-attempts, operator-set channel states) → positions (synced from channels
-without one) → poller (crash recovery first) → outbox relay → callback HTTP
-server → metrics HTTP server → gRPC server → health SERVING → plan executor.
+Start order: database pool → channel adapters → this replica's run registered
+(gateway/replicas.py) and the router warmed from recent attempts and the
+operator-set channel states, then kept in step with the other replicas →
+positions (synced from channels without one) → poller (crash recovery first,
+of what no live replica works on) → outbox relay → TLS certificates (checked;
+a plaintext listener is warned about) → callback HTTP server → metrics HTTP
+server → gRPC server → health SERVING → plan executor; then the certificate
+files are looked at every ``reload_check_s`` and re-read when they change.
 
 Shutdown order (SIGTERM/SIGINT), written down once here:
 1. health NOT_SERVING, so load balancers stop sending;
 2. the gRPC server stops accepting and gives in-flight RPCs ``grace_s``;
 3. the plan executor stops claiming; its attempts and then background channel
    calls get what is left of the grace, then are cancelled (their attempts stay
-   SENDING and are queried at next start; instalments come back by lease);
+   SENDING and are queried at next start; agreement calls likewise, found by the
+   agreements' recovery sweep; instalments come back by lease);
 4. poller and relay stop (the relay flushes what it has produced);
-5. HTTP servers close; channel adapters close; the pool closes.
+5. the replica run is marked stopped: the others may take what it left at once;
+6. HTTP servers close; channel adapters close; the pool closes.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,20 +38,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from channels.contract import Operation
 from channels.registry import ChannelRegistry, ChannelSpec
 from gateway import metrics
 from gateway.agreements import AgreementService
 from gateway.api.admin import GatewayAdminServicer
-from gateway.api.auth import GatewayInterceptor, TokenBook
+from gateway.api.auth import GatewayInterceptor
 from gateway.api.plans import PlanAdminServicer, WithholdingPlansServicer
 from gateway.api.servicer import PaymentGatewayServicer
 from gateway.businessday import BusinessCalendar
 from gateway.callbacks import CallbackHandler
 from gateway.config import Config, ConfigError, start_up_errors
+from gateway.domain import new_ulid
 from gateway.flows import FlowService, FlowSettings
 from gateway.obs.series import declare_plan_series, declare_series
-from gateway.planner import Planner, warm_observations
+from gateway.planner import Planner
 from gateway.plans.clock import Clock, SystemClock
 from gateway.plans.executor import PlanExecutor
 from gateway.plans.pacing import SendPacer, paced_registry
@@ -55,6 +62,11 @@ from gateway.plans.sealing import AccountSealer
 from gateway.plans.service import PlanService
 from gateway.poller import Poller, Schedule, default_owner
 from gateway.ports import PositionStore
+from gateway.positions import PositionService
+from gateway.replicas import ReplicaSync
+from gateway.resolutions import ManualResolutions
+from gateway.security.principals import Principals
+from gateway.security.tls import CertificateWatcher, plaintext_warnings
 from gateway.store.agreements import MySQLAgreementStore
 from gateway.store.audit import MySQLAuditLog
 from gateway.store.channel_states import MySQLChannelStates
@@ -65,9 +77,12 @@ from gateway.store.observations import MySQLObservations
 from gateway.store.plans import MySQLPlanStore
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
+from gateway.store.replicas import MySQLReplicas
+from gateway.store.resolutions import MySQLResolutions
+from gateway.validation import accepted_banks
 from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc, plans_pb2, plans_pb2_grpc
 from routing.config import parse_channel_profiles
-from routing.engine import ChannelState, Router
+from routing.engine import Router
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +125,7 @@ class Gateway:
     agreements: AgreementService
     positions: PositionStore
     poller: Poller
+    replica: ReplicaSync
     relay: Any = None
     plans: PlanService | None = None
     executor: PlanExecutor | None = None
@@ -120,7 +136,9 @@ class Gateway:
     grpc_port: int = 0
     http_port: int = 0
     metrics_port: int = 0
+    certificates: list[CertificateWatcher] = field(default_factory=list)
     _sampler: asyncio.Task[None] | None = None
+    _tls_reload: asyncio.Task[None] | None = None
     _stopped: bool = False
 
     # --- construction -------------------------------------------------------------
@@ -135,12 +153,29 @@ class Gateway:
         needs_usage = any(
             router.profile(c).per_card_daily_attempts or router.profile(c).per_card_daily_amount for c in registry
         )
-        planner = Planner(router, positions, MySQLObservations(db), needs_card_usage=needs_usage)
+        planner = Planner(
+            router,
+            positions,
+            MySQLObservations(db),
+            needs_card_usage=needs_usage,
+            calendar=BusinessCalendar(config.business.zone),
+        )
+        replica_id = config.server.replica_id or default_owner()
+        replica = ReplicaSync(
+            config.replicas,
+            replica_id=replica_id,
+            incarnation=new_ulid(),
+            store=MySQLReplicas(db),
+            channel_states=MySQLChannelStates(db),
+            observations=planner.observations,
+            planner=planner,
+        )
         store = MySQLFlowStore(
             db,
             group_commit=config.database.group_commit,
             workers=config.database.group_commit_workers,
             max_batch=config.database.group_commit_max_batch,
+            incarnation=replica.incarnation,
         )
         relay = None
         if config.kafka is not None and config.kafka.enabled:
@@ -157,6 +192,7 @@ class Gateway:
                 account_hash_key=config.account_hash_key.reveal().encode(),
                 max_attempts=router.config.max_attempts_per_flow,
                 poll_first_delay_s=config.poller.first_delay_s,
+                deadline_margin_s=config.server.deadline_margin_ms / 1000,
             ),
             on_outbox=relay.notify if relay is not None else None,
         )
@@ -168,8 +204,9 @@ class Gateway:
             )
             for c in config.channels
         }
-        poller = Poller(MySQLPollQueue(db), flows, config.poller, schedules, owner=config.server.replica_id)
-        gateway = cls(config, db, registry, router, planner, flows, agreements, positions, poller, relay)
+        poller = Poller(MySQLPollQueue(db), flows, config.poller, schedules, owner=replica_id, scope=replica.scope)
+        flows.queries = poller  # compensation and failed drives ask for expedited queries
+        gateway = cls(config, db, registry, router, planner, flows, agreements, positions, poller, replica, relay)
         gateway._build_plans(clock or SystemClock())
         return gateway
 
@@ -226,22 +263,37 @@ class Gateway:
         )
         await self.db.start()
         await self.registry.start()
-        self.router.warm_start(await warm_observations(self.planner.observations, WARM_WINDOW_S))
-        channel_states = MySQLChannelStates(self.db)
-        for channel_id, state in (await channel_states.all()).items():
-            if channel_id in self.registry:
-                self.router.set_state(channel_id, ChannelState(state))
+        await self.replica.start(warm_window_s=WARM_WINDOW_S)
         await self._sync_positions()
         if cfg.poller.enabled:
             await self.poller.start()
+        await self.agreements.start()  # recovery of agreements left awaiting after a confirm was sent
         if self.relay is not None:
             await self.relay.start()
 
-        callbacks = CallbackHandler(self.registry, self.flows, self.poller.expedite)
-        self.http_port = await self._serve_http(callbacks.app(), cfg.server.http_host, cfg.server.http_port)
+        grpc_tls, http_tls = await self._load_certificates()
+        for warning in plaintext_warnings(
+            cfg.server.tls, cfg.server.http_tls, public_callback_base=cfg.server.public_callback_base
+        ):
+            log.warning(warning)
+
+        callbacks = CallbackHandler(
+            self.registry,
+            self.flows,
+            self.poller.expedite,
+            max_body=cfg.server.http_max_body_bytes,
+            timeout_s=cfg.server.http_request_timeout_s,
+        )
+        self.http_port = await self._serve_http(
+            callbacks.app(),
+            cfg.server.http_host,
+            cfg.server.http_port,
+            ssl_context=http_tls.ssl_context() if http_tls is not None else None,
+        )
         if not cfg.server.public_callback_base:
             # the port actually bound (port 0 picks a free one): channels must be told the real one
-            base = f"http://{cfg.server.http_host}:{self.http_port}"
+            scheme = "https" if http_tls is not None else "http"
+            base = f"{scheme}://{cfg.server.http_host}:{self.http_port}"
             self.flows.settings = dataclasses.replace(self.flows.settings, callback_base=base)
             if self.plan_flows is not None:
                 self.plan_flows.settings = self.flows.settings
@@ -250,13 +302,20 @@ class Gateway:
         )
 
         server = grpc.aio.server(
-            interceptors=[GatewayInterceptor(TokenBook(cfg.callers, cfg.operators))],
+            interceptors=[GatewayInterceptor(Principals(cfg.callers, cfg.operators))],
             options=[("grpc.max_receive_message_length", 1 << 20), ("grpc.so_reuseport", 0)],
         )
+        banks = accepted_banks(
+            cfg.banks.codes,
+            [ch.banks for _, ch in self.registry.items()] + [self.router.profile(c).banks for c in self.registry],
+        )
         gateway_pb2_grpc.add_PaymentGatewayServicer_to_server(
-            PaymentGatewayServicer(self.flows, self.agreements, cfg.server.default_wait_ms, cfg.server.max_wait_ms),
+            PaymentGatewayServicer(
+                self.flows, self.agreements, cfg.server.default_wait_ms, cfg.server.max_wait_ms, banks=banks
+            ),
             server,
         )
+        audit = MySQLAuditLog(self.db)
         admin_pb2_grpc.add_GatewayAdminServicer_to_server(
             GatewayAdminServicer(
                 registry=self.registry,
@@ -264,9 +323,15 @@ class Gateway:
                 flows=self.flows,
                 positions=self.positions,
                 poller=self.poller,
-                channel_states=channel_states,
-                audit=MySQLAuditLog(self.db),
+                channel_states=self.replica.channel_states,
+                audit=audit,
                 discrepancies=MySQLDiscrepancies(self.db),
+                resolutions=ManualResolutions(
+                    self.flows.store,
+                    MySQLResolutions(self.db),
+                    approval_above=cfg.security.resolve_approval_above,
+                    on_resolved=self.flows.on_outbox,
+                ),
             ),
             server,
         )
@@ -286,7 +351,11 @@ class Gateway:
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(services, server)
-        self.grpc_port = server.add_insecure_port(f"{cfg.server.grpc_host}:{cfg.server.grpc_port}")
+        address = f"{cfg.server.grpc_host}:{cfg.server.grpc_port}"
+        if grpc_tls is not None:
+            self.grpc_port = server.add_secure_port(address, grpc_tls.grpc_credentials())
+        else:
+            self.grpc_port = server.add_insecure_port(address)
         if self.grpc_port == 0:
             raise ConfigError("server.grpc_port", f"cannot bind {cfg.server.grpc_host}:{cfg.server.grpc_port}")
         await server.start()
@@ -296,9 +365,16 @@ class Gateway:
         if self.executor is not None and cfg.plans.enabled:
             await self.executor.start()  # after the servers: its withholds' callbacks must have somewhere to go
         self._sampler = asyncio.create_task(self._sample_metrics(), name="metrics-sampler")
+        if self.certificates:
+            self._tls_reload = asyncio.create_task(self._reload_certificates(), name="tls-reload")
         log.info(
             "paygate serving",
-            extra={"grpc_port": self.grpc_port, "http_port": self.http_port, "metrics_port": self.metrics_port},
+            extra={
+                "grpc_port": self.grpc_port,
+                "http_port": self.http_port,
+                "metrics_port": self.metrics_port,
+                "grpc_tls": "mutual" if cfg.server.tls.mutual else "tls" if cfg.server.tls.enabled else "plaintext",
+            },
         )
 
     async def stop(self) -> None:
@@ -320,12 +396,15 @@ class Gateway:
             cancelled += await self.plan_flows.drain(max(grace - (time.monotonic() - started), 0.0))
         if cancelled:
             log.warning("%d channel calls cancelled at shutdown; they are queried at next start", cancelled)
-        if self._sampler is not None:
-            self._sampler.cancel()
-            await asyncio.gather(self._sampler, return_exceptions=True)
+        await self.agreements.stop(max(grace - (time.monotonic() - started), 0.0))
+        for task in (self._sampler, self._tls_reload):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.poller.stop()
         if self.relay is not None:
             await self.relay.stop()
+        await self.replica.stop()
         for runner in self.runners:
             await runner.cleanup()
         await self.registry.stop()
@@ -341,10 +420,38 @@ class Gateway:
 
     # --- helpers ---------------------------------------------------------------------
 
-    async def _serve_http(self, app: web.Application, host: str, port: int) -> int:
+    async def _load_certificates(self) -> tuple[CertificateWatcher | None, CertificateWatcher | None]:
+        """The gRPC and callback listeners' certificates, checked (ConfigError naming the file if not)."""
+        found: list[CertificateWatcher | None] = []
+        for table, key, listener in (
+            (self.config.server.tls, "server.tls", "grpc"),
+            (self.config.server.http_tls, "server.http_tls", "http"),
+        ):
+            watcher = None
+            if table.enabled:
+                with start_up_errors():
+                    watcher = await asyncio.to_thread(CertificateWatcher, table, key, listener)
+                self.certificates.append(watcher)
+            found.append(watcher)
+        return found[0], found[1]
+
+    async def _reload_certificates(self) -> None:
+        """Look at the certificate files every ``reload_check_s`` (the shortest configured) and re-read changes."""
+        interval = min(w.config.reload_check_s for w in self.certificates)
+        while True:
+            await asyncio.sleep(interval)
+            for watcher in self.certificates:
+                try:
+                    await asyncio.to_thread(watcher.refresh)
+                except Exception:  # never let a reload problem end the loop; the old certificates stay
+                    log.warning("TLS reload check failed for %s", watcher.listener, exc_info=True)
+
+    async def _serve_http(
+        self, app: web.Application, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         self.runners.append(runner)
         server = site._server
@@ -362,18 +469,7 @@ class Gateway:
 
     async def _sync_positions(self) -> None:
         """Channels that pay out but have no position row yet get one from their balance query."""
-        known = {row.channel for row in await self.positions.all()}
-        for channel_id, channel in self.registry.items():
-            if channel_id in known or Operation.PAYOUT not in channel.operations:
-                continue
-            if Operation.BALANCE not in channel.operations:
-                continue
-            try:
-                balance = await channel.balance()
-            except Exception as exc:
-                log.warning("position sync failed: %s", type(exc).__name__, extra={"channel": channel_id})
-                continue
-            await self.positions.sync(channel_id, balance.currency, balance.available)
+        await PositionService(self.positions, self.registry).sync_missing()
 
     async def sample_metrics_once(self) -> None:
         await self.poller.sample_metrics()
@@ -383,6 +479,7 @@ class Gateway:
             metrics.POSITION_AVAILABLE.labels(channel=row.channel, currency=row.currency).set(row.available)
             metrics.POSITION_RESERVED.labels(channel=row.channel, currency=row.currency).set(row.reserved)
         self.planner.publish_metrics()
+        await self.replica.sample_metrics()
         if self.executor is not None and self.config.plans.enabled:
             await self.executor.sample_metrics()
 

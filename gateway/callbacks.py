@@ -12,16 +12,26 @@ exactly the acknowledgement the channel expects (``callback_reply``).
 * verified but not a result (a batch of transfers ended, how each did is not
   said): acknowledged, and the attempt is queried at once;
 * unknown order: acknowledged per the channel's convention and counted;
-* anything unexpected on our side (database down): 503 so the channel retries.
-  Never a 500 with a stack trace.
+* anything unexpected on our side (database down), or a request that takes
+  longer than ``timeout_s`` to arrive and be handled: 503 so the channel
+  retries. Never a 500 with a stack trace.
+
+What the endpoint says about itself is as little as it can be: an unknown
+channel is the same bare ``404 not found`` as any unknown path, another
+method the same bare ``405``, a body over ``max_body`` a bare ``413``; no
+``Server`` header, no aiohttp error page, no versions. It can be served over
+TLS (``[server.http_tls]``, gateway/security/tls.py) or behind a load
+balancer that terminates TLS (then set ``public_callback_base`` to its
+``https://`` address).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from channels.contract import CallbackRejected, Channel, HttpReply
 from channels.registry import ChannelRegistry
@@ -31,7 +41,29 @@ from gateway.store.rows import Applied, Source
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 64 * 1024
+MAX_BODY = 64 * 1024  # what [server] http_max_body_bytes defaults to
+REQUEST_TIMEOUT_S = 10.0  # ... and http_request_timeout_s
+
+
+def _bare(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text)
+
+
+@web.middleware
+async def _quiet_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own answers (unknown path, method, oversized body) as bare text, naming nothing."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status == 405:
+            return web.Response(status=405, text="method not allowed", headers={hdrs.ALLOW: "POST"})
+        return _bare(exc.status, {404: "not found", 413: "body too large"}.get(exc.status, "bad request"))
+
+
+async def _no_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.popall(hdrs.SERVER, None)
 
 
 def _response(reply: HttpReply) -> web.Response:
@@ -46,13 +78,19 @@ class CallbackHandler:
         registry: ChannelRegistry,
         flows: FlowService,
         expedite: Callable[[int, str], Awaitable[object]],
+        *,
+        max_body: int = MAX_BODY,
+        timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         self.registry = registry
         self.flows = flows
         self.expedite = expedite
+        self.max_body = max_body
+        self.timeout_s = timeout_s
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=self.max_body, middlewares=[_quiet_errors])
+        app.on_response_prepare.append(_no_server_header)
         app.router.add_post("/callbacks/{channel_id}", self.handle)
         app.router.add_get("/healthz", self.healthz)
         return app
@@ -64,21 +102,32 @@ class CallbackHandler:
         channel_id = request.match_info["channel_id"]
         if channel_id not in self.registry:
             metrics.CALLBACKS.labels(channel="unknown", result="malformed").inc()
-            return web.Response(status=404, text="unknown channel")
+            return _bare(404, "not found")  # the same as any unknown path: which channels exist is not said
         channel = self.registry.get(channel_id)
         try:
-            if request.content_length is not None and request.content_length > MAX_BODY:
-                metrics.CALLBACKS.labels(channel=channel_id, result="malformed").inc()
-                return web.Response(status=413, text="body too large")
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                metrics.CALLBACKS.labels(channel=channel_id, result="malformed").inc()
-                return web.Response(status=413, text="body too large")
-            return await self._process(channel_id, channel, request, body)
+            async with asyncio.timeout(self.timeout_s):
+                if request.content_length is not None and request.content_length > self.max_body:
+                    metrics.CALLBACKS.labels(channel=channel_id, result="malformed").inc()
+                    return _bare(413, "body too large")
+                try:
+                    body = await request.read()
+                except web.HTTPRequestEntityTooLarge:
+                    metrics.CALLBACKS.labels(channel=channel_id, result="malformed").inc()
+                    return _bare(413, "body too large")
+                return await self._process(channel_id, channel, request, body)
+        except TimeoutError:
+            # a slow sender, or we are slow: either way the channel retries, and a result applied
+            # meanwhile is replayed idempotently
+            metrics.CALLBACKS.labels(channel=channel_id, result="timeout").inc()
+            log.warning(
+                "callback took longer than %.1f s; asking the channel to retry",
+                self.timeout_s,
+                extra={"channel": channel_id},
+            )
+            return _bare(503, "temporarily unavailable")
         except Exception:
             log.exception("callback handling failed; asking the channel to retry", extra={"channel": channel_id})
-            return web.Response(status=503, text="temporarily unavailable")
+            return _bare(503, "temporarily unavailable")
 
     async def _process(self, channel_id: str, channel: Channel, request: web.Request, body: bytes) -> web.Response:
         headers = {k: v for k, v in request.headers.items()}

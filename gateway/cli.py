@@ -4,9 +4,10 @@
 
     paygate serve    [--config FILE] [--migrate]   run the gateway until SIGTERM/SIGINT
     paygate migrate  [--config FILE]               apply database migrations (safe to re-run)
+    paygate config check [--config FILE]           validate a config (and its TLS files); print it, secrets redacted
     paygate sandbox  --port N ...                  run a sandbox channel simulator
     paygate demo                                   the end-to-end demo (see README)
-    paygate health   --address HOST:PORT           gRPC health probe (exit 0 when SERVING)
+    paygate health   --address HOST:PORT [--ca F --cert F --key F]  gRPC health probe (exit 0 when SERVING)
     paygate results tail ...                       the reference Kafka consumer
     paygate bench routing|relay|pollqueue|plans ... benchmarks
     paygate obs check-dashboard ...                evaluate the Grafana dashboard's queries
@@ -84,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         return _delegate("gateway.obs.dashboard:main")(rest[1:])
     if command == "health":
         return _health(rest)
+    if command == "config":
+        if not rest or rest[0] != "check":
+            print("usage: paygate config check [--config FILE]", file=sys.stderr)
+            return 2
+        return _config_check(rest[1:])
     if command in {"serve", "migrate"}:
         parser = argparse.ArgumentParser(prog=f"paygate {command}")
         parser.add_argument("--config", help="TOML file (default: $PAYGATE_CONFIG)")
@@ -115,6 +121,35 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _config_check(argv: list[str]) -> int:
+    """Read the configuration as ``serve`` would (adapters' settings, routing, TLS files included, no
+    connections made); print it as TOML with every secret redacted. Exit 2 naming the bad key."""
+    import tomli_w
+
+    from channels.config import collect_secrets
+    from gateway.app import build_registry, build_router
+    from gateway.config import redacted, start_up_errors
+    from gateway.security.tls import load_material
+
+    parser = argparse.ArgumentParser(prog="paygate config check")
+    parser.add_argument("--config", help="TOML file (default: $PAYGATE_CONFIG); PAYGATE_* overrides apply")
+    ns = parser.parse_args(argv)
+    with collect_secrets() as secrets:
+        try:
+            config = load(ns.config)
+            build_router(config, build_registry(config))
+            with start_up_errors():
+                for table, key in ((config.server.tls, "server.tls"), (config.server.http_tls, "server.http_tls")):
+                    if table.enabled:
+                        load_material(table, key)
+        except ConfigError as exc:
+            print(f"paygate: {exc}", file=sys.stderr)
+            return 2
+    sys.stdout.write(tomli_w.dumps(redacted(config, secrets)))
+    print("paygate: configuration ok", file=sys.stderr)
+    return 0
+
+
 def _health(argv: list[str]) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -123,9 +158,24 @@ def _health(argv: list[str]) -> int:
     parser.add_argument("--address", default="127.0.0.1:50051")
     parser.add_argument("--service", default="")
     parser.add_argument("--timeout", type=float, default=3.0)
+    parser.add_argument("--ca", help="TLS: the CA (PEM) the gateway's certificate chains to")
+    parser.add_argument("--cert", help="mutual TLS: this client's certificate (PEM)")
+    parser.add_argument("--key", help="mutual TLS: its private key (PEM)")
     ns = parser.parse_args(argv)
+
+    def read(path: str | None) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
     try:
-        with grpc.insecure_channel(ns.address) as channel:
+        if ns.ca:
+            credentials = grpc.ssl_channel_credentials(read(ns.ca), read(ns.key), read(ns.cert))
+            opened = grpc.secure_channel(ns.address, credentials)
+        else:
+            opened = grpc.insecure_channel(ns.address)
+        with opened as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             reply = stub.Check(health_pb2.HealthCheckRequest(service=ns.service), timeout=ns.timeout)
     except grpc.RpcError as exc:

@@ -5,7 +5,9 @@ variables. An environment variable names a path with double underscores:
 ``PAYGATE_DATABASE__HOST=db`` sets ``database.host`` (names without a double underscore are not
 overrides; ``_`` also matches a ``-`` in an existing name, so ``PAYGATE_CALLERS__LOAN_SERVICING__TOKEN``
 sets ``callers.loan-servicing.token``); its value is parsed as a TOML value when it parses (numbers,
-booleans, arrays) and taken as a string otherwise. Every table is read by the one reader,
+booleans, arrays) and taken as a string otherwise. Any secret ``<key>`` may also be given as
+``<key>_file``, the path of a file holding it (``PAYGATE_DATABASE__PASSWORD_FILE=/run/secrets/db``);
+an override replaces the file's value of either form. Every table is read by the one reader,
 :func:`channels.config.read`: unknown keys and bad values stop start-up with a :class:`ConfigError`
 naming the key (``config error at database.pool_min: must be <= database.pool_max``). Secrets
 (tokens, keys, passwords) are :class:`Secret`, so they never show in a repr, a log line or an error.
@@ -15,9 +17,12 @@ Where each table is declared (keys, types, bounds, the one default, checks betwe
 ======================================  ==========================================================
 ``[server]``, ``[security]``,           here: :class:`ServerConfig`, :class:`SecurityConfig`,
 ``[poller]``, ``[logging]``,            :class:`PollerConfig`, :class:`LoggingConfig`,
-``[business]``                          :class:`BusinessConfig`
-``[callers.*]``, ``[operators.*]``      here: a ``token`` each (:data:`TokenTables`)
+``[business]``, ``[banks]``             :class:`BusinessConfig`, :class:`BanksConfig`
+``[callers.*]``, ``[operators.*]``      :class:`gateway.security.principals.CallerTable`,
+                                        :class:`~gateway.security.principals.OperatorTable`
+``[server.tls]``, ``[server.http_tls]``  :class:`gateway.security.tls.TlsConfig`
 ``[database]``                          :class:`gateway.store.db.DatabaseConfig`
+``[replicas]``                          :class:`gateway.replicas.ReplicasConfig`
 ``[routing]``                           :class:`routing.config.RouterConfig`
 ``[kafka]``                             :class:`gateway.outbox.config.RelayConfig`
 ``[plans]``                             :class:`gateway.plans.config.PlansConfig` (and its policies)
@@ -51,10 +56,11 @@ documents TOML values. pydantic itself does the validation; the overlay below is
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import os
-import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,19 +69,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator
 
-from channels.config import TABLE, read
+from channels.config import FILE_SUFFIX, TABLE, read
 from channels.config import ConfigError as ConfigError  # re-exported: every layer raises this one
 from channels.config import Secret as Secret
 from gateway.outbox.config import RelayConfig
 from gateway.plans.config import PlansConfig
+from gateway.replicas import ReplicasConfig
+from gateway.security.principals import NAME, CallerTable, OperatorTable, check_principals
+from gateway.security.tls import TlsConfig
 from gateway.store.db import DatabaseConfig
+from gateway.validation import BANK_CODE, MAINLAND_BANK_CODES
 from routing.config import RouterConfig
-
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 def _name(value: str) -> str:
-    if not _NAME.match(value):
+    if not NAME.match(value):
         raise ValueError("1-64 chars of a-z 0-9 . _ -")
     return value
 
@@ -93,12 +101,6 @@ def _schedule(raw: object) -> tuple[tuple[float, int], ...]:
             raise ConfigError(f"[{i}]", "count must be an integer >= 1")
         steps.append((float(interval), count))
     return tuple(steps)
-
-
-def _long_token(token: Secret) -> Secret:
-    if len(token.reveal()) < 16:
-        raise ValueError("must be at least 16 characters")
-    return token
 
 
 def _zone(name: str) -> str:
@@ -128,11 +130,18 @@ class ServerConfig:
     grace_s: Annotated[float, Field(ge=0, le=600)] = 10.0  # in-flight RPCs get this long on shutdown
     default_wait_ms: Annotated[int, Field(ge=1, le=600_000)] = 5000  # wait budget when a request sets none
     max_wait_ms: Annotated[int, Field(ge=1, le=600_000)] = 60000
+    # a flow RPC stops waiting this long before its gRPC deadline, so the flow (PROCESSING) reaches the client
+    deadline_margin_ms: Annotated[int, Field(ge=0, le=10_000)] = 100
     replica_id: Annotated[str, Field(max_length=64)] = ""  # lease owner name; default hostname-pid
+    tls: TlsConfig = field(default_factory=TlsConfig)  # [server.tls]: the gRPC listener's TLS / mutual TLS
+    http_tls: TlsConfig = field(default_factory=TlsConfig)  # [server.http_tls]: the callback listener's TLS
+    http_max_body_bytes: Annotated[int, Field(ge=1024, le=16 << 20)] = 64 * 1024  # a callback's body, at most
+    http_request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0  # reading and handling one callback
 
     @property
     def callback_base(self) -> str:
-        return self.public_callback_base or f"http://{self.http_host}:{self.http_port}"
+        scheme = "https" if self.http_tls.enabled else "http"
+        return self.public_callback_base or f"{scheme}://{self.http_host}:{self.http_port}"
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,9 @@ class SecurityConfig:
     __pydantic_config__ = TABLE
 
     account_hash_key: Secret = Secret("paygate-dev-only-change-me")  # keys the account-number hash
+    # a flow above this amount (minor units) is resolved by hand only when a second operator, an
+    # approver, approves the first one's resolution (maker-checker); 0: every manual resolution
+    resolve_approval_above: Annotated[int, Field(ge=0)] = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -206,33 +218,6 @@ def _numbered(entries: tuple[ChannelEntry, ...]) -> tuple[ChannelEntry, ...]:
     return entries
 
 
-@dataclass(frozen=True)
-class _TokenTable:
-    __pydantic_config__ = TABLE
-
-    token: Annotated[Secret, AfterValidator(_long_token)]
-
-
-def _token_tables(raw: object) -> object:
-    """``{name: {token = "..."}}`` -> ``{name: Secret}``: names checked, tokens long and distinct."""
-    if not isinstance(raw, Mapping):
-        return raw  # the Mapping validation that follows says "must be a table"
-    tokens: dict[str, Secret] = {}
-    for name, entry in raw.items():
-        if not _NAME.match(name):
-            raise ConfigError(name, "names are 1-64 chars of a-z 0-9 . _ -")
-        token = read(_TokenTable, entry, name).token
-        for other, seen in tokens.items():
-            if seen == token:
-                raise ConfigError(f"{name}.token", f"same token as {other}")
-        tokens[name] = token
-    return tokens
-
-
-# ``[callers.<name>]`` / ``[operators.<name>]`` tables, each with a ``token`` (>= 16 chars), read as name -> token.
-TokenTables = Annotated[Mapping[str, Secret], BeforeValidator(_token_tables)]
-
-
 def _kafka_table(raw: object) -> object:
     """A ``[kafka]`` table that says nothing but ``enabled = false`` turns the relay off; others are read whole."""
     if isinstance(raw, Mapping) and set(raw) <= {"enabled"}:
@@ -265,6 +250,27 @@ class BusinessConfig:
         return ZoneInfo(self.timezone)
 
 
+def _bank_codes(codes: tuple[str, ...]) -> frozenset[str]:
+    for i, code in enumerate(codes):
+        if not BANK_CODE.fullmatch(code):
+            raise ConfigError(f"[{i}]", "must be an upper-case bank code like ICBC (2-16 of A-Z 0-9)")
+    return frozenset(codes)
+
+
+@dataclass(frozen=True)
+class BanksConfig:
+    """``[banks]``: the bank codes a request's ``bank_code`` may name.
+
+    Requests may name these plus every bank a configured channel lists (its adapter's banks,
+    its ``[channels.routing] banks``); anything else is refused as INVALID_ARGUMENT naming
+    ``bank_code``. The default is :data:`gateway.validation.MAINLAND_BANK_CODES`.
+    """
+
+    __pydantic_config__ = TABLE
+
+    codes: Annotated[frozenset[str], AfterValidator(_bank_codes)] = MAINLAND_BANK_CODES
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration: one field per top-level table."""
@@ -274,8 +280,8 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
-    callers: TokenTables = field(default_factory=dict)  # caller name -> token
-    operators: TokenTables = field(default_factory=dict)
+    callers: Mapping[str, CallerTable] = field(default_factory=dict)  # caller name -> how it proves who it is
+    operators: Mapping[str, OperatorTable] = field(default_factory=dict)  # ... and the operator's role
     channels: Annotated[tuple[ChannelEntry, ...], AfterValidator(_numbered)] = ()
     routing: RouterConfig = field(default_factory=RouterConfig)
     kafka: Annotated[RelayConfig | None, BeforeValidator(_kafka_table)] = None  # None: no [kafka] table
@@ -283,6 +289,8 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     business: BusinessConfig = field(default_factory=BusinessConfig)
     plans: PlansConfig = field(default_factory=PlansConfig)
+    banks: BanksConfig = field(default_factory=BanksConfig)
+    replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
 
     @property
     def account_hash_key(self) -> Secret:
@@ -293,9 +301,14 @@ class Config:
         return self.kafka is not None and self.kafka.enabled
 
     def check_config(self, key: str) -> None:
-        for name, token in self.operators.items():
-            if token in self.callers.values():
-                raise ConfigError(f"operators.{name}.token", "must differ from every caller token")
+        check_principals(self.callers, self.operators)
+        for section, tables in (("callers", self.callers), ("operators", self.operators)):
+            for name, table in tables.items():
+                if table.needs_certificate and not self.server.tls.mutual:
+                    raise ConfigError(
+                        f"{section}.{name}.san",
+                        f'auth = "{table.mode}" needs mutual TLS: set server.tls.client_ca_file and its cert_file',
+                    )
         self.plans.check_channels({c.id for c in self.channels})
 
 
@@ -344,7 +357,11 @@ def apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]
                 if not isinstance(child, dict):
                     raise ConfigError(name, f"{part} is not a table")
                 node = child
-            node[_existing(node, path[-1])] = _env_value(text)
+            leaf = _existing(node, path[-1])
+            # a secret given here replaces the file's, inline or as a file (<key>_file): later wins
+            twin = leaf.removesuffix(FILE_SUFFIX) if leaf.endswith(FILE_SUFFIX) else leaf + FILE_SUFFIX
+            node.pop(twin, None)
+            node[leaf] = _env_value(text)
     return raw
 
 
@@ -368,3 +385,41 @@ def from_mapping(raw: Mapping[str, Any]) -> Config:
     """Build a Config from an in-memory table (tests, demo); no environment overrides."""
     with start_up_errors():
         return read(Config, raw)
+
+
+# --- showing it --------------------------------------------------------------------
+
+REDACTED = "********"
+
+
+def redacted(config: Config, secrets: Collection[str] = ()) -> dict[str, Any]:
+    """The configuration as TOML-shaped data, every secret replaced by :data:`REDACTED`.
+
+    Secrets are the :class:`Secret` values, and any string equal to one of ``secrets``: a channel's
+    ``settings`` stay as they were given until its adapter reads them, so their secrets are known
+    only by value (collect them with :func:`channels.config.collect_secrets` while the adapters are
+    built, as ``paygate config check`` does). Keys whose value is unset (None) are left out.
+    """
+    known = {s for s in secrets if s}
+    out = _plain(config, known)
+    assert isinstance(out, dict)
+    return out
+
+
+def _plain(value: Any, secrets: set[str]) -> Any:
+    if isinstance(value, Secret):
+        return REDACTED if value else ""  # that none is set is no secret
+    if isinstance(value, str):
+        return REDACTED if value in secrets else value
+    if isinstance(value, enum.Enum):
+        return _plain(value.value, secrets)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value) if f.init)
+        return {name: _plain(item, secrets) for name, item in fields if item is not None}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, secrets) for k, v in value.items() if v is not None}
+    if isinstance(value, frozenset | set):
+        return sorted(_plain(v, secrets) for v in value)
+    if isinstance(value, list | tuple):
+        return [_plain(v, secrets) for v in value]
+    return value

@@ -5,6 +5,8 @@
     GatewayError                 grpc_status          retriable  raised when
     ├── InvalidInput             INVALID_ARGUMENT                a request field is bad; ``field`` names it
     ├── Unauthenticated          UNAUTHENTICATED                 credentials are missing or wrong
+    ├── PermissionDenied         PERMISSION_DENIED               the operator's role does not allow the call
+    │   └── SelfApproval         PERMISSION_DENIED               an operator approving their own resolution
     ├── NotFound                 NOT_FOUND                       no such flow / agreement / channel (or not yours)
     ├── IdempotencyConflict      ALREADY_EXISTS                  a request_id is reused with other parameters
     ├── PreconditionFailed       FAILED_PRECONDITION             the request cannot be served as things stand
@@ -16,11 +18,15 @@
     │   ├── DatabaseUnavailable  UNAVAILABLE          yes        the database cannot be reached or went away
     │   ├── Conflict             ABORTED              yes        deadlock / lock wait timeout; rolled back
     │   ├── DuplicateKey         INTERNAL                        a unique key refused a row; ``key`` names it
+    │   ├── DataRefused          INTERNAL                        a value the database refuses (too long, out of range)
     │   ├── CountMismatch        INTERNAL                        a checked script changed other row counts
     │   └── WriteRefused         INTERNAL                        a guarded write did not fit; nothing written
     │       ├── PositionShort                                    the channel's float is below the payout
     │       ├── RefundExceeds                                    the refunds would exceed the original
-    │       └── FlowClosed                                       the flow is no longer PROCESSING
+    │       ├── FlowClosed                                       the flow is no longer PROCESSING
+    │       ├── CardLimitReached                                 the card's daily attempts or amount on the channel
+    │       ├── PositionMoved                                    the float changed since it was read (sync)
+    │       └── BelowReserved                                    an adjustment would cut the float below reservations
     ├── OutboxError              INTERNAL                        the outbox relay (a topic cannot be created)
     │   └── PublishIncomplete                         per round  some rows of a round were not published
     └── EventDecodeError         INTERNAL                        a result event cannot be decoded (a ValueError)
@@ -95,6 +101,15 @@ class Unauthenticated(GatewayError):
     reason = "UNAUTHENTICATED"
 
 
+class PermissionDenied(GatewayError):
+    grpc_status = "PERMISSION_DENIED"
+    reason = "PERMISSION_DENIED"
+
+
+class SelfApproval(PermissionDenied):
+    reason = "SELF_APPROVAL"
+
+
 class NotFound(GatewayError):
     grpc_status = "NOT_FOUND"
     reason = "NOT_FOUND"
@@ -166,6 +181,20 @@ class DuplicateKey(StoreError):
         self.key = key
 
 
+class DataRefused(StoreError):
+    """The database refused a value (too long for its column, out of range, a CHECK); nothing was written.
+
+    Not retriable: the same request would be refused again. Validation bounds every field, so
+    this is a gap in validation or a bug; ``code`` is the database's error number.
+    """
+
+    reason = "DATA_REFUSED"
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class CountMismatch(StoreError):
     """A checked script's statements did not change the rows expected; it rolled back."""
 
@@ -189,6 +218,24 @@ class RefundExceeds(WriteRefused):
 
 class FlowClosed(WriteRefused):
     """The flow is no longer PROCESSING (e.g. an operator resolved it): no new attempt."""
+
+
+class CardLimitReached(WriteRefused):
+    """The card has used up its daily attempts or amount on the channel (counted in the attempt's commit)."""
+
+
+class PositionMoved(WriteRefused):
+    """A settlement or adjustment changed the float after it was read for a sync; nothing was written."""
+
+
+class BelowReserved(WriteRefused):
+    """An adjustment would take the balance below the float reserved by payouts in flight."""
+
+    def __init__(self, channel: str, *, balance: int, delta: int, reserved: int) -> None:
+        super().__init__(f"{channel}: balance {balance} + delta {delta} would be below the {reserved} reserved")
+        self.balance = balance
+        self.delta = delta
+        self.reserved = reserved
 
 
 # --- the outbox -----------------------------------------------------------------------

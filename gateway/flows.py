@@ -21,7 +21,24 @@ each request goes on only after the commit that holds its own rows.
 Recording and the channel call run in a task the RPC waits for up to its
 budget (and cannot cancel); when the budget runs out the RPC returns the flow
 PROCESSING and the task finishes on its own (the result then arrives on Kafka
-and via GetFlow).
+and via GetFlow). The budget is the caller's ``wait_ms``, cut to the RPC's own
+deadline less ``FlowSettings.deadline_margin_s``, so a client with a short
+deadline gets its flow PROCESSING rather than DEADLINE_EXCEEDED.
+
+Once commit 1 holds the flow, the caller always gets the flow, never an error:
+whatever goes wrong after it (the database lost during commit 2, a deadlock, a
+bug) the channel may already have moved the money, and a caller that read an
+error as "nothing happened" would retry with a new request_id and pay twice.
+The drive then answers with the flow as recorded (PROCESSING when the outcome
+could not be written) and asks for an immediate query of its open attempts
+(:attr:`FlowService.queries`, the poller's rate-limited ``expedite``); if even
+that write fails, the poller's periodic sweep (``requeue_unresolved``) finds
+the attempt, and start-up recovery does after a crash.
+
+A retry of a stuck flow (same key, same parameters, still PROCESSING, its open
+attempt older than its channel's first scheduled query) is the caller asking
+for compensation (补单): it is answered with the flow as it stands and its open
+attempts are queried now, through the same rate-limited ``expedite``.
 
 Each use case hands the driver two small objects: an **order builder**
 (gateway/orders.py: the flow's parameters, turned into the channel order of
@@ -40,9 +57,10 @@ from typing import Any
 
 from channels.contract import Operation, OrderRef, Outcome, OutcomeStatus, pending
 from channels.registry import ChannelRegistry
-from gateway import metrics
-from gateway.domain import FlowKind, FlowStatus, account_hash, mask_account
+from gateway import background, metrics
+from gateway.domain import AttemptStatus, FlowKind, FlowStatus, account_hash, mask_account
 from gateway.errors import (
+    CardLimitReached,
     FlowClosed,
     IdempotencyConflict,
     NoActiveAgreement,
@@ -56,11 +74,23 @@ from gateway.errors import (
 from gateway.logs import publish_flow_no
 from gateway.orders import OrderBuilder, PayoutOrders, RefundOrders, WithholdOrders
 from gateway.planner import Plan
-from gateway.ports import AgreementStore, FlowStore, RoutePlanner
-from gateway.store.rows import Applied, ApplyResult, AttemptRow, Existing, FlowRow, NewAttempt, NewFlow, Source
+from gateway.ports import AgreementStore, FlowStore, QueryScheduler, RoutePlanner
+from gateway.store.rows import (
+    Applied,
+    ApplyResult,
+    AttemptRow,
+    Existing,
+    FlowRow,
+    NewAttempt,
+    NewFlow,
+    Source,
+    utcnow,
+)
 from gateway.validation import PayoutParams, RefundParams, WithholdParams, canonical_hash
 
 log = logging.getLogger(__name__)
+
+_OPEN = frozenset({AttemptStatus.SENDING, AttemptStatus.PENDING})  # attempts without a definite result
 
 OUTCOME_LABEL = {
     OutcomeStatus.SUCCEEDED: "succeeded",
@@ -83,6 +113,14 @@ class FlowSettings:
     max_attempts: int = 3
     call_guard_s: float = 60.0  # hard cap on one adapter call (adapters time out first)
     poll_first_delay_s: float = 2.0
+    # the wait ends this long before the RPC's deadline, so the flow reaches the client in time
+    deadline_margin_s: float = 0.1
+
+    def budget_s(self, wait_s: float, deadline_s: float | None) -> float:
+        """The wait budget: ``wait_s``, cut to the RPC's remaining ``deadline_s`` (None: none) less the margin."""
+        if deadline_s is None:
+            return max(wait_s, 0.0)
+        return max(min(wait_s, deadline_s - self.deadline_margin_s), 0.0)
 
 
 # --- the route: where the attempts of a flow go ------------------------------------------
@@ -141,11 +179,21 @@ class FlowService:
         self.planner = planner
         self.settings = settings
         self.on_outbox = on_outbox or (lambda: None)
+        # expedited queries (the poller); set by the composition root, None where nothing polls
+        self.queries: QueryScheduler | None = None
         self._tasks: set[asyncio.Task[FlowRow | None]] = set()
 
     # --- use cases ---------------------------------------------------------------------
 
-    async def withhold(self, caller: str, request_id: str, params: WithholdParams, wait_s: float) -> FlowRow:
+    async def withhold(
+        self, caller: str, request_id: str, params: WithholdParams, wait_s: float, *, deadline_s: float | None = None
+    ) -> FlowRow:
+        """Withhold ``params.amount`` from the payer's card under an ACTIVE agreement of ``caller``.
+
+        Waits up to ``wait_s`` (cut to ``deadline_s``, the RPC's remaining time, less the
+        margin) and returns the flow as it is then; once recorded, the flow is always returned.
+        """
+        budget = self.settings.budget_s(wait_s, deadline_s)
         acct = account_hash(self.settings.account_hash_key, params.account_no)
         request_hash = canonical_hash("WITHHOLD", _hashable(params, acct))
         # No idempotency read up front: the flow insert's UNIQUE(caller, request_id) finds a
@@ -162,16 +210,20 @@ class FlowService:
             )
             raise NoActiveAgreement(what)
         new = self._new_flow(FlowKind.WITHHOLD, caller, request_id, request_hash, acct, params)
-        route = Route.routed(_route_query(Operation.WITHHOLD, new, frozenset(refs)), wait_s)
-        return await self._start(new, WithholdOrders(params, refs), route, wait_s)
+        route = Route.routed(_route_query(Operation.WITHHOLD, new, frozenset(refs)), budget)
+        return await self._start(new, WithholdOrders(params, refs), route)
 
-    async def payout(self, caller: str, request_id: str, params: PayoutParams, wait_s: float) -> FlowRow:
+    async def payout(
+        self, caller: str, request_id: str, params: PayoutParams, wait_s: float, *, deadline_s: float | None = None
+    ) -> FlowRow:
+        """Pay ``params.amount`` out to the payee's account from a channel's float (wait as for withholds)."""
+        budget = self.settings.budget_s(wait_s, deadline_s)
         acct = account_hash(self.settings.account_hash_key, params.account_no)
         request_hash = canonical_hash("PAYOUT", _hashable(params, acct))
         # as for withholds, the insert's unique key finds replays (and _create_first when nothing routes)
         new = self._new_flow(FlowKind.PAYOUT, caller, request_id, request_hash, acct, params)
-        route = Route.routed(_route_query(Operation.PAYOUT, new, None), wait_s)
-        return await self._start(new, PayoutOrders(params), route, wait_s)
+        route = Route.routed(_route_query(Operation.PAYOUT, new, None), budget)
+        return await self._start(new, PayoutOrders(params), route)
 
     @staticmethod
     def _new_flow(
@@ -195,7 +247,11 @@ class FlowService:
             description=params.description,
         )
 
-    async def refund(self, caller: str, request_id: str, params: RefundParams, wait_s: float) -> FlowRow:
+    async def refund(
+        self, caller: str, request_id: str, params: RefundParams, wait_s: float, *, deadline_s: float | None = None
+    ) -> FlowRow:
+        """Refund part or all of a SUCCEEDED withhold through the channel that took it (wait as for withholds)."""
+        budget = self.settings.budget_s(wait_s, deadline_s)
         request_hash = canonical_hash("REFUND", params)
         replay = await self._replay(caller, request_id, request_hash)
         if replay is not None:
@@ -234,8 +290,8 @@ class FlowService:
             original_flow_id=original.id,
         )
         # A refund goes back through the channel that took the money; never elsewhere.
-        route = Route.fixed(Operation.REFUND, paid.channel, "refund goes to the original channel", wait_s)
-        return await self._start(new, RefundOrders(params, original, paid), route, wait_s)
+        route = Route.fixed(Operation.REFUND, paid.channel, "refund goes to the original channel", budget)
+        return await self._start(new, RefundOrders(params, original, paid), route)
 
     async def get(self, caller: str, *, flow_no: str = "", request_id: str = "") -> FlowRow:
         flow = (
@@ -275,7 +331,39 @@ class FlowService:
         existing = await self.store.by_request_id(caller, request_id)
         if existing is None:
             return None
-        return self._check_replay(existing, request_hash)
+        replay = self._check_replay(existing, request_hash)
+        await self._compensate(replay)
+        return replay
+
+    async def _compensate(self, flow: FlowRow) -> None:
+        """A retry of a stuck flow (补单): query its open attempts now, rate-limited; the flow is answered as it is.
+
+        Stuck: still PROCESSING, not waiting for an operator, and the open attempt older
+        than its channel's first scheduled query (by then that query should have answered).
+        The poller's ``expedite`` allows one expedited query per attempt per few seconds,
+        so callers retrying in a loop cannot make us hammer the channel.
+        """
+        if self.queries is None or flow.status is not FlowStatus.PROCESSING or flow.needs_review:
+            return
+        now = utcnow()
+        for attempt in flow.attempts:
+            if attempt.status not in _OPEN or attempt.created_at is None:
+                continue
+            if (now - attempt.created_at).total_seconds() < self.queries.first_query_after_s(attempt.channel):
+                continue
+            try:
+                queued = await self.queries.expedite(attempt.id, attempt.channel)
+            except Exception as exc:  # the replay is answered all the same; the schedule goes on
+                log.warning("compensation query not queued: %s", type(exc).__name__, extra={"flow_no": flow.flow_no})
+                continue
+            metrics.COMPENSATION_QUERIES.labels(
+                channel=attempt.channel, result="queued" if queued else "rate_limited"
+            ).inc()
+            if queued:
+                log.info(
+                    "compensation: a retry of a stuck flow queued a query",
+                    extra={"flow_no": flow.flow_no, "channel_order_no": attempt.channel_order_no},
+                )
 
     @staticmethod
     def _check_replay(existing: FlowRow, request_hash: str) -> FlowRow:
@@ -299,12 +387,13 @@ class FlowService:
             exclude=exclude,
         )
 
-    async def _start(self, new: NewFlow, orders: OrderBuilder, route: Route, wait_s: float) -> FlowRow:
-        """Record the flow, then drive it in a task the RPC waits for up to its budget.
+    async def _start(self, new: NewFlow, orders: OrderBuilder, route: Route) -> FlowRow:
+        """Record the flow, then drive it in a task the RPC waits for until ``route.deadline``.
 
         Recording and driving run in one task that the RPC cannot cancel: once
         the first attempt is committed (possibly in a commit shared with other
-        requests), its channel call happens even if the caller has gone.
+        requests), its channel call happens even if the caller has gone. Once
+        the flow is recorded, this returns a flow, never raises (module doc).
         """
         loop = asyncio.get_running_loop()
         created: asyncio.Future[FlowRow] = loop.create_future()
@@ -316,9 +405,10 @@ class FlowService:
         flow = await asyncio.shield(created)
         publish_flow_no(flow.flow_no)
         if flow.replayed:
+            await self._compensate(flow)
             return flow
         # asyncio.wait neither cancels the task at the timeout nor when the RPC is cancelled
-        done, _ = await asyncio.wait((task,), timeout=max(wait_s, 0.0))
+        done, _ = await asyncio.wait((task,), timeout=max(route.deadline - time.monotonic(), 0.0))
         if not done:
             return flow  # PROCESSING; the task keeps going and records the result
         driven = task.result()
@@ -342,24 +432,88 @@ class FlowService:
         created.set_result(flow)
         if flow.replayed:
             return flow
-        return await self._drive(flow, orders, route)
+        try:
+            return await self._drive(flow, orders, route)
+        except Exception as exc:  # a cancellation (shutdown drain) still ends the task: recovery queries it
+            return await self._after_drive_error(flow, exc)
+
+    async def _after_drive_error(self, flow: FlowRow, exc: Exception) -> FlowRow:
+        """The flow is recorded but driving it failed: answer with it as recorded, query its open attempts now.
+
+        The channel may have moved the money, so the caller must get the flow, not an error.
+        A failover cut short (every attempt FAILED, nothing in flight) is finished from its
+        last failure. Whatever cannot be done now (the database is gone) the poller's sweep
+        and start-up recovery do later.
+        """
+        metrics.FLOW_DRIVE_ERRORS.labels(kind=flow.kind.value).inc()
+        log.error(
+            "flow recorded but its drive failed (%s); answering with the flow as recorded",
+            type(exc).__name__,
+            exc_info=exc,
+            extra={"flow_no": flow.flow_no},
+        )
+        current = flow
+        try:
+            current = await self.store.by_id(flow.id) or flow
+            attempts = current.attempts
+            if (
+                current.status is FlowStatus.PROCESSING
+                and attempts
+                and all(a.status is AttemptStatus.FAILED for a in attempts)
+                and await self.store.finish_from_attempt(attempts[-1].id)
+            ):
+                self.on_outbox()
+                current = await self.store.by_id(flow.id) or current
+        except Exception as again:
+            log.warning(
+                "re-reading a flow after its drive failed: %s; the sweep finishes it",
+                type(again).__name__,
+                extra={"flow_no": flow.flow_no},
+            )
+        await self._query_now(current)
+        return current
+
+    async def _query_now(self, flow: FlowRow) -> int:
+        """Ask for an immediate query of every open attempt of ``flow``; how many were queued."""
+        queued = 0
+        for attempt in flow.attempts:
+            if attempt.status not in _OPEN:
+                continue
+            try:
+                if self.queries is None:
+                    raise LookupError("no poller in this process")
+                queued += await self.queries.expedite(attempt.id, attempt.channel)
+            except Exception as exc:
+                # the periodic sweep (poller.recover) queues attempts without a definite result
+                log.warning(
+                    "could not queue an immediate query (%s); the poller's sweep will",
+                    type(exc).__name__,
+                    extra={"flow_no": flow.flow_no, "channel_order_no": attempt.channel_order_no},
+                )
+        return queued
 
     async def _create_first(self, new: NewFlow, route: Route) -> FlowRow:
         plan = route.plan
         if plan is None:
             assert route.query is not None
             plan = await self._route(route.query, frozenset())
+        refused: list[tuple[str, str, str]] = []
         for choice in plan.candidates:
             attempt = NewAttempt(
                 channel=choice,
                 operation=route.operation.value,
                 decision=plan.explain(choice),
                 reserve_position=route.operation is Operation.PAYOUT,
+                card_limit=plan.card_limits.get(choice),
             )
             try:
                 creation = await self.store.create(new, attempt)
             except PositionShort:
+                refused.append((choice, "position", "not enough float left (taken by concurrent payouts)"))
                 continue  # another payout took the float since routing looked; try the next
+            except CardLimitReached:
+                refused.append((choice, "card_limit", "the card's daily limit used up by concurrent withholds"))
+                continue
             except RefundExceeds:
                 raise RefundExceedsOriginal("amount: the refunds of a flow can never exceed its amount") from None
             if isinstance(creation, Existing):
@@ -371,10 +525,10 @@ class FlowService:
         replay = await self._replay(new.caller, new.request_id, new.request_hash)
         if replay is not None:  # a replay is answered even when no channel would take it now
             return replay
-        if plan.candidates:  # every candidate's float was taken by concurrent payouts after routing looked
-            shorted = [(c, "position", "float taken by concurrent payouts") for c in plan.candidates]
+        if refused:  # every candidate was taken by concurrent requests after routing looked
+            why = "; ".join(sorted({detail for _, _, detail in refused}))
             raise NoRoute(
-                f"no channel has enough float left for this {route.operation.value}", plan.rejected_tuples() + shorted
+                f"no channel can take this {route.operation.value} any more: {why}", plan.rejected_tuples() + refused
             )
         raise NoRoute(plan.no_route_message(route.operation), plan.rejected_tuples())
 
@@ -393,7 +547,7 @@ class FlowService:
             metrics.FAILOVERS.labels(from_channel=attempt.channel, reason=outcome.code.lower()).inc()
             try:
                 attempt = await self.store.add_attempt(flow, next_attempt)
-            except (PositionShort, FlowClosed):
+            except (PositionShort, FlowClosed, CardLimitReached):
                 # no next attempt: the flow ends with the failure just recorded (a no-op if it already ended)
                 await self.store.finish_from_attempt(flow.attempts[-1].id)
                 self.on_outbox()
@@ -427,6 +581,7 @@ class FlowService:
             operation=route.operation.value,
             decision=plan.explain(choice, reason="failover"),
             reserve_position=route.operation is Operation.PAYOUT,
+            card_limit=plan.card_limits.get(choice),
         )
 
     async def timed_call(
@@ -497,7 +652,7 @@ class FlowService:
     async def close(self, attempt: AttemptRow) -> Outcome:
         channel = self.registry.get(attempt.channel)
         ref = await self.order_ref(attempt)
-        return await self.timed_call(attempt.channel, "query", channel.close_order(ref), attempt)
+        return await self.timed_call(attempt.channel, "close", channel.close_order(ref), attempt)
 
     async def drain(self, grace_s: float) -> int:
         """Wait for in-flight channel calls; cancel what is left after ``grace_s``.
@@ -505,15 +660,7 @@ class FlowService:
         A cancelled call leaves its attempt SENDING; start-up recovery queries it.
         Returns how many were cancelled.
         """
-        tasks = list(self._tasks)
-        if not tasks:
-            return 0
-        _, still = await asyncio.wait(tasks, timeout=grace_s)
-        for task in still:
-            task.cancel()
-        if still:
-            await asyncio.gather(*still, return_exceptions=True)
-        return len(still)
+        return await background.drain(self._tasks, grace_s)
 
 
 def _route_query(operation: Operation, new: NewFlow, agreement_channels: frozenset[str] | None) -> RouteQuery:

@@ -7,20 +7,28 @@ card or account numbers.
 
 Label values used across the code base:
 
-* ``operation``: withhold, payout, refund, query, agreement, balance
+* ``operation``: withhold, payout, refund, query, close, agreement, balance
 * ``outcome`` (channel requests): succeeded, payer_failure, channel_failure,
   pending, error
 * ``result`` (callbacks): verified, bad_signature, unknown_order, replay,
-  mismatch, malformed
+  mismatch, malformed, timeout
 * ``state`` (channel state): enabled, draining, disabled, eliminated, probing
+* ``what`` (replica sync): heartbeat, channel_states, evidence
+* ``listener`` (TLS): grpc, http; ``cert``: server, client_ca
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -112,6 +120,37 @@ POSITION_RESERVED = Gauge(
     ["channel", "currency"],
     registry=REGISTRY,
 )
+POSITION_BELOW_ZERO = Counter(
+    "paygate_position_below_zero_total",
+    "Payout settlements that took a channel's recorded float below zero (an audit record names the attempt).",
+    ["channel"],
+    registry=REGISTRY,
+)
+
+# --- replicas (gateway/replicas.py) --------------------------------------------------
+REPLICAS_ALIVE = Gauge(
+    "paygate_replicas_alive",
+    "Gateway runs with a fresh heartbeat in the replicas table, as this replica sees them.",
+    registry=REGISTRY,
+)
+REPLICA_SYNC_AGE = Gauge(
+    "paygate_replica_sync_age_seconds",
+    "Seconds since this replica last completed each follow-the-others step"
+    " (what: heartbeat, channel_states, evidence).",
+    ["what"],
+    registry=REGISTRY,
+)
+REPLICA_SYNC_ERRORS = Counter(
+    "paygate_replica_sync_errors_total",
+    "Failed follow-the-others steps (what: heartbeat, channel_states, evidence); the next tick retries.",
+    ["what"],
+    registry=REGISTRY,
+)
+ROUTING_EVIDENCE_FOLDED = Counter(
+    "paygate_routing_evidence_folded_total",
+    "Attempt outcomes recorded by other replicas that this replica's router counted.",
+    registry=REGISTRY,
+)
 
 # --- flows -------------------------------------------------------------------------
 FLOWS_CREATED = Counter(
@@ -130,6 +169,25 @@ FLOWS_REPLAYED = Counter(
     "paygate_flows_replayed_total",
     "Requests answered from an existing flow (same idempotency key and parameters).",
     ["kind"],
+    registry=REGISTRY,
+)
+FLOW_DRIVE_ERRORS = Counter(
+    "paygate_flow_drive_errors_total",
+    "Recorded flows whose drive raised (e.g. the database went away before the outcome was written);"
+    " the caller got the flow as recorded and its open attempts were queued for a query.",
+    ["kind"],
+    registry=REGISTRY,
+)
+COMPENSATION_QUERIES = Counter(
+    "paygate_compensation_queries_total",
+    "Retries of a stuck PROCESSING flow (补单) that asked for an expedited query: queued, or rate_limited.",
+    ["channel", "result"],
+    registry=REGISTRY,
+)
+AGREEMENTS_TO_REVIEW = Counter(
+    "paygate_agreements_marked_review_total",
+    "Agreements left awaiting confirmation after a confirm was sent, marked for an operator by recovery.",
+    ["channel"],
     registry=REGISTRY,
 )
 
@@ -224,6 +282,11 @@ DB_COMMITS = Counter(
     "Transactions this process committed (a group commit shared by many requests counts once).",
     registry=REGISTRY,
 )
+DB_CONFLICT_RETRIES = Counter(
+    "paygate_db_conflict_retries_total",
+    "Units of work rolled back by a deadlock or lock wait timeout and tried again.",
+    registry=REGISTRY,
+)
 STORE_BATCH_SIZE = Histogram(
     "paygate_store_batch_size",
     "Writes of concurrent requests sharing one commit (application group commit), by operation.",
@@ -288,5 +351,54 @@ PLAN_RUNS_BEHIND = Counter(
     "paygate_plan_runs_behind_total",
     "Time point runs whose window closed with due instalments left unattempted (due at the next time point).",
     ["policy", "time_point"],
+    registry=REGISTRY,
+)
+
+# --- TLS ------------------------------------------------------------------------------
+
+
+class CertificateExpiry(Collector):
+    """``paygate_tls_certificate_expires_in_seconds{listener, cert}``: seconds until a loaded certificate's
+    ``notAfter``, computed at each scrape (so it falls by itself between reloads; negative once expired).
+
+    ``cert`` is ``server`` (the listener's own certificate) or ``client_ca`` (the earliest-expiring CA
+    certificate client certificates must chain to). Set by gateway/security/tls.py at every (re)load.
+    """
+
+    name = "paygate_tls_certificate_expires_in_seconds"
+    documentation = "Seconds until a certificate the gateway serves or trusts expires (negative: expired)."
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._not_after: dict[tuple[str, str], float] = {}
+
+    def set(self, listener: str, cert: str, not_after: float) -> None:
+        """``not_after``: the certificate's notAfter as a Unix timestamp."""
+        with self._lock:
+            self._not_after[(listener, cert)] = not_after
+
+    def forget(self, listener: str, cert: str) -> None:
+        with self._lock:
+            self._not_after.pop((listener, cert), None)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=["listener", "cert"])
+        now = self._clock()
+        with self._lock:
+            for (listener, cert), not_after in sorted(self._not_after.items()):
+                family.add_metric([listener, cert], not_after - now)
+        yield family
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self.name, self.documentation, labels=["listener", "cert"])
+
+
+TLS_CERTIFICATE_EXPIRY = CertificateExpiry()
+REGISTRY.register(TLS_CERTIFICATE_EXPIRY)
+TLS_RELOADS = Counter(
+    "paygate_tls_reloads_total",
+    "Certificate files re-read because they changed, by listener and result (loaded, rejected: the old ones stay).",
+    ["listener", "result"],
     registry=REGISTRY,
 )

@@ -31,7 +31,7 @@ from gateway.config import PollerConfig
 from gateway.domain import TERMINAL_ATTEMPT, AttemptStatus
 from gateway.flows import FlowService
 from gateway.ports import FlowStore, PollQueue
-from gateway.store.rows import Applied, AttemptRow, Claim, Source, utcnow
+from gateway.store.rows import Applied, AttemptRow, Claim, RecoveryScope, Source, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class Poller:
         *,
         owner: str = "",
         sending_grace_s: float = 90.0,
+        scope: RecoveryScope | None = None,
     ) -> None:
         self.queue = queue
         self.flows = flows
@@ -89,6 +90,7 @@ class Poller:
         self.schedules = dict(schedules)
         self.owner = owner or default_owner()
         self.sending_grace_s = sending_grace_s
+        self.scope = scope
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
@@ -97,6 +99,10 @@ class Poller:
 
     def schedule_for(self, channel: str) -> Schedule:
         return self.schedules.get(channel, self.default_schedule)
+
+    def first_query_after_s(self, channel: str) -> float:
+        """The channel's first scheduled query, seconds after an attempt is recorded (compensation waits as long)."""
+        return self.schedule_for(channel).first_delay_s
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -135,14 +141,20 @@ class Poller:
         Also re-queues PENDING attempts that lost their queue row, unless their
         flow already waits for review, and finishes flows whose failover was cut
         short (every attempt FAILED, none in flight) from their last failure.
+
+        Only what no live replica is working on (``scope``, from
+        gateway/replicas.py): this process's own work older than
+        ``older_than_s`` (at start-up: everything its earlier run left), and
+        other replicas' once they are dead, stopped or restarted. Without a
+        scope (one process, tests) everything older than ``older_than_s``.
         """
         cutoff = utcnow() - timedelta(seconds=older_than_s)
-        n = await self.queue.requeue_unresolved(cutoff)
+        n = await self.queue.requeue_unresolved(cutoff, self.scope)
         if n:
             log.warning("recovery queued %d attempts without a definite outcome", n)
             self._wake.set()
         finished = 0
-        for attempt_id in await self.store.stranded_failovers(cutoff):
+        for attempt_id in await self.store.stranded_failovers(cutoff, scope=self.scope):
             finished += await self.store.finish_from_attempt(attempt_id)
         if finished:
             log.warning("recovery finished %d flows whose failover was cut short", finished)

@@ -23,7 +23,7 @@ The contracts every implementation keeps (the fakes too):
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from channels.contract import Operation, Outcome
@@ -32,6 +32,9 @@ from gateway.store.rows import (
     AgreementRow,
     ApplyResult,
     AttemptRow,
+    AuditQuery,
+    AuditRow,
+    ChannelStateRow,
     Claim,
     Creation,
     DiscrepancyRow,
@@ -41,6 +44,10 @@ from gateway.store.rows import (
     NewFlow,
     OpenAttempts,
     PositionRow,
+    RecoveryScope,
+    ReplicaRow,
+    ResolutionRow,
+    ResolutionStatus,
     Source,
 )
 
@@ -95,7 +102,16 @@ class FlowStore(Protocol):
         """Finish a PROCESSING flow whose every attempt FAILED from its last failure ``attempt_id``."""
         ...
 
-    async def stranded_failovers(self, cutoff: datetime, limit: int = 500) -> list[int]: ...
+    async def stranded_failovers(
+        self, cutoff: datetime, limit: int = 500, scope: RecoveryScope | None = None
+    ) -> list[int]:
+        """Last attempts of PROCESSING flows whose every attempt FAILED, when ``scope`` lets recovery take them.
+
+        As for ``PollQueue.requeue_unresolved``: this process's own when the
+        flow's last change is older than ``cutoff``, others' once their run is
+        not alive (it may be recording the next attempt until then).
+        """
+        ...
 
     async def mark_needs_review(self, attempt: AttemptRow, detail: str) -> bool:
         """Polling ran out: needs_review on the PROCESSING flow, its poll row removed; never a result."""
@@ -146,6 +162,22 @@ class AgreementStore(Protocol):
 
     async def set_sign_ref(self, row: AgreementRow, sign_ref: str) -> None: ...
 
+    async def mark_confirm_sent(self, row: AgreementRow) -> None:
+        """Record, before calling the channel, that a confirm of this AWAITING agreement is being sent."""
+        ...
+
+    async def clear_confirm_sent(self, row: AgreementRow) -> None:
+        """The channel refused the confirm (a wrong code): nothing is pending at the channel any more."""
+        ...
+
+    async def unconfirmed_since(self, cutoff: datetime, *, limit: int = 500) -> list[AgreementRow]:
+        """AWAITING agreements whose confirm was sent at or before ``cutoff``, not yet marked for review."""
+        ...
+
+    async def mark_needs_review(self, row: AgreementRow) -> bool:
+        """Mark an AWAITING agreement for an operator; False if it moved on or was marked already."""
+        ...
+
     async def active_refs(self, caller: str, account_hash: str, agreement_no: str = "") -> dict[str, str]:
         """channel -> the channel's agreement ref, for the ACTIVE agreements of this caller's account."""
         ...
@@ -163,10 +195,25 @@ class PositionStore(Protocol):
     async def get(self, channel: str) -> PositionRow | None: ...
 
     async def sync(
-        self, channel: str, currency: str, balance: int, *, operator: str = "", reason: str = ""
-    ) -> PositionRow: ...
+        self,
+        channel: str,
+        currency: str,
+        balance: int,
+        *,
+        seen: PositionRow | None,
+        operator: str = "",
+        reason: str = "",
+    ) -> PositionRow:
+        """Write a balance the channel reported after ``seen`` was read (None: no position yet).
 
-    async def adjust(self, channel: str, delta: int, operator: str, reason: str) -> PositionRow | None: ...
+        Raises ``PositionMoved`` and writes nothing when the row is no longer ``seen``
+        (a settlement or adjustment changed the balance since) or is kept in another currency.
+        """
+        ...
+
+    async def adjust(self, channel: str, delta: int, operator: str, reason: str) -> PositionRow | None:
+        """None when the channel has no position; raises ``BelowReserved`` for a cut below the reservations."""
+        ...
 
 
 class PollQueue(Protocol):
@@ -174,7 +221,14 @@ class PollQueue(Protocol):
 
     async def claim(self, *, owner: str, limit: int, lease_s: float) -> list[Claim]: ...
 
-    async def requeue_unresolved(self, cutoff: datetime) -> int: ...
+    async def requeue_unresolved(self, cutoff: datetime, scope: RecoveryScope | None = None) -> int:
+        """Queue SENDING attempts ``scope`` lets us take, and PENDING ones created by ``cutoff`` without a row.
+
+        With a scope: this process's own SENDING attempts created by
+        ``cutoff``, and others' once their run is not alive; without one,
+        every SENDING attempt created by ``cutoff``.
+        """
+        ...
 
     async def expedite(self, attempt_id: int, channel: str, *, min_interval_s: float) -> bool: ...
 
@@ -190,7 +244,29 @@ class ChannelStateStore(Protocol):
 
     async def all(self) -> dict[str, str]: ...
 
-    async def set(self, channel: str, state: str, *, operator: str, reason: str) -> None: ...
+    async def current(self) -> list[ChannelStateRow]:
+        """Every channel's operator state with its version (bumped by every write)."""
+        ...
+
+    async def set(self, channel: str, state: str, *, operator: str, reason: str) -> ChannelStateRow:
+        """Write the state (audited); the row as written, with its new version."""
+        ...
+
+
+class ReplicaStore(Protocol):
+    """The runs of gateway processes and their heartbeats (gateway/store/replicas.py)."""
+
+    async def register(self, incarnation: str, replica_id: str) -> int:
+        """This run starts; earlier runs of ``replica_id`` count as stopped. Returns how many were running."""
+        ...
+
+    async def heartbeat(self, incarnation: str) -> bool:
+        """Seen now; False when this run was stopped or replaced meanwhile."""
+        ...
+
+    async def stop(self, incarnation: str) -> None: ...
+
+    async def alive(self, dead_after_s: float) -> list[ReplicaRow]: ...
 
 
 class ObservationStore(Protocol):
@@ -198,7 +274,9 @@ class ObservationStore(Protocol):
 
     async def finished_since(self, since: datetime, *, limit: int = 200_000) -> list[FinishedAttempt]: ...
 
-    async def card_usage_today(self, account_hash: str) -> dict[str, tuple[int, int]]: ...
+    async def card_usage(self, account_hash: str, day: date) -> dict[str, tuple[int, int]]:
+        """channel -> (attempts, amount) of the card on the business day ``day`` (channels with limits)."""
+        ...
 
 
 class AuditLog(Protocol):
@@ -206,11 +284,62 @@ class AuditLog(Protocol):
 
     async def record(self, operator: str, action: str, target: str, reason: str, detail: dict[str, Any]) -> None: ...
 
+    async def entries(self, query: AuditQuery) -> list[AuditRow]:
+        """Records matching ``query``, newest first (by id), at most ``query.limit``."""
+        ...
+
+
+class ResolutionStore(Protocol):
+    """Manual resolutions waiting for a second operator (gateway/store/resolutions.py).
+
+    Every change writes its audit record (target: the flow number) in the same commit.
+    """
+
+    async def propose(
+        self, flow: FlowRow, target: FlowStatus, channel_txn_id: str, reason: str, operator: str
+    ) -> Creation[ResolutionRow]:
+        """A PENDING resolution of ``flow`` (audited ``propose_resolution``); ``Existing(row)`` when the flow
+        already has one PENDING or APPROVED (one open resolution per flow), nothing written then."""
+        ...
+
+    async def get(self, resolution_id: int) -> ResolutionRow | None: ...
+
+    async def decide(
+        self,
+        row: ResolutionRow,
+        to: ResolutionStatus,
+        operator: str,
+        reason: str,
+        *,
+        action: str,
+        detail: dict[str, Any],
+    ) -> ResolutionRow | None:
+        """Compare-and-set from ``row.status`` to ``to``, audited as ``action``; None when the row had moved."""
+        ...
+
+    async def list(
+        self, *, statuses: frozenset[ResolutionStatus], flow_no: str, after_id: int, limit: int
+    ) -> list[ResolutionRow]:
+        """Rows in one of ``statuses`` (all when empty), of ``flow_no`` when given, oldest first from ``after_id``."""
+        ...
+
 
 class DiscrepancyLog(Protocol):
     """Recorded discrepancies (gateway/store/discrepancies.py)."""
 
     async def recent(self, limit: int) -> list[DiscrepancyRow]: ...
+
+
+class QueryScheduler(Protocol):
+    """Expedited queries of open attempts (gateway/poller.py's Poller): compensation, a drive that failed."""
+
+    def first_query_after_s(self, channel: str) -> float:
+        """When the channel's poll schedule first queries an attempt, seconds after it was recorded."""
+        ...
+
+    async def expedite(self, attempt_id: int, channel: str, *, min_interval_s: float = 5.0) -> bool:
+        """Query the attempt now, at most once per ``min_interval_s``; False when rate-limited."""
+        ...
 
 
 class RoutePlanner(Protocol):

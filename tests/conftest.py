@@ -1,12 +1,37 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from channels.config import collect_secrets
 from devstack.kafka import KafkaBroker
 from gateway.store.db import Database, DatabaseConfig, migrate
+from tests.support.secret_watch import LogText, configured_secrets, find_leaks, process_logs
 from tests.support.services import drop_db, new_db_config
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The whole run's log, in this process and in the gateway processes' log files, holds no configured
+    secret (tests/support/secret_watch.py). Fails at the end of the run, naming where, not the secret."""
+    root = logging.getLogger()
+    level = root.level
+    text = LogText()
+    root.addHandler(text)
+    root.setLevel(min(level or logging.WARNING, logging.INFO))  # the gateway logs at INFO in production
+    with collect_secrets() as secrets:
+        try:
+            yield
+        finally:
+            root.removeHandler(text)
+            root.setLevel(level)
+            base = tmp_path_factory.getbasetemp()
+            configured_secrets(base)
+    leaks = find_leaks([*text.lines, *process_logs(base)], secrets)
+    if leaks:
+        pytest.fail("secrets in the log:\n" + "\n".join(str(leak) for leak in leaks[:20]), pytrace=False)
 
 
 @pytest.fixture

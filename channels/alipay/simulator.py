@@ -413,7 +413,9 @@ class AlipaySimulator(SimulatorBase):
         external_no = _text(biz, "external_agreement_no")
         identity = biz.get("identity_params") or {}
         account = str(identity.get("bankcard_no") or biz.get("external_logon_id") or external_no)
-        self._signings[external_no] = _Signing(external_no, account, f"{secrets.randbelow(1_000_000):06d}")
+        signing = self._signings[external_no] = _Signing(external_no, account, f"{secrets.randbelow(1_000_000):06d}")
+        if biz.get("external_logon_id"):  # the borrower's mobile number
+            self.sms.send(str(biz["external_logon_id"]), signing.sms_code, external_no)
         return _ok(external_agreement_no=external_no)
 
     def _agreement_confirm(self, biz: Mapping[str, Any]) -> dict[str, Any]:

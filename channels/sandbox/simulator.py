@@ -22,6 +22,7 @@ Endpoints (all signed, all refused with 503/``2003`` during an outage)::
 Admin endpoints (unsigned, for tests; served during outages too):
 ``GET /_admin/ledger``, ``GET|POST /_admin/behaviour``, ``GET /_admin/sms/{sign_ref}``,
 ``GET|POST|DELETE /_admin/statement/faults`` (:mod:`channels.simkit.bills`).
+``GET /_admin/sms?phone=<number>`` (the last SMS sent to a phone number).
 
 Callbacks: when a pending order settles (and, with ``Behaviour.notify_final``,
 when any order ends at once) a signed :class:`~channels.sandbox.wire.OrderReply`
@@ -441,6 +442,7 @@ class SandboxSimulator(SimulatorBase):
             )
             self._signings[signing.sign_ref] = signing
             self._signings_by_order[sign.sign_order_no] = signing.sign_ref
+            self.sms.send(sign.phone, signing.sms_code, signing.sign_ref)
         ok = RawCode.SUCCESS
         return self._respond(request, wire.SignAgreementReply(ok, wire.MESSAGES[ok], signing.sign_ref))
 

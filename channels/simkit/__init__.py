@@ -20,6 +20,7 @@ One module per seam; every name is importable from ``channels.simkit``:
 ``tasks``       :class:`TaskSet`, the background work a simulator cancels on stop
 ``callbacks``   :class:`CallbackSender`, retry policy, acknowledgement checks
 ``desk``        :class:`OrderDesk`: record, decide, move money once, settle later
+``sms``         :class:`SmsLog`: the last SMS "sent" to each phone number (what tests read)
 ``server``      :class:`HttpServer`, admin routes, :class:`SimulatorBase`,
                 :class:`SimulatorHandle`, :func:`create_simulator`
 ``cli``         what every simulator's command line shares
@@ -66,6 +67,7 @@ from channels.simkit.server import (
     pem_private,
     pem_public,
 )
+from channels.simkit.sms import Sms, SmsLog
 from channels.simkit.tasks import TaskSet
 
 __all__ = [
@@ -99,6 +101,8 @@ __all__ = [
     "Signer",
     "SimulatorBase",
     "SimulatorHandle",
+    "Sms",
+    "SmsLog",
     "StatementBook",
     "StatementFaults",
     "TaskSet",

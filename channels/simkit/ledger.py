@@ -11,6 +11,10 @@ Ledger guarantees
 * Every order that ends (succeeds or fails) is booked on the day it ended, in
   the ledger's ``statement_tz``: :meth:`Ledger.booked_on` lists a day's orders
   in booking order, so a statement is one pass over its day.
+* Every per-order operation is O(1) however long the run: refund sums and
+  debit counts are running totals kept as orders are recorded, executed and
+  failed, never a scan of the ledger (only :meth:`Ledger.dump` and
+  :meth:`Ledger.totals`, for inspection, walk it).
 """
 
 from __future__ import annotations
@@ -150,6 +154,9 @@ class Ledger:
         self._closed: dict[str, float] = {}
         self._movements: list[Movement] = []
         self._booked: dict[date, list[str]] = {}
+        self._debits: dict[str, int] = {}  # order number -> times money moved for it
+        self._refunded: dict[str, int] = {}  # original order number -> its refunds not FAILED
+        self._by_txn: dict[str, str] = {}  # the channel's transaction id -> order number
         self._seq = 0
 
     def now(self) -> float:
@@ -219,10 +226,18 @@ class Ledger:
             notify_url=notify_url,
         )
         self._entries[order_no] = entry
+        self._by_txn[entry.txn_id] = order_no
+        if kind is EntryKind.REFUND:
+            self._refunded[original_order_no] = self._refunded.get(original_order_no, 0) + amount
         return entry, True
 
     def get(self, order_no: str) -> Entry | None:
         return self._entries.get(order_no)
+
+    def by_txn_id(self, txn_id: str) -> Entry | None:
+        """The entry the channel gave transaction id ``txn_id``."""
+        order_no = self._by_txn.get(txn_id)
+        return self._entries.get(order_no) if order_no is not None else None
 
     def is_closed(self, order_no: str) -> bool:
         return order_no in self._closed
@@ -246,6 +261,7 @@ class Ledger:
         self._balances[target] = self.balance(target) + entry.amount
         self._movements.append(Movement(order_no, entry.kind, source, target, entry.amount, self._clock()))
         entry.fee = self.fee_for(entry.kind, entry.amount)
+        self._debits[order_no] = self._debits.get(order_no, 0) + 1
         entry.status = EntryStatus.SUCCEEDED
         entry.code = "OK"
         entry.settled_at = self._clock()
@@ -260,6 +276,8 @@ class Ledger:
             entry.code = code
             entry.settled_at = self._clock()
             self._book(entry)
+            if entry.kind is EntryKind.REFUND:
+                self._refunded[entry.original_order_no] -= entry.amount
         return entry
 
     def close(self, order_no: str) -> Entry | None:
@@ -270,14 +288,8 @@ class Ledger:
         return entry
 
     def refunded_total(self, original_order_no: str) -> int:
-        """Sum of refunds against an order that succeeded or may still succeed."""
-        return sum(
-            e.amount
-            for e in self._entries.values()
-            if e.kind is EntryKind.REFUND
-            and e.original_order_no == original_order_no
-            and e.status is not EntryStatus.FAILED
-        )
+        """Sum of refunds against an order that succeeded or may still succeed (a running total: O(1))."""
+        return self._refunded.get(original_order_no, 0)
 
     def fee_for(self, kind: EntryKind, amount: int) -> int:
         """What the channel charges for an order of ``kind`` that moves ``amount``."""
@@ -312,13 +324,10 @@ class Ledger:
 
     def debits_by_order(self) -> dict[str, int]:
         """How many times money moved per order number (the invariant: never above 1)."""
-        counts: dict[str, int] = {}
-        for movement in self._movements:
-            counts[movement.order_no] = counts.get(movement.order_no, 0) + 1
-        return counts
+        return dict(self._debits)
 
     def debit_count(self, order_no: str) -> int:
-        return sum(1 for m in self._movements if m.order_no == order_no)
+        return self._debits.get(order_no, 0)
 
     def totals(self) -> dict[str, int]:
         """Money moved per kind (minor units) and the merchant float."""

@@ -20,6 +20,7 @@ from channels.simkit.bills import StatementBook, faults_routes
 from channels.simkit.callbacks import AckCheck, CallbackPolicy, CallbackSender
 from channels.simkit.desk import OrderDesk
 from channels.simkit.ledger import Entry, Ledger
+from channels.simkit.sms import Sms, SmsLog
 from channels.simkit.tasks import TaskSet
 
 
@@ -117,6 +118,10 @@ class SimulatorHandle(Protocol):
         """The SMS code "sent" for a signing; raises KeyError for an unknown ``sign_ref``."""
         ...
 
+    def last_sms(self, phone: str) -> Sms:
+        """The last SMS "sent" to ``phone`` (as a real SMS gateway's log shows it); KeyError if none."""
+        ...
+
 
 class _SimulatorMap(Mapping[str, str]):
     """Adapter name -> ``"module:create"`` of its simulator: a read-only view of :data:`channels.registry.ADAPTERS`."""
@@ -156,6 +161,7 @@ def admin_routes(handle: SimulatorHandle) -> list[web.RouteDef]:
     ``GET /_admin/ledger``, ``GET|POST /_admin/behaviour`` (POST applies a
     partial JSON update, 400 naming the bad field), ``GET /_admin/sms/{sign_ref}``,
     ``GET|POST|DELETE /_admin/statement/faults`` (:func:`channels.simkit.bills.faults_routes`).
+    ``GET /_admin/sms?phone=<number>`` (the last SMS sent to that number).
     """
 
     async def ledger(request: web.Request) -> web.Response:
@@ -181,12 +187,23 @@ def admin_routes(handle: SimulatorHandle) -> list[web.RouteDef]:
             return web.json_response({"error": "unknown sign_ref"}, status=404)
         return web.json_response({"sms_code": code})
 
+    async def last_sms(request: web.Request) -> web.Response:
+        phone = request.query.get("phone", "")
+        try:
+            sms = handle.last_sms(phone)
+        except KeyError:
+            return web.json_response({"error": "no SMS sent to that phone number"}, status=404)
+        return web.json_response(
+            {"phone": sms.phone, "sms_code": sms.code, "sign_ref": sms.sign_ref, "sent_at": sms.sent_at}
+        )
+
     return [
         web.get("/_admin/ledger", ledger),
         web.get("/_admin/behaviour", get_behaviour),
         web.post("/_admin/behaviour", set_behaviour),
         web.get("/_admin/sms/{sign_ref}", sms),
         *faults_routes(handle.statements),
+        web.get("/_admin/sms", last_sms),
     ]
 
 
@@ -235,6 +252,7 @@ class SimulatorBase:
         )
         self._stopping = asyncio.Event()
         self._statements = StatementBook(ledger)
+        self.sms = SmsLog()  # what signing "texts" borrowers; a subclass records each code it sends here
         app.add_routes(admin_routes(self))
         self._server = HttpServer(app)
 
@@ -286,6 +304,9 @@ class SimulatorBase:
 
     def sms_code(self, sign_ref: str) -> str:
         raise NotImplementedError
+
+    def last_sms(self, phone: str) -> Sms:
+        return self.sms.last(phone)
 
     async def _hold_then_drop(self, request: web.Request) -> NoReturn:
         """Deliver a TIMEOUT fate (see :func:`hold_then_drop`); ``stop()`` ends the hold."""

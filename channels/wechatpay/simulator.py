@@ -329,8 +329,8 @@ class WeChatPaySimulator(SimulatorBase):
     def _find_original(self, payload: Mapping[str, Any]) -> Entry | None:
         if payload.get("out_trade_no"):
             return self._ledger.get(str(payload["out_trade_no"]))
-        txn = str(payload.get("transaction_id", ""))
-        return next((e for e in self._ledger.entries() if e.txn_id == txn and e.kind is EntryKind.WITHHOLD), None)
+        entry = self._ledger.by_txn_id(str(payload.get("transaction_id", "")))
+        return entry if entry is not None and entry.kind is EntryKind.WITHHOLD else None
 
     def _refund_body(self, entry: Entry) -> dict[str, Any]:
         original = self._ledger.get(entry.original_order_no)
@@ -420,7 +420,13 @@ class WeChatPaySimulator(SimulatorBase):
         except ValueError:
             raise _Error(400, "PARAM_ERROR", "bank_account is not encrypted with the platform key") from None
         sign_ref = f"PRE{secrets.token_hex(12).upper()}"
-        self._signings[sign_ref] = _Signing(account, f"{secrets.randbelow(1_000_000):06d}")
+        signing = self._signings[sign_ref] = _Signing(account, f"{secrets.randbelow(1_000_000):06d}")
+        phone = str(user.get("phone", ""))
+        if phone:
+            try:
+                self.sms.send(wire.decrypt_field(self.platform_key, phone), signing.sms_code, sign_ref)
+            except ValueError:
+                raise _Error(400, "PARAM_ERROR", "phone is not encrypted with the platform key") from None
         return {"pre_entrustweb_id": sign_ref}
 
     async def _confirm(self, request: web.Request, payload: dict[str, Any]) -> dict[str, Any]:

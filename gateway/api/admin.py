@@ -1,29 +1,33 @@
-"""GatewayAdmin servicer: channel state, positions, review queue, discrepancies.
+"""GatewayAdmin servicer: channel state, positions, review queue, discrepancies, maker-checker, audit log.
 
-Operator-only (the interceptor checks operator tokens). Every change writes an
-audit record with the operator and the reason. It reads and writes through the
-store ports (gateway/ports.py), never through SQL.
+Operator-only: the interceptor authenticates operators and checks each method's minimum role
+(gateway/api/access.py). Every change writes an audit record with the operator and the reason.
+Manual resolutions go through gateway/resolutions.py (maker-checker above the threshold). It reads
+and writes through the store ports (gateway/ports.py), never through SQL.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from channels.contract import Operation
 from channels.registry import ChannelRegistry
 from gateway import validation as v
 from gateway.api.auth import current_identity
 from gateway.api.convert import flow_pb, ts
 from gateway.api.servicer import _next_token, _page_token
 from gateway.domain import FlowStatus, scrub
-from gateway.errors import InvalidInput, NotFound, PreconditionFailed
+from gateway.errors import InvalidInput, NotFound
 from gateway.flows import FlowService
 from gateway.planner import Planner
 from gateway.poller import Poller
 from gateway.ports import AuditLog, ChannelStateStore, DiscrepancyLog, FlowStore, PositionStore
-from gateway.store.rows import FlowRow, PositionRow
+from gateway.positions import PositionService
+from gateway.resolutions import SYSTEM, ManualResolutions
+from gateway.store.rows import AuditQuery, FlowRow, PositionRow, ResolutionRow, ResolutionStatus
 from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2
 from routing.engine import ChannelState
 
@@ -34,12 +38,66 @@ _STATE_TO_PB = {
 }
 _PB_TO_STATE = {pb: state for state, pb in _STATE_TO_PB.items()}
 
+_RESOLUTION_TO_PB = {
+    ResolutionStatus.PENDING: admin_pb2.RESOLUTION_PENDING,
+    ResolutionStatus.APPROVED: admin_pb2.RESOLUTION_APPROVED,
+    ResolutionStatus.REJECTED: admin_pb2.RESOLUTION_REJECTED,
+    ResolutionStatus.VOIDED: admin_pb2.RESOLUTION_VOIDED,
+}
+_FLOW_STATUS_TO_PB = {
+    FlowStatus.PROCESSING: gateway_pb2.PROCESSING,
+    FlowStatus.SUCCEEDED: gateway_pb2.SUCCEEDED,
+    FlowStatus.FAILED: gateway_pb2.FAILED,
+}
+# ResolveFlow's trailing metadata when it recorded a resolution for approval instead of applying it
+PENDING_RESOLUTION_KEY = "paygate-pending-resolution"
+
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 def _reason(text: str) -> str:
     # stored in the audit log and, for ResolveFlow, published as the flow's failure message: scrubbed first
     return scrub(v.text(text, "reason", max_len=512, required=True))
+
+
+def _set_ts(message: Any, name: str, value: Any) -> None:
+    stamp = ts(value)
+    if stamp is not None:
+        getattr(message, name).CopyFrom(stamp)
+
+
+def resolution_pb(row: ResolutionRow) -> admin_pb2.PendingResolution:
+    out = admin_pb2.PendingResolution(
+        id=row.id,
+        flow_no=row.flow_no,
+        amount=gateway_pb2.Money(amount=row.amount, currency=row.currency),
+        status=_FLOW_STATUS_TO_PB[row.target],
+        channel_txn_id=row.channel_txn_id,
+        reason=scrub(row.reason),
+        proposed_by=row.proposed_by,
+        resolution_status=_RESOLUTION_TO_PB[row.status],
+        decided_by=row.decided_by,
+        decision_reason=scrub(row.decision_reason),
+        flow_status=_FLOW_STATUS_TO_PB[row.flow_status],
+    )
+    _set_ts(out, "proposed_at", row.proposed_at)
+    _set_ts(out, "decided_at", row.decided_at)
+    return out
+
+
+def _resolution_id(value: int) -> int:
+    if value <= 0:
+        raise InvalidInput("resolution_id", "must be a resolution id (> 0)")
+    return value
+
+
+def _time(request: Any, name: str) -> Any:
+    if not request.HasField(name):
+        return None
+    stamp: Timestamp = getattr(request, name)
+    if stamp.seconds < 0 or stamp.seconds > 253402300799 or not 0 <= stamp.nanos < 10**9:  # 9999-12-31
+        raise InvalidInput(name, "must be a timestamp between 1970 and 9999")
+    return stamp.ToDatetime()  # naive UTC, as the store keeps times
 
 
 def position_pb(row: PositionRow) -> admin_pb2.Position:
@@ -67,16 +125,19 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         channel_states: ChannelStateStore,
         audit: AuditLog,
         discrepancies: DiscrepancyLog,
+        resolutions: ManualResolutions,
     ) -> None:
         self.registry = registry
         self.planner = planner
         self.flows = flows
         self.store: FlowStore = flows.store
         self.positions = positions
+        self.position_service = PositionService(positions, registry)
         self.poller = poller
         self.channel_states = channel_states
         self.audit = audit
         self.discrepancies = discrepancies
+        self.resolutions = resolutions
 
     def _channel(self, channel_id: str) -> str:
         v.pattern(channel_id, "channel", v.CHANNEL_ID, "a configured channel id")
@@ -131,9 +192,9 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         reason = _reason(request.reason)
         state = _PB_TO_STATE[request.state]
         operator = current_identity().name
-        await self.channel_states.set(channel_id, state.value, operator=operator, reason=reason)
-        self.planner.credentials.release(channel_id, f"operator {operator} set {state.value}", restore=False)
-        self.planner.router.set_state(channel_id, state)
+        row = await self.channel_states.set(channel_id, state.value, operator=operator, reason=reason)
+        # this replica at once; the others within [replicas] state_sync_s (gateway/replicas.py)
+        self.planner.apply_operator_state(row, f"operator {operator} set {state.value}")
         self.planner.publish_metrics()
         return await self._info(channel_id)
 
@@ -141,23 +202,13 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         channel_id = self._channel(request.channel)
         delta = v.position_delta(request.delta)
         reason = _reason(request.reason)
-        if await self.positions.get(channel_id) is None:
-            raise PreconditionFailed("channel: has no position; resync it first")
-        row = await self.positions.adjust(channel_id, delta, current_identity().name, reason)
-        if row is None:
-            raise PreconditionFailed("delta: the balance cannot go below zero")
+        row = await self.position_service.adjust(channel_id, delta, operator=current_identity().name, reason=reason)
         return position_pb(row)
 
     async def ResyncPosition(self, request: admin_pb2.ResyncPositionRequest, context: Ctx) -> admin_pb2.Position:
         channel_id = self._channel(request.channel)
         reason = _reason(request.reason)
-        channel = self.registry.get(channel_id)
-        if Operation.BALANCE not in channel.operations:
-            raise PreconditionFailed(f"channel: {channel_id} has no balance query")
-        balance = await channel.balance()
-        row = await self.positions.sync(
-            channel_id, balance.currency, balance.available, operator=current_identity().name, reason=reason
-        )
+        row = await self.position_service.resync(channel_id, operator=current_identity().name, reason=reason)
         return position_pb(row)
 
     async def ListReviewFlows(
@@ -187,14 +238,73 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         reason = _reason(request.reason)
         txn = v.text(request.channel_txn_id, "channel_txn_id", max_len=128)
         status = FlowStatus.SUCCEEDED if request.status == gateway_pb2.SUCCEEDED else FlowStatus.FAILED
-        if flow.status is not FlowStatus.PROCESSING:
-            raise PreconditionFailed(f"flow_no: the flow is already {flow.status.value}")
-        if not await self.store.resolve(flow, status, current_identity().name, reason, txn):
-            raise PreconditionFailed("flow_no: the flow was resolved concurrently")
-        self.flows.on_outbox()
-        fresh = await self.store.by_id(flow.id)
-        assert fresh is not None
-        return flow_pb(fresh, operator=True)
+        outcome = await self.resolutions.resolve(flow, status, txn, reason, current_identity().name)
+        if outcome.pending is not None and context is not None:
+            context.set_trailing_metadata(((PENDING_RESOLUTION_KEY, str(outcome.pending.id)),))
+        return flow_pb(outcome.flow, operator=True)
+
+    async def ApproveResolution(
+        self, request: admin_pb2.ApproveResolutionRequest, context: Ctx
+    ) -> admin_pb2.ApproveResolutionResponse:
+        resolution_id = _resolution_id(request.resolution_id)
+        reason = scrub(v.text(request.reason, "reason", max_len=512))
+        row, flow = await self.resolutions.approve(resolution_id, current_identity().name, reason)
+        return admin_pb2.ApproveResolutionResponse(resolution=resolution_pb(row), flow=flow_pb(flow, operator=True))
+
+    async def RejectResolution(
+        self, request: admin_pb2.RejectResolutionRequest, context: Ctx
+    ) -> admin_pb2.PendingResolution:
+        resolution_id = _resolution_id(request.resolution_id)
+        reason = _reason(request.reason)
+        return resolution_pb(await self.resolutions.reject(resolution_id, current_identity().name, reason))
+
+    async def ListPendingResolutions(
+        self, request: admin_pb2.ListPendingResolutionsRequest, context: Ctx
+    ) -> admin_pb2.ListPendingResolutionsResponse:
+        flow_no = v.pattern(request.flow_no, "flow_no", v.FLOW_NO, "a 26-character flow_no", required=False)
+        limit = v.page_size(request.page_size)
+        after = _page_token(request.page_token)
+        rows, next_after = await self.resolutions.pending(
+            flow_no=flow_no, include_decided=request.include_decided, after_id=after, limit=limit
+        )
+        out = admin_pb2.ListPendingResolutionsResponse(resolutions=[resolution_pb(r) for r in rows])
+        if next_after is not None:
+            out.next_page_token = _next_token(next_after)
+        return out
+
+    async def ListAuditLog(
+        self, request: admin_pb2.ListAuditLogRequest, context: Ctx
+    ) -> admin_pb2.ListAuditLogResponse:
+        flow_no = v.pattern(request.flow_no, "flow_no", v.FLOW_NO, "a 26-character flow_no", required=False)
+        channel = v.pattern(request.channel, "channel", v.CHANNEL_ID, "a channel id", required=False)
+        if flow_no and channel:
+            raise InvalidInput("channel", "give flow_no or channel, not both")
+        actor = request.actor
+        if actor != SYSTEM:
+            actor = v.pattern(actor, "actor", v.CHANNEL_ID, f"an operator name (or {SYSTEM})", required=False)
+        since, until = _time(request, "since"), _time(request, "until")
+        if since is not None and until is not None and until <= since:
+            raise InvalidInput("until", "must be later than since")
+        limit = v.page_size(request.page_size)
+        before = _page_token(request.page_token)
+        query = AuditQuery(
+            target=flow_no or channel, operator=actor, since=since, until=until, before_id=before, limit=limit + 1
+        )
+        rows = await self.audit.entries(query)
+        out = admin_pb2.ListAuditLogResponse()
+        for row in rows[:limit]:
+            entry = out.entries.add(
+                id=row.id,
+                actor=row.operator,
+                action=row.action,
+                target=row.target,
+                reason=scrub(row.reason),
+                detail_json=scrub(json.dumps(row.detail, ensure_ascii=False, sort_keys=True, default=str)),
+            )
+            _set_ts(entry, "created_at", row.created_at)
+        if len(rows) > limit:
+            out.next_page_token = _next_token(rows[limit - 1].id)
+        return out
 
     async def RequeryFlow(self, request: admin_pb2.RequeryFlowRequest, context: Ctx) -> admin_pb2.RequeryFlowResponse:
         flow = await self._flow(request.flow_no)

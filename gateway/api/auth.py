@@ -1,47 +1,38 @@
-"""Caller and operator authentication, per-RPC metrics and log lines (one interceptor).
+"""Caller and operator authentication, role checks, per-RPC metrics and log lines (one interceptor).
 
-Calls carry ``authorization: Bearer <token>`` (the scheme in any case). PaymentGateway and
-WithholdingPlans methods accept caller tokens; GatewayAdmin and PlanAdmin methods accept
-operator tokens only. Tokens are compared in constant time. Health checks and reflection need
-no token. Streaming methods (``WithholdingPlans/ImportPlans``) are checked the same way,
-before the first message is read.
+Who a call is from is decided by :meth:`gateway.security.principals.Principals.authenticate`, from
+the bearer token (``authorization: Bearer <token>``, the scheme in any case, compared in constant
+time) and the client certificate's SANs that gRPC verified and reports in the call's auth context.
+Which credentials a method wants, and which operator role, comes from :mod:`gateway.api.access`:
+PaymentGateway and WithholdingPlans methods are for callers, GatewayAdmin and PlanAdmin methods for
+operators with at least the role the table names; a paygate method no table lists is refused.
+Health checks and reflection need no credentials (under mutual TLS the handshake already required a
+certificate). A streaming method (``WithholdingPlans/ImportPlans``) is checked the same way before
+its first message is read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from gateway import metrics
+from gateway.api import access
 from gateway.api.rich_status import RichError, for_exception
-from gateway.config import Secret
 from gateway.domain import scrub
 from gateway.logs import RPC_FLOW_NO
+from gateway.security.principals import Audience, Identity, Peer, Principals, Refused
 
 log = logging.getLogger("paygate.rpc")
 
-GATEWAY_PREFIX = "/paygate.v1.PaymentGateway/"
-ADMIN_PREFIX = "/paygate.v1.GatewayAdmin/"
-PLANS_PREFIX = "/paygate.v1.WithholdingPlans/"
-PLAN_ADMIN_PREFIX = "/paygate.v1.PlanAdmin/"
-CALLER_PREFIXES = (GATEWAY_PREFIX, PLANS_PREFIX)
-OPERATOR_PREFIXES = (ADMIN_PREFIX, PLAN_ADMIN_PREFIX)
-
-
-@dataclass(frozen=True)
-class Identity:
-    name: str
-    role: str  # "caller" or "operator"
-
+__all__ = ["IDENTITY", "GatewayInterceptor", "Identity", "LogBudget", "current_identity", "peer_of"]
 
 IDENTITY: contextvars.ContextVar[Identity] = contextvars.ContextVar("paygate_identity")
 
@@ -50,18 +41,14 @@ def current_identity() -> Identity:
     return IDENTITY.get()
 
 
-class TokenBook:
-    def __init__(self, callers: Mapping[str, Secret], operators: Mapping[str, Secret]) -> None:
-        self._entries = [(t.reveal().encode(), Identity(n, "caller")) for n, t in callers.items()]
-        self._entries += [(t.reveal().encode(), Identity(n, "operator")) for n, t in operators.items()]
+def peer_of(context: grpc.aio.ServicerContext[Any, Any]) -> Peer:
+    """The client certificate's SANs as gRPC verified them (empty without a verified certificate)."""
+    auth = context.auth_context() or {}
 
-    def lookup(self, token: str) -> Identity | None:
-        presented = token.encode()
-        found: Identity | None = None
-        for secret, identity in self._entries:  # no early exit: constant work per call
-            if hmac.compare_digest(secret, presented):
-                found = identity
-        return found
+    def values(name: str) -> tuple[str, ...]:
+        return tuple(v.decode("utf-8", "replace") for v in auth.get(name, ()))
+
+    return Peer(uris=values("peer_uri"), dns=values("peer_dns"))
 
 
 def _bearer(metadata: Any) -> str:
@@ -106,7 +93,8 @@ UNDECODABLE = RichError(
 
 
 class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Authenticates, then decodes the request, runs the method, maps errors, logs and counts the real status.
+    """Authenticates, checks the role, then decodes the request, runs the method, maps errors, logs and
+    counts the real status.
 
     The request is decoded here, after the credentials check (the handler is
     registered with a pass-through deserializer): an anonymous client gets
@@ -117,8 +105,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     undecodable_log_per_minute = 10
 
-    def __init__(self, tokens: TokenBook) -> None:
-        self.tokens = tokens
+    def __init__(self, principals: Principals) -> None:
+        self.principals = principals
         self._undecodable_log = LogBudget(self.undecodable_log_per_minute)
 
     async def intercept_service(
@@ -128,17 +116,25 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(details)
         method: str = details.method
-        if handler is None or not method.startswith((*CALLER_PREFIXES, *OPERATOR_PREFIXES)):
+        if handler is None:
             return handler
-        role = "operator" if method.startswith(OPERATOR_PREFIXES) else "caller"
-        identity = self.tokens.lookup(_bearer(details.invocation_metadata))
-        short = method.rsplit("/", 1)[-1]
+        try:
+            audience = access.audience_of(method)
+        except access.Unmapped as exc:
+            return _refusing(
+                handler, method, RichError(grpc.StatusCode.PERMISSION_DENIED, str(exc), "PERMISSION_DENIED")
+            )
+        if audience is None:
+            return handler
+        bearer = _bearer(details.invocation_metadata)
         if handler.stream_stream is not None:
-            return _streaming(handler, identity, role, short)
-        if handler.unary_unary is None:
-            return handler
+            return self._streaming(handler, audience, bearer, method)
+        if handler.unary_unary is None:  # no other streaming kind is checked: refuse rather than serve it
+            error = RichError(grpc.StatusCode.UNIMPLEMENTED, "this streaming kind is not served", "UNIMPLEMENTED")
+            return _refusing(handler, method, error)
         behaviour = handler.unary_unary
         decode: Callable[[bytes], Any] | None = handler.request_deserializer
+        short = method.rsplit("/", 1)[-1]
 
         async def wrapped(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
@@ -146,13 +142,19 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             error_detail = ""
             request: Any = None
             response: Any = None
+            identity: Identity | None = None
             flow_no = RPC_FLOW_NO.set("")
             try:
-                if identity is None or identity.role != role:
-                    code = grpc.StatusCode.UNAUTHENTICATED
-                    await RichError(
-                        code, f"missing or invalid {role} token (authorization: Bearer <token>)", "UNAUTHENTICATED"
-                    ).abort(context)
+                refusal = None
+                try:
+                    identity = self.principals.authenticate(audience, bearer, peer_of(context))
+                except Refused as exc:
+                    refusal = RichError(grpc.StatusCode.UNAUTHENTICATED, str(exc), "UNAUTHENTICATED")
+                if identity is not None and audience is Audience.OPERATOR:
+                    refusal = _role_refusal(method, short, identity)
+                if refusal is not None:
+                    code, error_detail = refusal.code, refusal.message
+                    await refusal.abort(context)
                 assert identity is not None
                 try:
                     request = decode(raw) if decode is not None else raw
@@ -160,11 +162,11 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     code = UNDECODABLE.code
                     self._log_undecodable(short, identity, exc)
                     await UNDECODABLE.abort(context)
-                token = IDENTITY.set(identity)
+                bound = IDENTITY.set(identity)
                 try:
                     response = await behaviour(request, context)  # type: ignore[arg-type]
                 finally:
-                    IDENTITY.reset(token)
+                    IDENTITY.reset(bound)
                 return response
             except grpc.aio.AbortError:
                 raise
@@ -194,6 +196,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     "method": short,
                     "code": code_name,
                     "caller": identity.name if identity else "",
+                    "via": identity.via if identity else "",
                     "request_id": str(getattr(request, "request_id", ""))[:64],
                     "flow_no": _flow_no_of(response) or RPC_FLOW_NO.get() or getattr(request, "flow_no", ""),
                     "channel": getattr(response, "channel", ""),
@@ -210,6 +213,60 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             response_serializer=handler.response_serializer,
         )
 
+    def _streaming(
+        self, handler: grpc.RpcMethodHandler[Any, Any], audience: Audience, bearer: str, method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """A bidirectional stream: credentials and role checked before any message is read, then served."""
+        behaviour: Any = handler.stream_stream
+        short = method.rsplit("/", 1)[-1]
+
+        async def wrapped(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            identity: Identity | None = None
+            try:
+                refusal = None
+                try:
+                    identity = self.principals.authenticate(audience, bearer, peer_of(context))
+                except Refused as exc:
+                    refusal = RichError(grpc.StatusCode.UNAUTHENTICATED, str(exc), "UNAUTHENTICATED")
+                if identity is not None and audience is Audience.OPERATOR:
+                    refusal = _role_refusal(method, short, identity)
+                if refusal is not None:
+                    code = refusal.code
+                    await refusal.abort(context)
+                assert identity is not None
+                IDENTITY.set(identity)  # this task serves this one call
+                async for response in behaviour(requests, context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except DecodeError as exc:
+                code = UNDECODABLE.code
+                if identity is not None:
+                    self._log_undecodable(short, identity, exc)
+                await UNDECODABLE.abort(context)
+            except Exception as exc:
+                error = for_exception(exc)
+                code = error.code
+                if code is grpc.StatusCode.INTERNAL:
+                    log.exception("unhandled error in %s", short)
+                await error.abort(context)
+            finally:
+                metrics.GRPC_REQUESTS.labels(method=short, code=code.name).inc()
+                metrics.GRPC_LATENCY.labels(method=short).observe(time.perf_counter() - started)
+                extra = {"method": short, "code": code.name, "caller": identity.name if identity else ""}
+                log.info("rpc %s %s", short, code.name, extra=extra)
+
+        return grpc.stream_stream_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
     def _log_undecodable(self, method: str, identity: Identity, exc: DecodeError) -> None:
         dropped = self._undecodable_log.take()
         if dropped is None:
@@ -223,50 +280,43 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         )
 
 
-def _streaming(
-    handler: grpc.RpcMethodHandler[Any, Any], identity: Identity | None, role: str, short: str
+def _role_refusal(method: str, short: str, identity: Identity) -> RichError | None:
+    """PERMISSION_DENIED when the operator's role is below the method's (or the method is in no table)."""
+    try:
+        required = access.minimum_role(method)
+    except access.Unmapped as exc:
+        return RichError(grpc.StatusCode.PERMISSION_DENIED, str(exc), "PERMISSION_DENIED")
+    if identity.role is not None and identity.role.allows(required):
+        return None
+    return RichError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        f"{short} needs the {required} role; operator {identity.name} is {identity.role or 'without a role'}",
+        "PERMISSION_DENIED",
+    )
+
+
+def _refusing(
+    handler: grpc.RpcMethodHandler[Any, Any], method: str, error: RichError
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """A streaming method: the token checked before any message is read, then as a unary one."""
-    behaviour = handler.stream_stream
+    """A handler of the same kind as ``handler`` that answers ``error`` to every call, logged and counted."""
+    short = method.rsplit("/", 1)[-1]
 
-    async def wrapped(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            if identity is None or identity.role != role:
-                code = grpc.StatusCode.UNAUTHENTICATED
-                await RichError(
-                    code, f"missing or invalid {role} token (authorization: Bearer <token>)", "UNAUTHENTICATED"
-                ).abort(context)
-            assert identity is not None and behaviour is not None
-            IDENTITY.set(identity)  # this task serves this one call
-            async for response in behaviour(requests, context):  # type: ignore[arg-type,attr-defined]
-                yield response
-        except grpc.aio.AbortError:
-            raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            error = for_exception(exc)
-            code = error.code
-            if code is grpc.StatusCode.INTERNAL:
-                log.exception("unhandled error in %s", short)
-            await error.abort(context)
-        finally:
-            elapsed = time.perf_counter() - started
-            metrics.GRPC_REQUESTS.labels(method=short, code=code.name).inc()
-            metrics.GRPC_LATENCY.labels(method=short).observe(elapsed)
-            log.info(
-                "rpc %s %s",
-                short,
-                code.name,
-                extra={"method": short, "code": code.name, "caller": identity.name if identity else ""},
-            )
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        metrics.GRPC_REQUESTS.labels(method=short, code=error.code.name).inc()
+        log.warning("rpc %s refused: %s", short, error.message, extra={"method": short, "code": error.code.name})
+        await error.abort(context)
 
-    return grpc.stream_stream_rpc_method_handler(
-        wrapped,
-        request_deserializer=handler.request_deserializer,
+    kinds = {
+        "unary_unary": grpc.unary_unary_rpc_method_handler,
+        "unary_stream": grpc.unary_stream_rpc_method_handler,
+        "stream_unary": grpc.stream_unary_rpc_method_handler,
+        "stream_stream": grpc.stream_stream_rpc_method_handler,
+    }
+    kind = next(name for name in kinds if getattr(handler, name) is not None)
+    make: Any = kinds[kind]
+    return make(  # type: ignore[no-any-return]
+        refuse,
+        request_deserializer=None,
         response_serializer=handler.response_serializer,
     )
 

@@ -2,7 +2,9 @@
 
 Validation happens before anything is written; a bad field becomes
 INVALID_ARGUMENT naming it. The caller identity comes from the auth
-interceptor; every read and write is scoped to it.
+interceptor; every read and write is scoped to it. The flow RPCs hand the use
+cases the RPC's remaining deadline (``context.time_remaining()``), which cuts
+their wait budget.
 """
 
 from __future__ import annotations
@@ -32,12 +34,22 @@ _next_token = v.next_page_token
 
 class PaymentGatewayServicer(gateway_pb2_grpc.PaymentGatewayServicer):
     def __init__(
-        self, flows: FlowService, agreements: AgreementService, default_wait_ms: int, max_wait_ms: int
+        self,
+        flows: FlowService,
+        agreements: AgreementService,
+        default_wait_ms: int,
+        max_wait_ms: int,
+        *,
+        banks: frozenset[str] = v.MAINLAND_BANK_CODES,
     ) -> None:
         self.flows = flows
         self.agreements = agreements
         self.default_wait_ms = default_wait_ms
         self.max_wait_ms = max_wait_ms
+        self.banks = banks  # the bank codes requests may name (gateway/validation.py accepted_banks)
+
+    def _bank(self, value: str) -> str:
+        return v.bank_code(value, self.banks)
 
     async def Withhold(self, request: gateway_pb2.WithholdRequest, context: Ctx) -> gateway_pb2.Flow:
         request_id = v.request_id(request.request_id)
@@ -46,14 +58,16 @@ class PaymentGatewayServicer(gateway_pb2_grpc.PaymentGatewayServicer):
             amount=amount,
             currency=currency,
             account_no=v.card_no(request.account_no),
-            bank_code=v.pattern(request.bank_code, "bank_code", v.BANK_CODE, "an upper-case bank code like ICBC"),
+            bank_code=self._bank(request.bank_code),
             agreement_no=v.pattern(
                 request.agreement_no, "agreement_no", v.FLOW_NO, "a 26-character agreement number", required=False
             ),
             description=v.text(request.description, "description", max_len=128),
         )
         wait = _wait_s(request.wait_ms, self.default_wait_ms, self.max_wait_ms)
-        flow = await self.flows.withhold(current_identity().name, request_id, params, wait)
+        flow = await self.flows.withhold(
+            current_identity().name, request_id, params, wait, deadline_s=context.time_remaining()
+        )
         return flow_pb(flow)
 
     async def Payout(self, request: gateway_pb2.PayoutRequest, context: Ctx) -> gateway_pb2.Flow:
@@ -64,11 +78,13 @@ class PaymentGatewayServicer(gateway_pb2_grpc.PaymentGatewayServicer):
             currency=currency,
             account_no=v.pattern(request.account_no, "account_no", v.ACCOUNT_NO, "8-32 digits"),
             account_name=v.text(request.account_name, "account_name", max_len=64, required=True),
-            bank_code=v.pattern(request.bank_code, "bank_code", v.BANK_CODE, "an upper-case bank code like ICBC"),
+            bank_code=self._bank(request.bank_code),
             description=v.text(request.description, "description", max_len=128),
         )
         wait = _wait_s(request.wait_ms, self.default_wait_ms, self.max_wait_ms)
-        flow = await self.flows.payout(current_identity().name, request_id, params, wait)
+        flow = await self.flows.payout(
+            current_identity().name, request_id, params, wait, deadline_s=context.time_remaining()
+        )
         return flow_pb(flow)
 
     async def Refund(self, request: gateway_pb2.RefundRequest, context: Ctx) -> gateway_pb2.Flow:
@@ -83,7 +99,9 @@ class PaymentGatewayServicer(gateway_pb2_grpc.PaymentGatewayServicer):
             reason=v.text(request.reason, "reason", max_len=128),
         )
         wait = _wait_s(request.wait_ms, self.default_wait_ms, self.max_wait_ms)
-        flow = await self.flows.refund(current_identity().name, request_id, params, wait)
+        flow = await self.flows.refund(
+            current_identity().name, request_id, params, wait, deadline_s=context.time_remaining()
+        )
         return flow_pb(flow)
 
     async def GetFlow(self, request: gateway_pb2.GetFlowRequest, context: Ctx) -> gateway_pb2.Flow:
@@ -106,7 +124,7 @@ class PaymentGatewayServicer(gateway_pb2_grpc.PaymentGatewayServicer):
             holder_name=v.text(request.holder_name, "holder_name", max_len=64, required=True),
             id_no=v.pattern(request.id_no, "id_no", v.ID_NO, "an 18-character national id number"),
             phone=v.pattern(request.phone, "phone", v.PHONE, "an 11-digit mobile number"),
-            bank_code=v.pattern(request.bank_code, "bank_code", v.BANK_CODE, "an upper-case bank code like ICBC"),
+            bank_code=self._bank(request.bank_code),
         )
         row = await self.agreements.sign(current_identity().name, request_id, params)
         return agreement_pb(row)

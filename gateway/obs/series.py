@@ -23,9 +23,9 @@ from paygate.v1 import admin_pb2, gateway_pb2, plans_pb2
 
 __all__ = ["CHANNEL_OPERATIONS", "declare_channel_series", "declare_plan_series", "declare_series"]
 
-CHANNEL_OPERATIONS = ("withhold", "payout", "refund", "query")
+CHANNEL_OPERATIONS = ("withhold", "payout", "refund", "query", "close")
 _OUTCOMES = ("succeeded", "payer_failure", "channel_failure", "pending", "error")
-_CALLBACK_RESULTS = ("verified", "bad_signature", "unknown_order", "replay", "mismatch", "malformed")
+_CALLBACK_RESULTS = ("verified", "bad_signature", "unknown_order", "replay", "mismatch", "malformed", "timeout")
 _POLL_RESULTS = ("resolved", "pending", "error", "exhausted")
 _DISCREPANCY_SOURCES = ("response", "poll", "callback", "recovery")  # gateway.store.flows.Source
 # gateway.planner; rate_limit: a plan withhold sent to the best channel with a token (gateway/plans/routing.py)
@@ -56,6 +56,7 @@ _GRPC_CODES = (
     "OK",
     "INVALID_ARGUMENT",
     "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
     "NOT_FOUND",
     "ALREADY_EXISTS",
     "FAILED_PRECONDITION",
@@ -68,6 +69,8 @@ _GRPC_CODES = (
 )
 # gateway.plans.model.OutcomeKind, lower case
 _PLAN_OUTCOMES = ("succeeded", "retry_scheduled", "stopped", "settled", "cancelled")
+# gateway/replicas.py's follow-the-others steps
+_REPLICA_SYNC_STEPS = ("heartbeat", "channel_states", "evidence")
 # What a broker outage looks like to the relay (aiokafka's error classes).
 _PUBLISH_ERRORS = ("KafkaConnectionError", "KafkaTimeoutError")
 
@@ -101,6 +104,8 @@ def declare_series(channel_ids: Iterable[str], topics: Iterable[str] = ()) -> No
         metrics.OUTBOX_PUBLISHED.labels(topic=topic)
     for error in _PUBLISH_ERRORS:
         metrics.OUTBOX_PUBLISH_ERRORS.labels(error=error)
+    for what in _REPLICA_SYNC_STEPS:
+        metrics.REPLICA_SYNC_ERRORS.labels(what=what)
 
 
 def declare_plan_series(time_points: Mapping[str, Iterable[str]], products: Iterable[str]) -> None:
@@ -155,3 +160,4 @@ def declare_channel_series(
         metrics.CHANNEL_UNMAPPED_CODES.labels(channel=channel)
         metrics.CHANNEL_CREDENTIALS_REJECTED.labels(channel=channel)
         metrics.POLL_EXHAUSTED.labels(channel=channel)
+        metrics.POSITION_BELOW_ZERO.labels(channel=channel)

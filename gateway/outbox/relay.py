@@ -3,11 +3,20 @@
 One round (:meth:`OutboxRelay.run_once`), inside one database transaction:
 
 1. claim up to ``batch_size`` unpublished rows in id order with
-   ``SELECT ... FOR UPDATE SKIP LOCKED``;
+   ``SELECT ... FOR UPDATE SKIP LOCKED`` (not the rows of a flow whose earlier
+   event is parked: they wait for it);
 2. set aside rows whose flow has an earlier unpublished event held by another
    relay (they go in a later round, so a flow's events stay in order);
-3. produce every row (key = flow_no, acks=all) and wait for the acknowledgements;
+3. produce the rows (key = flow_no, acks=all) in waves: the first row of each
+   flow, then, once those are acknowledged, the second of each flow whose first
+   went, and so on; a flow whose row failed sends nothing more this round;
 4. mark the acknowledged rows published and commit.
+
+So the events of one flow reach Kafka in the order of its transitions (a
+DISCREPANCY never before the FLOW_RESULT it contradicts, a FLOW_RESULT never
+before the FLOW_NEEDS_REVIEW that preceded it), even across topics and
+partitions and when an earlier row fails; usually every flow has one row in a
+round and there is one wave.
 
 Why the claiming transaction is held over produce + mark (instead of a lease):
 the row locks *are* the claim. Other replicas skip locked rows, so in normal
@@ -32,8 +41,9 @@ stay unpublished and nothing about them is rewritten. A non-retriable failure
 of one row (malformed payload, message too large, topic refused) is recorded on
 the row (``attempts``, ``last_error``) and does not slow down the other rows;
 the row is tried again in the next rounds and, after ``max_attempts`` such
-failures, *parked*: claims skip it, it stays in the backlog gauge, and an
-operator fixes the cause and sets ``attempts = 0``. A non-retriable failure of a whole
+failures, *parked*: claims skip it and the later events of its flow (they
+wait, in order), it stays in the backlog gauge, and an operator fixes the
+cause and sets ``attempts = 0``. A non-retriable failure of a whole
 round (bad credentials, broker without idempotent-producer support) is logged
 and retried only every ``backoff_max_s``: a relay that quietly gave up would
 strand every result, and the backlog alert is the signal.
@@ -182,7 +192,7 @@ class OutboxRelay:
                 if not claimed:
                     return 0
                 ready = await self._in_flow_order(outbox, claimed)
-                deliveries = await self._produce(producer, ready)
+                deliveries = await self._produce_in_waves(producer, ready)
                 acked = [d for d in deliveries if d.acked]
                 failed = [d for d in deliveries if d.error is not None]
                 if acked and self._after_produce is not None:
@@ -219,13 +229,42 @@ class OutboxRelay:
     async def _in_flow_order(self, outbox: OutboxRound, rows: list[OutboxRow]) -> list[OutboxRow]:
         """Drop rows whose flow still has an earlier unpublished event outside this batch.
 
-        Such an event is held by another relay right now (or was parked); sending
-        the later one first would reorder the flow's events on its partition.
+        Such an event is held by another relay right now (a parked one keeps them
+        from being claimed at all); sending the later one first would reorder the
+        flow's events.
         """
         held = await outbox.flows_held_elsewhere(rows, max_attempts=self.config.max_attempts)
         if not held:
             return rows
         return [r for r in rows if r.flow_id not in held]
+
+    async def _produce_in_waves(self, producer: AIOKafkaProducer, rows: Sequence[OutboxRow]) -> list[_Delivery]:
+        """Produce ``rows`` so that no event of a flow is sent before its flow's earlier ones are acknowledged.
+
+        Wave k holds the k-th row (in id order) of each flow. A flow whose row was not
+        acknowledged sends nothing more this round (its later rows stay unpublished and are
+        not counted as failures); broker trouble ends the round.
+        """
+        waves: list[list[OutboxRow]] = []
+        depth: dict[int, int] = {}
+        for row in rows:
+            k = depth.get(row.flow_id, 0)
+            depth[row.flow_id] = k + 1
+            if k == len(waves):
+                waves.append([])
+            waves[k].append(row)
+        deliveries: list[_Delivery] = []
+        stopped: set[int] = set()
+        for wave in waves:
+            sendable = [row for row in wave if row.flow_id not in stopped]
+            if not sendable:
+                continue
+            sent = await self._produce(producer, sendable)
+            deliveries.extend(sent)
+            stopped |= {d.row.flow_id for d in sent if not d.acked}
+            if any(d.error is not None and is_retriable(d.error) for d in sent):
+                break
+        return deliveries
 
     async def _produce(self, producer: AIOKafkaProducer, rows: Sequence[OutboxRow]) -> list[_Delivery]:
         """Send every row, then wait for all acknowledgements; one _Delivery per row sent or refused."""

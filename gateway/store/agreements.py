@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from gateway.domain import AGREEMENT_FROM, AgreementStatus, new_ulid
@@ -98,13 +99,14 @@ class MySQLAgreementStore:
         agreement_ref: str | None = None,
         failure_code: str | None = None,
     ) -> bool:
-        """Compare-and-set on status; False if another writer moved it first."""
+        """Compare-and-set on status; False if another writer moved it first. Clears ``needs_review``."""
         allowed = AGREEMENT_FROM[target]
         now = utcnow()
         async with self.db.transaction() as tx:
             n = await tx.execute(
                 "UPDATE agreements SET status=%s, sign_ref=COALESCE(%s, sign_ref),"
                 " agreement_ref=COALESCE(%s, agreement_ref), failure_code=COALESCE(%s, failure_code),"
+                " needs_review=0,"
                 f" updated_at=%s, version=version+1 WHERE id=%s AND status IN ({','.join(['%s'] * len(allowed))})",
                 (target.value, sign_ref, agreement_ref, failure_code, now, row.id, *[a.value for a in allowed]),
             )
@@ -112,6 +114,7 @@ class MySQLAgreementStore:
         if n == 1:
             row.status = target
             row.updated_at = now
+            row.needs_review = False
             if sign_ref is not None:
                 row.sign_ref = sign_ref
             if agreement_ref is not None:
@@ -128,6 +131,47 @@ class MySQLAgreementStore:
             )
             await tx.commit()
         row.sign_ref = sign_ref
+
+    async def mark_confirm_sent(self, row: AgreementRow) -> None:
+        now = utcnow()
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE agreements SET confirm_sent_at=%s, updated_at=%s"
+                " WHERE id=%s AND status='AWAITING_CONFIRMATION'",
+                (now, now, row.id),
+            )
+            await tx.commit()
+        row.confirm_sent_at = now
+
+    async def clear_confirm_sent(self, row: AgreementRow) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE agreements SET confirm_sent_at=NULL, updated_at=%s"
+                " WHERE id=%s AND status='AWAITING_CONFIRMATION'",
+                (utcnow(), row.id),
+            )
+            await tx.commit()
+        row.confirm_sent_at = None
+
+    async def unconfirmed_since(self, cutoff: datetime, *, limit: int = 500) -> list[AgreementRow]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM agreements WHERE status='AWAITING_CONFIRMATION' AND confirm_sent_at <= %s"
+            " AND needs_review=0 ORDER BY confirm_sent_at LIMIT %s",
+            (cutoff, limit),
+        )
+        return [AgreementRow.from_row(r) for r in rows]
+
+    async def mark_needs_review(self, row: AgreementRow) -> bool:
+        async with self.db.transaction() as tx:
+            n = await tx.execute(
+                "UPDATE agreements SET needs_review=1, updated_at=%s, version=version+1"
+                " WHERE id=%s AND status='AWAITING_CONFIRMATION' AND needs_review=0",
+                (utcnow(), row.id),
+            )
+            await tx.commit()
+        if n == 1:
+            row.needs_review = True
+        return n == 1
 
     async def active_refs(self, caller: str, account_hash: str, agreement_no: str = "") -> dict[str, str]:
         """channel -> the channel's agreement ref, for ACTIVE agreements of this account."""

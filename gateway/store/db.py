@@ -7,10 +7,18 @@ aiomysql pitfalls handled here, once:
 * a connection whose use was cancelled or raised a connection-level error is
   closed, never returned to the pool half-way through a transaction.
 * the driver's exceptions are translated here, once (:func:`translate`), into
-  the store's part of the tree in gateway/errors.py: connection errors become
-  ``DatabaseUnavailable`` (gRPC UNAVAILABLE), deadlocks ``Conflict``, a
-  duplicate key ``DuplicateKey`` naming the index, so nobody above the store
-  string-matches MySQL error numbers or imports pymysql.
+  the store's part of the tree in gateway/errors.py: only connection-level
+  failures become ``DatabaseUnavailable`` (gRPC UNAVAILABLE, "retry with the
+  same request_id"), deadlocks ``Conflict``, a duplicate key ``DuplicateKey``
+  naming the index, a value the database refuses (too long, out of range,
+  a CHECK) ``DataRefused``, anything else ``StoreError`` (INTERNAL, not
+  retriable), so nobody above the store string-matches MySQL error numbers
+  or imports pymysql.
+* every session is strict (:data:`SESSION_SQL_MODE`): the database refuses a
+  value that does not fit instead of cutting it, whatever the server's default.
+* work that must happen only once a transaction is durable (metrics, log
+  lines about what was written) is registered with :meth:`Tx.on_commit` and
+  runs after the COMMIT returned, never for a transaction rolled back or retried.
 """
 
 from __future__ import annotations
@@ -18,11 +26,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import aiomysql
 import pymysql
@@ -30,13 +38,23 @@ from pydantic import AfterValidator, Field
 
 from channels.config import TABLE, ConfigError, Secret, join
 from gateway import metrics
-from gateway.errors import Conflict, CountMismatch, DatabaseUnavailable, DuplicateKey
+from gateway.errors import Conflict, CountMismatch, DatabaseUnavailable, DataRefused, DuplicateKey, StoreError
 
 log = logging.getLogger(__name__)
 
-# MySQL error numbers that mean the server or the connection is gone.
-_CONNECTION_ERRORS = {2003, 2006, 2013, 2014, 2055, 1053, 1927, 4031}
+T = TypeVar("T")
+
+# Server error numbers that mean the server or the connection is gone, or cannot take writes now
+# (a failover in progress: --read-only); every client-side error (2000-2999) is connection-level too.
+_CONNECTION_ERRORS = {1040, 1053, 1152, 1158, 1159, 1160, 1161, 1203, 1290, 1836, 1927, 4031}
 _DEADLOCK_ERRORS = {1213, 1205}  # deadlock, lock wait timeout
+# A value the database refuses: too long, out of range, incorrect for its type, NULL, a CHECK, bad JSON.
+_DATA_ERRORS = {1048, 1264, 1265, 1292, 1366, 1367, 1406, 1411, 1690, 3140, 4025, 4038}
+
+# Strict: refuse rather than cut or clamp (a request id one character too long must not meet
+# another caller's key), on every table, whatever the server's default sql_mode.
+SESSION_SQL_MODE = "STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ZERO_DATE,NO_ZERO_IN_DATE,NO_ENGINE_SUBSTITUTION"
+_SESSION_INIT = f"SET SESSION time_zone='+00:00', SESSION sql_mode='{SESSION_SQL_MODE}'"
 
 
 def _database_name(name: str) -> str:
@@ -71,20 +89,42 @@ class DatabaseConfig:
 
 
 def translate(exc: BaseException) -> BaseException:
-    """Turn a pymysql error into ours; other exceptions pass through unchanged."""
-    if isinstance(exc, pymysql.err.IntegrityError) and exc.args and exc.args[0] == 1062:
+    """Turn a pymysql error (or a socket error) into ours; other exceptions pass through unchanged.
+
+    Only a connection-level failure is ``DatabaseUnavailable`` (callers are told to retry with
+    the same request_id); an error the same request would hit again (a value out of range, a
+    value too long, a bad statement) is never called retriable.
+    """
+    if isinstance(exc, pymysql.err.Error):
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
         message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-        key = message.rsplit("for key ", 1)[-1].strip("'`") if "for key" in message else ""
-        key = key.rsplit(".", 1)[-1]
-        return DuplicateKey(key, message)
-    if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InternalError) and exc.args:
-        if exc.args[0] in _DEADLOCK_ERRORS:
-            return Conflict(str(exc))
-        if exc.args[0] in _CONNECTION_ERRORS:
-            return DatabaseUnavailable(str(exc))
-    if isinstance(exc, pymysql.err.OperationalError | ConnectionError | OSError):
+        if isinstance(exc, pymysql.err.IntegrityError) and code == 1062:
+            key = message.rsplit("for key ", 1)[-1].strip("'`") if "for key" in message else ""
+            return DuplicateKey(key.rsplit(".", 1)[-1], message)
+        if code in _DEADLOCK_ERRORS:
+            return Conflict(message)
+        if code in _CONNECTION_ERRORS or 2000 <= code < 3000 or isinstance(exc, pymysql.err.InterfaceError):
+            return DatabaseUnavailable(message)
+        if code in _DATA_ERRORS or isinstance(exc, pymysql.err.DataError | pymysql.err.IntegrityError):
+            return DataRefused(code, message)
+        return StoreError(f"database error {code}: {message}")
+    if isinstance(exc, ConnectionError | OSError):  # TimeoutError included
         return DatabaseUnavailable(str(exc))
     return exc
+
+
+@dataclass(frozen=True)
+class StatementResult:
+    """What one statement of :meth:`Tx.script` returned: rows changed, the insert id, a SELECT's rows."""
+
+    count: int
+    insert_id: int
+    rows: list[dict[str, Any]]
+
+
+async def _statement_result(cur: aiomysql.DictCursor) -> StatementResult:
+    rows = list(await cur.fetchall()) if cur.description else []
+    return StatementResult(int(cur.rowcount), int(cur.lastrowid or 0), rows)
 
 
 class Tx:
@@ -94,6 +134,25 @@ class Tx:
         self.conn = conn
         self.committed = False
         self.ended = False  # ended in the same round trip as its last statement (read_only, script_commit_if)
+        self._after_commit: list[Callable[[], None]] = []
+
+    def on_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once this transaction has committed (never if it rolls back).
+
+        For what must count only what is durable: a metric or a log line about a row written
+        here would double-count when a deadlock makes the caller retry the transaction.
+        """
+        self._after_commit.append(action)
+
+    def run_after_commit(self) -> None:
+        actions, self._after_commit = self._after_commit, []
+        if not self.committed:
+            return
+        for action in actions:
+            try:
+                action()
+            except Exception:  # a metric or a log line must never undo what was committed
+                log.exception("after-commit action failed")
 
     def _open(self) -> aiomysql.Connection:
         """The connection, while this unit of work is open.
@@ -147,19 +206,21 @@ class Tx:
 
     async def script(
         self, statements: Sequence[tuple[str, Sequence[Any]]], *, commit: bool = False
-    ) -> list[tuple[int, int]]:
-        """Several statements in one round trip (multi-statement query); ``(affected rows, insert id)`` of each.
+    ) -> list[StatementResult]:
+        """Several statements in one round trip (multi-statement query); what each one returned.
 
         Parameters are escaped by the driver as in :meth:`execute`. The server
         stops at the first failing statement, which raises here; the unit of
         work then rolls back what ran before it. ``commit`` appends the COMMIT.
+        A SELECT's rows come back in its :class:`StatementResult` (a locking
+        read in a script takes its locks in statement order).
         """
-        async with self._open().cursor() as cur:
+        async with self._open().cursor(aiomysql.DictCursor) as cur:
             sql = ";\n".join(cur.mogrify(text, list(args)) for text, args in statements)
             await cur.execute(sql + (";\nCOMMIT" if commit else ""))
-            results = [(int(cur.rowcount), int(cur.lastrowid or 0))]
+            results = [await _statement_result(cur)]
             while await cur.nextset():
-                results.append((int(cur.rowcount), int(cur.lastrowid or 0)))
+                results.append(await _statement_result(cur))
         if commit:
             self.committed = True
             return results[:-1]
@@ -235,7 +296,7 @@ class Database:
                 connect_timeout=cfg.connect_timeout_s,
                 pool_recycle=cfg.pool_recycle_s,
                 charset="utf8mb4",
-                init_command="SET SESSION time_zone='+00:00', SESSION tx_isolation='READ-COMMITTED'",
+                init_command=f"{_SESSION_INIT}, SESSION tx_isolation='READ-COMMITTED'",
             )
         except Exception as exc:
             raise translate(exc) from exc
@@ -297,6 +358,7 @@ class Database:
             if tx.committed:
                 self.commits += 1
                 metrics.DB_COMMITS.inc()
+                tx.run_after_commit()
             try:
                 if not tx.committed and not tx.ended and not broken:
                     try:
@@ -316,6 +378,22 @@ class Database:
                     conn.close()
                 # not awaited: release must happen even while this task is being cancelled
                 self.pool.release(conn)
+
+    async def retrying(self, work: Callable[[], Awaitable[T]], *, attempts: int = 3) -> T:
+        """``work()`` (one whole unit of work), tried again when a deadlock or lock wait rolled it back.
+
+        A :class:`~gateway.errors.Conflict` means the transaction was rolled back entirely, so
+        running it again is safe; after ``attempts`` tries the last Conflict is raised.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                return await work()
+            except Conflict:
+                metrics.DB_CONFLICT_RETRIES.inc()
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(0.005 * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def fetchone(self, sql: str, args: Sequence[Any] | None = None) -> dict[str, Any] | None:
         """A single-statement read in its own transaction (one round trip); the first row."""
@@ -368,7 +446,7 @@ async def migrate(config: DatabaseConfig, *, create_database: bool = True) -> li
                 if not await cur.fetchone():
                     await cur.execute(f"CREATE DATABASE `{config.database}` CHARACTER SET utf8mb4")
             await cur.execute(f"USE `{config.database}`")
-            await cur.execute("SET SESSION time_zone='+00:00'")
+            await cur.execute(_SESSION_INIT)
             await cur.execute("SELECT GET_LOCK('paygate_migrate', 30)")
             try:
                 await cur.execute(

@@ -12,10 +12,25 @@ the changes the one-by-one path in flows.py makes, for many flows at once:
   only if every statement changed the rows expected (``Tx.script_commit_if``).
 
 Everything else (a replay, a discrepancy, a reservation, a refund, a second
-report on one attempt, a batch that hit a deadlock) goes one by one through
-the functions the store passes in, after the batch's commit, so it sees what
-the batch wrote. Each caller is answered only after the commit that holds its
-rows (gateway/store/batch.py).
+report on one attempt) goes one by one through the functions the store passes
+in, after the batch's commit, so it sees what the batch wrote. Each caller is
+answered only after the commit that holds its rows (gateway/store/batch.py).
+
+A batch the database refuses as a whole (a duplicate key, a value it will not
+store, a deadlock, a count that does not match) is rolled back and its items
+go one by one, so the row at fault gets its own error and the other requests
+in the batch are recorded as if they had come alone. Only a connection lost
+while creating is passed to every caller of the batch: whether its COMMIT
+happened is unknown, and each caller retries with its own request_id.
+
+Ids: a multi-row INSERT's rows are mapped to their ids by their unique keys
+(``flow_no``, ``channel_order_no``) in the same round trip, never by
+arithmetic on ``LAST_INSERT_ID()``: consecutive ids depend on
+``innodb_autoinc_lock_mode`` and ``auto_increment_increment``, which a
+failover to another server can change under a running process.
+
+Locks follow the store's one order (gateway/store/flows.py): a batch of
+transitions locks every attempt of the batch (ascending id) before any flow.
 """
 
 from __future__ import annotations
@@ -26,7 +41,7 @@ from typing import Any
 
 from gateway import metrics
 from gateway.domain import ATTEMPT_FROM, AttemptStatus, FlowStatus
-from gateway.errors import Conflict, DuplicateKey
+from gateway.errors import DatabaseUnavailable, StoreError
 from gateway.outbox.writer import flow_event
 from gateway.store import outbox, poll_queue
 from gateway.store.batch import GroupCommitter, gather_each
@@ -68,8 +83,16 @@ from paygate.v1 import events_pb2
 CreateOne = Callable[[NewFlow, NewAttempt], Awaitable[Creation[FlowRow]]]
 ApplyOne = Callable[[ApplyItem], Awaitable[ApplyResult]]
 
-# Locks attempts and their flows for a batch of transitions, in attempt id order.
+# A batch of transitions locks its attempts (ascending id) first, then reads them with their flows,
+# locking the flows: attempts before flows, the store's one lock order.
+_LOCK_ATTEMPTS = "SELECT id FROM attempts WHERE id IN ({marks}) ORDER BY id FOR UPDATE"
 _ATTEMPTS_WITH_FLOWS = ATTEMPT_WITH_FLOW.replace("WHERE a.id=%s", "WHERE a.id IN ({marks}) ORDER BY a.id")
+# The first attempt of a flow created in the same statement batch: its flow_id found by flow_no.
+_INSERT_ATTEMPT_BY_FLOW_NO = INSERT_ATTEMPT_ROW.replace("(%s,", "((SELECT id FROM flows WHERE flow_no=%s),", 1)
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ",".join(["%s"] * len(values))
 
 
 def _values_table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
@@ -104,11 +127,12 @@ class FlowBatch:
         apply_one: ApplyOne,
         max_batch: int = 64,
         workers: int = 1,
+        incarnation: str = "",
     ) -> None:
         self.db = db
+        self.incarnation = incarnation  # stamped on every attempt recorded (see MySQLFlowStore)
         self._create_one = create_one
         self._apply_one = apply_one
-        self.id_step: int | None = None  # see _read_id_step
         self._creates: GroupCommitter[tuple[NewFlow, NewAttempt], Creation[FlowRow]] = GroupCommitter(
             "create", self._create_batch, max_batch=max_batch, workers=workers
         )
@@ -129,70 +153,48 @@ class FlowBatch:
     async def _create_batch(self, items: list[tuple[NewFlow, NewAttempt]]) -> list[Creation[FlowRow] | BaseException]:
         try:
             return [Created(flow) for flow in await self._create_together(items)]
-        except DuplicateKey:
-            pass  # a replay (or one request_id twice) in the batch: nothing was written; each on its own
+        except DatabaseUnavailable:
+            raise  # the COMMIT may or may not have happened: every caller hears it and retries its request_id
+        except StoreError:
+            pass  # e.g. a replay (duplicate key) or a value the database refuses: nothing was written
         return await gather_each([self._create_one(new, attempt) for new, attempt in items])
 
     async def _create_together(self, items: list[tuple[NewFlow, NewAttempt]]) -> list[FlowRow]:
-        """Flows and their first attempts: one INSERT per table and the commit, in one round trip.
+        """Flows and their first attempts: one INSERT per table, the ids read back, the commit; one round trip.
 
-        Needs consecutive AUTO_INCREMENT ids for a multi-row INSERT
-        (``innodb_autoinc_lock_mode`` 0 or 1, the default is 1): the attempts'
-        ``flow_id`` is ``LAST_INSERT_ID() + k * auto_increment_increment``, which
-        in the attempts' statement still names the flows' first id. Otherwise
-        the ids are read back by their unique keys (two more round trips).
+        Each attempt's ``flow_id`` is its flow's id found by the flow's unique ``flow_no``, and
+        every id is read back by the unique ``channel_order_no``, in the same round trip: the
+        mapping holds whatever the server's auto-increment settings (see the module doc).
         """
         now = utcnow()
         flows = [new_flow_row(new, now) for new, _ in items]
-        attempts = [new_attempt_row(flow, 1, attempt, 0, now) for flow, (_, attempt) in zip(flows, items, strict=True)]
+        attempts = [
+            new_attempt_row(flow, 1, attempt, 0, now, self.incarnation)
+            for flow, (_, attempt) in zip(flows, items, strict=True)
+        ]
         insert_flows = (
             f"INSERT INTO flows {INSERT_FLOW_COLUMNS} VALUES " + ",".join([INSERT_FLOW_ROW] * len(flows)),
             [arg for flow in flows for arg in flow_args(flow)],
         )
+        insert_attempts = (
+            f"INSERT INTO attempts {INSERT_ATTEMPT_COLUMNS} VALUES "
+            + ",".join([_INSERT_ATTEMPT_BY_FLOW_NO] * len(attempts)),
+            [arg for f, a in zip(flows, attempts, strict=True) for arg in (f.flow_no, *attempt_args(a, now)[1:])],
+        )
+        orders = [a.channel_order_no for a in attempts]
+        read_ids = (
+            f"SELECT id, flow_id, channel_order_no FROM attempts WHERE channel_order_no IN ({_marks(orders)})",
+            orders,
+        )
         async with self.db.transaction() as tx:
-            step = self.id_step if self.id_step is not None else await self._read_id_step(tx)
-            if step:
-                relative = INSERT_ATTEMPT_ROW.replace("(%s,", "(LAST_INSERT_ID() + %s,", 1)
-                insert_attempts = (
-                    f"INSERT INTO attempts {INSERT_ATTEMPT_COLUMNS} VALUES " + ",".join([relative] * len(attempts)),
-                    [arg for k, a in enumerate(attempts) for arg in (k * step, *attempt_args(a, now)[1:])],
-                )
-                (_, first_flow), (_, first_attempt) = await tx.script([insert_flows, insert_attempts], commit=True)
-                flow_ids = [first_flow + k * step for k in range(len(flows))]
-                attempt_ids = [first_attempt + k * step for k in range(len(attempts))]
-            else:
-                await tx.execute(*insert_flows)
-                flow_ids = await self._ids_by_key(tx, "flows", "flow_no", [f.flow_no for f in flows])
-                for attempt, flow_id in zip(attempts, flow_ids, strict=True):
-                    attempt.flow_id = flow_id
-                await tx.execute(
-                    f"INSERT INTO attempts {INSERT_ATTEMPT_COLUMNS} VALUES "
-                    + ",".join([INSERT_ATTEMPT_ROW] * len(attempts)),
-                    [arg for attempt in attempts for arg in attempt_args(attempt, now)],
-                )
-                orders = [a.channel_order_no for a in attempts]
-                attempt_ids = await self._ids_by_key(tx, "attempts", "channel_order_no", orders)
-                await tx.commit()
-        for flow, attempt, flow_id, attempt_id in zip(flows, attempts, flow_ids, attempt_ids, strict=True):
-            flow.id = attempt.flow_id = flow_id
-            attempt.id = attempt_id
+            *_, ids = await tx.script([insert_flows, insert_attempts, read_ids], commit=True)
+        by_order = {str(r["channel_order_no"]): (int(r["flow_id"]), int(r["id"])) for r in ids.rows}
+        for flow, attempt in zip(flows, attempts, strict=True):
+            flow.id, attempt.id = by_order[attempt.channel_order_no]
+            attempt.flow_id = flow.id
             flow.attempts.append(attempt)
             metrics.FLOWS_CREATED.labels(kind=flow.kind.value).inc()
         return flows
-
-    async def _read_id_step(self, tx: Tx) -> int:
-        """``auto_increment_increment`` when multi-row INSERTs get consecutive ids, else 0 (read once)."""
-        row = await tx.fetchone("SELECT @@innodb_autoinc_lock_mode AS mode, @@auto_increment_increment AS step")
-        assert row is not None
-        self.id_step = int(row["step"]) if int(row["mode"]) in (0, 1) else 0
-        return self.id_step
-
-    @staticmethod
-    async def _ids_by_key(tx: Tx, table: str, key: str, keys: list[str]) -> list[int]:
-        marks = ",".join(["%s"] * len(keys))
-        rows = await tx.fetchall(f"SELECT id, {key} AS k FROM {table} WHERE {key} IN ({marks})", keys)
-        by_key = {str(r["k"]): int(r["id"]) for r in rows}
-        return [by_key[k] for k in keys]
 
     # --- transition -------------------------------------------------------------------
 
@@ -200,7 +202,9 @@ class FlowBatch:
         results: list[ApplyResult | BaseException | None] = [None] * len(items)
         try:
             later = await self._apply_together(items, results)
-        except Conflict:  # a deadlock with another writer rolled the batch back: each on its own
+        except StoreError:
+            # rolled back (a deadlock with another writer, a value refused, a count off): each on its own;
+            # the one-by-one transition is a compare-and-set, so it is safe even if the COMMIT had happened
             results = [None] * len(items)
             later = list(range(len(items)))
         for i, result in zip(later, await gather_each([self._apply_one(items[i]) for i in later]), strict=True):
@@ -234,8 +238,11 @@ class FlowBatch:
         transitions: list[tuple[int, FlowRow | None]] = []
         async with self.db.transaction() as tx:
             ids = sorted(first_of)
-            rows = await tx.fetchall(_ATTEMPTS_WITH_FLOWS.format(marks=",".join(["%s"] * len(ids))), ids)
-            by_id = {int(row["id"]): row for row in rows}
+            marks = _marks(ids)
+            _, read = await tx.script(
+                [(_LOCK_ATTEMPTS.format(marks=marks), ids), (_ATTEMPTS_WITH_FLOWS.format(marks=marks), ids)]
+            )
+            by_id = {int(row["id"]): row for row in read.rows}
             for attempt_id, i in first_of.items():
                 item, row = items[i], by_id.get(attempt_id)
                 if row is None:

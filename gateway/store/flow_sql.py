@@ -41,9 +41,9 @@ INSERT_FLOW_COLUMNS = (
 INSERT_FLOW_ROW = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,'PROCESSING',%s,%s,%s,%s)"
 INSERT_ATTEMPT_COLUMNS = (
     "(flow_id, seq, channel, operation, channel_order_no, status, amount, currency, account_hash, bank_code,"
-    " decision, position_reserved, created_at, updated_at)"
+    " decision, position_reserved, created_at, updated_at, incarnation)"
 )
-INSERT_ATTEMPT_ROW = "(%s,%s,%s,%s,%s,'SENDING',%s,%s,%s,%s,%s,%s,%s,%s)"
+INSERT_ATTEMPT_ROW = "(%s,%s,%s,%s,%s,'SENDING',%s,%s,%s,%s,%s,%s,%s,%s,%s)"
 
 # What a transition writes on the attempt, and on the flow it finishes (same order as the values below)
 ATTEMPT_CHANGE = (
@@ -122,6 +122,7 @@ def attempt_args(row: AttemptRow, now: datetime) -> tuple[Any, ...]:
         row.position_reserved,
         now,
         now,
+        row.incarnation,
     )
 
 

@@ -10,6 +10,24 @@ This module holds the one-by-one path: each call in its own transaction.
 With group commit on, the common creations and transitions of concurrent
 requests go through :mod:`gateway.store.flow_batch` instead, which makes the
 same changes with the same pieces (:mod:`gateway.store.flow_sql`).
+
+Lock order, the one every transaction of the store follows (so two of them
+can wait for each other but never in a circle):
+
+1. attempts, ascending id (a flow's attempts: ascending ``seq``, the same order);
+2. then their flows;
+3. then the rows that hang off them: poll queue rows, positions (ascending
+   channel), card usage counters, and last the inserts (outbox, discrepancies,
+   audit), which wait for nobody.
+
+A transition locks its attempt, then the flow, in one statement
+(``ATTEMPT_WITH_FLOW``); a batch of transitions locks all its attempts, then
+the flows; resolving a flow and finishing a failover cut short lock the
+flow's attempts, then the flow; marking for review locks the flow, then its
+poll row; recording a failover attempt locks the flow and inserts the new
+attempt (a new row waits for nobody). A transaction the database still rolls
+back for a deadlock or a lock wait (``Conflict``) is retried whole
+(:meth:`Database.retrying`), so callers do not see it.
 """
 
 from __future__ import annotations
@@ -21,9 +39,9 @@ from typing import Any
 from channels.contract import Outcome, OutcomeStatus
 from gateway import metrics
 from gateway.domain import ATTEMPT_FROM, AttemptStatus, FlowStatus
-from gateway.errors import DuplicateKey, FlowClosed, PositionShort, RefundExceeds
+from gateway.errors import CardLimitReached, DuplicateKey, FlowClosed, PositionShort, RefundExceeds
 from gateway.outbox.writer import flow_event
-from gateway.store import audit, discrepancies, outbox, poll_queue, positions
+from gateway.store import audit, card_usage, discrepancies, outbox, poll_queue, positions
 from gateway.store.db import Database, Tx
 from gateway.store.flow_batch import FlowBatch
 from gateway.store.flow_sql import (
@@ -46,6 +64,7 @@ from gateway.store.flow_sql import (
     record_flow_result,
     unchanged,
 )
+from gateway.store.replicas import takeable
 from gateway.store.rows import (
     Applied,
     ApplyResult,
@@ -57,6 +76,7 @@ from gateway.store.rows import (
     NewAttempt,
     NewFlow,
     OpenAttempts,
+    RecoveryScope,
     Source,
     new_attempt_row,
     new_flow_row,
@@ -72,13 +92,30 @@ class MySQLFlowStore:
 
     ``group_commit`` (default on): concurrent creations and transitions share
     statements and commits (:class:`~gateway.store.flow_batch.FlowBatch`).
+    ``incarnation``: this process's run (``replicas`` table), stamped on every
+    attempt it records, so that recovery elsewhere can tell whether the
+    attempt's sender is still alive (:class:`~gateway.store.rows.RecoveryScope`).
     """
 
-    def __init__(self, db: Database, *, group_commit: bool = True, max_batch: int = 64, workers: int = 1) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        group_commit: bool = True,
+        max_batch: int = 64,
+        workers: int = 1,
+        incarnation: str = "",
+    ) -> None:
         self.db = db
         self.group_commit = group_commit
+        self.incarnation = incarnation
         self.batch = FlowBatch(
-            db, create_one=self._create_one, apply_one=self._apply_one, max_batch=max_batch, workers=workers
+            db,
+            create_one=self._create_one,
+            apply_one=self._apply_one,
+            max_batch=max_batch,
+            workers=workers,
+            incarnation=incarnation,
         )
 
     # --- reads ----------------------------------------------------------------------
@@ -167,11 +204,20 @@ class MySQLFlowStore:
         commit with concurrent ones (group commit); each caller returns only
         after that commit.
         """
-        if self.group_commit and attempt is not None and not attempt.reserve_position and new.original_flow_id is None:
+        if (
+            self.group_commit
+            and attempt is not None
+            and not attempt.reserve_position
+            and attempt.card_limit is None
+            and new.original_flow_id is None
+        ):
             return await self.batch.create(new, attempt)
         return await self._create_one(new, attempt)
 
     async def _create_one(self, new: NewFlow, attempt: NewAttempt | None) -> Creation[FlowRow]:
+        return await self.db.retrying(lambda: self._create_once(new, attempt))
+
+    async def _create_once(self, new: NewFlow, attempt: NewAttempt | None) -> Creation[FlowRow]:
         now = utcnow()
         flow = new_flow_row(new, now)
         try:
@@ -203,17 +249,24 @@ class MySQLFlowStore:
     async def add_attempt(self, flow: FlowRow, attempt: NewAttempt) -> AttemptRow:
         """Record the next attempt of a flow (failover) before calling its channel.
 
-        Raises ``FlowClosed`` when the flow is no longer PROCESSING and
-        ``PositionShort`` when a payout's float does not fit; nothing is written then.
+        Raises ``FlowClosed`` when the flow is no longer PROCESSING,
+        ``PositionShort`` when a payout's float does not fit and
+        ``CardLimitReached`` when the card's daily limits on the channel are used
+        up; nothing is written then.
         """
-        now = utcnow()
         seq = (flow.attempts[-1].seq if flow.attempts else 0) + 1
-        async with self.db.transaction() as tx:
-            still = await tx.fetchone("SELECT status FROM flows WHERE id=%s FOR UPDATE", (flow.id,))
-            if still is None or still["status"] != FlowStatus.PROCESSING.value:
-                raise FlowClosed(flow.flow_no)
-            row = await self._insert_attempt(tx, flow, seq, attempt, now)
-            await tx.commit()
+
+        async def once() -> AttemptRow:
+            now = utcnow()
+            async with self.db.transaction() as tx:
+                still = await tx.fetchone("SELECT status FROM flows WHERE id=%s FOR UPDATE", (flow.id,))
+                if still is None or still["status"] != FlowStatus.PROCESSING.value:
+                    raise FlowClosed(flow.flow_no)
+                row = await self._insert_attempt(tx, flow, seq, attempt, now)
+                await tx.commit()
+            return row
+
+        row = await self.db.retrying(once)
         flow.attempts.append(row)
         return row
 
@@ -225,10 +278,14 @@ class MySQLFlowStore:
             ):
                 raise PositionShort(attempt.channel)
             reserved = flow.amount
-        row = new_attempt_row(flow, seq, attempt, reserved, now)
+        row = new_attempt_row(flow, seq, attempt, reserved, now, self.incarnation)
         row.id = await tx.insert(
             f"INSERT INTO attempts {INSERT_ATTEMPT_COLUMNS} VALUES {INSERT_ATTEMPT_ROW}", attempt_args(row, now)
         )
+        if attempt.card_limit is not None and not await card_usage.count(
+            tx, flow.account_hash, attempt.channel, attempt.card_limit, flow.amount, now
+        ):
+            raise CardLimitReached(attempt.channel)
         return row
 
     # --- the transition -----------------------------------------------------------------
@@ -260,6 +317,9 @@ class MySQLFlowStore:
         return await self._apply_one(item)
 
     async def _apply_one(self, item: ApplyItem) -> ApplyResult:
+        return await self.db.retrying(lambda: self._apply_once(item))
+
+    async def _apply_once(self, item: ApplyItem) -> ApplyResult:
         outcome, target = item.outcome, TARGET[item.outcome.status]
         now = utcnow()
         async with self.db.transaction() as tx:
@@ -288,8 +348,6 @@ class MySQLFlowStore:
             if target is AttemptStatus.SUCCEEDED or item.finish_flow_on_failure:
                 finished = await self._finish_flow(tx, flow, attempt, outcome, now, item.source)
             await tx.commit()
-        if finished:
-            metrics.FLOWS_FINISHED.labels(kind=flow.kind.value, status=flow.status.value).inc()
         return ApplyResult(Applied.TRANSITIONED, attempt, flow, finished)
 
     async def _write_attempt(
@@ -322,6 +380,8 @@ class MySQLFlowStore:
         if n != 1:  # pragma: no cover - guarded by the row lock
             return False
         record_flow_result(flow, values, outcome)
+        kind, status = flow.kind.value, flow.status.value
+        tx.on_commit(lambda: metrics.FLOWS_FINISHED.labels(kind=kind, status=status).inc())
         if flow.original_flow_id is not None:
             if target is FlowStatus.SUCCEEDED:
                 sql = "UPDATE flows SET refunded_amount = refunded_amount + %s, updated_at=%s, version=version+1"
@@ -374,17 +434,22 @@ class MySQLFlowStore:
             now=now,
         )
         if new:
-            metrics.DISCREPANCIES.labels(channel=attempt.channel, source=source.value).inc()
-            log.error(
-                "discrepancy: channel reported %s for an attempt recorded %s",
-                reported,
-                recorded,
-                extra={
-                    "flow_no": flow.flow_no,
-                    "channel": attempt.channel,
-                    "channel_order_no": attempt.channel_order_no,
-                },
-            )
+            # counted and logged once it is durable: a transaction retried after a deadlock
+            # must not count the same discrepancy twice
+            def alert() -> None:
+                metrics.DISCREPANCIES.labels(channel=attempt.channel, source=source.value).inc()
+                log.error(
+                    "discrepancy: channel reported %s for an attempt recorded %s",
+                    reported,
+                    recorded,
+                    extra={
+                        "flow_no": flow.flow_no,
+                        "channel": attempt.channel,
+                        "channel_order_no": attempt.channel_order_no,
+                    },
+                )
+
+            tx.on_commit(alert)
             detail = f"attempt {attempt.channel_order_no}: recorded {recorded}, channel reported {reported} ({code})"
             await self._emit(tx, flow, events_pb2.DISCREPANCY, detail)
 
@@ -394,52 +459,67 @@ class MySQLFlowStore:
         Used when a failover was planned but no further attempt could be made,
         and by recovery for a failover cut short (:meth:`stranded_failovers`).
         Does nothing unless ``attempt_id`` is the flow's last attempt and every
-        attempt of the flow FAILED (checked under the flow's lock, which
-        :meth:`add_attempt` takes too).
+        attempt of the flow FAILED (checked under the locks of the flow's
+        attempts and the flow, which :meth:`add_attempt` takes too).
         """
+        known = await self.attempt_by_id(attempt_id)  # flow_id never changes: read it without a lock
+        if known is None:
+            return False
+        return await self.db.retrying(lambda: self._finish_from_attempt_once(known.flow_id, attempt_id))
+
+    async def _finish_from_attempt_once(self, flow_id: int, attempt_id: int) -> bool:
         now = utcnow()
         async with self.db.transaction() as tx:
-            row = await tx.fetchone("SELECT * FROM attempts WHERE id=%s FOR UPDATE", (attempt_id,))
-            if row is None:
+            attempts, flow = await self._lock_flow(tx, flow_id)
+            if flow is None or flow.status is not FlowStatus.PROCESSING or not attempts:
                 return False
-            attempt = AttemptRow.from_row(row)
-            flow_row = await tx.fetchone("SELECT * FROM flows WHERE id=%s FOR UPDATE", (attempt.flow_id,))
-            assert flow_row is not None
-            flow = FlowRow.from_row(flow_row)
-            if attempt.status is not AttemptStatus.FAILED or flow.status is not FlowStatus.PROCESSING:
-                return False
-            live = await tx.fetchone(
-                "SELECT id FROM attempts WHERE flow_id=%s AND (status<>'FAILED' OR id>%s) LIMIT 1 FOR UPDATE",
-                (flow.id, attempt.id),
-            )
-            if live is not None:
+            last = attempts[-1]
+            if last.id != attempt_id or any(a.status is not AttemptStatus.FAILED for a in attempts):
                 return False
             outcome = Outcome(
                 OutcomeStatus.FAILED,
-                attempt.code,
-                raw_code=attempt.raw_code,
-                raw_message=attempt.raw_message,
-                payer_attributable=attempt.payer_attributable,
-                safe_elsewhere=attempt.safe_elsewhere,
+                last.code,
+                raw_code=last.raw_code,
+                raw_message=last.raw_message,
+                payer_attributable=last.payer_attributable,
+                safe_elsewhere=last.safe_elsewhere,
             )
-            finished = await self._finish_flow(tx, flow, attempt, outcome, now, Source.RESPONSE)
+            finished = await self._finish_flow(tx, flow, last, outcome, now, Source.RESPONSE)
             await tx.commit()
-        if finished:
-            metrics.FLOWS_FINISHED.labels(kind=flow.kind.value, status=flow.status.value).inc()
         return finished
 
-    async def stranded_failovers(self, cutoff: datetime, limit: int = 500) -> list[int]:
-        """Last attempt ids of PROCESSING flows (not in review) whose every attempt FAILED before ``cutoff``.
+    @staticmethod
+    async def _lock_flow(tx: Tx, flow_id: int) -> tuple[list[AttemptRow], FlowRow | None]:
+        """Lock a flow's attempts (ascending) and then the flow, in the store's lock order; one round trip."""
+        attempts, flow = await tx.script(
+            [
+                ("SELECT * FROM attempts WHERE flow_id=%s ORDER BY seq FOR UPDATE", (flow_id,)),
+                ("SELECT * FROM flows WHERE id=%s FOR UPDATE", (flow_id,)),
+            ]
+        )
+        rows = [AttemptRow.from_row(r) for r in attempts.rows]
+        return rows, FlowRow.from_row(flow.rows[0]) if flow.rows else None
+
+    async def stranded_failovers(
+        self, cutoff: datetime, limit: int = 500, scope: RecoveryScope | None = None
+    ) -> list[int]:
+        """Last attempt ids of PROCESSING flows (not in review) whose every attempt FAILED, for recovery to finish.
 
         A crash or a database error between failing one attempt (safe
         elsewhere) and recording the next leaves such a flow with nothing in
         flight and nothing to poll: no money moved, nobody would ever finish it.
+        Only flows whose last attempt ``scope`` lets recovery take (see
+        :func:`gateway.store.replicas.takeable`; ``cutoff`` bounds the last
+        change): the replica that recorded it is the one failing it over, and
+        while it is alive it may be about to record the next attempt.
         """
+        ours, values = takeable("last.incarnation", "s.updated_at", cutoff, scope)
         rows = await self.db.fetchall(
-            "SELECT MAX(a.id) AS attempt_id FROM flows f JOIN attempts a ON a.flow_id = f.id"
-            " WHERE f.status='PROCESSING' AND f.needs_review=0"
-            " GROUP BY f.id HAVING SUM(a.status <> 'FAILED') = 0 AND MAX(a.updated_at) <= %s LIMIT %s",
-            (cutoff, limit),
+            "SELECT s.attempt_id FROM (SELECT MAX(a.id) AS attempt_id, MAX(a.updated_at) AS updated_at"
+            " FROM flows f JOIN attempts a ON a.flow_id = f.id WHERE f.status='PROCESSING' AND f.needs_review=0"
+            " GROUP BY f.id HAVING SUM(a.status <> 'FAILED') = 0) s"
+            f" JOIN attempts last ON last.id = s.attempt_id WHERE {ours} LIMIT %s",
+            (*values, limit),
         )
         return [int(r["attempt_id"]) for r in rows]
 
@@ -447,14 +527,18 @@ class MySQLFlowStore:
 
     async def mark_needs_review(self, attempt: AttemptRow, detail: str) -> bool:
         """Polling ran out: the flow stays PROCESSING with needs_review (never auto-failed)."""
+        return await self.db.retrying(lambda: self._mark_needs_review_once(attempt, detail))
+
+    async def _mark_needs_review_once(self, attempt: AttemptRow, detail: str) -> bool:
         now = utcnow()
         async with self.db.transaction() as tx:
-            await poll_queue.dequeue(tx, attempt.id)
+            # the flow before its poll row (the store's lock order)
             n = await tx.execute(
                 "UPDATE flows SET needs_review=1, updated_at=%s, version=version+1"
                 " WHERE id=%s AND status='PROCESSING' AND needs_review=0",
                 (now, attempt.flow_id),
             )
+            await poll_queue.dequeue(tx, attempt.id)
             if n == 1:
                 row = await tx.fetchone("SELECT * FROM flows WHERE id=%s", (attempt.flow_id,))
                 assert row is not None
@@ -466,23 +550,22 @@ class MySQLFlowStore:
         """An operator decides a PROCESSING flow. Pending attempts take the same result.
 
         Writes the audit record and the normal FLOW_RESULT event in one commit.
+        Locks the flow's attempts, then the flow (the store's lock order), so it
+        never deadlocks with a transition of one of them.
         """
+        return await self.db.retrying(lambda: self._resolve_once(flow, status, operator, reason, channel_txn_id))
+
+    async def _resolve_once(
+        self, flow: FlowRow, status: FlowStatus, operator: str, reason: str, channel_txn_id: str
+    ) -> bool:
         now = utcnow()
         code = "OK" if status is FlowStatus.SUCCEEDED else "MANUAL_FAILED"
         async with self.db.transaction() as tx:
-            row = await tx.fetchone("SELECT * FROM flows WHERE id=%s FOR UPDATE", (flow.id,))
-            assert row is not None
-            current = FlowRow.from_row(row)
+            attempts, current = await self._lock_flow(tx, flow.id)
+            assert current is not None
             if current.status is not FlowStatus.PROCESSING:
                 return False
-            open_attempts = [
-                AttemptRow.from_row(r)
-                for r in await tx.fetchall(
-                    "SELECT * FROM attempts WHERE flow_id=%s AND status IN ('SENDING','PENDING')"
-                    " ORDER BY seq FOR UPDATE",
-                    (flow.id,),
-                )
-            ]
+            open_attempts = [a for a in attempts if a.status in (AttemptStatus.SENDING, AttemptStatus.PENDING)]
             outcome = Outcome(
                 OutcomeStatus.SUCCEEDED if status is FlowStatus.SUCCEEDED else OutcomeStatus.FAILED,
                 code,
@@ -494,13 +577,13 @@ class MySQLFlowStore:
             chosen = open_attempts[-1] if open_attempts else None
             for attempt in open_attempts:
                 await self._write_attempt(tx, attempt, target, outcome, now)
-                attempt.status = target
-                await positions.settle(tx, attempt, succeeded=target is AttemptStatus.SUCCEEDED, now=now)
+            for attempt in open_attempts:
                 await poll_queue.dequeue(tx, attempt.id)
+            for attempt in sorted(open_attempts, key=lambda a: a.channel):  # positions in channel order
+                await positions.settle(tx, attempt, succeeded=target is AttemptStatus.SUCCEEDED, now=now)
             if chosen is None:
                 chosen = AttemptRow(0, flow.id, 0, current.channel, "", "", target, flow.amount, flow.currency)
             await self._finish_flow(tx, current, chosen, outcome, now, Source.OPERATOR)
             await audit.record(tx, operator, "resolve_flow", current.flow_no, reason, {"status": status.value})
             await tx.commit()
-        metrics.FLOWS_FINISHED.labels(kind=current.kind.value, status=status.value).inc()
         return True

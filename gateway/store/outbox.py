@@ -69,19 +69,27 @@ class OutboxRound:
         self._tx = tx
 
     async def claim(self, *, max_attempts: int, limit: int) -> list[OutboxRow]:
-        """Up to ``limit`` unpublished, unparked rows in id order, locked (``SKIP LOCKED``) until the round ends."""
+        """Up to ``limit`` unpublished, unparked rows in id order, locked (``SKIP LOCKED``) until the round ends.
+
+        A row whose flow has an earlier event parked (``attempts >= max_attempts``) is not
+        claimed: it waits, in order, until an operator fixes the parked one (one index lookup
+        per row on ``ix_outbox_flow``), and never takes a place in a batch it cannot use.
+        """
         rows = await self._tx.fetchall(
-            "SELECT id, event_id, event_type, flow_id, caller, msg_key, payload FROM outbox"
-            " WHERE published_at IS NULL AND attempts < %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-            (max_attempts, limit),
+            "SELECT o.id, o.event_id, o.event_type, o.flow_id, o.caller, o.msg_key, o.payload FROM outbox o"
+            " WHERE o.published_at IS NULL AND o.attempts < %s AND NOT EXISTS (SELECT 1 FROM outbox p"
+            " WHERE p.flow_id = o.flow_id AND p.id < o.id AND p.published_at IS NULL AND p.attempts >= %s)"
+            " ORDER BY o.id LIMIT %s FOR UPDATE SKIP LOCKED",
+            (max_attempts, max_attempts, limit),
         )
         return [OutboxRow(**row) for row in rows]
 
     async def flows_held_elsewhere(self, rows: Sequence[OutboxRow], *, max_attempts: int) -> set[int]:
         """Flows of ``rows`` with an earlier unpublished, unparked event that is not among ``rows``.
 
-        The scan is bounded: unpublished rows below the highest claimed id are,
-        in normal operation, the other relays' in-flight batches.
+        Such an event is in another relay's round right now (parked ones keep the flow's
+        later rows from being claimed at all, see :meth:`claim`). Index lookups per flow
+        (``ix_outbox_flow``).
         """
         ids = [r.id for r in rows]
         flow_ids = sorted({r.flow_id for r in rows})

@@ -23,7 +23,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.store.db import Database, Tx
-from gateway.store.rows import Claim, utcnow
+from gateway.store.replicas import takeable
+from gateway.store.rows import Claim, RecoveryScope, utcnow
 
 # --- inside another transaction (the flow transitions) -----------------------------------
 
@@ -91,26 +92,28 @@ class MySQLPollQueue:
     async def claim(self, *, owner: str, limit: int, lease_s: float) -> list[Claim]:
         return await claim_due(self.db, owner=owner, limit=limit, lease_s=lease_s)
 
-    async def requeue_unresolved(self, cutoff: datetime) -> int:
-        """Queue for a query now every attempt created by ``cutoff`` that has no definite result and no row.
+    async def requeue_unresolved(self, cutoff: datetime, scope: RecoveryScope | None = None) -> int:
+        """Queue for a query now the attempts without a definite result and without a row that recovery may take.
 
-        SENDING attempts (a crash between record and answer), and PENDING ones
-        that lost their row unless their flow waits for review. Returns how
-        many rows were added.
+        SENDING attempts (a crash between record and answer) that ``scope``
+        lets recovery take (this process's own created by ``cutoff``, others'
+        once their sender is not alive: a live replica is still sending its
+        own; without a scope, all created by ``cutoff``), and PENDING ones
+        created by ``cutoff`` that lost their row (nobody is working on
+        those); neither when their flow waits for review: an operator owns
+        those (re-queuing them would restart their poll schedule forever).
+        Returns how many rows were added.
         """
         now = utcnow()
+        ours, values = takeable("a.incarnation", "a.created_at", cutoff, scope)
         async with self.db.transaction() as tx:
             n = await tx.execute(
                 "INSERT IGNORE INTO poll_queue (attempt_id, channel, due_at, created_at)"
-                " SELECT a.id, a.channel, %s, %s FROM attempts a WHERE a.status='SENDING' AND a.created_at <= %s",
-                (now, now, cutoff),
-            )
-            n += await tx.execute(
-                "INSERT IGNORE INTO poll_queue (attempt_id, channel, due_at, created_at)"
                 " SELECT a.id, a.channel, %s, %s FROM attempts a JOIN flows f ON f.id = a.flow_id"
                 " LEFT JOIN poll_queue q ON q.attempt_id = a.id"
-                " WHERE a.status='PENDING' AND q.attempt_id IS NULL AND f.needs_review = 0 AND a.created_at <= %s",
-                (now, now, cutoff),
+                " WHERE a.status IN ('SENDING','PENDING') AND q.attempt_id IS NULL AND f.needs_review = 0"
+                f" AND ((a.status = 'SENDING' AND {ours}) OR (a.status = 'PENDING' AND a.created_at <= %s))",
+                (now, now, *values, cutoff),
             )
             await tx.commit()
         return n

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from gateway.domain import AgreementStatus, AttemptStatus, FlowKind, FlowStatus, channel_order_no, new_ulid
@@ -45,6 +45,7 @@ class AttemptRow:
     position_reserved: int = 0
     created_at: datetime | None = None
     finished_at: datetime | None = None
+    incarnation: str = ""  # the gateway run that recorded it (replicas table); '' before replicas were recorded
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> AttemptRow:
@@ -74,6 +75,7 @@ class AttemptRow:
             position_reserved=int(row.get("position_reserved") or 0),
             created_at=row.get("created_at"),
             finished_at=row.get("finished_at"),
+            incarnation=row.get("incarnation", ""),
         )
 
 
@@ -177,11 +179,26 @@ class NewFlow:
 
 
 @dataclass(frozen=True)
+class CardLimit:
+    """A channel's per-card daily limits, counted in the business day ``day`` by the attempt's own commit.
+
+    ``None`` means no limit of that kind. The attempt is refused (``CardLimitReached``) unless
+    the card has made fewer than ``max_attempts`` attempts on the channel that day and its
+    amount fits in what is left of ``max_amount``.
+    """
+
+    day: date
+    max_attempts: int | None
+    max_amount: int | None
+
+
+@dataclass(frozen=True)
 class NewAttempt:
     channel: str
     operation: str
     decision: dict[str, Any] | None = None
     reserve_position: bool = False  # payouts: reserve `amount` of the channel's float
+    card_limit: CardLimit | None = None  # withholds on a channel with per-card daily limits
 
 
 def new_flow_row(new: NewFlow, now: datetime) -> FlowRow:
@@ -206,8 +223,13 @@ def new_flow_row(new: NewFlow, now: datetime) -> FlowRow:
     )
 
 
-def new_attempt_row(flow: FlowRow, seq: int, attempt: NewAttempt, reserved: int, now: datetime) -> AttemptRow:
-    """The row a new attempt gets (SENDING, with its unique channel order number); ``id`` is set once inserted."""
+def new_attempt_row(
+    flow: FlowRow, seq: int, attempt: NewAttempt, reserved: int, now: datetime, incarnation: str = ""
+) -> AttemptRow:
+    """The row a new attempt gets (SENDING, with its unique channel order number); ``id`` is set once inserted.
+
+    ``incarnation``: the gateway run recording it (the one that sends it and fails it over).
+    """
     return AttemptRow(
         id=0,
         flow_id=flow.id,
@@ -223,6 +245,7 @@ def new_attempt_row(flow: FlowRow, seq: int, attempt: NewAttempt, reserved: int,
         decision=attempt.decision,
         position_reserved=reserved,
         created_at=now,
+        incarnation=incarnation,
     )
 
 
@@ -270,6 +293,8 @@ class AgreementRow:
     failure_code: str
     created_at: datetime | None
     updated_at: datetime | None
+    confirm_sent_at: datetime | None = None  # a confirm went to the channel (record before call)
+    needs_review: bool = False  # left awaiting after a confirm was sent: an operator checks with the channel
 
     @classmethod
     def from_row(cls, r: dict[str, Any]) -> AgreementRow:
@@ -290,16 +315,33 @@ class AgreementRow:
             failure_code=r["failure_code"],
             created_at=r["created_at"],
             updated_at=r["updated_at"],
+            confirm_sent_at=r.get("confirm_sent_at"),
+            needs_review=bool(r.get("needs_review")),
         )
 
 
 @dataclass(frozen=True)
 class PositionRow:
+    """A channel's float. ``balance_version`` counts every change of ``balance`` (settlements,
+    adjustments, syncs): a sync writes only if it is still the one read before the balance query."""
+
     channel: str
     currency: str
     balance: int
     reserved: int
     synced_at: datetime | None
+    balance_version: int = 0
+
+    @classmethod
+    def from_row(cls, r: dict[str, Any]) -> PositionRow:
+        return cls(
+            r["channel"],
+            r["currency"],
+            int(r["balance"]),
+            int(r["reserved"]),
+            r["synced_at"],
+            int(r.get("balance_version") or 0),
+        )
 
     @property
     def available(self) -> int:
@@ -360,7 +402,11 @@ class DiscrepancyRow:
 
 @dataclass(frozen=True)
 class FinishedAttempt:
-    """A definite attempt result, as the router learns from it (warm start)."""
+    """A definite attempt result, as the router learns from it (warm start, and what other replicas recorded).
+
+    ``channel_order_no`` identifies the attempt across replicas (folding one twice counts it once);
+    ``sent_at`` is when it was recorded and sent, ``finished_at`` when its result was recorded.
+    """
 
     channel: str
     operation: str
@@ -368,6 +414,44 @@ class FinishedAttempt:
     status: AttemptStatus  # SUCCEEDED or FAILED
     payer_attributable: bool
     finished_at: datetime
+    channel_order_no: str = ""
+    sent_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ChannelStateRow:
+    """What an operator last set for one channel; ``version`` grows with every write to the row."""
+
+    channel: str
+    state: str  # a routing.config.ChannelState value: enabled / draining / disabled
+    version: int
+
+
+@dataclass(frozen=True)
+class RecoveryScope:
+    """Whose unfinished work recovery may take (several replicas share one database).
+
+    Work recorded by an incarnation that is not alive: stopped, replaced by a
+    restart of its replica, or without a heartbeat for ``dead_after_s``
+    seconds (by the database's clock); work recorded before incarnations were
+    (``''``); and this process's own (``incarnation``), by the cutoff alone.
+    Recovery called without a scope takes everything by the cutoff (one
+    process, tests).
+    """
+
+    incarnation: str
+    dead_after_s: float
+
+
+@dataclass(frozen=True)
+class ReplicaRow:
+    """One run of a gateway process, as the ``replicas`` table knows it."""
+
+    incarnation: str
+    replica_id: str
+    started_at: datetime
+    last_seen: datetime
+    stopped_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -376,3 +460,66 @@ class OpenAttempts:
 
     count: int
     oldest_created_at: datetime | None
+
+
+# --- maker-checker and the audit log ---------------------------------------------------
+
+
+class ResolutionStatus(enum.StrEnum):
+    """Where a manual resolution awaiting a second operator stands (gateway/resolutions.py draws the machine)."""
+
+    PENDING = "PENDING"  # recorded by its maker; waits for an approver
+    APPROVED = "APPROVED"  # approved; applied through FlowStore.resolve (or voided if the flow had finished)
+    REJECTED = "REJECTED"  # an approver said no; nothing applied
+    VOIDED = "VOIDED"  # the flow finished on its own first; nothing applied
+
+
+@dataclass(frozen=True)
+class ResolutionRow:
+    """A manual resolution of a flow above the approval threshold, and its decision.
+
+    ``flow_status`` is the flow's status when the row was read (so a reader sees a flow that has
+    finished meanwhile).
+    """
+
+    id: int
+    flow_id: int
+    flow_no: str
+    amount: int
+    currency: str
+    target: FlowStatus  # SUCCEEDED or FAILED: what the maker asked for
+    channel_txn_id: str
+    reason: str
+    status: ResolutionStatus
+    proposed_by: str
+    proposed_at: datetime
+    decided_by: str = ""
+    decided_at: datetime | None = None
+    decision_reason: str = ""
+    flow_status: FlowStatus = FlowStatus.PROCESSING
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One audit record: who (``operator``) did what (``action``) to what (``target``: a flow number, a
+    channel id) and why, with the action's details."""
+
+    id: int
+    operator: str
+    action: str
+    target: str
+    reason: str
+    detail: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Which audit records to read, newest first: every filter is optional ("" / None); ``before_id`` pages."""
+
+    target: str = ""
+    operator: str = ""
+    since: datetime | None = None  # created_at >= since
+    until: datetime | None = None  # created_at < until
+    before_id: int = 0  # 0: from the newest
+    limit: int = 50

@@ -75,6 +75,26 @@ class GatewayAdminStub:
                 request_serializer=paygate_dot_v1_dot_admin__pb2.ListDiscrepanciesRequest.SerializeToString,
                 response_deserializer=paygate_dot_v1_dot_admin__pb2.ListDiscrepanciesResponse.FromString,
                 _registered_method=True)
+        self.ApproveResolution = channel.unary_unary(
+                '/paygate.v1.GatewayAdmin/ApproveResolution',
+                request_serializer=paygate_dot_v1_dot_admin__pb2.ApproveResolutionRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_admin__pb2.ApproveResolutionResponse.FromString,
+                _registered_method=True)
+        self.RejectResolution = channel.unary_unary(
+                '/paygate.v1.GatewayAdmin/RejectResolution',
+                request_serializer=paygate_dot_v1_dot_admin__pb2.RejectResolutionRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_admin__pb2.PendingResolution.FromString,
+                _registered_method=True)
+        self.ListPendingResolutions = channel.unary_unary(
+                '/paygate.v1.GatewayAdmin/ListPendingResolutions',
+                request_serializer=paygate_dot_v1_dot_admin__pb2.ListPendingResolutionsRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_admin__pb2.ListPendingResolutionsResponse.FromString,
+                _registered_method=True)
+        self.ListAuditLog = channel.unary_unary(
+                '/paygate.v1.GatewayAdmin/ListAuditLog',
+                request_serializer=paygate_dot_v1_dot_admin__pb2.ListAuditLogRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_admin__pb2.ListAuditLogResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayAdminServicer:
@@ -128,6 +148,30 @@ class GatewayAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApproveResolution(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectResolution(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPendingResolutions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditLog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +214,26 @@ def add_GatewayAdminServicer_to_server(servicer, server):
                     servicer.ListDiscrepancies,
                     request_deserializer=paygate_dot_v1_dot_admin__pb2.ListDiscrepanciesRequest.FromString,
                     response_serializer=paygate_dot_v1_dot_admin__pb2.ListDiscrepanciesResponse.SerializeToString,
+            ),
+            'ApproveResolution': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveResolution,
+                    request_deserializer=paygate_dot_v1_dot_admin__pb2.ApproveResolutionRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_admin__pb2.ApproveResolutionResponse.SerializeToString,
+            ),
+            'RejectResolution': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectResolution,
+                    request_deserializer=paygate_dot_v1_dot_admin__pb2.RejectResolutionRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_admin__pb2.PendingResolution.SerializeToString,
+            ),
+            'ListPendingResolutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingResolutions,
+                    request_deserializer=paygate_dot_v1_dot_admin__pb2.ListPendingResolutionsRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_admin__pb2.ListPendingResolutionsResponse.SerializeToString,
+            ),
+            'ListAuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditLog,
+                    request_deserializer=paygate_dot_v1_dot_admin__pb2.ListAuditLogRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_admin__pb2.ListAuditLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -388,6 +452,114 @@ class GatewayAdmin:
             '/paygate.v1.GatewayAdmin/ListDiscrepancies',
             paygate_dot_v1_dot_admin__pb2.ListDiscrepanciesRequest.SerializeToString,
             paygate_dot_v1_dot_admin__pb2.ListDiscrepanciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveResolution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayAdmin/ApproveResolution',
+            paygate_dot_v1_dot_admin__pb2.ApproveResolutionRequest.SerializeToString,
+            paygate_dot_v1_dot_admin__pb2.ApproveResolutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectResolution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayAdmin/RejectResolution',
+            paygate_dot_v1_dot_admin__pb2.RejectResolutionRequest.SerializeToString,
+            paygate_dot_v1_dot_admin__pb2.PendingResolution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingResolutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayAdmin/ListPendingResolutions',
+            paygate_dot_v1_dot_admin__pb2.ListPendingResolutionsRequest.SerializeToString,
+            paygate_dot_v1_dot_admin__pb2.ListPendingResolutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.GatewayAdmin/ListAuditLog',
+            paygate_dot_v1_dot_admin__pb2.ListAuditLogRequest.SerializeToString,
+            paygate_dot_v1_dot_admin__pb2.ListAuditLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

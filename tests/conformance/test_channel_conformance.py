@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from channels.contract import (
@@ -78,6 +79,24 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
         await channel.stop()
         await sim.stop()
         await server.stop()
+
+
+async def test_the_sms_of_a_signing_is_read_by_the_phone_number(rig: Rig) -> None:
+    """Tests and demos play the borrower: they read the code by the phone it went to, not by a channel reference."""
+    started = await rig.channel.sign_agreement(
+        SignRequest("SIGN2", CARD, "Li Si", "110101199001011234", "13900000001", "ICBC")
+    )
+    sms = rig.sim.last_sms("13900000001")
+    assert sms.phone == "13900000001" and sms.code == rig.sim.sms_code(started.sign_ref)
+    assert (await rig.channel.confirm_agreement(started.sign_ref, sms.code)).agreement_ref
+    status, body = await _admin_get(rig.sim.base_url, "/_admin/sms?phone=13900000001")
+    assert status == 200 and body["sms_code"] == sms.code
+    assert (await _admin_get(rig.sim.base_url, "/_admin/sms?phone=13700000000"))[0] == 404
+
+
+async def _admin_get(base_url: str, path: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.get(base_url + path) as response:
+        return response.status, await response.json()
 
 
 async def test_capabilities_declared(rig: Rig) -> None:

@@ -1,9 +1,10 @@
-"""Issue 8: the short fault-injection run (``python -m bench.chaos --short``) and its checker's rules.
+"""Issue 8 (and 13): the short fault-injection run (``python -m bench.chaos --short``) and its checker's rules.
 
-The run is a subprocess with a hard timeout: real broker, banks and gateway
-processes; one gateway SIGKILL, one broker restart, one bank outage, forged
-callbacks; no MariaDB restart (the server is shared). The full run is
-``make chaos``.
+The run is a subprocess with a hard timeout: real broker, banks and two
+gateway replicas (clients spread over both); each replica SIGKILLed once, one
+broker restart, a channel disabled and enabled again through one replica
+(every replica must obey within 2 s), one bank outage, forged callbacks; no
+MariaDB restart (the server is shared). The full run is ``make chaos``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import sys
 from pathlib import Path
 
 import aiomysql
-import grpc
 import pytest
 
 from bench.chaos_check import FlowView, ForgedCallback, Replay, judge
@@ -29,7 +29,7 @@ from tests.support.harness import running_gateway
 ROOT = Path(__file__).resolve().parents[2]
 LAST_LINE = re.compile(
     r"^chaos: requests=(\d+) crashes=(\d+) broker_outages=(\d+) db_restarts=(\d+) double_debits=(\d+) "
-    r"mismatches=(\d+) lost_events=(\d+) stuck=(\d+) forged_accepted=(\d+)$"
+    r"mismatches=(\d+) lost_events=(\d+) stuck=(\d+) forged_accepted=(\d+) replicas=(\d+) state_lag_s=([\d.]+)$"
 )
 
 
@@ -45,10 +45,12 @@ def test_short_chaos_run_keeps_every_invariant() -> None:
     assert lines, proc.stderr[-3000:]
     match = LAST_LINE.match(lines[-1])
     assert match, f"last line: {lines[-1]!r}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    requests, crashes, broker_outages, db_restarts, *must_be_zero = (int(g) for g in match.groups())
+    *counts, lag = match.groups()
+    requests, crashes, broker_outages, db_restarts, *must_be_zero, replicas = (int(g) for g in counts)
     assert requests >= 200
-    assert (crashes, broker_outages, db_restarts) == (1, 1, 0)
+    assert (replicas, crashes, broker_outages, db_restarts) == (2, 2, 1, 0)
     assert must_be_zero == [0, 0, 0, 0, 0], proc.stdout[-3000:]
+    assert 0 < float(lag) <= 2.0, proc.stdout[-3000:]
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
@@ -157,18 +159,20 @@ async def test_a_failover_cut_short_is_finished_by_recovery(db_config: DatabaseC
         card = luhn_card()
         await h.bind_card(card, ["bank-a", "bank-b"])
         store = h.gateway.flows.store
-        real_add_attempt = store.add_attempt
+        real_add_attempt, real_finish = store.add_attempt, store.finish_from_attempt
 
         async def database_gone(*args: object, **kw: object) -> object:
             raise DatabaseUnavailable("lost connection (test)")
 
         store.add_attempt = database_gone  # type: ignore[method-assign]
+        store.finish_from_attempt = database_gone  # type: ignore[method-assign,assignment]
         busy = pb.WithholdRequest(
             request_id="strand-1", amount=pb.Money(amount=10003, currency="CNY"), account_no=card, bank_code="ICBC"
         )
-        with pytest.raises(grpc.aio.AioRpcError):  # the RPC fails with the database
-            await h.stub.Withhold(busy, metadata=h.md())
-        store.add_attempt = real_add_attempt  # type: ignore[method-assign]
+        # the flow is recorded: the caller gets it, never the database's error
+        answered = await h.stub.Withhold(busy, metadata=h.md())
+        assert answered.status == pb.PROCESSING and [a.status for a in answered.attempts] == [pb.ATTEMPT_FAILED]
+        store.add_attempt, store.finish_from_attempt = real_add_attempt, real_finish  # type: ignore[method-assign]
         flow = await h.stub.GetFlow(pb.GetFlowRequest(request_id="strand-1"), metadata=h.md())
         assert flow.status == pb.PROCESSING and [a.status for a in flow.attempts] == [pb.ATTEMPT_FAILED]
         await h.gateway.poller.recover()

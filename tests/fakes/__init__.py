@@ -27,6 +27,7 @@ from tests.fakes.stores import (
     FakeObservations,
     FakePollQueue,
     FakePositionStore,
+    FakeReplicas,
     Position,
     Tables,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "FakePlanner",
     "FakePollQueue",
     "FakePositionStore",
+    "FakeReplicas",
     "Position",
     "Tables",
 ]
@@ -103,6 +105,7 @@ class FakeGateway:
         settings.update(poller or {})
         config = PollerConfig(**settings)  # type: ignore[arg-type]
         self.poller = Poller(self.queue, self.flows, config, {}, owner="unit-poller")
+        self.flows.queries = self.poller  # as gateway/app.py wires it
         self.expedited: list[tuple[int, str]] = []
         self.callbacks = CallbackHandler(self.registry, self.flows, self._expedite)
 

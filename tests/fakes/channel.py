@@ -113,7 +113,10 @@ class FakeChannel:
         self.sign_error: BaseException | None = None
         self.revoke_error: BaseException | None = None
         self.sms_code = "123456"
+        self.confirm_delay_s = 0.0  # the channel takes this long to answer a confirm
         self.balance_available = 0
+        self.balance_currency = "CNY"
+        self.before_balance: Callable[[], None] | None = None  # runs as the balance query is answered
 
     # --- scripting --------------------------------------------------------------------
 
@@ -203,6 +206,7 @@ class FakeChannel:
 
     async def confirm_agreement(self, sign_ref: str, sms_code: str) -> AgreementConfirmed:
         self.calls.append(("confirm", sign_ref))
+        await asyncio.sleep(self.confirm_delay_s)
         if sms_code != self.sms_code:
             raise ChannelRejected(self._id, "SMS_CODE_INVALID", "wrong code")
         return AgreementConfirmed(f"agr-{sign_ref}")
@@ -213,7 +217,10 @@ class FakeChannel:
             raise self.revoke_error
 
     async def balance(self) -> Balance:
-        return Balance(self.balance_available, "CNY")
+        self.calls.append(("balance", None))
+        if self.before_balance is not None:
+            self.before_balance()
+        return Balance(self.balance_available, self.balance_currency)
 
     async def fetch_statement(self, day: date, dest_dir: str) -> StatementFile:
         raise StatementUnavailable(f"{self._id}: the fake channel publishes no statements")

@@ -23,9 +23,10 @@ going away) to test what a use case does then.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from channels.contract import Outcome, OutcomeStatus
@@ -37,12 +38,24 @@ from gateway.domain import (
     FlowStatus,
     new_ulid,
 )
-from gateway.errors import DuplicateKey, FlowClosed, PositionShort, RefundExceeds
+from gateway.errors import (
+    BelowReserved,
+    CardLimitReached,
+    DuplicateKey,
+    FlowClosed,
+    PositionMoved,
+    PositionShort,
+    RefundExceeds,
+)
 from gateway.store.rows import (
     AgreementRow,
     Applied,
     ApplyResult,
     AttemptRow,
+    AuditQuery,
+    AuditRow,
+    CardLimit,
+    ChannelStateRow,
     Claim,
     Created,
     Creation,
@@ -54,6 +67,8 @@ from gateway.store.rows import (
     NewFlow,
     OpenAttempts,
     PositionRow,
+    RecoveryScope,
+    ReplicaRow,
     Source,
     new_attempt_row,
     new_flow_row,
@@ -95,6 +110,7 @@ class Position:
     balance: int
     reserved: int = 0
     synced_at: datetime | None = None
+    balance_version: int = 0
 
 
 @dataclass
@@ -108,14 +124,22 @@ class Tables:
     outbox: list[Event] = field(default_factory=list)
     discrepancies: list[DiscrepancyRow] = field(default_factory=list)
     positions: dict[str, Position] = field(default_factory=dict)
+    card_usage: dict[tuple[str, str, date], tuple[int, int]] = field(default_factory=dict)  # (attempts, amount)
     agreements: dict[int, AgreementRow] = field(default_factory=dict)
-    channel_states: dict[str, str] = field(default_factory=dict)
+    channel_states: dict[str, ChannelStateRow] = field(default_factory=dict)
+    replicas: dict[str, ReplicaRow] = field(default_factory=dict)  # incarnation -> row; times by utcnow()
     audit: list[tuple[str, str, str, str, dict[str, Any]]] = field(default_factory=list)
+    audit_times: list[datetime] = field(default_factory=list)  # when each audit row was written
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def snapshot(self) -> dict[str, Any]:
         """Everything stored, for "nothing changed" assertions."""
         return copy.deepcopy({k: v for k, v in vars(self).items() if k != "ids"})
+
+    def write_audit(self, operator: str, action: str, target: str, reason: str, detail: dict[str, Any]) -> None:
+        """One audit row (as gateway.store.audit.record does inside the change's transaction)."""
+        self.audit.append((operator, action, target, reason[:512], dict(detail)))
+        self.audit_times.append(utcnow())
 
     def events(self, event_type: str | None = None) -> list[Event]:
         return [e for e in self.outbox if event_type is None or e.event_type == event_type]
@@ -136,12 +160,26 @@ class _Failing:
             raise pending.pop(0)
 
 
-class FakeFlowStore(_Failing):
-    """Implements :class:`gateway.ports.FlowStore` over :class:`Tables`."""
+def _takeable(
+    t: Tables, incarnation: str, recorded_at: datetime, cutoff: datetime, scope: RecoveryScope | None
+) -> bool:
+    """gateway.store.replicas.takeable over the fake tables (utcnow is the database's clock)."""
+    if scope is None or incarnation == scope.incarnation:
+        return recorded_at <= cutoff
+    row = t.replicas.get(incarnation)
+    alive = (
+        row is not None and row.stopped_at is None and row.last_seen >= utcnow() - timedelta(seconds=scope.dead_after_s)
+    )
+    return not alive
 
-    def __init__(self, tables: Tables | None = None) -> None:
+
+class FakeFlowStore(_Failing):
+    """Implements :class:`gateway.ports.FlowStore` over :class:`Tables`; ``incarnation`` is stamped on attempts."""
+
+    def __init__(self, tables: Tables | None = None, *, incarnation: str = "") -> None:
         super().__init__()
         self.t = tables if tables is not None else Tables()
+        self.incarnation = incarnation
         self.creates = 0  # calls of create(), replays included
 
     # --- reads ----------------------------------------------------------------------
@@ -174,6 +212,7 @@ class FakeFlowStore(_Failing):
         return None
 
     async def by_id(self, flow_id: int, *, with_attempts: bool = True) -> FlowRow | None:
+        self._maybe_fail("by_id")
         flow = self.t.flows.get(flow_id)
         return self._flow_copy(flow, with_attempts) if flow else None
 
@@ -242,6 +281,8 @@ class FakeFlowStore(_Failing):
                 raise RefundExceeds()
         if attempt is not None and attempt.reserve_position:
             self._check_float(attempt.channel, new.currency, new.amount)
+        if attempt is not None and attempt.card_limit is not None:
+            self._check_card(new.account_hash, attempt.channel, attempt.card_limit, new.amount)
         flow = new_flow_row(new, now)
         flow.id = next(self.t.ids)
         self.t.flows[flow.id] = flow
@@ -257,13 +298,26 @@ class FakeFlowStore(_Failing):
         if position is None or position.currency != currency or position.balance - position.reserved < amount:
             raise PositionShort(channel)
 
+    def _check_card(self, account_hash: str, channel: str, limit: CardLimit, amount: int) -> None:
+        attempts, total = self.t.card_usage.get((account_hash, channel, limit.day), (0, 0))
+        if (limit.max_attempts is not None and attempts >= limit.max_attempts) or (
+            limit.max_amount is not None and total + amount > limit.max_amount
+        ):
+            raise CardLimitReached(channel)
+
     def _insert_attempt(self, flow: FlowRow, seq: int, new: NewAttempt, now: datetime) -> AttemptRow:
         reserved = 0
+        if new.card_limit is not None:
+            self._check_card(flow.account_hash, new.channel, new.card_limit, flow.amount)
         if new.reserve_position:
             self._check_float(new.channel, flow.currency, flow.amount)
             self.t.positions[new.channel].reserved += flow.amount
             reserved = flow.amount
-        attempt = new_attempt_row(flow, seq, new, reserved, now)
+        if new.card_limit is not None:
+            key = (flow.account_hash, new.channel, new.card_limit.day)
+            attempts, total = self.t.card_usage.get(key, (0, 0))
+            self.t.card_usage[key] = (attempts + 1, total + flow.amount)
+        attempt = new_attempt_row(flow, seq, new, reserved, now, self.incarnation)
         if any(a.channel_order_no == attempt.channel_order_no for a in self.t.attempts.values()):
             raise DuplicateKey("uq_attempts_order", attempt.channel_order_no)
         attempt.id = next(self.t.ids)
@@ -336,6 +390,10 @@ class FakeFlowStore(_Failing):
         position.reserved -= attempt.position_reserved
         if succeeded:
             position.balance -= attempt.position_reserved
+            position.balance_version += 1
+            if position.balance < 0:  # recorded, never silently negative (as gateway/store/positions.py)
+                detail = {"balance": position.balance, "channel_order_no": attempt.channel_order_no}
+                self.t.audit.append(("paygate", "position_below_zero", attempt.channel, "payout settled", detail))
 
     def _finish_flow(self, flow: FlowRow, attempt: AttemptRow, outcome: Outcome, now: datetime, source: Source) -> bool:
         target = FlowStatus.SUCCEEDED if attempt.status is AttemptStatus.SUCCEEDED else FlowStatus.FAILED
@@ -398,6 +456,7 @@ class FakeFlowStore(_Failing):
         self._emit(flow, "DISCREPANCY", f"attempt {attempt.channel_order_no}: recorded {recorded}, reported {reported}")
 
     async def finish_from_attempt(self, attempt_id: int) -> bool:
+        self._maybe_fail("finish_from_attempt")
         attempt = self.t.attempts.get(attempt_id)
         if attempt is None:
             return False
@@ -416,17 +475,20 @@ class FakeFlowStore(_Failing):
         )
         return self._finish_flow(flow, attempt, outcome, utcnow(), Source.RESPONSE)
 
-    async def stranded_failovers(self, cutoff: datetime, limit: int = 500) -> list[int]:
+    async def stranded_failovers(
+        self, cutoff: datetime, limit: int = 500, scope: RecoveryScope | None = None
+    ) -> list[int]:
         out = []
         for flow in self.t.flows.values():
             attempts = self._attempts_of(flow.id)
             if flow.status is not FlowStatus.PROCESSING or flow.needs_review or not attempts:
                 continue
-            if (
-                all(a.status is AttemptStatus.FAILED for a in attempts)
-                and max(self.t.attempt_updated[a.id] for a in attempts) <= cutoff
+            last = max(attempts, key=lambda a: a.id)
+            updated = max(self.t.attempt_updated[a.id] for a in attempts)
+            if all(a.status is AttemptStatus.FAILED for a in attempts) and _takeable(
+                self.t, last.incarnation, updated, cutoff, scope
             ):
-                out.append(max(a.id for a in attempts))
+                out.append(last.id)
         return out[:limit]
 
     # --- review and operators ---------------------------------------------------------
@@ -467,7 +529,7 @@ class FakeFlowStore(_Failing):
         if chosen is None:
             chosen = AttemptRow(0, flow.id, 0, current.channel, "", "", target, flow.amount, flow.currency)
         self._finish_flow(current, chosen, outcome, now, Source.OPERATOR)
-        self.t.audit.append((operator, "resolve_flow", current.flow_no, reason, {"status": status.value}))
+        self.t.write_audit(operator, "resolve_flow", current.flow_no, reason, {"status": status.value})
         return True
 
 
@@ -489,20 +551,23 @@ class FakePollQueue(_Failing):
             row.expedited = False
         return claims
 
-    async def requeue_unresolved(self, cutoff: datetime) -> int:
+    async def requeue_unresolved(self, cutoff: datetime, scope: RecoveryScope | None = None) -> int:
         now = utcnow()
         added = 0
         for attempt in self.t.attempts.values():
-            if attempt.id in self.t.poll_queue or attempt.created_at is None or attempt.created_at > cutoff:
+            if attempt.id in self.t.poll_queue or attempt.created_at is None:
                 continue
-            sending = attempt.status is AttemptStatus.SENDING
-            lost = attempt.status is AttemptStatus.PENDING and not self.t.flows[attempt.flow_id].needs_review
-            if sending or lost:
+            sending = attempt.status is AttemptStatus.SENDING and _takeable(
+                self.t, attempt.incarnation, attempt.created_at, cutoff, scope
+            )
+            lost = attempt.status is AttemptStatus.PENDING and attempt.created_at <= cutoff
+            if (sending or lost) and not self.t.flows[attempt.flow_id].needs_review:
                 self.t.poll_queue[attempt.id] = QueueRow(attempt.id, attempt.channel, now)
                 added += 1
         return added
 
     async def expedite(self, attempt_id: int, channel: str, *, min_interval_s: float) -> bool:
+        self._maybe_fail("expedite")
         now = utcnow()
         row = self.t.poll_queue.get(attempt_id)
         if row is None:
@@ -628,6 +693,7 @@ class FakeAgreementStore(_Failing):
                 setattr(row, name, value)
         stored.status = row.status = target
         stored.updated_at = row.updated_at = utcnow()
+        stored.needs_review = row.needs_review = False
         return True
 
     async def set_sign_ref(self, row: AgreementRow, sign_ref: str) -> None:
@@ -635,6 +701,41 @@ class FakeAgreementStore(_Failing):
         if stored is not None and stored.status is AgreementStatus.AWAITING_CONFIRMATION:
             stored.sign_ref = sign_ref
         row.sign_ref = sign_ref
+
+    async def mark_confirm_sent(self, row: AgreementRow) -> None:
+        self._maybe_fail("mark_confirm_sent")
+        now = utcnow()
+        stored = self.t.agreements.get(row.id)
+        if stored is not None and stored.status is AgreementStatus.AWAITING_CONFIRMATION:
+            stored.confirm_sent_at = now
+        row.confirm_sent_at = now
+
+    async def clear_confirm_sent(self, row: AgreementRow) -> None:
+        stored = self.t.agreements.get(row.id)
+        if stored is not None and stored.status is AgreementStatus.AWAITING_CONFIRMATION:
+            stored.confirm_sent_at = None
+        row.confirm_sent_at = None
+
+    async def unconfirmed_since(self, cutoff: datetime, *, limit: int = 500) -> list[AgreementRow]:
+        rows = sorted(
+            (
+                r
+                for r in self.t.agreements.values()
+                if r.status is AgreementStatus.AWAITING_CONFIRMATION
+                and r.confirm_sent_at is not None
+                and r.confirm_sent_at <= cutoff
+                and not r.needs_review
+            ),
+            key=lambda r: r.confirm_sent_at or cutoff,
+        )
+        return [copy.deepcopy(r) for r in rows[:limit]]
+
+    async def mark_needs_review(self, row: AgreementRow) -> bool:
+        stored = self.t.agreements.get(row.id)
+        if stored is None or stored.status is not AgreementStatus.AWAITING_CONFIRMATION or stored.needs_review:
+            return False
+        stored.needs_review = row.needs_review = True
+        return True
 
     async def active_refs(self, caller: str, account_hash: str, agreement_no: str = "") -> dict[str, str]:
         rows = sorted(self.t.agreements.values(), key=lambda r: r.id)
@@ -659,15 +760,16 @@ class FakeAgreementStore(_Failing):
         return [copy.deepcopy(r) for r in rows[:limit]]
 
 
-class FakePositionStore:
+class FakePositionStore(_Failing):
     """Implements :class:`gateway.ports.PositionStore` over :class:`Tables`."""
 
     def __init__(self, tables: Tables) -> None:
+        super().__init__()
         self.t = tables
 
     def _row(self, channel: str) -> PositionRow:
         p = self.t.positions[channel]
-        return PositionRow(channel, p.currency, p.balance, p.reserved, p.synced_at)
+        return PositionRow(channel, p.currency, p.balance, p.reserved, p.synced_at, p.balance_version)
 
     async def available(self, currency: str) -> dict[str, int]:
         return {c: p.balance - p.reserved for c, p in self.t.positions.items() if p.currency == currency}
@@ -679,20 +781,38 @@ class FakePositionStore:
         return self._row(channel) if channel in self.t.positions else None
 
     async def sync(
-        self, channel: str, currency: str, balance: int, *, operator: str = "", reason: str = ""
+        self,
+        channel: str,
+        currency: str,
+        balance: int,
+        *,
+        seen: PositionRow | None,
+        operator: str = "",
+        reason: str = "",
     ) -> PositionRow:
-        position = self.t.positions.setdefault(channel, Position(currency, balance))
-        position.currency, position.balance, position.synced_at = currency, balance, utcnow()
+        self._maybe_fail("sync")
+        position = self.t.positions.get(channel)
+        if seen is None:
+            if position is not None:
+                raise PositionMoved(f"{channel}: created meanwhile")
+            position = self.t.positions[channel] = Position(currency, balance)
+        elif position is None or position.currency != currency or position.balance_version != seen.balance_version:
+            raise PositionMoved(f"{channel}: moved")
+        position.balance, position.synced_at = balance, utcnow()
+        position.balance_version += 1
         if operator:
-            self.t.audit.append((operator, "resync_position", channel, reason, {"balance": balance}))
+            self.t.write_audit(operator, "resync_position", channel, reason, {"balance": balance})
         return self._row(channel)
 
     async def adjust(self, channel: str, delta: int, operator: str, reason: str) -> PositionRow | None:
         position = self.t.positions.get(channel)
-        if position is None or position.balance + delta < 0:
+        if position is None:
             return None
+        if delta < 0 and position.balance + delta < position.reserved:
+            raise BelowReserved(channel, balance=position.balance, delta=delta, reserved=position.reserved)
         position.balance += delta
-        self.t.audit.append((operator, "adjust_position", channel, reason, {"delta": delta}))
+        position.balance_version += 1
+        self.t.write_audit(operator, "adjust_position", channel, reason, {"delta": delta})
         return self._row(channel)
 
 
@@ -703,11 +823,56 @@ class FakeChannelStates:
         self.t = tables
 
     async def all(self) -> dict[str, str]:
-        return dict(self.t.channel_states)
+        return {channel: row.state for channel, row in self.t.channel_states.items()}
 
-    async def set(self, channel: str, state: str, *, operator: str, reason: str) -> None:
-        self.t.channel_states[channel] = state
-        self.t.audit.append((operator, "set_channel_state", channel, reason, {"state": state}))
+    async def current(self) -> list[ChannelStateRow]:
+        return list(self.t.channel_states.values())
+
+    async def set(self, channel: str, state: str, *, operator: str, reason: str) -> ChannelStateRow:
+        before = self.t.channel_states.get(channel)
+        row = ChannelStateRow(channel, state, (before.version if before else 0) + 1)
+        self.t.channel_states[channel] = row
+        self.t.write_audit(operator, "set_channel_state", channel, reason, {"state": state})
+        return row
+
+
+class FakeReplicas:
+    """Implements :class:`gateway.ports.ReplicaStore`; ``utcnow()`` stands for the database's clock."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+
+    async def register(self, incarnation: str, replica_id: str) -> int:
+        now = utcnow()
+        superseded = 0
+        for key, row in list(self.t.replicas.items()):
+            if row.replica_id == replica_id and row.stopped_at is None:
+                self.t.replicas[key] = dataclasses.replace(row, stopped_at=now)
+                superseded += 1
+        self.t.replicas[incarnation] = ReplicaRow(incarnation, replica_id, now, now, None)
+        return superseded
+
+    async def heartbeat(self, incarnation: str) -> bool:
+        row = self.t.replicas.get(incarnation)
+        if row is None or row.stopped_at is not None:
+            return False
+        self.t.replicas[incarnation] = dataclasses.replace(row, last_seen=utcnow())
+        return True
+
+    async def stop(self, incarnation: str) -> None:
+        row = self.t.replicas.get(incarnation)
+        if row is not None and row.stopped_at is None:
+            self.t.replicas[incarnation] = dataclasses.replace(row, stopped_at=utcnow())
+
+    async def alive(self, dead_after_s: float) -> list[ReplicaRow]:
+        seen_after = utcnow() - timedelta(seconds=dead_after_s)
+        rows = [r for r in self.t.replicas.values() if r.stopped_at is None and r.last_seen >= seen_after]
+        return sorted(rows, key=lambda r: r.started_at)
+
+    def silence(self, incarnation: str, seconds: float) -> None:
+        """Test helper: the incarnation's last heartbeat was ``seconds`` ago (a crashed process)."""
+        row = self.t.replicas[incarnation]
+        self.t.replicas[incarnation] = dataclasses.replace(row, last_seen=utcnow() - timedelta(seconds=seconds))
 
 
 class FakeObservations:
@@ -729,29 +894,52 @@ class FakeObservations:
             key=lambda a: a.finished_at or since,
         )
         return [
-            FinishedAttempt(a.channel, a.operation, a.bank_code, a.status, a.payer_attributable, a.finished_at)
+            FinishedAttempt(
+                a.channel,
+                a.operation,
+                a.bank_code,
+                a.status,
+                a.payer_attributable,
+                a.finished_at,
+                a.channel_order_no,
+                a.created_at,
+            )
             for a in done[:limit]
             if a.finished_at is not None
         ]
 
-    async def card_usage_today(self, account_hash: str) -> dict[str, tuple[int, int]]:
-        start = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-        usage: dict[str, tuple[int, int]] = {}
-        for a in self.t.attempts.values():
-            if a.account_hash == account_hash and a.created_at is not None and a.created_at >= start:
-                n, total = usage.get(a.channel, (0, 0))
-                usage[a.channel] = (n + 1, total + a.amount)
-        return usage
+    async def card_usage(self, account_hash: str, day: date) -> dict[str, tuple[int, int]]:
+        return {
+            channel: usage
+            for (acct, channel, at), usage in self.t.card_usage.items()
+            if acct == account_hash and at == day
+        }
 
 
 class FakeAuditLog:
-    """Implements :class:`gateway.ports.AuditLog`."""
+    """Implements :class:`gateway.ports.AuditLog` (a row's id is its position in ``Tables.audit``, from 1)."""
 
     def __init__(self, tables: Tables) -> None:
         self.t = tables
 
     async def record(self, operator: str, action: str, target: str, reason: str, detail: dict[str, Any]) -> None:
-        self.t.audit.append((operator, action, target, reason, dict(detail)))
+        self.t.write_audit(operator, action, target, reason, dict(detail))
+
+    async def entries(self, query: AuditQuery) -> list[AuditRow]:
+        rows = [
+            AuditRow(i + 1, operator, action, target, reason, dict(detail), self.t.audit_times[i])
+            for i, (operator, action, target, reason, detail) in enumerate(self.t.audit)
+        ]
+        keep = [
+            row
+            for row in reversed(rows)
+            if (not query.target or row.target == query.target)
+            and (not query.operator or row.operator == query.operator)
+            and (query.since is None or row.created_at >= query.since)
+            and (query.until is None or row.created_at < query.until)
+            and (not query.before_id or row.id < query.before_id)
+        ]
+        return keep[: query.limit]
 
 
 class FakeDiscrepancies:

@@ -333,6 +333,64 @@ async def test_later_event_of_a_flow_waits_while_another_relay_holds_the_earlier
     assert [dict(r.headers)["event_id"].decode() for r in flow_records] == [review.event_id, result.event_id]
 
 
+async def test_a_later_event_of_a_flow_never_overtakes_an_earlier_one_that_failed(database, kafka_broker) -> None:
+    """A DISCREPANCY must not reach Kafka before the FLOW_RESULT it contradicts, even when that one fails."""
+    config = relay_config(kafka_broker.bootstrap, max_attempts=2)
+    flow_no = new_ulid()
+    result = flow_result(flow_no)
+    discrepancy = flow_result(flow_no, event_type=events_pb2.DISCREPANCY)
+    other = flow_result(new_ulid())
+    await insert_event(database, result, 1, payload=b"\xff\xff not yet publishable")
+    await insert_event(database, discrepancy, 1)
+    await insert_event(database, other, 2)
+    relay = OutboxRelay(database, config)
+    try:
+        for _ in range(2):  # the result fails for its own reason, twice: parked
+            with pytest.raises(PublishIncomplete):
+                await relay.run_once()
+        assert await relay.run_once() == 0  # the discrepancy waits behind the parked result
+        published = await database.fetchall("SELECT event_id FROM outbox WHERE published_at IS NOT NULL")
+        assert [r["event_id"] for r in published] == [other.event_id]
+        # an operator fixes the parked row
+        async with database.transaction() as tx:
+            await tx.execute(
+                "UPDATE outbox SET payload=%s, attempts=0 WHERE event_id=%s",
+                (result.SerializeToString(), result.event_id),
+            )
+            await tx.commit()
+        assert await drain(relay) == 2
+    finally:
+        await relay.stop()
+    records = await raw_messages(kafka_broker.bootstrap, config.default_topic, expect=3)
+    flow_records = sorted((r for r in records if r.key == flow_no.encode()), key=lambda r: r.offset)
+    assert [dict(r.headers)["event_id"].decode() for r in flow_records] == [result.event_id, discrepancy.event_id]
+
+
+async def test_in_one_round_a_flow_sends_its_next_event_only_after_the_earlier_one_is_acknowledged(
+    database, kafka_broker
+) -> None:
+    topic = f"test.discrepancies.{uuid.uuid4().hex[:8]}"
+    config = relay_config(kafka_broker.bootstrap, event_topics={"DISCREPANCY": topic})
+    flows = [new_ulid() for _ in range(5)]
+    for i, flow_no in enumerate(flows, start=1):
+        await insert_event(database, flow_result(flow_no), i)
+        await insert_event(database, flow_result(flow_no, event_type=events_pb2.DISCREPANCY), i)
+    relay = OutboxRelay(database, config)
+    sent: list[str] = []
+    real_produce = relay._produce
+
+    async def watched(producer, rows):  # type: ignore[no-untyped-def]
+        sent.append(",".join(sorted({r.event_type for r in rows})))
+        return await real_produce(producer, rows)
+
+    relay._produce = watched  # type: ignore[method-assign]
+    try:
+        assert await relay.run_once() == 10  # one round
+    finally:
+        await relay.stop()
+    assert sent == ["FLOW_RESULT", "DISCREPANCY"]  # two waves: every result acknowledged before any discrepancy
+
+
 CRASHING_RELAY = """
 import asyncio, os, sys, json
 from gateway.outbox.config import RelayConfig

@@ -68,12 +68,7 @@ class Harness:
                 ),
                 metadata=self.md(caller),
             )
-            sim = self.sims[ch]
-            row = await self.gateway.db.fetchone(
-                "SELECT sign_ref FROM agreements WHERE agreement_no=%s", (sign.agreement_no,)
-            )
-            assert row is not None
-            code = sim.sms_code(row["sign_ref"])
+            code = self.sims[ch].last_sms("13800138000").code  # what the borrower's phone received
             confirmed = await self.stub.ConfirmAgreement(
                 gateway_pb2.ConfirmAgreementRequest(agreement_no=sign.agreement_no, sms_code=code),
                 metadata=self.md(caller),
@@ -93,7 +88,14 @@ def gateway_config(
     poller: Mapping[str, Any] | None = None,
     kafka: Mapping[str, Any] | None = None,
     plans: Mapping[str, Any] | None = None,
+    banks: Mapping[str, Any] | None = None,
+    server: Mapping[str, Any] | None = None,
+    callers: Mapping[str, Any] | None = None,
+    operators: Mapping[str, Any] | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The in-process gateway's configuration; ``server``, ``callers``, ``operators``, ``security`` replace or
+    add to the defaults (``callers``/``operators``: name -> token, or name -> table)."""
     channels = []
     for name, sim in sims.items():
         adapter = (adapters or {}).get(name, "sandbox")
@@ -112,16 +114,18 @@ def gateway_config(
         )
     return devconfig.gateway_config(
         devconfig.GatewayPorts(0, 0, 0),
-        server={"default_wait_ms": 8000, "grace_s": 2},
+        server={"default_wait_ms": 8000, "grace_s": 2, **(server or {})},
         database={"host": db.host, "port": db.port, "database": db.database, "pool_min": 1, "pool_max": 40},
-        callers=CALLER_TOKENS,
-        operators={"ops": OPERATOR_TOKEN},
+        callers=CALLER_TOKENS if callers is None else callers,
+        operators={"ops": {"token": OPERATOR_TOKEN, "role": "approver"}} if operators is None else operators,
+        **({"security": dict(security)} if security is not None else {}),
         channels=channels,
         routing=dict(routing or {}),
         poller=dict(poller or {"interval_s": 0.1, "first_delay_s": 0.3, "schedule": [[0.3, 20], [1.0, 30]]}),
         logging={"format": "text", "level": "WARNING"},
         kafka=None if kafka is None else {"enabled": True, **kafka},
         **({"plans": dict(plans)} if plans is not None else {}),
+        **({"banks": dict(banks)} if banks is not None else {}),
     )
 
 
@@ -132,11 +136,13 @@ async def running_gateway(
     *,
     floats: Mapping[str, int] | None = None,
     clock: Any = None,
+    credentials: grpc.ChannelCredentials | None = None,
     **config_kw: Any,
 ) -> AsyncIterator[Harness]:
     """Sandbox simulators (one per behaviour) plus a started gateway; ``floats`` sets merchant floats.
 
     ``clock`` is the plan executor's (tests/fakes/clock.py), ``plans`` (in ``config_kw``) its [plans] table.
+    ``credentials``: the harness's channel talks TLS with these instead of plaintext.
     """
     adapters: Mapping[str, str] = config_kw.get("adapters") or {}
     sims: dict[str, Any] = {}
@@ -153,7 +159,10 @@ async def running_gateway(
     raw = gateway_config(db, sims, **config_kw)
     gateway = Gateway.build(from_mapping(raw), clock=clock)
     await gateway.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}")
+    if credentials is not None:
+        channel = grpc.aio.secure_channel(f"127.0.0.1:{gateway.grpc_port}", credentials)
+    else:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}")
     harness = Harness(gateway, sims, channel)
     harness.admin = admin_pb2_grpc.GatewayAdminStub(channel)
     try:

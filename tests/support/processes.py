@@ -34,7 +34,7 @@ class GatewayProcess(_GatewayProcess):
                 server={"grace_s": 3, **(server or {})},
                 database={"host": db.host, "port": db.port, "database": db.database, "pool_max": 30},
                 callers=CALLER_TOKENS,
-                operators={"ops": OPERATOR_TOKEN},
+                operators={"ops": {"token": OPERATOR_TOKEN, "role": "approver"}},
                 poller=poller or {"interval_s": 0.1, "first_delay_s": 0.3, "schedule": [[0.3, 40], [1, 60]]},
                 logging={"format": "json", "level": "INFO"},
                 kafka=None if kafka is None else {"enabled": True, **kafka},

@@ -289,7 +289,7 @@ def test_environment_values_are_toml_values_else_strings() -> None:
 def test_an_environment_name_reaches_a_dashed_key() -> None:
     config = load(EXAMPLE, environ={"PAYGATE_CALLERS__LOAN_SERVICING__TOKEN": "from-the-environment-123"})
     assert set(config.callers) == {"loan-servicing", "collections"}
-    assert config.callers["loan-servicing"] == Secret("from-the-environment-123")
+    assert config.callers["loan-servicing"].token == Secret("from-the-environment-123")
 
 
 def test_environment_overrides_reach_every_layer() -> None:

@@ -15,6 +15,7 @@ from gateway.api.status import to_status
 from gateway.errors import (
     Conflict,
     DatabaseUnavailable,
+    DataRefused,
     DuplicateKey,
     GatewayError,
     IdempotencyConflict,
@@ -108,6 +109,46 @@ def test_database_exceptions_are_translated_at_the_store_boundary() -> None:
     assert isinstance(translate(ConnectionResetError()), DatabaseUnavailable)
     other = ValueError("not a database error")
     assert translate(other) is other
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"),
+        pymysql.err.OperationalError(2006, "MySQL server has gone away"),
+        pymysql.err.OperationalError(1053, "Server shutdown in progress"),
+        pymysql.err.OperationalError(1927, "Connection was killed"),
+        pymysql.err.OperationalError(1290, "The MariaDB server is running with the --read-only option"),
+        pymysql.err.OperationalError(1040, "Too many connections"),
+        pymysql.err.InterfaceError(0, ""),
+        TimeoutError("connect timed out"),
+    ],
+)
+def test_connection_level_failures_are_unavailable_and_retriable(exc: BaseException) -> None:
+    ours = translate(exc)
+    assert isinstance(ours, DatabaseUnavailable) and ours.retriable
+    assert to_status(ours)[1] == "database unavailable, retry with the same request_id"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pymysql.err.OperationalError(1690, "BIGINT value is out of range in '`balance` + 1000000000000000'"),
+        pymysql.err.OperationalError(1264, "Out of range value for column 'fee' at row 1"),
+        pymysql.err.DataError(1406, "Data too long for column 'bank_code' at row 1"),
+        pymysql.err.OperationalError(4025, "CONSTRAINT `CONSTRAINT_1` failed for `positions`"),
+        pymysql.err.IntegrityError(1048, "Column 'flow_id' cannot be null"),
+        pymysql.err.OperationalError(1317, "Query execution was interrupted"),
+        pymysql.err.ProgrammingError(1064, "You have an error in your SQL syntax"),
+    ],
+)
+def test_other_database_errors_are_never_called_retriable(exc: BaseException) -> None:
+    """Telling a caller "retry with the same request_id" for a request that can never succeed is a lie."""
+    ours = translate(exc)
+    assert isinstance(ours, StoreError) and not isinstance(ours, DatabaseUnavailable | Conflict)
+    assert not ours.retriable and to_status(ours)[0] is grpc.StatusCode.INTERNAL
+    if exc.args[0] in (1690, 1264, 1406, 4025, 1048):
+        assert isinstance(ours, DataRefused) and ours.code == exc.args[0]
 
 
 def test_only_the_store_imports_the_database_driver() -> None:

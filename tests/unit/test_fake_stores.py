@@ -15,6 +15,8 @@ from gateway.store.flows import MySQLFlowStore
 from gateway.store.observations import MySQLObservations
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
+from gateway.store.replicas import MySQLReplicas
+from gateway.store.resolutions import MySQLResolutions
 from tests.fakes import (
     FakeAgreementStore,
     FakeAuditLog,
@@ -25,8 +27,10 @@ from tests.fakes import (
     FakePlanner,
     FakePollQueue,
     FakePositionStore,
+    FakeReplicas,
     Tables,
 )
+from tests.fakes.resolutions import FakeResolutions
 from tests.store_contract import StoreContract, Stores
 
 IMPLEMENTATIONS = [
@@ -38,6 +42,8 @@ IMPLEMENTATIONS = [
     (ports.ObservationStore, MySQLObservations, FakeObservations),
     (ports.AuditLog, MySQLAuditLog, FakeAuditLog),
     (ports.DiscrepancyLog, MySQLDiscrepancies, FakeDiscrepancies),
+    (ports.ReplicaStore, MySQLReplicas, FakeReplicas),
+    (ports.ResolutionStore, MySQLResolutions, FakeResolutions),
 ]
 
 
@@ -77,6 +83,11 @@ class TestFakeStores(StoreContract):
             row = tables.poll_queue.get(attempt_id)
             return row.tries if row else None
 
+        replicas = FakeReplicas(tables)
+
+        async def silence(incarnation: str, seconds: float) -> None:
+            replicas.silence(incarnation, seconds)
+
         return Stores(
             FakeFlowStore(tables),
             FakePollQueue(tables),
@@ -84,4 +95,8 @@ class TestFakeStores(StoreContract):
             FakePositionStore(tables),
             events,
             queued,
+            replicas,
+            FakeChannelStates(tables),
+            lambda incarnation: FakeFlowStore(tables, incarnation=incarnation),
+            silence,
         )

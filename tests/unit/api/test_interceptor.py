@@ -13,11 +13,12 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from gateway.api.auth import GatewayInterceptor, LogBudget, TokenBook
+from gateway.api.auth import GatewayInterceptor, LogBudget
 from gateway.config import Secret
 from gateway.errors import IdempotencyConflict, InvalidInput, NoRoute
 from gateway.logs import publish_flow_no
 from gateway.metrics import REGISTRY
+from gateway.security.principals import CallerTable, Principals
 from paygate.v1 import gateway_pb2, gateway_pb2_grpc
 
 TOKEN = "loans-token-0123456789"
@@ -72,7 +73,9 @@ class Server:
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     fake = FakeGateway()
-    srv = grpc.aio.server(interceptors=[GatewayInterceptor(TokenBook({"loans": Secret(TOKEN)}, {}))])
+    srv = grpc.aio.server(
+        interceptors=[GatewayInterceptor(Principals({"loans": CallerTable(token=Secret(TOKEN))}, {}))]
+    )
     gateway_pb2_grpc.add_PaymentGatewayServicer_to_server(fake, srv)
     port = srv.add_insecure_port("127.0.0.1:0")
     await srv.start()

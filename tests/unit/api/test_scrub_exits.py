@@ -13,6 +13,7 @@ from gateway.api.status import to_status
 from gateway.domain import AttemptStatus, FlowKind, FlowStatus
 from gateway.errors import IdempotencyConflict, NotFound
 from gateway.outbox.writer import flow_event
+from gateway.resolutions import ManualResolutions
 from gateway.store.flows import AttemptRow, FlowRow
 from paygate.v1 import admin_pb2, events_pb2, gateway_pb2
 
@@ -101,7 +102,7 @@ class _Store:
         self.resolved: list[str] = []
 
     async def by_flow_no(self, flow_no: str, **_: Any) -> Any:
-        return SimpleNamespace(id=1, flow_no=flow_no, status=FlowStatus.PROCESSING, attempts=[])
+        return SimpleNamespace(id=1, flow_no=flow_no, status=FlowStatus.PROCESSING, attempts=[], amount=100)
 
     async def resolve(self, flow: Any, status: Any, operator: str, reason: str, txn: str) -> bool:
         self.resolved.append(reason)
@@ -119,6 +120,7 @@ def test_the_resolve_reason_is_scrubbed_before_it_is_stored_and_published() -> N
         channel_states=None,  # type: ignore[arg-type]
         audit=None,  # type: ignore[arg-type]
         discrepancies=None,  # type: ignore[arg-type]
+        resolutions=ManualResolutions(store, None, approval_above=1000),  # type: ignore[arg-type]
     )
     request = admin_pb2.ResolveFlowRequest(flow_no=FLOW_NO, status=gateway_pb2.FAILED, reason=f"bank: {RAW}")
 

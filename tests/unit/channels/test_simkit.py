@@ -28,6 +28,8 @@ from channels.simkit import (
     OrderClosed,
     OrderDesk,
     OrderNoConflict,
+    Sms,
+    SmsLog,
     TaskSet,
     body_ack,
     create_simulator,
@@ -393,3 +395,50 @@ async def test_desk_close(close_pending: bool) -> None:
         assert desk.ledger.movements() == [] and finals == []
     else:
         assert pending.status is EntryStatus.SUCCEEDED and finals == ["slow:OK"]
+
+
+# --- per-request work stays O(1) as a run goes on ---------------------------------------------------
+
+
+class _NoScan(dict):  # type: ignore[type-arg]
+    """A ledger table that refuses to be walked: what a per-request operation must never need."""
+
+    def values(self):  # type: ignore[no-untyped-def,override]
+        raise AssertionError("the ledger was scanned")
+
+    items = __iter__ = values  # type: ignore[assignment]
+
+
+def test_refund_sums_and_debit_counts_are_running_totals() -> None:
+    ledger = Ledger()
+    ledger._entries = _NoScan()  # type: ignore[assignment]
+    ledger._movements = _NoScanList()  # type: ignore[assignment]
+    ledger.record("o1", EntryKind.WITHHOLD, 1_000, "CNY", "acct-1", {"a": 1})
+    ledger.execute("o1")
+    for i in range(2_000):  # a long run's worth of other orders
+        ledger.record(f"x{i}", EntryKind.WITHHOLD, 1, "CNY", "acct-2", {"i": i})
+    ledger.record("r1", EntryKind.REFUND, 300, "CNY", "acct-1", {"r": 1}, original_order_no="o1")
+    ledger.record("r2", EntryKind.REFUND, 200, "CNY", "acct-1", {"r": 2}, original_order_no="o1")
+    assert ledger.refunded_total("o1") == 500  # pending refunds may still succeed: counted
+    ledger.execute("r1")
+    ledger.fail("r2", "DECLINED")
+    ledger.fail("r2", "DECLINED")  # a final order is unchanged: not subtracted twice
+    assert ledger.refunded_total("o1") == 300 and ledger.refunded_total("x1") == 0
+    assert ledger.debit_count("o1") == 1 and ledger.debit_count("r1") == 1 and ledger.debit_count("r2") == 0
+    assert ledger.by_txn_id(ledger.get("o1").txn_id) is ledger.get("o1")  # type: ignore[union-attr]
+
+
+class _NoScanList(list):  # type: ignore[type-arg]
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("the movements were scanned")
+
+
+def test_the_sms_log_keeps_the_last_message_per_phone() -> None:
+    log = SmsLog(clock=lambda: 42.0)
+    log.send("13800138000", "111111", "S-1")
+    log.send("13900139000", "222222", "S-2")
+    log.send("13800138000", "333333", "S-3")
+    assert log.last("13800138000") == Sms("13800138000", "333333", "S-3", 42.0)
+    assert log.last("13900139000").code == "222222"
+    with pytest.raises(KeyError):
+        log.last("13700137000")

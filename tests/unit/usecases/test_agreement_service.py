@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+
 import pytest
 
 from channels.contract import ChannelRejected, ChannelUnavailable, Operation
+from gateway import metrics
 from gateway.agreements import SignParams
 from gateway.domain import AgreementStatus, account_hash
 from gateway.errors import IdempotencyConflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
-from gateway.store.rows import AgreementRow
+from gateway.store.rows import AgreementRow, utcnow
 from tests.fakes import CALLER, CARD, HASH_KEY, FakeChannel, FakeGateway
 
 
@@ -149,3 +153,80 @@ async def test_a_sign_failed_agreement_cannot_be_revoked_or_confirmed(gw: FakeGa
         await gw.agreements.revoke(CALLER, row.agreement_no)
     with pytest.raises(PreconditionFailed):
         await gw.agreements.confirm(CALLER, row.agreement_no, "123456")
+
+
+# --- a channel call and its local update are one step; what is left behind is recovered ----------
+
+
+async def test_a_caller_hanging_up_after_the_channel_confirmed_still_gets_the_agreement_recorded(
+    gw: FakeGateway,
+) -> None:
+    row = await signed(gw)
+    gw.channels["bank-a"].confirm_delay_s = 0.05
+    rpc = asyncio.ensure_future(gw.agreements.confirm(CALLER, row.agreement_no, "123456"))
+    while "confirm" not in gw.channels["bank-a"].kinds():
+        await asyncio.sleep(0.001)
+    rpc.cancel()  # the client goes while the channel is confirming
+    with pytest.raises(asyncio.CancelledError):
+        await rpc
+    assert await gw.agreements.stop(grace_s=5.0) == 0  # the call finished, nothing cancelled
+    stored = gw.tables.agreements[row.id]
+    assert stored.status is AgreementStatus.ACTIVE and stored.agreement_ref == f"agr-{row.sign_ref}"
+
+
+async def test_a_cancelled_revoke_is_still_recorded(gw: FakeGateway) -> None:
+    row = await signed(gw)
+    await gw.agreements.confirm(CALLER, row.agreement_no, "123456")
+    gw.channels["bank-a"].revoke_error = None
+    real_revoke = gw.channels["bank-a"].revoke_agreement
+
+    async def slow_revoke(agreement_ref: str) -> None:
+        await asyncio.sleep(0.05)
+        await real_revoke(agreement_ref)
+
+    gw.channels["bank-a"].revoke_agreement = slow_revoke  # type: ignore[method-assign]
+    rpc = asyncio.ensure_future(gw.agreements.revoke(CALLER, row.agreement_no))
+    await asyncio.sleep(0.01)
+    rpc.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await rpc
+    await gw.agreements.stop(grace_s=5.0)
+    assert gw.tables.agreements[row.id].status is AgreementStatus.REVOKED
+
+
+async def test_an_agreement_left_awaiting_after_a_confirm_was_sent_is_marked_for_review(gw: FakeGateway) -> None:
+    row = await signed(gw)
+    # the process died between sending the confirm and recording its answer
+    await gw.agreement_store.mark_confirm_sent(row)
+    assert await gw.agreements.recover() == 0  # not yet: the call may still be running somewhere
+    gw.tables.agreements[row.id].confirm_sent_at = utcnow() - timedelta(seconds=gw.agreements.review_after_s + 1)
+    before = metrics.AGREEMENTS_TO_REVIEW.labels(channel="bank-a")._value.get()  # type: ignore[attr-defined]
+    assert await gw.agreements.recover() == 1
+    assert await gw.agreements.recover() == 0  # once
+    stored = gw.tables.agreements[row.id]
+    assert stored.status is AgreementStatus.AWAITING_CONFIRMATION and stored.needs_review
+    assert metrics.AGREEMENTS_TO_REVIEW.labels(channel="bank-a")._value.get() == before + 1  # type: ignore[attr-defined]
+    # the caller confirming again completes it (the channel answers the same agreement) and clears the mark
+    confirmed = await gw.agreements.confirm(CALLER, row.agreement_no, "123456")
+    assert confirmed.status is AgreementStatus.ACTIVE and not gw.tables.agreements[row.id].needs_review
+
+
+async def test_a_refused_code_leaves_nothing_to_recover(gw: FakeGateway) -> None:
+    row = await signed(gw)
+    with pytest.raises(PreconditionFailed, match="SMS_CODE_INVALID"):
+        await gw.agreements.confirm(CALLER, row.agreement_no, "000000")
+    assert gw.tables.agreements[row.id].confirm_sent_at is None
+    gw.tables.agreements[row.id].updated_at = utcnow() - timedelta(days=1)
+    assert await gw.agreements.recover() == 0
+
+
+async def test_an_unreachable_channel_during_confirm_keeps_the_mark_for_recovery(gw: FakeGateway) -> None:
+    row = await signed(gw)
+
+    async def lost(sign_ref: str, sms_code: str) -> None:
+        raise ChannelUnavailable("bank-a", "timed out after sending")
+
+    gw.channels["bank-a"].confirm_agreement = lost  # type: ignore[method-assign,assignment]
+    with pytest.raises(Unavailable):
+        await gw.agreements.confirm(CALLER, row.agreement_no, "123456")
+    assert gw.tables.agreements[row.id].confirm_sent_at is not None

@@ -139,6 +139,23 @@ async def test_an_old_order_the_channel_never_saw_is_closed_and_only_the_close_f
     assert gw.channels["bank-b"].calls == []
 
 
+async def test_a_close_is_counted_as_a_close_not_as_a_query(gw: FakeGateway) -> None:
+    from gateway import metrics
+
+    def calls(operation: str) -> float:
+        sample = metrics.REGISTRY.get_sample_value(
+            "paygate_channel_requests_total", {"channel": "bank-a", "operation": operation, "outcome": "pending"}
+        )
+        return sample or 0.0
+
+    _flow, attempt = await pending_flow(gw)
+    gw.tables.attempts[attempt.id].created_at = utcnow() - timedelta(seconds=121)
+    gw.channels["bank-a"].answer_queries(not_found()).answer_closes(not_found())
+    queries, closes = calls("query"), calls("close")
+    await poll_now(gw, attempt.id)
+    assert (calls("query"), calls("close")) == (queries + 1, closes + 1)
+
+
 async def test_a_close_that_finds_the_order_paid_records_the_success(gw: FakeGateway) -> None:
     flow, attempt = await pending_flow(gw)
     gw.tables.attempts[attempt.id].created_at = utcnow() - timedelta(seconds=500)
@@ -213,9 +230,11 @@ async def test_recovery_queues_attempts_left_sending_and_finishes_failovers_cut_
     gw.tables.poll_queue.clear()  # a crash between record and answer: nothing queued
     gw.channels["bank-a"].answer(busy())
     gw.store.fail_next("add_attempt", ConnectionError("database lost before attempt 2"))
-    with pytest.raises(ConnectionError):
-        await gw.flows.withhold(CALLER, "r-2", WithholdParams(20_000, "CNY", CARD, "ICBC", "", ""), 5)
+    gw.store.fail_next("finish_from_attempt", ConnectionError("still lost"))
+    # the flow is recorded: the caller gets it (PROCESSING), never the database's error
+    answer = await gw.flows.withhold(CALLER, "r-2", WithholdParams(20_000, "CNY", CARD, "ICBC", "", ""), 5)
     [stranded] = [f for f in gw.tables.flows.values() if f.request_id == "r-2"]
+    assert answer.flow_no == stranded.flow_no and answer.status is FlowStatus.PROCESSING
     assert stranded.status is FlowStatus.PROCESSING
 
     assert await gw.poller.recover() == 2
