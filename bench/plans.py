@@ -148,7 +148,7 @@ class PlanBench:
             database={"database": opts.database, "pool_max": 40},
             security={"account_hash_key": "bench-plans-account-hash-key-000"},
             callers={CALLER: TOKEN},
-            operators={"oncall": OPERATOR_TOKEN},
+            operators={"oncall": {"token": OPERATOR_TOKEN, "role": "operator"}},
             logging={"format": "json", "level": "WARNING"},
             poller={
                 "interval_s": 0.2,
