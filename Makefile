@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install services lint typecheck unit integration e2e protos bench chaos clean
+.PHONY: demo test install assets services lint typecheck unit integration e2e protos bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -14,6 +14,18 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# The console's front-end libraries (Apache ECharts) from the npm registry, exactly as package-lock.json
+# pins them; copied into a git-ignored directory the gateway serves. Nothing is committed, no CDN.
+ASSETS := gateway/console/static/vendor
+ASSETS_STAMP := $(ASSETS)/.installed
+$(ASSETS_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(ASSETS)
+	cp node_modules/echarts/dist/echarts.min.js node_modules/echarts/LICENSE $(ASSETS)/
+	@touch $(ASSETS_STAMP)
+
+assets: $(ASSETS_STAMP)
 
 services: install
 	@bash scripts/ensure_services.sh
@@ -28,10 +40,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install services lint typecheck
+test: install assets services lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
-demo: install services
+demo: install assets services
 	$(BIN)/paygate demo
 
 bench: install services
@@ -41,4 +53,4 @@ chaos: install services
 	$(BIN)/python -m bench.chaos
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache build *.egg-info node_modules $(ASSETS)

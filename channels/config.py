@@ -83,7 +83,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
-        for seen in _SECRET_COLLECTORS:
+        for seen in _SECRET_COLLECTORS if value else ():  # an empty one (not set) hides nothing
             seen.add(value)
 
     def reveal(self) -> str:

@@ -15,7 +15,8 @@ one after the other, as an operator would; the banks' magic amounts are
 switched off in between: the borrower's salary arrived). It waits for every
 pending result, reads the banks' ledgers to count double debits, tails the
 Kafka topic with the reference consumer, prints a summary and a per-channel
-success table from the metrics endpoint, and shuts everything down.
+success table from the metrics endpoint, and shuts everything down (run from
+a terminal, it first waits for Enter, so the console can be looked at).
 
 The last line is machine-readable::
 
@@ -28,7 +29,9 @@ import argparse
 import asyncio
 import json
 import random
+import secrets
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -44,9 +47,10 @@ from devstack.certs import stack_pki
 from devstack.config import GatewayPorts, gateway_config
 from devstack.http import http_get
 from devstack.kafka import KafkaBroker, gateway_kafka
-from devstack.processes import ProcessSet
+from devstack.processes import ProcessSet, free_port
 from devstack.stack import GatewayProcess, SandboxProcess
 from gateway.businessday import BusinessCalendar
+from gateway.security.passwords import hash_password
 from paygate.v1 import gateway_pb2 as pb
 from paygate.v1 import gateway_pb2_grpc, plans_pb2_grpc
 from paygate.v1 import plans_pb2 as plans_pb
@@ -55,6 +59,10 @@ CALLER = "loan-servicing"
 TOKEN = "demo-loan-servicing-token-0001"
 OPERATOR = "oncall"
 OPERATOR_TOKEN = "demo-operator-token-000000001"
+# the operations console: a person signs in with a password (the demo prints it)
+CONSOLE_OPERATOR = "demo"
+CONSOLE_PASSWORD = "demo-console-password"
+CONSOLE_OPERATOR_TOKEN = "demo-console-operator-token-01"
 SANS = {CALLER: "spiffe://lender.example/loan-servicing", OPERATOR: "spiffe://lender.example/operators/oncall"}
 
 BANKS: dict[str, dict[str, Any]] = {
@@ -88,6 +96,7 @@ class Demo:
         self.topic = "paygate.flow-results"
         self.plan_topic = "paygate.plan-outcomes"
         self.pki = stack_pki(workdir / "tls", SANS, name="paygate demo CA")
+        self.console_port = free_port()
 
     def start_services(self) -> None:
         if self.kafka:
@@ -105,6 +114,12 @@ class Demo:
         print(f"    grpcurl -cacert {self.pki.ca_file} -cert {cert} -key {key} 127.0.0.1:{ports.grpc} list)")
         print(f"  gateway callbacks (HTTP)       127.0.0.1:{ports.http}/callbacks/<channel>")
         print(f"  gateway metrics                http://127.0.0.1:{ports.metrics}/metrics")
+        print(f"  operations console (运营后台)    {self.console_url}")
+        print(f"    sign in: operator {CONSOLE_OPERATOR!r}, password {CONSOLE_PASSWORD!r} (role approver)")
+
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.console_port}/"
 
     def config(self) -> dict[str, Any]:
         return gateway_config(
@@ -113,7 +128,15 @@ class Demo:
             database={"database": self.database},
             security={"account_hash_key": "demo-account-hash-key-change-me"},
             callers={CALLER: {"token": TOKEN, "san": SANS[CALLER], "auth": "cert+token"}},
-            operators={OPERATOR: {"token": OPERATOR_TOKEN, "san": SANS[OPERATOR], "role": "approver"}},
+            operators={
+                OPERATOR: {"token": OPERATOR_TOKEN, "san": SANS[OPERATOR], "role": "approver"},
+                CONSOLE_OPERATOR: {
+                    "token": CONSOLE_OPERATOR_TOKEN,
+                    "role": "approver",
+                    "password_hash": hash_password(CONSOLE_PASSWORD),
+                },
+            },
+            console={"enabled": True, "port": self.console_port, "secret_key": secrets.token_urlsafe(32)},
             poller={"interval_s": 0.2, "first_delay_s": 0.5, "schedule": [[0.5, 20], [2, 30]]},
             logging={"format": "json"},
             routing={"exploration": 1.0},
@@ -407,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="paygate demo")
     parser.add_argument("--database", default="paygate_demo")
     parser.add_argument("--no-kafka", action="store_true")
+    parser.add_argument(
+        "--no-wait", action="store_true", help="stop at once at the end (by default a terminal keeps the console up)"
+    )
     args = parser.parse_args(argv or [])
     workdir = Path(tempfile.mkdtemp(prefix="paygate-demo-"))
     demo = Demo(workdir, args.database, kafka=not args.no_kafka)
@@ -443,6 +469,12 @@ def main(argv: list[str] | None = None) -> int:
             print(success_table(text))
         except Exception as exc:  # the table is a convenience; never fail the demo on it
             print(f"  (metrics table unavailable: {exc})")
+        print(f"\n== the operations console: {demo.console_url}")
+        print(
+            f"  sign in as {CONSOLE_OPERATOR!r} with password {CONSOLE_PASSWORD!r}: overview, flows, timelines, review"
+        )
+        if not args.no_wait and sys.stdin.isatty():
+            input("  the console stays up while you look; press Enter to stop everything ")
     finally:
         demo.procs.stop_all()
     print(

@@ -6,8 +6,9 @@ operator-set channel states, then kept in step with the other replicas →
 positions (synced from channels without one) → poller (crash recovery first,
 of what no live replica works on) → outbox relay → TLS certificates (checked;
 a plaintext listener is warned about) → callback HTTP server → metrics HTTP
-server → gRPC server → health SERVING → plan executor; then the certificate
-files are looked at every ``reload_check_s`` and re-read when they change.
+server → console HTTP server (when ``[console] enabled``) → gRPC server →
+health SERVING → plan executor; then the certificate files are looked at every
+``reload_check_s`` and re-read when they change.
 
 Shutdown order (SIGTERM/SIGINT), written down once here:
 1. health NOT_SERVING, so load balancers stop sending;
@@ -18,7 +19,9 @@ Shutdown order (SIGTERM/SIGINT), written down once here:
    agreements' recovery sweep; instalments come back by lease);
 4. poller and relay stop (the relay flushes what it has produced);
 5. the replica run is marked stopped: the others may take what it left at once;
-6. HTTP servers close; channel adapters close; the pool closes.
+6. HTTP servers close (callbacks, metrics, console: a console request in
+   flight finishes, as an admin RPC would have); channel adapters close; the
+   pool closes.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from gateway.config import Config, ConfigError, start_up_errors
 from gateway.domain import new_ulid
 from gateway.flows import FlowService, FlowSettings
 from gateway.obs.series import declare_plan_series, declare_series
+from gateway.operations import Operations
 from gateway.planner import Planner
 from gateway.plans.clock import Clock, SystemClock
 from gateway.plans.executor import PlanExecutor
@@ -74,6 +78,7 @@ from gateway.store.db import Database
 from gateway.store.discrepancies import MySQLDiscrepancies
 from gateway.store.flows import MySQLFlowStore
 from gateway.store.observations import MySQLObservations
+from gateway.store.outbox import MySQLOutboxAdmin
 from gateway.store.plans import MySQLPlanStore
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
@@ -136,6 +141,7 @@ class Gateway:
     grpc_port: int = 0
     http_port: int = 0
     metrics_port: int = 0
+    console_port: int = 0
     certificates: list[CertificateWatcher] = field(default_factory=list)
     _sampler: asyncio.Task[None] | None = None
     _tls_reload: asyncio.Task[None] | None = None
@@ -300,6 +306,8 @@ class Gateway:
         self.metrics_port = await self._serve_http(
             self._metrics_app(), cfg.server.metrics_host, cfg.server.metrics_port
         )
+        if cfg.console.enabled:
+            self.console_port = await self._serve_http(self._console_app(), cfg.console.host, cfg.console.port)
 
         server = grpc.aio.server(
             interceptors=[GatewayInterceptor(Principals(cfg.callers, cfg.operators))],
@@ -326,12 +334,8 @@ class Gateway:
                 channel_states=self.replica.channel_states,
                 audit=audit,
                 discrepancies=MySQLDiscrepancies(self.db),
-                resolutions=ManualResolutions(
-                    self.flows.store,
-                    MySQLResolutions(self.db),
-                    approval_above=cfg.security.resolve_approval_above,
-                    on_resolved=self.flows.on_outbox,
-                ),
+                resolutions=self.resolutions(),
+                operations=self.operations(),
             ),
             server,
         )
@@ -457,6 +461,55 @@ class Gateway:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else port
+
+    def resolutions(self) -> ManualResolutions:
+        """Manual resolutions with maker-checker, as the admin API and the console both apply them."""
+        return ManualResolutions(
+            self.flows.store,
+            MySQLResolutions(self.db),
+            approval_above=self.config.security.resolve_approval_above,
+            on_resolved=self.flows.on_outbox,
+        )
+
+    def operations(self) -> Operations:
+        """The operators' use cases over this gateway's stores (the console's; the admin API's to come)."""
+        return Operations(
+            registry=self.registry,
+            planner=self.planner,
+            flows=self.flows.store,
+            positions=self.positions,
+            poller=self.poller,
+            channel_states=MySQLChannelStates(self.db),
+            audit=MySQLAuditLog(self.db),
+            resolutions=self.resolutions(),
+            outbox=MySQLOutboxAdmin(self.db),
+            outbox_max_attempts=self.config.kafka.max_attempts if self.config.kafka is not None else 10,
+            on_outbox=self.flows.on_outbox,
+        )
+
+    def _console_app(self) -> web.Application:
+        from gateway.console.operators import directory_from_config
+        from gateway.console.server import ConsoleDeps, build_app
+        from gateway.store.console_queries import MySQLConsoleQueries
+
+        cfg = self.config
+        with start_up_errors():
+            return build_app(
+                ConsoleDeps(
+                    config=cfg.console,
+                    reads=MySQLConsoleQueries(self.db, timeout_s=cfg.console.query_timeout_s),
+                    flows=self.flows.store,
+                    operations=self.operations(),
+                    operators=directory_from_config(cfg.operators, token_sign_in=cfg.console.token_sign_in),
+                    calendar=BusinessCalendar(cfg.business.zone),
+                    registry=self.registry,
+                    planner=self.planner,
+                    positions=self.positions,
+                    audit=MySQLAuditLog(self.db),
+                    outbox_max_attempts=cfg.kafka.max_attempts if cfg.kafka is not None else 10,
+                    relay_enabled=self.relay is not None,
+                )
+            )
 
     def _metrics_app(self) -> web.Application:
         async def serve(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@
     paygate results tail ...                       the reference Kafka consumer
     paygate bench routing|relay|pollqueue|plans ... benchmarks
     paygate obs check-dashboard ...                evaluate the Grafana dashboard's queries
+    paygate console hash-password                  a password hash for [operators.<name>] password_hash
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         return _delegate("gateway.obs.dashboard:main")(rest[1:])
     if command == "health":
         return _health(rest)
+    if command == "console":
+        if not rest or rest[0] != "hash-password":
+            print("usage: paygate console hash-password [--stdin]", file=sys.stderr)
+            return 2
+        return _delegate("gateway.console.cli:hash_password_command")(rest[1:])
     if command == "config":
         if not rest or rest[0] != "check":
             print("usage: paygate config check [--config FILE]", file=sys.stderr)

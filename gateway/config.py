@@ -21,6 +21,7 @@ Where each table is declared (keys, types, bounds, the one default, checks betwe
 ``[callers.*]``, ``[operators.*]``      :class:`gateway.security.principals.CallerTable`,
                                         :class:`~gateway.security.principals.OperatorTable`
 ``[server.tls]``, ``[server.http_tls]``  :class:`gateway.security.tls.TlsConfig`
+``[console]``                           :class:`gateway.console.config.ConsoleConfig`
 ``[database]``                          :class:`gateway.store.db.DatabaseConfig`
 ``[replicas]``                          :class:`gateway.replicas.ReplicasConfig`
 ``[routing]``                           :class:`routing.config.RouterConfig`
@@ -72,6 +73,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator
 from channels.config import FILE_SUFFIX, TABLE, read
 from channels.config import ConfigError as ConfigError  # re-exported: every layer raises this one
 from channels.config import Secret as Secret
+from gateway.console.config import ConsoleConfig
 from gateway.outbox.config import RelayConfig
 from gateway.plans.config import PlansConfig
 from gateway.replicas import ReplicasConfig
@@ -291,6 +293,7 @@ class Config:
     plans: PlansConfig = field(default_factory=PlansConfig)
     banks: BanksConfig = field(default_factory=BanksConfig)
     replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     @property
     def account_hash_key(self) -> Secret:

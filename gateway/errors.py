@@ -20,6 +20,7 @@
     │   ├── DuplicateKey         INTERNAL                        a unique key refused a row; ``key`` names it
     │   ├── DataRefused          INTERNAL                        a value the database refuses (too long, out of range)
     │   ├── CountMismatch        INTERNAL                        a checked script changed other row counts
+    │   ├── QueryTooBroad        RESOURCE_EXHAUSTED              a console search ran past its time limit
     │   └── WriteRefused         INTERNAL                        a guarded write did not fit; nothing written
     │       ├── PositionShort                                    the channel's float is below the payout
     │       ├── RefundExceeds                                    the refunds would exceed the original
@@ -202,6 +203,13 @@ class CountMismatch(StoreError):
         super().__init__(f"statements changed {counts} rows, expected {expected}; rolled back")
         self.counts = counts
         self.expected = expected
+
+
+class QueryTooBroad(StoreError):
+    """A console search ran past ``[console] query_timeout_s`` and was stopped; narrow it (a date range)."""
+
+    grpc_status = "RESOURCE_EXHAUSTED"
+    reason = "QUERY_TOO_BROAD"
 
 
 class WriteRefused(StoreError):

@@ -23,6 +23,7 @@ The contracts every implementation keeps (the fakes too):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -367,4 +368,12 @@ class RoutePlanner(Protocol):
 
     def call_answered(self, channel_id: str, outcome: Outcome) -> None:
         """Every channel call's answer (orders, polls, closes): a credentials refusal holds the channel."""
+        ...
+
+
+class OutboxAdmin(Protocol):
+    """Operators' changes to the outbox (gateway/store/outbox.py)."""
+
+    async def release_parked(self, ids: Sequence[int], *, max_attempts: int, operator: str, reason: str) -> int:
+        """Parked events among ``ids`` get another round of tries, each audited; how many were released."""
         ...

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Make sure the real services the tests and the demo need are present and running:
-# MariaDB on 127.0.0.1:3306 and Debian's prometheus/promtool and kcat.
+# MariaDB on 127.0.0.1:3306, Debian's prometheus/promtool and kcat, and Debian's chromium
+# (the console's browser tests drive it with Playwright; nothing downloads a browser).
 set -euo pipefail
 need_apt=()
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v kcat >/dev/null || need_apt+=(kcat)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"

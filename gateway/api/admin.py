@@ -20,14 +20,15 @@ from gateway.api.auth import current_identity
 from gateway.api.convert import flow_pb, ts
 from gateway.api.servicer import _next_token, _page_token
 from gateway.domain import FlowStatus, scrub
-from gateway.errors import InvalidInput, NotFound
+from gateway.errors import InvalidInput
 from gateway.flows import FlowService
+from gateway.operations import Operations, reason_text
 from gateway.planner import Planner
 from gateway.poller import Poller
 from gateway.ports import AuditLog, ChannelStateStore, DiscrepancyLog, FlowStore, PositionStore
 from gateway.positions import PositionService
 from gateway.resolutions import SYSTEM, ManualResolutions
-from gateway.store.rows import AuditQuery, FlowRow, PositionRow, ResolutionRow, ResolutionStatus
+from gateway.store.rows import AuditQuery, PositionRow, ResolutionRow, ResolutionStatus
 from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2
 from routing.engine import ChannelState
 
@@ -56,8 +57,7 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 def _reason(text: str) -> str:
-    # stored in the audit log and, for ResolveFlow, published as the flow's failure message: scrubbed first
-    return scrub(v.text(text, "reason", max_len=512, required=True))
+    return reason_text(text)
 
 
 def _set_ts(message: Any, name: str, value: Any) -> None:
@@ -126,6 +126,7 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         audit: AuditLog,
         discrepancies: DiscrepancyLog,
         resolutions: ManualResolutions,
+        operations: Operations | None = None,
     ) -> None:
         self.registry = registry
         self.planner = planner
@@ -138,12 +139,20 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         self.audit = audit
         self.discrepancies = discrepancies
         self.resolutions = resolutions
+        # the use cases the console shares (gateway/operations.py); built from the parts when not given
+        self.operations = operations or Operations(
+            registry=registry,
+            planner=planner,
+            flows=self.store,
+            positions=positions,
+            poller=poller,
+            channel_states=channel_states,
+            audit=audit,
+            resolutions=resolutions,
+        )
 
     def _channel(self, channel_id: str) -> str:
-        v.pattern(channel_id, "channel", v.CHANNEL_ID, "a configured channel id")
-        if channel_id not in self.registry:
-            raise NotFound(f"channel: no channel {channel_id!r}")
-        return channel_id
+        return self.operations.channel(channel_id)
 
     async def _info(self, channel_id: str) -> admin_pb2.ChannelInfo:
         import time
@@ -189,26 +198,19 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         channel_id = self._channel(request.channel)
         if request.state not in _PB_TO_STATE:
             raise InvalidInput("state", "must be ENABLED, DRAINING or DISABLED")
-        reason = _reason(request.reason)
-        state = _PB_TO_STATE[request.state]
-        operator = current_identity().name
-        row = await self.channel_states.set(channel_id, state.value, operator=operator, reason=reason)
-        # this replica at once; the others within [replicas] state_sync_s (gateway/replicas.py)
-        self.planner.apply_operator_state(row, f"operator {operator} set {state.value}")
-        self.planner.publish_metrics()
+        await self.operations.set_channel_state(
+            channel_id, _PB_TO_STATE[request.state], current_identity().name, request.reason
+        )
         return await self._info(channel_id)
 
     async def AdjustPosition(self, request: admin_pb2.AdjustPositionRequest, context: Ctx) -> admin_pb2.Position:
-        channel_id = self._channel(request.channel)
-        delta = v.position_delta(request.delta)
-        reason = _reason(request.reason)
-        row = await self.position_service.adjust(channel_id, delta, operator=current_identity().name, reason=reason)
+        row = await self.operations.adjust_position(
+            request.channel, request.delta, current_identity().name, request.reason
+        )
         return position_pb(row)
 
     async def ResyncPosition(self, request: admin_pb2.ResyncPositionRequest, context: Ctx) -> admin_pb2.Position:
-        channel_id = self._channel(request.channel)
-        reason = _reason(request.reason)
-        row = await self.position_service.resync(channel_id, operator=current_identity().name, reason=reason)
+        row = await self.operations.resync_position(request.channel, current_identity().name, request.reason)
         return position_pb(row)
 
     async def ListReviewFlows(
@@ -224,21 +226,14 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
             out.next_page_token = _next_token(flows[limit - 1].id)
         return out
 
-    async def _flow(self, flow_no: str) -> FlowRow:
-        flow_no = v.pattern(flow_no, "flow_no", v.FLOW_NO, "a 26-character flow_no")
-        flow = await self.store.by_flow_no(flow_no)
-        if flow is None:
-            raise NotFound(f"flow_no: no flow {flow_no}")
-        return flow
-
     async def ResolveFlow(self, request: admin_pb2.ResolveFlowRequest, context: Ctx) -> gateway_pb2.Flow:
-        flow = await self._flow(request.flow_no)
         if request.status not in (gateway_pb2.SUCCEEDED, gateway_pb2.FAILED):
+            await self.operations.flow(request.flow_no)  # an unknown flow is NOT_FOUND whatever the status
             raise InvalidInput("status", "must be SUCCEEDED or FAILED")
-        reason = _reason(request.reason)
-        txn = v.text(request.channel_txn_id, "channel_txn_id", max_len=128)
         status = FlowStatus.SUCCEEDED if request.status == gateway_pb2.SUCCEEDED else FlowStatus.FAILED
-        outcome = await self.resolutions.resolve(flow, status, txn, reason, current_identity().name)
+        outcome = await self.operations.resolve_flow(
+            request.flow_no, status, request.channel_txn_id, current_identity().name, request.reason
+        )
         if outcome.pending is not None and context is not None:
             context.set_trailing_metadata(((PENDING_RESOLUTION_KEY, str(outcome.pending.id)),))
         return flow_pb(outcome.flow, operator=True)
@@ -247,16 +242,15 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         self, request: admin_pb2.ApproveResolutionRequest, context: Ctx
     ) -> admin_pb2.ApproveResolutionResponse:
         resolution_id = _resolution_id(request.resolution_id)
-        reason = scrub(v.text(request.reason, "reason", max_len=512))
-        row, flow = await self.resolutions.approve(resolution_id, current_identity().name, reason)
+        row, flow = await self.operations.approve_resolution(resolution_id, current_identity().name, request.reason)
         return admin_pb2.ApproveResolutionResponse(resolution=resolution_pb(row), flow=flow_pb(flow, operator=True))
 
     async def RejectResolution(
         self, request: admin_pb2.RejectResolutionRequest, context: Ctx
     ) -> admin_pb2.PendingResolution:
         resolution_id = _resolution_id(request.resolution_id)
-        reason = _reason(request.reason)
-        return resolution_pb(await self.resolutions.reject(resolution_id, current_identity().name, reason))
+        row = await self.operations.reject_resolution(resolution_id, current_identity().name, request.reason)
+        return resolution_pb(row)
 
     async def ListPendingResolutions(
         self, request: admin_pb2.ListPendingResolutionsRequest, context: Ctx
@@ -307,14 +301,8 @@ class GatewayAdminServicer(admin_pb2_grpc.GatewayAdminServicer):
         return out
 
     async def RequeryFlow(self, request: admin_pb2.RequeryFlowRequest, context: Ctx) -> admin_pb2.RequeryFlowResponse:
-        flow = await self._flow(request.flow_no)
-        queued = 0
-        for attempt in flow.attempts:
-            if attempt.status.value in ("SENDING", "PENDING"):
-                await self.poller.expedite(attempt.id, attempt.channel)
-                queued += 1
-        await self.audit.record(current_identity().name, "requery_flow", flow.flow_no, "re-query", {"queued": queued})
-        return admin_pb2.RequeryFlowResponse(flow=flow_pb(flow, operator=True), queued_attempts=queued)
+        done = await self.operations.requery_flow(request.flow_no, current_identity().name)
+        return admin_pb2.RequeryFlowResponse(flow=flow_pb(done.flow, operator=True), queued_attempts=done.queued)
 
     async def ListDiscrepancies(
         self, request: admin_pb2.ListDiscrepanciesRequest, context: Ctx

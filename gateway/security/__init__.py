@@ -12,7 +12,10 @@ config repository), and that one operator can act in bad faith or by mistake. Ag
   with an alert (:mod:`gateway.security.tls`);
 * operators have roles, enforced per admin method on the server (:mod:`gateway.api.access`), and a
   manual resolution above a configured amount needs a second operator (:mod:`gateway.resolutions`);
-* secrets can come from files or the environment and never print (:mod:`channels.config`).
+* secrets can come from files or the environment and never print (:mod:`channels.config`);
+* operators sign in to the console with a password kept as a scrypt hash
+  (:mod:`gateway.security.passwords`) or their token, get a signed session cookie bound to that
+  credential, and every request is checked for role and CSRF on the server (:mod:`gateway.console`).
 
 Out of scope: a compromised gateway host (it holds the keys), the database's own access control,
 the channels' side of the callback endpoint (their signatures are checked per channel).

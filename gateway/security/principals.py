@@ -38,6 +38,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator
 
 from channels.config import TABLE, ConfigError, Secret, join
+from gateway.security.passwords import check_format
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # A URI SAN: a scheme, then something (spiffe://trust-domain/path, urn:...); no blanks.
@@ -123,13 +124,19 @@ class CallerTable:
             raise ConfigError(join(key, "san"), 'not used with auth = "token" (say "cert" or "cert+token")')
 
 
+def _password_hash(value: str) -> str:
+    return check_format(value)
+
+
 @dataclass(frozen=True)
 class OperatorTable(CallerTable):
-    """``[operators.<name>]``: a caller's keys plus the operator's ``role``."""
+    """``[operators.<name>]``: a caller's keys plus the operator's ``role`` (and a console password)."""
 
     __pydantic_config__ = TABLE
 
     role: Role = Role.VIEWER  # viewer, operator or approver (gateway/api/access.py says what each may call)
+    # the operations console's sign-in (gateway/console): a scrypt hash from `paygate console hash-password`
+    password_hash: Annotated[str, AfterValidator(_password_hash)] | None = None
 
 
 def check_principals(callers: Mapping[str, CallerTable], operators: Mapping[str, OperatorTable]) -> None:

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from gateway.outbox.writer import EVENT_TYPE_NAMES
+from gateway.store import audit
 from gateway.store.db import Database, Tx
 from paygate.v1 import events_pb2
 
@@ -155,3 +156,40 @@ class MySQLOutbox:
         backlog = int(row["backlog"]) if row else 0
         age_s = max(0.0, int(row["age_us"]) / 1_000_000) if row and row["age_us"] is not None else 0.0
         return backlog, age_s
+
+
+class MySQLOutboxAdmin:
+    """Operators' changes to the outbox (implements :class:`gateway.ports.OutboxAdmin`)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def release_parked(self, ids: Sequence[int], *, max_attempts: int, operator: str, reason: str) -> int:
+        """Give parked events (unpublished, tried ``max_attempts`` times) another round of tries; how many.
+
+        Their try count goes back to zero so the relay picks them up again; each released event gets an
+        audit row (target: its flow number) in the same commit. Ids that are not parked are left alone.
+        """
+        if not ids:
+            return 0
+        marks = ",".join(["%s"] * len(ids))
+        async with self.db.transaction() as tx:
+            rows = await tx.fetchall(
+                f"SELECT id, event_id, event_type, msg_key, attempts, last_error FROM outbox WHERE id IN ({marks})"
+                " AND published_at IS NULL AND attempts >= %s ORDER BY id FOR UPDATE",
+                (*ids, max_attempts),
+            )
+            if not rows:
+                return 0
+            found = [int(r["id"]) for r in rows]
+            await tx.execute(f"UPDATE outbox SET attempts = 0 WHERE id IN ({','.join(['%s'] * len(found))})", found)
+            for r in rows:
+                detail = {
+                    "event_id": r["event_id"],
+                    "event_type": r["event_type"],
+                    "attempts": int(r["attempts"]),
+                    "last_error": r["last_error"],
+                }
+                await audit.record(tx, operator, "release_outbox_event", r["msg_key"], reason, detail)
+            await tx.commit()
+        return len(found)

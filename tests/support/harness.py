@@ -90,6 +90,7 @@ def gateway_config(
     plans: Mapping[str, Any] | None = None,
     banks: Mapping[str, Any] | None = None,
     server: Mapping[str, Any] | None = None,
+    console: Mapping[str, Any] | None = None,
     callers: Mapping[str, Any] | None = None,
     operators: Mapping[str, Any] | None = None,
     security: Mapping[str, Any] | None = None,
@@ -126,6 +127,7 @@ def gateway_config(
         kafka=None if kafka is None else {"enabled": True, **kafka},
         **({"plans": dict(plans)} if plans is not None else {}),
         **({"banks": dict(banks)} if banks is not None else {}),
+        **({"console": dict(console)} if console is not None else {}),
     )
 
 

@@ -1,0 +1,323 @@
+"""``python -m bench.console``: the console's pages with 1,000,000 flows in MariaDB.
+
+Bulk-loads N flows (one attempt each, a few thousand unpublished outbox rows and audit entries)
+spread over the last 60 days, with :func:`load` (``INSERT ... SELECT`` from MariaDB's sequence
+engine: a million rows in well under a minute), starts a gateway with the console over that
+database, signs in, and times each page over HTTP (the whole answer: queries and rendering),
+several runs each; then prints the EXPLAIN of every flow-search shape (the index it uses, and
+that no filesort happens). docs/CONSOLE.md has the figures.
+
+Last line: ``console: flows=<n> pages=<n> worst_p50_ms=<x> worst_max_ms=<y>``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import statistics
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import pymysql
+
+from channels.sandbox.simulator import SandboxSimulator
+from channels.simkit import Behaviour
+from devstack.config import GatewayPorts, gateway_config
+from gateway.app import Gateway
+from gateway.config import from_mapping
+from gateway.store.console_queries import flow_search_sql
+from gateway.store.console_rows import FlowCursor, FlowQuery
+from gateway.store.db import DatabaseConfig, migrate
+
+OPERATOR_TOKEN = "bench-console-operator-token-0001"
+SECRET = "bench-console-secret-key-0123456789abcdef"
+CHANNELS = ("bank-a", "bank-b", "bank-c")
+CALLERS = ("loan-servicing", "collections", "disbursement")
+SPAN_S = 60 * 86400  # the flows are spread over the last 60 days
+
+
+def _connect(config: DatabaseConfig) -> pymysql.connections.Connection:
+    return pymysql.connect(
+        host=config.host,
+        port=config.port,
+        user=config.user,
+        password=config.password.reveal(),
+        db=config.database,
+        autocommit=True,
+    )
+
+
+def _one(cur: Any) -> Any:
+    row = cur.fetchone()
+    assert row is not None
+    return row
+
+
+def load(config: DatabaseConfig, flows: int, *, step: int = 200_000) -> float:
+    """Insert ``flows`` synthetic flows with one attempt each (and some outbox and audit rows); seconds taken.
+
+    Kinds: 1 in 10 a payout, 1 in 50 a refund, else withholds. Statuses: 8 % FAILED, PROCESSING for 1 in 500
+    of the last two days' flows and for 1 in 100,000 older ones (those need review), the rest SUCCEEDED.
+    Times spread evenly over the last 60 days.
+    Descriptions hold ``<script>`` now and then, as a hostile caller's might.
+    """
+    started = time.perf_counter()
+    conn = _connect(config)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION time_zone = '+00:00'")
+            cur.execute("SELECT UTC_TIMESTAMP(6)")
+            now = _one(cur)[0]
+            # the moment of flow number s.seq: evenly spread, the newest now (values of our own, not input)
+            gap_us = SPAN_S * 1_000_000 // flows
+            # still open: 1 in 500 of the last two days' flows (their polls run about two days), and a
+            # few older ones an exhausted poll schedule left in review
+            review = "s.seq % 100000 = 7"
+            open_ = f"((s.seq % 500 = 7 AND s.seq > {flows - flows // 30}) OR {review})"
+            moment = f"TIMESTAMP'{now.isoformat(sep=' ')}' - INTERVAL (({flows} - s.seq) * {gap_us}) MICROSECOND"
+            for start in range(0, flows, step):
+                n = min(step, flows - start)
+                cur.execute(
+                    "INSERT INTO flows (flow_no, caller, request_id, kind, amount, currency, account_hash,"
+                    " account_masked, bank_code, request_hash, status, channel, failure_code, needs_review,"
+                    " description, created_at, updated_at, finished_at)"
+                    " SELECT CONCAT('01BENCH', LPAD(s.seq, 19, '0')),"
+                    " ELT(1 + s.seq % 3, 'loan-servicing', 'collections', 'disbursement'),"
+                    " CONCAT('bench-', s.seq),"
+                    " CASE WHEN s.seq % 50 = 0 THEN 'REFUND' WHEN s.seq % 10 = 0 THEN 'PAYOUT' ELSE 'WITHHOLD' END,"
+                    " 100 + (s.seq * 7919) % 500000, 'CNY', SHA2(s.seq % 20000, 256),"
+                    " CONCAT('************', LPAD(s.seq % 10000, 4, '0')), 'ICBC', SHA2(s.seq, 256),"
+                    f" CASE WHEN {open_} THEN 'PROCESSING' WHEN s.seq % 100 < 8 THEN 'FAILED' ELSE 'SUCCEEDED' END,"
+                    " ELT(1 + s.seq % 3, 'bank-a', 'bank-b', 'bank-c'),"
+                    f" IF(s.seq % 100 < 8 AND NOT ({open_}), 'INSUFFICIENT_FUNDS', ''),"
+                    f" IF({review}, 1, 0),"
+                    " IF(s.seq % 1000 = 3, '<script>alert(1)</script> repayment', 'loan repayment'),"
+                    f" {moment}, {moment},"
+                    f" IF({open_}, NULL, {moment} + INTERVAL 300000 MICROSECOND)"
+                    f" FROM seq_{start + 1}_to_{start + n} s"
+                )
+            cur.execute(
+                "INSERT INTO attempts (flow_id, seq, channel, operation, channel_order_no, status, amount, currency,"
+                " account_hash, bank_code, code, payer_attributable, created_at, updated_at, finished_at)"
+                " SELECT f.id, 1, f.channel, LOWER(f.kind), CONCAT(f.flow_no, '-1'),"
+                " IF(f.status = 'PROCESSING', 'PENDING', f.status), f.amount, f.currency, f.account_hash,"
+                " f.bank_code, f.failure_code, f.failure_code <> '', f.created_at, f.updated_at, f.finished_at"
+                " FROM flows f WHERE f.flow_no LIKE '01BENCH%'"
+            )
+            cur.execute(
+                "INSERT INTO outbox (event_id, event_type, flow_id, caller, msg_key, payload, created_at, attempts,"
+                " last_error) SELECT CONCAT('01BENCHEV', LPAD(f.id, 17, '0')), 'FLOW_RESULT', f.id, f.caller,"
+                " f.flow_no, '', f.created_at, IF(f.id % 2 = 0, 10, 1), IF(f.id % 2 = 0, 'broker refused', '')"
+                " FROM flows f WHERE f.flow_no LIKE '01BENCH%' ORDER BY f.id DESC LIMIT 3000"
+            )
+            cur.execute(
+                "INSERT INTO audit_log (operator, action, target, reason, detail, created_at)"
+                " SELECT ELT(1 + s.seq % 3, 'alice', 'bob', 'carol'), 'requery_flow',"
+                " CONCAT('01BENCH', LPAD(s.seq * 97, 19, '0')), 're-query', '{}',"
+                f" TIMESTAMP'{now.isoformat(sep=' ')}' - INTERVAL s.seq MINUTE FROM seq_1_to_20000 s"
+            )
+            for table in ("flows", "attempts", "outbox", "audit_log"):
+                cur.execute(f"ANALYZE TABLE {table}")
+                cur.fetchall()
+    finally:
+        conn.close()
+    return time.perf_counter() - started
+
+
+def explain(config: DatabaseConfig, query: FlowQuery) -> dict[str, Any]:
+    """The EXPLAIN row of a flow search (which key, how many rows it expects, its Extra)."""
+    sql, args = flow_search_sql(query)
+    conn = _connect(config)
+    try:
+        with conn.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute("SET SESSION time_zone = '+00:00'")
+            cur.execute("EXPLAIN " + sql, args)
+            row: dict[str, Any] = _one(cur)
+            return row
+    finally:
+        conn.close()
+
+
+def search_shapes(config: DatabaseConfig) -> dict[str, FlowQuery]:
+    """One flow search of each shape, with values that exist in the loaded data."""
+    conn = _connect(config)
+    try:
+        with conn.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute("SELECT flow_no, request_id, caller, created_at, id FROM flows ORDER BY id LIMIT 1 OFFSET 1000")
+            old = _one(cur)
+            cur.execute("SELECT MAX(created_at) AS newest, MIN(created_at) AS oldest FROM flows")
+            span = _one(cur)
+    finally:
+        conn.close()
+    from datetime import timedelta
+
+    week_ago = span["newest"] - timedelta(days=7)
+    month_ago = span["newest"] - timedelta(days=30)
+    return {
+        "no filter (page 1)": FlowQuery(limit=51),
+        "no filter, 30 days back (deep cursor)": FlowQuery(after=FlowCursor(month_ago, 10**12), limit=51),
+        "flow number": FlowQuery(flow_no=old["flow_no"], limit=51),
+        "request id": FlowQuery(request_id=old["request_id"], limit=51),
+        "caller": FlowQuery(caller="collections", limit=51),
+        "channel": FlowQuery(channel="bank-b", limit=51),
+        "status PROCESSING": FlowQuery(status="PROCESSING", limit=51),
+        "status FAILED + channel": FlowQuery(status="FAILED", channel="bank-c", limit=51),
+        "kind REFUND": FlowQuery(kind="REFUND", limit=51),
+        "needs review": FlowQuery(needs_review=True, limit=51),
+        "date range (one day, a month ago)": FlowQuery(
+            created_from=month_ago, created_to=month_ago + timedelta(days=1), limit=51
+        ),
+        "caller + date range (last 7 days)": FlowQuery(caller="loan-servicing", created_from=week_ago, limit=51),
+        "amount range": FlowQuery(min_amount=100_000, max_amount=200_000, limit=51),
+        "amount range + kind + date range": FlowQuery(
+            kind="PAYOUT", min_amount=100_000, max_amount=101_000, created_from=month_ago, limit=51
+        ),
+    }
+
+
+def _query_string(query: FlowQuery, calendar_day: Any = None) -> str:
+    from urllib.parse import urlencode
+
+    from gateway.console.views import encode_cursor
+
+    params = {
+        "flow_no": query.flow_no,
+        "request_id": query.request_id,
+        "caller": query.caller,
+        "kind": query.kind,
+        "status": query.status,
+        "channel": query.channel,
+        "min": f"{query.min_amount / 100:.2f}" if query.min_amount is not None else "",
+        "max": f"{query.max_amount / 100:.2f}" if query.max_amount is not None else "",
+        "review": "1" if query.needs_review else "",
+        "after": encode_cursor(query.after) if query.after else "",
+    }
+    if query.created_from is not None:
+        params["from"] = (query.created_from + __import__("datetime").timedelta(hours=8)).date().isoformat()
+    if query.created_to is not None:
+        params["to"] = (query.created_to + __import__("datetime").timedelta(hours=8)).date().isoformat()
+    return urlencode({k: v for k, v in params.items() if v})
+
+
+async def _time_pages(base: str, pages: Sequence[tuple[str, str]], runs: int) -> list[tuple[str, float, float, int]]:
+    jar = aiohttp.CookieJar(unsafe=True)
+    out = []
+    async with aiohttp.ClientSession(cookie_jar=jar) as session:
+        form = await (await session.get(f"{base}/login")).text()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert csrf is not None
+        signed = await session.post(f"{base}/login", data={"csrf": csrf.group(1), "token": OPERATOR_TOKEN, "next": "/"})
+        assert "/login" not in str(signed.url), "sign-in failed"
+        for name, path in pages:
+            times = []
+            size = 0
+            for _ in range(runs):
+                started = time.perf_counter()
+                response = await session.get(f"{base}{path}")
+                body = await response.read()
+                times.append((time.perf_counter() - started) * 1000)
+                size = len(body) if response.status == 200 else -response.status
+            out.append((name, statistics.median(times), max(times), size))
+    return out
+
+
+async def run(flows: int, runs: int, keep: bool, reuse: str = "") -> int:
+    name = reuse or f"pgbench_console_{uuid.uuid4().hex[:8]}"
+    admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
+    if not reuse:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    config = DatabaseConfig(database=name, pool_min=2, pool_max=20)
+    sims = [SandboxSimulator(Behaviour(), name=c, secret=f"{c}-secret", merchant_id=c) for c in CHANNELS]
+    try:
+        await migrate(config)
+        if not reuse:
+            print(f"loading {flows:,} flows ...", flush=True)
+            seconds = load(config, flows)
+            print(f"  loaded in {seconds:.1f} s", flush=True)
+        for sim in sims:
+            await sim.start()
+        raw = gateway_config(
+            GatewayPorts(0, 0, 0),
+            database={"database": name, "pool_min": 2, "pool_max": 20},
+            callers={"loan-servicing": "bench-console-caller-token-0001"},
+            operators={"ops": OPERATOR_TOKEN},
+            channels=[{"id": s.name, "adapter": "sandbox", "settings": s.adapter_settings()} for s in sims],
+            poller={"enabled": False},
+            logging={"format": "text", "level": "WARNING"},
+            console={"enabled": True, "port": 0, "secret_key": SECRET},
+        )
+        gateway = Gateway.build(from_mapping(raw))
+        await gateway.start()
+        try:
+            shapes = search_shapes(config)
+            base = f"http://127.0.0.1:{gateway.console_port}"
+            conn = _connect(config)
+            with conn.cursor() as cur:
+                cur.execute("SELECT flow_no FROM flows ORDER BY id DESC LIMIT 1 OFFSET 500")
+                one = _one(cur)[0]
+            conn.close()
+            pages = [
+                ("overview", "/"),
+                *[(f"flows: {label}", f"/flows?{_query_string(q)}") for label, q in shapes.items()],
+                ("flow detail", f"/flows/{one}"),
+                ("review queue", "/review"),
+                ("channels", "/channels"),
+                ("outbox (1,500 parked, 1,500 waiting)", "/outbox"),
+                ("audit log", "/audit"),
+                ("audit log by operator", "/audit?operator=bob"),
+                ("audit log by target", f"/audit?target=01BENCH{97 * 500:019d}"),
+            ]
+            timed = await _time_pages(base, pages, runs)
+            print(f"\n{'page':<45} {'p50 ms':>8} {'max ms':>8} {'bytes':>9}")
+            for label, p50, worst, size in timed:
+                print(f"{label:<45} {p50:8.1f} {worst:8.1f} {size:9,}")
+            print(f"\n{'flow search':<45} {'key':<26} {'rows':>8}  extra")
+            for label, query in shapes.items():
+                row = explain(config, query)
+                print(f"{label:<45} {row['key'] or '-':<26} {row['rows'] or 0:>8}  {row['Extra'] or ''}")
+            started = time.perf_counter()
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+                form = await (await session.get(f"{base}/login")).text()
+                csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+                assert csrf is not None
+                await session.post(f"{base}/login", data={"csrf": csrf.group(1), "token": OPERATOR_TOKEN})
+                response = await session.get(f"{base}/flows.csv?caller=collections")
+                size = len(await response.read())
+            export_s = time.perf_counter() - started
+            print(
+                f"\nCSV export of one caller's flows (capped at 200,000 rows): {size / 1e6:.1f} MB in {export_s:.1f} s"
+            )
+            worst_p50 = max(p50 for _, p50, _, _ in timed)
+            worst_max = max(w for _, _, w, _ in timed)
+            print(
+                f"console: flows={flows} pages={len(timed)} worst_p50_ms={worst_p50:.1f} worst_max_ms={worst_max:.1f}"
+            )
+        finally:
+            await gateway.stop()
+    finally:
+        for sim in sims:
+            await sim.stop()
+        if not keep and not reuse:
+            with admin.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.console")
+    parser.add_argument("--flows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--reuse", default="", help="time the pages of a database kept by an earlier --keep run")
+    args = parser.parse_args(argv)
+    return asyncio.run(run(args.flows, args.runs, args.keep, args.reuse))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
