@@ -8,9 +8,13 @@ factor; a client without a certificate is refused at the handshake); then
 drives a sample workload through the gRPC API as a lending system would:
 sign and confirm agreements, withholds (successes, payer declines, a busy
 bank that fails over, pending results settled by callback, a timeout after
-the bank debited), a duplicate request, a refund, payouts, and borrowers who
+the bank debited), a duplicate request, a refund, payouts, borrowers who
 repay on their own (主动还款) in a bank's cashier (QR, H5, in-app), the sandbox
-bank playing the borrower over its admin routes. It waits for every
+bank playing the borrower over its admin routes, and a repayment
+plan whose first instalment fails for lack of funds at the 12:00 time point
+and is collected at 18:00 (the demo starts the two time points' runs itself,
+one after the other, as an operator would; the banks' magic amounts are
+switched off in between: the borrower's salary arrived). It waits for every
 pending result, reads the banks' ledgers to count double debits, tails the
 Kafka topic with the reference consumer, prints a summary and a per-channel
 success table from the metrics endpoint, and shuts everything down (run from
@@ -33,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +51,11 @@ from devstack.http import http_get
 from devstack.kafka import KafkaBroker, gateway_kafka
 from devstack.processes import ProcessSet, free_port
 from devstack.stack import GatewayProcess, SandboxProcess
+from gateway.businessday import BusinessCalendar
 from gateway.security.passwords import hash_password
 from paygate.v1 import gateway_pb2 as pb
-from paygate.v1 import gateway_pb2_grpc
+from paygate.v1 import gateway_pb2_grpc, plans_pb2_grpc
+from paygate.v1 import plans_pb2 as plans_pb
 
 CALLER = "loan-servicing"
 TOKEN = "demo-loan-servicing-token-0001"
@@ -89,6 +96,7 @@ class Demo:
         self.banks = {name: SandboxProcess(name, spec["behaviour"]) for name, spec in BANKS.items()}
         self.gateway = GatewayProcess(self.procs, workdir / "paygate.toml", GatewayPorts.free())
         self.topic = "paygate.flow-results"
+        self.plan_topic = "paygate.plan-outcomes"
         self.pki = stack_pki(workdir / "tls", SANS, name="paygate demo CA")
         self.console_port = free_port()
 
@@ -134,7 +142,17 @@ class Demo:
             poller={"interval_s": 0.2, "first_delay_s": 0.5, "schedule": [[0.5, 20], [2, 30]]},
             logging={"format": "json"},
             routing={"exploration": 1.0},
-            kafka=gateway_kafka(self.broker.bootstrap, self.topic) if self.kafka else None,
+            kafka=gateway_kafka(self.broker.bootstrap, self.topic, event_topics={"INSTALMENT_OUTCOME": self.plan_topic})
+            if self.kafka
+            else None,
+            plans={
+                "scheduler": False,  # the demo moves from one time point to the next itself
+                "tick_s": 0.2,
+                "resolve_interval_s": 0.5,
+                # no quiet window here: the demo may run at any hour
+                "policies": {"default": {"time_points": ["12:00", "18:00"], "retry_days": 3}},
+                "products": {"cash-loan": "default"},
+            },
             channels=[
                 bank.channel(timeout_s=1.5, routing={"fee": BANKS[name]["fee"]}) for name, bank in self.banks.items()
             ],
@@ -288,6 +306,8 @@ class Demo:
                 await asyncio.sleep(0.5)
             for rid in ("repay-pending", "repay-timeout", "self-repay-qr", "self-repay-in_app", "self-repay-h5"):
                 self.print_flow(flows[rid])
+            for flow in await self.plan_section(channel, md, borrowers[0]):
+                flows[flow.request_id] = flow
             return {"flows": flows, "replayed": replayed}
 
     async def collections(
@@ -331,6 +351,73 @@ class Demo:
         flows["self-repay-h5"] = closed
         print("  the h5 cashier is left unpaid; the lending app closes it (CloseCollection):")
         self.print_flow(closed)
+
+    async def plan_section(self, channel: grpc.aio.Channel, md: Any, card: str) -> list[pb.Flow]:
+        """A repayment plan: its first instalment fails for lack of funds at 12:00 and is collected at 18:00."""
+        print("\n== 10. a repayment plan (代扣计划): withheld at the product's time points, retried at the next one")
+        plans = plans_pb2_grpc.WithholdingPlansStub(channel)
+        # the operator's own connection, with the operator's certificate (mutual TLS)
+        operator = grpc.aio.secure_channel(self.gateway.address, self.pki.grpc_credentials(OPERATOR))
+        admin = plans_pb2_grpc.PlanAdminStub(operator)
+        op_md = (("authorization", f"Bearer {OPERATOR_TOKEN}"),)
+        day = BusinessCalendar.named().today(datetime.now(UTC)) - timedelta(days=1)  # yesterday, Shanghai
+        months = [(day + timedelta(days=30 * k)).isoformat() for k in range(3)]
+        reply = await plans.SubmitPlans(
+            plans_pb.SubmitPlansRequest(
+                plans=[
+                    plans_pb.PlanSpec(
+                        plan_id="loan-2026-0001",
+                        product="cash-loan",
+                        account_no=card,
+                        bank_code="ICBC",
+                        description="loan 2026-0001 repayment",
+                        instalments=[
+                            # ..01: the sandbox banks answer "insufficient funds" while their magic amounts are on
+                            plans_pb.InstalmentSpec(
+                                instalment_id=f"loan-2026-0001-{k + 1}",
+                                due_date=due,
+                                amount=pb.Money(amount=120_001 if k == 0 else 120_000, currency="CNY"),
+                            )
+                            for k, due in enumerate(months)
+                        ],
+                    )
+                ]
+            ),
+            metadata=md,
+        )
+        print(f"  plan loan-2026-0001: {reply.instalments_accepted} instalments, the first due {months[0]}")
+        for time_point, note in (("12:00", "the borrower's account is empty"), ("18:00", "salary arrived")):
+            if time_point == "18:00":
+                for bank in self.banks.values():  # the borrower's salary arrives between the two time points
+                    bank.set_behaviour({"magic": False})
+            key = plans_pb.RunRequest(
+                policy="default", business_day=day.isoformat(), time_point=time_point, reason="demo"
+            )
+            await admin.StartRun(key, metadata=op_md)
+            deadline = time.monotonic() + 30
+            run = await admin.GetRun(key, metadata=op_md)
+            while (run.remaining or run.in_flight) and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
+                run = await admin.GetRun(key, metadata=op_md)
+            plan = await plans.GetPlan(plans_pb.GetPlanRequest(plan_id="loan-2026-0001"), metadata=md)
+            first = plan.instalments[0]
+            status = plans_pb.InstalmentStatus.Name(first.status).removeprefix("INSTALMENT_")
+            retry = ""
+            if first.status == plans_pb.INSTALMENT_SCHEDULED:
+                when = first.next_attempt_at.ToDatetime().replace(tzinfo=UTC).astimezone(BusinessCalendar.named().tz)
+                retry = f", retried at {when:%Y-%m-%d %H:%M}"
+            failure = f" ({first.last_failure_code})" if first.last_failure_code else ""
+            print(f"  {day} {time_point} [{note}]: attempted {run.attempted}, {status}{failure}{retry}")
+        plan = await plans.GetPlan(
+            plans_pb.GetPlanRequest(plan_id="loan-2026-0001", include_attempts=True), metadata=md
+        )
+        await operator.close(None)
+        stub = gateway_pb2_grpc.PaymentGatewayStub(channel)
+        flows = []
+        for attempt in plan.instalments[0].attempt_history:
+            flows.append(await stub.GetFlow(pb.GetFlowRequest(request_id=attempt.request_id), metadata=md))
+            self.print_flow(flows[-1])
+        return flows
 
     @staticmethod
     def print_flow(flow: pb.Flow) -> None:

@@ -7,15 +7,16 @@ positions (synced from channels without one) → poller (crash recovery first,
 of what no live replica works on) → outbox relay → TLS certificates (checked;
 a plaintext listener is warned about) → callback HTTP server → metrics HTTP
 server → console HTTP server (when ``[console] enabled``) → gRPC server →
-health SERVING; then the certificate files are looked at every
+health SERVING → plan executor; then the certificate files are looked at every
 ``reload_check_s`` and re-read when they change.
 
 Shutdown order (SIGTERM/SIGINT), written down once here:
 1. health NOT_SERVING, so load balancers stop sending;
 2. the gRPC server stops accepting and gives in-flight RPCs ``grace_s``;
-3. background channel calls get what is left of the grace, then are
-   cancelled (their attempts stay SENDING and are queried at next start;
-   agreement calls likewise, found by the agreements' recovery sweep);
+3. the plan executor stops claiming; its attempts and then background channel
+   calls get what is left of the grace, then are cancelled (their attempts stay
+   SENDING and are queried at next start; agreement calls likewise, found by the
+   agreements' recovery sweep; instalments come back by lease);
 4. poller and relay stop (the relay flushes what it has produced);
 5. the replica run is marked stopped: the others may take what it left at once;
 6. HTTP servers close (callbacks, metrics, console: a console request in
@@ -45,6 +46,7 @@ from gateway import metrics
 from gateway.agreements import AgreementService
 from gateway.api.admin import GatewayAdminServicer
 from gateway.api.auth import GatewayInterceptor
+from gateway.api.plans import PlanAdminServicer, WithholdingPlansServicer
 from gateway.api.servicer import PaymentGatewayServicer
 from gateway.businessday import BusinessCalendar
 from gateway.callbacks import CallbackHandler
@@ -52,9 +54,17 @@ from gateway.collections import CollectionService, check_preference
 from gateway.config import Config, ConfigError, start_up_errors
 from gateway.domain import new_ulid
 from gateway.flows import FlowService, FlowSettings
-from gateway.obs.series import declare_series
+from gateway.obs.series import declare_plan_series, declare_series
 from gateway.operations import Operations
 from gateway.planner import Planner
+from gateway.plans.clock import Clock, SystemClock
+from gateway.plans.executor import PlanExecutor
+from gateway.plans.pacing import SendPacer, paced_registry
+from gateway.plans.policy import Schedule as PlanSchedule
+from gateway.plans.ratelimit import RateLimiter
+from gateway.plans.routing import RateAwarePlanner
+from gateway.plans.sealing import AccountSealer
+from gateway.plans.service import PlanService
 from gateway.poller import Poller, Schedule, default_owner
 from gateway.ports import PositionStore
 from gateway.positions import PositionService
@@ -71,12 +81,13 @@ from gateway.store.discrepancies import MySQLDiscrepancies
 from gateway.store.flows import MySQLFlowStore
 from gateway.store.observations import MySQLObservations
 from gateway.store.outbox import MySQLOutboxAdmin
+from gateway.store.plans import MySQLPlanStore
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
 from gateway.store.replicas import MySQLReplicas
 from gateway.store.resolutions import MySQLResolutions
 from gateway.validation import accepted_banks
-from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc, plans_pb2, plans_pb2_grpc
 from routing.config import parse_channel_profiles
 from routing.engine import Router
 
@@ -125,6 +136,9 @@ class Gateway:
     collections: CollectionService
     replica: ReplicaSync
     relay: Any = None
+    plans: PlanService | None = None
+    executor: PlanExecutor | None = None
+    plan_flows: FlowService | None = None  # the executor's withholds (rate-aware routing, same use case)
     grpc_server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer | None = None  # type: ignore[name-defined]
     runners: list[web.AppRunner] = field(default_factory=list)
@@ -140,7 +154,8 @@ class Gateway:
     # --- construction -------------------------------------------------------------
 
     @classmethod
-    def build(cls, config: Config) -> Gateway:
+    def build(cls, config: Config, *, clock: Clock | None = None) -> Gateway:
+        """Every component from ``config``; ``clock`` is the plan executor's (tests pass one they move)."""
         db = Database(config.database)
         registry = build_registry(config)
         router = build_router(config, registry)
@@ -213,8 +228,52 @@ class Gateway:
         )
         collections.expedite = poller.expedite
         flows.queries = poller  # compensation and failed drives ask for expedited queries
-        return cls(
+        gateway = cls(
             config, db, registry, router, planner, flows, agreements, positions, poller, collections, replica, relay
+        )
+        gateway._build_plans(clock or SystemClock())
+        return gateway
+
+    def _build_plans(self, clock: Clock) -> None:
+        """Withholding plans: the use cases, and the executor withholding through its own FlowService."""
+        config = self.config
+        calendar = BusinessCalendar(config.business.zone)  # the lender's business day
+        store = MySQLPlanStore(self.db)
+        schedules = {name: PlanSchedule(policy, calendar) for name, policy in config.plans.policy_objects().items()}
+        hash_key = config.account_hash_key.reveal().encode()
+        sealer = AccountSealer(hash_key)
+        on_outbox = self.relay.notify if self.relay is not None else None
+        self.plans = PlanService(
+            store=store,
+            config=config.plans,
+            schedules=schedules,
+            sealer=sealer,
+            hash_key=hash_key,
+            clock=clock,
+            on_outbox=on_outbox,
+        )
+        limiter = RateLimiter(store, config.plans.rate_limits, burst_s=config.plans.burst_s, clock=clock)
+        self.plan_flows = FlowService(
+            store=self.flows.store,
+            agreements=self.flows.agreements,
+            registry=paced_registry(self.registry, SendPacer(config.plans.rate_limits, clock)),
+            planner=RateAwarePlanner(self.planner, limiter),
+            settings=self.flows.settings,
+            on_outbox=on_outbox,
+        )
+        self.plan_flows.queries = self.poller  # a drive that fails after commit 1 still gets its query at once
+        self.executor = PlanExecutor(
+            store=store,
+            flows=self.plan_flows,
+            agreements=self.flows.agreements,
+            planner=self.planner,
+            limiter=limiter,
+            config=config.plans,
+            schedules=schedules,
+            sealer=sealer,
+            clock=clock,
+            owner=config.server.replica_id or default_owner(),
+            on_outbox=on_outbox,
         )
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -223,6 +282,10 @@ class Gateway:
         cfg = self.config
         # alert and ratio series exist at zero from the start (see gateway/obs/series.py)
         declare_series(list(self.registry), self.relay.config.topics() if self.relay is not None else ())
+        declare_plan_series(
+            {name: policy.labels for name, policy in cfg.plans.policy_objects().items()},
+            [*cfg.plans.products, "other"],
+        )
         await self.db.start()
         await self.registry.start()
         await self.replica.start(warm_window_s=WARM_WINDOW_S)
@@ -258,6 +321,8 @@ class Gateway:
             scheme = "https" if http_tls is not None else "http"
             base = f"{scheme}://{cfg.server.http_host}:{self.http_port}"
             self.flows.settings = dataclasses.replace(self.flows.settings, callback_base=base)
+            if self.plan_flows is not None:
+                self.plan_flows.settings = self.flows.settings
         self.metrics_port = await self._serve_http(
             self._metrics_app(), cfg.server.metrics_host, cfg.server.metrics_port
         )
@@ -299,11 +364,18 @@ class Gateway:
             ),
             server,
         )
+        if self.plans is not None:
+            plans_pb2_grpc.add_WithholdingPlansServicer_to_server(WithholdingPlansServicer(self.plans), server)
+            plans_pb2_grpc.add_PlanAdminServicer_to_server(
+                PlanAdminServicer(self.plans, MySQLAuditLog(self.db)), server
+            )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         services = (
             gateway_pb2.DESCRIPTOR.services_by_name["PaymentGateway"].full_name,
             admin_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name,
+            plans_pb2.DESCRIPTOR.services_by_name["WithholdingPlans"].full_name,
+            plans_pb2.DESCRIPTOR.services_by_name["PlanAdmin"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )
@@ -317,8 +389,10 @@ class Gateway:
             raise ConfigError("server.grpc_port", f"cannot bind {cfg.server.grpc_host}:{cfg.server.grpc_port}")
         await server.start()
         self.grpc_server = server
-        for name in ("", services[0], services[1]):
+        for name in ("", *services[:4]):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.executor is not None and cfg.plans.enabled:
+            await self.executor.start()  # after the servers: its withholds' callbacks must have somewhere to go
         self._sampler = asyncio.create_task(self._sample_metrics(), name="metrics-sampler")
         if self.certificates:
             self._tls_reload = asyncio.create_task(self._reload_certificates(), name="tls-reload")
@@ -343,7 +417,12 @@ class Gateway:
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace)
         left = max(grace - (time.monotonic() - started), 0.0)
+        if self.executor is not None:
+            await self.executor.stop(left)  # no new plan withholds; what it cut short comes back by lease
+        left = max(grace - (time.monotonic() - started), 0.0)
         cancelled = await self.flows.drain(left)
+        if self.plan_flows is not None:
+            cancelled += await self.plan_flows.drain(max(grace - (time.monotonic() - started), 0.0))
         if cancelled:
             log.warning("%d channel calls cancelled at shutdown; they are queried at next start", cancelled)
         await self.agreements.stop(max(grace - (time.monotonic() - started), 0.0))
@@ -479,6 +558,8 @@ class Gateway:
             metrics.POSITION_RESERVED.labels(channel=row.channel, currency=row.currency).set(row.reserved)
         self.planner.publish_metrics()
         await self.replica.sample_metrics()
+        if self.executor is not None and self.config.plans.enabled:
+            await self.executor.sample_metrics()
 
     async def _sample_metrics(self) -> None:
         while True:

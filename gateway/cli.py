@@ -9,7 +9,7 @@
     paygate demo                                   the end-to-end demo (see README)
     paygate health   --address HOST:PORT [--ca F --cert F --key F]  gRPC health probe (exit 0 when SERVING)
     paygate results tail ...                       the reference Kafka consumer
-    paygate bench routing|relay|pollqueue ...      benchmarks
+    paygate bench routing|relay|pollqueue|plans ... benchmarks
     paygate obs check-dashboard ...                evaluate the Grafana dashboard's queries
     paygate console hash-password                  a password hash for [operators.<name>] password_hash
 """
@@ -52,6 +52,7 @@ BENCHES = {
     "routing": "routing.bench:main",
     "relay": "bench.relay:main",
     "pollqueue": "bench.pollqueue:main",
+    "plans": "bench.plans:main",
     "gateway": "bench.run:main",
 }
 

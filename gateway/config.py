@@ -27,6 +27,7 @@ Where each table is declared (keys, types, bounds, the one default, checks betwe
 ``[replicas]``                          :class:`gateway.replicas.ReplicasConfig`
 ``[routing]``                           :class:`routing.config.RouterConfig`
 ``[kafka]``                             :class:`gateway.outbox.config.RelayConfig`
+``[plans]``                             :class:`gateway.plans.config.PlansConfig` (and its policies)
 ``[[channels]]``                        :class:`ChannelEntry`; its ``settings`` are the adapter's
                                         table (e.g. :class:`channels.sandbox.adapter.SandboxSettings`),
                                         read by its ``build``; its ``routing`` is
@@ -76,6 +77,7 @@ from channels.config import Secret as Secret
 from gateway.collections import CashierConfig
 from gateway.console.config import ConsoleConfig
 from gateway.outbox.config import RelayConfig
+from gateway.plans.config import PlansConfig
 from gateway.replicas import ReplicasConfig
 from gateway.security.principals import NAME, CallerTable, OperatorTable, check_principals
 from gateway.security.tls import TlsConfig
@@ -290,6 +292,7 @@ class Config:
     poller: PollerConfig = field(default_factory=PollerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     business: BusinessConfig = field(default_factory=BusinessConfig)
+    plans: PlansConfig = field(default_factory=PlansConfig)
     banks: BanksConfig = field(default_factory=BanksConfig)
     cashier: CashierConfig = field(default_factory=CashierConfig)
     replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
@@ -312,6 +315,7 @@ class Config:
                         f"{section}.{name}.san",
                         f'auth = "{table.mode}" needs mutual TLS: set server.tls.client_ca_file and its cert_file',
                     )
+        self.plans.check_channels({c.id for c in self.channels})
 
 
 # --- loading -------------------------------------------------------------------

@@ -295,6 +295,64 @@ STORE_BATCH_SIZE = Histogram(
     registry=REGISTRY,
 )
 
+# --- withholding plans (gateway/plans) ----------------------------------------------------
+# ``product`` is a product configured in [plans.products] (any other: "other"); ``time_point``
+# is HH:MM; ``reason`` a normalized failure code. Gauges are read from the database and are the
+# same on every replica: aggregate them with max(), counters with sum().
+PLAN_DUE = Gauge(
+    "paygate_plan_due_instalments",
+    "Instalments due when a time point's run started.",
+    ["product", "time_point"],
+    registry=REGISTRY,
+)
+PLAN_REMAINING = Gauge(
+    "paygate_plan_remaining_instalments",
+    "Instalments of an open run still due and not attempted.",
+    ["product", "time_point"],
+    registry=REGISTRY,
+)
+PLAN_RUN_LAG = Gauge(
+    "paygate_plan_run_lag_seconds",
+    "How far past its window an open run will finish at its pace so far (0: on time).",
+    ["product", "time_point"],
+    registry=REGISTRY,
+)
+PLAN_ATTEMPTS = Counter(
+    "paygate_plan_attempts_total",
+    "Plan withholds started (one per instalment per time point at most).",
+    ["product", "time_point"],
+    registry=REGISTRY,
+)
+PLAN_SUCCEEDED = Counter(
+    "paygate_plan_succeeded_total",
+    "Instalments collected by a plan withhold.",
+    ["product", "time_point"],
+    registry=REGISTRY,
+)
+PLAN_SUCCEEDED_AMOUNT = Counter(
+    "paygate_plan_succeeded_minor_units_total",
+    "Amount collected by plan withholds, minor units.",
+    ["product", "time_point", "currency"],
+    registry=REGISTRY,
+)
+PLAN_FAILED = Counter(
+    "paygate_plan_failed_total",
+    "Plan withholds that failed, by failure code (retried or stopped as the policy says).",
+    ["product", "time_point", "reason"],
+    registry=REGISTRY,
+)
+PLAN_OUTCOMES = Counter(
+    "paygate_plan_instalment_outcomes_total",
+    "Instalment outcome events: succeeded, retry_scheduled, stopped, settled, cancelled.",
+    ["product", "outcome"],
+    registry=REGISTRY,
+)
+PLAN_RUNS_BEHIND = Counter(
+    "paygate_plan_runs_behind_total",
+    "Time point runs whose window closed with due instalments left unattempted (due at the next time point).",
+    ["policy", "time_point"],
+    registry=REGISTRY,
+)
 
 # --- TLS ------------------------------------------------------------------------------
 

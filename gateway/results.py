@@ -50,7 +50,7 @@ from gateway.outbox.codec import (
     decode,
     header,
 )
-from paygate.v1.events_pb2 import EventType, FlowEvent
+from paygate.v1.events_pb2 import EventType, FlowEvent, InstalmentOutcome, InstalmentOutcomeKind
 from paygate.v1.gateway_pb2 import FlowKind, FlowStatus
 
 log = logging.getLogger(__name__)
@@ -297,8 +297,25 @@ def format_event(event: FlowEvent) -> str:
         parts.append(f"original={event.original_flow_no}")
     if event.detail:
         parts.append(f"detail={event.detail!r}")
+    if event.HasField("instalment"):
+        parts.append(_instalment_part(event.instalment))
     parts.append(f"event={event.event_id}")
     return " ".join(parts)
+
+
+def _instalment_part(outcome: InstalmentOutcome) -> str:
+    """``plan=... instalment=... outcome=RETRY_SCHEDULED next=2026-12-01T18:00 seq=2`` for an instalment event."""
+    text = (
+        f"plan={outcome.plan_id} instalment={outcome.instalment_id}"
+        f" outcome={InstalmentOutcomeKind.Name(outcome.kind).removeprefix('OUTCOME_')}"
+    )
+    if outcome.time_point:
+        text += f" at={outcome.business_day}T{outcome.time_point}"
+    if outcome.stop_reason:
+        text += f" stop={outcome.stop_reason}"
+    if outcome.next_time_point:
+        text += f" next={outcome.next_business_day}T{outcome.next_time_point}"
+    return text + f" seq={outcome.sequence}"
 
 
 # --- CLI ---------------------------------------------------------------------------------

@@ -7,5 +7,5 @@ export PATH="$(dirname "$PY"):$PATH"
 OUT="${1:-.}"
 "$PY" -m grpc_tools.protoc -Iprotos \
   --python_out="$OUT" --grpc_python_out="$OUT" --mypy_out="$OUT" --mypy_grpc_out="$OUT" \
-  protos/paygate/v1/gateway.proto protos/paygate/v1/admin.proto protos/paygate/v1/events.proto
+  protos/paygate/v1/*.proto
 touch "$OUT/paygate/__init__.py" "$OUT/paygate/v1/__init__.py"

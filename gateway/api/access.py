@@ -25,9 +25,12 @@ PAYGATE_PREFIX = "paygate."
 SERVICE_AUDIENCE: dict[str, Audience] = {
     "paygate.v1.PaymentGateway": Audience.CALLER,
     "paygate.v1.GatewayAdmin": Audience.OPERATOR,
+    "paygate.v1.WithholdingPlans": Audience.CALLER,
+    "paygate.v1.PlanAdmin": Audience.OPERATOR,
 }
 
 _ADMIN = "/paygate.v1.GatewayAdmin/"
+_PLAN_ADMIN = "/paygate.v1.PlanAdmin/"
 
 MINIMUM_ROLE: dict[str, Role] = {
     # reads
@@ -45,6 +48,12 @@ MINIMUM_ROLE: dict[str, Role] = {
     # the second person of maker-checker
     _ADMIN + "ApproveResolution": Role.APPROVER,
     _ADMIN + "RejectResolution": Role.APPROVER,
+    # withholding plans' time point runs (docs/PLANS.md)
+    _PLAN_ADMIN + "GetRun": Role.VIEWER,
+    _PLAN_ADMIN + "ListRuns": Role.VIEWER,
+    _PLAN_ADMIN + "StartRun": Role.OPERATOR,
+    _PLAN_ADMIN + "PauseRun": Role.OPERATOR,
+    _PLAN_ADMIN + "ResumeRun": Role.OPERATOR,
 }
 
 

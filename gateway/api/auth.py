@@ -4,9 +4,11 @@ Who a call is from is decided by :meth:`gateway.security.principals.Principals.a
 the bearer token (``authorization: Bearer <token>``, the scheme in any case, compared in constant
 time) and the client certificate's SANs that gRPC verified and reports in the call's auth context.
 Which credentials a method wants, and which operator role, comes from :mod:`gateway.api.access`:
-PaymentGateway methods are for callers, GatewayAdmin methods for operators with at least the role
-the table names; a paygate method no table lists is refused. Health checks and reflection need no
-credentials (under mutual TLS the handshake already required a certificate).
+PaymentGateway and WithholdingPlans methods are for callers, GatewayAdmin and PlanAdmin methods for
+operators with at least the role the table names; a paygate method no table lists is refused.
+Health checks and reflection need no credentials (under mutual TLS the handshake already required a
+certificate). A streaming method (``WithholdingPlans/ImportPlans``) is checked the same way before
+its first message is read.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -124,10 +126,12 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             )
         if audience is None:
             return handler
-        if handler.unary_unary is None:  # nothing checks a streaming call yet: refuse rather than serve it
-            error = RichError(grpc.StatusCode.UNIMPLEMENTED, "streaming methods are not served", "UNIMPLEMENTED")
-            return _refusing(handler, method, error)
         bearer = _bearer(details.invocation_metadata)
+        if handler.stream_stream is not None:
+            return self._streaming(handler, audience, bearer, method)
+        if handler.unary_unary is None:  # no other streaming kind is checked: refuse rather than serve it
+            error = RichError(grpc.StatusCode.UNIMPLEMENTED, "this streaming kind is not served", "UNIMPLEMENTED")
+            return _refusing(handler, method, error)
         behaviour = handler.unary_unary
         decode: Callable[[bytes], Any] | None = handler.request_deserializer
         short = method.rsplit("/", 1)[-1]
@@ -206,6 +210,60 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
             request_deserializer=None,  # decoded in `wrapped`, after the credentials check
+            response_serializer=handler.response_serializer,
+        )
+
+    def _streaming(
+        self, handler: grpc.RpcMethodHandler[Any, Any], audience: Audience, bearer: str, method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """A bidirectional stream: credentials and role checked before any message is read, then served."""
+        behaviour: Any = handler.stream_stream
+        short = method.rsplit("/", 1)[-1]
+
+        async def wrapped(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            identity: Identity | None = None
+            try:
+                refusal = None
+                try:
+                    identity = self.principals.authenticate(audience, bearer, peer_of(context))
+                except Refused as exc:
+                    refusal = RichError(grpc.StatusCode.UNAUTHENTICATED, str(exc), "UNAUTHENTICATED")
+                if identity is not None and audience is Audience.OPERATOR:
+                    refusal = _role_refusal(method, short, identity)
+                if refusal is not None:
+                    code = refusal.code
+                    await refusal.abort(context)
+                assert identity is not None
+                IDENTITY.set(identity)  # this task serves this one call
+                async for response in behaviour(requests, context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except DecodeError as exc:
+                code = UNDECODABLE.code
+                if identity is not None:
+                    self._log_undecodable(short, identity, exc)
+                await UNDECODABLE.abort(context)
+            except Exception as exc:
+                error = for_exception(exc)
+                code = error.code
+                if code is grpc.StatusCode.INTERNAL:
+                    log.exception("unhandled error in %s", short)
+                await error.abort(context)
+            finally:
+                metrics.GRPC_REQUESTS.labels(method=short, code=code.name).inc()
+                metrics.GRPC_LATENCY.labels(method=short).observe(time.perf_counter() - started)
+                extra = {"method": short, "code": code.name, "caller": identity.name if identity else ""}
+                log.info("rpc %s %s", short, code.name, extra=extra)
+
+        return grpc.stream_stream_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 

@@ -16,19 +16,20 @@ on a fresh ``/metrics``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from gateway import metrics
-from paygate.v1 import admin_pb2, gateway_pb2
+from paygate.v1 import admin_pb2, gateway_pb2, plans_pb2
 
-__all__ = ["CHANNEL_OPERATIONS", "declare_channel_series", "declare_series"]
+__all__ = ["CHANNEL_OPERATIONS", "declare_channel_series", "declare_plan_series", "declare_series"]
 
 CHANNEL_OPERATIONS = ("withhold", "payout", "refund", "query", "close")
 _OUTCOMES = ("succeeded", "payer_failure", "channel_failure", "pending", "error")
 _CALLBACK_RESULTS = ("verified", "bad_signature", "unknown_order", "replay", "mismatch", "malformed", "timeout")
 _POLL_RESULTS = ("resolved", "pending", "error", "exhausted")
 _DISCREPANCY_SOURCES = ("response", "poll", "callback", "recovery")  # gateway.store.flows.Source
-_DECISION_REASONS = ("best_score", "exploration", "probe", "failover", "explicit")  # gateway.planner
+# gateway.planner; rate_limit: a plan withhold sent to the best channel with a token (gateway/plans/routing.py)
+_DECISION_REASONS = ("best_score", "exploration", "probe", "failover", "explicit", "rate_limit")
 # routing/engine.py's filters (Rejection.filter)
 _ROUTING_FILTERS = (
     "eliminated",
@@ -66,6 +67,8 @@ _GRPC_CODES = (
     "DEADLINE_EXCEEDED",
     "CANCELLED",
 )
+# gateway.plans.model.OutcomeKind, lower case
+_PLAN_OUTCOMES = ("succeeded", "retry_scheduled", "stopped", "settled", "cancelled")
 # gateway/replicas.py's follow-the-others steps
 _REPLICA_SYNC_STEPS = ("heartbeat", "channel_states", "evidence")
 # What a broker outage looks like to the relay (aiokafka's error classes).
@@ -73,10 +76,12 @@ _PUBLISH_ERRORS = ("KafkaConnectionError", "KafkaTimeoutError")
 
 
 def grpc_methods() -> tuple[str, ...]:
-    """The short names of every PaymentGateway and GatewayAdmin method (the ``method`` label)."""
+    """The short names of every method of the gateway's services (the ``method`` label)."""
     services = (
         gateway_pb2.DESCRIPTOR.services_by_name["PaymentGateway"],
         admin_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"],
+        plans_pb2.DESCRIPTOR.services_by_name["WithholdingPlans"],
+        plans_pb2.DESCRIPTOR.services_by_name["PlanAdmin"],
     )
     return tuple(method.name for service in services for method in service.methods)
 
@@ -101,6 +106,26 @@ def declare_series(channel_ids: Iterable[str], topics: Iterable[str] = ()) -> No
         metrics.OUTBOX_PUBLISH_ERRORS.labels(error=error)
     for what in _REPLICA_SYNC_STEPS:
         metrics.REPLICA_SYNC_ERRORS.labels(what=what)
+
+
+def declare_plan_series(time_points: Mapping[str, Iterable[str]], products: Iterable[str]) -> None:
+    """Zero-valued plan series: runs behind per policy and time point, attempts and outcomes per product.
+
+    ``time_points`` maps each policy to its HH:MM time points; ``products`` are the metrics labels
+    of the configured products (and ``other``).
+    """
+    points = {point for policy_points in time_points.values() for point in policy_points}
+    for policy, policy_points in time_points.items():
+        for point in policy_points:
+            metrics.PLAN_RUNS_BEHIND.labels(policy=policy, time_point=point)
+    if not points:  # no policy configured: one series at "-", so the counter exists as the rules expect
+        metrics.PLAN_RUNS_BEHIND.labels(policy="-", time_point="-")
+    for product in products:
+        for point in points:
+            metrics.PLAN_ATTEMPTS.labels(product=product, time_point=point)
+            metrics.PLAN_SUCCEEDED.labels(product=product, time_point=point)
+        for outcome in _PLAN_OUTCOMES:
+            metrics.PLAN_OUTCOMES.labels(product=product, outcome=outcome)
 
 
 def declare_channel_series(

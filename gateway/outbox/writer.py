@@ -17,6 +17,7 @@ EVENT_TYPE_NAMES = {
     events_pb2.FLOW_RESULT: "FLOW_RESULT",
     events_pb2.FLOW_NEEDS_REVIEW: "FLOW_NEEDS_REVIEW",
     events_pb2.DISCREPANCY: "DISCREPANCY",
+    events_pb2.INSTALMENT_OUTCOME: "INSTALMENT_OUTCOME",  # written by gateway/store/plans.py
 }
 
 

@@ -88,6 +88,7 @@ def gateway_config(
     poller: Mapping[str, Any] | None = None,
     kafka: Mapping[str, Any] | None = None,
     cashier: Mapping[str, Any] | None = None,
+    plans: Mapping[str, Any] | None = None,
     banks: Mapping[str, Any] | None = None,
     server: Mapping[str, Any] | None = None,
     console: Mapping[str, Any] | None = None,
@@ -126,6 +127,7 @@ def gateway_config(
         logging={"format": "text", "level": "WARNING"},
         kafka=None if kafka is None else {"enabled": True, **kafka},
         cashier=dict(cashier or {}),
+        **({"plans": dict(plans)} if plans is not None else {}),
         **({"banks": dict(banks)} if banks is not None else {}),
         **({"console": dict(console)} if console is not None else {}),
     )
@@ -137,11 +139,13 @@ async def running_gateway(
     behaviours: Mapping[str, Behaviour],
     *,
     floats: Mapping[str, int] | None = None,
+    clock: Any = None,
     credentials: grpc.ChannelCredentials | None = None,
     **config_kw: Any,
 ) -> AsyncIterator[Harness]:
     """Sandbox simulators (one per behaviour) plus a started gateway; ``floats`` sets merchant floats.
 
+    ``clock`` is the plan executor's (tests/fakes/clock.py), ``plans`` (in ``config_kw``) its [plans] table.
     ``credentials``: the harness's channel talks TLS with these instead of plaintext.
     """
     adapters: Mapping[str, str] = config_kw.get("adapters") or {}
@@ -157,7 +161,7 @@ async def running_gateway(
         await sim.start()
     await migrate(db)
     raw = gateway_config(db, sims, **config_kw)
-    gateway = Gateway.build(from_mapping(raw))
+    gateway = Gateway.build(from_mapping(raw), clock=clock)
     await gateway.start()
     if credentials is not None:
         channel = grpc.aio.secure_channel(f"127.0.0.1:{gateway.grpc_port}", credentials)

@@ -24,6 +24,7 @@ class GatewayProcess(_GatewayProcess):
         poller: dict[str, Any] | None = None,
         server: dict[str, Any] | None = None,
         kafka: dict[str, Any] | None = None,
+        plans: dict[str, Any] | None = None,
     ) -> None:
         log = workdir / "gateway.log"
         super().__init__(ProcessSet(log), workdir / "paygate.toml", GatewayPorts.free(), log=log)
@@ -38,6 +39,7 @@ class GatewayProcess(_GatewayProcess):
                 logging={"format": "json", "level": "INFO"},
                 kafka=None if kafka is None else {"enabled": True, **kafka},
                 channels=channels,
+                **({"plans": plans} if plans is not None else {}),
             )
         )
 

@@ -12,9 +12,14 @@ from gateway.api import access
 from gateway.api.auth import GatewayInterceptor
 from gateway.config import Secret
 from gateway.security.principals import Audience, CallerTable, OperatorTable, Principals, Role
-from paygate.v1 import admin_pb2, admin_pb2_grpc, events_pb2, gateway_pb2
+from paygate.v1 import admin_pb2, admin_pb2_grpc, events_pb2, gateway_pb2, plans_pb2
 
-PROTOS: list[FileDescriptor] = [gateway_pb2.DESCRIPTOR, admin_pb2.DESCRIPTOR, events_pb2.DESCRIPTOR]
+PROTOS: list[FileDescriptor] = [
+    gateway_pb2.DESCRIPTOR,
+    admin_pb2.DESCRIPTOR,
+    events_pb2.DESCRIPTOR,
+    plans_pb2.DESCRIPTOR,
+]
 
 
 def operator_methods() -> set[str]:
@@ -41,7 +46,7 @@ def test_every_operator_method_has_a_minimum_role_and_nothing_else_does() -> Non
 
 def test_what_each_role_may_change() -> None:
     viewer = {m for m, role in access.MINIMUM_ROLE.items() if role is Role.VIEWER}
-    assert all(m.rsplit("/", 1)[-1].startswith("List") for m in viewer), "viewers only read"
+    assert all(m.rsplit("/", 1)[-1].startswith(("List", "Get")) for m in viewer), "viewers only read"
     assert access.minimum_role("/paygate.v1.GatewayAdmin/ApproveResolution") is Role.APPROVER
     assert access.minimum_role("/paygate.v1.GatewayAdmin/ResolveFlow") is Role.OPERATOR
     with pytest.raises(access.Unmapped):
