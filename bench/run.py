@@ -50,6 +50,7 @@ import pymysql
 
 from bench.bigtable import seed
 from bench.procstat import machine_busy_seconds, pid_of, tree_cpu_seconds
+from bench.profile_top import report as profile_report
 from bench.stages import Paired, Stage, figures, last_line, percentile, verdicts
 from devstack.agreements import bind_card
 from devstack.cards import luhn_card
@@ -455,7 +456,7 @@ class Bench:
         subprocess.run(
             [
                 *(str(spy), "record", "--pid", str(self.pids["gateway"]), "--duration", str(int(seconds))),
-                *("--format", "raw", "--output", str(out), "--nonblocking"),
+                *("--format", "raw", "--output", str(out)),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -609,6 +610,8 @@ async def main_async(opts: Options) -> int:
             out = await asyncio.to_thread(bench.profile, min(opts.profile_s, opts.seconds - 1))
             prof_stage = await task
             print(f"bench: py-spy profile of the gateway: {out or 'unavailable'} ({prof_stage.tps:.0f} tps, sampled)")
+            if out is not None:
+                print(profile_report(out, 30))
         full = await bench.paygate_stage("paygate-zero-latency", opts.concurrency)
         full.note = "sandbox over loopback, zero added latency"
         stages[full.name] = full
@@ -726,7 +729,7 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--big-database", default="paygate_bench_big", help="the cached big-table database")
     p.add_argument("--seed-budget", type=float, default=120.0, help="seconds of seeding per run (resumes next run)")
     p.add_argument("--pairs", type=int, default=3, help="interleaved empty/big pairs")
-    p.add_argument("--workers", type=int, default=0, help="also run the zero-latency stage with this many workers")
+    p.add_argument("--workers", type=int, default=-1, help="zero-latency again with N workers (default 2; quick 0)")
     a = p.parse_args(argv)
     seconds = a.seconds or (1.5 if a.quick else 15.0)
     levels = [int(x) for x in a.levels.split(",") if x.strip()]
@@ -748,7 +751,7 @@ def parse(argv: list[str] | None) -> Options:
         big_database=a.big_database,
         seed_budget_s=max(0.0, a.seed_budget),
         pairs=max(1, a.pairs),
-        workers=a.workers,
+        workers=a.workers if a.workers >= 0 else (0 if a.quick else 2),
     )
 
 
