@@ -4,7 +4,10 @@ Reads py-spy's ``--format raw`` output (collapsed stacks: ``frame;frame;... coun
 and prints the functions with the most samples, by *self* time (the leaf
 frame) and by *inclusive* time (anywhere in the stack, once per stack), each
 as a share of all samples. ``--idle`` keeps the event loop's idle wait
-(``select``/``epoll``), left out by default so the shares are of busy time.
+(``select``/``epoll``) and threads with no Python frame below ``Thread.run``
+(gRPC's native engine threads, which py-spy samples as busy while they wait;
+``/proc`` per-thread CPU shows them at a few percent of the gateway's), left
+out by default so the shares are of the main thread's busy time.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-_IDLE_LEAF = ("(selectors.py", "select (")
+_IDLE_LEAF = ("(asyncio/selectors.py", "(selectors.py", "select (")
 
 
 def _frame(raw: str) -> str:
@@ -38,8 +41,8 @@ def load(path: Path, *, idle: bool = False) -> tuple[Counter[str], Counter[str],
         frames = [_frame(f) for f in stack.split(";") if f]
         if not frames:
             continue
-        if not idle and any(marker in stack.rsplit(";", 1)[-1] for marker in _IDLE_LEAF):
-            continue
+        if not idle and (any(marker in frames[-1] for marker in _IDLE_LEAF) or frames[-1].startswith("Thread.run ")):
+            continue  # the loop's wait, or a thread in native code only (gRPC's engine: mostly waiting, see the doc)
         n = int(count)
         total += n
         own[frames[-1]] += n

@@ -49,7 +49,7 @@ import grpc
 import pymysql
 
 from bench.bigtable import seed
-from bench.procstat import machine_busy_seconds, pid_of, tree_cpu_seconds
+from bench.procstat import machine_busy_seconds, pid_of, thread_cpu_seconds, tree_cpu_seconds
 from bench.profile_top import report as profile_report
 from bench.stages import Paired, Stage, figures, last_line, percentile, verdicts
 from devstack.agreements import bind_card
@@ -238,10 +238,16 @@ class Bench:
         watched.update({f"loadgen{i}": h.pid for i, (h, _) in enumerate(handles)})
         await asyncio.sleep(max(0.0, start_at - time.time()))
         before = {name: tree_cpu_seconds(pid) for name, pid in watched.items()}
+        threads_before = thread_cpu_seconds(watched["gateway"]) if "gateway" in watched else {}
         busy_before = machine_busy_seconds()
         hist_before = channel_histogram(self.metrics_port) if per_request else (0.0, 0.0)
         await asyncio.sleep(max(0.0, start_at + opts.seconds - time.time()))
         stage.cpu_s = {name: tree_cpu_seconds(pid) - before[name] for name, pid in watched.items()}
+        if "gateway" in watched:
+            after = thread_cpu_seconds(watched["gateway"])
+            stage.threads = {
+                k: v - threads_before.get(k, 0.0) for k, v in after.items() if v > threads_before.get(k, 0.0)
+            }
         busy = machine_busy_seconds() - busy_before
         stage.others_cores = max(0.0, busy - sum(stage.cpu_s.values())) / opts.seconds
         if per_request:
@@ -691,6 +697,11 @@ def report(stages: list[Stage]) -> None:
         extras.append(f"cpu ms/req: {cpu}")
         if stage.others_cores is not None:
             extras.append(f"other processes used {stage.others_cores:.2f} of {os.cpu_count()} cores")
+        if stage.threads:
+            busy = sorted(stage.threads.items(), key=lambda kv: -kv[1])[:4]
+            extras.append(
+                "gateway threads ms/req: " + ", ".join(f"{k} {v * 1000 / max(stage.completed, 1):.2f}" for k, v in busy)
+            )
         if stage.note:
             extras.append(stage.note)
         print(f"  {stage.name}@{stage.concurrency}: " + "; ".join(extras))

@@ -22,6 +22,7 @@ class Stage:
     commits: dict[str, float] = field(default_factory=dict)
     note: str = ""
     others_cores: float | None = None  # CPU (in cores) used by processes outside the stage
+    threads: dict[str, float] = field(default_factory=dict)  # gateway CPU seconds by thread name (workers=1)
 
     @property
     def tps(self) -> float:
