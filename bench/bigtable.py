@@ -86,9 +86,14 @@ async def seed(database: str, flows: int, budget_s: float) -> int:
                 started = time.monotonic()
                 cur.execute("SELECT COALESCE(MAX(id), 0) FROM flows")
                 row = cur.fetchone()
-                for sql in _chunk_sql(have, n, flows, int(row[0]) if row else 0):
-                    cur.execute(sql)
-                conn.commit()
+                try:
+                    for sql in _chunk_sql(have, n, flows, int(row[0]) if row else 0):
+                        cur.execute(sql)
+                    conn.commit()
+                except pymysql.err.OperationalError as exc:  # e.g. a lock wait: measure with what is there
+                    conn.rollback()
+                    print(f"bigtable: seeding stopped at {have:,} flows: {exc}", flush=True)
+                    break
                 have += n
                 print(f"bigtable: {have:,} flows seeded ({n / (time.monotonic() - started):,.0f} rows/s)", flush=True)
             cur.execute("ANALYZE TABLE flows, attempts, outbox")
