@@ -27,13 +27,16 @@ database, no channels of its own) that starts N workers, each
   which drains as a single gateway does (``grace_s``); the supervisor waits
   for all of them (SIGKILL after ``grace_s`` + 15 s). A worker that exits on
   its own stops the others and the supervisor exits 1: the host's
-  supervisor (systemd, Kubernetes) restarts the whole set.
+  supervisor (systemd, Kubernetes) restarts the whole set. A supervisor
+  that is killed outright takes its workers with it (``PR_SET_PDEATHSIG``:
+  they get SIGTERM and drain).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import os
@@ -160,6 +163,19 @@ def exposition(texts: Sequence[str], workers: int) -> bytes:
 # --- the supervisor -----------------------------------------------------------------------
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_supervisor() -> None:
+    """In a worker, between fork and exec: SIGTERM when the supervisor dies, even by SIGKILL (Linux).
+
+    So no worker outlives its supervisor holding the shared ports; it drains
+    as on any SIGTERM. Elsewhere a no-op.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _free_loopback_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -198,7 +214,9 @@ class Supervisor:
         me = os.getpid()
         for index, port in enumerate(self.ports):
             env = {**os.environ, WORKER_ENV: f"{index}:{port}:{me}"}
-            self.procs.append(await asyncio.create_subprocess_exec(*self.command, env=env))
+            self.procs.append(
+                await asyncio.create_subprocess_exec(*self.command, env=env, preexec_fn=_die_with_supervisor)
+            )
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -150,3 +150,23 @@ async def test_sigterm_drains_every_worker(two_workers) -> None:
     served = await db.fetchall("SELECT DISTINCT incarnation FROM attempts")
     assert len(served) == 2, "the in-flight calls were spread over both workers"
     assert sorted(sim.ledger.debits_by_order().values()) == [1] * 16
+
+
+async def test_workers_do_not_outlive_a_killed_supervisor(two_workers) -> None:
+    gw, _sim, _db = two_workers
+    assert gw.proc is not None
+    workers = _children(gw.proc.pid)
+    assert len(workers) == 2
+    gw.proc.kill()  # SIGKILL: no shutdown code runs in the supervisor
+    gw.proc.wait(10)
+    deadline = asyncio.get_running_loop().time() + 15
+    while any(_alive(pid) for pid in workers) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers), "a worker kept the shared ports after its supervisor died"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
