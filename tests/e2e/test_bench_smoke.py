@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -22,7 +23,7 @@ LAST_LINE = re.compile(
 @pytest.mark.timeout(200)
 def test_quick_bench_prints_the_machine_readable_last_line() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--database", "paygate_bench_smoke"],
+        [sys.executable, "-m", "bench.run", "--quick", "--database", f"paygate_bench_smoke_{os.getpid()}"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -60,7 +60,7 @@ async def two_workers(db_config: DatabaseConfig, tmp_path: Path):
         tmp_path,
         db_config,
         [{"id": "bank-a", "adapter": "sandbox", "settings": sim.adapter_settings()}],
-        server={"workers": 2, "replica_id": "wtest"},
+        server={"workers": 2, "replica_id": "wtest", "grace_s": 10},  # a loaded machine: room to drain
     )
     db = Database(db_config)
     await db.start()
@@ -138,7 +138,7 @@ async def test_sigterm_drains_every_worker(two_workers) -> None:
     async with grpc.aio.insecure_channel(gw.address) as channel:
         await bind(gateway_pb2_grpc.PaymentGatewayStub(channel), {"bank-a": sim}, db, card)
     calls = [asyncio.ensure_future(_withhold(gw.address, f"d-{i}", card, 6010 + 100 * i)) for i in range(16)]
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.5)  # every call sent (the bank takes 700 ms or more)
     gw.proc.send_signal(signal.SIGTERM)
     flows = await asyncio.gather(*calls)
     assert [f.status for f in flows] == [pb.SUCCEEDED] * 16, "in-flight calls finish within the grace period"
