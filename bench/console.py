@@ -415,6 +415,10 @@ async def run(flows: int, runs: int, keep: bool, reuse: str = "", instalments: i
             print(
                 f"\nCSV export of one caller's flows (capped at 200,000 rows): {size / 1e6:.1f} MB in {export_s:.1f} s"
             )
+            refused = [label for label, _, _, size in timed if size < 0]
+            if refused:
+                print(f"console: pages that did not answer 200: {', '.join(refused)}")
+                return 1
             worst_p50 = max(p50 for _, p50, _, _ in timed)
             worst_max = max(w for _, _, w, _ in timed)
             print(

@@ -75,7 +75,7 @@ def decode_cursor(token: str) -> InstalmentCursor:
 def parse_search(params: Any, today: date, *, limit: int) -> tuple[dict[str, str], InstalmentQuery]:
     """The instalment search of a query string (a first visit: due from today); raises InvalidInput naming the field."""
     values = {name: str(params.get(name, "")).strip() for name in SEARCH_FIELDS}
-    if not params:
+    if not any(name in params for name in (*SEARCH_FIELDS, "after")):  # a first visit (?lang= aside)
         values["from"] = today.isoformat()
     plan_id = v.request_id(values["plan_id"], "plan_id") if values["plan_id"] else ""
     caller = v.pattern(values["caller"], "caller", v.CHANNEL_ID, "a caller name", required=False)
