@@ -9,7 +9,7 @@
     paygate demo                                   the end-to-end demo (see README)
     paygate health   --address HOST:PORT [--ca F --cert F --key F]  gRPC health probe (exit 0 when SERVING)
     paygate results tail ...                       the reference Kafka consumer
-    paygate bench routing|relay|pollqueue|plans ... benchmarks
+    paygate bench routing|relay|pollqueue|plans|console ... benchmarks
     paygate obs check-dashboard ...                evaluate the Grafana dashboard's queries
     paygate console hash-password                  a password hash for [operators.<name>] password_hash
 """
@@ -53,6 +53,7 @@ BENCHES = {
     "relay": "bench.relay:main",
     "pollqueue": "bench.pollqueue:main",
     "plans": "bench.plans:main",
+    "console": "bench.console:main",
     "gateway": "bench.run:main",
 }
 
