@@ -1,0 +1,119 @@
+"""Elimination and half-open probing of one channel.
+
+A channel is eliminated when its recent channel outcomes fail too often (a
+share over a window, or failures in a row). It then takes no traffic except a
+single probe, handed out by a decision; only the answer to *that* probe
+counts as a probe result (recognised by its attempt id when the caller gives
+one, else as the first answer about an attempt sent after the probe was handed
+out). Answers to ordinary attempts still in flight at the elimination are plain
+evidence for the estimates and change nothing here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from routing.config import RouterConfig
+from routing.estimates import FRESH_S
+
+# a probe's attempt may be stamped a little before the decision that handed it out (clock granularity)
+PROBE_SKEW_S = 1.0
+
+
+class Health:
+    """Elimination and half-open probing of one channel."""
+
+    __slots__ = (
+        "consecutive",
+        "eliminated_at",
+        "good_probes",
+        "interval",
+        "newest",
+        "next_probe_at",
+        "probe_attempt",
+        "probe_sent_at",
+        "readmitted_at",
+        "recent",
+    )
+
+    def __init__(self, config: RouterConfig) -> None:
+        self.recent: deque[tuple[float, bool]] = deque(maxlen=config.elimination_window)
+        self.consecutive = 0
+        self.eliminated_at: float | None = None
+        self.interval = config.probe_interval_s
+        self.next_probe_at = math.inf
+        self.probe_sent_at: float | None = None  # when the outstanding probe was handed out
+        self.probe_attempt: str | None = None  # its attempt id, when the caller gave one
+        self.readmitted_at = -math.inf
+        self.newest = -math.inf  # the latest send time among the outcomes recorded
+        self.good_probes = 0
+
+    def failure_share(self, now: float, window_s: float) -> tuple[int, float]:
+        outcomes = [failed for at, failed in self.recent if at >= now - window_s]
+        if not outcomes:
+            return 0, 0.0
+        return len(outcomes), sum(outcomes) / len(outcomes)
+
+    def probe_due(self, now: float, config: RouterConfig) -> bool:
+        if self.eliminated_at is None or now < self.next_probe_at:
+            return False
+        return self.probe_sent_at is None or now - self.probe_sent_at >= config.probe_timeout_s
+
+    def hand_out_probe(self, now: float, attempt_id: str | None) -> None:
+        self.probe_sent_at = now
+        self.probe_attempt = attempt_id
+
+    def is_probe_answer(self, at: float, attempt_id: str | None) -> bool:
+        """True when an answer (about an attempt sent at ``at``) is the answer to the outstanding probe."""
+        if self.probe_sent_at is None:
+            return False
+        if self.probe_attempt is not None and attempt_id is not None:
+            return attempt_id == self.probe_attempt
+        return at >= self.probe_sent_at - PROBE_SKEW_S
+
+    def record(self, failed: bool, at: float, config: RouterConfig, attempt_id: str | None = None) -> bool:
+        """Record one channel outcome; returns True when the channel is (re)admitted after a probe."""
+        if self.eliminated_at is not None:
+            if not self.is_probe_answer(at, attempt_id):
+                return False  # an ordinary attempt in flight at the elimination: evidence, not a probe result
+            self.probe_sent_at = None
+            self.probe_attempt = None
+            if failed:
+                self.good_probes = 0
+                self.interval = min(self.interval * 2.0, config.probe_max_interval_s)
+                self.next_probe_at = at + self.interval
+                return False
+            self.good_probes += 1
+            if self.good_probes < config.probe_successes:
+                self.next_probe_at = at  # half-open: the next probe may go right away
+                return False
+            self.good_probes = 0
+            self.eliminated_at = None
+            self.probe_sent_at = None
+            self.next_probe_at = math.inf
+            self.readmitted_at = at
+            self.recent.clear()
+            self.consecutive = 0
+            return True
+        if at < self.readmitted_at or at < self.newest - FRESH_S:
+            # a straggler: elimination judges the channel's latest behaviour, in the order attempts were sent
+            return False
+        self.newest = max(self.newest, at)
+        self.recent.append((at, failed))
+        self.consecutive = self.consecutive + 1 if failed else 0
+        volume, share = self.failure_share(self.newest, config.elimination_window_s)
+        windowed = volume >= config.elimination_min_volume and share >= config.elimination_threshold
+        if windowed or self.consecutive >= config.elimination_consecutive:
+            self._eliminate(at, config)
+        return False
+
+    def _eliminate(self, at: float, config: RouterConfig) -> None:
+        # a channel that flaps (eliminated again soon after coming back) keeps its longer probe interval
+        if at - self.readmitted_at > config.probe_max_interval_s:
+            self.interval = config.probe_interval_s
+        self.eliminated_at = at
+        self.next_probe_at = at + self.interval
+        self.probe_sent_at = None
+        self.probe_attempt = None
+        self.good_probes = 0
