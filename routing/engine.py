@@ -232,8 +232,8 @@ class Router:
         config = self._config
         now = request.now
         segment = self._segments.get(request.operation, request.bank_code)
-        choice_open = len(candidates) > 1 and probe is None
-        explore = choice_open and config.exploration > 0 and segment.share < config.max_exploration_share
+        choice_open = len(candidates) > 1 and probe is None and config.exploration > 0  # 0: greedy
+        explore = choice_open and segment.share < config.max_exploration_share
         rows = [self._score(channel, request, explore) for channel in candidates]
         rows.sort(key=_rank_key)
         first_reason = reason
@@ -370,7 +370,12 @@ class Router:
             estimates = []
             for operation, bank_code in sorted(channel.evidence):
                 a, b, observations, payer = self._estimate(channel, operation, bank_code, now)
-                estimates.append(EstimateStatus(operation, bank_code, a / (a + b) * (1.0 - payer), observations))
+                reliability = a / (a + b)
+                estimates.append(
+                    EstimateStatus(
+                        operation, bank_code, reliability * (1.0 - payer), observations, reliability, payer
+                    )
+                )
             eliminated = health.eliminated_at is not None
             out.append(
                 ChannelStatus(

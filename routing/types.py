@@ -143,10 +143,14 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class EstimateStatus:
+    """One estimate: ``estimate`` = expected success = ``reliability * (1 - payer_failure_rate)``."""
+
     operation: Operation
     bank_code: str  # "" for the (channel, operation) level
     estimate: float
     observations: float
+    reliability: float = 1.0  # the channel does its part (success or a payer failure)
+    payer_failure_rate: float = 0.0  # of the attempts the channel carried through
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -154,6 +158,8 @@ class EstimateStatus:
             "bank_code": self.bank_code,
             "estimate": round(self.estimate, 6),
             "observations": round(self.observations, 2),
+            "reliability": round(self.reliability, 6),
+            "payer_failure_rate": round(self.payer_failure_rate, 6),
         }
 
 
