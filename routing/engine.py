@@ -372,9 +372,7 @@ class Router:
                 a, b, observations, payer = self._estimate(channel, operation, bank_code, now)
                 reliability = a / (a + b)
                 estimates.append(
-                    EstimateStatus(
-                        operation, bank_code, reliability * (1.0 - payer), observations, reliability, payer
-                    )
+                    EstimateStatus(operation, bank_code, reliability * (1.0 - payer), observations, reliability, payer)
                 )
             eliminated = health.eliminated_at is not None
             out.append(
