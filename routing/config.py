@@ -215,6 +215,8 @@ class RouterConfig:
     relook_change_ratio: Annotated[float, Field(gt=0, le=1)] = 0.05
     # segments ((operation, bank) pairs) whose exploration state and estimates are kept, least recently used out
     max_segments: Annotated[int, Field(ge=1)] = 10_000
+    # probe attempt ids remembered per eliminated channel (a timed-out probe's late answer still counts)
+    max_tracked_attempts: Annotated[int, Field(ge=1)] = 64
     # elimination: of the last elimination_window channel-attributable outcomes within elimination_window_s,
     # at least elimination_min_volume seen and a failure share >= elimination_threshold; or
     # elimination_consecutive failures in a row

@@ -171,7 +171,7 @@ class Router:
             when = channel.health.next_probe_at
             rejected.append(Rejection(channel.profile.channel_id, "eliminated", f"next probe at {when:.0f}"))
         if probe is not None:
-            probe.health.hand_out_probe(now, request.attempt_id)
+            probe.health.hand_out_probe(now, request.attempt_id, config.max_tracked_attempts)
         return self._rank(request, candidates, probe, rejected, reason)
 
     def _filter(self, channel: _Channel, request: RouteRequest, minute: int) -> Rejection | None:
@@ -234,7 +234,7 @@ class Router:
         segment = self._segments.get(request.operation, request.bank_code)
         choice_open = len(candidates) > 1 and probe is None and config.exploration > 0  # 0: greedy
         explore = choice_open and segment.share < config.max_exploration_share
-        rows = [self._score(channel, request, explore) for channel in candidates]
+        rows = [self._score(channel, request, explore, segment) for channel in candidates]
         rows.sort(key=_rank_key)
         first_reason = reason
         pick = 0
@@ -252,9 +252,10 @@ class Router:
         if pick:
             rows.insert(0, rows.pop(pick))
         if rows and probe is None:
-            segment.chose(rows[0][2], now, config, relook=relook, estimate=rows[0][3])
+            merit = first_reason in ("best_score", "eliminated_fallback")
+            segment.chose(rows[0][2], now, config, relook=relook, merit=merit, estimate=rows[0][3])
         if probe is not None:
-            rows.insert(0, self._score(probe, request, False))
+            rows.insert(0, self._score(probe, request, False, None))
             first_reason = "probe"
         if not rows:
             return Decision([], rejected, "no_candidate")
@@ -276,8 +277,10 @@ class Router:
         segment.idle_s(rows[0][2], now)  # start the leader's clock
         return 0
 
-    def _score(self, channel: _Channel, request: RouteRequest, sample: bool) -> _Row:
-        a, b, observations, payer = self._estimate(channel, request.operation, request.bank_code, request.now)
+    def _score(self, channel: _Channel, request: RouteRequest, sample: bool, segment: Segment | None) -> _Row:
+        cid = channel.profile.channel_id
+        idle = None if segment is None else segment.unmerited_s(cid, request.now)
+        a, b, observations, payer = self._estimate(channel, request.operation, request.bank_code, request.now, idle)
         reliability = a / (a + b)
         reach = 1.0 - payer  # the share of attempts the payer does not fail
         estimate = reliability * reach
@@ -286,14 +289,19 @@ class Router:
         sampled: float | None = None
         draw = 0.0
         if sample:
+            # the noise scale grows from ``exploration`` toward full Thompson sampling as the channel stays
+            # out of the lead (the same clock as the prior's return): an idle channel's uncertainty shows
+            scale = self._config.exploration
+            if idle:
+                scale += (1.0 - scale) * self._posterior.returned(idle) if scale < 1.0 else 0.0
             noise = self._rng.betavariate(a, b) - reliability
-            sampled = min(max(reliability + self._config.exploration * noise, 0.0), 1.0) * reach
+            sampled = min(max(reliability + scale * noise, 0.0), 1.0) * reach
             draw = sampled * value_factor
         score = estimate * value_factor
         return (-score, channel.index, channel.profile.channel_id, estimate, cost, sampled, draw, observations)
 
     def _estimate(
-        self, channel: _Channel, operation: Operation, bank_code: str, now: float
+        self, channel: _Channel, operation: Operation, bank_code: str, now: float, idle_s: float | None = None
     ) -> tuple[float, float, float, float]:
         """Beta(a, b) of the channel's reliability, the evidence behind it and the payer-failure rate.
 
@@ -301,9 +309,9 @@ class Router:
         """
         top = channel.evidence.get((operation, ""))
         if not bank_code:
-            return self._posterior.channel(top, now)
+            return self._posterior.channel(top, now, idle_s)
         key = (operation, bank_code)
-        return self._posterior.pair(top, channel.evidence.get(key), self._pooled.get(key), now)
+        return self._posterior.pair(top, channel.evidence.get(key), self._pooled.get(key), now, idle_s)
 
     # --- learning -------------------------------------------------------------------
 

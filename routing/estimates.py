@@ -166,25 +166,34 @@ class Posterior:
         self._prior_a = config.prior_mean * config.prior_strength
         self._prior_b = config.prior_strength - self._prior_a
 
-    def channel(self, top: Evidence | None, now: float) -> tuple[float, float, float, float]:
+    def channel(
+        self, top: Evidence | None, now: float, idle_s: float | None = None
+    ) -> tuple[float, float, float, float]:
         """(a, b, observations, payer-failure rate) of the (channel, operation) level.
 
         The prior's weight fades with the channel's history (``prior_fade``), so a
         channel known to be bad does not jump back to the optimistic prior, and
         returns toward ``prior_strength`` with idleness (``prior_half_life_s``), so a
-        channel nobody has measured for a while becomes uncertain again.
+        channel nobody has measured for a while becomes uncertain again. ``idle_s``:
+        how long the channel has not been chosen on its merits (default: since its
+        newest observation).
         """
         config = self._config
         a, b = self._prior_a, self._prior_b
         if top is None:
             return a, b, 0.0, 0.0
         fade = config.prior_strength / (config.prior_strength + config.prior_fade * top.lifetime)
-        if now > top.t:
-            fade += (1.0 - fade) * (1.0 - math.exp((top.t - now) * self._return_rate))
+        idle = now - top.t if idle_s is None else idle_s
+        if idle > 0:
+            fade += (1.0 - fade) * self.returned(idle)
         factor = top.factor(now, self._rate)
         s, f = top.s * factor, top.f * factor
         q = top.p / (top.s + 1.0)
         return a * fade + s, b * fade + f, s + f, q
+
+    def returned(self, idle_s: float) -> float:
+        """The share of its lost weight the prior has regained after ``idle_s`` of idleness (0..1)."""
+        return 1.0 - math.exp(-idle_s * self._return_rate)
 
     def segment_mean(self, pooled: Evidence | None, now: float) -> float | None:
         """The bank's success rate across channels (``prior_strength`` pseudo-observations at the prior)."""
@@ -202,16 +211,21 @@ class Posterior:
         bank: Evidence | None,
         pooled: Evidence | None,
         now: float,
+        idle_s: float | None = None,
     ) -> tuple[float, float, float, float]:
         """(a, b, observations, payer-failure rate) of (channel, operation, bank).
 
         The pair's own evidence plus ``bank_prior_strength`` pseudo-observations at
         a blend of the channel-across-banks mean and the bank-across-channels mean
         (weight ``pool_across_channels`` on the latter): a channel that mostly
-        carries its best bank does not look good everywhere.
+        carries its best bank does not look good everywhere. The payer-failure rate
+        is the bank's across channels (a property of the payers, not the channel),
+        else the channel's.
         """
         config = self._config
-        a, b, _, q = self.channel(top, now)
+        a, b, _, q = self.channel(top, now, idle_s)
+        if pooled is not None and pooled.s > 0:
+            q = pooled.p / (pooled.s + 1.0)
         mean = a / (a + b)
         across = self.segment_mean(pooled, now)
         if across is not None:
@@ -222,5 +236,4 @@ class Posterior:
             return k * mean, k * (1.0 - mean), 0.0, q
         factor = bank.factor(now, self._rate)
         s, f = bank.s * factor, bank.f * factor
-        q = (bank.p + 2.0 * q) / (bank.s + 2.0)
         return s + k * mean, f + k * (1.0 - mean), s + f, q

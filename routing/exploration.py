@@ -29,16 +29,21 @@ EXPLORATION_SHARE_ALPHA = 1.0 / 200.0
 
 
 class Segment:
-    __slots__ = ("backoff", "chosen_at", "reference", "share")
+    __slots__ = ("backoff", "chosen_at", "merit_at", "reference", "share")
 
     def __init__(self) -> None:
         self.share = 0.0
         self.chosen_at: dict[str, float] = {}  # channel -> when last chosen first (or first seen)
+        self.merit_at: dict[str, float] = {}  # channel -> when last chosen first by its mean score
         self.backoff: dict[str, float] = {}  # channel -> current re-look interval
         self.reference: dict[str, float] = {}  # channel -> its estimate at the last re-look
 
     def idle_s(self, channel_id: str, now: float) -> float:
         return now - self.chosen_at.setdefault(channel_id, now)
+
+    def unmerited_s(self, channel_id: str, now: float) -> float:
+        """How long since the channel was last chosen on its merits (re-looks and exploration do not count)."""
+        return now - self.merit_at.setdefault(channel_id, now)
 
     def relook_due(self, channel_id: str, estimate: float, now: float, config: RouterConfig) -> float:
         """How far past its re-look time the channel is (< 0: not due)."""
@@ -50,8 +55,12 @@ class Segment:
             del self.reference[channel_id]
         return idle - backoff
 
-    def chose(self, channel_id: str, now: float, config: RouterConfig, *, relook: bool, estimate: float) -> None:
+    def chose(
+        self, channel_id: str, now: float, config: RouterConfig, *, relook: bool, merit: bool, estimate: float
+    ) -> None:
         self.chosen_at[channel_id] = now
+        if merit:
+            self.merit_at[channel_id] = now
         if relook:
             backoff = self.backoff.get(channel_id, config.relook_after_s)
             self.backoff[channel_id] = min(2.0 * backoff, config.relook_max_after_s)

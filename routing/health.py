@@ -31,7 +31,8 @@ class Health:
         "interval",
         "newest",
         "next_probe_at",
-        "probe_attempt",
+        "first_probe_at",
+        "probe_ids",
         "probe_sent_at",
         "readmitted_at",
         "recent",
@@ -44,7 +45,9 @@ class Health:
         self.interval = config.probe_interval_s
         self.next_probe_at = math.inf
         self.probe_sent_at: float | None = None  # when the outstanding probe was handed out
-        self.probe_attempt: str | None = None  # its attempt id, when the caller gave one
+        self.first_probe_at: float | None = None  # the first probe handed out since the elimination
+        # attempt ids of the probes handed out since the elimination and not answered (the newest ones)
+        self.probe_ids: dict[str, float] = {}
         self.readmitted_at = -math.inf
         self.newest = -math.inf  # the latest send time among the outcomes recorded
         self.good_probes = 0
@@ -60,17 +63,24 @@ class Health:
             return False
         return self.probe_sent_at is None or now - self.probe_sent_at >= config.probe_timeout_s
 
-    def hand_out_probe(self, now: float, attempt_id: str | None) -> None:
+    def hand_out_probe(self, now: float, attempt_id: str | None, limit: int) -> None:
         self.probe_sent_at = now
-        self.probe_attempt = attempt_id
+        if self.first_probe_at is None:
+            self.first_probe_at = now
+        if attempt_id is not None:
+            self.probe_ids[attempt_id] = now
+            if len(self.probe_ids) > limit:
+                del self.probe_ids[next(iter(self.probe_ids))]
 
     def is_probe_answer(self, at: float, attempt_id: str | None) -> bool:
-        """True when an answer (about an attempt sent at ``at``) is the answer to the outstanding probe."""
-        if self.probe_sent_at is None:
-            return False
-        if self.probe_attempt is not None and attempt_id is not None:
-            return attempt_id == self.probe_attempt
-        return at >= self.probe_sent_at - PROBE_SKEW_S
+        """True when an answer (about an attempt sent at ``at``) answers a probe (consumes its id).
+
+        A probe that timed out still counts when its answer comes late. Without ids, the answer
+        about any attempt sent once probing began is taken for a probe's.
+        """
+        if attempt_id is not None and self.probe_ids:
+            return self.probe_ids.pop(attempt_id, None) is not None
+        return self.first_probe_at is not None and at >= self.first_probe_at - PROBE_SKEW_S
 
     def record(self, failed: bool, at: float, config: RouterConfig, attempt_id: str | None = None) -> bool:
         """Record one channel outcome; returns True when the channel is (re)admitted after a probe."""
@@ -78,7 +88,6 @@ class Health:
             if not self.is_probe_answer(at, attempt_id):
                 return False  # an ordinary attempt in flight at the elimination: evidence, not a probe result
             self.probe_sent_at = None
-            self.probe_attempt = None
             if failed:
                 self.good_probes = 0
                 self.interval = min(self.interval * 2.0, config.probe_max_interval_s)
@@ -92,6 +101,8 @@ class Health:
             self.eliminated_at = None
             self.probe_sent_at = None
             self.next_probe_at = math.inf
+            self.first_probe_at = None
+            self.probe_ids.clear()
             self.readmitted_at = at
             self.recent.clear()
             self.consecutive = 0
@@ -115,5 +126,6 @@ class Health:
         self.eliminated_at = at
         self.next_probe_at = at + self.interval
         self.probe_sent_at = None
-        self.probe_attempt = None
+        self.first_probe_at = None
+        self.probe_ids.clear()
         self.good_probes = 0
