@@ -202,7 +202,14 @@ class Planner:
         # the router wants the time the attempt was sent: a late answer to an attempt sent
         # before an elimination must not count as fresh evidence
         sent = _epoch(attempt.created_at) if attempt.created_at else time.time()
-        self.router.observe(attempt.channel, Operation(attempt.operation), attempt.bank_code, observation, sent)
+        self.router.observe(
+            attempt.channel,
+            Operation(attempt.operation),
+            attempt.bank_code,
+            observation,
+            sent,
+            attempt_id=attempt.channel_order_no or None,
+        )
 
     def fold(self, attempts: Iterable[FinishedAttempt]) -> int:
         """Count outcomes recorded by any replica (warm start, the others' results) not counted here yet.
@@ -222,8 +229,16 @@ class Planner:
                 observation = Observation.SUCCESS
             else:
                 observation = Observation.PAYER_FAILURE if attempt.payer_attributable else Observation.CHANNEL_FAILURE
+            # weighed by when the attempt was sent (late evidence counts as old evidence)
             sent = _epoch(attempt.sent_at or attempt.finished_at)
-            self.router.observe(attempt.channel, Operation(attempt.operation), attempt.bank_code, observation, sent)
+            self.router.observe(
+                attempt.channel,
+                Operation(attempt.operation),
+                attempt.bank_code,
+                observation,
+                sent,
+                attempt_id=attempt.channel_order_no or None,
+            )
         return len(fresh)
 
     def _first_time(self, channel_order_no: str) -> bool:
