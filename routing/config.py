@@ -196,7 +196,7 @@ class RouterConfig:
     bank_prior_strength: _Positive = 10.0
     # the bank's pseudo-observations sit at a blend of the channel-across-banks mean and, with this weight,
     # the bank-across-channels mean
-    pool_across_channels: Annotated[float, Field(ge=0, le=1)] = 0.5
+    pool_across_channels: Annotated[float, Field(ge=0, le=1)] = 0.25
     # sliding memory: evidence halves every half_life_s seconds and never exceeds memory_observations
     half_life_s: _Positive = 300.0
     memory_observations: Annotated[float, Field(ge=2)] = 1000.0
@@ -210,7 +210,7 @@ class RouterConfig:
     # a candidate not chosen first for relook_after_s takes one transaction (per operation and bank); each
     # re-look doubles the interval up to relook_max_after_s; it starts over when the channel's estimate moved
     # by relook_change_ratio (relative) since the last re-look
-    relook_after_s: _Positive = 60.0
+    relook_after_s: _Positive = 120.0
     relook_max_after_s: _Positive = 240.0
     relook_change_ratio: Annotated[float, Field(gt=0, le=1)] = 0.05
     # segments ((operation, bank) pairs) whose exploration state and estimates are kept, least recently used out

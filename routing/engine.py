@@ -68,7 +68,8 @@ __all__ = [
 
 _EPOCH_WEEK_OFFSET_MIN = 3 * 1440
 import os
-_GROW = os.environ.get('R15_GROW', '1') == '1'
+
+_GROW = os.environ.get("R15_GROW", "1") == "1"
 
 # (-score, config order, channel, estimate, cost, sampled, draw, observations)
 _Row = tuple[float, int, str, float, int, float | None, float, float]

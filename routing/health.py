@@ -32,6 +32,7 @@ class Health:
         "newest",
         "next_probe_at",
         "first_probe_at",
+        "last_probe_answered",
         "probe_ids",
         "probe_sent_at",
         "readmitted_at",
@@ -48,6 +49,7 @@ class Health:
         self.first_probe_at: float | None = None  # the first probe handed out since the elimination
         # attempt ids of the probes handed out since the elimination and not answered (the newest ones)
         self.probe_ids: dict[str, float] = {}
+        self.last_probe_answered = -math.inf  # send time of the newest probe answered
         self.readmitted_at = -math.inf
         self.newest = -math.inf  # the latest send time among the outcomes recorded
         self.good_probes = 0
@@ -75,12 +77,19 @@ class Health:
     def is_probe_answer(self, at: float, attempt_id: str | None) -> bool:
         """True when an answer (about an attempt sent at ``at``) answers a probe (consumes its id).
 
-        A probe that timed out still counts when its answer comes late. Without ids, the answer
-        about any attempt sent once probing began is taken for a probe's.
+        A probe that timed out still counts when its answer comes late, unless a newer probe was
+        answered first. Without ids, the answer about any attempt sent once probing began is taken
+        for a probe's.
         """
         if attempt_id is not None and self.probe_ids:
-            return self.probe_ids.pop(attempt_id, None) is not None
-        return self.first_probe_at is not None and at >= self.first_probe_at - PROBE_SKEW_S
+            sent = self.probe_ids.pop(attempt_id, None)
+            probe = sent is not None
+        else:
+            probe = self.first_probe_at is not None and at >= self.first_probe_at - PROBE_SKEW_S
+        if not probe or at < self.last_probe_answered:
+            return False  # an older probe's answer after a newer one's: the newer says more
+        self.last_probe_answered = at
+        return True
 
     def record(self, failed: bool, at: float, config: RouterConfig, attempt_id: str | None = None) -> bool:
         """Record one channel outcome; returns True when the channel is (re)admitted after a probe."""
@@ -128,4 +137,5 @@ class Health:
         self.probe_sent_at = None
         self.first_probe_at = None
         self.probe_ids.clear()
+        self.last_probe_answered = -math.inf
         self.good_probes = 0
