@@ -33,6 +33,7 @@ class Health:
         "next_probe_at",
         "first_probe_at",
         "last_probe_answered",
+        "last_probe_handed",
         "probe_ids",
         "probe_sent_at",
         "readmitted_at",
@@ -50,6 +51,7 @@ class Health:
         # attempt ids of the probes handed out since the elimination and not answered (the newest ones)
         self.probe_ids: dict[str, float] = {}
         self.last_probe_answered = -math.inf  # send time of the newest probe answered
+        self.last_probe_handed = -math.inf  # when the newest probe was handed out
         self.readmitted_at = -math.inf
         self.newest = -math.inf  # the latest send time among the outcomes recorded
         self.good_probes = 0
@@ -67,6 +69,7 @@ class Health:
 
     def hand_out_probe(self, now: float, attempt_id: str | None, limit: int) -> None:
         self.probe_sent_at = now
+        self.last_probe_handed = now
         if self.first_probe_at is None:
             self.first_probe_at = now
         if attempt_id is not None:
@@ -74,27 +77,27 @@ class Health:
             if len(self.probe_ids) > limit:
                 del self.probe_ids[next(iter(self.probe_ids))]
 
-    def is_probe_answer(self, at: float, attempt_id: str | None) -> bool:
+    def is_probe_answer(self, at: float, attempt_id: str | None, timeout_s: float) -> bool:
         """True when an answer (about an attempt sent at ``at``) answers a probe (consumes its id).
 
         A probe that timed out still counts when its answer comes late, unless a newer probe was
-        answered first. Without ids, the answer about any attempt sent once probing began is taken
-        for a probe's.
+        answered first or handed out more than ``timeout_s`` after it. Without ids, the answer
+        about any attempt sent once probing began is taken for a probe's.
         """
         if attempt_id is not None and self.probe_ids:
             sent = self.probe_ids.pop(attempt_id, None)
             probe = sent is not None
         else:
             probe = self.first_probe_at is not None and at >= self.first_probe_at - PROBE_SKEW_S
-        if not probe or at < self.last_probe_answered:
-            return False  # an older probe's answer after a newer one's: the newer says more
+        if not probe or at < self.last_probe_answered or at < self.last_probe_handed - timeout_s:
+            return False  # an older probe's answer after a newer one's, or one overtaken: the newer says more
         self.last_probe_answered = at
         return True
 
     def record(self, failed: bool, at: float, config: RouterConfig, attempt_id: str | None = None) -> bool:
         """Record one channel outcome; returns True when the channel is (re)admitted after a probe."""
         if self.eliminated_at is not None:
-            if not self.is_probe_answer(at, attempt_id):
+            if not self.is_probe_answer(at, attempt_id, config.probe_timeout_s):
                 return False  # an ordinary attempt in flight at the elimination: evidence, not a probe result
             self.probe_sent_at = None
             if failed:
@@ -138,4 +141,5 @@ class Health:
         self.first_probe_at = None
         self.probe_ids.clear()
         self.last_probe_answered = -math.inf
+        self.last_probe_handed = -math.inf
         self.good_probes = 0
