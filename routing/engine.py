@@ -67,9 +67,6 @@ __all__ = [
 ]
 
 _EPOCH_WEEK_OFFSET_MIN = 3 * 1440
-import os
-
-_GROW = os.environ.get("R15_GROW", "1") == "1"
 
 # (-score, config order, channel, estimate, cost, sampled, draw, observations)
 _Row = tuple[float, int, str, float, int, float | None, float, float]
@@ -295,7 +292,7 @@ class Router:
             # the noise scale grows from ``exploration`` toward full Thompson sampling as the channel stays
             # out of the lead (the same clock as the prior's return): an idle channel's uncertainty shows
             scale = self._config.exploration
-            if idle and _GROW:
+            if idle:
                 scale += (1.0 - scale) * self._posterior.returned(idle) if scale < 1.0 else 0.0
             noise = self._rng.betavariate(a, b) - reliability
             sampled = min(max(reliability + scale * noise, 0.0), 1.0) * reach
