@@ -582,7 +582,7 @@ def decision_latency_p99_us(channels: int = 20, decisions: int = 500, seed: int 
 
 def run(short: bool, seed: int, config: RouterConfig | None = None) -> BenchResult:
     """Run every scenario (short: fewer, shorter runs) and measure decision latency."""
-    horizon, repeats = (6000, 3) if short else (8000, 8)
+    horizon, repeats = (6000, 2) if short else (8000, 8)
     results: list[ScenarioResult] = []
     for index, scenario in enumerate(SCENARIOS):
         total = {name: PolicyStats() for name in POLICY_ORDER}
