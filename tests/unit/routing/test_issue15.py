@@ -29,7 +29,7 @@ def estimate(router: Router, channel_id: str, now: float, bank: str = ICBC) -> f
 def test_a_recovered_idle_channel_is_back_in_traffic_within_bounded_time() -> None:
     """(1) A channel that degraded to 50 % without being eliminated, then recovered, gets traffic again.
 
-    Main: "a" was never chosen again in the 1800 s after its recovery (stranded behind "b").
+    Main: "a" was first chosen again 357 s after its recovery (stranded behind "b").
     """
     router = make_router([profile("a"), profile("b")], seed=3)
     rng = random.Random(5)
@@ -85,7 +85,7 @@ def test_in_flight_answers_during_an_elimination_are_not_probe_results() -> None
 def test_late_evidence_is_weighed_by_the_send_time_of_its_attempt() -> None:
     """(3) Successes about attempts sent 30 minutes ago barely move a channel that is failing now.
 
-    Main: the 40 late successes counted as fresh and lifted the estimate from about 0.2 to over 0.5.
+    Main: the 40 late successes counted as fresh and lifted the estimate from 0.23 to 0.61.
     """
     router = make_router(exploration=0.0)
     late_sent = NOW
@@ -101,7 +101,7 @@ def test_late_evidence_is_weighed_by_the_send_time_of_its_attempt() -> None:
 def test_an_unseen_bank_leans_on_what_other_channels_know_of_it() -> None:
     """(4) A pair without data is shrunk toward the bank across channels, not only the channel's mean.
 
-    Main: "a" looked as good on PSBC (where every channel struggles) as on ICBC, about 0.97.
+    Main: "a" looked as good on PSBC (where every channel struggles) as on ICBC, 0.999.
     """
     router = make_router(exploration=0.0)
     feed(router, "a", "S" * 200, bank=ICBC)
@@ -137,7 +137,7 @@ def test_exploration_is_budgeted_per_segment() -> None:
 def test_evidence_is_bounded_by_decay_not_by_a_150_observation_cap() -> None:
     """(5) The memory is the half-life's (about 430 outcomes at one a second), not a count cap of 150.
 
-    Main: observations were capped at 150, too noisy to see a fee gap between equal channels.
+    Main: observations were capped at 150 (149.7 here), too noisy to see a fee gap between equal channels.
     The effect is measured by the bench's fee_gap scenario (docs/ROUTING.md), not asserted here:
     with 0.3 % vs 0.8 % fees and cost_weight 5 ours pays 34 bp against the oracle's 30.
     """
