@@ -229,7 +229,7 @@ class RouterConfig:
     # probe up to probe_max_interval_s; a probe without an answer for probe_timeout_s frees the slot
     probe_interval_s: _Positive = 30.0
     probe_max_interval_s: _Positive = 120.0
-    probe_timeout_s: _Positive = 120.0
+    probe_timeout_s: _Positive = 60.0
     # successful probes in a row that re-admit the channel
     probe_successes: Annotated[int, Field(ge=1)] = 2
     # when every candidate that passed the other filters is eliminated, route to them anyway (ranked)
