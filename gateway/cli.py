@@ -49,7 +49,7 @@ def _delegate(target: str) -> Callable[[list[str]], int]:
 
 # paygate bench <name> -> "module:main", imported only when that bench runs.
 BENCHES = {
-    "routing": "routing.bench:main",
+    "routing": "bench.routing:main",
     "relay": "bench.relay:main",
     "pollqueue": "bench.pollqueue:main",
     "plans": "bench.plans:main",

@@ -12,6 +12,7 @@ PRODUCT = ("gateway", "channels", "routing")
 LIMIT = 600
 # Each of these is named in README.md's row "files over 600 lines, each one thing".
 COHESIVE = {
+    "gateway/app.py",
     "gateway/store/plans.py",
     "gateway/flows.py",
     "gateway/plans/executor.py",
@@ -23,7 +24,6 @@ COHESIVE = {
     "channels/alipay/simulator.py",
     "channels/wechatpay/simulator.py",
     "channels/sandbox/simulator.py",
-    "routing/engine.py",
 }
 
 

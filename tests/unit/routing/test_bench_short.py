@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from routing import bench
+from bench import routing as bench
 
 RATIO_FLOOR = 0.98
 STRANDED_CEILING = bench.TARGET_STRANDED_S

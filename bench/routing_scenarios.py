@@ -1,4 +1,4 @@
-"""Scenarios and policies of ``paygate bench routing`` (routing/bench.py runs them).
+"""Scenarios and policies of ``paygate bench routing`` (bench/routing.py runs them).
 
 A scenario is a set of simulated channels whose true reliability follows a
 function of the run's elapsed fraction (per bank where it differs), plus the

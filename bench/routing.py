@@ -50,8 +50,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from channels.contract import Operation
-from routing.bench_scenarios import (
+from bench.routing_scenarios import (
     BANK,
     CURRENCY,
     SCENARIOS,
@@ -68,6 +67,7 @@ from routing.bench_scenarios import (
     SrV3,
     WindowRatio,
 )
+from channels.contract import Operation
 from routing.config import ChannelProfile, FeeSchedule, RouterConfig
 from routing.engine import Observation, Router, RouteRequest
 
