@@ -28,6 +28,7 @@ the whole withhold in any number of pieces returns each share exactly.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -112,6 +113,18 @@ def split_amount(amount: int, shares: Shares) -> tuple[Part, ...]:
     return tuple(Part(s.funder_id, v) for s, v in zip(shares.items, values, strict=True))
 
 
+def fit(shares: Shares, amount: int) -> Shares:
+    """``shares`` for another ``amount`` than they were given for (an instalment amended down).
+
+    Proportions fit any amount as they are. Fixed amounts that no longer sum to ``amount``
+    become fixed amounts that do, allocated by the old amounts as weights (largest remainder).
+    """
+    if shares.kind is ShareKind.PPM or sum(s.value for s in shares.items) == amount:
+        return shares
+    values = allocate(amount, [s.value for s in shares.items])
+    return Shares(ShareKind.FIXED, tuple(Share(s.funder_id, v) for s, v in zip(shares.items, values, strict=True)))
+
+
 def split_refund(refund: int, held: Sequence[Part]) -> tuple[Part, ...]:
     """The funders' parts of a refund of ``refund`` minor units, against what each still ``held``.
 
@@ -136,3 +149,25 @@ def remaining(parts: Sequence[Part], refunds: Sequence[Sequence[Part]]) -> tuple
         for part in refund:
             left[part.funder_id] -= part.amount
     return tuple(Part(p.funder_id, left[p.funder_id]) for p in parts)
+
+
+# --- the shares as kept on the flow (flows.split_shares) -------------------------------
+
+REFUND_MARKER = '{"refund":true}'
+
+
+def shares_json(shares: Shares) -> str:
+    """The shares as the flow keeps them: kind and the ordered ``[funder_id, value]`` pairs."""
+    return json.dumps(
+        {"kind": shares.kind.value, "shares": [[s.funder_id, s.value] for s in shares.items]}, separators=(",", ":")
+    )
+
+
+def shares_from_json(text: str) -> Shares:
+    """The inverse of :func:`shares_json`."""
+    raw = json.loads(text)
+    return Shares(ShareKind(raw["kind"]), tuple(Share(str(fid), int(v)) for fid, v in raw["shares"]))
+
+
+def is_refund_marker(text: str | None) -> bool:
+    return text == REFUND_MARKER

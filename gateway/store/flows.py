@@ -43,7 +43,7 @@ from gateway import metrics
 from gateway.domain import ATTEMPT_FROM, AttemptStatus, FlowStatus
 from gateway.errors import CardLimitReached, DuplicateKey, FlowClosed, PositionShort, RefundExceeds
 from gateway.outbox.writer import flow_event
-from gateway.store import audit, card_usage, discrepancies, outbox, poll_queue, positions
+from gateway.store import audit, card_usage, discrepancies, outbox, poll_queue, positions, splits
 from gateway.store.db import Database, Tx
 from gateway.store.flow_batch import FlowBatch
 from gateway.store.flow_sql import (
@@ -149,6 +149,8 @@ class MySQLFlowStore:
         flow = FlowRow.from_row(row)
         if with_attempts:
             flow.attempts = await self.attempts_of(flow.id)
+        if flow.split_shares is not None and flow.status is FlowStatus.SUCCEEDED:
+            flow.split = await splits.parts_of(self.db, flow)
         return flow
 
     async def attempts_of(self, flow_id: int) -> list[AttemptRow]:
@@ -401,6 +403,9 @@ class MySQLFlowStore:
         if n != 1:  # pragma: no cover - guarded by the row lock
             return False
         record_flow_result(flow, values, outcome)
+        if flow.split_shares is not None and target is FlowStatus.SUCCEEDED:
+            # the funders' parts (small orders) commit with the transition, before its event is written
+            flow.split = await splits.record_parts(tx, flow, now)
         kind, status = flow.kind.value, flow.status.value
         tx.on_commit(lambda: metrics.FLOWS_FINISHED.labels(kind=kind, status=status).inc())
         if flow.original_flow_id is not None:
