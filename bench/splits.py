@@ -182,6 +182,7 @@ class SplitBench:
                     sms_code=lambda phone: sims["bank-a"].last_sms(phone).code,
                 )
                 cards.append(card)
+                sims["bank-a"].ledger.set_balance(card, 10**13)  # declines come from the behaviour, not empty cards
             started = time.monotonic()
             refunds = int(self.opts.flows * self.opts.refund_share)
             await self._withholds(stub, cards, self.opts.flows - refunds)
@@ -369,6 +370,13 @@ class SplitBench:
         )
         if total_paid != withheld - refunded:
             mismatch += 1
+        codes = await db.fetchall(
+            "SELECT kind, status, failure_code, COUNT(*) AS n FROM flows GROUP BY kind, status, failure_code"
+        )
+        print(
+            "flows: " + ", ".join(f"{r['kind']} {r['status']} {r['failure_code'] or ''}: {r['n']}" for r in codes),
+            file=sys.stderr,
+        )
         print(
             f"day {day}: withheld {withheld} refunded {refunded} settled {total_paid} (fen) over"
             f" {len(self.funders)} funders; {self.tally.flows} flows in {elapsed:.1f} s",
