@@ -567,6 +567,7 @@ class Gateway:
                     audit=MySQLAuditLog(self.db),
                     outbox_max_attempts=cfg.kafka.max_attempts if cfg.kafka is not None else 10,
                     relay_enabled=self.relay is not None,
+                    settlement=self.settlement,
                 )
             )
 

@@ -418,3 +418,14 @@ def translator(language: str) -> Callable[..., str]:
         return text.format(**values) if values else text
 
     return t
+
+
+def _merge(extra: dict[str, dict[str, str]]) -> None:
+    """Words of a screen kept in a module of its own (one registration line per screen below)."""
+    for language, words in extra.items():
+        MESSAGES[language].update(words)
+
+
+from gateway.console.settlement_words import WORDS as _SETTLEMENT_WORDS  # noqa: E402
+
+_merge(_SETTLEMENT_WORDS)

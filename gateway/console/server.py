@@ -50,6 +50,7 @@ from gateway.errors import DatabaseUnavailable, GatewayError, InvalidInput, NotF
 from gateway.operations import Operations
 from gateway.planner import Planner
 from gateway.ports import AuditLog, FlowStore, PositionStore
+from gateway.splits.settlement import SettlementService
 from gateway.store.console_rows import DayPoint
 
 log = logging.getLogger("paygate.console")
@@ -92,6 +93,7 @@ class ConsoleDeps:
     positions: PositionStore
     audit: AuditLog
     outbox_max_attempts: int = 10
+    settlement: SettlementService | None = None  # joint-loan funders' settlements (the settlements screen)
     relay_enabled: bool = False
     clock: Callable[[], float] = time.time
     signer: SessionSigner = field(init=False)
@@ -340,7 +342,7 @@ def build_app(console: ConsoleDeps) -> web.Application:
             f"front-end libraries are not installed ({', '.join(missing)} under {STATIC}):"
             " run `make assets` (npm ci from package-lock.json)",
         )
-    from gateway.console import actions, pages, signin
+    from gateway.console import actions, pages, settlements, signin
 
     app = web.Application(
         middlewares=[headers_middleware, errors_middleware, session_middleware], client_max_size=256 * 1024
@@ -368,5 +370,7 @@ def build_app(console: ConsoleDeps) -> web.Application:
     r.add_get("/outbox", pages.outbox, name="outbox")
     r.add_post("/outbox/release", actions.outbox_release, name="outbox_release")
     r.add_get("/audit", pages.audit, name="audit")
+    r.add_get("/settlements", settlements.settlements, name="settlements")
+    r.add_get("/settlements/{funder}/{day}.csv", settlements.statement, name="settlement_statement")
     r.add_static("/static/", STATIC, name="static", show_index=False, follow_symlinks=False)
     return app
