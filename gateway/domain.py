@@ -124,6 +124,14 @@ def minor_to_text(minor_units: int, currency: str) -> str:
     return f"{sign}{whole}.{fraction:0{exponent}d}" if exponent else f"{sign}{whole}"
 
 
+def spreadsheet_safe(value: object) -> str:
+    """A CSV cell that a spreadsheet will not run: text starting with = + - @ (or a tab / CR) gets a quote mark."""
+    text = "" if value is None else str(value)
+    if text and text[0] in "=+-@\t\r":
+        return "'" + text
+    return text
+
+
 # --- masking -------------------------------------------------------------------
 #
 # Two ways (DESIGN.md invariant 10):

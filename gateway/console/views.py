@@ -15,7 +15,7 @@ from typing import Any
 from channels.statement import StatementFormatError, yuan_to_minor
 from gateway import validation as v
 from gateway.businessday import BusinessCalendar
-from gateway.domain import CURRENCIES, FlowKind, FlowStatus, minor_to_text, scrub
+from gateway.domain import CURRENCIES, FlowKind, FlowStatus, minor_to_text, scrub, spreadsheet_safe
 from gateway.errors import InvalidInput
 from gateway.store.console_rows import ChannelOutcomes, FlowCursor, FlowQuery, FlowRecords, OutboxBacklog
 from gateway.store.rows import FlowRow
@@ -181,12 +181,7 @@ CSV_COLUMNS = (
 )
 
 
-def csv_cell(value: object) -> str:
-    """A CSV cell that a spreadsheet will not run: text starting with = + - @ (or a tab / CR) gets a quote mark."""
-    text = "" if value is None else str(value)
-    if text and text[0] in "=+-@\t\r":
-        return "'" + text
-    return text
+csv_cell = spreadsheet_safe  # one rule for every CSV the gateway hands out (gateway/domain.py)
 
 
 def yuan(amount: int, currency: str) -> str:

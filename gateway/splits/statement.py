@@ -4,7 +4,8 @@ Every small order of the day: each withhold part (with its flow, the withhold's 
 funder's part and what refunds have taken back of it so far) and each refund part; then the
 totals, which are the settlement row's: withheld − refunded + carried in = net; paid is what
 the payout paid (the statement total equals the payout); carried out goes to the next day.
-Amounts are decimal strings of the currency's major unit, exact (no float).
+Amounts are decimal strings of the currency's major unit, exact (no float); text a caller chose
+(request ids) cannot run as a spreadsheet formula (:func:`gateway.domain.spreadsheet_safe`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import io
 from collections.abc import Sequence
 
 from gateway.businessday import BusinessCalendar
-from gateway.domain import minor_to_text
+from gateway.domain import minor_to_text, spreadsheet_safe
 from gateway.store.splits import SettlementRow, StatementLine
 
 HEADER = (
@@ -54,7 +55,7 @@ def render(row: SettlementRow, funder_name: str, lines: Sequence[StatementLine],
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(("出资方 funder", row.funder_id, funder_name))
+    writer.writerow(("出资方 funder", row.funder_id, spreadsheet_safe(funder_name)))
     writer.writerow(("营业日 business_day", row.business_day.isoformat(), calendar.name))
     writer.writerow(("币种 currency", cur))
     writer.writerow(())
@@ -66,8 +67,8 @@ def render(row: SettlementRow, funder_name: str, lines: Sequence[StatementLine],
                 KIND_TEXT[line.kind],
                 line.flow_no,
                 line.original_flow_no,
-                line.caller,
-                line.request_id,
+                spreadsheet_safe(line.caller),
+                spreadsheet_safe(line.request_id),
                 minor_to_text(line.flow_amount, cur),
                 minor_to_text(line.part if line.kind == "WITHHOLD" else -line.part, cur),
                 minor_to_text(line.refunded_so_far, cur) if line.kind == "WITHHOLD" else "",
