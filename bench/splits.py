@@ -96,6 +96,7 @@ class Options:
 class Tally:
     flows: int = 0
     withholds: int = 0
+    answers: dict[str, gateway_pb2.Flow] = field(default_factory=dict)  # request id -> the Withhold's answer
     sum_errors: int = 0
     expected: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # funder -> net, client-side
     succeeded: list[tuple[gateway_pb2.Flow, int]] = field(default_factory=list)  # withhold, refundable left
@@ -253,7 +254,7 @@ class SplitBench:
                     shares=random_shares(self.rng, amount, self.funders),
                     wait_ms=8000,
                 )
-                await stub.Withhold(request, metadata=self.md)
+                self.tally.answers[request.request_id] = await stub.Withhold(request, metadata=self.md)
                 self.tally.flows += 1
                 self.tally.withholds += 1
 
@@ -287,7 +288,9 @@ class SplitBench:
     async def _refunds(self, stub: PaymentGatewayAsyncStub, n: int) -> None:
         succeeded = []
         for i in range(self.tally.withholds):
-            flow = await stub.GetFlow(gateway_pb2.GetFlowRequest(request_id=f"jl-{i}"), metadata=self.md)
+            flow = self.tally.answers[f"jl-{i}"]
+            if flow.status == gateway_pb2.PROCESSING:  # answered before its result: read it now
+                flow = await stub.GetFlow(gateway_pb2.GetFlowRequest(request_id=f"jl-{i}"), metadata=self.md)
             if flow.status == gateway_pb2.SUCCEEDED and flow.amount.amount > 1:
                 succeeded.append(flow)
         self.rng.shuffle(succeeded)
