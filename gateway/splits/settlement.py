@@ -15,8 +15,9 @@ later belongs to the day it succeeded.
   derived from funder and day: a re-run, a crash and restart, or a second
   replica settling the same day replays that request and never pays twice.
 * ``net <= 0`` pays nothing and carries ``net`` to the next day (never a negative payout).
-* A report-only funder gets its row and statement (REPORTED) and keeps no carry:
-  finance settles it outside the gateway from the statement.
+* A report-only funder gets its row and statement (REPORTED), its negative net carried like
+  anyone's (so its statements net off as a paid funder's would); finance settles it outside
+  the gateway from the statement.
 
 The settlement row (unique per funder and day) is written once, with the day's
 totals, in one transaction: the first replica to write it wins, the others read it.
