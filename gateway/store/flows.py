@@ -17,7 +17,8 @@ can wait for each other but never in a circle):
 1. attempts, ascending id (a flow's attempts: ascending ``seq``, the same order);
 2. then their flows;
 3. then the rows that hang off them: poll queue rows, positions (ascending
-   channel), card usage counters, and last the inserts (outbox, discrepancies,
+   channel), card usage counters, a split withhold's parts (a refund of one
+   locks the original's, after both flows), and last the inserts (outbox, discrepancies,
    audit, a collection's row), which wait for nobody. A collection's own
    updates (its cashier, a close asked for) lock its row alone.
 
@@ -403,9 +404,6 @@ class MySQLFlowStore:
         if n != 1:  # pragma: no cover - guarded by the row lock
             return False
         record_flow_result(flow, values, outcome)
-        if flow.split_shares is not None and target is FlowStatus.SUCCEEDED:
-            # the funders' parts (small orders) commit with the transition, before its event is written
-            flow.split = await splits.record_parts(tx, flow, now)
         kind, status = flow.kind.value, flow.status.value
         tx.on_commit(lambda: metrics.FLOWS_FINISHED.labels(kind=kind, status=status).inc())
         if flow.original_flow_id is not None:
@@ -414,6 +412,10 @@ class MySQLFlowStore:
             else:
                 sql = "UPDATE flows SET refund_reserved = refund_reserved - %s, updated_at=%s, version=version+1"
             await tx.execute(f"{sql} WHERE id=%s", (flow.amount, now, flow.original_flow_id))
+        if flow.split_shares is not None and target is FlowStatus.SUCCEEDED:
+            # the funders' parts (small orders) commit with the transition, before its event is written;
+            # a refund's locks the original's parts after the flows (the store's lock order)
+            flow.split = await splits.record_parts(tx, flow, now)
         await self._emit(tx, flow, events_pb2.FLOW_RESULT)
         return True
 
