@@ -8,6 +8,8 @@ database's record of when they succeeded), since a day's parts are the parts tha
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, time, timedelta
 
 import grpc
@@ -110,19 +112,26 @@ def clock() -> FakeClock:
     return FakeClock(datetime.now(UTC).replace(tzinfo=None))
 
 
-async def test_a_day_of_split_withholds_and_refunds_settles_each_funder_once(
-    db_config: DatabaseConfig, clock: FakeClock
-) -> None:
+@asynccontextmanager
+async def split_stack(db_config: DatabaseConfig, clock: FakeClock, *, lookback_days: int) -> AsyncIterator[Harness]:
+    """One sandbox bank (magic amounts off), the funders, the scheduler off (the tests settle), a card bound."""
     async with running_gateway(
         db_config,
         {"bank-a": Behaviour(magic=False)},
         clock=clock,
         funders=FUNDERS,
-        settlement={"enabled": False, "lookback_days": 0},
+        settlement={"enabled": False, "lookback_days": lookback_days},
     ) as h:
-        ledger = h.sims["bank-a"].ledger
         for account in (XD_ACCOUNT, BANK_ACCOUNT):
-            ledger.set_balance(account, 0)
+            h.sims["bank-a"].ledger.set_balance(account, 0)
+        yield h
+
+
+async def test_a_day_of_split_withholds_and_refunds_settles_each_funder_once(
+    db_config: DatabaseConfig, clock: FakeClock
+) -> None:
+    async with split_stack(db_config, clock, lookback_days=0) as h:
+        ledger = h.sims["bank-a"].ledger
         card = luhn_card()
         await h.bind_card(card, ["bank-a"])
 
@@ -242,15 +251,8 @@ async def test_unknown_funders_and_bad_shares_are_refused_naming_the_field(db_co
 async def test_a_negative_net_is_carried_to_the_next_day_never_paid_negative(
     db_config: DatabaseConfig, clock: FakeClock
 ) -> None:
-    async with running_gateway(
-        db_config,
-        {"bank-a": Behaviour(magic=False)},
-        clock=clock,
-        funders=FUNDERS,
-        settlement={"enabled": False, "lookback_days": 7},
-    ) as h:
+    async with split_stack(db_config, clock, lookback_days=7) as h:
         ledger = h.sims["bank-a"].ledger
-        ledger.set_balance(XD_ACCOUNT, 0)
         card = luhn_card()
         await h.bind_card(card, ["bank-a"])
         shares = ppm(xd=500_000, bank=500_000)
