@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -20,10 +21,11 @@ from devstack.cards import luhn_card
 from gateway.app import Gateway
 from gateway.businessday import BusinessCalendar
 from gateway.config import from_mapping
+from gateway.splits import cli as splits_cli
 from gateway.store.db import DatabaseConfig
 from paygate.v1 import events_pb2, gateway_pb2, plans_pb2, plans_pb2_grpc, splits_pb2, splits_pb2_grpc
 from tests.fakes.clock import FakeClock
-from tests.support.harness import Harness, gateway_config, running_gateway
+from tests.support.harness import OPERATOR_TOKEN, Harness, gateway_config, running_gateway
 
 XD_ACCOUNT, BANK_ACCOUNT, RPT_ACCOUNT = "6222020000000301", "6222020000000702", "6222020000000999"
 FUNDERS = {
@@ -128,7 +130,7 @@ async def split_stack(db_config: DatabaseConfig, clock: FakeClock, *, lookback_d
 
 
 async def test_a_day_of_split_withholds_and_refunds_settles_each_funder_once(
-    db_config: DatabaseConfig, clock: FakeClock
+    db_config: DatabaseConfig, clock: FakeClock, tmp_path: Path
 ) -> None:
     async with split_stack(db_config, clock, lookback_days=0) as h:
         ledger = h.sims["bank-a"].ledger
@@ -210,6 +212,14 @@ async def test_a_day_of_split_withholds_and_refunds_settles_each_funder_once(
         assert plain.flow_no not in statement.csv
         paid_line = next(line for line in statement.csv.splitlines() if line.startswith("结算支付 paid"))
         assert paid_line.split(",")[1] == f"{expected['bank'] // 100}.{expected['bank'] % 100:02d}"
+
+        # the same statement from the CLI (through the admin API)
+        out = tmp_path / "bank.csv"
+        address = f"127.0.0.1:{h.gateway.grpc_port}"
+        cli = ["statement", "--address", address, "--token", OPERATOR_TOKEN, "--funder", "bank", "--day"]
+        assert await asyncio.to_thread(splits_cli.main, [*cli, today.isoformat(), "--out", str(out)]) == 0
+        assert out.read_bytes().decode("utf-8") == statement.csv
+        assert await asyncio.to_thread(splits_cli.main, [*cli[:-3], "--funder", "nobody", "--day", "x"]) == 1
 
         # a second replica with its scheduler on settles nothing more
         second_raw = gateway_config(
