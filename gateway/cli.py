@@ -9,7 +9,7 @@
     paygate demo                                   the end-to-end demo (see README)
     paygate health   --address HOST:PORT [--ca F --cert F --key F]  gRPC health probe (exit 0 when SERVING)
     paygate results tail ...                       the reference Kafka consumer
-    paygate bench routing|relay|pollqueue|plans ... benchmarks
+    paygate bench routing|relay|pollqueue|plans|console ... benchmarks
     paygate obs check-dashboard ...                evaluate the Grafana dashboard's queries
     paygate console hash-password                  a password hash for [operators.<name>] password_hash
     paygate splits funders|settlements|statement|run ...  joint-loan settlements (docs/SPLITS.md)
@@ -55,6 +55,7 @@ BENCHES = {
     "pollqueue": "bench.pollqueue:main",
     "plans": "bench.plans:main",
     "splits": "bench.splits:main",
+    "console": "bench.console:main",
     "gateway": "bench.run:main",
 }
 

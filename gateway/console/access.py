@@ -21,8 +21,6 @@ MINIMUM_ROLE: dict[str, Role] = {
     "channels": Role.VIEWER,
     "outbox": Role.VIEWER,
     "audit": Role.VIEWER,
-    "settlements": Role.VIEWER,
-    "settlement_statement": Role.VIEWER,
     "sign_out": Role.VIEWER,
     # changes (each audited)
     "requery": Role.OPERATOR,

@@ -8,6 +8,7 @@ template uses exists.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 LANGUAGES = ("zh", "en")
@@ -394,6 +395,22 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
 }
 
+# the words of the screens added in their own modules (gateway/console/screens.py): one line each
+ADDED_WORDS: tuple[str, ...] = ("gateway.console.plans_words", "gateway.console.settlement_words")
+
+
+def _add_words() -> None:
+    for name in ADDED_WORDS:
+        words: dict[str, dict[str, str]] = importlib.import_module(name).WORDS
+        for language in LANGUAGES:
+            taken = MESSAGES[language].keys() & words[language].keys()
+            if taken:
+                raise ValueError(f"{name} redefines console words {sorted(taken)}")
+            MESSAGES[language].update(words[language])
+
+
+_add_words()
+
 
 def pick_language(choice: str | None, accept_language: str | None) -> str:
     """The operator's choice if it is a language we have, else the browser's first one we have, else Chinese."""
@@ -418,14 +435,3 @@ def translator(language: str) -> Callable[..., str]:
         return text.format(**values) if values else text
 
     return t
-
-
-def _merge(extra: dict[str, dict[str, str]]) -> None:
-    """Words of a screen kept in a module of its own (one registration line per screen below)."""
-    for language, words in extra.items():
-        MESSAGES[language].update(words)
-
-
-from gateway.console.settlement_words import WORDS as _SETTLEMENT_WORDS  # noqa: E402
-
-_merge(_SETTLEMENT_WORDS)

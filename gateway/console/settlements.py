@@ -12,6 +12,8 @@ from aiohttp import web
 
 from gateway import validation as v
 from gateway.console import views
+from gateway.console.operators import Role
+from gateway.console.screens import NavItem, Route, Screen
 from gateway.console.server import deps, render
 from gateway.errors import NotFound
 from gateway.splits.funders import FUNDER_ID
@@ -60,3 +62,13 @@ async def statement(request: web.Request) -> web.StreamResponse:
             "Content-Disposition": f'attachment; filename="{got.filename}"',
         },
     )
+
+
+SCREEN = Screen(
+    NavItem("settlements", "/settlements", "nav.settlements"),
+    (
+        Route("GET", "/settlements", settlements, "settlements", Role.VIEWER),
+        Route("GET", "/settlements/{funder}/{day}.csv", statement, "settlement_statement", Role.VIEWER),
+    ),
+    shown=lambda d: d.settlement is not None and len(d.settlement.funders) > 0,
+)

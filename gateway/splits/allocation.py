@@ -67,10 +67,12 @@ class Shares:
 
 @dataclass(frozen=True)
 class Part:
-    """One funder's part of an amount (a small order, 小订单), minor units."""
+    """One funder's part of an amount (a small order, 小订单), minor units; ``refunded``: of a withhold's
+    part as stored, what succeeded refunds have taken back so far."""
 
     funder_id: str
     amount: int
+    refunded: int = 0
 
 
 def check_shares(shares: Shares, amount: int, *, field: str = "shares") -> Shares:

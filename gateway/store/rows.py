@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeAlias, TypeVar
 
 from channels.contract import Outcome, OutcomeStatus
 from gateway.domain import AgreementStatus, AttemptStatus, FlowKind, FlowStatus, channel_order_no, new_ulid
+from gateway.splits.allocation import Part
 
 
 def utcnow() -> datetime:
@@ -80,15 +81,6 @@ class AttemptRow:
         )
 
 
-@dataclass(frozen=True)
-class SplitPartRow:
-    """One funder's part of a flow (a small order): a withhold's part and what refunds took back, or a refund's."""
-
-    funder_id: str
-    amount: int
-    refunded: int = 0
-
-
 @dataclass
 class FlowRow:
     id: int
@@ -121,7 +113,7 @@ class FlowRow:
     split_shares: str | None = None  # joint loans: the shares as requested (JSON); a refund of one: its marker
     attempts: list[AttemptRow] = field(default_factory=list)
     replayed: bool = False
-    split: list[SplitPartRow] = field(default_factory=list)  # the funders' parts, once written
+    split: list[Part] = field(default_factory=list)  # the funders' parts (withhold or refund), once written
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> FlowRow:

@@ -23,10 +23,10 @@ from typing import Any
 from gateway.errors import DuplicateKey
 from gateway.splits.allocation import Part, is_refund_marker, shares_from_json, split_amount, split_refund
 from gateway.store.db import Database, Tx
-from gateway.store.rows import FlowRow, SplitPartRow, utcnow
+from gateway.store.rows import FlowRow, utcnow
 
 
-async def record_parts(tx: Tx, flow: FlowRow, now: datetime) -> list[SplitPartRow]:
+async def record_parts(tx: Tx, flow: FlowRow, now: datetime) -> list[Part]:
     """The funders' parts of a split flow that has just SUCCEEDED, written in the caller's transaction."""
     assert flow.split_shares is not None
     if is_refund_marker(flow.split_shares):
@@ -37,10 +37,10 @@ async def record_parts(tx: Tx, flow: FlowRow, now: datetime) -> list[SplitPartRo
         + ",".join(["(%s,%s,%s,%s,0,%s,%s)"] * len(parts)),
         [v for seq, p in enumerate(parts) for v in (flow.id, seq, p.funder_id, p.amount, flow.currency, now)],
     )
-    return [SplitPartRow(p.funder_id, p.amount) for p in parts]
+    return [Part(p.funder_id, p.amount) for p in parts]
 
 
-async def _record_refund(tx: Tx, refund: FlowRow, now: datetime) -> list[SplitPartRow]:
+async def _record_refund(tx: Tx, refund: FlowRow, now: datetime) -> list[Part]:
     assert refund.original_flow_id is not None
     rows = await tx.fetchall(
         "SELECT id, funder_id, amount, refunded FROM splits WHERE flow_id=%s ORDER BY seq FOR UPDATE",
@@ -65,18 +65,18 @@ async def _record_refund(tx: Tx, refund: FlowRow, now: datetime) -> list[SplitPa
                 "UPDATE splits SET refunded = refunded + %s WHERE id=%s AND refunded + %s <= amount",
                 (part.amount, row["id"], part.amount),
             )
-    return [SplitPartRow(p.funder_id, p.amount) for p in parts]
+    return [Part(p.funder_id, p.amount) for p in parts]
 
 
-async def parts_of(db: Database, flow: FlowRow) -> list[SplitPartRow]:
+async def parts_of(db: Database, flow: FlowRow) -> list[Part]:
     """The parts written for a split flow (none before it SUCCEEDED)."""
     if is_refund_marker(flow.split_shares):
         rows = await db.fetchall(
             "SELECT funder_id, amount FROM refund_splits WHERE refund_flow_id=%s ORDER BY seq", (flow.id,)
         )
-        return [SplitPartRow(str(r["funder_id"]), int(r["amount"])) for r in rows]
+        return [Part(str(r["funder_id"]), int(r["amount"])) for r in rows]
     rows = await db.fetchall("SELECT funder_id, amount, refunded FROM splits WHERE flow_id=%s ORDER BY seq", (flow.id,))
-    return [SplitPartRow(str(r["funder_id"]), int(r["amount"]), int(r["refunded"])) for r in rows]
+    return [Part(str(r["funder_id"]), int(r["amount"]), int(r["refunded"])) for r in rows]
 
 
 # --- settlements ------------------------------------------------------------------------
