@@ -48,6 +48,7 @@ from gateway.api.admin import GatewayAdminServicer
 from gateway.api.auth import GatewayInterceptor
 from gateway.api.plans import PlanAdminServicer, WithholdingPlansServicer
 from gateway.api.servicer import PaymentGatewayServicer
+from gateway.api.splits import SplitSettlementServicer
 from gateway.businessday import BusinessCalendar
 from gateway.callbacks import CallbackHandler
 from gateway.collections import CollectionService, check_preference
@@ -72,6 +73,8 @@ from gateway.replicas import ReplicaSync
 from gateway.resolutions import ManualResolutions
 from gateway.security.principals import Principals
 from gateway.security.tls import CertificateWatcher, plaintext_warnings
+from gateway.splits.funders import Funders
+from gateway.splits.settlement import SettlementService
 from gateway.store.agreements import MySQLAgreementStore
 from gateway.store.audit import MySQLAuditLog
 from gateway.store.channel_states import MySQLChannelStates
@@ -86,8 +89,18 @@ from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
 from gateway.store.replicas import MySQLReplicas
 from gateway.store.resolutions import MySQLResolutions
+from gateway.store.splits import MySQLSplitStore
 from gateway.validation import accepted_banks
-from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc, plans_pb2, plans_pb2_grpc
+from paygate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    plans_pb2,
+    plans_pb2_grpc,
+    splits_pb2,
+    splits_pb2_grpc,
+)
 from routing.config import parse_channel_profiles
 from routing.engine import Router
 
@@ -139,6 +152,7 @@ class Gateway:
     plans: PlanService | None = None
     executor: PlanExecutor | None = None
     plan_flows: FlowService | None = None  # the executor's withholds (rate-aware routing, same use case)
+    settlement: SettlementService = field(init=False)  # joint-loan funders' daily settlement (built in build)
     grpc_server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer | None = None  # type: ignore[name-defined]
     runners: list[web.AppRunner] = field(default_factory=list)
@@ -228,11 +242,24 @@ class Gateway:
         )
         collections.expedite = poller.expedite
         flows.queries = poller  # compensation and failed drives ask for expedited queries
+        flows.funders = Funders(config.funders)
         gateway = cls(
             config, db, registry, router, planner, flows, agreements, positions, poller, collections, replica, relay
         )
         gateway._build_plans(clock or SystemClock())
+        gateway._build_settlement(clock or SystemClock())
         return gateway
+
+    def _build_settlement(self, clock: Clock) -> None:
+        """Joint-loan settlement: per funder and business day, paid through the normal payout path."""
+        self.settlement = SettlementService(
+            store=MySQLSplitStore(self.db),
+            payouts=self.flows,
+            funders=self.flows.funders,
+            calendar=BusinessCalendar(self.config.business.zone),
+            config=self.config.settlement,
+            now=clock.now,
+        )
 
     def _build_plans(self, clock: Clock) -> None:
         """Withholding plans: the use cases, and the executor withholding through its own FlowService."""
@@ -262,6 +289,8 @@ class Gateway:
             on_outbox=on_outbox,
         )
         self.plan_flows.queries = self.poller  # a drive that fails after commit 1 still gets its query at once
+        self.plan_flows.funders = self.flows.funders
+        self.plans.funders = self.flows.funders
         self.executor = PlanExecutor(
             store=store,
             flows=self.plan_flows,
@@ -375,6 +404,7 @@ class Gateway:
             plans_pb2_grpc.add_PlanAdminServicer_to_server(
                 PlanAdminServicer(self.plans, MySQLAuditLog(self.db)), server
             )
+        splits_pb2_grpc.add_SplitSettlementServicer_to_server(SplitSettlementServicer(self.settlement, audit), server)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         services = (
@@ -382,6 +412,7 @@ class Gateway:
             admin_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name,
             plans_pb2.DESCRIPTOR.services_by_name["WithholdingPlans"].full_name,
             plans_pb2.DESCRIPTOR.services_by_name["PlanAdmin"].full_name,
+            splits_pb2.DESCRIPTOR.services_by_name["SplitSettlement"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )
@@ -395,10 +426,12 @@ class Gateway:
             raise ConfigError("server.grpc_port", f"cannot bind {cfg.server.grpc_host}:{cfg.server.grpc_port}")
         await server.start()
         self.grpc_server = server
-        for name in ("", *services[:4]):
+        for name in ("", *services[:5]):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.executor is not None and cfg.plans.enabled:
             await self.executor.start()  # after the servers: its withholds' callbacks must have somewhere to go
+        if cfg.settlement.enabled:
+            self.settlement.start()  # after the servers: its payouts' callbacks must have somewhere to go
         self._sampler = asyncio.create_task(self._sample_metrics(), name="metrics-sampler")
         if self.certificates:
             self._tls_reload = asyncio.create_task(self._reload_certificates(), name="tls-reload")
@@ -425,6 +458,7 @@ class Gateway:
         left = max(grace - (time.monotonic() - started), 0.0)
         if self.executor is not None:
             await self.executor.stop(left)  # no new plan withholds; what it cut short comes back by lease
+        await self.settlement.stop()  # no new settlement payouts; a payout in flight finishes in the drain
         left = max(grace - (time.monotonic() - started), 0.0)
         cancelled = await self.flows.drain(left)
         if self.plan_flows is not None:
@@ -553,6 +587,7 @@ class Gateway:
                     audit=MySQLAuditLog(self.db),
                     outbox_max_attempts=cfg.kafka.max_attempts if cfg.kafka is not None else 10,
                     relay_enabled=self.relay is not None,
+                    settlement=self.settlement,
                     plans=plans,
                 )
             )

@@ -12,6 +12,7 @@
     paygate bench routing|relay|pollqueue|plans|console ... benchmarks
     paygate obs check-dashboard ...                evaluate the Grafana dashboard's queries
     paygate console hash-password                  a password hash for [operators.<name>] password_hash
+    paygate splits funders|settlements|statement|run ...  joint-loan settlements (docs/SPLITS.md)
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ BENCHES = {
     "relay": "bench.relay:main",
     "pollqueue": "bench.pollqueue:main",
     "plans": "bench.plans:main",
+    "splits": "bench.splits:main",
     "console": "bench.console:main",
     "gateway": "bench.run:main",
 }
@@ -87,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         return _delegate("gateway.obs.dashboard:main")(rest[1:])
     if command == "health":
         return _health(rest)
+    if command == "splits":
+        return _delegate("gateway.splits.cli:main")(rest)
     if command == "console":
         if not rest or rest[0] != "hash-password":
             print("usage: paygate console hash-password [--stdin]", file=sys.stderr)

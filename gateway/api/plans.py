@@ -33,6 +33,7 @@ from gateway.plans.operations import PlanOperations
 from gateway.plans.ports import AuditLog, Submitted
 from gateway.plans.service import PlanService
 from gateway.plans.spec import InstalmentSpec, PlanSpec, due_date
+from gateway.splits.requests import raw_shares
 from paygate.v1 import gateway_pb2, plans_pb2, plans_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -60,7 +61,14 @@ def _specs(request: plans_pb2.SubmitPlansRequest) -> list[PlanSpec]:
             agreement_no=p.agreement_no,
             description=p.description,
             instalments=[
-                InstalmentSpec(i.instalment_id, i.due_date, i.amount.amount, i.amount.currency, i.HasField("amount"))
+                InstalmentSpec(
+                    i.instalment_id,
+                    i.due_date,
+                    i.amount.amount,
+                    i.amount.currency,
+                    i.HasField("amount"),
+                    raw_shares(i.shares),
+                )
                 for i in p.instalments
             ],
         )

@@ -51,6 +51,7 @@ from gateway.errors import DatabaseUnavailable, GatewayError, InvalidInput, NotF
 from gateway.operations import Operations
 from gateway.planner import Planner
 from gateway.ports import AuditLog, FlowStore, PositionStore
+from gateway.splits.settlement import SettlementService
 from gateway.store.console_rows import DayPoint
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ class ConsoleDeps:
     positions: PositionStore
     audit: AuditLog
     outbox_max_attempts: int = 10
+    settlement: SettlementService | None = None  # joint-loan funders' settlements (the settlements screen)
     relay_enabled: bool = False
     plans: PlansDeps | None = None  # the plans screen's reads and use cases, when [plans] is configured
     clock: Callable[[], float] = time.time

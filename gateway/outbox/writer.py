@@ -59,6 +59,8 @@ def flow_event(
         original_flow_no=original_flow_no,
         detail=scrub(detail),
     )
+    for funder_id, amount, refunded in flow.get("split") or ():  # type: ignore[attr-defined]
+        event.split.parts.add(funder_id=funder_id, amount=amount, refunded=refunded)
     for name, value in (("created_at", flow.get("created_at")), ("finished_at", flow.get("finished_at"))):
         ts = _ts(value) if isinstance(value, datetime) else None
         if ts is not None:

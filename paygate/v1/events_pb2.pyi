@@ -186,6 +186,7 @@ class FlowEvent(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     EMITTED_AT_FIELD_NUMBER: _builtins.int
     INSTALMENT_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """unique; consumers drop duplicates by it"""
     event_type: Global___EventType.ValueType
@@ -221,6 +222,10 @@ class FlowEvent(_message.Message):
     def instalment(self) -> Global___InstalmentOutcome:
         """INSTALMENT_OUTCOME only"""
 
+    @_builtins.property
+    def split(self) -> _gateway_pb2.Split:
+        """FLOW_RESULT of a split withhold or of its refund: the funders' parts"""
+
     def __init__(
         self,
         *,
@@ -244,10 +249,11 @@ class FlowEvent(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         emitted_at: _timestamp_pb2.Timestamp | None = ...,
         instalment: Global___InstalmentOutcome | None = ...,
+        split: _gateway_pb2.Split | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "emitted_at", b"emitted_at", "finished_at", b"finished_at", "instalment", b"instalment"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "emitted_at", b"emitted_at", "finished_at", b"finished_at", "instalment", b"instalment", "split", b"split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "caller", b"caller", "channel", b"channel", "channel_txn_id", b"channel_txn_id", "created_at", b"created_at", "detail", b"detail", "emitted_at", b"emitted_at", "event_id", b"event_id", "event_type", b"event_type", "failure_code", b"failure_code", "failure_message", b"failure_message", "finished_at", b"finished_at", "flow_no", b"flow_no", "instalment", b"instalment", "kind", b"kind", "needs_review", b"needs_review", "original_flow_no", b"original_flow_no", "payer_attributable", b"payer_attributable", "request_id", b"request_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "caller", b"caller", "channel", b"channel", "channel_txn_id", b"channel_txn_id", "created_at", b"created_at", "detail", b"detail", "emitted_at", b"emitted_at", "event_id", b"event_id", "event_type", b"event_type", "failure_code", b"failure_code", "failure_message", b"failure_message", "finished_at", b"finished_at", "flow_no", b"flow_no", "instalment", b"instalment", "kind", b"kind", "needs_review", b"needs_review", "original_flow_no", b"original_flow_no", "payer_attributable", b"payer_attributable", "request_id", b"request_id", "split", b"split", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
