@@ -1,0 +1,565 @@
+"""Reconciliation in MySQL: runs, the staged statement lines, items, carry-over, scheduler claims.
+
+The statement is staged into ``recon_lines`` in batches of multi-row INSERTs
+while it is parsed; matching is then set-based: one join of the run's lines
+with ``attempts`` on ``channel_order_no`` (the unique key) counts the pairs
+that plainly agree (:data:`MATCHED_SQL`) and returns the others for
+:func:`gateway.recon.model.classify`; one anti-join finds the day's successes
+no line names. A run's result (items, carry-over, counts, supersession of the
+previous run of the same day) is written in one commit by :meth:`finish`.
+Implements :class:`gateway.recon.ports.ReconStore`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from channels.statement import LineStatus, StatementLine
+from gateway.domain import AttemptStatus, FlowStatus
+from gateway.errors import DuplicateKey
+from gateway.recon.model import (
+    Carry,
+    Item,
+    ItemClass,
+    ItemRow,
+    KindTotals,
+    LineSide,
+    LocalSide,
+    Resolution,
+    RunRow,
+    RunStatus,
+    RunTotals,
+)
+from gateway.store import audit
+from gateway.store.db import Database
+from gateway.store.rows import utcnow
+from routing.config import FeeSchedule
+
+_LINE_COLUMNS = (
+    "(run_id, line_no, channel_order_no, operation, status, amount, fee, currency, booked_at, channel_txn_id,"
+    " original_order_no)"
+)
+
+
+def expected_fee_sql(schedule: FeeSchedule | None) -> str:
+    """The fee we expect for attempt ``a``: the channel's word on the result, else ``schedule``'s.
+
+    ``schedule`` written as SQL is :meth:`routing.config.FeeSchedule.fee` (half-up on the
+    percentage, then the clamp); refunds are checked against the channel's word only.
+    Values are the configuration's integers, never input.
+    """
+    if schedule is None:
+        return "a.fee"
+    fixed, ppm, minimum = int(schedule.fixed), int(schedule.rate_ppm), int(schedule.minimum)
+    value = f"GREATEST({fixed} + (a.amount * {ppm} + 500000) DIV 1000000, {minimum})"
+    if schedule.maximum is not None:
+        value = f"LEAST({value}, {int(schedule.maximum)})"
+    return f"COALESCE(a.fee, IF(a.operation = 'refund', NULL, {value}))"
+
+
+_SAME_OPERATION = "(a.operation = l.operation OR (l.operation = 'withhold' AND a.operation = 'collect'))"
+
+
+def matched_sql(schedule: FeeSchedule | None) -> str:
+    """True for a line and attempt ``a`` of the channel (its one ``%s``) that agree (model.classify says MATCHED).
+
+    NULL when the line has no attempt: wrap it in COALESCE(..., 0).
+    """
+    fee = expected_fee_sql(schedule)
+    return (
+        f"(a.channel = %s AND {_SAME_OPERATION} AND ("
+        f"(l.status = 'SUCCEEDED' AND a.status = 'SUCCEEDED' AND a.amount = l.amount"
+        f" AND ({fee} IS NULL OR {fee} = l.fee))"
+        " OR (l.status = 'FAILED' AND a.status = 'FAILED')))"
+    )
+
+
+def _run(row: dict[str, Any]) -> RunRow:
+    totals = row.get("totals")
+    return RunRow(
+        id=int(row["id"]),
+        channel=row["channel"],
+        day=row["day"],
+        seq=int(row["seq"]),
+        trigger=row["trigger_kind"],
+        operator=row["operator"],
+        status=RunStatus(row["status"]),
+        outcome=row["outcome"],
+        format=row["format"],
+        source=row["source"],
+        sha256=row["sha256"],
+        lines=int(row["lines"]),
+        matched=int(row["matched"]),
+        discrepancies=int(row["discrepancies"]),
+        resolved=int(row["resolved"]),
+        carried=int(row["carried"]),
+        totals=json.loads(totals) if totals else {},
+        error=row["error"],
+        superseded_by=row["superseded_by"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _item(row: dict[str, Any]) -> ItemRow:
+    return ItemRow(
+        id=int(row["id"]),
+        run_id=int(row["run_id"]),
+        channel=row["channel"],
+        day=row["day"],
+        item_class=ItemClass(row["class"]),
+        channel_order_no=row["channel_order_no"],
+        flow_no=row["flow_no"],
+        operation=row["operation"],
+        local_status=row["local_status"],
+        local_amount=row["local_amount"],
+        local_fee=row["local_fee"],
+        line_no=row["line_no"],
+        line_status=row["line_status"],
+        line_amount=row["line_amount"],
+        line_fee=row["line_fee"],
+        line_txn_id=row["line_txn_id"],
+        resolution=Resolution(row["resolution"]),
+        resolved_by=row["resolved_by"],
+        resolution_reason=row["resolution_reason"],
+        resolved_at=row["resolved_at"],
+        created_at=row["created_at"],
+    )
+
+
+def _line_side(row: dict[str, Any]) -> LineSide:
+    return LineSide(
+        line_no=int(row["line_no"]),
+        operation=row["operation"],
+        status=LineStatus(row["status"]),
+        amount=int(row["amount"]),
+        fee=int(row["fee"]),
+        channel_txn_id=row["channel_txn_id"],
+        booked_at=row["booked_at"],
+    )
+
+
+def _local_side(row: dict[str, Any]) -> LocalSide | None:
+    if row.get("a_id") is None:
+        return None
+    fee = row.get("a_expected_fee")
+    return LocalSide(
+        attempt_id=int(row["a_id"]),
+        flow_id=int(row["a_flow_id"]),
+        flow_no=row["f_flow_no"],
+        channel=row["a_channel"],
+        operation=row["a_operation"],
+        status=AttemptStatus(row["a_status"]),
+        amount=int(row["a_amount"]),
+        expected_fee=None if fee is None else int(fee),
+        flow_status=FlowStatus(row["f_status"]),
+        needs_review=bool(row["f_needs_review"]),
+    )
+
+
+def _local_columns(schedule: FeeSchedule | None) -> str:
+    return (
+        "a.id AS a_id, a.flow_id AS a_flow_id, a.channel AS a_channel, a.operation AS a_operation,"
+        f" a.status AS a_status, a.amount AS a_amount, {expected_fee_sql(schedule)} AS a_expected_fee,"
+        " f.flow_no AS f_flow_no, f.status AS f_status, f.needs_review AS f_needs_review"
+    )
+
+
+def _operations_sql(operations: Iterable[str]) -> tuple[str, list[str]]:
+    names = sorted(set(operations) | ({"collect"} if "withhold" in operations else set()))
+    return ",".join(["%s"] * len(names)), names
+
+
+def _item_args(run: RunRow, item: Item, now: datetime) -> tuple[Any, ...]:
+    line, local = item.line, item.local
+    return (
+        run.id,
+        run.channel,
+        run.day,
+        item.item_class.value,
+        item.channel_order_no,
+        local.flow_id if local else None,
+        local.flow_no if local else "",
+        local.attempt_id if local else None,
+        (local.operation if local else line.operation if line else "")[:16],
+        local.status.value if local else "",
+        local.amount if local else None,
+        local.expected_fee if local else None,
+        line.line_no if line else None,
+        line.status.value if line else "",
+        line.amount if line else None,
+        line.fee if line else None,
+        line.channel_txn_id[:128] if line else "",
+        line.booked_at if line else None,
+        item.resolution.value,
+        item.resolved_by,
+        item.reason[:500],
+        now if item.resolution is not Resolution.OPEN else None,
+        now,
+    )
+
+
+_ITEM_INSERT = (
+    "INSERT INTO recon_items (run_id, channel, day, class, channel_order_no, flow_id, flow_no, attempt_id, operation,"
+    " local_status, local_amount, local_fee, line_no, line_status, line_amount, line_fee, line_txn_id,"
+    " line_booked_at, resolution, resolved_by, resolution_reason, resolved_at, created_at)"
+    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+)
+
+
+class MySQLReconStore:
+    """Implements :class:`gateway.recon.ports.ReconStore`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    async def start_run(
+        self, channel: str, day: date, *, trigger: str, operator: str, format: str, source: str, sha256: str
+    ) -> RunRow:
+        """A new RUNNING run, numbered after the (channel, day)'s earlier ones (never overwriting one)."""
+        for _ in range(5):
+            try:
+                async with self.db.transaction() as tx:
+                    row = await tx.fetchone(
+                        "SELECT COALESCE(MAX(seq), 0) AS seq FROM recon_runs WHERE channel=%s AND day=%s",
+                        (channel, day),
+                    )
+                    seq = int(row["seq"] if row else 0) + 1
+                    run_id = await tx.insert(
+                        "INSERT INTO recon_runs (channel, day, seq, trigger_kind, operator, status, format, source,"
+                        " sha256, started_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                        (
+                            channel,
+                            day,
+                            seq,
+                            trigger,
+                            operator[:64],
+                            RunStatus.RUNNING.value,
+                            format,
+                            source[:255],
+                            sha256,
+                            utcnow(),
+                        ),
+                    )
+                    await tx.commit()
+            except DuplicateKey:
+                continue  # another replica numbered the same seq first: take the next
+            found = await self.run(run_id)
+            assert found is not None
+            return found
+        raise DuplicateKey("uq_recon_runs_seq", f"could not number a run of {channel} {day}")
+
+    async def run(self, run_id: int) -> RunRow | None:
+        row = await self.db.fetchone("SELECT * FROM recon_runs WHERE id=%s", (run_id,))
+        return _run(row) if row else None
+
+    async def runs(
+        self, *, channel: str = "", day: date | None = None, current_only: bool = False, limit: int = 100
+    ) -> list[RunRow]:
+        """Runs newest first; ``current_only`` leaves out superseded ones."""
+        where: list[str] = ["1=1"]
+        args: list[Any] = []
+        if channel:
+            where.append("channel=%s")
+            args.append(channel)
+        if day is not None:
+            where.append("day=%s")
+            args.append(day)
+        if current_only:
+            where.append("superseded_by IS NULL")
+        rows = await self.db.fetchall(
+            f"SELECT * FROM recon_runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s", (*args, limit)
+        )
+        return [_run(r) for r in rows]
+
+    async def fail_run(self, run_id: int, error: str) -> None:
+        """The run failed (a malformed file, a statement not available): its staged lines go, nothing else."""
+        async with self.db.transaction() as tx:
+            await tx.execute("DELETE FROM recon_lines WHERE run_id=%s", (run_id,))
+            await tx.execute(
+                "UPDATE recon_runs SET status=%s, error=%s, lines=0, finished_at=%s WHERE id=%s",
+                (RunStatus.FAILED.value, error[:500], utcnow(), run_id),
+            )
+            await tx.commit()
+
+    async def last_success(self) -> dict[str, datetime]:
+        """The finish time of the last successful run of each channel."""
+        rows = await self.db.fetchall(
+            "SELECT channel, MAX(finished_at) AS at FROM recon_runs WHERE status='SUCCEEDED' GROUP BY channel"
+        )
+        return {r["channel"]: r["at"] for r in rows}
+
+    # -- staging ------------------------------------------------------------------------------
+
+    async def stage_lines(self, run_id: int, lines: Sequence[StatementLine]) -> None:
+        """Stage a batch of the run's statement lines (multi-row INSERT, one commit)."""
+        if not lines:
+            return
+        args = [
+            (
+                run_id,
+                line.line_no,
+                line.channel_order_no,
+                line.operation.value,
+                line.status.value,
+                line.amount,
+                line.fee,
+                line.currency,
+                line.booked_at,
+                line.channel_txn_id[:128],
+                line.original_channel_order_no,
+            )
+            for line in lines
+        ]
+        async with self.db.transaction() as tx:
+            await tx.executemany(
+                f"INSERT INTO recon_lines {_LINE_COLUMNS} VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", args
+            )
+            await tx.commit()
+
+    # -- matching -----------------------------------------------------------------------------
+
+    async def count_matched(self, run_id: int, channel: str, schedule: FeeSchedule | None) -> int:
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) AS n FROM recon_lines l JOIN attempts a ON a.channel_order_no = l.channel_order_no"
+            f" WHERE l.run_id = %s AND {matched_sql(schedule)}",
+            (run_id, channel),
+        )
+        return int(row["n"]) if row else 0
+
+    async def unmatched_pairs(
+        self, run_id: int, channel: str, schedule: FeeSchedule | None
+    ) -> list[tuple[str, LineSide, LocalSide | None]]:
+        """The run's lines that do not plainly agree with an attempt, each with our side (None: no attempt)."""
+        rows = await self.db.fetchall(
+            f"SELECT l.*, {_local_columns(schedule)} FROM recon_lines l"
+            " LEFT JOIN attempts a ON a.channel_order_no = l.channel_order_no LEFT JOIN flows f ON f.id = a.flow_id"
+            f" WHERE l.run_id = %s AND NOT COALESCE({matched_sql(schedule)}, 0) ORDER BY l.line_no",
+            (run_id, channel),
+        )
+        return [(r["channel_order_no"], _line_side(r), _local_side(r)) for r in rows]
+
+    async def lone_successes(
+        self,
+        run_id: int,
+        channel: str,
+        bounds: tuple[datetime, datetime],
+        operations: Iterable[str],
+        schedule: FeeSchedule | None,
+    ) -> list[tuple[str, LocalSide]]:
+        """The channel's attempts that succeeded within ``bounds`` and that no line of the run names."""
+        marks, names = _operations_sql(operations)
+        rows = await self.db.fetchall(
+            f"SELECT a.channel_order_no, {_local_columns(schedule)} FROM attempts a JOIN flows f ON f.id = a.flow_id"
+            " WHERE a.channel = %s AND a.finished_at >= %s AND a.finished_at < %s AND a.status = 'SUCCEEDED'"
+            f" AND a.operation IN ({marks}) AND NOT EXISTS (SELECT 1 FROM recon_lines l"
+            " WHERE l.run_id = %s AND l.channel_order_no = a.channel_order_no) ORDER BY a.id",
+            (channel, bounds[0], bounds[1], *names, run_id),
+        )
+        found = []
+        for r in rows:
+            local = _local_side(r)
+            assert local is not None
+            found.append((r["channel_order_no"], local))
+        return found
+
+    async def local_side(self, order_no: str, schedule: FeeSchedule | None) -> LocalSide | None:
+        """Our side of one order, read afresh (after a resolve lost a race)."""
+        row = await self.db.fetchone(
+            f"SELECT {_local_columns(schedule)} FROM attempts a JOIN flows f ON f.id = a.flow_id"
+            " WHERE a.channel_order_no = %s",
+            (order_no,),
+        )
+        return _local_side(row) if row else None
+
+    async def totals(
+        self, run_id: int, channel: str, bounds: tuple[datetime, datetime], operations: Iterable[str]
+    ) -> RunTotals:
+        """Both sides' successes by kind: the statement's lines, our attempts that succeeded in ``bounds``."""
+        statement: dict[str, KindTotals] = {}
+        for r in await self.db.fetchall(
+            "SELECT operation, COUNT(*) AS n, SUM(amount) AS amount, SUM(fee) AS fee FROM recon_lines"
+            " WHERE run_id=%s AND status='SUCCEEDED' GROUP BY operation",
+            (run_id,),
+        ):
+            statement[r["operation"]] = KindTotals(int(r["n"]), int(r["amount"]), int(r["fee"]))
+        marks, names = _operations_sql(operations)
+        local: dict[str, KindTotals] = {}
+        for r in await self.db.fetchall(
+            "SELECT IF(operation='collect', 'withhold', operation) AS op, COUNT(*) AS n, SUM(amount) AS amount,"
+            " SUM(COALESCE(fee, 0)) AS fee FROM attempts WHERE channel=%s AND finished_at >= %s AND finished_at < %s"
+            f" AND status='SUCCEEDED' AND operation IN ({marks}) GROUP BY op",
+            (channel, bounds[0], bounds[1], *names),
+        ):
+            local[r["op"]] = KindTotals(int(r["n"]), int(r["amount"]), int(r["fee"]))
+        return RunTotals(statement, local)
+
+    # -- the result, in one commit ------------------------------------------------------------
+
+    async def finish(
+        self,
+        run: RunRow,
+        *,
+        items: Sequence[Item],
+        carry: Sequence[Carry],
+        lines: int,
+        matched: int,
+        totals: RunTotals,
+        schedule: FeeSchedule | None,
+    ) -> RunRow:
+        """Record the run's result and supersede the (channel, day)'s previous run, in one commit.
+
+        Carry-over: the candidates an earlier day left that this statement has are FOUND; those
+        due by this day and still missing are declared (a local_only item of this run); this
+        run's own candidates are added. What a superseded run of the same day settled or
+        carried is undone first, so a re-run decides it again, from its own statement.
+        """
+        now = utcnow()
+        async with self.db.transaction() as tx:
+            prev = [
+                int(r["id"])
+                for r in await tx.fetchall(
+                    "SELECT id FROM recon_runs WHERE channel=%s AND day=%s AND status='SUCCEEDED'"
+                    " AND superseded_by IS NULL AND id <> %s FOR UPDATE",
+                    (run.channel, run.day, run.id),
+                )
+            ]
+            if prev:
+                marks = ",".join(str(p) for p in prev)  # ids read just above
+                await tx.execute(
+                    f"UPDATE recon_carry SET status='OPEN', settled_run_id=NULL WHERE settled_run_id IN ({marks})"
+                )
+                await tx.execute(f"DELETE FROM recon_carry WHERE origin_run_id IN ({marks}) AND status='OPEN'")
+                await tx.execute(f"UPDATE recon_runs SET superseded_by=%s WHERE id IN ({marks})", (run.id,))
+            await tx.execute(
+                "UPDATE recon_carry c JOIN recon_lines l ON l.run_id=%s AND l.channel_order_no=c.channel_order_no"
+                " SET c.status='FOUND', c.settled_run_id=%s"
+                " WHERE c.channel=%s AND c.status='OPEN' AND c.origin_day < %s",
+                (run.id, run.id, run.channel, run.day),
+            )
+            due = await tx.fetchall(
+                f"SELECT c.id AS c_id, c.channel_order_no, {_local_columns(schedule)} FROM recon_carry c"
+                " JOIN attempts a ON a.id = c.attempt_id JOIN flows f ON f.id = a.flow_id"
+                " WHERE c.channel=%s AND c.status='OPEN' AND c.origin_day < %s"
+                " AND c.declare_day <= %s FOR UPDATE",
+                (run.channel, run.day, run.day),
+            )
+            declared = []
+            for r in due:
+                local = _local_side(r)
+                if local is not None and local.status is AttemptStatus.SUCCEEDED:
+                    declared.append(Item(ItemClass.LOCAL_ONLY, r["channel_order_no"], None, local))
+            if due:
+                marks = ",".join(str(int(r["c_id"])) for r in due)
+                await tx.execute(
+                    f"UPDATE recon_carry SET status='DECLARED', settled_run_id=%s WHERE id IN ({marks})", (run.id,)
+                )
+            everything = [*items, *declared]
+            if everything:
+                await tx.executemany(_ITEM_INSERT, [_item_args(run, item, now) for item in everything])
+            if carry:
+                await tx.executemany(
+                    "INSERT IGNORE INTO recon_carry (channel, attempt_id, channel_order_no, origin_day, declare_day,"
+                    " origin_run_id, status, created_at) VALUES (%s,%s,%s,%s,%s,%s,'OPEN',%s)",
+                    [
+                        (run.channel, c.attempt_id, c.channel_order_no, run.day, c.declare_day, run.id, now)
+                        for c in carry
+                    ],
+                )
+            discrepancies = sum(1 for item in everything if item.item_class is not ItemClass.RESOLVED_BY_STATEMENT)
+            resolved = len(everything) - discrepancies
+            outcome = "inconsistent" if discrepancies else "consistent"
+            await tx.execute(
+                "UPDATE recon_runs SET status='SUCCEEDED', outcome=%s, lines=%s, matched=%s, discrepancies=%s,"
+                " resolved=%s, carried=%s, totals=%s, finished_at=%s WHERE id=%s",
+                (
+                    outcome,
+                    lines,
+                    matched,
+                    discrepancies,
+                    resolved,
+                    len(carry),
+                    json.dumps(totals.to_json()),
+                    now,
+                    run.id,
+                ),
+            )
+            await tx.commit()
+        done = await self.run(run.id)
+        assert done is not None
+        return done
+
+    # -- items --------------------------------------------------------------------------------
+
+    async def items(
+        self,
+        *,
+        run_id: int | None = None,
+        day: date | None = None,
+        channel: str = "",
+        open_only: bool = False,
+        after_id: int = 0,
+        limit: int = 200,
+    ) -> list[ItemRow]:
+        """Recorded items in id order; without ``run_id``, only those of current (not superseded) runs."""
+        where: list[str] = ["i.id > %s"]
+        args: list[Any] = [after_id]
+        if run_id is not None:
+            where.append("i.run_id = %s")
+            args.append(run_id)
+        else:
+            where.append("r.superseded_by IS NULL")
+        if day is not None:
+            where.append("i.day = %s")
+            args.append(day)
+        if channel:
+            where.append("i.channel = %s")
+            args.append(channel)
+        if open_only:
+            where.append("i.resolution = 'OPEN'")
+        rows = await self.db.fetchall(
+            f"SELECT i.* FROM recon_items i JOIN recon_runs r ON r.id = i.run_id WHERE {' AND '.join(where)}"
+            " ORDER BY i.id LIMIT %s",
+            (*args, limit),
+        )
+        return [_item(r) for r in rows]
+
+    async def item(self, item_id: int) -> ItemRow | None:
+        row = await self.db.fetchone("SELECT * FROM recon_items WHERE id=%s", (item_id,))
+        return _item(row) if row else None
+
+    async def mark(self, item_id: int, resolution: Resolution, operator: str, reason: str) -> ItemRow | None:
+        """Mark an OPEN item explained or resolved, audited, in one commit; None when it is not OPEN."""
+        async with self.db.transaction() as tx:
+            n = await tx.execute(
+                "UPDATE recon_items SET resolution=%s, resolved_by=%s, resolution_reason=%s, resolved_at=%s"
+                " WHERE id=%s AND resolution='OPEN'",
+                (resolution.value, operator[:64], reason[:500], utcnow(), item_id),
+            )
+            if n != 1:
+                return None
+            await audit.record(tx, operator, "recon_mark", f"recon_item:{item_id}", reason, {"resolution": resolution})
+            await tx.commit()
+        return await self.item(item_id)
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    async def claim(self, channel: str, day: date, owner: str) -> bool:
+        """Claim the scheduled run of (channel, day): True for exactly one caller, whatever the replicas."""
+        async with self.db.transaction() as tx:
+            n = await tx.execute(
+                "INSERT IGNORE INTO recon_claims (channel, day, owner, claimed_at) VALUES (%s,%s,%s,%s)",
+                (channel, day, owner[:64], utcnow()),
+            )
+            await tx.commit()
+        return n == 1
+
+    async def record_claim_run(self, channel: str, day: date, run_id: int) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute("UPDATE recon_claims SET run_id=%s WHERE channel=%s AND day=%s", (run_id, channel, day))
+            await tx.commit()
