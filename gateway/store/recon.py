@@ -91,7 +91,7 @@ def _run(row: dict[str, Any]) -> RunRow:
         format=row["format"],
         source=row["source"],
         sha256=row["sha256"],
-        lines=int(row["lines"]),
+        lines=int(row["line_count"]),
         matched=int(row["matched"]),
         discrepancies=int(row["discrepancies"]),
         resolved=int(row["resolved"]),
@@ -282,7 +282,7 @@ class MySQLReconStore:
         async with self.db.transaction() as tx:
             await tx.execute("DELETE FROM recon_lines WHERE run_id=%s", (run_id,))
             await tx.execute(
-                "UPDATE recon_runs SET status=%s, error=%s, lines=0, finished_at=%s WHERE id=%s",
+                "UPDATE recon_runs SET status=%s, error=%s, line_count=0, finished_at=%s WHERE id=%s",
                 (RunStatus.FAILED.value, error[:500], utcnow(), run_id),
             )
             await tx.commit()
@@ -475,7 +475,7 @@ class MySQLReconStore:
             resolved = len(everything) - discrepancies
             outcome = "inconsistent" if discrepancies else "consistent"
             await tx.execute(
-                "UPDATE recon_runs SET status='SUCCEEDED', outcome=%s, lines=%s, matched=%s, discrepancies=%s,"
+                "UPDATE recon_runs SET status='SUCCEEDED', outcome=%s, line_count=%s, matched=%s, discrepancies=%s,"
                 " resolved=%s, carried=%s, totals=%s, finished_at=%s WHERE id=%s",
                 (
                     outcome,

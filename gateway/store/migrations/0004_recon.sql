@@ -15,7 +15,7 @@ CREATE TABLE recon_runs (
   format         VARCHAR(32)  NOT NULL DEFAULT '',
   source         VARCHAR(255) NOT NULL DEFAULT '',
   sha256         CHAR(64)     NOT NULL DEFAULT '',
-  lines          BIGINT       NOT NULL DEFAULT 0,
+  line_count     BIGINT       NOT NULL DEFAULT 0,
   matched        BIGINT       NOT NULL DEFAULT 0,
   discrepancies  INT          NOT NULL DEFAULT 0,
   resolved       INT          NOT NULL DEFAULT 0,   -- flows settled by the statement
