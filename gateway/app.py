@@ -47,6 +47,7 @@ from gateway.agreements import AgreementService
 from gateway.api.admin import GatewayAdminServicer
 from gateway.api.auth import GatewayInterceptor
 from gateway.api.plans import PlanAdminServicer, WithholdingPlansServicer
+from gateway.api.recon import ReconciliationServicer
 from gateway.api.servicer import PaymentGatewayServicer
 from gateway.businessday import BusinessCalendar
 from gateway.callbacks import CallbackHandler
@@ -68,6 +69,7 @@ from gateway.plans.service import PlanService
 from gateway.poller import Poller, Schedule, default_owner
 from gateway.ports import PositionStore
 from gateway.positions import PositionService
+from gateway.recon.service import ChannelBooks, Reconciler
 from gateway.replicas import ReplicaSync
 from gateway.resolutions import ManualResolutions
 from gateway.security.principals import Principals
@@ -84,11 +86,21 @@ from gateway.store.outbox import MySQLOutboxAdmin
 from gateway.store.plans import MySQLPlanStore
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
+from gateway.store.recon import MySQLReconStore
 from gateway.store.replicas import MySQLReplicas
 from gateway.store.resolutions import MySQLResolutions
 from gateway.validation import accepted_banks
-from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc, plans_pb2, plans_pb2_grpc
-from routing.config import parse_channel_profiles
+from paygate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    plans_pb2,
+    plans_pb2_grpc,
+    recon_pb2,
+    recon_pb2_grpc,
+)
+from routing.config import FeeSchedule, parse_channel_profiles
 from routing.engine import Router
 
 log = logging.getLogger(__name__)
@@ -120,6 +132,25 @@ def build_router(config: Config, registry: ChannelRegistry) -> Router:
     return Router(profiles, config.routing)
 
 
+def build_reconciler(config: Config, db: Database, registry: ChannelRegistry, router: Router) -> Reconciler:
+    """Reconciliation over every configured channel: its adapter (statements) and its routing fee table.
+
+    A channel whose fee table is the default (all zero) has no fee expectation beyond what the channel
+    reported on each result; its statement's fees are then checked against those only.
+    """
+    books = {}
+    for channel_id, channel in registry.items():
+        fee = router.profile(channel_id).fee
+        books[channel_id] = ChannelBooks(channel, None if fee == FeeSchedule() else fee)
+    return Reconciler(
+        MySQLReconStore(db),
+        MySQLFlowStore(db, group_commit=False),
+        books,
+        BusinessCalendar(config.business.zone),
+        config.reconciliation,
+    )
+
+
 @dataclass
 class Gateway:
     """Every live component of one gateway process."""
@@ -139,6 +170,7 @@ class Gateway:
     plans: PlanService | None = None
     executor: PlanExecutor | None = None
     plan_flows: FlowService | None = None  # the executor's withholds (rate-aware routing, same use case)
+    recon: Reconciler | None = None
     grpc_server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer | None = None  # type: ignore[name-defined]
     runners: list[web.AppRunner] = field(default_factory=list)
@@ -232,6 +264,7 @@ class Gateway:
             config, db, registry, router, planner, flows, agreements, positions, poller, collections, replica, relay
         )
         gateway._build_plans(clock or SystemClock())
+        gateway.recon = build_reconciler(config, db, registry, gateway.router)
         return gateway
 
     def _build_plans(self, clock: Clock) -> None:
@@ -369,6 +402,8 @@ class Gateway:
             plans_pb2_grpc.add_PlanAdminServicer_to_server(
                 PlanAdminServicer(self.plans, MySQLAuditLog(self.db)), server
             )
+        if self.recon is not None:
+            recon_pb2_grpc.add_ReconciliationServicer_to_server(ReconciliationServicer(self.recon, audit), server)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         services = (
@@ -376,6 +411,7 @@ class Gateway:
             admin_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name,
             plans_pb2.DESCRIPTOR.services_by_name["WithholdingPlans"].full_name,
             plans_pb2.DESCRIPTOR.services_by_name["PlanAdmin"].full_name,
+            recon_pb2.DESCRIPTOR.services_by_name["Reconciliation"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )
@@ -389,7 +425,7 @@ class Gateway:
             raise ConfigError("server.grpc_port", f"cannot bind {cfg.server.grpc_host}:{cfg.server.grpc_port}")
         await server.start()
         self.grpc_server = server
-        for name in ("", *services[:4]):
+        for name in ("", *services[:5]):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.executor is not None and cfg.plans.enabled:
             await self.executor.start()  # after the servers: its withholds' callbacks must have somewhere to go

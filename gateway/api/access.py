@@ -27,10 +27,12 @@ SERVICE_AUDIENCE: dict[str, Audience] = {
     "paygate.v1.GatewayAdmin": Audience.OPERATOR,
     "paygate.v1.WithholdingPlans": Audience.CALLER,
     "paygate.v1.PlanAdmin": Audience.OPERATOR,
+    "paygate.v1.Reconciliation": Audience.OPERATOR,
 }
 
 _ADMIN = "/paygate.v1.GatewayAdmin/"
 _PLAN_ADMIN = "/paygate.v1.PlanAdmin/"
+_RECON = "/paygate.v1.Reconciliation/"
 
 MINIMUM_ROLE: dict[str, Role] = {
     # reads
@@ -54,6 +56,13 @@ MINIMUM_ROLE: dict[str, Role] = {
     _PLAN_ADMIN + "StartRun": Role.OPERATOR,
     _PLAN_ADMIN + "PauseRun": Role.OPERATOR,
     _PLAN_ADMIN + "ResumeRun": Role.OPERATOR,
+    # reconciliation (docs/RECONCILIATION.md)
+    _RECON + "GetRun": Role.VIEWER,
+    _RECON + "ListRuns": Role.VIEWER,
+    _RECON + "ListDiscrepancies": Role.VIEWER,
+    _RECON + "Run": Role.OPERATOR,
+    _RECON + "Import": Role.OPERATOR,
+    _RECON + "ResolveDiscrepancy": Role.OPERATOR,
 }
 
 

@@ -277,3 +277,20 @@ class Carry:
     attempt_id: int
     channel_order_no: str
     declare_day: date
+
+
+@dataclass(frozen=True)
+class DayFigure:
+    """One channel's attempts of one kind that ended on a business day (the daily report's row)."""
+
+    channel: str
+    kind: str
+    succeeded: int
+    failed: int
+    amount: int  # of the successes, minor units
+    fee: int  # of the successes, as the channel reported them, minor units
+
+    @property
+    def success_rate(self) -> float | None:
+        ended = self.succeeded + self.failed
+        return self.succeeded / ended if ended else None

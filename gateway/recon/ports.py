@@ -8,7 +8,18 @@ from datetime import date, datetime
 from typing import Protocol
 
 from channels.statement import StatementLine
-from gateway.recon.model import Carry, Item, ItemRow, LineSide, LocalSide, Resolution, RunRow, RunTotals
+from gateway.recon.model import (
+    Carry,
+    DayFigure,
+    Item,
+    ItemRow,
+    KindTotals,
+    LineSide,
+    LocalSide,
+    Resolution,
+    RunRow,
+    RunTotals,
+)
 from routing.config import FeeSchedule
 
 
@@ -29,8 +40,6 @@ class ReconStore(Protocol):
 
     async def stage_lines(self, run_id: int, lines: Sequence[StatementLine]) -> None: ...
 
-    async def count_matched(self, run_id: int, channel: str, schedule: FeeSchedule | None) -> int: ...
-
     async def unmatched_pairs(
         self, run_id: int, channel: str, schedule: FeeSchedule | None
     ) -> list[tuple[str, LineSide, LocalSide | None]]: ...
@@ -46,9 +55,9 @@ class ReconStore(Protocol):
 
     async def local_side(self, order_no: str, schedule: FeeSchedule | None) -> LocalSide | None: ...
 
-    async def totals(
-        self, run_id: int, channel: str, bounds: tuple[datetime, datetime], operations: Iterable[str]
-    ) -> RunTotals: ...
+    async def local_totals(
+        self, channel: str, bounds: tuple[datetime, datetime], operations: Iterable[str]
+    ) -> dict[str, KindTotals]: ...
 
     async def finish(
         self,
@@ -80,3 +89,7 @@ class ReconStore(Protocol):
     async def claim(self, channel: str, day: date, owner: str) -> bool: ...
 
     async def record_claim_run(self, channel: str, day: date, run_id: int) -> None: ...
+
+    async def day_figures(self, bounds: tuple[datetime, datetime]) -> list[DayFigure]: ...
+
+    async def day_discrepancies(self, day: date) -> dict[tuple[str, str], int]: ...

@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 from channels.contract import Channel, Operation
 from channels.statement import (
+    LineStatus,
     StatementError,
     StatementFile,
     StatementFormatError,
@@ -46,10 +47,12 @@ from gateway.recon.model import (
     Item,
     ItemClass,
     ItemRow,
+    KindTotals,
     LineSide,
     LocalSide,
     Resolution,
     RunRow,
+    RunTotals,
     Trigger,
     classify,
     declare_day,
@@ -81,6 +84,18 @@ def _take(lines: Iterator[StatementLine], n: int) -> list[StatementLine]:
         if len(batch) == n:
             break
     return batch
+
+
+def tally(totals: dict[str, KindTotals], lines: Sequence[StatementLine]) -> None:
+    """Add the successes of ``lines`` to ``totals`` by kind."""
+    for line in lines:
+        if line.status is LineStatus.SUCCEEDED:
+            kind = totals.get(line.operation.value)
+            if kind is None:
+                kind = totals[line.operation.value] = KindTotals()
+            kind.count += 1
+            kind.amount += line.amount
+            kind.fee += line.fee
 
 
 def file_sha256(path: str) -> str:
@@ -140,7 +155,9 @@ class Reconciler:
                 raise Unavailable(f"statement of {channel} for {day} could not be fetched: {exc}") from exc
             return await self._reconcile_file(fetched, trigger=trigger, operator=operator)
 
-    async def import_file(self, channel: str, day: date, path: str, fmt: str, *, operator: str) -> RunRow:
+    async def import_file(
+        self, channel: str, day: date, path: str, fmt: str, *, operator: str, file_name: str = ""
+    ) -> RunRow:
         """Reconcile a statement file an operator brings (a bank's e-mailed file), format ``fmt``.
 
         Raises InvalidInput naming ``format`` (unknown) or ``file`` (malformed: line and column;
@@ -154,7 +171,7 @@ class Reconciler:
         if not await asyncio.to_thread(os.path.isfile, path):
             raise InvalidInput("file", f"no such file: {os.path.basename(path)}")
         sha = await asyncio.to_thread(file_sha256, path)
-        statement = StatementFile(channel, day, path, fmt, sha, f"import:{os.path.basename(path)}")
+        statement = StatementFile(channel, day, path, fmt, sha, f"import:{file_name or os.path.basename(path)}")
         run = await self._reconcile_file(statement, trigger=Trigger.IMPORT, operator=operator)
         if run.error:
             raise InvalidInput("file", run.error)
@@ -172,8 +189,9 @@ class Reconciler:
             source=statement.source,
             sha256=statement.sha256,
         )
+        statement_totals: dict[str, KindTotals] = {}
         try:
-            lines = await self._stage(run, statement)
+            lines = await self._stage(run, statement, statement_totals)
         except StatementFormatError as exc:
             await self.store.fail_run(run.id, f"{statement.source}: {exc}")
             failed = await self.store.run(run.id)
@@ -185,10 +203,12 @@ class Reconciler:
         schedule = self._books(channel).fee
         bounds = self.calendar.bounds(day)
         operations = [str(op) for op in fmt.covers]
-        matched = await self.store.count_matched(run.id, channel, schedule)
         items: list[Item] = []
         carry: list[Carry] = []
-        for order_no, line, local in await self.store.unmatched_pairs(run.id, channel, schedule):
+        unmatched = await self.store.unmatched_pairs(run.id, channel, schedule)
+        # a line pairs with at most one attempt (channel_order_no is unique): the rest plainly agree
+        matched = lines - len(unmatched)
+        for order_no, line, local in unmatched:
             item = await self._decide(channel, day, statement.source, order_no, line, local, schedule)
             if item.item_class is ItemClass.MATCHED:
                 matched += 1
@@ -201,7 +221,7 @@ class Reconciler:
                 items.append(Item(ItemClass.LOCAL_ONLY, order_no, None, local))
             else:
                 carry.append(Carry(local.attempt_id, order_no, declare_day(day, self.config.carry_over_days)))
-        totals = await self.store.totals(run.id, channel, bounds, operations)
+        totals = RunTotals(statement_totals, await self.store.local_totals(channel, bounds, operations))
         done = await self.store.finish(
             run, items=items, carry=carry, lines=lines, matched=matched, totals=totals, schedule=schedule
         )
@@ -223,22 +243,26 @@ class Reconciler:
             self.listener(done, [Item(r.item_class, r.channel_order_no, None, None) for r in recorded])
         return done
 
-    async def _stage(self, run: RunRow, statement: StatementFile) -> int:
-        """Parse and stage the whole file; returns the number of lines. Raises StatementFormatError."""
+    async def _stage(self, run: RunRow, statement: StatementFile, totals: dict[str, KindTotals]) -> int:
+        """Parse and stage the whole file, adding its successes to ``totals`` by kind; returns the
+        number of lines. Raises StatementFormatError."""
         parser = statement_format(statement.format).iter_lines
         batch_size = self.config.stage_batch
         count = 0
         stream: BinaryIO = await asyncio.to_thread(open, statement.path, "rb")
+        lines = parser(stream, channel_id=statement.channel_id, day=statement.day)
+        # parsing is CPU work in a worker thread, one batch at a time off the generator; the next batch
+        # is parsed while the database stores this one
+        parsing = asyncio.ensure_future(asyncio.to_thread(_take, lines, batch_size))
         try:
-            lines = parser(stream, channel_id=statement.channel_id, day=statement.day)
-            while True:
-                # parsing is CPU work: a worker thread takes one batch at a time off the generator
-                batch = await asyncio.to_thread(_take, lines, batch_size)
-                if not batch:
-                    break
+            while batch := await parsing:
+                parsing = asyncio.ensure_future(asyncio.to_thread(_take, lines, batch_size))
                 await self.store.stage_lines(run.id, batch)
                 count += len(batch)
+                tally(totals, batch)
         finally:
+            if not parsing.done():
+                await asyncio.gather(parsing, return_exceptions=True)  # a thread is not cancelled: let it end
             await asyncio.to_thread(stream.close)
         return count
 

@@ -22,6 +22,7 @@ from gateway.domain import AttemptStatus, FlowStatus
 from gateway.errors import DuplicateKey
 from gateway.recon.model import (
     Carry,
+    DayFigure,
     Item,
     ItemClass,
     ItemRow,
@@ -324,14 +325,6 @@ class MySQLReconStore:
 
     # -- matching -----------------------------------------------------------------------------
 
-    async def count_matched(self, run_id: int, channel: str, schedule: FeeSchedule | None) -> int:
-        row = await self.db.fetchone(
-            "SELECT COUNT(*) AS n FROM recon_lines l JOIN attempts a ON a.channel_order_no = l.channel_order_no"
-            f" WHERE l.run_id = %s AND {matched_sql(schedule)}",
-            (run_id, channel),
-        )
-        return int(row["n"]) if row else 0
-
     async def unmatched_pairs(
         self, run_id: int, channel: str, schedule: FeeSchedule | None
     ) -> list[tuple[str, LineSide, LocalSide | None]]:
@@ -355,11 +348,12 @@ class MySQLReconStore:
         """The channel's attempts that succeeded within ``bounds`` and that no line of the run names."""
         marks, names = _operations_sql(operations)
         rows = await self.db.fetchall(
+            # an anti-join by index lookups (NOT EXISTS would materialize the whole statement first)
             f"SELECT a.channel_order_no, {_local_columns(schedule)} FROM attempts a JOIN flows f ON f.id = a.flow_id"
+            " LEFT JOIN recon_lines l ON l.run_id = %s AND l.channel_order_no = a.channel_order_no"
             " WHERE a.channel = %s AND a.finished_at >= %s AND a.finished_at < %s AND a.status = 'SUCCEEDED'"
-            f" AND a.operation IN ({marks}) AND NOT EXISTS (SELECT 1 FROM recon_lines l"
-            " WHERE l.run_id = %s AND l.channel_order_no = a.channel_order_no) ORDER BY a.id",
-            (channel, bounds[0], bounds[1], *names, run_id),
+            f" AND a.operation IN ({marks}) AND l.run_id IS NULL ORDER BY a.id",
+            (run_id, channel, bounds[0], bounds[1], *names),
         )
         found = []
         for r in rows:
@@ -377,17 +371,10 @@ class MySQLReconStore:
         )
         return _local_side(row) if row else None
 
-    async def totals(
-        self, run_id: int, channel: str, bounds: tuple[datetime, datetime], operations: Iterable[str]
-    ) -> RunTotals:
-        """Both sides' successes by kind: the statement's lines, our attempts that succeeded in ``bounds``."""
-        statement: dict[str, KindTotals] = {}
-        for r in await self.db.fetchall(
-            "SELECT operation, COUNT(*) AS n, SUM(amount) AS amount, SUM(fee) AS fee FROM recon_lines"
-            " WHERE run_id=%s AND status='SUCCEEDED' GROUP BY operation",
-            (run_id,),
-        ):
-            statement[r["operation"]] = KindTotals(int(r["n"]), int(r["amount"]), int(r["fee"]))
+    async def local_totals(
+        self, channel: str, bounds: tuple[datetime, datetime], operations: Iterable[str]
+    ) -> dict[str, KindTotals]:
+        """Our side's successes by kind: the channel's attempts that succeeded within ``bounds``."""
         marks, names = _operations_sql(operations)
         local: dict[str, KindTotals] = {}
         for r in await self.db.fetchall(
@@ -397,7 +384,7 @@ class MySQLReconStore:
             (channel, bounds[0], bounds[1], *names),
         ):
             local[r["op"]] = KindTotals(int(r["n"]), int(r["amount"]), int(r["fee"]))
-        return RunTotals(statement, local)
+        return local
 
     # -- the result, in one commit ------------------------------------------------------------
 
@@ -546,6 +533,31 @@ class MySQLReconStore:
             await audit.record(tx, operator, "recon_mark", f"recon_item:{item_id}", reason, {"resolution": resolution})
             await tx.commit()
         return await self.item(item_id)
+
+    # -- the daily report ---------------------------------------------------------------------
+
+    async def day_figures(self, bounds: tuple[datetime, datetime]) -> list[DayFigure]:
+        """Attempts that ended within ``bounds`` by channel and kind: counts, success amount and fees."""
+        rows = await self.db.fetchall(
+            "SELECT channel, IF(operation='collect', 'withhold', operation) AS kind,"
+            " SUM(status='SUCCEEDED') AS ok, SUM(status='FAILED') AS failed,"
+            " SUM(IF(status='SUCCEEDED', amount, 0)) AS amount, SUM(IF(status='SUCCEEDED', COALESCE(fee, 0), 0)) AS fee"
+            " FROM attempts WHERE finished_at >= %s AND finished_at < %s GROUP BY channel, kind ORDER BY channel, kind",
+            bounds,
+        )
+        return [
+            DayFigure(r["channel"], r["kind"], int(r["ok"]), int(r["failed"]), int(r["amount"]), int(r["fee"]))
+            for r in rows
+        ]
+
+    async def day_discrepancies(self, day: date) -> dict[tuple[str, str], int]:
+        """(channel, class) -> count of the discrepancies of ``day``'s current runs."""
+        rows = await self.db.fetchall(
+            "SELECT i.channel, i.class, COUNT(*) AS n FROM recon_items i JOIN recon_runs r ON r.id = i.run_id"
+            " WHERE i.day = %s AND r.superseded_by IS NULL GROUP BY i.channel, i.class",
+            (day,),
+        )
+        return {(r["channel"], r["class"]): int(r["n"]) for r in rows}
 
     # -- scheduling ---------------------------------------------------------------------------
 

@@ -31,7 +31,8 @@ CREATE TABLE recon_runs (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- A run's statement, staged line by line before anything is matched (a file that fails to parse
--- leaves nothing here). Joined to attempts on channel_order_no: same charset and collation.
+-- leaves nothing here). Joined to attempts on channel_order_no: same charset and collation. The
+-- clustered key leads with (run_id, channel_order_no), the lookups' key: no secondary index to keep.
 CREATE TABLE recon_lines (
   run_id         BIGINT UNSIGNED NOT NULL,
   line_no        INT UNSIGNED NOT NULL,
@@ -44,8 +45,7 @@ CREATE TABLE recon_lines (
   booked_at      DATETIME(6)  NOT NULL,
   channel_txn_id VARCHAR(128) NOT NULL DEFAULT '',
   original_order_no VARCHAR(64) NOT NULL DEFAULT '',
-  PRIMARY KEY (run_id, line_no),
-  KEY ix_recon_lines_order (run_id, channel_order_no)
+  PRIMARY KEY (run_id, channel_order_no, line_no)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- Reconciliation's own discrepancies (not the callback-conflict table `discrepancies`): one row per
