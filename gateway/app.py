@@ -4,7 +4,8 @@ Start order: database pool → channel adapters → this replica's run registere
 (gateway/replicas.py) and the router warmed from recent attempts and the
 operator-set channel states, then kept in step with the other replicas →
 positions (synced from channels without one) → poller (crash recovery first,
-of what no live replica works on) → outbox relay → TLS certificates (checked;
+of what no live replica works on) → outbox relay → reconciliation scheduler
+(when ``[reconciliation.run_at]`` names channels) → TLS certificates (checked;
 a plaintext listener is warned about) → callback HTTP server → metrics HTTP
 server → console HTTP server (when ``[console] enabled``) → gRPC server →
 health SERVING → plan executor; then the certificate files are looked at every
@@ -17,7 +18,8 @@ Shutdown order (SIGTERM/SIGINT), written down once here:
    calls get what is left of the grace, then are cancelled (their attempts stay
    SENDING and are queried at next start; agreement calls likewise, found by the
    agreements' recovery sweep; instalments come back by lease);
-4. poller and relay stop (the relay flushes what it has produced);
+4. the reconciliation scheduler stops (a run cut short is taken over after its
+   claim's lease), then poller and relay (the relay flushes what it has produced);
 5. the replica run is marked stopped: the others may take what it left at once;
 6. HTTP servers close (callbacks, metrics, console: a console request in
    flight finishes, as an admin RPC would have); channel adapters close; the
@@ -69,6 +71,7 @@ from gateway.plans.service import PlanService
 from gateway.poller import Poller, Schedule, default_owner
 from gateway.ports import PositionStore
 from gateway.positions import PositionService
+from gateway.recon.scheduler import ReconScheduler
 from gateway.recon.service import ChannelBooks, Reconciler
 from gateway.replicas import ReplicaSync
 from gateway.resolutions import ManualResolutions
@@ -171,6 +174,7 @@ class Gateway:
     executor: PlanExecutor | None = None
     plan_flows: FlowService | None = None  # the executor's withholds (rate-aware routing, same use case)
     recon: Reconciler | None = None
+    recon_scheduler: ReconScheduler | None = None
     grpc_server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer | None = None  # type: ignore[name-defined]
     runners: list[web.AppRunner] = field(default_factory=list)
@@ -265,6 +269,12 @@ class Gateway:
         )
         gateway._build_plans(clock or SystemClock())
         gateway.recon = build_reconciler(config, db, registry, gateway.router)
+        gateway.recon_scheduler = ReconScheduler(
+            gateway.recon,
+            config.reconciliation,
+            BusinessCalendar(config.business.zone),
+            owner=config.server.replica_id or default_owner(),
+        )
         return gateway
 
     def _build_plans(self, clock: Clock) -> None:
@@ -328,6 +338,8 @@ class Gateway:
         await self.agreements.start()  # recovery of agreements left awaiting after a confirm was sent
         if self.relay is not None:
             await self.relay.start()
+        if self.recon_scheduler is not None and cfg.reconciliation.enabled:
+            await self.recon_scheduler.start()  # after the relay: the result events of flows it settles go out
 
         grpc_tls, http_tls = await self._load_certificates()
         for warning in plaintext_warnings(
@@ -466,6 +478,8 @@ class Gateway:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self.recon_scheduler is not None:
+            await self.recon_scheduler.stop()  # before the relay: a run cut short is taken over after its lease
         await self.poller.stop()
         if self.relay is not None:
             await self.relay.stop()

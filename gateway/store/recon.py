@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from channels.statement import LineStatus, StatementLine
@@ -561,15 +561,34 @@ class MySQLReconStore:
 
     # -- scheduling ---------------------------------------------------------------------------
 
-    async def claim(self, channel: str, day: date, owner: str) -> bool:
-        """Claim the scheduled run of (channel, day): True for exactly one caller, whatever the replicas."""
+    async def claim(self, channel: str, day: date, owner: str, *, lease_s: float) -> bool:
+        """Claim the scheduled run of (channel, day): True for exactly one caller, whatever the replicas.
+
+        A claim with no run recorded and older than ``lease_s`` (its replica died mid-run) is taken over.
+        """
+        now = utcnow()
         async with self.db.transaction() as tx:
             n = await tx.execute(
-                "INSERT IGNORE INTO recon_claims (channel, day, owner, claimed_at) VALUES (%s,%s,%s,%s)",
-                (channel, day, owner[:64], utcnow()),
+                "INSERT INTO recon_claims (channel, day, owner, claimed_at) VALUES (%s,%s,%s,%s)"
+                " ON DUPLICATE KEY UPDATE channel=channel",  # no change (0 rows) when another claimed it
+                (channel, day, owner[:64], now),
             )
+            if n == 0:
+                n = await tx.execute(
+                    "UPDATE recon_claims SET owner=%s, claimed_at=%s"
+                    " WHERE channel=%s AND day=%s AND run_id IS NULL AND claimed_at < %s",
+                    (owner[:64], now, channel, day, now - timedelta(seconds=lease_s)),
+                )
             await tx.commit()
         return n == 1
+
+    async def release_claim(self, channel: str, day: date, owner: str) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "DELETE FROM recon_claims WHERE channel=%s AND day=%s AND owner=%s AND run_id IS NULL",
+                (channel, day, owner[:64]),
+            )
+            await tx.commit()
 
     async def record_claim_run(self, channel: str, day: date, run_id: int) -> None:
         async with self.db.transaction() as tx:
