@@ -34,6 +34,7 @@ import logging
 import signal
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,7 +136,13 @@ def build_router(config: Config, registry: ChannelRegistry) -> Router:
     return Router(profiles, config.routing)
 
 
-def build_reconciler(config: Config, db: Database, registry: ChannelRegistry, router: Router) -> Reconciler:
+def build_reconciler(
+    config: Config,
+    db: Database,
+    registry: ChannelRegistry,
+    router: Router,
+    on_outbox: Callable[[], None] | None = None,
+) -> Reconciler:
     """Reconciliation over every configured channel: its adapter (statements) and its routing fee table.
 
     A channel whose fee table is the default (all zero) has no fee expectation beyond what the channel
@@ -151,6 +158,7 @@ def build_reconciler(config: Config, db: Database, registry: ChannelRegistry, ro
         books,
         BusinessCalendar(config.business.zone),
         config.reconciliation,
+        on_outbox=on_outbox,
     )
 
 
@@ -268,7 +276,9 @@ class Gateway:
             config, db, registry, router, planner, flows, agreements, positions, poller, collections, replica, relay
         )
         gateway._build_plans(clock or SystemClock())
-        gateway.recon = build_reconciler(config, db, registry, gateway.router)
+        gateway.recon = build_reconciler(
+            config, db, registry, gateway.router, relay.notify if relay is not None else None
+        )
         gateway.recon_scheduler = ReconScheduler(
             gateway.recon,
             config.reconciliation,
@@ -610,6 +620,8 @@ class Gateway:
         await self.replica.sample_metrics()
         if self.executor is not None and self.config.plans.enabled:
             await self.executor.sample_metrics()
+        if self.recon is not None:
+            await self.recon.sample_metrics()
 
     async def _sample_metrics(self) -> None:
         while True:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from channels.contract import Operation
 from channels.statement import LineStatus
@@ -223,11 +224,12 @@ class RunRow:
     discrepancies: int
     resolved: int
     carried: int
-    totals: dict[str, dict[str, dict[str, int]]]
+    totals: dict[str, Any]  # "statement" / "local": kind -> count, amount, fee; "classes": class -> count
     error: str
     superseded_by: int | None
     started_at: datetime
     finished_at: datetime | None
+    published: int = 0  # critical discrepancies published by the finish that returned this row
 
 
 @dataclass(frozen=True)

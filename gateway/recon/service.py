@@ -23,7 +23,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date
 from typing import BinaryIO
 
 from channels.contract import Channel, Operation
@@ -37,6 +37,7 @@ from channels.statement import (
     UnknownStatementFormat,
 )
 from channels.statements import statement_format
+from gateway import metrics
 from gateway.businessday import BusinessCalendar
 from gateway.errors import InvalidInput, NotFound, PreconditionFailed, Unavailable
 from gateway.ports import FlowStore
@@ -64,9 +65,6 @@ from routing.config import FeeSchedule
 log = logging.getLogger("paygate.recon")
 
 ACTOR = "reconciliation"
-
-# Called after each successful run with its items (metrics; the composition root wires it).
-RunListener = Callable[[RunRow, Sequence[Item]], None]
 
 
 @dataclass(frozen=True)
@@ -117,14 +115,14 @@ class Reconciler:
         calendar: BusinessCalendar,
         config: ReconConfig,
         *,
-        listener: RunListener | None = None,
+        on_outbox: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.flows = flows
         self.books = dict(books)
         self.calendar = calendar
         self.config = config
-        self.listener = listener
+        self.on_outbox = on_outbox  # wakes the outbox relay after a run published critical discrepancies
 
     def _books(self, channel: str) -> ChannelBooks:
         found = self.books.get(channel)
@@ -196,6 +194,7 @@ class Reconciler:
             await self.store.fail_run(run.id, f"{statement.source}: {exc}")
             failed = await self.store.run(run.id)
             assert failed is not None
+            metrics.RECON_RUNS.labels(channel=channel, result="failed").inc()
             return failed
         except BaseException:
             await asyncio.shield(self.store.fail_run(run.id, "interrupted while staging the statement"))
@@ -238,10 +237,25 @@ class Reconciler:
                 "carried": done.carried,
             },
         )
-        if self.listener is not None:
-            recorded = await self.store.items(run_id=done.id, limit=100_000)
-            self.listener(done, [Item(r.item_class, r.channel_order_no, None, None) for r in recorded])
+        self._count(done)
+        if done.published and self.on_outbox is not None:
+            self.on_outbox()
         return done
+
+    @staticmethod
+    def _count(run: RunRow) -> None:
+        """The run's metrics, once it is committed."""
+        metrics.RECON_RUNS.labels(channel=run.channel, result=run.outcome or run.status.value.lower()).inc()
+        for name, n in run.totals.get("classes", {}).items():
+            if ItemClass(name) in DISCREPANCIES:
+                metrics.RECON_DISCREPANCIES.labels(channel=run.channel, **{"class": name}).inc(n)
+        if run.finished_at is not None:
+            metrics.RECON_LAST_SUCCESS.labels(channel=run.channel).set(run.finished_at.replace(tzinfo=UTC).timestamp())
+
+    async def sample_metrics(self) -> None:
+        """The last successful run of each channel, from the database (any replica may have run it)."""
+        for channel, at in (await self.store.last_success()).items():
+            metrics.RECON_LAST_SUCCESS.labels(channel=channel).set(at.replace(tzinfo=UTC).timestamp())
 
     async def _stage(self, run: RunRow, statement: StatementFile, totals: dict[str, KindTotals]) -> int:
         """Parse and stage the whole file, adding its successes to ``totals`` by kind; returns the

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from channels.statement import LineStatus, StatementLine
 from gateway.domain import AttemptStatus, FlowStatus
 from gateway.errors import DuplicateKey
+from gateway.outbox.writer import recon_event
 from gateway.recon.model import (
+    CRITICAL,
     Carry,
     DayFigure,
     Item,
@@ -34,8 +37,8 @@ from gateway.recon.model import (
     RunStatus,
     RunTotals,
 )
-from gateway.store import audit
-from gateway.store.db import Database
+from gateway.store import audit, outbox
+from gateway.store.db import Database, Tx
 from gateway.store.rows import utcnow
 from routing.config import FeeSchedule
 
@@ -209,6 +212,13 @@ _ITEM_INSERT = (
     " line_booked_at, resolution, resolved_by, resolution_reason, resolved_at, created_at)"
     " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
 )
+
+
+def _classes(items: Sequence[Item]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.item_class.value] = counts.get(item.item_class.value, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 class MySQLReconStore:
@@ -458,6 +468,7 @@ class MySQLReconStore:
                         for c in carry
                     ],
                 )
+            published = await self._publish_critical(tx, run.id, prev)
             discrepancies = sum(1 for item in everything if item.item_class is not ItemClass.RESOLVED_BY_STATEMENT)
             resolved = len(everything) - discrepancies
             outcome = "inconsistent" if discrepancies else "consistent"
@@ -471,7 +482,7 @@ class MySQLReconStore:
                     discrepancies,
                     resolved,
                     len(carry),
-                    json.dumps(totals.to_json()),
+                    json.dumps({**totals.to_json(), "classes": _classes(everything)}),
                     now,
                     run.id,
                 ),
@@ -479,7 +490,55 @@ class MySQLReconStore:
             await tx.commit()
         done = await self.run(run.id)
         assert done is not None
-        return done
+        return replace(done, published=published)
+
+    async def _publish_critical(self, tx: Tx, run_id: int, prev: Sequence[int]) -> int:
+        """RECON_DISCREPANCY outbox rows for the run's critical items, in the run's commit.
+
+        An item a superseded run of the same day already published (same class and order) is not
+        published again. Returns how many were written.
+        """
+        critical = ",".join(f"'{c.value}'" for c in sorted(CRITICAL))  # our enum's values
+        again = ""
+        if prev:
+            marks = ",".join(str(p) for p in prev)
+            again = (
+                f" AND NOT EXISTS (SELECT 1 FROM recon_items p WHERE p.run_id IN ({marks})"
+                " AND p.class = i.class AND p.channel_order_no = i.channel_order_no)"
+            )
+        rows = await tx.fetchall(
+            "SELECT i.*, f.id AS f_id, f.caller, f.request_id, f.kind, f.status, f.amount, f.currency,"
+            " f.channel AS f_channel, f.channel_txn_id, f.failure_code, f.failure_message, f.payer_attributable,"
+            " f.needs_review, f.created_at AS f_created_at, f.finished_at AS f_finished_at"
+            " FROM recon_items i LEFT JOIN flows f ON f.id = i.flow_id"
+            f" WHERE i.run_id = %s AND i.class IN ({critical}){again} ORDER BY i.id",
+            (run_id,),
+        )
+        events = []
+        for r in rows:
+            flow = None
+            if r["f_id"] is not None:
+                flow = {
+                    "caller": r["caller"],
+                    "request_id": r["request_id"],
+                    "flow_no": r["flow_no"],
+                    "kind": r["kind"],
+                    "status": r["status"],
+                    "amount": r["amount"],
+                    "currency": r["currency"],
+                    "channel": r["f_channel"],
+                    "channel_txn_id": r["channel_txn_id"],
+                    "failure_code": r["failure_code"],
+                    "failure_message": r["failure_message"],
+                    "payer_attributable": r["payer_attributable"],
+                    "needs_review": r["needs_review"],
+                    "created_at": r["f_created_at"],
+                    "finished_at": r["f_finished_at"],
+                }
+            events.append((recon_event(r, flow), int(r["f_id"] or 0)))
+        for start in range(0, len(events), 500):
+            await tx.execute(*outbox.insert_statement(events[start : start + 500]))
+        return len(events)
 
     # -- items --------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from gateway.recon.service import ChannelBooks, Reconciler, Trigger
 from gateway.store.db import Database
 from gateway.store.flows import MySQLFlowStore
 from gateway.store.recon import MySQLReconStore
+from paygate.v1 import events_pb2
 from routing.config import FeeSchedule
 
 CHANNEL = "bank-r"
@@ -208,7 +209,22 @@ async def test_a_day_with_one_fault_of_each_class(rig: Rig) -> None:
     assert sorted((i.item_class.value, i.channel_order_no) for i in current) == [
         e for e in expected if e[0] != "resolved_by_statement"
     ]
-    assert {r["n"] for r in await rig.db.fetchall("SELECT COUNT(*) AS n FROM outbox")} == {len(settled_orders)}
+    # each critical discrepancy published once, in the run's commit (the re-run does not publish it again)
+    outbox = await rig.db.fetchall("SELECT event_type, flow_id, msg_key, payload FROM outbox ORDER BY id")
+    assert sum(1 for r in outbox if r["event_type"] == "FLOW_RESULT") == len(settled_orders)
+    critical = [events_pb2.FlowEvent.FromString(r["payload"]) for r in outbox if r["event_type"] == "RECON_DISCREPANCY"]
+    assert sorted((e.recon.__getattribute__("class"), e.recon.channel_order_no) for e in critical) == [
+        ("channel_only", "GHOST1"),
+        ("channel_only", "LATEDEBIT"),
+        ("local_only", "D00010"),
+    ]
+    ghost = next(e for e in critical if e.recon.channel_order_no == "GHOST1")
+    assert ghost.event_type == events_pb2.RECON_DISCREPANCY and ghost.flow_no == "" and ghost.recon.line_amount == 5_000
+    assert ghost.recon.run_id == run.id and ghost.recon.business_day == day.isoformat()
+    late = next(e for e in critical if e.recon.channel_order_no == "LATEDEBIT")
+    assert (
+        late.request_id == "LATEDEBIT" and late.recon.local_status == "FAILED" and late.recon.line_status == "SUCCEEDED"
+    )
     # totals of both sides
     stmt, ours = run.totals["statement"]["withhold"], run.totals["local"]["withhold"]
     assert stmt["count"] == DAY_FLOWS + 3  # less the dropped line, plus the ghost, LATEDEBIT and the settled two
