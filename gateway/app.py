@@ -339,6 +339,8 @@ class Gateway:
             {name: policy.labels for name, policy in cfg.plans.policy_objects().items()},
             [*cfg.plans.products, "other"],
         )
+        if self.recon is not None:
+            self.recon.declare_series(time.time())
         await self.db.start()
         await self.registry.start()
         await self.replica.start(warm_window_s=WARM_WINDOW_S)

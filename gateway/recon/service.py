@@ -252,6 +252,16 @@ class Reconciler:
         if run.finished_at is not None:
             metrics.RECON_LAST_SUCCESS.labels(channel=run.channel).set(run.finished_at.replace(tzinfo=UTC).timestamp())
 
+    def declare_series(self, started_at: float) -> None:
+        """The alerts' series exist from the start: the critical counters at zero (so the first
+        discrepancy is an increase), and the scheduled channels' last success at ``started_at``
+        until their first run (a channel that never succeeds is alerted on 26 hours later)."""
+        for channel in self.books:
+            for item_class in DISCREPANCIES:
+                metrics.RECON_DISCREPANCIES.labels(channel=channel, **{"class": item_class.value})
+        for channel in self.config.run_at:
+            metrics.RECON_LAST_SUCCESS.labels(channel=channel).set(started_at)
+
     async def sample_metrics(self) -> None:
         """The last successful run of each channel, from the database (any replica may have run it)."""
         for channel, at in (await self.store.last_success()).items():
