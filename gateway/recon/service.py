@@ -276,17 +276,25 @@ class Reconciler:
         stream: BinaryIO = await asyncio.to_thread(open, statement.path, "rb")
         lines = parser(stream, channel_id=statement.channel_id, day=statement.day)
         # parsing is CPU work in a worker thread, one batch at a time off the generator; the next batch
-        # is parsed while the database stores this one
+        # is parsed while the database stores up to stage_concurrency earlier ones, each on its connection
         parsing = asyncio.ensure_future(asyncio.to_thread(_take, lines, batch_size))
+        storing: set[asyncio.Future[None]] = set()
         try:
             while batch := await parsing:
                 parsing = asyncio.ensure_future(asyncio.to_thread(_take, lines, batch_size))
-                await self.store.stage_lines(run.id, batch)
+                if len(storing) >= self.config.stage_concurrency:
+                    done, storing = await asyncio.wait(storing, return_when=asyncio.FIRST_COMPLETED)
+                    for stored in done:
+                        stored.result()  # a failed INSERT stops the staging
+                storing.add(asyncio.ensure_future(self.store.stage_lines(run.id, batch)))
                 count += len(batch)
                 tally(totals, batch)
+            await asyncio.gather(*storing)
         finally:
+            # nothing may still be writing when the caller discards the staged lines of a failed file
             if not parsing.done():
                 await asyncio.gather(parsing, return_exceptions=True)  # a thread is not cancelled: let it end
+            await asyncio.gather(*storing, return_exceptions=True)
             await asyncio.to_thread(stream.close)
         return count
 
