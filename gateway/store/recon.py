@@ -164,11 +164,16 @@ def _local_side(row: dict[str, Any]) -> LocalSide | None:
     )
 
 
-def _local_columns(schedule: FeeSchedule | None) -> str:
+def _attempt_columns(schedule: FeeSchedule | None) -> str:
     return (
         "a.id AS a_id, a.flow_id AS a_flow_id, a.channel AS a_channel, a.operation AS a_operation,"
-        f" a.status AS a_status, a.amount AS a_amount, {expected_fee_sql(schedule)} AS a_expected_fee,"
-        " f.flow_no AS f_flow_no, f.status AS f_status, f.needs_review AS f_needs_review"
+        f" a.status AS a_status, a.amount AS a_amount, {expected_fee_sql(schedule)} AS a_expected_fee"
+    )
+
+
+def _local_columns(schedule: FeeSchedule | None) -> str:
+    return (
+        f"{_attempt_columns(schedule)}, f.flow_no AS f_flow_no, f.status AS f_status, f.needs_review AS f_needs_review"
     )
 
 
@@ -340,12 +345,30 @@ class MySQLReconStore:
     ) -> list[tuple[str, LineSide, LocalSide | None]]:
         """The run's lines that do not plainly agree with an attempt, each with our side (None: no attempt)."""
         rows = await self.db.fetchall(
-            f"SELECT l.*, {_local_columns(schedule)} FROM recon_lines l"
-            " LEFT JOIN attempts a ON a.channel_order_no = l.channel_order_no LEFT JOIN flows f ON f.id = a.flow_id"
+            # the flows of the few rows that come back are read afterwards, not joined for every line
+            f"SELECT l.*, {_attempt_columns(schedule)} FROM recon_lines l"
+            " LEFT JOIN attempts a ON a.channel_order_no = l.channel_order_no"
             f" WHERE l.run_id = %s AND NOT COALESCE({matched_sql(schedule)}, 0) ORDER BY l.line_no",
             (run_id, channel),
         )
+        await self._add_flows(rows)
         return [(r["channel_order_no"], _line_side(r), _local_side(r)) for r in rows]
+
+    async def _add_flows(self, rows: list[dict[str, Any]]) -> None:
+        """Our side's flow columns (``f_*``) for rows with an attempt (``a_flow_id``)."""
+        ids = sorted({int(r["a_flow_id"]) for r in rows if r.get("a_flow_id") is not None})
+        flows: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            for f in await self.db.fetchall(
+                f"SELECT id, flow_no, status, needs_review FROM flows WHERE id IN ({','.join(['%s'] * len(chunk))})",
+                chunk,
+            ):
+                flows[int(f["id"])] = f
+        for r in rows:
+            if r.get("a_flow_id") is not None:
+                f = flows[int(r["a_flow_id"])]
+                r["f_flow_no"], r["f_status"], r["f_needs_review"] = f["flow_no"], f["status"], f["needs_review"]
 
     async def lone_successes(
         self,
@@ -358,13 +381,15 @@ class MySQLReconStore:
         """The channel's attempts that succeeded within ``bounds`` and that no line of the run names."""
         marks, names = _operations_sql(operations)
         rows = await self.db.fetchall(
-            # an anti-join by index lookups (NOT EXISTS would materialize the whole statement first)
-            f"SELECT a.channel_order_no, {_local_columns(schedule)} FROM attempts a JOIN flows f ON f.id = a.flow_id"
+            # an anti-join by index lookups (NOT EXISTS would materialize the whole statement first);
+            # the flows of what comes back are read afterwards
+            f"SELECT a.channel_order_no, {_attempt_columns(schedule)} FROM attempts a"
             " LEFT JOIN recon_lines l ON l.run_id = %s AND l.channel_order_no = a.channel_order_no"
             " WHERE a.channel = %s AND a.finished_at >= %s AND a.finished_at < %s AND a.status = 'SUCCEEDED'"
             f" AND a.operation IN ({marks}) AND l.run_id IS NULL ORDER BY a.id",
             (run_id, channel, bounds[0], bounds[1], *names),
         )
+        await self._add_flows(rows)
         found = []
         for r in rows:
             local = _local_side(r)
