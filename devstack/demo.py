@@ -571,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  sign in as {CONSOLE_OPERATOR!r} with password {CONSOLE_PASSWORD!r}: overview, flows, timelines, review"
         )
+        print(f"  the withholding plans and today's time points: {demo.console_url}plans")
         if not args.no_wait and sys.stdin.isatty():
             input("  the console stays up while you look; press Enter to stop everything ")
     finally:

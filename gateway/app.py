@@ -384,7 +384,13 @@ class Gateway:
             self._metrics_app(), cfg.server.metrics_host, cfg.server.metrics_port
         )
         if cfg.console.enabled:
-            self.console_port = await self._serve_http(self._console_app(), cfg.console.host, cfg.console.port)
+            console_tls = await self._load_console_certificate()
+            self.console_port = await self._serve_http(
+                self._console_app(),
+                cfg.console.host,
+                cfg.console.port,
+                ssl_context=console_tls.ssl_context() if console_tls is not None else None,
+            )
 
         server = grpc.aio.server(
             interceptors=[GatewayInterceptor(Principals(cfg.callers, cfg.operators))],
@@ -526,6 +532,16 @@ class Gateway:
             found.append(watcher)
         return found[0], found[1]
 
+    async def _load_console_certificate(self) -> CertificateWatcher | None:
+        """The console listener's certificate ([console.tls]), checked; None serves plain HTTP."""
+        table = self.config.console.tls
+        if not table.enabled:
+            return None
+        with start_up_errors():
+            watcher = await asyncio.to_thread(CertificateWatcher, table, key="console.tls", listener="console")
+        self.certificates.append(watcher)
+        return watcher
+
     async def _reload_certificates(self) -> None:
         """Look at the certificate files every ``reload_check_s`` (the shortest configured) and re-read changes."""
         interval = min(w.config.reload_check_s for w in self.certificates)
@@ -576,15 +592,19 @@ class Gateway:
 
     def _console_app(self) -> web.Application:
         from gateway.console.operators import directory_from_config
+        from gateway.console.plans import PlansDeps
         from gateway.console.server import ConsoleDeps, build_app
-        from gateway.store.console_queries import MySQLConsoleQueries
+        from gateway.plans.operations import PlanOperations
+        from gateway.store.console_plans import MySQLPlanConsoleQueries
 
         cfg = self.config
+        reads = MySQLPlanConsoleQueries(self.db, timeout_s=cfg.console.query_timeout_s)
+        plans = PlansDeps(reads, PlanOperations(self.plans, MySQLAuditLog(self.db))) if self.plans else None
         with start_up_errors():
             return build_app(
                 ConsoleDeps(
                     config=cfg.console,
-                    reads=MySQLConsoleQueries(self.db, timeout_s=cfg.console.query_timeout_s),
+                    reads=reads,
                     flows=self.flows.store,
                     operations=self.operations(),
                     operators=directory_from_config(cfg.operators, token_sign_in=cfg.console.token_sign_in),
@@ -595,6 +615,7 @@ class Gateway:
                     audit=MySQLAuditLog(self.db),
                     outbox_max_attempts=cfg.kafka.max_attempts if cfg.kafka is not None else 10,
                     relay_enabled=self.relay is not None,
+                    plans=plans,
                 )
             )
 

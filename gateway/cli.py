@@ -10,7 +10,7 @@
     paygate health   --address HOST:PORT [--ca F --cert F --key F]  gRPC health probe (exit 0 when SERVING)
     paygate results tail ...                       the reference Kafka consumer
     paygate recon run|import|runs|discrepancies|mark|report ...  reconciliation (docs/RECONCILIATION.md)
-    paygate bench routing|relay|pollqueue|plans|recon ... benchmarks
+    paygate bench routing|relay|pollqueue|plans|console|recon ... benchmarks
     paygate obs check-dashboard ...                evaluate the Grafana dashboard's queries
     paygate console hash-password                  a password hash for [operators.<name>] password_hash
 """
@@ -54,6 +54,7 @@ BENCHES = {
     "relay": "bench.relay:main",
     "pollqueue": "bench.pollqueue:main",
     "plans": "bench.plans:main",
+    "console": "bench.console:main",
     "recon": "bench.recon:main",
     "gateway": "bench.run:main",
 }
