@@ -49,7 +49,7 @@ from devstack.agreements import bind_card
 from devstack.cards import luhn_card
 from devstack.certs import stack_pki
 from devstack.config import GatewayPorts, gateway_config
-from devstack.http import http_get
+from devstack.http import http_get, http_json
 from devstack.kafka import KafkaBroker, gateway_kafka
 from devstack.processes import ProcessSet, free_port
 from devstack.stack import GatewayProcess, SandboxProcess
@@ -57,7 +57,7 @@ from gateway.businessday import BusinessCalendar
 from gateway.domain import minor_to_text
 from gateway.security.passwords import hash_password
 from paygate.v1 import gateway_pb2 as pb
-from paygate.v1 import gateway_pb2_grpc, plans_pb2_grpc, splits_pb2_grpc
+from paygate.v1 import gateway_pb2_grpc, plans_pb2_grpc, recon_pb2, recon_pb2_grpc, splits_pb2_grpc
 from paygate.v1 import plans_pb2 as plans_pb
 from paygate.v1 import splits_pb2 as splits_pb
 
@@ -329,7 +329,51 @@ class Demo:
                 flows[flow.request_id] = flow
             for flow in await self.splits_section(channel, md, borrowers[0]):
                 flows[flow.request_id] = flow
-            return {"flows": flows, "replayed": replayed}
+            found = await self.recon_section()
+            return {"flows": flows, "replayed": replayed, "recon_found": found}
+
+    async def recon_section(self) -> int:
+        """Reconciliation of today's statement of one bank, with a debit the bank booked that paygate never sent."""
+        bank = "icbc-direct"
+        print(f"\n== 12. reconciliation (对账): {bank}'s statement of today against every attempt paygate sent it")
+        day = BusinessCalendar.named().today(datetime.now(UTC))
+        # the bank's statement lies once: a line for an order paygate never sent (the simulator's fault switch)
+        http_json(
+            f"{self.banks[bank].base_url}/_admin/statement/faults",
+            {"extra": [{"day": day.isoformat(), "order_no": "DEMO-GHOST-1", "amount": 12_300}]},
+            timeout=5,
+        )
+        print("  injected: the statement shows a debit of 123.00 CNY for order DEMO-GHOST-1, which paygate never sent")
+        operator = grpc.aio.secure_channel(self.gateway.address, self.pki.grpc_credentials(OPERATOR))
+        op_md = (("authorization", f"Bearer {OPERATOR_TOKEN}"),)
+        recon = recon_pb2_grpc.ReconciliationStub(operator)
+        try:
+            run = await recon.Run(
+                recon_pb2.RunReconRequest(channel=bank, business_day=day.isoformat(), reason="demo: the morning check"),
+                metadata=op_md,
+            )
+            print(
+                f"  run #{run.id} {run.channel} {run.business_day}: {run.outcome}; lines {run.lines},"
+                f" matched {run.matched}, discrepancies {run.discrepancies}, flows settled {run.resolved},"
+                f" carried {run.carried}"
+            )
+            for kind in run.totals:
+                print(
+                    f"  {kind.kind:<9} statement {kind.statement_count} / {kind.statement_amount / 100:,.2f} CNY,"
+                    f" paygate {kind.local_count} / {kind.local_amount / 100:,.2f} CNY"
+                )
+            listed = await recon.ListDiscrepancies(
+                recon_pb2.ListReconDiscrepanciesRequest(run_id=run.id), metadata=op_md
+            )
+            for item in listed.items:
+                flag = "critical" if item.critical else "finance"
+                print(
+                    f"  {getattr(item, 'class'):<16} {item.channel_order_no:<28} ours [{item.local_status or '-'}]"
+                    f" statement [{item.line_status} {item.line_amount / 100:,.2f}] ({flag}; a RECON_DISCREPANCY event)"
+                )
+            return sum(1 for item in listed.items if item.channel_order_no == "DEMO-GHOST-1")
+        finally:
+            await operator.close(None)
 
     async def collections(
         self, stub: gateway_pb2_grpc.PaymentGatewayAsyncStub, md: Any, flows: dict[str, pb.Flow]
@@ -652,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"demo: flows={len(flows)} succeeded={statuses['SUCCEEDED']} failed={statuses['FAILED']} "
         f"processing={statuses['PROCESSING']} replayed={outcome['replayed']} double_debits={doubles}"
+        f" recon_found={outcome['recon_found']}"
     )
     return 0 if doubles == 0 else 1
 

@@ -4,7 +4,8 @@ Start order: database pool → channel adapters → this replica's run registere
 (gateway/replicas.py) and the router warmed from recent attempts and the
 operator-set channel states, then kept in step with the other replicas →
 positions (synced from channels without one) → poller (crash recovery first,
-of what no live replica works on) → outbox relay → TLS certificates (checked;
+of what no live replica works on) → outbox relay → reconciliation scheduler
+(when ``[reconciliation.run_at]`` names channels) → TLS certificates (checked;
 a plaintext listener is warned about) → callback HTTP server → metrics HTTP
 server → console HTTP server (when ``[console] enabled``) → gRPC server →
 health SERVING → plan executor; then the certificate files are looked at every
@@ -17,7 +18,8 @@ Shutdown order (SIGTERM/SIGINT), written down once here:
    calls get what is left of the grace, then are cancelled (their attempts stay
    SENDING and are queried at next start; agreement calls likewise, found by the
    agreements' recovery sweep; instalments come back by lease);
-4. poller and relay stop (the relay flushes what it has produced);
+4. the reconciliation scheduler stops (a run cut short is taken over after its
+   claim's lease), then poller and relay (the relay flushes what it has produced);
 5. the replica run is marked stopped: the others may take what it left at once;
 6. HTTP servers close (callbacks, metrics, console: a console request in
    flight finishes, as an admin RPC would have); channel adapters close; the
@@ -32,6 +34,7 @@ import logging
 import signal
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +50,7 @@ from gateway.agreements import AgreementService
 from gateway.api.admin import GatewayAdminServicer
 from gateway.api.auth import GatewayInterceptor
 from gateway.api.plans import PlanAdminServicer, WithholdingPlansServicer
+from gateway.api.recon import ReconciliationServicer
 from gateway.api.servicer import PaymentGatewayServicer
 from gateway.api.splits import SplitSettlementServicer
 from gateway.businessday import BusinessCalendar
@@ -69,6 +73,8 @@ from gateway.plans.service import PlanService
 from gateway.poller import Poller, Schedule, default_owner
 from gateway.ports import PositionStore
 from gateway.positions import PositionService
+from gateway.recon.scheduler import ReconScheduler
+from gateway.recon.service import ChannelBooks, Reconciler
 from gateway.replicas import ReplicaSync
 from gateway.resolutions import ManualResolutions
 from gateway.security.principals import Principals
@@ -87,6 +93,7 @@ from gateway.store.outbox import MySQLOutboxAdmin
 from gateway.store.plans import MySQLPlanStore
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
+from gateway.store.recon import MySQLReconStore
 from gateway.store.replicas import MySQLReplicas
 from gateway.store.resolutions import MySQLResolutions
 from gateway.store.splits import MySQLSplitStore
@@ -98,10 +105,12 @@ from paygate.v1 import (
     gateway_pb2_grpc,
     plans_pb2,
     plans_pb2_grpc,
+    recon_pb2,
+    recon_pb2_grpc,
     splits_pb2,
     splits_pb2_grpc,
 )
-from routing.config import parse_channel_profiles
+from routing.config import FeeSchedule, parse_channel_profiles
 from routing.engine import Router
 
 log = logging.getLogger(__name__)
@@ -133,6 +142,32 @@ def build_router(config: Config, registry: ChannelRegistry) -> Router:
     return Router(profiles, config.routing)
 
 
+def build_reconciler(
+    config: Config,
+    db: Database,
+    registry: ChannelRegistry,
+    router: Router,
+    on_outbox: Callable[[], None] | None = None,
+) -> Reconciler:
+    """Reconciliation over every configured channel: its adapter (statements) and its routing fee table.
+
+    A channel whose fee table is the default (all zero) has no fee expectation beyond what the channel
+    reported on each result; its statement's fees are then checked against those only.
+    """
+    books = {}
+    for channel_id, channel in registry.items():
+        fee = router.profile(channel_id).fee
+        books[channel_id] = ChannelBooks(channel, None if fee == FeeSchedule() else fee)
+    return Reconciler(
+        MySQLReconStore(db),
+        MySQLFlowStore(db, group_commit=False),
+        books,
+        BusinessCalendar(config.business.zone),
+        config.reconciliation,
+        on_outbox=on_outbox,
+    )
+
+
 @dataclass
 class Gateway:
     """Every live component of one gateway process."""
@@ -153,6 +188,8 @@ class Gateway:
     executor: PlanExecutor | None = None
     plan_flows: FlowService | None = None  # the executor's withholds (rate-aware routing, same use case)
     settlement: SettlementService = field(init=False)  # joint-loan funders' daily settlement (built in build)
+    recon: Reconciler | None = None
+    recon_scheduler: ReconScheduler | None = None
     grpc_server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer | None = None  # type: ignore[name-defined]
     runners: list[web.AppRunner] = field(default_factory=list)
@@ -248,6 +285,15 @@ class Gateway:
         )
         gateway._build_plans(clock or SystemClock())
         gateway._build_settlement(clock or SystemClock())
+        gateway.recon = build_reconciler(
+            config, db, registry, gateway.router, relay.notify if relay is not None else None
+        )
+        gateway.recon_scheduler = ReconScheduler(
+            gateway.recon,
+            config.reconciliation,
+            BusinessCalendar(config.business.zone),
+            owner=config.server.replica_id or default_owner(),
+        )
         return gateway
 
     def _build_settlement(self, clock: Clock) -> None:
@@ -315,6 +361,8 @@ class Gateway:
             {name: policy.labels for name, policy in cfg.plans.policy_objects().items()},
             [*cfg.plans.products, "other"],
         )
+        if self.recon is not None:
+            self.recon.declare_series(time.time())
         await self.db.start()
         await self.registry.start()
         await self.replica.start(warm_window_s=WARM_WINDOW_S)
@@ -324,6 +372,8 @@ class Gateway:
         await self.agreements.start()  # recovery of agreements left awaiting after a confirm was sent
         if self.relay is not None:
             await self.relay.start()
+        if self.recon_scheduler is not None and cfg.reconciliation.enabled:
+            await self.recon_scheduler.start()  # after the relay: the result events of flows it settles go out
 
         grpc_tls, http_tls = await self._load_certificates()
         for warning in plaintext_warnings(
@@ -405,6 +455,8 @@ class Gateway:
                 PlanAdminServicer(self.plans, MySQLAuditLog(self.db)), server
             )
         splits_pb2_grpc.add_SplitSettlementServicer_to_server(SplitSettlementServicer(self.settlement, audit), server)
+        if self.recon is not None:
+            recon_pb2_grpc.add_ReconciliationServicer_to_server(ReconciliationServicer(self.recon, audit), server)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         services = (
@@ -413,6 +465,7 @@ class Gateway:
             plans_pb2.DESCRIPTOR.services_by_name["WithholdingPlans"].full_name,
             plans_pb2.DESCRIPTOR.services_by_name["PlanAdmin"].full_name,
             splits_pb2.DESCRIPTOR.services_by_name["SplitSettlement"].full_name,
+            recon_pb2.DESCRIPTOR.services_by_name["Reconciliation"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )
@@ -426,7 +479,7 @@ class Gateway:
             raise ConfigError("server.grpc_port", f"cannot bind {cfg.server.grpc_host}:{cfg.server.grpc_port}")
         await server.start()
         self.grpc_server = server
-        for name in ("", *services[:5]):
+        for name in ("", *services[:-2]):  # every service of ours (not Health and reflection)
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.executor is not None and cfg.plans.enabled:
             await self.executor.start()  # after the servers: its withholds' callbacks must have somewhere to go
@@ -470,6 +523,8 @@ class Gateway:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self.recon_scheduler is not None:
+            await self.recon_scheduler.stop()  # before the relay: a run cut short is taken over after its lease
         await self.poller.stop()
         if self.relay is not None:
             await self.relay.stop()
@@ -616,6 +671,8 @@ class Gateway:
         await self.replica.sample_metrics()
         if self.executor is not None and self.config.plans.enabled:
             await self.executor.sample_metrics()
+        if self.recon is not None:
+            await self.recon.sample_metrics()
 
     async def _sample_metrics(self) -> None:
         while True:

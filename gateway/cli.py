@@ -9,7 +9,8 @@
     paygate demo                                   the end-to-end demo (see README)
     paygate health   --address HOST:PORT [--ca F --cert F --key F]  gRPC health probe (exit 0 when SERVING)
     paygate results tail ...                       the reference Kafka consumer
-    paygate bench routing|relay|pollqueue|plans|console ... benchmarks
+    paygate recon run|import|runs|discrepancies|mark|report ...  reconciliation (docs/RECONCILIATION.md)
+    paygate bench routing|relay|pollqueue|plans|console|recon ... benchmarks
     paygate obs check-dashboard ...                evaluate the Grafana dashboard's queries
     paygate console hash-password                  a password hash for [operators.<name>] password_hash
     paygate splits funders|settlements|statement|run ...  joint-loan settlements (docs/SPLITS.md)
@@ -56,6 +57,7 @@ BENCHES = {
     "plans": "bench.plans:main",
     "splits": "bench.splits:main",
     "console": "bench.console:main",
+    "recon": "bench.recon:main",
     "gateway": "bench.run:main",
 }
 
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         from devstack.demo import main as demo  # development tooling, imported only for this command
 
         return demo(rest)
+    if command == "recon":
+        return _delegate("gateway.recon.cli:main")(rest)
     if command == "results":
         if not rest or rest[0] != "tail":
             print("usage: paygate results tail [options]", file=sys.stderr)

@@ -30,6 +30,7 @@ Where each table is declared (keys, types, bounds, the one default, checks betwe
 ``[plans]``                             :class:`gateway.plans.config.PlansConfig` (and its policies)
 ``[funders.*]``, ``[settlement]``       :class:`gateway.splits.funders.FunderConfig`,
                                         :class:`~gateway.splits.funders.SettlementConfig`
+``[reconciliation]``                    :class:`gateway.recon.config.ReconConfig`
 ``[[channels]]``                        :class:`ChannelEntry`; its ``settings`` are the adapter's
                                         table (e.g. :class:`channels.sandbox.adapter.SandboxSettings`),
                                         read by its ``build``; its ``routing`` is
@@ -80,6 +81,7 @@ from gateway.collections import CashierConfig
 from gateway.console.config import ConsoleConfig
 from gateway.outbox.config import RelayConfig
 from gateway.plans.config import PlansConfig
+from gateway.recon.config import ReconConfig
 from gateway.replicas import ReplicasConfig
 from gateway.security.principals import NAME, CallerTable, OperatorTable, check_principals
 from gateway.security.tls import TlsConfig
@@ -302,6 +304,7 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     funders: Mapping[str, FunderConfig] = field(default_factory=dict)  # joint-loan funders, by id
     settlement: SettlementConfig = field(default_factory=SettlementConfig)
+    reconciliation: ReconConfig = field(default_factory=ReconConfig)
 
     @property
     def account_hash_key(self) -> Secret:
@@ -322,6 +325,7 @@ class Config:
                     )
         self.plans.check_channels({c.id for c in self.channels})
         check_funders(self.funders, {c.id for c in self.channels})
+        self.reconciliation.check_channels({c.id for c in self.channels})
 
 
 # --- loading -------------------------------------------------------------------

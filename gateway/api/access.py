@@ -28,11 +28,13 @@ SERVICE_AUDIENCE: dict[str, Audience] = {
     "paygate.v1.WithholdingPlans": Audience.CALLER,
     "paygate.v1.PlanAdmin": Audience.OPERATOR,
     "paygate.v1.SplitSettlement": Audience.OPERATOR,
+    "paygate.v1.Reconciliation": Audience.OPERATOR,
 }
 
 _ADMIN = "/paygate.v1.GatewayAdmin/"
 _PLAN_ADMIN = "/paygate.v1.PlanAdmin/"
 _SPLITS = "/paygate.v1.SplitSettlement/"
+_RECON = "/paygate.v1.Reconciliation/"
 
 MINIMUM_ROLE: dict[str, Role] = {
     # reads
@@ -61,6 +63,13 @@ MINIMUM_ROLE: dict[str, Role] = {
     _SPLITS + "ListSettlements": Role.VIEWER,
     _SPLITS + "GetStatement": Role.VIEWER,
     _SPLITS + "RunSettlement": Role.OPERATOR,
+    # reconciliation (docs/RECONCILIATION.md)
+    _RECON + "GetRun": Role.VIEWER,
+    _RECON + "ListRuns": Role.VIEWER,
+    _RECON + "ListDiscrepancies": Role.VIEWER,
+    _RECON + "Run": Role.OPERATOR,
+    _RECON + "Import": Role.OPERATOR,
+    _RECON + "ResolveDiscrepancy": Role.OPERATOR,
 }
 
 
