@@ -41,7 +41,7 @@ typecheck: install
 	$(BIN)/mypy
 
 test: install assets services lint typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 tests
 
 demo: install assets services
 	$(BIN)/paygate demo

@@ -1,13 +1,16 @@
-"""``python -m bench.console``: the console's pages with 1,000,000 flows in MariaDB.
+"""``paygate bench console`` (``python -m bench.console``): the console's pages with 1,000,000 flows in MariaDB.
 
 Bulk-loads N flows (one attempt each, a few thousand unpublished outbox rows and audit entries)
 spread over the last 60 days, with :func:`load` (``INSERT ... SELECT`` from MariaDB's sequence
 engine: a million rows in well under a minute), starts a gateway with the console over that
 database, signs in, and times each page over HTTP (the whole answer: queries and rendering),
 several runs each; then prints the EXPLAIN of every flow-search shape (the index it uses, and
-that no filesort happens). docs/CONSOLE.md has the figures.
+that no filesort happens). With ``--instalments`` (default 1,000,000) it loads a book of withholding
+plans too (four instalments a plan, due over a year around today, 1 in 50 due today with their
+attempts in today's 12:00 run) and times the plans screen and its instalment searches the same
+way. docs/CONSOLE.md has the figures.
 
-Last line: ``console: flows=<n> pages=<n> worst_p50_ms=<x> worst_max_ms=<y>``
+Last line: ``console: flows=<n> instalments=<n> pages=<n> worst_p50_ms=<x> worst_max_ms=<y>``
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -28,9 +32,11 @@ from channels.sandbox.simulator import SandboxSimulator
 from channels.simkit import Behaviour
 from devstack.config import GatewayPorts, gateway_config
 from gateway.app import Gateway
+from gateway.businessday import BusinessCalendar
 from gateway.config import from_mapping
+from gateway.store.console_plans import instalment_search_sql
 from gateway.store.console_queries import flow_search_sql
-from gateway.store.console_rows import FlowCursor, FlowQuery
+from gateway.store.console_rows import FlowCursor, FlowQuery, InstalmentCursor, InstalmentQuery
 from gateway.store.db import DatabaseConfig, migrate
 
 OPERATOR_TOKEN = "bench-console-operator-token-0001"
@@ -128,15 +134,117 @@ def load(config: DatabaseConfig, flows: int, *, step: int = 200_000) -> float:
     return time.perf_counter() - started
 
 
-def explain(config: DatabaseConfig, query: FlowQuery) -> dict[str, Any]:
-    """The EXPLAIN row of a flow search (which key, how many rows it expects, its Extra)."""
-    sql, args = flow_search_sql(query)
+def load_plans(config: DatabaseConfig, instalments: int, today: date) -> float:
+    """Insert ``instalments`` // 4 plans of four instalments each, and today's 12:00 run; seconds taken.
+
+    Due dates spread over the 180 days before and after ``today``, 1 in 50 due today. Before today:
+    SUCCEEDED (1 in 10 STOPPED); today: attempted in today's 12:00 run, 90 % SUCCEEDED, 8 % failed
+    (INSUFFICIENT_FUNDS, SCHEDULED again for 18:00), 2 % IN_FLIGHT; after today: SCHEDULED.
+    """
+    started = time.perf_counter()
+    plans = max(1, instalments // 4)
+    conn = _connect(config)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION time_zone = '+00:00'")
+            cur.execute("SELECT UTC_TIMESTAMP(6)")
+            now = _one(cur)[0]
+            stamp = f"TIMESTAMP'{now.isoformat(sep=' ')}'"
+            for start in range(0, plans, 200_000):
+                n = min(200_000, plans - start)
+                cur.execute(
+                    "INSERT INTO plans (caller, plan_id, product, policy, status, account_sealed, account_hash,"
+                    " account_masked, bank_code, request_hash, created_at, updated_at)"
+                    " SELECT ELT(1 + s.seq % 3, 'loan-servicing', 'collections', 'disbursement'),"
+                    " CONCAT('bench-plan-', s.seq), 'cash-loan', 'default', 'ACTIVE', x'00', SHA2(s.seq, 256),"
+                    " CONCAT('************', LPAD(s.seq % 10000, 4, '0')), 'ICBC', SHA2(s.seq, 256),"
+                    f" {stamp}, {stamp} FROM seq_{start + 1}_to_{start + n} s"
+                )
+            day = f"DATE'{today.isoformat()}'"
+            number = "CAST(p.id * 4 + k.seq AS SIGNED)"
+            offset = f"IF({number} % 50 = 0, 0, {number} % 360 - 180 + IF({number} % 360 >= 180, 1, 0))"
+            due = f"{day} + INTERVAL {offset} DAY"
+            status = (
+                f"IF({offset} < 0, IF({number} % 10 = 1, 'STOPPED', 'SUCCEEDED'), IF({offset} > 0, 'SCHEDULED',"
+                f" CASE WHEN {number} % 100 < 90 THEN 'SUCCEEDED' WHEN {number} % 100 < 98 THEN 'SCHEDULED'"
+                " ELSE 'IN_FLIGHT' END))"
+            )
+            for start in range(0, plans, 100_000):
+                cur.execute(
+                    "INSERT INTO instalments (plan_ref, caller, plan_id, instalment_id, product, policy, due_date,"
+                    " last_day, amount, original_amount, currency, status, next_attempt_at, attempts, last_code,"
+                    " stop_reason, request_hash, created_at, updated_at)"
+                    f" SELECT p.id, p.caller, p.plan_id, CONCAT(p.plan_id, '-', k.seq), 'cash-loan', 'default', {due},"
+                    f" {due} + INTERVAL 3 DAY, 10000 + {number} % 90000, 10000 + {number} % 90000, 'CNY', {status},"
+                    f" IF({status} = 'SCHEDULED', TIMESTAMP({due} + INTERVAL IF({offset} = 0, 10, 4) HOUR), NULL),"
+                    f" IF({offset} > 0, 0, 1), IF({offset} = 0 AND {status} = 'SCHEDULED', 'INSUFFICIENT_FUNDS', ''),"
+                    f" IF({status} = 'STOPPED', 'ACCOUNT_FROZEN', ''), SHA2({number}, 256), {stamp}, {stamp}"
+                    f" FROM plans p JOIN seq_1_to_4 k WHERE p.id > {start} AND p.id <= {start + 100_000}"
+                )
+            cur.execute(
+                "INSERT INTO plan_runs (policy, business_day, time_point, scheduled_at, deadline, status, started_by,"
+                " due_by_product, started_at, finished_at, updated_at) VALUES ('default', %s, '12:00',"
+                " TIMESTAMP(%s) - INTERVAL 4 HOUR, TIMESTAMP(%s) + INTERVAL 2 HOUR, 'FINISHED', 'schedule',"
+                " NULL, %s, %s, %s)",
+                (today, today, today, now, now, now),
+            )
+            run_id = cur.lastrowid
+            cur.execute(
+                "INSERT INTO instalment_attempts (instalment_ref, run_id, business_day, time_point, request_id,"
+                " amount, currency, status, code, channel, created_at, finished_at)"
+                f" SELECT i.id, {run_id}, i.due_date, '12:00', CONCAT('plan:', DATE_FORMAT(i.due_date, '%%Y%%m%%d'),"
+                " ':1200:', i.id), i.amount, i.currency, IF(i.status = 'SCHEDULED', 'FAILED', i.status),"
+                f" i.last_code, 'bank-a', {stamp}, IF(i.status = 'IN_FLIGHT', NULL, {stamp})"
+                " FROM instalments i WHERE i.due_date = %s",
+                (today,),
+            )
+            for table in ("plans", "instalments", "instalment_attempts", "plan_runs"):
+                cur.execute(f"ANALYZE TABLE {table}")
+                cur.fetchall()
+    finally:
+        conn.close()
+    return time.perf_counter() - started
+
+
+def instalment_shapes(today: date) -> dict[str, tuple[InstalmentQuery, str]]:
+    """One instalment search of each shape (the query, its page's query string), with values in the loaded data."""
+    later = (today + timedelta(days=30)).isoformat()
+    return {
+        "first visit (due from today)": (InstalmentQuery(due_from=today, limit=51), ""),
+        "no filter": (InstalmentQuery(limit=51), "from="),
+        "plan id": (InstalmentQuery(plan_id="bench-plan-123457", limit=51), "plan_id=bench-plan-123457&from="),
+        "caller + due from today": (
+            InstalmentQuery(caller="collections", due_from=today, limit=51),
+            f"caller=collections&from={today.isoformat()}",
+        ),
+        "status STOPPED": (InstalmentQuery(status="STOPPED", limit=51), "status=STOPPED&from="),
+        "status IN_FLIGHT": (InstalmentQuery(status="IN_FLIGHT", limit=51), "status=IN_FLIGHT&from="),
+        "one due day, a month ahead": (
+            InstalmentQuery(due_from=today + timedelta(days=30), due_to=today + timedelta(days=30), limit=51),
+            f"from={later}&to={later}",
+        ),
+        "deep cursor (150 days ahead)": (
+            InstalmentQuery(after=InstalmentCursor(today + timedelta(days=150), 0), limit=51),
+            "from=&after=" + _instalment_cursor(InstalmentCursor(today + timedelta(days=150), 0)),
+        ),
+    }
+
+
+def _instalment_cursor(cursor: InstalmentCursor) -> str:
+    from gateway.console.plans import encode_cursor
+
+    return encode_cursor(cursor)
+
+
+def explain(config: DatabaseConfig, query: FlowQuery | InstalmentQuery) -> dict[str, Any]:
+    """The EXPLAIN row of a flow or instalment search (which key, how many rows it expects, its Extra)."""
+    sql, args = flow_search_sql(query) if isinstance(query, FlowQuery) else instalment_search_sql(query)
     conn = _connect(config)
     try:
         with conn.cursor(pymysql.cursors.DictCursor) as cur:
             cur.execute("SET SESSION time_zone = '+00:00'")
             cur.execute("EXPLAIN " + sql, args)
-            row: dict[str, Any] = _one(cur)
+            row: dict[str, Any] = _one(cur)  # the first table of the plan: flows f, or instalments i
             return row
     finally:
         conn.close()
@@ -153,8 +261,6 @@ def search_shapes(config: DatabaseConfig) -> dict[str, FlowQuery]:
             span = _one(cur)
     finally:
         conn.close()
-    from datetime import timedelta
-
     week_ago = span["newest"] - timedelta(days=7)
     month_ago = span["newest"] - timedelta(days=30)
     return {
@@ -225,13 +331,14 @@ async def _time_pages(base: str, pages: Sequence[tuple[str, str]], runs: int) ->
     return out
 
 
-async def run(flows: int, runs: int, keep: bool, reuse: str = "") -> int:
+async def run(flows: int, runs: int, keep: bool, reuse: str = "", instalments: int = 0) -> int:
     name = reuse or f"pgbench_console_{uuid.uuid4().hex[:8]}"
     admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
     if not reuse:
         with admin.cursor() as cur:
             cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     config = DatabaseConfig(database=name, pool_min=2, pool_max=20)
+    today = BusinessCalendar.named("Asia/Shanghai").day_of(datetime.now(UTC).replace(tzinfo=None))
     sims = [SandboxSimulator(Behaviour(), name=c, secret=f"{c}-secret", merchant_id=c) for c in CHANNELS]
     try:
         await migrate(config)
@@ -239,6 +346,10 @@ async def run(flows: int, runs: int, keep: bool, reuse: str = "") -> int:
             print(f"loading {flows:,} flows ...", flush=True)
             seconds = load(config, flows)
             print(f"  loaded in {seconds:.1f} s", flush=True)
+            if instalments:
+                print(f"loading {instalments:,} instalments ...", flush=True)
+                seconds = load_plans(config, instalments, today)
+                print(f"  loaded in {seconds:.1f} s", flush=True)
         for sim in sims:
             await sim.start()
         raw = gateway_config(
@@ -250,6 +361,11 @@ async def run(flows: int, runs: int, keep: bool, reuse: str = "") -> int:
             poller={"enabled": False},
             logging={"format": "text", "level": "WARNING"},
             console={"enabled": True, "port": 0, "secret_key": SECRET},
+            plans={
+                "enabled": False,  # the screen reads the book; nothing is withheld
+                "policies": {"default": {"time_points": ["12:00", "18:00"]}},
+                "products": {"cash-loan": "default"},
+            },
         )
         gateway = Gateway.build(from_mapping(raw))
         await gateway.start()
@@ -272,6 +388,8 @@ async def run(flows: int, runs: int, keep: bool, reuse: str = "") -> int:
                 ("audit log by operator", "/audit?operator=bob"),
                 ("audit log by target", f"/audit?target=01BENCH{97 * 500:019d}"),
             ]
+            plan_shapes = instalment_shapes(today) if instalments else {}
+            pages += [(f"plans: {label}", f"/plans?{qs}" if qs else "/plans") for label, (_, qs) in plan_shapes.items()]
             timed = await _time_pages(base, pages, runs)
             print(f"\n{'page':<45} {'p50 ms':>8} {'max ms':>8} {'bytes':>9}")
             for label, p50, worst, size in timed:
@@ -280,6 +398,11 @@ async def run(flows: int, runs: int, keep: bool, reuse: str = "") -> int:
             for label, query in shapes.items():
                 row = explain(config, query)
                 print(f"{label:<45} {row['key'] or '-':<26} {row['rows'] or 0:>8}  {row['Extra'] or ''}")
+            if plan_shapes:
+                print(f"\n{'instalment search':<45} {'key':<26} {'rows':>8}  extra")
+                for label, (plan_query, _) in plan_shapes.items():
+                    row = explain(config, plan_query)
+                    print(f"{label:<45} {row['key'] or '-':<26} {row['rows'] or 0:>8}  {row['Extra'] or ''}")
             started = time.perf_counter()
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
                 form = await (await session.get(f"{base}/login")).text()
@@ -292,10 +415,15 @@ async def run(flows: int, runs: int, keep: bool, reuse: str = "") -> int:
             print(
                 f"\nCSV export of one caller's flows (capped at 200,000 rows): {size / 1e6:.1f} MB in {export_s:.1f} s"
             )
+            refused = [label for label, _, _, size in timed if size < 0]
+            if refused:
+                print(f"console: pages that did not answer 200: {', '.join(refused)}")
+                return 1
             worst_p50 = max(p50 for _, p50, _, _ in timed)
             worst_max = max(w for _, _, w, _ in timed)
             print(
-                f"console: flows={flows} pages={len(timed)} worst_p50_ms={worst_p50:.1f} worst_max_ms={worst_max:.1f}"
+                f"console: flows={flows} instalments={instalments} pages={len(timed)}"
+                f" worst_p50_ms={worst_p50:.1f} worst_max_ms={worst_max:.1f}"
             )
         finally:
             await gateway.stop()
@@ -312,11 +440,12 @@ async def run(flows: int, runs: int, keep: bool, reuse: str = "") -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.console")
     parser.add_argument("--flows", type=int, default=1_000_000)
+    parser.add_argument("--instalments", type=int, default=1_000_000, help="plan instalments to load (0: none)")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", default="", help="time the pages of a database kept by an earlier --keep run")
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.flows, args.runs, args.keep, args.reuse))
+    return asyncio.run(run(args.flows, args.runs, args.keep, args.reuse, args.instalments))
 
 
 if __name__ == "__main__":

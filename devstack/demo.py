@@ -14,7 +14,9 @@ bank playing the borrower over its admin routes, and a repayment
 plan whose first instalment fails for lack of funds at the 12:00 time point
 and is collected at 18:00 (the demo starts the two time points' runs itself,
 one after the other, as an operator would; the banks' magic amounts are
-switched off in between: the borrower's salary arrived). It waits for every
+switched off in between: the borrower's salary arrived), then a joint loan's
+repayment split 30 : 70 between two funders to the fen, partly refunded, and
+the day's settlement of both funders with its statement. It waits for every
 pending result, reads the banks' ledgers to count double debits, tails the
 Kafka topic with the reference consumer, prints a summary and a per-channel
 success table from the metrics endpoint, and shuts everything down (run from
@@ -47,15 +49,17 @@ from devstack.agreements import bind_card
 from devstack.cards import luhn_card
 from devstack.certs import stack_pki
 from devstack.config import GatewayPorts, gateway_config
-from devstack.http import http_get
+from devstack.http import http_get, http_json
 from devstack.kafka import KafkaBroker, gateway_kafka
 from devstack.processes import ProcessSet, free_port
 from devstack.stack import GatewayProcess, SandboxProcess
 from gateway.businessday import BusinessCalendar
+from gateway.domain import minor_to_text
 from gateway.security.passwords import hash_password
 from paygate.v1 import gateway_pb2 as pb
-from paygate.v1 import gateway_pb2_grpc, plans_pb2_grpc
+from paygate.v1 import gateway_pb2_grpc, plans_pb2_grpc, recon_pb2, recon_pb2_grpc, splits_pb2_grpc
 from paygate.v1 import plans_pb2 as plans_pb
+from paygate.v1 import splits_pb2 as splits_pb
 
 CALLER = "loan-servicing"
 TOKEN = "demo-loan-servicing-token-0001"
@@ -153,6 +157,21 @@ class Demo:
                 "policies": {"default": {"time_points": ["12:00", "18:00"], "retry_days": 3}},
                 "products": {"cash-loan": "default"},
             },
+            funders={
+                "xd": {
+                    "name": "某某小额贷款有限公司 (small-loan company)",
+                    "payout_account": "6222020000000301",
+                    "account_name": "XD Small Loans",
+                    "settle_from": "icbc-direct",
+                },
+                "bank": {
+                    "name": "某某银行 (partner bank)",
+                    "payout_account": "6222020000000702",
+                    "account_name": "Partner Bank",
+                    "settle_from": "icbc-direct",
+                },
+            },
+            settlement={"enabled": False, "lookback_days": 0},  # the demo settles its day itself (section 11)
             channels=[
                 bank.channel(timeout_s=1.5, routing={"fee": BANKS[name]["fee"]}) for name, bank in self.banks.items()
             ],
@@ -308,7 +327,53 @@ class Demo:
                 self.print_flow(flows[rid])
             for flow in await self.plan_section(channel, md, borrowers[0]):
                 flows[flow.request_id] = flow
-            return {"flows": flows, "replayed": replayed}
+            for flow in await self.splits_section(channel, md, borrowers[0]):
+                flows[flow.request_id] = flow
+            found = await self.recon_section()
+            return {"flows": flows, "replayed": replayed, "recon_found": found}
+
+    async def recon_section(self) -> int:
+        """Reconciliation of today's statement of one bank, with a debit the bank booked that paygate never sent."""
+        bank = "icbc-direct"
+        print(f"\n== 12. reconciliation (对账): {bank}'s statement of today against every attempt paygate sent it")
+        day = BusinessCalendar.named().today(datetime.now(UTC))
+        # the bank's statement lies once: a line for an order paygate never sent (the simulator's fault switch)
+        http_json(
+            f"{self.banks[bank].base_url}/_admin/statement/faults",
+            {"extra": [{"day": day.isoformat(), "order_no": "DEMO-GHOST-1", "amount": 12_300}]},
+            timeout=5,
+        )
+        print("  injected: the statement shows a debit of 123.00 CNY for order DEMO-GHOST-1, which paygate never sent")
+        operator = grpc.aio.secure_channel(self.gateway.address, self.pki.grpc_credentials(OPERATOR))
+        op_md = (("authorization", f"Bearer {OPERATOR_TOKEN}"),)
+        recon = recon_pb2_grpc.ReconciliationStub(operator)
+        try:
+            run = await recon.Run(
+                recon_pb2.RunReconRequest(channel=bank, business_day=day.isoformat(), reason="demo: the morning check"),
+                metadata=op_md,
+            )
+            print(
+                f"  run #{run.id} {run.channel} {run.business_day}: {run.outcome}; lines {run.lines},"
+                f" matched {run.matched}, discrepancies {run.discrepancies}, flows settled {run.resolved},"
+                f" carried {run.carried}"
+            )
+            for kind in run.totals:
+                print(
+                    f"  {kind.kind:<9} statement {kind.statement_count} / {kind.statement_amount / 100:,.2f} CNY,"
+                    f" paygate {kind.local_count} / {kind.local_amount / 100:,.2f} CNY"
+                )
+            listed = await recon.ListDiscrepancies(
+                recon_pb2.ListReconDiscrepanciesRequest(run_id=run.id), metadata=op_md
+            )
+            for item in listed.items:
+                flag = "critical" if item.critical else "finance"
+                print(
+                    f"  {getattr(item, 'class'):<16} {item.channel_order_no:<28} ours [{item.local_status or '-'}]"
+                    f" statement [{item.line_status} {item.line_amount / 100:,.2f}] ({flag}; a RECON_DISCREPANCY event)"
+                )
+            return sum(1 for item in listed.items if item.channel_order_no == "DEMO-GHOST-1")
+        finally:
+            await operator.close(None)
 
     async def collections(
         self, stub: gateway_pb2_grpc.PaymentGatewayAsyncStub, md: Any, flows: dict[str, pb.Flow]
@@ -419,6 +484,102 @@ class Demo:
             self.print_flow(flows[-1])
         return flows
 
+    async def splits_section(self, channel: grpc.aio.Channel, md: Any, card: str) -> list[pb.Flow]:
+        """A joint loan (联合贷): one repayment split 30 : 70 to the fen, a partial refund, the day's settlement."""
+        print("\n== 11. a joint loan (联合贷): the repayment split 30 : 70 between its funders, to the fen")
+        stub = gateway_pb2_grpc.PaymentGatewayStub(channel)
+
+        async def final(flow: pb.Flow) -> pb.Flow:
+            deadline = time.monotonic() + 20
+            while flow.status == pb.PROCESSING and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
+                flow = await stub.GetFlow(pb.GetFlowRequest(flow_no=flow.flow_no), metadata=md)
+            return flow
+
+        shares = [pb.FunderShare(funder_id="xd", ppm=300_000), pb.FunderShare(funder_id="bank", ppm=700_000)]
+        repay = await final(
+            await stub.Withhold(
+                pb.WithholdRequest(
+                    request_id="joint-repay-1",
+                    amount=pb.Money(amount=10_001, currency="CNY"),  # 100.01 yuan: 30 % of it is 30.003
+                    account_no=card,
+                    bank_code="ICBC",
+                    description="joint loan 2026-0002 repayment",
+                    shares=shares,
+                ),
+                metadata=md,
+            )
+        )
+        self.print_flow(repay)
+        for part in repay.split.parts:
+            print(f"    funder {part.funder_id:<5} {minor_to_text(part.amount, 'CNY'):>8} CNY")
+        total = minor_to_text(sum(p.amount for p in repay.split.parts), "CNY")
+        print(f"    the parts sum to {total}: the odd fen goes by largest remainder, never lost or doubled")
+        refund = await final(
+            await stub.Refund(
+                pb.RefundRequest(
+                    request_id="joint-refund-1",
+                    original_flow_no=repay.flow_no,
+                    amount=pb.Money(amount=5_000, currency="CNY"),
+                    reason="overpaid",
+                ),
+                metadata=md,
+            )
+        )
+        self.print_flow(refund)
+        print(
+            "    refunded from each funder against what it still holds: "
+            + ", ".join(f"{p.funder_id} {minor_to_text(p.amount, 'CNY')}" for p in refund.split.parts)
+        )
+        # A day is settled once it has ended. The demo does now what 01:00 tomorrow would: a second
+        # replica of the gateway, whose clock reads tomorrow morning, settles today (the payouts go
+        # through the normal payout path; a real scheduler simply waits for the day to end).
+        today = BusinessCalendar.named().today(datetime.now(UTC))
+        rows = await self._settle_as_tomorrow(today)
+        print(f"  the day's settlement ({today}), run as at 01:00 the next morning:")
+        for row in rows:
+            print(
+                f"    {row.funder_id:<5} withheld {minor_to_text(row.withheld, 'CNY'):>8}"
+                f"  refunded {minor_to_text(row.refunded, 'CNY'):>7}  net {minor_to_text(row.net, 'CNY'):>8}"
+                f"  paid {minor_to_text(row.paid, 'CNY'):>8} -> {row.status} (payout {row.payout_flow_no or '-'})"
+            )
+        operator = grpc.aio.secure_channel(self.gateway.address, self.pki.grpc_credentials(OPERATOR))
+        op_md = (("authorization", f"Bearer {OPERATOR_TOKEN}"),)
+        try:
+            statement = await splits_pb2_grpc.SplitSettlementStub(operator).GetStatement(
+                splits_pb.StatementRequest(funder_id="bank", business_day=today.isoformat()), metadata=op_md
+            )
+        finally:
+            await operator.close(None)
+        print(f"  statement {statement.filename} (paygate splits statement, or SplitSettlement/GetStatement):")
+        for line in statement.csv.lstrip("\ufeff").splitlines():
+            if line:
+                print(f"    {line}")
+        return [repay, refund]
+
+    async def _settle_as_tomorrow(self, day: Any) -> list[Any]:
+        """Settle ``day`` from this process, as a replica would at 01:00 the next morning (same database, banks)."""
+        from gateway.app import Gateway
+        from gateway.config import load
+
+        tomorrow = BusinessCalendar.named().at(day + timedelta(days=1), datetime.strptime("01:00", "%H:%M").time())
+
+        class Tomorrow:
+            def now(self) -> datetime:
+                return tomorrow
+
+            async def sleep(self, seconds: float) -> None:
+                await asyncio.sleep(seconds)
+
+        replica = Gateway.build(load(str(self.workdir / "paygate.toml")), clock=Tomorrow())
+        await replica.db.start()
+        await replica.registry.start()
+        try:
+            return list(await replica.settlement.settle_through(day))
+        finally:
+            await replica.registry.stop()
+            await replica.db.stop()
+
     @staticmethod
     def print_flow(flow: pb.Flow) -> None:
         status = pb.FlowStatus.Name(flow.status)
@@ -527,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  sign in as {CONSOLE_OPERATOR!r} with password {CONSOLE_PASSWORD!r}: overview, flows, timelines, review"
         )
+        print(f"  the withholding plans and today's time points: {demo.console_url}plans")
         if not args.no_wait and sys.stdin.isatty():
             input("  the console stays up while you look; press Enter to stop everything ")
     finally:
@@ -534,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"demo: flows={len(flows)} succeeded={statuses['SUCCEEDED']} failed={statuses['FAILED']} "
         f"processing={statuses['PROCESSING']} replayed={outcome['replayed']} double_debits={doubles}"
+        f" recon_found={outcome['recon_found']}"
     )
     return 0 if doubles == 0 else 1
 

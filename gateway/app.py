@@ -4,7 +4,8 @@ Start order: database pool → channel adapters → this replica's run registere
 (gateway/replicas.py) and the router warmed from recent attempts and the
 operator-set channel states, then kept in step with the other replicas →
 positions (synced from channels without one) → poller (crash recovery first,
-of what no live replica works on) → outbox relay → TLS certificates (checked;
+of what no live replica works on) → outbox relay → reconciliation scheduler
+(when ``[reconciliation.run_at]`` names channels) → TLS certificates (checked;
 a plaintext listener is warned about) → callback HTTP server → metrics HTTP
 server → console HTTP server (when ``[console] enabled``) → gRPC server →
 health SERVING → plan executor; then the certificate files are looked at every
@@ -17,7 +18,8 @@ Shutdown order (SIGTERM/SIGINT), written down once here:
    calls get what is left of the grace, then are cancelled (their attempts stay
    SENDING and are queried at next start; agreement calls likewise, found by the
    agreements' recovery sweep; instalments come back by lease);
-4. poller and relay stop (the relay flushes what it has produced);
+4. the reconciliation scheduler stops (a run cut short is taken over after its
+   claim's lease), then poller and relay (the relay flushes what it has produced);
 5. the replica run is marked stopped: the others may take what it left at once;
 6. HTTP servers close (callbacks, metrics, console: a console request in
    flight finishes, as an admin RPC would have); channel adapters close; the
@@ -32,6 +34,7 @@ import logging
 import signal
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +50,9 @@ from gateway.agreements import AgreementService
 from gateway.api.admin import GatewayAdminServicer
 from gateway.api.auth import GatewayInterceptor
 from gateway.api.plans import PlanAdminServicer, WithholdingPlansServicer
+from gateway.api.recon import ReconciliationServicer
 from gateway.api.servicer import PaymentGatewayServicer
+from gateway.api.splits import SplitSettlementServicer
 from gateway.businessday import BusinessCalendar
 from gateway.callbacks import CallbackHandler
 from gateway.collections import CollectionService, check_preference
@@ -68,10 +73,14 @@ from gateway.plans.service import PlanService
 from gateway.poller import Poller, Schedule, default_owner
 from gateway.ports import PositionStore
 from gateway.positions import PositionService
+from gateway.recon.scheduler import ReconScheduler
+from gateway.recon.service import ChannelBooks, Reconciler
 from gateway.replicas import ReplicaSync
 from gateway.resolutions import ManualResolutions
 from gateway.security.principals import Principals
 from gateway.security.tls import CertificateWatcher, plaintext_warnings
+from gateway.splits.funders import Funders
+from gateway.splits.settlement import SettlementService
 from gateway.store.agreements import MySQLAgreementStore
 from gateway.store.audit import MySQLAuditLog
 from gateway.store.channel_states import MySQLChannelStates
@@ -84,11 +93,24 @@ from gateway.store.outbox import MySQLOutboxAdmin
 from gateway.store.plans import MySQLPlanStore
 from gateway.store.poll_queue import MySQLPollQueue
 from gateway.store.positions import MySQLPositionStore
+from gateway.store.recon import MySQLReconStore
 from gateway.store.replicas import MySQLReplicas
 from gateway.store.resolutions import MySQLResolutions
+from gateway.store.splits import MySQLSplitStore
 from gateway.validation import accepted_banks
-from paygate.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc, plans_pb2, plans_pb2_grpc
-from routing.config import parse_channel_profiles
+from paygate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    plans_pb2,
+    plans_pb2_grpc,
+    recon_pb2,
+    recon_pb2_grpc,
+    splits_pb2,
+    splits_pb2_grpc,
+)
+from routing.config import FeeSchedule, parse_channel_profiles
 from routing.engine import Router
 
 log = logging.getLogger(__name__)
@@ -120,6 +142,32 @@ def build_router(config: Config, registry: ChannelRegistry) -> Router:
     return Router(profiles, config.routing)
 
 
+def build_reconciler(
+    config: Config,
+    db: Database,
+    registry: ChannelRegistry,
+    router: Router,
+    on_outbox: Callable[[], None] | None = None,
+) -> Reconciler:
+    """Reconciliation over every configured channel: its adapter (statements) and its routing fee table.
+
+    A channel whose fee table is the default (all zero) has no fee expectation beyond what the channel
+    reported on each result; its statement's fees are then checked against those only.
+    """
+    books = {}
+    for channel_id, channel in registry.items():
+        fee = router.profile(channel_id).fee
+        books[channel_id] = ChannelBooks(channel, None if fee == FeeSchedule() else fee)
+    return Reconciler(
+        MySQLReconStore(db),
+        MySQLFlowStore(db, group_commit=False),
+        books,
+        BusinessCalendar(config.business.zone),
+        config.reconciliation,
+        on_outbox=on_outbox,
+    )
+
+
 @dataclass
 class Gateway:
     """Every live component of one gateway process."""
@@ -139,6 +187,9 @@ class Gateway:
     plans: PlanService | None = None
     executor: PlanExecutor | None = None
     plan_flows: FlowService | None = None  # the executor's withholds (rate-aware routing, same use case)
+    settlement: SettlementService = field(init=False)  # joint-loan funders' daily settlement (built in build)
+    recon: Reconciler | None = None
+    recon_scheduler: ReconScheduler | None = None
     grpc_server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer | None = None  # type: ignore[name-defined]
     runners: list[web.AppRunner] = field(default_factory=list)
@@ -228,11 +279,33 @@ class Gateway:
         )
         collections.expedite = poller.expedite
         flows.queries = poller  # compensation and failed drives ask for expedited queries
+        flows.funders = Funders(config.funders)
         gateway = cls(
             config, db, registry, router, planner, flows, agreements, positions, poller, collections, replica, relay
         )
         gateway._build_plans(clock or SystemClock())
+        gateway._build_settlement(clock or SystemClock())
+        gateway.recon = build_reconciler(
+            config, db, registry, gateway.router, relay.notify if relay is not None else None
+        )
+        gateway.recon_scheduler = ReconScheduler(
+            gateway.recon,
+            config.reconciliation,
+            BusinessCalendar(config.business.zone),
+            owner=config.server.replica_id or default_owner(),
+        )
         return gateway
+
+    def _build_settlement(self, clock: Clock) -> None:
+        """Joint-loan settlement: per funder and business day, paid through the normal payout path."""
+        self.settlement = SettlementService(
+            store=MySQLSplitStore(self.db),
+            payouts=self.flows,
+            funders=self.flows.funders,
+            calendar=BusinessCalendar(self.config.business.zone),
+            config=self.config.settlement,
+            now=clock.now,
+        )
 
     def _build_plans(self, clock: Clock) -> None:
         """Withholding plans: the use cases, and the executor withholding through its own FlowService."""
@@ -262,6 +335,8 @@ class Gateway:
             on_outbox=on_outbox,
         )
         self.plan_flows.queries = self.poller  # a drive that fails after commit 1 still gets its query at once
+        self.plan_flows.funders = self.flows.funders
+        self.plans.funders = self.flows.funders
         self.executor = PlanExecutor(
             store=store,
             flows=self.plan_flows,
@@ -286,6 +361,8 @@ class Gateway:
             {name: policy.labels for name, policy in cfg.plans.policy_objects().items()},
             [*cfg.plans.products, "other"],
         )
+        if self.recon is not None:
+            self.recon.declare_series(time.time())
         await self.db.start()
         await self.registry.start()
         await self.replica.start(warm_window_s=WARM_WINDOW_S)
@@ -295,6 +372,8 @@ class Gateway:
         await self.agreements.start()  # recovery of agreements left awaiting after a confirm was sent
         if self.relay is not None:
             await self.relay.start()
+        if self.recon_scheduler is not None and cfg.reconciliation.enabled:
+            await self.recon_scheduler.start()  # after the relay: the result events of flows it settles go out
 
         grpc_tls, http_tls = await self._load_certificates()
         for warning in plaintext_warnings(
@@ -328,7 +407,13 @@ class Gateway:
             self._metrics_app(), cfg.server.metrics_host, cfg.server.metrics_port
         )
         if cfg.console.enabled:
-            self.console_port = await self._serve_http(self._console_app(), cfg.console.host, cfg.console.port)
+            console_tls = await self._load_console_certificate()
+            self.console_port = await self._serve_http(
+                self._console_app(),
+                cfg.console.host,
+                cfg.console.port,
+                ssl_context=console_tls.ssl_context() if console_tls is not None else None,
+            )
 
         server = grpc.aio.server(
             interceptors=[GatewayInterceptor(Principals(cfg.callers, cfg.operators))],
@@ -371,6 +456,9 @@ class Gateway:
             plans_pb2_grpc.add_PlanAdminServicer_to_server(
                 PlanAdminServicer(self.plans, MySQLAuditLog(self.db)), server
             )
+        splits_pb2_grpc.add_SplitSettlementServicer_to_server(SplitSettlementServicer(self.settlement, audit), server)
+        if self.recon is not None:
+            recon_pb2_grpc.add_ReconciliationServicer_to_server(ReconciliationServicer(self.recon, audit), server)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         services = (
@@ -378,6 +466,8 @@ class Gateway:
             admin_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name,
             plans_pb2.DESCRIPTOR.services_by_name["WithholdingPlans"].full_name,
             plans_pb2.DESCRIPTOR.services_by_name["PlanAdmin"].full_name,
+            splits_pb2.DESCRIPTOR.services_by_name["SplitSettlement"].full_name,
+            recon_pb2.DESCRIPTOR.services_by_name["Reconciliation"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )
@@ -391,10 +481,12 @@ class Gateway:
             raise ConfigError("server.grpc_port", f"cannot bind {cfg.server.grpc_host}:{cfg.server.grpc_port}")
         await server.start()
         self.grpc_server = server
-        for name in ("", *services[:4]):
+        for name in ("", *services[:-2]):  # every service of ours (not Health and reflection)
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.executor is not None and cfg.plans.enabled:
             await self.executor.start()  # after the servers: its withholds' callbacks must have somewhere to go
+        if cfg.settlement.enabled:
+            self.settlement.start()  # after the servers: its payouts' callbacks must have somewhere to go
         self._sampler = asyncio.create_task(self._sample_metrics(), name="metrics-sampler")
         if self.certificates:
             self._tls_reload = asyncio.create_task(self._reload_certificates(), name="tls-reload")
@@ -421,6 +513,7 @@ class Gateway:
         left = max(grace - (time.monotonic() - started), 0.0)
         if self.executor is not None:
             await self.executor.stop(left)  # no new plan withholds; what it cut short comes back by lease
+        await self.settlement.stop()  # no new settlement payouts; a payout in flight finishes in the drain
         left = max(grace - (time.monotonic() - started), 0.0)
         cancelled = await self.flows.drain(left)
         if self.plan_flows is not None:
@@ -432,6 +525,8 @@ class Gateway:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self.recon_scheduler is not None:
+            await self.recon_scheduler.stop()  # before the relay: a run cut short is taken over after its lease
         await self.poller.stop()
         if self.relay is not None:
             await self.relay.stop()
@@ -465,6 +560,16 @@ class Gateway:
                 self.certificates.append(watcher)
             found.append(watcher)
         return found[0], found[1]
+
+    async def _load_console_certificate(self) -> CertificateWatcher | None:
+        """The console listener's certificate ([console.tls]), checked; None serves plain HTTP."""
+        table = self.config.console.tls
+        if not table.enabled:
+            return None
+        with start_up_errors():
+            watcher = await asyncio.to_thread(CertificateWatcher, table, key="console.tls", listener="console")
+        self.certificates.append(watcher)
+        return watcher
 
     async def _reload_certificates(self) -> None:
         """Look at the certificate files every ``reload_check_s`` (the shortest configured) and re-read changes."""
@@ -522,15 +627,19 @@ class Gateway:
 
     def _console_app(self) -> web.Application:
         from gateway.console.operators import directory_from_config
+        from gateway.console.plans import PlansDeps
         from gateway.console.server import ConsoleDeps, build_app
-        from gateway.store.console_queries import MySQLConsoleQueries
+        from gateway.plans.operations import PlanOperations
+        from gateway.store.console_plans import MySQLPlanConsoleQueries
 
         cfg = self.config
+        reads = MySQLPlanConsoleQueries(self.db, timeout_s=cfg.console.query_timeout_s)
+        plans = PlansDeps(reads, PlanOperations(self.plans, MySQLAuditLog(self.db))) if self.plans else None
         with start_up_errors():
             return build_app(
                 ConsoleDeps(
                     config=cfg.console,
-                    reads=MySQLConsoleQueries(self.db, timeout_s=cfg.console.query_timeout_s),
+                    reads=reads,
                     flows=self.flows.store,
                     operations=self.operations(),
                     operators=directory_from_config(cfg.operators, token_sign_in=cfg.console.token_sign_in),
@@ -541,6 +650,8 @@ class Gateway:
                     audit=MySQLAuditLog(self.db),
                     outbox_max_attempts=cfg.kafka.max_attempts if cfg.kafka is not None else 10,
                     relay_enabled=self.relay is not None,
+                    settlement=self.settlement,
+                    plans=plans,
                 )
             )
 
@@ -568,6 +679,8 @@ class Gateway:
         await self.replica.sample_metrics()
         if self.executor is not None and self.config.plans.enabled:
             await self.executor.sample_metrics()
+        if self.recon is not None:
+            await self.recon.sample_metrics()
 
     async def _sample_metrics(self) -> None:
         while True:

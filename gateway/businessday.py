@@ -93,6 +93,10 @@ class BusinessCalendar:
             moment = (wall + timedelta(hours=1)).astimezone(UTC)
         return _naive_utc(moment)
 
+    def local(self, moment: datetime) -> datetime:
+        """``moment`` as an aware datetime in the business timezone (for what people read)."""
+        return _as_utc(moment).astimezone(self.tz)
+
     def local_time(self, moment: datetime) -> time:
         """The wall-clock time of ``moment`` in the business timezone."""
         return _as_utc(moment).astimezone(self.tz).time()

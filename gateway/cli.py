@@ -9,9 +9,11 @@
     paygate demo                                   the end-to-end demo (see README)
     paygate health   --address HOST:PORT [--ca F --cert F --key F]  gRPC health probe (exit 0 when SERVING)
     paygate results tail ...                       the reference Kafka consumer
-    paygate bench routing|relay|pollqueue|plans ... benchmarks
+    paygate recon run|import|runs|discrepancies|mark|report ...  reconciliation (docs/RECONCILIATION.md)
+    paygate bench routing|relay|pollqueue|plans|console|recon ... benchmarks
     paygate obs check-dashboard ...                evaluate the Grafana dashboard's queries
     paygate console hash-password                  a password hash for [operators.<name>] password_hash
+    paygate splits funders|settlements|statement|run ...  joint-loan settlements (docs/SPLITS.md)
 """
 
 from __future__ import annotations
@@ -49,10 +51,13 @@ def _delegate(target: str) -> Callable[[list[str]], int]:
 
 # paygate bench <name> -> "module:main", imported only when that bench runs.
 BENCHES = {
-    "routing": "routing.bench:main",
+    "routing": "bench.routing:main",
     "relay": "bench.relay:main",
     "pollqueue": "bench.pollqueue:main",
     "plans": "bench.plans:main",
+    "splits": "bench.splits:main",
+    "console": "bench.console:main",
+    "recon": "bench.recon:main",
     "gateway": "bench.run:main",
 }
 
@@ -69,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         from devstack.demo import main as demo  # development tooling, imported only for this command
 
         return demo(rest)
+    if command == "recon":
+        return _delegate("gateway.recon.cli:main")(rest)
     if command == "results":
         if not rest or rest[0] != "tail":
             print("usage: paygate results tail [options]", file=sys.stderr)
@@ -86,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         return _delegate("gateway.obs.dashboard:main")(rest[1:])
     if command == "health":
         return _health(rest)
+    if command == "splits":
+        return _delegate("gateway.splits.cli:main")(rest)
     if command == "console":
         if not rest or rest[0] != "hash-password":
             print("usage: paygate console hash-password [--stdin]", file=sys.stderr)

@@ -28,6 +28,9 @@ Where each table is declared (keys, types, bounds, the one default, checks betwe
 ``[routing]``                           :class:`routing.config.RouterConfig`
 ``[kafka]``                             :class:`gateway.outbox.config.RelayConfig`
 ``[plans]``                             :class:`gateway.plans.config.PlansConfig` (and its policies)
+``[funders.*]``, ``[settlement]``       :class:`gateway.splits.funders.FunderConfig`,
+                                        :class:`~gateway.splits.funders.SettlementConfig`
+``[reconciliation]``                    :class:`gateway.recon.config.ReconConfig`
 ``[[channels]]``                        :class:`ChannelEntry`; its ``settings`` are the adapter's
                                         table (e.g. :class:`channels.sandbox.adapter.SandboxSettings`),
                                         read by its ``build``; its ``routing`` is
@@ -78,9 +81,11 @@ from gateway.collections import CashierConfig
 from gateway.console.config import ConsoleConfig
 from gateway.outbox.config import RelayConfig
 from gateway.plans.config import PlansConfig
+from gateway.recon.config import ReconConfig
 from gateway.replicas import ReplicasConfig
 from gateway.security.principals import NAME, CallerTable, OperatorTable, check_principals
 from gateway.security.tls import TlsConfig
+from gateway.splits.funders import FunderConfig, SettlementConfig, check_funders
 from gateway.store.db import DatabaseConfig
 from gateway.validation import BANK_CODE, MAINLAND_BANK_CODES
 from routing.config import RouterConfig
@@ -299,6 +304,9 @@ class Config:
     cashier: CashierConfig = field(default_factory=CashierConfig)
     replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    funders: Mapping[str, FunderConfig] = field(default_factory=dict)  # joint-loan funders, by id
+    settlement: SettlementConfig = field(default_factory=SettlementConfig)
+    reconciliation: ReconConfig = field(default_factory=ReconConfig)
 
     @property
     def account_hash_key(self) -> Secret:
@@ -318,6 +326,8 @@ class Config:
                         f'auth = "{table.mode}" needs mutual TLS: set server.tls.client_ca_file and its cert_file',
                     )
         self.plans.check_channels({c.id for c in self.channels})
+        check_funders(self.funders, {c.id for c in self.channels})
+        self.reconciliation.check_channels({c.id for c in self.channels})
 
 
 # --- loading -------------------------------------------------------------------

@@ -116,6 +116,22 @@ def allocate(total: int, weights: Sequence[int]) -> list[int]:
     return [sign * part for part in floors]
 
 
+def minor_to_text(minor_units: int, currency: str) -> str:
+    """``12345, "CNY"`` -> ``"123.45"``: minor units as a decimal string, integer arithmetic only."""
+    exponent = CURRENCIES.get(currency, 2)
+    sign = "-" if minor_units < 0 else ""
+    whole, fraction = divmod(abs(minor_units), 10**exponent)
+    return f"{sign}{whole}.{fraction:0{exponent}d}" if exponent else f"{sign}{whole}"
+
+
+def spreadsheet_safe(value: object) -> str:
+    """A CSV cell that a spreadsheet will not run: text starting with = + - @ (or a tab / CR) gets a quote mark."""
+    text = "" if value is None else str(value)
+    if text and text[0] in "=+-@\t\r":
+        return "'" + text
+    return text
+
+
 # --- masking -------------------------------------------------------------------
 #
 # Two ways (DESIGN.md invariant 10):

@@ -76,6 +76,8 @@ from gateway.logs import publish_flow_no
 from gateway.orders import OrderBuilder, PayoutOrders, RefundOrders, WithholdOrders
 from gateway.planner import Plan
 from gateway.ports import AgreementStore, FlowStore, QueryScheduler, RoutePlanner
+from gateway.splits.allocation import REFUND_MARKER, shares_json
+from gateway.splits.funders import Funders
 from gateway.store.rows import (
     Applied,
     ApplyResult,
@@ -200,6 +202,8 @@ class FlowService:
         self.on_outbox = on_outbox or (lambda: None)
         # expedited queries (the poller); set by the composition root, None where nothing polls
         self.queries: QueryScheduler | None = None
+        # joint-loan funders a withhold's shares may name ([funders]); set by the composition root
+        self.funders = Funders({})
         self._tasks: set[asyncio.Task[FlowRow | None]] = set()
 
     # --- use cases ---------------------------------------------------------------------
@@ -213,6 +217,8 @@ class FlowService:
         margin) and returns the flow as it is then; once recorded, the flow is always returned.
         """
         budget = self.settings.budget_s(wait_s, deadline_s)
+        if params.shares is not None:  # every funder named must be configured, in the withhold's currency
+            self.funders.check(params.shares, params.currency)
         acct = account_hash(self.settings.account_hash_key, params.account_no)
         request_hash = canonical_hash("WITHHOLD", _hashable(params, acct))
         # No idempotency read up front: the flow insert's UNIQUE(caller, request_id) finds a
@@ -233,15 +239,27 @@ class FlowService:
         return await self._start(new, WithholdOrders(params, refs), route)
 
     async def payout(
-        self, caller: str, request_id: str, params: PayoutParams, wait_s: float, *, deadline_s: float | None = None
+        self,
+        caller: str,
+        request_id: str,
+        params: PayoutParams,
+        wait_s: float,
+        *,
+        deadline_s: float | None = None,
+        prefer: tuple[str, ...] = (),
     ) -> FlowRow:
-        """Pay ``params.amount`` out to the payee's account from a channel's float (wait as for withholds)."""
+        """Pay ``params.amount`` out to the payee's account from a channel's float (wait as for withholds).
+
+        ``prefer``: channels ranked first, in this order, when they pass the filters (a funder's
+        settlement prefers the channel account it is settled from); the rest still route.
+        """
         budget = self.settings.budget_s(wait_s, deadline_s)
         acct = account_hash(self.settings.account_hash_key, params.account_no)
         request_hash = canonical_hash("PAYOUT", _hashable(params, acct))
         # as for withholds, the insert's unique key finds replays (and _create_first when nothing routes)
         new = self._new_flow(FlowKind.PAYOUT, caller, request_id, request_hash, acct, params)
-        route = Route.routed(_route_query(Operation.PAYOUT, new, None), budget)
+        query = replace(_route_query(Operation.PAYOUT, new, None), preference=prefer)
+        route = Route.routed(query, budget)
         return await self._start(new, PayoutOrders(params), route)
 
     @staticmethod
@@ -264,6 +282,7 @@ class FlowService:
             account_masked=mask_account(params.account_no),
             bank_code=params.bank_code,
             description=params.description,
+            split_shares=shares_json(params.shares) if isinstance(params, WithholdParams) and params.shares else None,
         )
 
     async def refund(
@@ -310,6 +329,8 @@ class FlowService:
             bank_code=original.bank_code,
             description=params.reason,
             original_flow_id=original.id,
+            # a refund of a split withhold is split too, in its terminal transaction (gateway/store/splits.py)
+            split_shares=REFUND_MARKER if original.split_shares is not None else None,
         )
         # A refund goes back through the channel that took the money; never elsewhere.
         route = Route.fixed(Operation.REFUND, paid.channel, "refund goes to the original channel", budget)

@@ -405,6 +405,28 @@ TLS_RELOADS = Counter(
     registry=REGISTRY,
 )
 
+# --- reconciliation (gateway/recon, docs/RECONCILIATION.md) -----------------------------------------
+
+RECON_DISCREPANCIES = Counter(
+    "paygate_recon_discrepancies_total",
+    "Discrepancies found by reconciliation runs, by channel and class (channel_only and local_only are critical).",
+    ["channel", "class"],
+    registry=REGISTRY,
+)
+RECON_RUNS = Counter(
+    "paygate_recon_runs_total",
+    "Reconciliation runs by channel and result (consistent, inconsistent, failed).",
+    ["channel", "result"],
+    registry=REGISTRY,
+)
+RECON_LAST_SUCCESS = Gauge(
+    "paygate_recon_last_success_timestamp_seconds",
+    "When the last successful reconciliation run of the channel finished (epoch seconds; read from the database).",
+    ["channel"],
+    registry=REGISTRY,
+)
+
+
 M = TypeVar("M", bound=MetricWrapperBase)
 
 

@@ -41,7 +41,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from google.protobuf import json_format
 
-from gateway.domain import CURRENCIES
+from gateway.domain import minor_to_text
 from gateway.outbox.codec import (
     CONTENT_TYPE_PROTOBUF,
     HEADER_CONTENT_TYPE,
@@ -264,11 +264,7 @@ def _tp(record: ConsumerRecord[bytes, bytes]) -> TopicPartition:
 
 def format_amount(minor_units: int, currency: str) -> str:
     """``12345, "CNY"`` -> ``"123.45 CNY"``, with integer arithmetic only (no float for money)."""
-    exponent = CURRENCIES.get(currency, 2)
-    sign = "-" if minor_units < 0 else ""
-    whole, fraction = divmod(abs(minor_units), 10**exponent)
-    text = f"{sign}{whole}.{fraction:0{exponent}d}" if exponent else f"{sign}{whole}"
-    return f"{text} {currency}"
+    return f"{minor_to_text(minor_units, currency)} {currency}"
 
 
 def format_event(event: FlowEvent) -> str:

@@ -190,11 +190,16 @@ class RouterConfig:
     prior_strength: _Positive = 10.0
     # the prior's weight shrinks to prior_strength / (1 + prior_fade * outcomes ever seen / prior_strength)
     prior_fade: Annotated[float, Field(ge=0)] = 0.1
+    # ... and grows back toward prior_strength as the channel stays idle, halving the gap every prior_half_life_s
+    prior_half_life_s: _Positive = 600.0
     # a bank's estimate leans on its (channel, operation) estimate with this many pseudo-observations
     bank_prior_strength: _Positive = 10.0
+    # the bank's pseudo-observations sit at a blend of the channel-across-banks mean and, with this weight,
+    # the bank-across-channels mean
+    pool_across_channels: Annotated[float, Field(ge=0, le=1)] = 0.25
     # sliding memory: evidence halves every half_life_s seconds and never exceeds memory_observations
     half_life_s: _Positive = 300.0
-    memory_observations: Annotated[float, Field(ge=2)] = 150.0
+    memory_observations: Annotated[float, Field(ge=2)] = 1000.0
     # change detection: a short memory of this many observations; when it disagrees with the long one by
     # more than change_threshold (log-likelihood ratio, nats) the long memory is cut back to the short one
     fast_memory_observations: Annotated[float, Field(ge=2)] = 20.0
@@ -202,6 +207,16 @@ class RouterConfig:
     # exploration: 1.0 = Thompson sampling, 0 = always the best mean; at most max_exploration_share of decisions
     exploration: Annotated[float, Field(ge=0, le=10)] = 0.5
     max_exploration_share: Annotated[float, Field(ge=0, le=1)] = 0.1
+    # a candidate not chosen first for relook_after_s takes one transaction (per operation and bank); each
+    # re-look doubles the interval up to relook_max_after_s; it starts over when the channel's estimate moved
+    # by relook_change_ratio (relative) since the last re-look
+    relook_after_s: _Positive = 120.0
+    relook_max_after_s: _Positive = 240.0
+    relook_change_ratio: Annotated[float, Field(gt=0, le=1)] = 0.05
+    # segments ((operation, bank) pairs) whose exploration state and estimates are kept, least recently used out
+    max_segments: Annotated[int, Field(ge=1)] = 10_000
+    # probe attempt ids remembered per eliminated channel (a timed-out probe's late answer still counts)
+    max_tracked_attempts: Annotated[int, Field(ge=1)] = 64
     # elimination: of the last elimination_window channel-attributable outcomes within elimination_window_s,
     # at least elimination_min_volume seen and a failure share >= elimination_threshold; or
     # elimination_consecutive failures in a row
@@ -214,7 +229,7 @@ class RouterConfig:
     # probe up to probe_max_interval_s; a probe without an answer for probe_timeout_s frees the slot
     probe_interval_s: _Positive = 30.0
     probe_max_interval_s: _Positive = 120.0
-    probe_timeout_s: _Positive = 120.0
+    probe_timeout_s: _Positive = 60.0
     # successful probes in a row that re-admit the channel
     probe_successes: Annotated[int, Field(ge=1)] = 2
     # when every candidate that passed the other filters is eliminated, route to them anyway (ranked)
@@ -228,6 +243,8 @@ class RouterConfig:
             raise ConfigError(join(key, "elimination_min_volume"), f"must be <= {join(key, 'elimination_window')}")
         if self.probe_max_interval_s < self.probe_interval_s:
             raise ConfigError(join(key, "probe_max_interval_s"), f"must be >= {join(key, 'probe_interval_s')}")
+        if self.relook_max_after_s < self.relook_after_s:
+            raise ConfigError(join(key, "relook_max_after_s"), f"must be >= {join(key, 'relook_after_s')}")
         if self.fast_memory_observations >= self.memory_observations:
             raise ConfigError(join(key, "fast_memory_observations"), f"must be < {join(key, 'memory_observations')}")
 

@@ -27,10 +27,14 @@ SERVICE_AUDIENCE: dict[str, Audience] = {
     "paygate.v1.GatewayAdmin": Audience.OPERATOR,
     "paygate.v1.WithholdingPlans": Audience.CALLER,
     "paygate.v1.PlanAdmin": Audience.OPERATOR,
+    "paygate.v1.SplitSettlement": Audience.OPERATOR,
+    "paygate.v1.Reconciliation": Audience.OPERATOR,
 }
 
 _ADMIN = "/paygate.v1.GatewayAdmin/"
 _PLAN_ADMIN = "/paygate.v1.PlanAdmin/"
+_SPLITS = "/paygate.v1.SplitSettlement/"
+_RECON = "/paygate.v1.Reconciliation/"
 
 MINIMUM_ROLE: dict[str, Role] = {
     # reads
@@ -54,6 +58,18 @@ MINIMUM_ROLE: dict[str, Role] = {
     _PLAN_ADMIN + "StartRun": Role.OPERATOR,
     _PLAN_ADMIN + "PauseRun": Role.OPERATOR,
     _PLAN_ADMIN + "ResumeRun": Role.OPERATOR,
+    # joint-loan settlements (docs/SPLITS.md)
+    _SPLITS + "ListFunders": Role.VIEWER,
+    _SPLITS + "ListSettlements": Role.VIEWER,
+    _SPLITS + "GetStatement": Role.VIEWER,
+    _SPLITS + "RunSettlement": Role.OPERATOR,
+    # reconciliation (docs/RECONCILIATION.md)
+    _RECON + "GetRun": Role.VIEWER,
+    _RECON + "ListRuns": Role.VIEWER,
+    _RECON + "ListDiscrepancies": Role.VIEWER,
+    _RECON + "Run": Role.OPERATOR,
+    _RECON + "Import": Role.OPERATOR,
+    _RECON + "ResolveDiscrepancy": Role.OPERATOR,
 }
 
 

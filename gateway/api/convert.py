@@ -105,6 +105,8 @@ def flow_pb(f: FlowRow, *, operator: bool = False) -> gateway_pb2.Flow:
     if f.kind in PAYMENT_KINDS:
         out.refunded.CopyFrom(gateway_pb2.Money(amount=f.refunded_amount, currency=f.currency))
     out.attempts.extend(attempt_pb(a, operator=operator) for a in f.attempts)
+    for part in f.split:
+        out.split.parts.add(funder_id=part.funder_id, amount=part.amount, refunded=part.refunded)
     _set_ts(out, "created_at", f.created_at)
     _set_ts(out, "updated_at", f.updated_at)
     _set_ts(out, "finished_at", f.finished_at)

@@ -17,7 +17,6 @@ import grpc
 from gateway import validation as v
 from gateway.api.auth import current_identity
 from gateway.api.convert import ts
-from gateway.businessday import parse_hhmm
 from gateway.errors import InvalidInput
 from gateway.plans.model import (
     AttemptRow,
@@ -30,9 +29,11 @@ from gateway.plans.model import (
     RunProgress,
     RunStatus,
 )
+from gateway.plans.operations import PlanOperations
 from gateway.plans.ports import AuditLog, Submitted
 from gateway.plans.service import PlanService
 from gateway.plans.spec import InstalmentSpec, PlanSpec, due_date
+from gateway.splits.requests import raw_shares
 from paygate.v1 import gateway_pb2, plans_pb2, plans_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -60,7 +61,14 @@ def _specs(request: plans_pb2.SubmitPlansRequest) -> list[PlanSpec]:
             agreement_no=p.agreement_no,
             description=p.description,
             instalments=[
-                InstalmentSpec(i.instalment_id, i.due_date, i.amount.amount, i.amount.currency, i.HasField("amount"))
+                InstalmentSpec(
+                    i.instalment_id,
+                    i.due_date,
+                    i.amount.amount,
+                    i.amount.currency,
+                    i.HasField("amount"),
+                    raw_shares(i.shares),
+                )
                 for i in p.instalments
             ],
         )
@@ -282,50 +290,29 @@ class WithholdingPlansServicer(plans_pb2_grpc.WithholdingPlansServicer):
 
 
 class PlanAdminServicer(plans_pb2_grpc.PlanAdminServicer):
-    """Operators start, pause and resume time point runs and watch their progress; changes are audited."""
+    """Operators start, pause and resume time point runs and watch their progress; changes are audited
+    (gateway/plans/operations.py, the use cases the console calls too)."""
 
     def __init__(self, plans: PlanService, audit: AuditLog) -> None:
         self.plans = plans
-        self.audit = audit
+        self.operations = PlanOperations(plans, audit)
 
     def _key(self, request: plans_pb2.RunRequest, *, today_allowed: bool = False) -> RunKey:
-        policy = v.pattern(request.policy, "policy", v.CHANNEL_ID, "a configured policy name")
-        if request.business_day:
-            day: date | None = due_date(request.business_day, "business_day")
-        elif today_allowed:
-            day = None
-        else:
-            raise InvalidInput("business_day", "is required (YYYY-MM-DD)")
-        try:
-            point = parse_hhmm(request.time_point)
-        except ValueError as exc:
-            raise InvalidInput("time_point", str(exc)) from None
-        return self.plans.run_key(policy, day, f"{point.hour:02d}:{point.minute:02d}")
-
-    async def _audited(self, action: str, key: RunKey, request: plans_pb2.RunRequest) -> None:
-        reason = v.text(request.reason, "reason", max_len=512, required=True)
-        await self.audit.record(current_identity().name, action, f"plan_run:{key.label()}", reason, {})
+        return self.operations.key(
+            request.policy, request.business_day, request.time_point, today_allowed=today_allowed
+        )
 
     async def StartRun(self, request: plans_pb2.RunRequest, context: Ctx) -> plans_pb2.Run:
         key = self._key(request, today_allowed=True)
-        v.text(request.reason, "reason", max_len=512, required=True)
-        await self.plans.start_run(current_identity().name, key)
-        await self._audited("start_plan_run", key, request)
-        return run_pb(await self.plans.progress(key))
+        return run_pb(await self.operations.start_run(key, current_identity().name, request.reason))
 
     async def PauseRun(self, request: plans_pb2.RunRequest, context: Ctx) -> plans_pb2.Run:
         key = self._key(request)
-        v.text(request.reason, "reason", max_len=512, required=True)
-        await self.plans.pause_run(key)
-        await self._audited("pause_plan_run", key, request)
-        return run_pb(await self.plans.progress(key))
+        return run_pb(await self.operations.pause_run(key, current_identity().name, request.reason))
 
     async def ResumeRun(self, request: plans_pb2.RunRequest, context: Ctx) -> plans_pb2.Run:
         key = self._key(request)
-        v.text(request.reason, "reason", max_len=512, required=True)
-        await self.plans.resume_run(key)
-        await self._audited("resume_plan_run", key, request)
-        return run_pb(await self.plans.progress(key))
+        return run_pb(await self.operations.resume_run(key, current_identity().name, request.reason))
 
     async def GetRun(self, request: plans_pb2.RunRequest, context: Ctx) -> plans_pb2.Run:
         return run_pb(await self.plans.progress(self._key(request, today_allowed=True)))

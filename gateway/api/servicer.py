@@ -21,6 +21,7 @@ from gateway.collections import Collection, CollectionService, CollectParams
 from gateway.domain import FlowKind
 from gateway.errors import InvalidInput
 from gateway.flows import FlowService
+from gateway.splits.requests import shares_from_pb
 from paygate.v1 import gateway_pb2, gateway_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -71,6 +72,7 @@ class PaymentGatewayServicer(gateway_pb2_grpc.PaymentGatewayServicer):
                 request.agreement_no, "agreement_no", v.FLOW_NO, "a 26-character agreement number", required=False
             ),
             description=v.text(request.description, "description", max_len=128),
+            shares=shares_from_pb(request.shares, amount),
         )
         wait = _wait_s(request.wait_ms, self.default_wait_ms, self.max_wait_ms)
         flow = await self.flows.withhold(

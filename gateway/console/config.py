@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from pydantic import Field
 
 from channels.config import TABLE, ConfigError, Secret, join
+from gateway.security.tls import TlsConfig
 
 Port = Annotated[int, Field(ge=0, le=65535)]  # 0 picks a free port
 
@@ -27,8 +28,11 @@ class ConsoleConfig:
     session_lifetime_s: Annotated[float, Field(ge=60, le=7 * 86400)] = 12 * 3600.0
     # ... and after this long without a request
     session_idle_s: Annotated[float, Field(ge=60, le=86400)] = 1800.0
-    # mark cookies Secure: set it when operators reach the console over HTTPS (a TLS-terminating proxy)
+    # mark cookies Secure: set it when operators reach the console over HTTPS (a TLS-terminating proxy);
+    # with [console.tls] they are Secure anyway
     secure_cookies: bool = False
+    # [console.tls]: serve HTTPS with this certificate and key (re-read while serving, like [server.tls])
+    tls: TlsConfig = field(default_factory=TlsConfig)
     # operators may sign in with their operator token as well as with a password
     token_sign_in: bool = True
     # the Prometheus (or Alertmanager) page the overview links to for alerts; "" shows none

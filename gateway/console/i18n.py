@@ -8,6 +8,7 @@ template uses exists.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 LANGUAGES = ("zh", "en")
@@ -393,6 +394,22 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.internal": "Internal error; it has been logged.",
     },
 }
+
+# the words of the screens added in their own modules (gateway/console/screens.py): one line each
+ADDED_WORDS: tuple[str, ...] = ("gateway.console.plans_words", "gateway.console.settlement_words")
+
+
+def _add_words() -> None:
+    for name in ADDED_WORDS:
+        words: dict[str, dict[str, str]] = importlib.import_module(name).WORDS
+        for language in LANGUAGES:
+            taken = MESSAGES[language].keys() & words[language].keys()
+            if taken:
+                raise ValueError(f"{name} redefines console words {sorted(taken)}")
+            MESSAGES[language].update(words[language])
+
+
+_add_words()
 
 
 def pick_language(choice: str | None, accept_language: str | None) -> str:

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import jinja2
@@ -41,8 +41,9 @@ from gateway.config import ConfigError
 from gateway.console.access import MINIMUM_ROLE, PUBLIC
 from gateway.console.config import ConsoleConfig
 from gateway.console.i18n import LANGUAGES, pick_language, translator
-from gateway.console.operators import ConsoleOperator, OperatorDirectory
+from gateway.console.operators import ConsoleOperator, OperatorDirectory, Role
 from gateway.console.ports import ConsoleReads
+from gateway.console.screens import CORE_NAV, NavItem
 from gateway.console.sessions import COOKIE as COOKIE
 from gateway.console.sessions import Session, SessionSigner
 from gateway.domain import scrub
@@ -50,7 +51,11 @@ from gateway.errors import DatabaseUnavailable, GatewayError, InvalidInput, NotF
 from gateway.operations import Operations
 from gateway.planner import Planner
 from gateway.ports import AuditLog, FlowStore, PositionStore
+from gateway.splits.settlement import SettlementService
 from gateway.store.console_rows import DayPoint
+
+if TYPE_CHECKING:
+    from gateway.console.plans import PlansDeps
 
 log = logging.getLogger("paygate.console")
 
@@ -92,7 +97,9 @@ class ConsoleDeps:
     positions: PositionStore
     audit: AuditLog
     outbox_max_attempts: int = 10
+    settlement: SettlementService | None = None  # joint-loan funders' settlements (the settlements screen)
     relay_enabled: bool = False
+    plans: PlansDeps | None = None  # the plans screen's reads and use cases, when [plans] is configured
     clock: Callable[[], float] = time.time
     signer: SessionSigner = field(init=False)
     # the overview's trend of the days before yesterday: (expires at, points), see pages._earlier_days
@@ -109,6 +116,9 @@ class ConsoleDeps:
 
 DEPS = web.AppKey("console_deps", ConsoleDeps)
 TEMPLATES = web.AppKey("console_templates", jinja2.Environment)
+# every route's least role (the core ones' and the added screens'), and the navigation shown
+ROLES = web.AppKey("console_roles", dict)
+NAV = web.AppKey("console_nav", tuple)
 # what the middlewares establish for one request
 LANG = web.RequestKey("console_lang", str)
 SESSION = web.RequestKey("console_session", Session)
@@ -169,6 +179,7 @@ def render(request: web.Request, template: str, *, status: int = 200, **context:
         csrf=d.signer.csrf_token(session) if session is not None else "",
         notice=request.get(NOTICE),
         nav=request.match_info.route.name or "",
+        nav_items=request.app[NAV],
         **context,
     )
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
@@ -287,7 +298,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         return error_page(request, 401, t("login.expired"))
     request[SESSION] = session
     request[OPERATOR] = operator
-    required = MINIMUM_ROLE.get(route)
+    required = request.app[ROLES].get(route)
     if required is None or not operator.role.allows(required):
         log.warning("console: %s (%s) refused %s %s", operator.name, operator.role.value, request.method, request.path)
         return error_page(request, 403, t("error.forbidden_role", role=t(f"role.{operator.role.value}")))
@@ -340,7 +351,7 @@ def build_app(console: ConsoleDeps) -> web.Application:
             f"front-end libraries are not installed ({', '.join(missing)} under {STATIC}):"
             " run `make assets` (npm ci from package-lock.json)",
         )
-    from gateway.console import actions, pages, signin
+    from gateway.console import actions, pages, screens, signin
 
     app = web.Application(
         middlewares=[headers_middleware, errors_middleware, session_middleware], client_max_size=256 * 1024
@@ -369,4 +380,16 @@ def build_app(console: ConsoleDeps) -> web.Application:
     r.add_post("/outbox/release", actions.outbox_release, name="outbox_release")
     r.add_get("/audit", pages.audit, name="audit")
     r.add_static("/static/", STATIC, name="static", show_index=False, follow_symlinks=False)
+    roles: dict[str, Role] = dict(MINIMUM_ROLE)
+    nav: list[NavItem] = list(CORE_NAV)
+    for screen in screens.registered():
+        for route in screen.routes:
+            if route.name in roles or route.name in PUBLIC:
+                raise ValueError(f"console route {route.name!r} is registered twice")
+            r.add_route(route.method, route.path, route.handler, name=route.name)
+            roles[route.name] = route.role
+        if screen.shown(console):
+            nav.append(screen.nav)
+    app[ROLES] = roles
+    app[NAV] = tuple(nav)
     return app

@@ -15,7 +15,7 @@ from typing import Any
 from channels.statement import StatementFormatError, yuan_to_minor
 from gateway import validation as v
 from gateway.businessday import BusinessCalendar
-from gateway.domain import CURRENCIES, FlowKind, FlowStatus, scrub
+from gateway.domain import CURRENCIES, FlowKind, FlowStatus, minor_to_text, scrub, spreadsheet_safe
 from gateway.errors import InvalidInput
 from gateway.store.console_rows import ChannelOutcomes, FlowCursor, FlowQuery, FlowRecords, OutboxBacklog
 from gateway.store.rows import FlowRow
@@ -181,20 +181,12 @@ CSV_COLUMNS = (
 )
 
 
-def csv_cell(value: object) -> str:
-    """A CSV cell that a spreadsheet will not run: text starting with = + - @ (or a tab / CR) gets a quote mark."""
-    text = "" if value is None else str(value)
-    if text and text[0] in "=+-@\t\r":
-        return "'" + text
-    return text
+csv_cell = spreadsheet_safe  # one rule for every CSV the gateway hands out (gateway/domain.py)
 
 
 def yuan(amount: int, currency: str) -> str:
     """Minor units as a plain decimal string (``"1234.56"``), exact, for CSV."""
-    digits = CURRENCIES.get(currency, 2)
-    sign = "-" if amount < 0 else ""
-    whole, minor = divmod(abs(amount), 10**digits)
-    return f"{sign}{whole}" + (f".{minor:0{digits}d}" if digits else "")
+    return minor_to_text(amount, currency)
 
 
 # --- a flow's timeline -----------------------------------------------------------------

@@ -30,7 +30,7 @@ Acks = Literal["all", 0, 1]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 
 # The event types the schema defines (paygate.v1.EventType without UNSPECIFIED).
-EVENT_TYPES = frozenset({"FLOW_RESULT", "FLOW_NEEDS_REVIEW", "DISCREPANCY", "INSTALMENT_OUTCOME"})
+EVENT_TYPES = frozenset({"FLOW_RESULT", "FLOW_NEEDS_REVIEW", "DISCREPANCY", "INSTALMENT_OUTCOME", "RECON_DISCREPANCY"})
 
 
 def _no_topics() -> Mapping[str, str]:

@@ -74,6 +74,7 @@ from gateway.plans.routing import RESERVED, Reservation
 from gateway.plans.sealing import AccountSealer, SealBroken
 from gateway.plans.transitions import Step
 from gateway.ports import RoutePlanner
+from gateway.splits.allocation import fit, shares_from_json
 from gateway.store.rows import FlowRow
 from gateway.validation import WithholdParams
 
@@ -391,6 +392,8 @@ class PlanExecutor:
             bank_code=claimed.bank_code,
             agreement_no=claimed.agreement_no,
             description=claimed.description or f"instalment {row.instalment_id}"[:128],
+            # the instalment's shares, fitted to what is still to collect (it may have been amended down)
+            shares=fit(shares_from_json(row.split_shares), after.amount) if row.split_shares else None,
         )
         await self._withhold(after, params, Reservation(channel))
 

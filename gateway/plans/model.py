@@ -179,6 +179,7 @@ class InstalmentRow:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     finished_at: datetime | None = None
+    split_shares: str | None = None  # joint loans: its withholds' shares (gateway.splits.allocation.shares_json)
     attempt_rows: list[AttemptRow] = field(default_factory=list)
 
     @property

@@ -33,6 +33,7 @@ from gateway.plans.policy import Schedule
 from gateway.plans.ports import PlanStore, Submitted, Write, write
 from gateway.plans.sealing import AccountSealer
 from gateway.plans.spec import PlanSpec, Rejection, check_plans
+from gateway.splits.funders import Funders
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class PlanService:
         self.schedules = dict(schedules)
         self.sealer = sealer
         self.hash_key = hash_key
+        self.funders = Funders({})  # the funders instalment shares may name; set by the composition root
         self.clock = clock
         self.on_outbox = on_outbox or (lambda: None)
 
@@ -70,6 +72,7 @@ class PlanService:
             schedules=self.schedules,
             hash_key=self.hash_key,
             prefix=prefix,
+            funders=self.funders,
         )
         for plan in plans:
             plan.account_sealed = self.sealer.seal(plan.payer.account_no, caller=caller, plan_id=plan.plan_id)

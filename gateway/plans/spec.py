@@ -25,6 +25,9 @@ from gateway.domain import CURRENCIES, account_hash, mask_account
 from gateway.errors import InvalidInput
 from gateway.plans.model import Payer
 from gateway.plans.policy import Schedule
+from gateway.splits.allocation import shares_json
+from gateway.splits.funders import Funders
+from gateway.splits.requests import RawShare, check_raw_shares
 
 MAX_INSTALMENTS_PER_PLAN = 1200
 MAX_INSTALMENTS_PER_MESSAGE = 20_000
@@ -45,6 +48,7 @@ class InstalmentSpec:
     amount: int
     currency: str
     has_amount: bool = True
+    shares: tuple[RawShare, ...] = ()  # joint loans: the funders' shares of its withholds
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class NewInstalment:
     first_due: datetime  # the moment of its first time point (naive UTC)
     last_day: date  # no attempt after this business day
     where: Callable[[], str] | None = None  # builds ``field`` when a refusal needs it
+    split_shares: str | None = None  # joint loans: the checked shares (gateway.splits.allocation.shares_json)
 
     @property
     def field(self) -> str:
@@ -136,6 +141,7 @@ def check_plans(
     schedules: Mapping[str, Schedule],
     hash_key: bytes,
     prefix: str = "plans",
+    funders: Funders | None = None,
 ) -> tuple[list[NewPlan], list[Rejection]]:
     """Split a submission into valid plans and refusals (in request order)."""
     total = sum(len(p.instalments) for p in plans)
@@ -174,7 +180,7 @@ def check_plans(
                 return f"{where}.instalments[{j}]"
 
             try:
-                instalment = _check_instalment(item, item_where, plan.plan_id, days[plan.policy])
+                instalment = _check_instalment(item, item_where, plan.plan_id, days[plan.policy], funders)
             except InvalidInput as bad:
                 rejected.append(Rejection(plan.plan_id, item.instalment_id[:64], bad.field, bad.problem))
                 continue
@@ -247,13 +253,16 @@ def _check_plan(
     )
 
 
-def instalment_hash(plan_id: str, due: date, amount: int, currency: str) -> str:
-    """The canonical request hash of an instalment: its plan, due date, amount and currency.
+def instalment_hash(plan_id: str, due: date, amount: int, currency: str, split_shares: str | None = None) -> str:
+    """The canonical request hash of an instalment: its plan, due date, amount, currency (and shares, if any).
 
     Written out by hand rather than through ``canonical_hash`` (a book carries millions of them);
-    the fields cannot contain the separator (ids are ``[A-Za-z0-9._:-]``).
+    the fields cannot contain the separator (ids are ``[A-Za-z0-9._:-]``). Without shares the
+    hash is the one instalments had before splits existed.
     """
     text = f"INSTALMENT\x1f{plan_id}\x1f{due.isoformat()}\x1f{amount}\x1f{currency}"
+    if split_shares is not None:
+        text += f"\x1f{split_shares}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -281,7 +290,9 @@ class _Days:
         return found
 
 
-def _check_instalment(item: InstalmentSpec, where: Callable[[], str], plan_id: str, days: _Days) -> NewInstalment:
+def _check_instalment(
+    item: InstalmentSpec, where: Callable[[], str], plan_id: str, days: _Days, funders: Funders | None = None
+) -> NewInstalment:
     """One instalment; ``where()`` names it in the request (built only for a refusal)."""
     due = _parse_due(item.due_date)
     ok = (
@@ -297,14 +308,22 @@ def _check_instalment(item: InstalmentSpec, where: Callable[[], str], plan_id: s
         due = due_date(item.due_date, f"{at}.due_date")
         v.money(item.amount, item.currency, field=f"{at}.amount", present=item.has_amount)
     first_due, last_day = days.of(due)
+    split = None
+    if item.shares:
+        shares = check_raw_shares(item.shares, item.amount, field=f"{where()}.shares")
+        assert shares is not None
+        if funders is not None:
+            funders.check(shares, item.currency, field=f"{where()}.shares")
+        split = shares_json(shares)
     return NewInstalment(
         item.instalment_id,
         due,
         item.amount,
         item.currency,
-        instalment_hash(plan_id, due, item.amount, item.currency),
+        instalment_hash(plan_id, due, item.amount, item.currency, split),
         "",
         first_due,
         last_day,
         where,
+        split,
     )

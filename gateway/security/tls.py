@@ -1,8 +1,8 @@
 """TLS for the gateway's listeners: PEM files, checked when read, re-read while serving, expiry as a metric.
 
 One table, :class:`TlsConfig`, serves every listener: ``[server.tls]`` (gRPC) and
-``[server.http_tls]`` (channel callbacks), and the console's when it comes (it builds a
-:class:`CertificateWatcher` and takes :meth:`CertificateWatcher.ssl_context`). A listener without a
+``[server.http_tls]`` (channel callbacks) and ``[console.tls]`` (the operations console; it builds
+a :class:`CertificateWatcher` and takes :meth:`CertificateWatcher.ssl_context`). A listener without a
 ``cert_file`` is plaintext (the composition root warns at start-up).
 
 Reloading without a restart: :meth:`CertificateWatcher.refresh` (called every ``reload_check_s`` by

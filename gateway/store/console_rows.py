@@ -7,7 +7,7 @@ only masked (``account_masked``): the console never reads the hash or anything w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 from gateway.store.rows import AuditRow
 
@@ -154,3 +154,50 @@ class FlowRecords:
     audit: list[AuditRow] = field(default_factory=list)  # read through the AuditLog port
     discrepancies: list[DiscrepancyEntry] = field(default_factory=list)
     refunds: list[FlowListItem] = field(default_factory=list)
+
+
+# --- the plans screen (gateway/store/console_plans.py) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class InstalmentCursor:
+    """Where a page of the instalment search ends: the last row's due date and id (earliest due first)."""
+
+    due_date: date
+    id: int
+
+
+@dataclass(frozen=True)
+class InstalmentQuery:
+    """An instalment search over every caller's plans: every field set narrows it; due dates inclusive."""
+
+    plan_id: str = ""
+    caller: str = ""
+    status: str = ""
+    due_from: date | None = None
+    due_to: date | None = None
+    after: InstalmentCursor | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class InstalmentListItem:
+    id: int
+    caller: str
+    plan_id: str
+    instalment_id: str
+    product: str
+    policy: str
+    due_date: date
+    amount: int  # still to collect
+    original_amount: int
+    currency: str
+    status: str
+    paused: bool  # by itself or with its plan
+    attempts: int
+    last_code: str
+    stop_reason: str
+    next_attempt_at: datetime | None
+    account_masked: str  # the plan's payer, masked
+    bank_code: str
+    flow_no: str  # the in-flight or last withhold's flow, "" when none

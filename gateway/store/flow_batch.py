@@ -219,7 +219,7 @@ class FlowBatch:
         """The common transitions of a batch in one commit; returns the indexes left for the one-by-one path.
 
         Handled here: SENDING → PENDING, and → SUCCEEDED/FAILED of attempts
-        without a float reservation or a refund, whose flow is PROCESSING; and
+        without a float reservation, a refund or a split, whose flow is PROCESSING; and
         reports that change nothing (replays, lost races, still pending).
         Everything else (discrepancies, positions, refunds, a second report on
         the same attempt) goes through the one-by-one path after this commit,
@@ -264,6 +264,7 @@ class FlowBatch:
                     if (
                         attempt.position_reserved > 0
                         or flow.original_flow_id is not None
+                        or flow.split_shares is not None  # its parts go with the transition (one by one)
                         or (finish and flow.status is not FlowStatus.PROCESSING)
                     ):
                         later.append(i)

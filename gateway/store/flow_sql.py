@@ -29,7 +29,8 @@ FLOW_SELECT = "SELECT f.*, o.flow_no AS original_flow_no FROM flows f LEFT JOIN 
 
 # An attempt and its flow, both locked, in one round trip (attempt first, as everywhere):
 # the flow's columns come back as ``f__<column>``.
-FLOW_COLUMNS = tuple(f.name for f in fields(FlowRow) if f.name not in {"original_flow_no", "attempts", "replayed"})
+_NOT_COLUMNS = frozenset({"original_flow_no", "attempts", "replayed", "split"})
+FLOW_COLUMNS = tuple(f.name for f in fields(FlowRow) if f.name not in _NOT_COLUMNS)
 ATTEMPT_WITH_FLOW = (
     "SELECT a.*, "
     + ", ".join(f"f.{name} AS f__{name}" for name in FLOW_COLUMNS)
@@ -44,9 +45,9 @@ def flow_part(row: dict[str, Any]) -> dict[str, Any]:
 
 INSERT_FLOW_COLUMNS = (
     "(flow_no, caller, request_id, kind, amount, currency, account_hash, account_masked, bank_code, request_hash,"
-    " status, description, original_flow_id, created_at, updated_at)"
+    " status, description, original_flow_id, created_at, updated_at, split_shares)"
 )
-INSERT_FLOW_ROW = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,'PROCESSING',%s,%s,%s,%s)"
+INSERT_FLOW_ROW = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,'PROCESSING',%s,%s,%s,%s,%s)"
 INSERT_ATTEMPT_COLUMNS = (
     "(flow_id, seq, channel, operation, channel_order_no, status, amount, currency, account_hash, bank_code,"
     " decision, position_reserved, created_at, updated_at, incarnation)"
@@ -111,6 +112,7 @@ def flow_args(flow: FlowRow) -> tuple[Any, ...]:
         flow.original_flow_id,
         flow.created_at,
         flow.updated_at,
+        flow.split_shares,
     )
 
 

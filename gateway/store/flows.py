@@ -17,7 +17,8 @@ can wait for each other but never in a circle):
 1. attempts, ascending id (a flow's attempts: ascending ``seq``, the same order);
 2. then their flows;
 3. then the rows that hang off them: poll queue rows, positions (ascending
-   channel), card usage counters, and last the inserts (outbox, discrepancies,
+   channel), card usage counters, a split withhold's parts (a refund of one
+   locks the original's, after both flows), and last the inserts (outbox, discrepancies,
    audit, a collection's row), which wait for nobody. A collection's own
    updates (its cashier, a close asked for) lock its row alone.
 
@@ -43,7 +44,7 @@ from gateway import metrics
 from gateway.domain import ATTEMPT_FROM, AttemptStatus, FlowStatus
 from gateway.errors import CardLimitReached, DuplicateKey, FlowClosed, PositionShort, RefundExceeds
 from gateway.outbox.writer import flow_event
-from gateway.store import audit, card_usage, discrepancies, outbox, poll_queue, positions
+from gateway.store import audit, card_usage, discrepancies, outbox, poll_queue, positions, splits
 from gateway.store.db import Database, Tx
 from gateway.store.flow_batch import FlowBatch
 from gateway.store.flow_sql import (
@@ -149,6 +150,8 @@ class MySQLFlowStore:
         flow = FlowRow.from_row(row)
         if with_attempts:
             flow.attempts = await self.attempts_of(flow.id)
+        if flow.split_shares is not None and flow.status is FlowStatus.SUCCEEDED:
+            flow.split = await splits.parts_of(self.db, flow)
         return flow
 
     async def attempts_of(self, flow_id: int) -> list[AttemptRow]:
@@ -409,6 +412,10 @@ class MySQLFlowStore:
             else:
                 sql = "UPDATE flows SET refund_reserved = refund_reserved - %s, updated_at=%s, version=version+1"
             await tx.execute(f"{sql} WHERE id=%s", (flow.amount, now, flow.original_flow_id))
+        if flow.split_shares is not None and target is FlowStatus.SUCCEEDED:
+            # the funders' parts (small orders) commit with the transition, before its event is written;
+            # a refund's locks the original's parts after the flows (the store's lock order)
+            flow.split = await splits.record_parts(tx, flow, now)
         await self._emit(tx, flow, events_pb2.FLOW_RESULT)
         return True
 

@@ -61,7 +61,7 @@ _PLAN_COLUMNS = (
 )
 _INSTALMENT_INSERT_COLUMNS = (
     "plan_ref, caller, plan_id, instalment_id, product, policy, due_date, last_day, amount, original_amount,"
-    " currency, status, plan_paused, next_attempt_at, request_hash, created_at, updated_at"
+    " currency, status, plan_paused, next_attempt_at, request_hash, created_at, updated_at, split_shares"
 )
 # what a Write puts back (everything a transition may change; pause flags are set on their own)
 _WRITE_BACK = (
@@ -162,6 +162,7 @@ def _instalment(row: dict[str, Any]) -> InstalmentRow:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         finished_at=row["finished_at"],
+        split_shares=row.get("split_shares"),
     )
 
 
@@ -395,7 +396,8 @@ class MySQLPlanStore:
                 f"({refs[plan.plan_id][0]},{head},{_literal(plan.plan_id)},{_literal(item.instalment_id)},"
                 f"{_literal(plan.product)},{_literal(plan.policy)},'{item.due_date}','{item.last_day}',"
                 f"{int(item.amount)},{int(item.amount)},{_literal(item.currency)},'SCHEDULED',0,"
-                f"'{item.first_due:%Y-%m-%d %H:%M:%S.%f}',{_literal(item.request_hash)},{stamp},{stamp})"
+                f"'{item.first_due:%Y-%m-%d %H:%M:%S.%f}',{_literal(item.request_hash)},{stamp},{stamp},"
+                f"{'NULL' if item.split_shares is None else _literal(item.split_shares)})"
             )
         inserted: int = await tx.execute(
             f"INSERT INTO instalments ({_INSTALMENT_INSERT_COLUMNS}) VALUES {','.join(values)}"

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeAlias, TypeVar
 
 from channels.contract import Outcome, OutcomeStatus
 from gateway.domain import AgreementStatus, AttemptStatus, FlowKind, FlowStatus, channel_order_no, new_ulid
+from gateway.splits.allocation import Part
 
 
 def utcnow() -> datetime:
@@ -109,8 +110,10 @@ class FlowRow:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     finished_at: datetime | None = None
+    split_shares: str | None = None  # joint loans: the shares as requested (JSON); a refund of one: its marker
     attempts: list[AttemptRow] = field(default_factory=list)
     replayed: bool = False
+    split: list[Part] = field(default_factory=list)  # the funders' parts (withhold or refund), once written
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> FlowRow:
@@ -142,6 +145,7 @@ class FlowRow:
             created_at=row.get("created_at"),
             updated_at=row.get("updated_at"),
             finished_at=row.get("finished_at"),
+            split_shares=row.get("split_shares"),
         )
 
     def as_event_source(self) -> dict[str, object]:
@@ -161,6 +165,7 @@ class FlowRow:
             "needs_review": self.needs_review,
             "created_at": self.created_at,
             "finished_at": self.finished_at,
+            "split": [(p.funder_id, p.amount, p.refunded) for p in self.split],
         }
 
 
@@ -177,6 +182,7 @@ class NewFlow:
     bank_code: str = ""
     description: str = ""
     original_flow_id: int | None = None
+    split_shares: str | None = None  # joint loans (gateway/splits): the shares as requested, JSON
 
 
 @dataclass(frozen=True)
@@ -242,6 +248,7 @@ def new_flow_row(new: NewFlow, now: datetime) -> FlowRow:
         original_flow_id=new.original_flow_id,
         created_at=now,
         updated_at=now,
+        split_shares=new.split_shares,
     )
 
 

@@ -36,6 +36,8 @@ class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.V
     """a channel reported a result conflicting with a recorded terminal one"""
     INSTALMENT_OUTCOME: _EventType.ValueType  # 4
     """a plan instalment's outcome (see `instalment`); beside the flow's FLOW_RESULT"""
+    RECON_DISCREPANCY: _EventType.ValueType  # 5
+    """reconciliation found a critical discrepancy (see `recon`): channel_only / local_only"""
 
 class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper): ...
 
@@ -48,6 +50,8 @@ DISCREPANCY: EventType.ValueType  # 3
 """a channel reported a result conflicting with a recorded terminal one"""
 INSTALMENT_OUTCOME: EventType.ValueType  # 4
 """a plan instalment's outcome (see `instalment`); beside the flow's FLOW_RESULT"""
+RECON_DISCREPANCY: EventType.ValueType  # 5
+"""reconciliation found a critical discrepancy (see `recon`): channel_only / local_only"""
 Global___EventType: _TypeAlias = EventType  # noqa: Y015
 
 class _InstalmentOutcomeKind:
@@ -186,6 +190,8 @@ class FlowEvent(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     EMITTED_AT_FIELD_NUMBER: _builtins.int
     INSTALMENT_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    RECON_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """unique; consumers drop duplicates by it"""
     event_type: Global___EventType.ValueType
@@ -221,6 +227,14 @@ class FlowEvent(_message.Message):
     def instalment(self) -> Global___InstalmentOutcome:
         """INSTALMENT_OUTCOME only"""
 
+    @_builtins.property
+    def split(self) -> _gateway_pb2.Split:
+        """FLOW_RESULT of a split withhold or of its refund: the funders' parts"""
+
+    @_builtins.property
+    def recon(self) -> Global___ReconDiscrepancy:
+        """RECON_DISCREPANCY only"""
+
     def __init__(
         self,
         *,
@@ -244,11 +258,70 @@ class FlowEvent(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         emitted_at: _timestamp_pb2.Timestamp | None = ...,
         instalment: Global___InstalmentOutcome | None = ...,
+        split: _gateway_pb2.Split | None = ...,
+        recon: Global___ReconDiscrepancy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "emitted_at", b"emitted_at", "finished_at", b"finished_at", "instalment", b"instalment"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "emitted_at", b"emitted_at", "finished_at", b"finished_at", "instalment", b"instalment", "recon", b"recon", "split", b"split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "caller", b"caller", "channel", b"channel", "channel_txn_id", b"channel_txn_id", "created_at", b"created_at", "detail", b"detail", "emitted_at", b"emitted_at", "event_id", b"event_id", "event_type", b"event_type", "failure_code", b"failure_code", "failure_message", b"failure_message", "finished_at", b"finished_at", "flow_no", b"flow_no", "instalment", b"instalment", "kind", b"kind", "needs_review", b"needs_review", "original_flow_no", b"original_flow_no", "payer_attributable", b"payer_attributable", "request_id", b"request_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "caller", b"caller", "channel", b"channel", "channel_txn_id", b"channel_txn_id", "created_at", b"created_at", "detail", b"detail", "emitted_at", b"emitted_at", "event_id", b"event_id", "event_type", b"event_type", "failure_code", b"failure_code", "failure_message", b"failure_message", "finished_at", b"finished_at", "flow_no", b"flow_no", "instalment", b"instalment", "kind", b"kind", "needs_review", b"needs_review", "original_flow_no", b"original_flow_no", "payer_attributable", b"payer_attributable", "recon", b"recon", "request_id", b"request_id", "split", b"split", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FlowEvent: _TypeAlias = FlowEvent  # noqa: Y015
+
+@_typing.final
+class ReconDiscrepancy(_message.Message):
+    """A critical discrepancy of a reconciliation run (docs/RECONCILIATION.md). The event's flow_no,
+    caller and request_id are the flow's when we have one (local_only, or channel_only for an
+    attempt we recorded as failed); empty for an order we never sent. Key: the channel order number.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    BUSINESS_DAY_FIELD_NUMBER: _builtins.int
+    CLASS_FIELD_NUMBER: _builtins.int
+    CHANNEL_ORDER_NO_FIELD_NUMBER: _builtins.int
+    LOCAL_STATUS_FIELD_NUMBER: _builtins.int
+    LOCAL_AMOUNT_FIELD_NUMBER: _builtins.int
+    LINE_STATUS_FIELD_NUMBER: _builtins.int
+    LINE_AMOUNT_FIELD_NUMBER: _builtins.int
+    LINE_TXN_ID_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.int
+    """the discrepancy (Reconciliation.ListDiscrepancies)"""
+    run_id: _builtins.int
+    channel: _builtins.str
+    business_day: _builtins.str
+    """YYYY-MM-DD, the lender's timezone"""
+    channel_order_no: _builtins.str
+    local_status: _builtins.str
+    """our attempt's status, "" when we have none"""
+    local_amount: _builtins.int
+    """minor units; 0 when we have none"""
+    line_status: _builtins.str
+    """the statement's, "" when it has no line"""
+    line_amount: _builtins.int
+    line_txn_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.int = ...,
+        run_id: _builtins.int = ...,
+        channel: _builtins.str = ...,
+        business_day: _builtins.str = ...,
+        channel_order_no: _builtins.str = ...,
+        local_status: _builtins.str = ...,
+        local_amount: _builtins.int = ...,
+        line_status: _builtins.str = ...,
+        line_amount: _builtins.int = ...,
+        line_txn_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_day", b"business_day", "channel", b"channel", "channel_order_no", b"channel_order_no", "class", b"class", "item_id", b"item_id", "line_amount", b"line_amount", "line_status", b"line_status", "line_txn_id", b"line_txn_id", "local_amount", b"local_amount", "local_status", b"local_status", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconDiscrepancy: _TypeAlias = ReconDiscrepancy  # noqa: Y015

@@ -348,6 +348,7 @@ class Flow(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
     CASHIER_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
     flow_no: _builtins.str
     request_id: _builtins.str
     kind: Global___FlowKind.ValueType
@@ -383,6 +384,10 @@ class Flow(_message.Message):
     def cashier(self) -> Global___Cashier:
         """collections: what the app opens for the borrower (unset until the channel gave it)"""
 
+    @_builtins.property
+    def split(self) -> Global___Split:
+        """joint loans: the funders' parts (withhold: once SUCCEEDED; refund: its split)"""
+
     def __init__(
         self,
         *,
@@ -404,14 +409,98 @@ class Flow(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         replayed: _builtins.bool = ...,
         cashier: Global___Cashier | None = ...,
+        split: Global___Split | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cashier", b"cashier", "created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "refunded", b"refunded", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cashier", b"cashier", "created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "refunded", b"refunded", "split", b"split", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_masked", b"account_masked", "amount", b"amount", "attempts", b"attempts", "cashier", b"cashier", "channel", b"channel", "channel_txn_id", b"channel_txn_id", "created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "flow_no", b"flow_no", "kind", b"kind", "needs_review", b"needs_review", "original_flow_no", b"original_flow_no", "refunded", b"refunded", "replayed", b"replayed", "request_id", b"request_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_masked", b"account_masked", "amount", b"amount", "attempts", b"attempts", "cashier", b"cashier", "channel", b"channel", "channel_txn_id", b"channel_txn_id", "created_at", b"created_at", "failure", b"failure", "finished_at", b"finished_at", "flow_no", b"flow_no", "kind", b"kind", "needs_review", b"needs_review", "original_flow_no", b"original_flow_no", "refunded", b"refunded", "replayed", b"replayed", "request_id", b"request_id", "split", b"split", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Flow: _TypeAlias = Flow  # noqa: Y015
+
+@_typing.final
+class FunderShare(_message.Message):
+    """Joint loans (联合贷, docs/SPLITS.md). One funder's share of a withhold: a proportion in parts
+    per million, or a fixed amount; every share of a request is of the same kind.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FUNDER_ID_FIELD_NUMBER: _builtins.int
+    PPM_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    funder_id: _builtins.str
+    """a funder configured in [funders]"""
+    ppm: _builtins.int
+    """proportion, parts per million; the request's ppm sum to exactly 1,000,000"""
+    amount: _builtins.int
+    """or: a fixed amount, minor units; the request's amounts sum to exactly its amount"""
+    def __init__(
+        self,
+        *,
+        funder_id: _builtins.str = ...,
+        ppm: _builtins.int = ...,
+        amount: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "funder_id", b"funder_id", "ppm", b"ppm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FunderShare: _TypeAlias = FunderShare  # noqa: Y015
+
+@_typing.final
+class FunderPart(_message.Message):
+    """One funder's part of a flow (a small order, 小订单), minor units of the flow's currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FUNDER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REFUNDED_FIELD_NUMBER: _builtins.int
+    funder_id: _builtins.str
+    amount: _builtins.int
+    """withhold: the funder's part; refund: the part refunded from that funder"""
+    refunded: _builtins.int
+    """withhold: what succeeded refunds took back from the funder so far"""
+    def __init__(
+        self,
+        *,
+        funder_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        refunded: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "funder_id", b"funder_id", "refunded", b"refunded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FunderPart: _TypeAlias = FunderPart  # noqa: Y015
+
+@_typing.final
+class Split(_message.Message):
+    """The split of a flow: parts in the order of the request's shares; they sum to the flow's amount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___FunderPart]: ...
+    def __init__(
+        self,
+        *,
+        parts: _abc.Iterable[Global___FunderPart] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parts", b"parts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Split: _TypeAlias = Split  # noqa: Y015
 
 @_typing.final
 class Cashier(_message.Message):
@@ -590,6 +679,7 @@ class WithholdRequest(_message.Message):
     BANK_CODE_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     WAIT_MS_FIELD_NUMBER: _builtins.int
+    SHARES_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """idempotency key, unique per caller, 1..64 chars [A-Za-z0-9._:-]"""
     agreement_no: _builtins.str
@@ -604,6 +694,10 @@ class WithholdRequest(_message.Message):
     """wait budget; 0 = server default. Budget exhausted -> PROCESSING flow"""
     @_builtins.property
     def amount(self) -> Global___Money: ...
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___FunderShare]:
+        """joint loans: 2..10 funders' shares (all ppm or all fixed); empty: no split"""
+
     def __init__(
         self,
         *,
@@ -614,10 +708,11 @@ class WithholdRequest(_message.Message):
         bank_code: _builtins.str = ...,
         description: _builtins.str = ...,
         wait_ms: _builtins.int = ...,
+        shares: _abc.Iterable[Global___FunderShare] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_no", b"account_no", "agreement_no", b"agreement_no", "amount", b"amount", "bank_code", b"bank_code", "description", b"description", "request_id", b"request_id", "wait_ms", b"wait_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_no", b"account_no", "agreement_no", b"agreement_no", "amount", b"amount", "bank_code", b"bank_code", "description", b"description", "request_id", b"request_id", "shares", b"shares", "wait_ms", b"wait_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -676,6 +771,9 @@ class RefundRequest(_message.Message):
     """a SUCCEEDED withhold or collection of the same caller"""
     reason: _builtins.str
     wait_ms: _builtins.int
+    """A refund of a split withhold is split by the gateway against what each funder still holds
+    (docs/SPLITS.md); the refund's Flow.split carries the result. Nothing to send for it.
+    """
     @_builtins.property
     def amount(self) -> Global___Money: ...
     def __init__(

@@ -132,22 +132,28 @@ class InstalmentSpec(_message.Message):
     INSTALMENT_ID_FIELD_NUMBER: _builtins.int
     DUE_DATE_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
+    SHARES_FIELD_NUMBER: _builtins.int
     instalment_id: _builtins.str
     """unique per caller, 1..64 chars [A-Za-z0-9._:-]"""
     due_date: _builtins.str
     """YYYY-MM-DD, a business day in the lender's timezone"""
     @_builtins.property
     def amount(self) -> _gateway_pb2.Money: ...
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[_gateway_pb2.FunderShare]:
+        """joint loans: the instalment's withholds are split so (as WithholdRequest.shares)"""
+
     def __init__(
         self,
         *,
         instalment_id: _builtins.str = ...,
         due_date: _builtins.str = ...,
         amount: _gateway_pb2.Money | None = ...,
+        shares: _abc.Iterable[_gateway_pb2.FunderShare] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "due_date", b"due_date", "instalment_id", b"instalment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "due_date", b"due_date", "instalment_id", b"instalment_id", "shares", b"shares"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

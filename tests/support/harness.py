@@ -95,6 +95,8 @@ def gateway_config(
     callers: Mapping[str, Any] | None = None,
     operators: Mapping[str, Any] | None = None,
     security: Mapping[str, Any] | None = None,
+    funders: Mapping[str, Any] | None = None,
+    settlement: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The in-process gateway's configuration; ``server``, ``callers``, ``operators``, ``security`` replace or
     add to the defaults (``callers``/``operators``: name -> token, or name -> table)."""
@@ -130,6 +132,8 @@ def gateway_config(
         **({"plans": dict(plans)} if plans is not None else {}),
         **({"banks": dict(banks)} if banks is not None else {}),
         **({"console": dict(console)} if console is not None else {}),
+        **({"funders": dict(funders)} if funders is not None else {}),
+        **({"settlement": dict(settlement)} if settlement is not None else {}),
     )
 
 

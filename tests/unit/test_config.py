@@ -142,7 +142,18 @@ def test_every_key_in_the_example_is_read(path: str) -> None:
 
 # Sections of the example that show placeholders or required values, not defaults.
 # plans: the example shows a policy, a product and a rate limit; by default there are none
-NOT_DEFAULTS_IN_THE_EXAMPLE = {"security", "callers", "operators", "channels", "kafka", "plans"}
+# funders: there are none by default; the example shows two (a channel-settled and a report-only one)
+# reconciliation: the example schedules its channel (run_at); by default none is scheduled
+NOT_DEFAULTS_IN_THE_EXAMPLE = {
+    "security",
+    "callers",
+    "operators",
+    "channels",
+    "kafka",
+    "plans",
+    "funders",
+    "reconciliation",
+}
 
 
 def test_the_example_shows_the_defaults() -> None:

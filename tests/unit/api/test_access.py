@@ -12,13 +12,15 @@ from gateway.api import access
 from gateway.api.auth import GatewayInterceptor
 from gateway.config import Secret
 from gateway.security.principals import Audience, CallerTable, OperatorTable, Principals, Role
-from paygate.v1 import admin_pb2, admin_pb2_grpc, events_pb2, gateway_pb2, plans_pb2
+from paygate.v1 import admin_pb2, admin_pb2_grpc, events_pb2, gateway_pb2, plans_pb2, recon_pb2, splits_pb2
 
 PROTOS: list[FileDescriptor] = [
     gateway_pb2.DESCRIPTOR,
     admin_pb2.DESCRIPTOR,
     events_pb2.DESCRIPTOR,
     plans_pb2.DESCRIPTOR,
+    splits_pb2.DESCRIPTOR,
+    recon_pb2.DESCRIPTOR,
 ]
 
 

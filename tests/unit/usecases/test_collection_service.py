@@ -185,10 +185,12 @@ async def test_a_create_left_without_cashier_is_asked_again_by_a_replay() -> Non
 
 
 async def test_the_rpc_deadline_cuts_the_wait_for_the_cashier(gw: FakeGateway) -> None:
-    gw.channels["bank-a"].answer_collects(Hang(1.0, processing()))  # then, asked again: a cashier
+    # The channel hangs 3 s; a wait that ignored the deadline would take that long (or the 5 s
+    # wait budget). Answered before the deadline, with room for a loaded machine's scheduling.
+    gw.channels["bank-a"].answer_collects(Hang(3.0, processing()))  # then, asked again: a cashier
     started_at = time.monotonic()
-    started = await gw.collections.create(CALLER, "c-1", params(), wait_s=5, deadline_s=0.3)
-    assert time.monotonic() - started_at < 0.3 - gw.flows.settings.deadline_margin_s + 0.1
+    started = await gw.collections.create(CALLER, "c-1", params(), wait_s=5, deadline_s=0.6)
+    assert time.monotonic() - started_at < 0.6 - gw.flows.settings.deadline_margin_s + 0.3
     assert started.flow.status is FlowStatus.PROCESSING and started.cashier is None
     await gw.flows.drain(5.0)
     replay = await collect(gw)

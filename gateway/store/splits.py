@@ -1,0 +1,331 @@
+"""Joint-loan splits in MySQL: the small orders (``splits``, ``refund_splits``) and ``settlements``.
+
+Written inside the flow store's terminal transaction (:mod:`gateway.store.flows`):
+
+* a split withhold that SUCCEEDS gets one ``splits`` row per funder
+  (:func:`record_parts`), allocated by :mod:`gateway.splits.allocation`;
+* a refund of one that SUCCEEDS locks the original's ``splits`` rows (after
+  the flows: the store's lock order, rows that hang off flows come after
+  them), splits the refund against what each funder still holds, inserts its
+  ``refund_splits`` and adds to ``splits.refunded``.
+
+Settlement rows are claimed by their unique (funder_id, business_day): the
+first writer computes the day's totals in the same transaction; every other
+replica or re-run reads the row it wrote (:meth:`MySQLSplitStore.claim_settlement`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from gateway.errors import DuplicateKey
+from gateway.splits.allocation import Part, is_refund_marker, shares_from_json, split_amount, split_refund
+from gateway.store.db import Database, Tx
+from gateway.store.rows import FlowRow, utcnow
+
+
+async def record_parts(tx: Tx, flow: FlowRow, now: datetime) -> list[Part]:
+    """The funders' parts of a split flow that has just SUCCEEDED, written in the caller's transaction."""
+    assert flow.split_shares is not None
+    if is_refund_marker(flow.split_shares):
+        return await _record_refund(tx, flow, now)
+    parts = split_amount(flow.amount, shares_from_json(flow.split_shares))
+    await tx.execute(
+        "INSERT INTO splits (flow_id, seq, funder_id, amount, refunded, currency, succeeded_at) VALUES "
+        + ",".join(["(%s,%s,%s,%s,0,%s,%s)"] * len(parts)),
+        [v for seq, p in enumerate(parts) for v in (flow.id, seq, p.funder_id, p.amount, flow.currency, now)],
+    )
+    return [Part(p.funder_id, p.amount) for p in parts]
+
+
+async def _record_refund(tx: Tx, refund: FlowRow, now: datetime) -> list[Part]:
+    assert refund.original_flow_id is not None
+    rows = await tx.fetchall(
+        "SELECT id, funder_id, amount, refunded FROM splits WHERE flow_id=%s ORDER BY seq FOR UPDATE",
+        (refund.original_flow_id,),
+    )
+    if not rows:  # the original has not got its parts (cannot happen: a refund needs a SUCCEEDED original)
+        return []
+    held = [Part(str(r["funder_id"]), int(r["amount"]) - int(r["refunded"])) for r in rows]
+    parts = split_refund(refund.amount, held)
+    await tx.execute(
+        "INSERT INTO refund_splits (refund_flow_id, original_flow_id, seq, funder_id, amount, currency, succeeded_at)"
+        " VALUES " + ",".join(["(%s,%s,%s,%s,%s,%s,%s)"] * len(parts)),
+        [
+            v
+            for seq, p in enumerate(parts)
+            for v in (refund.id, refund.original_flow_id, seq, p.funder_id, p.amount, refund.currency, now)
+        ],
+    )
+    for row, part in zip(rows, parts, strict=True):
+        if part.amount:
+            await tx.execute(
+                "UPDATE splits SET refunded = refunded + %s WHERE id=%s AND refunded + %s <= amount",
+                (part.amount, row["id"], part.amount),
+            )
+    return [Part(p.funder_id, p.amount) for p in parts]
+
+
+async def parts_of(db: Database, flow: FlowRow) -> list[Part]:
+    """The parts written for a split flow (none before it SUCCEEDED)."""
+    if is_refund_marker(flow.split_shares):
+        rows = await db.fetchall(
+            "SELECT funder_id, amount FROM refund_splits WHERE refund_flow_id=%s ORDER BY seq", (flow.id,)
+        )
+        return [Part(str(r["funder_id"]), int(r["amount"])) for r in rows]
+    rows = await db.fetchall("SELECT funder_id, amount, refunded FROM splits WHERE flow_id=%s ORDER BY seq", (flow.id,))
+    return [Part(str(r["funder_id"]), int(r["amount"]), int(r["refunded"])) for r in rows]
+
+
+# --- settlements ------------------------------------------------------------------------
+
+
+@dataclass
+class SettlementRow:
+    funder_id: str
+    business_day: date
+    currency: str
+    withheld: int
+    refunded: int
+    carried_in: int
+    net: int
+    paid: int
+    carried_out: int
+    orders: int
+    refund_orders: int
+    status: str
+    payout_request_id: str = ""
+    payout_flow_no: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> SettlementRow:
+        return cls(
+            funder_id=str(row["funder_id"]),
+            business_day=row["business_day"],
+            currency=str(row["currency"]),
+            withheld=int(row["withheld"]),
+            refunded=int(row["refunded"]),
+            carried_in=int(row["carried_in"]),
+            net=int(row["net"]),
+            paid=int(row["paid"]),
+            carried_out=int(row["carried_out"]),
+            orders=int(row["orders"]),
+            refund_orders=int(row["refund_orders"]),
+            status=str(row["status"]),
+            payout_request_id=str(row["payout_request_id"]),
+            payout_flow_no=str(row["payout_flow_no"]),
+            created_at=row.get("created_at"),
+            updated_at=row.get("updated_at"),
+        )
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    """One small order of a funder's day: a withhold's part, or a refund's part (negative side)."""
+
+    kind: str  # WITHHOLD / REFUND
+    flow_no: str
+    original_flow_no: str
+    caller: str
+    request_id: str
+    flow_amount: int
+    part: int
+    refunded_so_far: int
+    succeeded_at: datetime
+
+
+_SETTLEMENT_COLUMNS = (
+    "funder_id, business_day, currency, withheld, refunded, carried_in, net, paid, carried_out, orders,"
+    " refund_orders, status, payout_request_id, payout_flow_no, created_at, updated_at"
+)
+
+
+class MySQLSplitStore:
+    """Implements :class:`gateway.splits.ports.SplitStore`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def claim_settlement(
+        self,
+        funder_id: str,
+        day: date,
+        bounds: tuple[datetime, datetime],
+        currency: str,
+        *,
+        pays: bool,
+        request_id: str,
+    ) -> tuple[SettlementRow, bool]:
+        """The settlement of (funder, day), computed and written now if nobody has; (row, written_now).
+
+        The day's totals are read in the writing transaction, with the carry of the
+        funder's latest earlier settlement. ``pays``: a channel-settled funder (a
+        positive net becomes PAYING with ``request_id``); otherwise REPORTED.
+        """
+        existing = await self.settlement(funder_id, day)
+        if existing is not None:
+            return existing, False
+        start, end = bounds
+        now = utcnow()
+        async with self.db.transaction() as tx:
+            got = await tx.fetchone(
+                "SELECT COALESCE(SUM(amount),0) AS total, COUNT(*) AS n FROM splits"
+                " WHERE funder_id=%s AND succeeded_at >= %s AND succeeded_at < %s",
+                (funder_id, start, end),
+            )
+            back = await tx.fetchone(
+                "SELECT COALESCE(SUM(amount),0) AS total, COUNT(*) AS n FROM refund_splits"
+                " WHERE funder_id=%s AND succeeded_at >= %s AND succeeded_at < %s",
+                (funder_id, start, end),
+            )
+            prior = await tx.fetchone(
+                "SELECT carried_out FROM settlements WHERE funder_id=%s AND business_day < %s"
+                " ORDER BY business_day DESC LIMIT 1",
+                (funder_id, day),
+            )
+            assert got is not None and back is not None
+            withheld, refunded = int(got["total"]), int(back["total"])
+            carried_in = int(prior["carried_out"]) if prior else 0
+            net = withheld - refunded + carried_in
+            paid = max(net, 0) if pays else 0
+            carried_out = min(net, 0)
+            if pays and paid > 0:
+                status = "PAYING"
+            elif pays:
+                status = "CARRIED"
+            else:
+                status = "REPORTED"
+            values = (
+                funder_id,
+                day,
+                currency,
+                withheld,
+                refunded,
+                carried_in,
+                net,
+                paid,
+                carried_out,
+                int(got["n"]),
+                int(back["n"]),
+                status,
+                request_id if paid > 0 else "",
+                "",
+                now,
+                now,
+            )
+            try:
+                await tx.execute(
+                    f"INSERT INTO settlements ({_SETTLEMENT_COLUMNS}) VALUES ({','.join(['%s'] * len(values))})",
+                    values,
+                )
+            except DuplicateKey:
+                written_now = False  # another replica or run wrote it first: its row stands (rolled back here)
+            else:
+                await tx.commit()
+                written_now = True
+        written = await self.settlement(funder_id, day)
+        assert written is not None
+        return written, written_now
+
+    async def record_payout(self, funder_id: str, day: date, flow_no: str, status: str) -> bool:
+        """The settlement's payout flow and where it stands (PAYING → PAID / PAYOUT_FAILED; forward only)."""
+        async with self.db.transaction() as tx:
+            n = await tx.execute(
+                "UPDATE settlements SET payout_flow_no=%s, status=%s, updated_at=%s"
+                " WHERE funder_id=%s AND business_day=%s AND status='PAYING'",
+                (flow_no, status, utcnow(), funder_id, day),
+            )
+            await tx.commit()
+        return n == 1
+
+    async def settlement(self, funder_id: str, day: date) -> SettlementRow | None:
+        row = await self.db.fetchone(
+            f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements WHERE funder_id=%s AND business_day=%s", (funder_id, day)
+        )
+        return SettlementRow.from_row(row) if row else None
+
+    async def settlements(
+        self, *, day: date | None = None, funder_id: str = "", limit: int = 50
+    ) -> list[SettlementRow]:
+        where: list[str] = []
+        args: list[Any] = []
+        if day is not None:
+            where.append("business_day=%s")
+            args.append(day)
+        if funder_id:
+            where.append("funder_id=%s")
+            args.append(funder_id)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = await self.db.fetchall(
+            f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements{clause} ORDER BY business_day DESC, funder_id LIMIT %s",
+            (*args, limit),
+        )
+        return [SettlementRow.from_row(r) for r in rows]
+
+    async def paying(self, limit: int = 100) -> list[SettlementRow]:
+        """Settlements whose payout has no final result recorded yet."""
+        rows = await self.db.fetchall(
+            f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements WHERE status='PAYING' ORDER BY business_day LIMIT %s",
+            (limit,),
+        )
+        return [SettlementRow.from_row(r) for r in rows]
+
+    async def statement_lines(self, funder_id: str, bounds: tuple[datetime, datetime]) -> list[StatementLine]:
+        """Every small order of the funder in ``bounds`` (withhold parts, then refund parts), in time order."""
+        start, end = bounds
+        withholds = await self.db.fetchall(
+            "SELECT f.flow_no, f.caller, f.request_id, f.amount AS flow_amount, s.amount, s.refunded, s.succeeded_at"
+            " FROM splits s JOIN flows f ON f.id = s.flow_id"
+            " WHERE s.funder_id=%s AND s.succeeded_at >= %s AND s.succeeded_at < %s ORDER BY s.succeeded_at, s.id",
+            (funder_id, start, end),
+        )
+        refunds = await self.db.fetchall(
+            "SELECT f.flow_no, o.flow_no AS original_flow_no, f.caller, f.request_id, f.amount AS flow_amount,"
+            " r.amount, r.succeeded_at FROM refund_splits r JOIN flows f ON f.id = r.refund_flow_id"
+            " JOIN flows o ON o.id = r.original_flow_id"
+            " WHERE r.funder_id=%s AND r.succeeded_at >= %s AND r.succeeded_at < %s ORDER BY r.succeeded_at, r.id",
+            (funder_id, start, end),
+        )
+        out = [
+            StatementLine(
+                "WITHHOLD",
+                str(r["flow_no"]),
+                "",
+                str(r["caller"]),
+                str(r["request_id"]),
+                int(r["flow_amount"]),
+                int(r["amount"]),
+                int(r["refunded"]),
+                r["succeeded_at"],
+            )
+            for r in withholds
+        ]
+        out += [
+            StatementLine(
+                "REFUND",
+                str(r["flow_no"]),
+                str(r["original_flow_no"]),
+                str(r["caller"]),
+                str(r["request_id"]),
+                int(r["flow_amount"]),
+                int(r["amount"]),
+                0,
+                r["succeeded_at"],
+            )
+            for r in refunds
+        ]
+        return out
+
+    async def days_with_activity(self, funder_id: str, since: datetime, until: datetime) -> list[datetime]:
+        """Success times of the funder's first part in the window (to find unsettled days cheaply)."""
+        rows = await self.db.fetchall(
+            "SELECT MIN(succeeded_at) AS t FROM splits WHERE funder_id=%s AND succeeded_at >= %s AND succeeded_at < %s"
+            " UNION ALL SELECT MIN(succeeded_at) FROM refund_splits"
+            " WHERE funder_id=%s AND succeeded_at >= %s AND succeeded_at < %s",
+            (funder_id, since, until, funder_id, since, until),
+        )
+        return [r["t"] for r in rows if r["t"] is not None]
