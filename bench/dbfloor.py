@@ -6,7 +6,8 @@ Each writer loops: insert a flow and its attempt, commit; then update the
 attempt and the flow and insert the FLOW_RESULT outbox row, commit. The same
 pool (:class:`gateway.store.db.Database`, same size as the gateway's) and the
 same durability settings as the gateway. Prints JSON: pairs completed inside
-the window, commits, seconds. The database must exist and be migrated; use a
+the window, commits, seconds, and the CPU seconds this process and MariaDB
+spent inside the window (``cpu_s``). The database must exist and be migrated; use a
 database no relay is reading, so these outbox rows stay put.
 """
 
@@ -15,8 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 
+from bench.procstat import cpu_over_window, pid_of
 from gateway.domain import channel_order_no, new_ulid
 from gateway.store.db import Database, DatabaseConfig
 
@@ -67,6 +70,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     issued = 0
     in_window = 0
     latencies: list[float] = []
+    watched = {"dbfloor": os.getpid()}
+    if (server := pid_of("mariadbd") or pid_of("mysqld")) is not None:
+        watched["mariadb"] = server
+    cpu = asyncio.create_task(cpu_over_window(window_start, window_end, watched))
 
     async def writer() -> None:
         nonlocal issued, in_window
@@ -84,7 +91,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await asyncio.gather(*(writer() for _ in range(args.writers)))
     finally:
         await db.stop()
-    return {"completed": in_window, "seconds": args.seconds, "commits_total": db.commits, "latencies_ms": latencies}
+    return {
+        "completed": in_window,
+        "seconds": args.seconds,
+        "commits_total": db.commits,
+        "latencies_ms": latencies,
+        "cpu_s": await cpu,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

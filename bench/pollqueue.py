@@ -3,23 +3,27 @@
 Fills ``poll_queue`` with N rows waiting (due tomorrow) plus D rows due now,
 then measures how fast C concurrent claimers (the gateway's own
 :func:`gateway.store.poll_queue.claim_due`, ``SELECT ... FOR UPDATE SKIP LOCKED`` + lease
-update, batch B) drain the due rows. It runs once with a small backlog and
-once with a large one in the same database server; ``backlog_ratio`` =
-claims/s(large) / claims/s(small). The index on ``due_at`` makes a claim cost
-depend on the batch, not on the rows waiting, so the ratio should stay near 1.
+update, batch B) drain the due rows. A small backlog and a large one sit in
+two databases of the same server, and the drains alternate (small, large,
+small, large ...): ``backlog_ratio`` is the median over the pairs of
+claims/s(large) / claims/s(small), printed with its spread. The index on
+``due_at`` makes a claim cost depend on the batch, not on the rows waiting,
+so the ratio should stay near 1.
 
-Last line: ``pollqueue: claims_per_s=<large> backlog_ratio=<ratio>``
+Last line: ``pollqueue: claims_per_s=<large, median> backlog_ratio=<median> spread=<low>-<high> pairs=<n>``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import time
 import uuid
 
 import pymysql
 
+from bench.stages import Paired
 from gateway.store.db import Database, DatabaseConfig, migrate
 from gateway.store.poll_queue import claim_due
 
@@ -84,26 +88,43 @@ async def _drain(config: DatabaseConfig, due: int, claimers: int, batch: int) ->
     return claimed / elapsed
 
 
-async def run(small: int, large: int, due: int, claimers: int, batch: int, repeats: int) -> tuple[float, float]:
-    name = f"pgbench_pq_{uuid.uuid4().hex[:8]}"
-    config = DatabaseConfig(database=name, pool_min=1, pool_max=claimers + 2)
-    await migrate(config)
+async def run(small: int, large: int, due: int, claimers: int, batch: int, repeats: int) -> tuple[float, Paired]:
+    """Both backlogs filled side by side (two databases), then drained interleaved: small, large, small, large ...
+
+    Each pair's ratio is large/small of two drains taken seconds apart, so a
+    change in the machine's load moves both sides of a pair alike; the median
+    of the pairs is the figure, the spread shows the noise.
+    """
+    tag = uuid.uuid4().hex[:8]
+    configs = {
+        backlog: DatabaseConfig(database=f"pgbench_pq_{tag}_{which}", pool_min=1, pool_max=claimers + 2)
+        for backlog, which in ((small, "small"), (large, "large"))
+    }
     try:
-        results: dict[int, float] = {}
-        for backlog in (small, large):
-            best = 0.0
+        for backlog, config in configs.items():
+            await migrate(config)
             await _fill(config, backlog, due)
-            for _ in range(repeats):
-                rate = await _drain(config, due, claimers, batch)
-                best = max(best, rate)
-                await _reset_due(config, due)
-            results[backlog] = best
-            print(f"  backlog {backlog:>9,} waiting, {due:,} due: {best:,.0f} claims/s (best of {repeats})")
-        return results[large], results[large] / results[small]
+        ratios: list[float] = []
+        rates: dict[int, list[float]] = {small: [], large: []}
+        for i in range(repeats):
+            pair: dict[int, float] = {}
+            for backlog in (small, large):
+                pair[backlog] = await _drain(configs[backlog], due, claimers, batch)
+                await _reset_due(configs[backlog], due)
+                rates[backlog].append(pair[backlog])
+            ratios.append(pair[large] / pair[small])
+            print(
+                f"  pair {i + 1}: {small:,} waiting {pair[small]:,.0f} claims/s, {large:,} waiting"
+                f" {pair[large]:,.0f} claims/s, ratio {ratios[-1]:.2f}"
+            )
+        paired = Paired(tuple(ratios))
+        print(f"  backlog ratio: {paired.describe()}")
+        return statistics.median(rates[large]), paired
     finally:
         conn = _admin()
         with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            for config in configs.values():
+                cur.execute(f"DROP DATABASE IF EXISTS `{config.database}`")
         conn.close()
 
 
@@ -129,14 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--due", type=int, default=10_000, help="rows due now in each run")
     parser.add_argument("--claimers", type=int, default=4, help="concurrent claimers (replicas)")
     parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved pairs")
     parser.add_argument("--quick", action="store_true", help="200k vs 10k waiting, 2k due (for make test)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.large, args.due, args.repeats = 200_000, 2_000, 2
+        args.large, args.due, args.repeats = 200_000, 2_000, 3
     print(f"pollqueue bench: {args.claimers} claimers, batch {args.batch}")
-    rate, ratio = asyncio.run(run(args.small, args.large, args.due, args.claimers, args.batch, args.repeats))
-    print(f"pollqueue: claims_per_s={rate:.0f} backlog_ratio={ratio:.2f}")
+    rate, paired = asyncio.run(run(args.small, args.large, args.due, args.claimers, args.batch, max(1, args.repeats)))
+    print(
+        f"pollqueue: claims_per_s={rate:.0f} backlog_ratio={paired.median:.2f}"
+        f" spread={paired.low:.2f}-{paired.high:.2f} pairs={len(paired.ratios)}"
+    )
     return 0
 
 

@@ -32,9 +32,16 @@ class GatewayProcess:
     """
 
     def __init__(
-        self, procs: ProcessSet, config_path: Path, ports: GatewayPorts | None = None, *, log: Path | None = None
+        self,
+        procs: ProcessSet,
+        config_path: Path,
+        ports: GatewayPorts | None = None,
+        *,
+        log: Path | None = None,
+        name: str = "gateway",
     ) -> None:
         self.procs = procs
+        self.name = name  # the key of its pid in the process set's pids
         self.config_path = config_path
         self.ports = ports or GatewayPorts.free()
         self.log_path = log
@@ -74,7 +81,7 @@ class GatewayProcess:
         ``wait_callbacks`` also waits for the callback HTTP port.
         """
         args = [*PAYGATE, "serve", *(["--migrate"] if migrate else [])]
-        self.proc = self.procs.spawn(args, env=self.env(), name="gateway", log=self.log_path)
+        self.proc = self.procs.spawn(args, env=self.env(), name=self.name, log=self.log_path)
         self.starts += 1
         wait_port(self.ports.grpc, self.proc, f"gateway (log: {self.log_path or 'the stack log'})", timeout)
         if wait_callbacks:

@@ -394,6 +394,7 @@ class Gateway:
             cfg.server.http_host,
             cfg.server.http_port,
             ssl_context=http_tls.ssl_context() if http_tls is not None else None,
+            reuse_port=cfg.server.workers > 1,
         )
         if not cfg.server.public_callback_base:
             # the port actually bound (port 0 picks a free one): channels must be told the real one
@@ -416,7 +417,8 @@ class Gateway:
 
         server = grpc.aio.server(
             interceptors=[GatewayInterceptor(Principals(cfg.callers, cfg.operators))],
-            options=[("grpc.max_receive_message_length", 1 << 20), ("grpc.so_reuseport", 0)],
+            # workers on one host share the port (gateway/workers.py); a lone gateway refuses a second binder
+            options=[("grpc.max_receive_message_length", 1 << 20), ("grpc.so_reuseport", int(cfg.server.workers > 1))],
         )
         banks = accepted_banks(
             cfg.banks.codes,
@@ -581,11 +583,17 @@ class Gateway:
                     log.warning("TLS reload check failed for %s", watcher.listener, exc_info=True)
 
     async def _serve_http(
-        self, app: web.Application, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port or None)
         await site.start()
         self.runners.append(runner)
         server = site._server

@@ -123,12 +123,15 @@ def main(argv: list[str] | None = None) -> int:
             applied = asyncio.run(migrate(config.database))
             print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
             return 0
+        from gateway import workers
         from gateway.app import serve
 
-        if ns.migrate:
+        if ns.migrate:  # once, in the supervisor when there are workers
             asyncio.run(migrate(config.database))
         try:
-            return asyncio.run(serve(config))
+            if workers.supervising(config):
+                return workers.supervise(config, ns.config)
+            return asyncio.run(serve(workers.worker_config(config)))
         except ConfigError as exc:
             print(f"paygate: {exc}", file=sys.stderr)
             return 2

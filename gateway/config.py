@@ -142,6 +142,8 @@ class ServerConfig:
     # a flow RPC stops waiting this long before its gRPC deadline, so the flow (PROCESSING) reaches the client
     deadline_margin_ms: Annotated[int, Field(ge=0, le=10_000)] = 100
     replica_id: Annotated[str, Field(max_length=64)] = ""  # lease owner name; default hostname-pid
+    # processes on this host sharing the gRPC and callback ports (SO_REUSEPORT), each a replica: gateway/workers.py
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
     tls: TlsConfig = field(default_factory=TlsConfig)  # [server.tls]: the gRPC listener's TLS / mutual TLS
     http_tls: TlsConfig = field(default_factory=TlsConfig)  # [server.http_tls]: the callback listener's TLS
     http_max_body_bytes: Annotated[int, Field(ge=1024, le=16 << 20)] = 64 * 1024  # a callback's body, at most

@@ -702,8 +702,8 @@ class FlowService:
         if outcome.unmapped:
             metrics.CHANNEL_UNMAPPED_CODES.labels(channel=channel_id).inc()
         self.planner.call_answered(channel_id, outcome)
-        metrics.CHANNEL_REQUESTS.labels(channel=channel_id, operation=operation, outcome=outcome_label(outcome)).inc()
-        metrics.CHANNEL_LATENCY.labels(channel=channel_id, operation=operation).observe(elapsed)
+        metrics.CHANNEL_REQUEST_CHILDREN(channel_id, operation, outcome_label(outcome)).inc()
+        metrics.CHANNEL_LATENCY_CHILDREN(channel_id, operation).observe(elapsed)
         log.info(
             "channel call %s",
             outcome.status.value,

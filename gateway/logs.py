@@ -133,9 +133,14 @@ class MaskingFilter(logging.Filter):
         return True
 
 
+_SECOND: list[Any] = [-1, ""]  # the last whole second formatted, and its text: strftime once a second
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-    return f"{seconds}.{int(record.msecs):03d}Z"
+    whole = int(record.created)
+    if _SECOND[0] != whole:
+        _SECOND[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_SECOND[1]}.{int(record.msecs):03d}Z"
 
 
 def _ordered_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -148,6 +153,9 @@ def _ordered_fields(record: logging.LogRecord) -> dict[str, Any]:
 def _traceback(record: logging.LogRecord) -> str:
     parts = [record.exc_text or "", record.stack_info or ""]
     return "\n".join(part for part in parts if part)
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)  # json.dumps with options builds one per call
 
 
 class JsonFormatter(logging.Formatter):
@@ -166,7 +174,7 @@ class JsonFormatter(logging.Formatter):
         trace = _traceback(record)
         if trace:
             entry["exc"] = trace
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return _ENCODER.encode(entry)
 
 
 class TextFormatter(logging.Formatter):

@@ -22,10 +22,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -423,3 +425,33 @@ RECON_LAST_SUCCESS = Gauge(
     ["channel"],
     registry=REGISTRY,
 )
+
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Children(Generic[M]):
+    """A labelled metric's children, each bound once: ``labels()`` checks, joins and locks on every call.
+
+    ``CHANNEL_REQUEST_CHILDREN(channel, operation, outcome)`` is
+    ``CHANNEL_REQUESTS.labels(channel, operation, outcome)``, from a dict
+    after the first call. Label values here come from small fixed sets
+    (channels, operations, codes), as the metric's own children do.
+    """
+
+    def __init__(self, metric: M) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
+CHANNEL_REQUEST_CHILDREN = Children(CHANNEL_REQUESTS)
+CHANNEL_LATENCY_CHILDREN = Children(CHANNEL_LATENCY)
+ROUTING_DECISION_CHILDREN = Children(ROUTING_DECISIONS)
+GRPC_REQUEST_CHILDREN = Children(GRPC_REQUESTS)
+GRPC_LATENCY_CHILDREN = Children(GRPC_LATENCY)

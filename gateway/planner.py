@@ -185,7 +185,7 @@ class Planner:
 
     def chosen(self, channel: str, operation: Operation, plan: Plan | None, *, failover: bool) -> None:
         reason = "failover" if failover else (plan.reason if plan and plan.reason else "explicit")
-        metrics.ROUTING_DECISIONS.labels(channel=channel, operation=operation.value, reason=reason).inc()
+        metrics.ROUTING_DECISION_CHILDREN(channel, operation.value, reason).inc()
 
     def call_answered(self, channel_id: str, outcome: Outcome) -> None:
         self.credentials.observe(channel_id, outcome)

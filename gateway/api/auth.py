@@ -190,8 +190,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             finally:
                 elapsed = time.perf_counter() - started
                 code_name = code.name
-                metrics.GRPC_REQUESTS.labels(method=short, code=code_name).inc()
-                metrics.GRPC_LATENCY.labels(method=short).observe(elapsed)
+                metrics.GRPC_REQUEST_CHILDREN(short, code_name).inc()
+                metrics.GRPC_LATENCY_CHILDREN(short).observe(elapsed)
                 extra = {
                     "method": short,
                     "code": code_name,

@@ -1,0 +1,141 @@
+"""A/B of two trees of the gateway in one run: ``python -m bench.ab --base REV``.
+
+What a code change buys, measured so that the shared machine moves both
+sides alike: the tree at ``REV`` (A, extracted with ``git archive`` and run
+with ``PYTHONPATH`` pointing at it) and this tree (B) serve side by side, each
+``paygate serve`` with its own database, the same zero-latency sandbox bank,
+the same tansu broker and relay. Stages of ``--seconds`` alternate A B A B
+... at ``--concurrency``, driven by :mod:`bench.loadgen`; each pair gives
+B/A of the gateway's CPU per withhold and of throughput. The last line::
+
+    ab: base=<rev> gw_cpu_ratio=<median> spread=<low>-<high> tps_ratio=<median> pairs=<n> a_cpu_ms=<m> b_cpu_ms=<m>
+
+(a ``gw_cpu_ratio`` below 1: B spends less per withhold.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pymysql
+
+from bench.procstat import pid_of
+from bench.run import CHANNEL, Bench, Options, drop_database
+from bench.stages import Paired, Stage
+from devstack.processes import ProcessSet
+from devstack.stack import GatewayProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class TreeGateway(GatewayProcess):
+    """``paygate serve`` from another tree: that tree first on ``PYTHONPATH``."""
+
+    def __init__(self, procs: ProcessSet, config_path: Path, tree: Path, *, log: Path, name: str) -> None:
+        super().__init__(procs, config_path, log=log, name=name)
+        self.tree = tree
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "PYTHONPATH": str(self.tree)}
+
+
+def extract(rev: str, into: Path) -> None:
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+
+
+async def run(rev: str, opts: Options) -> tuple[Paired, Paired, list[Stage]]:
+    base = opts.workdir / "base"
+    base.mkdir()
+    extract(rev, base)
+    bench = Bench(opts)
+    a = TreeGateway(bench.procs, opts.workdir / "a.toml", base, log=opts.workdir / "gateway-a.log", name="gateway_a")
+    b = GatewayProcess(bench.procs, opts.workdir / "b.toml", log=opts.workdir / "gateway-b.log", name="gateway_b")
+    databases = {a.name: f"{opts.database}_a", b.name: f"{opts.database}_b"}
+    stages: list[Stage] = []
+    try:
+        bench.broker.start()
+        await asyncio.to_thread(bench.sandbox.start, bench.procs, log=opts.workdir / "sandbox.log")
+        bench.set_channel({"p50_ms": 0, "p99_ms": 0})
+        for gw in (a, b):
+            await drop_database(databases[gw.name])
+            gw.write_config(bench.config(gw, database={"database": databases[gw.name], "user": "root"}))
+            await asyncio.to_thread(gw.start, migrate=True)
+            await bench.bind_cards(gw, cards_file=opts.workdir / f"cards-{gw.name}.txt")
+        mariadb = pid_of("mariadbd") or pid_of("mysqld")
+        if mariadb:
+            bench.pids["mariadb"] = mariadb
+        cpu: list[float] = []
+        tps: list[float] = []
+        for i in range(opts.pairs):
+            pair = []
+            for gw in (a, b):
+                cards = opts.workdir / f"cards-{gw.name}.txt"
+                stage = await bench.throughput_stage(f"{gw.name}-{i}", gw, databases[gw.name], cards)
+                stages.append(stage)
+                pair.append(stage)
+                print(
+                    f"  {stage.name}: {stage.tps:.0f} tps, gateway {stage.cpu_ms_per_request((gw.name,)):.2f} ms"
+                    f" per withhold, other processes {stage.others_cores or 0:.2f} cores",
+                    flush=True,
+                )
+            sa, sb = pair
+            cpu.append(sb.cpu_ms_per_request((b.name,)) / max(sa.cpu_ms_per_request((a.name,)), 1e-9))
+            tps.append(sb.tps / sa.tps if sa.tps else 0.0)
+    finally:
+        bench.stop_all()
+        if not opts.keep_db:
+            for name in databases.values():
+                await drop_database(name)
+    return Paired(tuple(cpu)), Paired(tuple(tps)), stages
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--base", required=True, help="git revision of tree A (B is this tree)")
+    p.add_argument("--pairs", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=16.0, help="per stage (each stage measures half of it)")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--cards", type=int, default=16)
+    p.add_argument("--database", default="paygate_ab")
+    p.add_argument("--keep-db", action="store_true")
+    a = p.parse_args(argv)
+    warnings.filterwarnings("ignore", category=pymysql.Warning)
+    opts = Options(
+        quick=False,
+        seconds=a.seconds,
+        warmup=2.0,
+        concurrency=a.concurrency,
+        levels=[],
+        loadgens=2,
+        cards=a.cards,
+        database=a.database,
+        keep_db=a.keep_db,
+        profile_s=0.0,
+        workdir=Path(tempfile.mkdtemp(prefix="paygate-ab-")),
+        pairs=max(1, a.pairs),
+    )
+    started = time.monotonic()
+    print(f"ab: A = {a.base}, B = this tree ({ROOT}); {os.cpu_count()} CPUs shared; workdir {opts.workdir}")
+    cpu, tps, stages = asyncio.run(run(a.base, opts))
+    a_cpu = statistics.median(s.cpu_ms_per_request(("gateway_a",)) for s in stages if s.name.startswith("gateway_a"))
+    b_cpu = statistics.median(s.cpu_ms_per_request(("gateway_b",)) for s in stages if s.name.startswith("gateway_b"))
+    print(f"ab: gateway CPU per withhold B/A: {cpu.describe()}")
+    print(f"ab: throughput B/A: {tps.describe()}  ({time.monotonic() - started:.0f} s; channel {CHANNEL})")
+    print(
+        f"ab: base={a.base} gw_cpu_ratio={cpu.median:.3f} spread={cpu.low:.3f}-{cpu.high:.3f}"
+        f" tps_ratio={tps.median:.3f} pairs={len(cpu.ratios)} a_cpu_ms={a_cpu:.2f} b_cpu_ms={b_cpu:.2f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
