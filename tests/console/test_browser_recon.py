@@ -14,13 +14,13 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page
 
 from channels.simkit import Behaviour
 from devstack.cards import luhn_card
 from paygate.v1 import gateway_pb2 as pb
 from paygate.v1 import recon_pb2, recon_pb2_grpc
-from tests.console.browser import Isolated, launch, screenshot, sign_in
+from tests.console.browser import Isolated, isolated_to, screenshot, signed_in
 from tests.support.harness import OPERATOR_TOKEN, Harness, running_gateway
 from tests.support.services import drop_db, new_db_config
 
@@ -99,30 +99,10 @@ async def stack() -> AsyncIterator[Stack]:
         drop_db(db)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    async with async_playwright() as playwright:
-        chromium = await launch(playwright)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
 @pytest_asyncio.fixture(loop_scope="module")
 async def isolated(browser: Any, stack: Stack) -> AsyncIterator[Isolated]:
-    context = await Isolated.open(browser, stack.base)
-    try:
+    async with isolated_to(browser, stack.base) as context:
         yield context
-    finally:
-        assert context.blocked == [], f"the console asked other hosts: {context.blocked}"
-        await context.close()
-
-
-async def signed_in(isolated: Isolated, stack: Stack, token: str = OPERATOR_TOKEN) -> Page:
-    page = await isolated.page()
-    await sign_in(page, stack.base, token=token)
-    return page
 
 
 async def item_row(page: Page, order_no: str) -> dict[str, str]:
@@ -135,7 +115,7 @@ async def item_row(page: Page, order_no: str) -> dict[str, str]:
 
 
 async def test_a_viewer_sees_the_run_and_its_discrepancy(isolated: Isolated, stack: Stack) -> None:
-    page = await signed_in(isolated, stack, token=VIEWER_TOKEN)
+    page = await signed_in(isolated, VIEWER_TOKEN)
     await page.click("header nav a[href='/recon']")
     assert await page.inner_text("h1") == "渠道对账"
     await page.select_option("#recon-search select[name=channel]", "bank-a")
@@ -195,7 +175,7 @@ async def test_a_viewer_sees_the_run_and_its_discrepancy(isolated: Isolated, sta
 
 
 async def test_a_viewer_cannot_mark_even_by_posting_the_form(isolated: Isolated, stack: Stack) -> None:
-    page = await signed_in(isolated, stack, token=VIEWER_TOKEN)
+    page = await signed_in(isolated, VIEWER_TOKEN)
     await page.goto(f"{stack.base}/recon?run={stack.run.id}")
     ghost = await stack.ghost()
     csrf = await page.get_attribute("header form[action='/logout'] input[name=csrf]", "value")
@@ -214,7 +194,7 @@ async def test_a_viewer_cannot_mark_even_by_posting_the_form(isolated: Isolated,
 
 
 async def test_a_mark_without_the_csrf_token_is_refused(isolated: Isolated, stack: Stack) -> None:
-    page = await signed_in(isolated, stack)
+    page = await signed_in(isolated, OPERATOR_TOKEN)
     await page.goto(f"{stack.base}/recon?run={stack.run.id}")
     assert await page.locator("form.mark-form").count() == 1  # an operator is offered the form
     ghost = await stack.ghost()
@@ -229,7 +209,7 @@ async def test_a_mark_without_the_csrf_token_is_refused(isolated: Isolated, stac
 
 
 async def test_an_operator_marks_the_discrepancy_explained(isolated: Isolated, stack: Stack) -> None:
-    page = await signed_in(isolated, stack)
+    page = await signed_in(isolated, OPERATOR_TOKEN)
     await page.goto(f"{stack.base}/recon?run={stack.run.id}")
     ghost = await stack.ghost()
     reason = "银行测试订单 <b>known</b>"
