@@ -652,6 +652,7 @@ class Gateway:
                     relay_enabled=self.relay is not None,
                     settlement=self.settlement,
                     plans=plans,
+                    recon=self.recon,
                 )
             )
 

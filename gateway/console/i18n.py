@@ -396,7 +396,11 @@ MESSAGES: dict[str, dict[str, str]] = {
 }
 
 # the words of the screens added in their own modules (gateway/console/screens.py): one line each
-ADDED_WORDS: tuple[str, ...] = ("gateway.console.plans_words", "gateway.console.settlement_words")
+ADDED_WORDS: tuple[str, ...] = (
+    "gateway.console.plans_words",
+    "gateway.console.settlement_words",
+    "gateway.console.recon_words",
+)
 
 
 def _add_words() -> None:

@@ -29,7 +29,11 @@ if TYPE_CHECKING:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # the screens added to the core ones, "module:attribute" of their Screen: one line each
-SCREENS: tuple[str, ...] = ("gateway.console.plans:SCREEN", "gateway.console.settlements:SCREEN")
+SCREENS: tuple[str, ...] = (
+    "gateway.console.plans:SCREEN",
+    "gateway.console.settlements:SCREEN",
+    "gateway.console.recon:SCREEN",
+)
 
 
 @dataclass(frozen=True)

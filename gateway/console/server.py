@@ -56,6 +56,7 @@ from gateway.store.console_rows import DayPoint
 
 if TYPE_CHECKING:
     from gateway.console.plans import PlansDeps
+    from gateway.recon.service import Reconciler
 
 log = logging.getLogger("paygate.console")
 
@@ -100,6 +101,7 @@ class ConsoleDeps:
     settlement: SettlementService | None = None  # joint-loan funders' settlements (the settlements screen)
     relay_enabled: bool = False
     plans: PlansDeps | None = None  # the plans screen's reads and use cases, when [plans] is configured
+    recon: Reconciler | None = None  # reconciliation's use case (the reconciliation screen), as its API's
     clock: Callable[[], float] = time.time
     signer: SessionSigner = field(init=False)
     # the overview's trend of the days before yesterday: (expires at, points), see pages._earlier_days

@@ -9,11 +9,13 @@ nothing of any other host (no CDN, no font service, no analytics).
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from playwright.async_api import Browser, BrowserContext, Page, Playwright, Route
+from playwright.async_api import Browser, BrowserContext, Page, Playwright, Route, async_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -67,6 +69,28 @@ class Isolated:
         await self.context.close()
 
 
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    """A launched browser for a module's tests, closed after them."""
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@asynccontextmanager
+async def isolated_to(browser: Browser, base: str) -> AsyncIterator[Isolated]:
+    """An :class:`Isolated` context for one test; on leaving, the page must have asked no other host."""
+    context = await Isolated.open(browser, base)
+    try:
+        yield context
+    finally:
+        assert context.blocked == [], f"the console asked other hosts: {context.blocked}"
+        await context.close()
+
+
 async def sign_in(page: Page, base: str, *, token: str = "", name: str = "", password: str = "") -> None:
     await page.goto(f"{base}/")
     assert "/login" in page.url
@@ -78,6 +102,13 @@ async def sign_in(page: Page, base: str, *, token: str = "", name: str = "", pas
     async with page.expect_navigation():
         await page.click("#sign-in button[type=submit]")
     assert "/login" not in page.url, await page.inner_text("main")
+
+
+async def signed_in(isolated: Isolated, token: str) -> Page:
+    """A new page of ``isolated``, signed in to its console with ``token``."""
+    page = await isolated.page()
+    await sign_in(page, isolated.base, token=token)
+    return page
 
 
 async def screenshot(page: Page, name: str) -> Path:

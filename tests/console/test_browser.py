@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page
 
 from channels.simkit import Behaviour
 from devstack.cards import luhn_card
@@ -25,7 +25,7 @@ from gateway.results import ResultConsumer
 from gateway.security.passwords import hash_password
 from paygate.v1 import events_pb2
 from paygate.v1 import gateway_pb2 as pb
-from tests.console.browser import Isolated, launch, screenshot, sign_in
+from tests.console.browser import Isolated, isolated_to, screenshot, sign_in
 from tests.support.harness import OPERATOR_TOKEN, Harness, running_gateway
 from tests.support.services import drop_db, new_db_config
 
@@ -107,24 +107,10 @@ async def stack(kafka_broker: Any) -> AsyncIterator[Stack]:
         drop_db(db)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    async with async_playwright() as playwright:
-        chromium = await launch(playwright)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
 @pytest_asyncio.fixture(loop_scope="module")
 async def isolated(browser: Any, stack: Stack) -> AsyncIterator[Isolated]:
-    context = await Isolated.open(browser, stack.base)
-    try:
+    async with isolated_to(browser, stack.base) as context:
         yield context
-    finally:
-        assert context.blocked == [], f"the console asked other hosts: {context.blocked}"
-        await context.close()
 
 
 async def operator_page(isolated: Isolated, stack: Stack, token: str = OPERATOR_TOKEN) -> Page:
