@@ -241,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="paygate bench recon", description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000, help="attempts, and statement lines (about)")
     parser.add_argument("--faults", type=int, default=20, help="faults of each class")
-    parser.add_argument("--batch", type=int, default=5000, help="statement lines per staging INSERT")
+    parser.add_argument(
+        "--batch", type=int, default=ReconConfig().stage_batch, help="lines per staging INSERT (the config's default)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database")
     args = parser.parse_args(argv)
     if args.lines < args.faults * 6 + 1:

@@ -6,7 +6,7 @@
     enabled = true              # run the daily scheduler on this replica (runs by hand always work)
     carry_over_days = 1         # a success missing from its day's statement is looked for on this many
                                 # following days' statements before it is declared local_only (0: at once)
-    stage_batch = 2000          # statement lines per multi-row INSERT while staging
+    stage_batch = 5000          # statement lines per multi-row INSERT while staging
     stage_concurrency = 3       # INSERTs of one run in flight at once (each on its own connection)
     tick_s = 30.0               # how often the scheduler looks for a run that is due
     statement_dir = ""          # where downloaded statements are kept ("" = a temporary directory)
@@ -38,7 +38,7 @@ class ReconConfig:
 
     enabled: bool = True
     carry_over_days: Annotated[int, Field(ge=0, le=31)] = 1
-    stage_batch: Annotated[int, Field(ge=1, le=50_000)] = 2000
+    stage_batch: Annotated[int, Field(ge=1, le=50_000)] = 5000
     stage_concurrency: Annotated[int, Field(ge=1, le=16)] = 3
     tick_s: Annotated[float, Field(ge=0.01, le=3600)] = 30.0
     statement_dir: str = ""
