@@ -689,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  sign in as {CONSOLE_OPERATOR!r} with password {CONSOLE_PASSWORD!r}: overview, flows, timelines, review"
         )
         print(f"  the withholding plans and today's time points: {demo.console_url}plans")
+        print(f"  the joint-loan funders' settlements and statements: {demo.console_url}settlements")
+        print(f"  the reconciliation runs and their discrepancies: {demo.console_url}recon")
         if not args.no_wait and sys.stdin.isatty():
             input("  the console stays up while you look; press Enter to stop everything ")
     finally:
