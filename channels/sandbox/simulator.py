@@ -475,6 +475,8 @@ class SandboxSimulator(SimulatorBase):
             status=str(entry.status),
             amount=entry.paid_amount if entry.paid_amount is not None else entry.amount,
             txn_id=entry.txn_id,
+            fee=entry.fee if entry.status is EntryStatus.SUCCEEDED else None,
+            kind=str(EntryKind.COLLECT),
             cashier=kind,
             qr_code=page if kind == CashierKind.QR else "",
             url=page if kind == CashierKind.H5 else "",
@@ -528,6 +530,7 @@ class SandboxSimulator(SimulatorBase):
             status=str(EntryStatus.SUCCEEDED),
             amount=payment.amount,
             txn_id=payment.txn_id,
+            fee=entry.fee,
             kind=str(EntryKind.COLLECT),
         )
         self._send_notice(f"{entry.order_no}/{payment.txn_id}", entry.notify_url, notice)
