@@ -174,9 +174,9 @@ def peak_rss_mb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-async def run(n: int, per_class: int, batch: int, keep: bool) -> tuple[str, bool]:
+async def run(n: int, per_class: int, batch: int, keep: bool, port: int = 3306) -> tuple[str, bool]:
     name = f"pgbench_recon_{uuid.uuid4().hex[:8]}"
-    config = DatabaseConfig(database=name, pool_min=2, pool_max=8)
+    config = DatabaseConfig(database=name, port=port, pool_min=2, pool_max=8)
     faults = Faults(n, per_class)
     calendar = BusinessCalendar.named("Asia/Shanghai")
     start = calendar.start_of(DAY)
@@ -245,10 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         "--batch", type=int, default=ReconConfig().stage_batch, help="lines per staging INSERT (the config's default)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument("--port", type=int, default=3306, help="MariaDB's port on 127.0.0.1")
     args = parser.parse_args(argv)
     if args.lines < args.faults * 6 + 1:
         parser.error("--lines must exceed 6 x --faults")
-    line, ok = asyncio.run(run(args.lines, args.faults, args.batch, args.keep))
+    line, ok = asyncio.run(run(args.lines, args.faults, args.batch, args.keep, args.port))
     print(line)
     return 0 if ok else 1
 

@@ -204,16 +204,25 @@ class Reconciler:
         operations = [str(op) for op in fmt.covers]
         items: list[Item] = []
         carry: list[Carry] = []
-        unmatched = await self.store.unmatched_pairs(run.id, channel, schedule)
-        # a line pairs with at most one attempt (channel_order_no is unique): the rest plainly agree
-        matched = lines - len(unmatched)
-        for order_no, line, local in unmatched:
-            item = await self._decide(channel, day, statement.source, order_no, line, local, schedule)
-            if item.item_class is ItemClass.MATCHED:
-                matched += 1
-            elif item.item_class is not ItemClass.IGNORED:
-                items.append(item)
-        for order_no, local in await self.store.lone_successes(run.id, channel, bounds, operations, schedule):
+        # the day's successes no line names, read on another connection while the lines are matched:
+        # settling a flow the statement proves changes only attempts that a line names
+        lone_reading = asyncio.ensure_future(self.store.lone_successes(run.id, channel, bounds, operations, schedule))
+        try:
+            unmatched = await self.store.unmatched_pairs(run.id, channel, schedule)
+            # a line pairs with at most one attempt (channel_order_no is unique): the rest plainly agree
+            matched = lines - len(unmatched)
+            for order_no, line, local in unmatched:
+                item = await self._decide(channel, day, statement.source, order_no, line, local, schedule)
+                if item.item_class is ItemClass.MATCHED:
+                    matched += 1
+                elif item.item_class is not ItemClass.IGNORED:
+                    items.append(item)
+            lone = await lone_reading
+        finally:
+            if not lone_reading.done():
+                lone_reading.cancel()
+                await asyncio.gather(lone_reading, return_exceptions=True)
+        for order_no, local in lone:
             if classify(channel, None, local).item_class is not ItemClass.LOCAL_ONLY:
                 continue
             if self.config.carry_over_days == 0:

@@ -39,6 +39,7 @@ from pydantic import AfterValidator, Field
 from channels.config import TABLE, ConfigError, Secret, join
 from gateway import metrics
 from gateway.errors import Conflict, CountMismatch, DatabaseUnavailable, DataRefused, DuplicateKey, StoreError
+from gateway.store.bulk import BulkLoader
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ class DatabaseConfig:
     group_commit: bool = True
     group_commit_workers: Annotated[int, Field(ge=1, le=64)] = 1  # batches in flight at once
     group_commit_max_batch: Annotated[int, Field(ge=1, le=1000)] = 64
+    # reconciliation stages statements with LOAD DATA LOCAL INFILE on dedicated, guarded connections
+    # (gateway/store/bulk.py); false: multi-row INSERTs only (about twice the server's CPU per line)
+    bulk_load: bool = True
 
     def check_config(self, key: str) -> None:
         if self.pool_min > self.pool_max:
@@ -170,6 +174,12 @@ class Tx:
         async with self._open().cursor() as cur:
             n: int = await cur.execute(sql, args)
             return n
+
+    def quote(self, text: str) -> str:
+        """``text`` as a quoted SQL string literal, escaped the way this connection's server reads it
+        (backslash escapes, or only doubled quotes under NO_BACKSLASH_ESCAPES)."""
+        quoted: str = self._open().escape(str(text))
+        return quoted
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> int:
         async with self._open().cursor() as cur:
@@ -278,30 +288,54 @@ class Database:
         self.config = config
         self._pool: aiomysql.Pool | None = None
         self.commits = 0  # commits issued by this process (benchmarks read it)
+        self._loader: BulkLoader | None = None
+        self.bulk_loads = 0  # files loaded with LOAD DATA LOCAL INFILE (tests and benchmarks read it)
 
     async def start(self) -> None:
         if self._pool is not None:
             return
-        cfg = self.config
         try:
             self._pool = await aiomysql.create_pool(
-                host=cfg.host,
-                port=cfg.port,
-                user=cfg.user,
-                password=cfg.password.reveal(),
-                db=cfg.database,
-                minsize=cfg.pool_min,
-                maxsize=cfg.pool_max,
-                autocommit=False,
-                connect_timeout=cfg.connect_timeout_s,
-                pool_recycle=cfg.pool_recycle_s,
-                charset="utf8mb4",
-                init_command=f"{_SESSION_INIT}, SESSION tx_isolation='READ-COMMITTED'",
+                minsize=self.config.pool_min,
+                maxsize=self.config.pool_max,
+                pool_recycle=self.config.pool_recycle_s,
+                **self._connect_kw(),
             )
         except Exception as exc:
             raise translate(exc) from exc
 
+    def _connect_kw(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "host": cfg.host,
+            "port": cfg.port,
+            "user": cfg.user,
+            "password": cfg.password.reveal(),
+            "db": cfg.database,
+            "autocommit": False,
+            "connect_timeout": cfg.connect_timeout_s,
+            "charset": "utf8mb4",
+            "init_command": f"{_SESSION_INIT}, SESSION tx_isolation='READ-COMMITTED'",
+        }
+
+    async def load_file(self, path: str, table: str, columns: Sequence[str]) -> int | None:
+        """``LOAD DATA LOCAL INFILE`` of ``path`` (tab-separated, :func:`gateway.store.bulk.field`) into
+        ``table``, committed, on a dedicated connection (see :mod:`gateway.store.bulk`); rows loaded, or
+        None when the server takes no LOCAL INFILE (load with INSERTs instead)."""
+        if not self.config.bulk_load:
+            return None
+        if self._loader is None:
+            self._loader = BulkLoader(self._connect_kw())
+        n = await self._loader.load(path, table, columns)
+        if n is not None:
+            self.commits += 1
+            self.bulk_loads += 1
+        return n
+
     async def stop(self) -> None:
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            loader.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()

@@ -1,0 +1,105 @@
+"""The bulk loader's guards, without a server: it sends a local file only when its own statement
+asked for exactly that file, and it notices a server that takes no LOCAL INFILE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from gateway.errors import StoreError
+from gateway.store import bulk
+
+
+class Packet:
+    def __init__(self, filename: bytes) -> None:
+        self._data = b"\xfb" + filename
+
+    def get_all_data(self) -> bytes:
+        return self._data
+
+
+class Conn:
+    """What the result reader touches of a connection."""
+
+    def __init__(self, expected: str | None) -> None:
+        self.paygate_infile = expected
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def write_packet(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def result_on(conn: Conn) -> Any:
+    result = bulk._GuardedResult.__new__(bulk._GuardedResult)
+    result.connection = conn
+    return result
+
+
+@pytest.mark.parametrize("expected", [None, "/tmp/paygate-recon-1.tsv"])
+async def test_a_request_for_another_file_gets_nothing(
+    expected: str | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = tmp_path / "id_rsa"
+    secret.write_text("PRIVATE")
+    opened: list[str] = []
+
+    async def library(self: Any, packet: Packet) -> None:
+        opened.append("library")
+
+    monkeypatch.setattr(bulk.MySQLResult, "_read_load_local_packet", library)
+    conn = Conn(expected)
+    with pytest.raises(StoreError, match="not given"):
+        await result_on(conn)._read_load_local_packet(Packet(str(secret).encode()))
+    assert opened == [] and conn.sent == [b""] and conn.closed
+
+
+async def test_the_file_of_its_own_statement_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[bytes] = []
+
+    async def library(self: Any, packet: Packet) -> None:
+        sent.append(packet.get_all_data()[1:])
+
+    monkeypatch.setattr(bulk.MySQLResult, "_read_load_local_packet", library)
+    conn = Conn("/tmp/paygate-recon-2.tsv")
+    await result_on(conn)._read_load_local_packet(Packet(b"/tmp/paygate-recon-2.tsv"))
+    assert sent == [b"/tmp/paygate-recon-2.tsv"] and not conn.closed
+
+
+class Refusing:
+    paygate_infile: str | None = None
+    paygate_warnings = 0
+    closed = False
+
+    def escape(self, text: str) -> str:
+        return f"'{text}'"
+
+    async def query(self, sql: str) -> int:
+        raise pymysql.err.OperationalError(1148, "The used command is not allowed with this MariaDB version")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_server_without_local_infile_is_noticed_once() -> None:
+    loader = bulk.BulkLoader({})
+    conns = [Refusing()]
+
+    async def connection() -> Any:
+        return conns.pop()
+
+    loader._connection = connection  # type: ignore[method-assign]
+    assert await loader.load("/tmp/x.tsv", "recon_lines", ["run_id"]) is None
+    assert loader.refused
+    assert await loader.load("/tmp/x.tsv", "recon_lines", ["run_id"]) is None  # no second connection asked for
+
+
+def test_fields_escape_what_the_format_reads() -> None:
+    assert bulk.field("a\tb\nc\\d\re\0f") == "a\\tb\\nc\\\\d\\re\\0f"
+    assert bulk.field("退款 O'Brien") == "退款 O'Brien"
