@@ -6,8 +6,8 @@
     enabled = true              # run the daily scheduler on this replica (runs by hand always work)
     carry_over_days = 1         # a success missing from its day's statement is looked for on this many
                                 # following days' statements before it is declared local_only (0: at once)
-    stage_batch = 5000          # statement lines per multi-row INSERT while staging
-    stage_concurrency = 3       # INSERTs of one run in flight at once (each on its own connection)
+    stage_batch = 5000          # statement lines per staged batch (one LOAD DATA, or multi-row INSERTs)
+    stage_concurrency = 3       # batches of one run in flight at once (each on its own connection)
     tick_s = 30.0               # how often the scheduler looks for a run that is due
     statement_dir = ""          # where downloaded statements are kept ("" = a temporary directory)
 
