@@ -186,6 +186,11 @@ class KindTotals:
     amount: int = 0
     fee: int = 0
 
+    def add(self, other: KindTotals) -> None:
+        self.count += other.count
+        self.amount += other.amount
+        self.fee += other.fee
+
     def to_json(self) -> dict[str, int]:
         return {"count": self.count, "amount": self.amount, "fee": self.fee}
 

@@ -44,19 +44,19 @@ class ReconStore(Protocol):
         self, run_id: int, channel: str, schedule: FeeSchedule | None
     ) -> list[tuple[str, LineSide, LocalSide | None]]: ...
 
-    async def lone_successes(
+    async def day_successes(
         self,
         run_id: int,
         channel: str,
         bounds: tuple[datetime, datetime],
         operations: Iterable[str],
         schedule: FeeSchedule | None,
-    ) -> list[tuple[str, LocalSide]]: ...
+    ) -> tuple[list[tuple[str, LocalSide]], dict[str, KindTotals]]: ...
 
     async def local_side(self, order_no: str, schedule: FeeSchedule | None) -> LocalSide | None: ...
 
     async def local_totals(
-        self, channel: str, bounds: tuple[datetime, datetime], operations: Iterable[str]
+        self, channel: str, bounds: tuple[datetime, datetime], operations: Iterable[str], attempt_ids: Sequence[int]
     ) -> dict[str, KindTotals]: ...
 
     async def finish(

@@ -204,24 +204,23 @@ class Reconciler:
         operations = [str(op) for op in fmt.covers]
         items: list[Item] = []
         carry: list[Carry] = []
-        # the day's successes no line names, read on another connection while the lines are matched:
-        # settling a flow the statement proves changes only attempts that a line names
-        lone_reading = asyncio.ensure_future(self.store.lone_successes(run.id, channel, bounds, operations, schedule))
-        try:
-            unmatched = await self.store.unmatched_pairs(run.id, channel, schedule)
-            # a line pairs with at most one attempt (channel_order_no is unique): the rest plainly agree
-            matched = lines - len(unmatched)
-            for order_no, line, local in unmatched:
-                item = await self._decide(channel, day, statement.source, order_no, line, local, schedule)
-                if item.item_class is ItemClass.MATCHED:
-                    matched += 1
-                elif item.item_class is not ItemClass.IGNORED:
-                    items.append(item)
-            lone = await lone_reading
-        finally:
-            if not lone_reading.done():
-                lone_reading.cancel()
-                await asyncio.gather(lone_reading, return_exceptions=True)
+        # the day's successes (those no line names, and our totals) are read on another connection
+        # while the lines are matched; both reads end before any flow is settled
+        unmatched, (lone, local_totals) = await asyncio.gather(
+            self.store.unmatched_pairs(run.id, channel, schedule),
+            self.store.day_successes(run.id, channel, bounds, operations, schedule),
+        )
+        # a line pairs with at most one attempt (channel_order_no is unique): the rest plainly agree
+        matched = lines - len(unmatched)
+        settled: list[int] = []
+        for order_no, line, local in unmatched:
+            item = await self._decide(channel, day, statement.source, order_no, line, local, schedule)
+            if item.item_class is ItemClass.MATCHED:
+                matched += 1
+            elif item.item_class is not ItemClass.IGNORED:
+                items.append(item)
+            if item.item_class is ItemClass.RESOLVED_BY_STATEMENT and local is not None:
+                settled.append(local.attempt_id)
         for order_no, local in lone:
             if classify(channel, None, local).item_class is not ItemClass.LOCAL_ONLY:
                 continue
@@ -229,7 +228,10 @@ class Reconciler:
                 items.append(Item(ItemClass.LOCAL_ONLY, order_no, None, local))
             else:
                 carry.append(Carry(local.attempt_id, order_no, declare_day(day, self.config.carry_over_days)))
-        totals = RunTotals(statement_totals, await self.store.local_totals(channel, bounds, operations))
+        # what this run settled ended now: in the day's totals when now is within the day
+        for kind, add in (await self.store.local_totals(channel, bounds, operations, settled)).items():
+            local_totals.setdefault(kind, KindTotals()).add(add)
+        totals = RunTotals(statement_totals, local_totals)
         done = await self.store.finish(
             run, items=items, carry=carry, lines=lines, matched=matched, totals=totals, schedule=schedule
         )

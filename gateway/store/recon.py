@@ -383,32 +383,50 @@ class MySQLReconStore(ReconQueries):
                 f = flows[int(r["a_flow_id"])]
                 r["f_flow_no"], r["f_status"], r["f_needs_review"] = f["flow_no"], f["status"], f["needs_review"]
 
-    async def lone_successes(
+    async def day_successes(
         self,
         run_id: int,
         channel: str,
         bounds: tuple[datetime, datetime],
         operations: Iterable[str],
         schedule: FeeSchedule | None,
-    ) -> list[tuple[str, LocalSide]]:
-        """The channel's attempts that succeeded within ``bounds`` and that no line of the run names."""
+    ) -> tuple[list[tuple[str, LocalSide]], dict[str, KindTotals]]:
+        """The channel's attempts that succeeded within ``bounds``, in one pass: those no line of the
+        run names (with our side), and our side's totals by kind.
+
+        One scan of the day's attempts, anti-joined to the run's lines by index lookups (NOT EXISTS
+        would materialize the whole statement first) and grouped by kind and, for the lone ones
+        only, by attempt: every attempt the statement names falls into its kind's one group.
+        """
         marks, names = _operations_sql(operations)
-        rows = await self.db.fetchall(
-            # an anti-join by index lookups (NOT EXISTS would materialize the whole statement first);
-            # the flows of what comes back are read afterwards
-            f"SELECT a.channel_order_no, {_attempt_columns(schedule)} FROM attempts a"
+        groups = await self.db.fetchall(
+            "SELECT IF(a.operation='collect', 'withhold', a.operation) AS op,"
+            " IF(l.run_id IS NULL, a.id, 0) AS lone_id, COUNT(*) AS n, SUM(a.amount) AS amount,"
+            " SUM(COALESCE(a.fee, 0)) AS fee FROM attempts a"
             " LEFT JOIN recon_lines l ON l.run_id = %s AND l.channel_order_no = a.channel_order_no"
             " WHERE a.channel = %s AND a.finished_at >= %s AND a.finished_at < %s AND a.status = 'SUCCEEDED'"
-            f" AND a.operation IN ({marks}) AND l.run_id IS NULL ORDER BY a.id",
+            f" AND a.operation IN ({marks}) GROUP BY op, lone_id",
             (run_id, channel, bounds[0], bounds[1], *names),
         )
+        totals: dict[str, KindTotals] = {}
+        for g in groups:
+            totals.setdefault(g["op"], KindTotals()).add(KindTotals(int(g["n"]), int(g["amount"]), int(g["fee"])))
+        lone_ids = sorted(int(g["lone_id"]) for g in groups if int(g["lone_id"]))
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(lone_ids), 1000):
+            chunk = lone_ids[start : start + 1000]
+            rows += await self.db.fetchall(
+                f"SELECT a.channel_order_no, {_attempt_columns(schedule)} FROM attempts a"
+                f" WHERE a.id IN ({','.join(['%s'] * len(chunk))}) ORDER BY a.id",
+                chunk,
+            )
         await self._add_flows(rows)
-        found = []
+        lone = []
         for r in rows:
             local = _local_side(r)
             assert local is not None
-            found.append((r["channel_order_no"], local))
-        return found
+            lone.append((r["channel_order_no"], local))
+        return lone, totals
 
     async def local_side(self, order_no: str, schedule: FeeSchedule | None) -> LocalSide | None:
         """Our side of one order, read afresh (after a resolve lost a race)."""
@@ -420,16 +438,19 @@ class MySQLReconStore(ReconQueries):
         return _local_side(row) if row else None
 
     async def local_totals(
-        self, channel: str, bounds: tuple[datetime, datetime], operations: Iterable[str]
+        self, channel: str, bounds: tuple[datetime, datetime], operations: Iterable[str], attempt_ids: Sequence[int]
     ) -> dict[str, KindTotals]:
-        """Our side's successes by kind: the channel's attempts that succeeded within ``bounds``."""
+        """Our side's successes by kind among ``attempt_ids``: those of the channel that succeeded within ``bounds``."""
         marks, names = _operations_sql(operations)
         local: dict[str, KindTotals] = {}
+        if not attempt_ids:
+            return local
+        ids = [int(i) for i in attempt_ids]
         for r in await self.db.fetchall(
             "SELECT IF(operation='collect', 'withhold', operation) AS op, COUNT(*) AS n, SUM(amount) AS amount,"
             " SUM(COALESCE(fee, 0)) AS fee FROM attempts WHERE channel=%s AND finished_at >= %s AND finished_at < %s"
-            f" AND status='SUCCEEDED' AND operation IN ({marks}) GROUP BY op",
-            (channel, bounds[0], bounds[1], *names),
+            f" AND status='SUCCEEDED' AND operation IN ({marks}) AND id IN ({','.join(['%s'] * len(ids))}) GROUP BY op",
+            (channel, bounds[0], bounds[1], *names, *ids),
         ):
             local[r["op"]] = KindTotals(int(r["n"]), int(r["amount"]), int(r["fee"]))
         return local
