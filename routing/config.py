@@ -223,7 +223,8 @@ class RouterConfig:
     relook_burst_llr: _Positive = 2.0
     # segments ((operation, bank) pairs) whose exploration state and estimates are kept, least recently used out
     max_segments: Annotated[int, Field(ge=1)] = 10_000
-    # probe attempt ids remembered per eliminated channel (a timed-out probe's late answer still counts)
+    # probe attempt ids remembered per eliminated channel (a timed-out probe's late answer still counts), and
+    # re-look attempt ids per segment
     max_tracked_attempts: Annotated[int, Field(ge=1)] = 64
     # elimination: of the last elimination_window channel-attributable outcomes within elimination_window_s,
     # at least elimination_min_volume seen and a failure share >= elimination_threshold; or

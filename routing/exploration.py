@@ -7,7 +7,7 @@ estimates. Each segment keeps
   is not spent exploring because a big bank explored little (and the other way
   round), capped at ``max_exploration_share``, and the running mean of the
   score it gives up (best mean score minus the explored channel's), capped at
-  ``max_exploration_cost`` of the best mean score: exploring a channel known
+  ``max_exploration_cost`` of the best mean score (1, off, by default): exploring a channel known
   to be far behind uses up the budget quickly, a close rival costs little, so
   the budget goes where a mistake is cheap and a discovery likely;
 * per channel, when it was last chosen first, and a re-look interval: a
@@ -16,7 +16,10 @@ estimates. Each segment keeps
   idle is measured within bounded time. Each re-look doubles the interval up to
   ``relook_max_after_s``; the interval starts over when the channel is chosen
   on its merits or its estimate has moved by ``relook_change_ratio`` since the
-  last re-look.
+  last re-look. Optionally (``relook_burst_gap < 1``) a channel far under
+  the leader is looked at again after each good answer to a look, and a
+  streak worth ``relook_burst_llr`` nats of evidence restarts its record
+  (:meth:`Segment.look_answered`).
 
 At most ``max_segments`` segments are kept (least recently used goes first).
 """
