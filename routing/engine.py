@@ -360,11 +360,11 @@ class Router:
 
     def _recovered(self, channel: _Channel, operation: Operation, bank_code: str, streak: int, at: float) -> None:
         # a run of good re-look answers proved the channel better than its record: the record is stale.
-        # The answer being observed is counted next, as usual: the restart keeps the streak's others.
+        # The restart keeps the streak's successes (the answer being observed, counted already, among them).
         for key in ((operation, ""), (operation, bank_code)) if bank_code else ((operation, ""),):
             evidence = channel.evidence.get(key)
             if evidence is not None:
-                evidence.restart(streak - 1, at)
+                evidence.restart(streak, at)
 
     def _soften_others(self, changed: _Channel, key: Key) -> None:
         # When one channel changes, what we know about the alternatives may be stale just when it matters:

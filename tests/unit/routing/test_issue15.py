@@ -242,3 +242,17 @@ def test_a_failed_look_ends_the_streak() -> None:
     assert answers[:4] == [0, 0, 0, 4], answers
     assert segment.look_answered("3", "a", True, config) == 0  # an answer counts once
     assert segment.look_answered("nope", "a", True, config) == 0  # not a look
+
+
+def test_a_proven_recovery_keeps_exactly_the_streak() -> None:
+    router = make_router([profile("a"), profile("b")], relook_burst_gap=0.05)
+    end = feed(router, "a", "SF" * 20)  # a bad record: 50 %
+    segment = router._segments.get(Operation.WITHHOLD, ICBC)  # the unit under test
+    for i in range(4):
+        segment.hand_out_look(str(i), "a", 0.5, 0.95, router.config.max_tracked_attempts)
+    for i in range(4):  # log(0.95 / 0.5) = 0.64 nats each: the fourth passes 2.0
+        router.observe("a", Operation.WITHHOLD, ICBC, Observation.SUCCESS, end + i, attempt_id=str(i))
+    evidence = router._channels["a"].evidence[(Operation.WITHHOLD, ICBC)]
+    assert (evidence.s, evidence.f, evidence.lifetime) == (4.0, 0.0, 4.0)
+    router.observe("a", Operation.WITHHOLD, ICBC, Observation.CHANNEL_FAILURE, end - 10)  # sent before: stale
+    assert evidence.f == 0.0
