@@ -207,15 +207,24 @@ class RouterConfig:
     # exploration: 1.0 = Thompson sampling, 0 = always the best mean; at most max_exploration_share of decisions
     exploration: Annotated[float, Field(ge=0, le=10)] = 0.5
     max_exploration_share: Annotated[float, Field(ge=0, le=1)] = 0.1
+    # ... and exploration may cost at most this share of the segment's value: the running mean of (the best
+    # mean score - the explored channel's mean score) stays under max_exploration_cost * the best mean score
+    max_exploration_cost: Annotated[float, Field(ge=0, le=1)] = 1.0
     # a candidate not chosen first for relook_after_s takes one transaction (per operation and bank); each
     # re-look doubles the interval up to relook_max_after_s; it starts over when the channel's estimate moved
     # by relook_change_ratio (relative) since the last re-look
     relook_after_s: _Positive = 120.0
     relook_max_after_s: _Positive = 240.0
     relook_change_ratio: Annotated[float, Field(gt=0, le=1)] = 0.05
+    # a re-look at a channel whose estimate is at least relook_burst_gap under the leader's continues while
+    # its answers succeed; when they add up to relook_burst_llr nats of evidence (each success
+    # log(leader / estimate)) for "it is as good as the leader now", its estimates restart from them
+    relook_burst_gap: Annotated[float, Field(gt=0, le=1)] = 1.0
+    relook_burst_llr: _Positive = 2.0
     # segments ((operation, bank) pairs) whose exploration state and estimates are kept, least recently used out
     max_segments: Annotated[int, Field(ge=1)] = 10_000
-    # probe attempt ids remembered per eliminated channel (a timed-out probe's late answer still counts)
+    # probe attempt ids remembered per eliminated channel (a timed-out probe's late answer still counts), and
+    # re-look attempt ids per segment
     max_tracked_attempts: Annotated[int, Field(ge=1)] = 64
     # elimination: of the last elimination_window channel-attributable outcomes within elimination_window_s,
     # at least elimination_min_volume seen and a failure share >= elimination_threshold; or

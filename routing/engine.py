@@ -233,7 +233,7 @@ class Router:
         now = request.now
         segment = self._segments.get(request.operation, request.bank_code)
         choice_open = len(candidates) > 1 and probe is None and config.exploration > 0  # 0: greedy
-        explore = choice_open and segment.share < config.max_exploration_share
+        explore = choice_open and segment.may_explore(config)
         rows = [self._score(channel, request, explore, segment) for channel in candidates]
         rows.sort(key=_rank_key)
         first_reason = reason
@@ -248,7 +248,11 @@ class Router:
                 pick = max(range(len(rows)), key=lambda i: (rows[i][6], -rows[i][1]))
                 if pick:
                     first_reason = "exploration"
-            segment.count_decision(pick > 0 and not relook)
+            explored = pick > 0 and not relook
+            segment.count_decision(explored, -rows[0][0], rows[pick][0] - rows[0][0] if explored else 0.0)
+        if pick and request.attempt_id is not None:  # a re-look or exploration: its answer may prove a recovery
+            limit = config.max_tracked_attempts
+            segment.hand_out_look(request.attempt_id, rows[pick][2], rows[pick][3], rows[0][3], limit)
         if pick:
             rows.insert(0, rows.pop(pick))
         if rows and probe is None:
@@ -343,11 +347,24 @@ class Router:
         for key in ((operation, ""), (operation, bank_code)) if bank_code else ((operation, ""),):
             if bounded_get(channel.evidence, key, limit).add(ok, payer, at, config):
                 self._soften_others(channel, key)
+        if attempt_id is not None:
+            segment = self._segments.peek(operation, bank_code)
+            streak = 0 if segment is None else segment.look_answered(attempt_id, channel_id, ok, config)
+            if streak:
+                self._recovered(channel, operation, bank_code, streak, at)
         if bank_code:
             pooled = bounded_get(self._pooled, (operation, bank_code), config.max_segments)
             pooled.add(ok, payer, at, config, detect=False)
         if channel.health.record(not ok, at, config, attempt_id):
             self._forget(channel)
+
+    def _recovered(self, channel: _Channel, operation: Operation, bank_code: str, streak: int, at: float) -> None:
+        # a run of good re-look answers proved the channel better than its record: the record is stale.
+        # The restart keeps the streak's successes (the answer being observed, counted already, among them).
+        for key in ((operation, ""), (operation, bank_code)) if bank_code else ((operation, ""),):
+            evidence = channel.evidence.get(key)
+            if evidence is not None:
+                evidence.restart(streak, at)
 
     def _soften_others(self, changed: _Channel, key: Key) -> None:
         # When one channel changes, what we know about the alternatives may be stale just when it matters:

@@ -117,6 +117,14 @@ class Evidence:
     def reset(self) -> None:
         self.s = self.f = self.p = self.fs = self.ff = self.lifetime = 0.0
 
+    def restart(self, successes: int, at: float) -> None:
+        """Forget the record but ``successes`` fresh ones as of ``at`` (a recovery proven by re-looks)."""
+        self.reset()
+        self.s = self.fs = float(successes)
+        self.lifetime = float(successes)
+        self.t = max(self.t, at)
+        self.changed_at = at
+
     def soften(self, limit: float) -> None:
         """Keep the estimate but trust it as if it rested on at most ``limit`` observations."""
         n = self.s + self.f

@@ -5,20 +5,28 @@ estimates. Each segment keeps
 
 * its own running share of exploration decisions, so a small bank's traffic
   is not spent exploring because a big bank explored little (and the other way
-  round), capped at ``max_exploration_share``;
+  round), capped at ``max_exploration_share``, and the running mean of the
+  score it gives up (best mean score minus the explored channel's), capped at
+  ``max_exploration_cost`` of the best mean score (1, off, by default): exploring a channel known
+  to be far behind uses up the budget quickly, a close rival costs little, so
+  the budget goes where a mistake is cheap and a discovery likely;
 * per channel, when it was last chosen first, and a re-look interval: a
   candidate not chosen for ``relook_after_s`` takes one transaction
   (``reason = "relook"``) whatever its score, so a channel that recovered while
   idle is measured within bounded time. Each re-look doubles the interval up to
   ``relook_max_after_s``; the interval starts over when the channel is chosen
   on its merits or its estimate has moved by ``relook_change_ratio`` since the
-  last re-look.
+  last re-look. Optionally (``relook_burst_gap < 1``) a channel far under
+  the leader is looked at again after each good answer to a look, and a
+  streak worth ``relook_burst_llr`` nats of evidence restarts its record
+  (:meth:`Segment.look_answered`).
 
 At most ``max_segments`` segments are kept (least recently used goes first).
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 from channels.contract import Operation
@@ -29,14 +37,19 @@ EXPLORATION_SHARE_ALPHA = 1.0 / 200.0
 
 
 class Segment:
-    __slots__ = ("backoff", "chosen_at", "merit_at", "reference", "share")
+    __slots__ = ("backoff", "best", "chosen_at", "cost", "looks", "merit_at", "reference", "share", "streak")
 
     def __init__(self) -> None:
         self.share = 0.0
+        self.cost = 0.0  # running mean of the score given up per decision by exploring
+        self.best = 1.0  # the best mean score at the last decision
         self.chosen_at: dict[str, float] = {}  # channel -> when last chosen first (or first seen)
         self.merit_at: dict[str, float] = {}  # channel -> when last chosen first by its mean score
         self.backoff: dict[str, float] = {}  # channel -> current re-look interval
         self.reference: dict[str, float] = {}  # channel -> its estimate at the last re-look
+        # re-looks awaiting their answer: attempt id -> (channel, its estimate, the leader's estimate)
+        self.looks: dict[str, tuple[str, float, float]] = {}
+        self.streak: dict[str, int] = {}  # channel -> successful re-look answers in a row
 
     def idle_s(self, channel_id: str, now: float) -> float:
         return now - self.chosen_at.setdefault(channel_id, now)
@@ -69,8 +82,45 @@ class Segment:
             self.backoff.pop(channel_id, None)
             self.reference.pop(channel_id, None)
 
-    def count_decision(self, explored: bool) -> None:
+    def may_explore(self, config: RouterConfig) -> bool:
+        """True while both budgets have room: the share of decisions and the value given up."""
+        return self.share < config.max_exploration_share and self.cost <= config.max_exploration_cost * self.best
+
+    def hand_out_look(self, attempt_id: str, channel_id: str, estimate: float, leader: float, limit: int) -> None:
+        self.looks[attempt_id] = (channel_id, estimate, leader)
+        if len(self.looks) > limit:
+            del self.looks[next(iter(self.looks))]
+
+    def look_answered(self, attempt_id: str, channel_id: str, ok: bool, config: RouterConfig) -> int:
+        """Count the answer to a re-look; returns the streak of good answers once it proves a recovery, else 0.
+
+        A channel re-looked at while its estimate was at least ``relook_burst_gap`` under the leader's
+        is looked at again right away after each good answer: a sequential test of "it is now as good
+        as the leader" (each success adds ``log(leader / estimate)``) against "it is what its record
+        says" (a failure ends the streak). When the evidence reaches ``relook_burst_llr`` nats the
+        channel has recovered: the caller restarts its estimates from the streak.
+        """
+        look = self.looks.pop(attempt_id, None)
+        if look is None or look[0] != channel_id:
+            return 0
+        _, estimate, leader = look
+        if not ok:
+            self.streak.pop(channel_id, None)
+            return 0
+        if leader - estimate < config.relook_burst_gap or estimate <= 0.0:
+            return 0
+        streak = self.streak[channel_id] = self.streak.get(channel_id, 0) + 1
+        if streak * math.log(leader / estimate) >= config.relook_burst_llr:
+            del self.streak[channel_id]
+            return streak
+        self.chosen_at[channel_id] = -math.inf  # the next decision looks again
+        return 0
+
+    def count_decision(self, explored: bool, best: float, given_up: float = 0.0) -> None:
+        """Count one decision: ``best`` mean score; ``given_up``: ``best`` minus the chosen one's (exploring)."""
+        self.best = best
         self.share += EXPLORATION_SHARE_ALPHA * (float(explored) - self.share)
+        self.cost += EXPLORATION_SHARE_ALPHA * (max(given_up, 0.0) - self.cost)
 
 
 class Segments:
@@ -92,6 +142,10 @@ class Segments:
         else:
             self._table.move_to_end(key)
         return segment
+
+    def peek(self, operation: Operation, bank_code: str) -> Segment | None:
+        """The segment if it exists, without touching its recency."""
+        return self._table.get((operation, bank_code))
 
     def __len__(self) -> int:
         return len(self._table)
