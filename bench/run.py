@@ -68,6 +68,9 @@ TOKEN = "bench-caller-token-000000000001"
 CHANNEL = "sandbox"
 SECRET = "bench-sandbox-secret"
 REALISTIC = {"p50_ms": 120, "p99_ms": 400}
+# A commit the server counted just before the first Com_commit read may be counted by the gateway just
+# after its own first scrape (it counts once the COMMIT has returned): one per commit in flight then.
+IN_FLIGHT_COMMITS = 8
 
 
 @dataclass(frozen=True)
@@ -370,8 +373,8 @@ class Bench:
         if mariadb:
             self.pids["mariadb"] = mariadb
         first_id = int((await query_one(db, "SELECT COALESCE(MAX(id), 0) FROM flows", ()))[0])
+        global_before = await com_commit()  # the server's window holds the gateway's (see IN_FLIGHT_COMMITS)
         commits_before = gateway_commits(self.metrics_port)
-        global_before = await com_commit()
         started = time.monotonic()
         self.channel_durations()  # skip log lines of earlier stages
         self._durations = {}
@@ -381,7 +384,7 @@ class Bench:
         elapsed = time.monotonic() - started
         commits = gateway_commits(self.metrics_port) - commits_before
         global_commits = await com_commit() - global_before
-        if commits > global_commits:  # the server saw fewer COMMITs than the gateway counted: a counting bug
+        if commits > global_commits + IN_FLIGHT_COMMITS:  # the server saw fewer COMMITs than counted: a bug
             raise RuntimeError(f"gateway counted {commits} commits, the server {global_commits}")
         flows, relay = await query_one(
             db,
