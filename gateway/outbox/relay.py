@@ -401,6 +401,7 @@ class OutboxRelay:
 
     async def _publish_loop(self) -> None:
         cfg = self.config
+        idle_wait = cfg.poll_interval_s
         while not self._stopping.is_set():
             published = 0
             try:
@@ -417,9 +418,13 @@ class OutboxRelay:
                 continue
             if published >= cfg.batch_size:
                 continue  # a full batch: more rows are probably waiting
+            # idle: wait longer after each empty round (see RelayConfig.idle_poll_max_s)
+            longer = max(min(2 * idle_wait, cfg.idle_poll_max_s), cfg.poll_interval_s)
+            idle_wait = longer if published == 0 else cfg.poll_interval_s
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(cfg.poll_interval_s):  # not wait_for: see _pause
+                async with asyncio.timeout(idle_wait):  # not wait_for: see _pause
                     await self._wakeup.wait()
+                idle_wait = cfg.poll_interval_s  # notified: rows are coming
                 if cfg.collect_ms > 0:  # let the results of concurrent requests join this round
                     await self._pause(cfg.collect_ms / 1000)
             self._wakeup.clear()
