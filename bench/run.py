@@ -89,6 +89,7 @@ class Options:
     big_flows: int = 0  # 0: no big-table stage
     big_database: str = "paygate_bench_big"
     seed_budget_s: float = 120.0
+    idle_s: float = 10.0  # the gateway with no load, before the stages: background commits and CPU
     pairs: int = 3
     workers: int = 2  # the zero-latency stage again with [server] workers = this (0 or 1: not run)
 
@@ -121,6 +122,7 @@ class Bench:
         self.log_offset = 0
         self.cards_file = opts.workdir / "cards.txt"
         self.background_commits_per_s = 0.0
+        self.idle_cpu_ms_per_s = 0.0
         self.run_id = f"{int(time.time())}"
 
     # --- processes -------------------------------------------------------------------
@@ -449,9 +451,16 @@ class Bench:
         await asyncio.to_thread(self.gateway.start)
 
     async def measure_background(self, seconds: float) -> None:
-        before = gateway_commits(self.metrics_port)
+        """The gateway with no load: its commits and CPU a second (the background jobs' fixed cost)."""
+        pid = self.pids["gateway"]
+        before, cpu_before = gateway_commits(self.metrics_port), tree_cpu_seconds(pid)
         await asyncio.sleep(seconds)
         self.background_commits_per_s = (gateway_commits(self.metrics_port) - before) / seconds
+        self.idle_cpu_ms_per_s = (tree_cpu_seconds(pid) - cpu_before) * 1000 / seconds
+        print(
+            f"bench: idle gateway ({seconds:g} s, no load): {self.idle_cpu_ms_per_s:.1f} ms CPU/s,"
+            f" {self.background_commits_per_s:.2f} commits/s"
+        )
 
     def set_channel(self, behaviour: dict[str, Any]) -> None:
         self.sandbox.set_behaviour(behaviour)
@@ -603,7 +612,7 @@ async def main_async(opts: Options) -> int:
             f"bench: paygate serve (gRPC :{bench.grpc_port}), sandbox channel :{bench.sandbox.port}, tansu"
             f" {bench.broker.bootstrap}, relay on; {opts.cards} cards with ACTIVE agreements"
         )
-        await bench.measure_background(1.0 if opts.quick else 3.0)
+        await bench.measure_background(opts.idle_s)
         for stage in (
             await bench.echo_stage(opts.concurrency),
             await bench.echo_stage(1, "echo-c1"),
@@ -743,6 +752,7 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--big-database", default="paygate_bench_big", help="the cached big-table database")
     p.add_argument("--seed-budget", type=float, default=120.0, help="seconds of seeding per run (resumes next run)")
     p.add_argument("--pairs", type=int, default=3, help="interleaved empty/big pairs")
+    p.add_argument("--idle", type=float, default=-1, help="seconds of the idle gateway (default 10; quick 2)")
     p.add_argument("--workers", type=int, default=-1, help="zero-latency again with N workers (default 2; quick 0)")
     a = p.parse_args(argv)
     seconds = a.seconds or (1.5 if a.quick else 15.0)
@@ -764,6 +774,7 @@ def parse(argv: list[str] | None) -> Options:
         big_flows=a.big_flows if a.big_flows >= 0 else (0 if a.quick else 10_000_000),
         big_database=a.big_database,
         seed_budget_s=max(0.0, a.seed_budget),
+        idle_s=a.idle if a.idle > 0 else (2.0 if a.quick else 10.0),
         pairs=max(1, a.pairs),
         workers=a.workers if a.workers >= 0 else (0 if a.quick else 2),
     )
