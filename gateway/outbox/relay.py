@@ -200,7 +200,6 @@ class OutboxRelay:
                     if maybe is not None:
                         await maybe
                 await self._record(outbox, acked, failed)
-                await outbox.commit()
             for d in acked:
                 OUTBOX_PUBLISHED.labels(topic=d.topic).inc()
             failure = self._failure_of(acked, failed)
@@ -323,11 +322,10 @@ class OutboxRelay:
         return event
 
     async def _record(self, outbox: OutboxRound, acked: Sequence[_Delivery], failed: Sequence[_Delivery]) -> None:
-        await outbox.mark_published([d.row.id for d in acked])
+        """Mark the acknowledged rows, count the failures, and commit the round, in one round trip."""
         # Only a row's own fault counts towards parking it; an outage is nobody's row's fault.
-        own_fault = [d for d in failed if d.error is not None and not is_retriable(d.error)]
-        for d in own_fault:
-            await outbox.record_failure(d.row.id, _describe(d.error))
+        own_fault = [(d.row.id, _describe(d.error)) for d in failed if d.error and not is_retriable(d.error)]
+        await outbox.finish([d.row.id for d in acked], own_fault)
 
     # --- producer ----------------------------------------------------------------------
 
