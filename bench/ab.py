@@ -52,7 +52,7 @@ def extract(rev: str, into: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
 
 
-async def run(rev: str, opts: Options) -> tuple[Paired, Paired, list[Stage]]:
+async def run(rev: str, opts: Options, channel: dict[str, int]) -> tuple[Paired, Paired, list[Stage]]:
     base = opts.workdir / "base"
     base.mkdir()
     extract(rev, base)
@@ -64,7 +64,7 @@ async def run(rev: str, opts: Options) -> tuple[Paired, Paired, list[Stage]]:
     try:
         bench.broker.start()
         await asyncio.to_thread(bench.sandbox.start, bench.procs, log=opts.workdir / "sandbox.log")
-        bench.set_channel({"p50_ms": 0, "p99_ms": 0})
+        bench.set_channel(channel)
         for gw in (a, b):
             await drop_database(databases[gw.name])
             gw.write_config(bench.config(gw, database={"database": databases[gw.name], "user": "root"}))
@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cards", type=int, default=16)
     p.add_argument("--database", default="paygate_ab")
     p.add_argument("--keep-db", action="store_true")
+    p.add_argument("--channel-ms", default="0/0", help="the sandbox bank's p50/p99 ms (120/400: the low-load stages)")
     a = p.parse_args(argv)
+    p50, p99 = (int(x) for x in a.channel_ms.split("/"))
     warnings.filterwarnings("ignore", category=pymysql.Warning)
     opts = Options(
         quick=False,
@@ -125,11 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.monotonic()
     print(f"ab: A = {a.base}, B = this tree ({ROOT}); {os.cpu_count()} CPUs shared; workdir {opts.workdir}")
-    cpu, tps, stages = asyncio.run(run(a.base, opts))
+    cpu, tps, stages = asyncio.run(run(a.base, opts, {"p50_ms": p50, "p99_ms": p99}))
     a_cpu = statistics.median(s.cpu_ms_per_request(("gateway_a",)) for s in stages if s.name.startswith("gateway_a"))
     b_cpu = statistics.median(s.cpu_ms_per_request(("gateway_b",)) for s in stages if s.name.startswith("gateway_b"))
     print(f"ab: gateway CPU per withhold B/A: {cpu.describe()}")
-    print(f"ab: throughput B/A: {tps.describe()}  ({time.monotonic() - started:.0f} s; channel {CHANNEL})")
+    print(
+        f"ab: throughput B/A: {tps.describe()}  ({time.monotonic() - started:.0f} s; channel {CHANNEL}"
+        f" p50/p99 {p50}/{p99} ms, concurrency {a.concurrency})"
+    )
     print(
         f"ab: base={a.base} gw_cpu_ratio={cpu.median:.3f} spread={cpu.low:.3f}-{cpu.high:.3f}"
         f" tps_ratio={tps.median:.3f} pairs={len(cpu.ratios)} a_cpu_ms={a_cpu:.2f} b_cpu_ms={b_cpu:.2f}"

@@ -86,11 +86,16 @@ class RelayConfig:
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
     # Rows claimed and produced per round; also the number of row locks held at once.
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 200
-    # Idle wake-up interval; notify() wakes the relay earlier.
+    # Idle wake-up interval; notify() wakes the relay earlier. Each round that finds nothing doubles
+    # the next wait, up to idle_poll_max_s (never below poll_interval_s); a round that publishes, or
+    # a notify(), goes back to poll_interval_s. Rows committed in this process wake it at once, so
+    # the longer idle wait delays only rows no notify() announced (another process's, a crashed
+    # replica's), by at most idle_poll_max_s.
     poll_interval_s: Seconds = 0.2
+    idle_poll_max_s: Seconds = 2.0
     # After a notify(), wait this long before claiming, so the results of concurrent requests
     # share one round (one claim, one produce, one commit) instead of one round each.
-    collect_ms: Annotated[int, Field(ge=0, le=1000)] = 5
+    collect_ms: Annotated[int, Field(ge=0, le=1000)] = 20
     # Backoff between failed rounds (exponential with jitter) while the broker is unreachable.
     backoff_initial_s: Seconds = 0.2
     backoff_max_s: Seconds = 30.0

@@ -200,7 +200,6 @@ class OutboxRelay:
                     if maybe is not None:
                         await maybe
                 await self._record(outbox, acked, failed)
-                await outbox.commit()
             for d in acked:
                 OUTBOX_PUBLISHED.labels(topic=d.topic).inc()
             failure = self._failure_of(acked, failed)
@@ -323,11 +322,10 @@ class OutboxRelay:
         return event
 
     async def _record(self, outbox: OutboxRound, acked: Sequence[_Delivery], failed: Sequence[_Delivery]) -> None:
-        await outbox.mark_published([d.row.id for d in acked])
+        """Mark the acknowledged rows, count the failures, and commit the round, in one round trip."""
         # Only a row's own fault counts towards parking it; an outage is nobody's row's fault.
-        own_fault = [d for d in failed if d.error is not None and not is_retriable(d.error)]
-        for d in own_fault:
-            await outbox.record_failure(d.row.id, _describe(d.error))
+        own_fault = [(d.row.id, _describe(d.error)) for d in failed if d.error and not is_retriable(d.error)]
+        await outbox.finish([d.row.id for d in acked], own_fault)
 
     # --- producer ----------------------------------------------------------------------
 
@@ -401,6 +399,7 @@ class OutboxRelay:
 
     async def _publish_loop(self) -> None:
         cfg = self.config
+        idle_wait = cfg.poll_interval_s
         while not self._stopping.is_set():
             published = 0
             try:
@@ -417,9 +416,13 @@ class OutboxRelay:
                 continue
             if published >= cfg.batch_size:
                 continue  # a full batch: more rows are probably waiting
+            # idle: wait longer after each empty round (see RelayConfig.idle_poll_max_s)
+            longer = max(min(2 * idle_wait, cfg.idle_poll_max_s), cfg.poll_interval_s)
+            idle_wait = longer if published == 0 else cfg.poll_interval_s
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(cfg.poll_interval_s):  # not wait_for: see _pause
+                async with asyncio.timeout(idle_wait):  # not wait_for: see _pause
                     await self._wakeup.wait()
+                idle_wait = cfg.poll_interval_s  # notified: rows are coming
                 if cfg.collect_ms > 0:  # let the results of concurrent requests join this round
                     await self._pause(cfg.collect_ms / 1000)
             self._wakeup.clear()

@@ -103,24 +103,30 @@ class OutboxRound:
         )
         return {int(b["flow_id"]) for b in blocked}
 
-    async def mark_published(self, ids: Sequence[int]) -> None:
-        if not ids:
-            return
-        marks = ",".join(["%s"] * len(ids))
-        await self._tx.execute(
-            "UPDATE outbox SET published_at = UTC_TIMESTAMP(6), attempts = attempts + 1, last_error = ''"
-            f" WHERE id IN ({marks})",
-            list(ids),
-        )
+    async def finish(self, published: Sequence[int], failures: Sequence[tuple[int, str]]) -> None:
+        """Mark ``published``, count each ``(row id, error)`` failure of the row's own making, COMMIT.
 
-    async def record_failure(self, row_id: int, error: str) -> None:
-        """Count one failure of the row's own making (it parks after ``max_attempts``)."""
-        await self._tx.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = %s WHERE id = %s", (error[:255], row_id)
-        )
-
-    async def commit(self) -> None:
-        await self._tx.commit()
+        One round trip (the statements and the COMMIT in one script). A failure counts
+        towards parking the row after ``max_attempts``.
+        """
+        statements: list[tuple[str, Sequence[object]]] = []
+        if published:
+            marks = ",".join(["%s"] * len(published))
+            statements.append(
+                (
+                    "UPDATE outbox SET published_at = UTC_TIMESTAMP(6), attempts = attempts + 1, last_error = ''"
+                    f" WHERE id IN ({marks})",
+                    list(published),
+                )
+            )
+        statements += [
+            ("UPDATE outbox SET attempts = attempts + 1, last_error = %s WHERE id = %s", (error[:255], row_id))
+            for row_id, error in failures
+        ]
+        if statements:
+            await self._tx.script(statements, commit=True)
+        else:
+            await self._tx.commit()
 
 
 class MySQLOutbox:
