@@ -36,7 +36,7 @@ async def slow_gateway(db_config: DatabaseConfig, tmp_path: Path):
     )
     db = Database(db_config)
     await db.start()
-    gw.start()
+    await gw.start_async()
     try:
         yield gw, sim, db
     finally:

@@ -64,7 +64,7 @@ async def two_workers(db_config: DatabaseConfig, tmp_path: Path):
     )
     db = Database(db_config)
     await db.start()
-    gw.start(wait_callbacks=True)
+    await gw.start_async(wait_callbacks=True)
     try:
         yield gw, sim, db
     finally:
