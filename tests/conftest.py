@@ -7,9 +7,9 @@ import pytest
 
 from channels.config import collect_secrets
 from devstack.kafka import KafkaBroker
-from gateway.store.db import Database, DatabaseConfig, migrate
+from gateway.store.db import Database, DatabaseConfig
 from tests.support.secret_watch import LogText, configured_secrets, find_leaks, process_logs
-from tests.support.services import drop_db, new_db_config
+from tests.support.services import drop_db, migrated, new_db_config
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,7 +47,7 @@ def db_config() -> Iterator[DatabaseConfig]:
 @pytest.fixture
 async def database(db_config: DatabaseConfig) -> AsyncIterator[Database]:
     """A migrated database with a started pool."""
-    await migrate(db_config)
+    await migrated(db_config)
     db = Database(db_config)
     await db.start()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,17 @@ LAST_LINE = re.compile(
 @pytest.mark.timeout(300)
 def test_short_plan_bench_drains_with_a_restart_and_no_duplicates() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "bench", "plans", "--short", "--database", "paygate_bench_plans_smoke"],
+        # a database of this run's own: runs of other checkouts share the MariaDB server
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "bench",
+            "plans",
+            "--short",
+            "--database",
+            f"paygate_bench_plans_{uuid.uuid4().hex[:8]}",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

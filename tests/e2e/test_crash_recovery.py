@@ -79,7 +79,7 @@ async def test_sigkill_with_attempts_in_flight(db_config: DatabaseConfig, tmp_pa
     db = Database(db_config)
     await db.start()
     try:
-        gw.start()
+        await gw.start_async()
         cards = [luhn_card() for _ in range(4)]
         async with grpc.aio.insecure_channel(gw.address) as channel:
             stub = gateway_pb2_grpc.PaymentGatewayStub(channel)
@@ -102,7 +102,7 @@ async def test_sigkill_with_attempts_in_flight(db_config: DatabaseConfig, tmp_pa
         in_flight = await db.fetchone("SELECT COUNT(*) AS n FROM attempts WHERE status IN ('SENDING','PENDING')")
         recorded = await db.fetchone("SELECT COUNT(*) AS n FROM flows")
         assert recorded["n"] > 0
-        gw.start()
+        await gw.start_async()
         async with grpc.aio.insecure_channel(gw.address) as channel:
             stub = gateway_pb2_grpc.PaymentGatewayStub(channel)
             # clients retry with the same request_id after the errors the crash caused

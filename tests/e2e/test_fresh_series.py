@@ -60,11 +60,11 @@ async def test_every_counter_read_by_rules_and_panels_has_a_series_at_start(
         kafka={"bootstrap_servers": kafka_broker.bootstrap, "enable_idempotence": False},
     )
     try:
-        await asyncio.to_thread(gw.start)
+        await gw.start_async()
         url = f"http://127.0.0.1:{gw.metrics_port}/metrics"
         text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
     finally:
-        gw.stop()
+        await gw.stop_async()
         await sim.stop()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     wanted = referenced()

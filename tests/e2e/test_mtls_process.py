@@ -34,7 +34,7 @@ async def test_a_gateway_process_behind_mutual_tls(db_config: DatabaseConfig, tm
     cert, key = pki.client_files("stranger")
     tls = ["-cacert", str(pki.ca_file), "-cert", str(cert), "-key", str(key)]
     try:
-        gw.start()
+        await gw.start_async()
 
         def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run([GRPCURL, *args], capture_output=True, text=True, timeout=20)
@@ -74,7 +74,7 @@ async def test_a_gateway_process_behind_mutual_tls(db_config: DatabaseConfig, tm
             time.sleep(0.2)
         assert grpcurl(*tls, gw.address, "list").returncode == 0
     finally:
-        gw.stop()
+        await gw.stop_async()
         await sim.stop()
     log = [json.loads(line) for line in gw.log_path.read_text().splitlines() if line.startswith("{")]
     messages = [entry["msg"] for entry in log]

@@ -23,8 +23,9 @@ from gateway.store.db import Database, DatabaseConfig, migrate
 from paygate.v1 import gateway_pb2_grpc, plans_pb2, plans_pb2_grpc
 from tests.e2e.test_crash_recovery import MD, bind
 from tests.support.harness import OPERATOR_TOKEN
-from tests.support.plans import ORDER_TO_REQUEST_SQL, debits_by_instalment, eventually, order_map, plan_pb
+from tests.support.plans import ORDER_TO_REQUEST_SQL, debits_by_instalment, order_map, plan_pb
 from tests.support.processes import GatewayProcess
+from tests.support.waiting import eventually
 
 OPS = (("authorization", f"Bearer {OPERATOR_TOKEN}"),)
 RATE = 15.0  # withholds per second per bank, all replicas together
@@ -111,11 +112,11 @@ async def stack(db_config: DatabaseConfig, tmp_path: Path, replicas: int) -> Asy
                 )
             )
         for g in s.gateways:
-            g.start()
+            await g.start_async()
         yield s
     finally:
         for g in s.gateways:
-            g.stop()
+            await g.stop_async()
         await db.stop()
         for sim in sims.values():
             await sim.stop()
@@ -237,5 +238,5 @@ async def test_a_run_killed_halfway_and_restarted_withholds_each_instalment_once
         left = await s.unfinished()
         assert 0 < left < N
         await asyncio.sleep(0.5)
-        s.gateways[0].start(migrate=False)
+        await s.gateways[0].start_async(migrate=False)
         await check_exactly_once(s)

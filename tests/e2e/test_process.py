@@ -11,38 +11,47 @@ from pathlib import Path
 
 import grpc
 import pytest
+import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from channels.sandbox.simulator import SandboxSimulator
 from channels.simkit import Behaviour
 from devstack.cards import luhn_card
-from gateway.store.db import Database, DatabaseConfig, migrate
+from gateway.store.db import Database, migrate
 from paygate.v1 import gateway_pb2 as pb
 from paygate.v1 import gateway_pb2_grpc
 from tests.e2e.test_crash_recovery import MD, bind
 from tests.support.harness import CALLER_TOKENS
 from tests.support.processes import GatewayProcess
+from tests.support.services import drop_db, new_db_config
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
 
 
-@pytest.fixture
-async def slow_gateway(db_config: DatabaseConfig, tmp_path: Path):
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def slow_gateway(tmp_path_factory: pytest.TempPathFactory):
+    """One gateway process for the module: the reflection test only reads it, the SIGTERM test (last) stops it."""
+    db_config = new_db_config()
     await migrate(db_config)
     sim = SandboxSimulator(Behaviour(p50_ms=700, p99_ms=900), name="bank-a", secret="bank-a-secret")
     await sim.start()
     gw = GatewayProcess(
-        tmp_path, db_config, [{"id": "bank-a", "adapter": "sandbox", "settings": sim.adapter_settings()}]
+        tmp_path_factory.mktemp("gateway"),
+        db_config,
+        [{"id": "bank-a", "adapter": "sandbox", "settings": sim.adapter_settings()}],
     )
     db = Database(db_config)
     await db.start()
-    gw.start()
     try:
+        await gw.start_async()
         yield gw, sim, db
     finally:
         gw.kill()
         await db.stop()
         await sim.stop()
+        drop_db(db_config)
 
 
 async def test_grpcurl_lists_and_calls_through_reflection(slow_gateway) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import pytest_asyncio
 
 from channels.sandbox.simulator import SandboxSimulator
 from channels.simkit import Behaviour
@@ -23,6 +24,9 @@ from paygate.v1 import gateway_pb2 as pb
 from paygate.v1 import gateway_pb2_grpc
 from tests.e2e.test_crash_recovery import MD, bind
 from tests.support.processes import GatewayProcess
+from tests.support.services import drop_db, new_db_config
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 WITHHOLDS = 24
 
@@ -50,21 +54,21 @@ def _worker_metrics_ports(pid: int) -> list[int]:
     return ports
 
 
-@pytest.fixture
-async def two_workers(db_config: DatabaseConfig, tmp_path: Path):
+@contextlib.asynccontextmanager
+async def _two_workers(db_config: DatabaseConfig, workdir: Path):
     await migrate(db_config)
     # slow enough that SIGTERM meets calls in flight
     sim = SandboxSimulator(Behaviour(p50_ms=700, p99_ms=900), name="bank-a", secret="bank-a-secret")
     await sim.start()
     gw = GatewayProcess(
-        tmp_path,
+        workdir,
         db_config,
         [{"id": "bank-a", "adapter": "sandbox", "settings": sim.adapter_settings()}],
         server={"workers": 2, "replica_id": "wtest", "grace_s": 10},  # a loaded machine: room to drain
     )
     db = Database(db_config)
     await db.start()
-    gw.start(wait_callbacks=True)
+    await gw.start_async(wait_callbacks=True)
     try:
         yield gw, sim, db
     finally:
@@ -74,6 +78,25 @@ async def two_workers(db_config: DatabaseConfig, tmp_path: Path):
                 os.kill(child, signal.SIGKILL)
         await db.stop()
         await sim.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def two_workers(db_config: DatabaseConfig, tmp_path: Path):
+    """Two workers of their own (the test stops them)."""
+    async with _two_workers(db_config, tmp_path) as stack:
+        yield stack
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_workers(tmp_path_factory: pytest.TempPathFactory):
+    """Two workers shared by the tests that only read them, and the last one, which SIGKILLs the supervisor
+    (a start costs about 10 s on this machine)."""
+    config = new_db_config()
+    try:
+        async with _two_workers(config, tmp_path_factory.mktemp("workers")) as stack:
+            yield stack
+    finally:
+        drop_db(config)
 
 
 async def _withhold(address: str, request_id: str, card: str, amount: int = 5000) -> pb.Flow:
@@ -92,8 +115,8 @@ async def _withhold(address: str, request_id: str, card: str, amount: int = 5000
         )
 
 
-async def test_two_workers_share_the_port_add_up_their_metrics_and_run_once(two_workers) -> None:
-    gw, sim, db = two_workers
+async def test_two_workers_share_the_port_add_up_their_metrics_and_run_once(shared_workers) -> None:
+    gw, sim, db = shared_workers
     assert gw.proc is not None
     workers = _children(gw.proc.pid)
     assert len(workers) == 2
@@ -158,8 +181,8 @@ async def test_sigterm_drains_every_worker(two_workers) -> None:
     assert sorted(sim.ledger.debits_by_order().values()) == [1] * 16
 
 
-async def test_workers_do_not_outlive_a_killed_supervisor(two_workers) -> None:
-    gw, _sim, _db = two_workers
+async def test_workers_do_not_outlive_a_killed_supervisor(shared_workers) -> None:
+    gw, _sim, _db = shared_workers
     assert gw.proc is not None
     workers = _children(gw.proc.pid)
     assert len(workers) == 2

@@ -34,7 +34,11 @@ from channels.wechatpay.simulator import WeChatPaySimulator
 from channels.wechatpay.simulator import create as create_wechatpay
 from tests.integration.test_alipay_http import _merchant_sdk
 
-CHINA_EXPIRY = (datetime.now(UTC) + timedelta(minutes=10)).astimezone(alipay_wire.CHINA_TZ)
+
+def ten_minutes_from_now() -> datetime:
+    """An order's expiry in China time, read when the test runs (not when the module was collected: a long
+    run reaches these tests more than ten minutes later, and the simulators then refuse the expired orders)."""
+    return (datetime.now(UTC) + timedelta(minutes=10)).astimezone(alipay_wire.CHINA_TZ)
 
 
 @dataclass
@@ -87,8 +91,9 @@ async def alipay(sink: Sink) -> AsyncIterator[AlipaySimulator]:
 
 
 async def test_alipay_precreate_by_the_sdk_is_paid_by_scanning(alipay: AlipaySimulator) -> None:
+    china_expiry = ten_minutes_from_now()
     sdk = _merchant_sdk(alipay)
-    expiry = alipay_wire.china_time(CHINA_EXPIRY)
+    expiry = alipay_wire.china_time(china_expiry)
     answer = await asyncio.to_thread(
         sdk.api_alipay_trade_precreate, "repayment", "QR-SDK-1", "88.00", time_expire=expiry
     )
@@ -115,13 +120,14 @@ async def test_alipay_precreate_by_the_sdk_is_paid_by_scanning(alipay: AlipaySim
 
 
 async def test_alipay_wap_order_string_from_the_sdk_opens_in_the_browser(alipay: AlipaySimulator, sink: Sink) -> None:
+    china_expiry = ten_minutes_from_now()
     sdk = _merchant_sdk(alipay)
     order_string = sdk.api_alipay_trade_wap_pay(
         "repayment",
         "WAP-SDK-1",
         "12.34",
         notify_url=sink.url,
-        time_expire=alipay_wire.china_time(CHINA_EXPIRY),
+        time_expire=alipay_wire.china_time(china_expiry),
         product_code="QUICK_WAP_WAY",
     )
     async with aiohttp.ClientSession() as session, session.get(f"{sdk._gateway}?{order_string}") as page:
@@ -139,9 +145,10 @@ async def test_alipay_wap_order_string_from_the_sdk_opens_in_the_browser(alipay:
 
 
 async def test_alipay_refuses_a_tampered_or_expired_order_string(alipay: AlipaySimulator) -> None:
+    china_expiry = ten_minutes_from_now()
     sdk = _merchant_sdk(alipay)
     genuine = sdk.api_alipay_trade_app_pay(
-        "repayment", "APP-SDK-1", "12.34", time_expire=alipay_wire.china_time(CHINA_EXPIRY)
+        "repayment", "APP-SDK-1", "12.34", time_expire=alipay_wire.china_time(china_expiry)
     )
     tampered = genuine.replace("12.34", "0.01")
     status, refused = await _admin(
@@ -190,8 +197,9 @@ def _wechat_sdk(sim: WeChatPaySimulator, kind: WeChatPayType, notify_url: str) -
 
 
 async def test_wechat_jsapi_by_the_sdk_is_paid_with_the_sdks_pay_sign(wechat: WeChatPaySimulator, sink: Sink) -> None:
+    china_expiry = ten_minutes_from_now()
     sdk = _wechat_sdk(wechat, WeChatPayType.JSAPI, sink.url)
-    expiry = CHINA_EXPIRY.isoformat(timespec="seconds")
+    expiry = china_expiry.isoformat(timespec="seconds")
     code, text = await asyncio.to_thread(
         sdk.pay, "repayment", "JS-SDK-1", {"total": 5_000}, payer={"openid": "o-1"}, time_expire=expiry
     )
@@ -228,15 +236,16 @@ async def test_wechat_jsapi_by_the_sdk_is_paid_with_the_sdks_pay_sign(wechat: We
 async def test_wechat_native_by_the_sdk_closes_unpaid_and_refuses_a_late_payment(
     wechat: WeChatPaySimulator, sink: Sink
 ) -> None:
+    china_expiry = ten_minutes_from_now()
     sdk = _wechat_sdk(wechat, WeChatPayType.NATIVE, sink.url)
     code, text = await asyncio.to_thread(
-        sdk.pay, "repayment", "NT-SDK-1", {"total": 900}, time_expire=CHINA_EXPIRY.isoformat(timespec="seconds")
+        sdk.pay, "repayment", "NT-SDK-1", {"total": 900}, time_expire=china_expiry.isoformat(timespec="seconds")
     )
     assert code == 200
     code_url = json.loads(text)["code_url"]
     assert code_url.startswith("weixin://wxpay/bizpayurl?pr=")
     again = await asyncio.to_thread(
-        sdk.pay, "repayment", "NT-SDK-1", {"total": 900}, time_expire=CHINA_EXPIRY.isoformat(timespec="seconds")
+        sdk.pay, "repayment", "NT-SDK-1", {"total": 900}, time_expire=china_expiry.isoformat(timespec="seconds")
     )
     assert json.loads(again[1])["code_url"] == code_url
     other = await asyncio.to_thread(sdk.pay, "repayment", "NT-SDK-1", {"total": 901})

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devstack.kafka import KafkaBroker
 from gateway.domain import new_ulid
@@ -111,19 +111,33 @@ async def drain(relay: OutboxRelay) -> int:
 async def raw_messages(
     bootstrap: str, topic: str, *, idle_s: float = 1.0, expect: int | None = None, timeout_s: float = 30.0
 ) -> list:
-    """Every message of ``topic`` as the broker stores it (no group, no dedupe).
+    """Every message of ``topic`` as the broker stores it (no group, no dedupe), read from offset 0.
 
     Reads until a fetch comes back empty and, when ``expect`` is given, at least
     that many messages were read (an idle fetch of the test broker can come back
     empty while a partition still has data; its end offsets are not reliable
     either), or until ``timeout_s``. A broker that really lost messages still
     fails the caller's count.
+
+    Each partition is read from offset 0, not from the broker's "earliest" offset:
+    when two producers write the first batches of a fresh partition at the same
+    moment, tansu (memory storage) acknowledges and stores them all but then names
+    the second batch's offset as the partition's earliest, so a consumer starting
+    at "earliest" skips the first batch (seen as 284-290 of 300 in the two-relay
+    test; reading from 0 returns all of them). The test topics are never truncated.
     """
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     records = []
     deadline = time.monotonic() + timeout_s
     try:
+        while not (partitions := await _partitions(consumer, topic)):
+            if expect is None or time.monotonic() > deadline:
+                return records
+            await asyncio.sleep(idle_s)
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, 0)
         while True:
             batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
             for part in batch.values():
@@ -134,6 +148,11 @@ async def raw_messages(
                 return records
     finally:
         await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    await consumer.topics()  # a metadata request: the topic's partitions as the broker has them now
+    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
 
 
 async def unique_events(bootstrap: str, topic: str) -> tuple[list[events_pb2.FlowEvent], ResultConsumer]:

@@ -9,6 +9,7 @@ import aiohttp
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from prometheus_client import Counter
 
 from channels.simkit import Behaviour
 from devstack.cards import luhn_card
@@ -17,6 +18,7 @@ from gateway.store.db import DatabaseConfig
 from paygate.v1 import admin_pb2
 from paygate.v1 import gateway_pb2 as pb
 from tests.support.harness import Harness, running_gateway
+from tests.support.waiting import eventually
 
 ADAPTERS = {"ali": "alipay", "wx": "wechatpay", "sbx": "sandbox"}
 IDS = itertools.count()
@@ -44,6 +46,16 @@ async def settle(h: Harness, flow: pb.Flow, timeout: float = 20.0) -> pb.Flow:
         await asyncio.sleep(0.1)
         flow = await h.stub.GetFlow(pb.GetFlowRequest(flow_no=flow.flow_no), metadata=h.md())
     return flow
+
+
+async def counted(counter: Counter, before: float, what: str) -> None:
+    """``counter`` went past ``before``. The poller and the callback handler count a resolution after its
+    commit, and a GetFlow can see the flow settled in between: the count is waited for (a few seconds)."""
+    await eventually(lambda: counter._value.get() > before, timeout_s=5.0, what=what)
+
+
+async def resolved_by_a_poll(channel: str, before: float) -> None:
+    await counted(metrics.POLLS.labels(channel=channel, result="resolved"), before, f"a poll resolved on {channel}")
 
 
 def one_debit_each(h: Harness) -> None:
@@ -104,8 +116,8 @@ async def test_pending_settles_by_notify_and_by_query(db_config: DatabaseConfig)
             assert by_notify.status == pb.PROCESSING and by_query.status == pb.PROCESSING
             assert (await settle(h, by_notify)).status == pb.SUCCEEDED
             assert (await settle(h, by_query)).status == pb.SUCCEEDED
-            assert metrics.CALLBACKS.labels(channel=channel, result="verified")._value.get() > verified
-            assert metrics.POLLS.labels(channel=channel, result="resolved")._value.get() > polls
+            await counted(metrics.CALLBACKS.labels(channel=channel, result="verified"), verified, "a verified notify")
+            await resolved_by_a_poll(channel, polls)
         one_debit_each(h)
 
 
@@ -159,7 +171,7 @@ async def test_wechatpay_payout_settles_by_batch_notice_then_query(db_config: Da
         assert flow.status == pb.PROCESSING
         settled = await settle(h, flow, timeout=10.0)
         assert settled.status == pb.SUCCEEDED, settled
-        assert metrics.POLLS.labels(channel="wx", result="resolved")._value.get() > polls
+        await resolved_by_a_poll("wx", polls)
         one_debit_each(h)
 
 

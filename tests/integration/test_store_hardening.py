@@ -270,8 +270,9 @@ async def test_concurrent_withholds_on_one_card_cannot_pass_its_daily_limits_tog
     results = await asyncio.gather(
         *[store.create(new_flow(f"w-{i}"), attempt(limit=limit)) for i in range(12)], return_exceptions=True
     )
-    assert sum(isinstance(r, Created) for r in results) == 3
-    assert sum(isinstance(r, CardLimitReached) for r in results) == 9
+    others = [repr(r) for r in results if not isinstance(r, (Created, CardLimitReached))]
+    assert sum(isinstance(r, Created) for r in results) == 3, others
+    assert sum(isinstance(r, CardLimitReached) for r in results) == 9, others  # once 8 and one other result
     [usage] = await database.fetchall("SELECT day, attempts, amount FROM card_usage")
     assert (usage["day"], usage["attempts"], usage["amount"]) == (date(2026, 12, 1), 3, 3_000)
     by_amount = CardLimit(date(2026, 12, 1), max_attempts=None, max_amount=5_000)

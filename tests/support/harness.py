@@ -17,8 +17,9 @@ from channels.simkit import Behaviour, Ledger, create_simulator
 from devstack import config as devconfig
 from gateway.app import Gateway
 from gateway.config import from_mapping
-from gateway.store.db import DatabaseConfig, migrate
+from gateway.store.db import DatabaseConfig
 from paygate.v1 import admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from tests.support.services import migrated
 
 CALLER_TOKENS = {"loans": "loans-token-0123456789", "collections": "collections-token-0123456789"}
 OPERATOR_TOKEN = "operator-token-0123456789"
@@ -163,7 +164,7 @@ async def running_gateway(
             sims[name] = create_simulator(adapter, b, ledger=ledger, key_size=2048)
     for sim in sims.values():
         await sim.start()
-    await migrate(db)
+    await migrated(db)
     raw = gateway_config(db, sims, **config_kw)
     gateway = Gateway.build(from_mapping(raw), clock=clock)
     await gateway.start()

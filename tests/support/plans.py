@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from paygate.v1 import gateway_pb2, plans_pb2
@@ -43,15 +41,6 @@ def debits_by_instalment(ledger_debits: Mapping[str, int], order_to_request: Map
 
 
 ORDER_TO_REQUEST_SQL = "SELECT a.channel_order_no, f.request_id FROM attempts a JOIN flows f ON f.id = a.flow_id"
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout_s: float = 30.0, what: str = "") -> None:
-    """Wait (polling) until ``check()`` is true; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def order_map(rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
