@@ -47,6 +47,28 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+def group_listens(pgid: int, port: int) -> bool:
+    """Whether a process of the process group ``pgid`` holds a listening TCP socket on ``port`` (Linux /proc)."""
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    sockets.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not sockets or not proc.name.isdigit():
+            continue
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            if any(os.readlink(fd) in sockets for fd in (proc / "fd").iterdir()):
+                return True
+        except (OSError, IndexError, ValueError):
+            continue
+    return False
+
+
 def wait_port(
     port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0, *, interval: float = 0.1
 ) -> None:

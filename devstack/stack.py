@@ -22,7 +22,7 @@ from typing import Any
 
 from devstack.config import GatewayPorts, sandbox_channel, write_config
 from devstack.http import http_json
-from devstack.processes import ProcessSet, free_port, kill, stop, wait_port
+from devstack.processes import ProcessSet, free_port, group_listens, kill, stop, wait_port
 
 PAYGATE = [sys.executable, "-m", "gateway.cli"]
 # What a gateway whose port another process took in the meantime says before it exits.
@@ -156,17 +156,20 @@ class GatewayProcess:
     def _wait_serving(self, offset: int, timeout: float) -> None:
         """Until this process (each worker) logged "paygate serving" on its gRPC port; RuntimeError if it exits.
 
-        Without a log file to read back, the listening gRPC port is all there is to wait for.
+        When that line is not logged (no log file to read back, or ``[logging] level`` above INFO), until
+        the gRPC socket listening on the port is this process's (the gateway binds it last).
         """
-        if self._log_file() is None:
-            return
+        level = (self.config or {}).get("logging", {}).get("level", "INFO")
+        logged = self._log_file() is not None and level in ("DEBUG", "INFO")
+        assert self.proc is not None
+        pid = self.proc.pid
         deadline = time.monotonic() + timeout
-        while not self._serving_since(offset):
-            if self.proc is not None and self.proc.poll() is not None:
+        while not (self._serving_since(offset) if logged else group_listens(pid, self.ports.grpc)):
+            if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode} (log: {self._log_file()})")
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"gateway did not log 'paygate serving' within {timeout} s (log: {self._log_file()})"
+                    f"gateway did not serve on {self.ports.grpc} within {timeout} s (log: {self._log_file()})"
                 )
             time.sleep(0.05)
 

@@ -7,6 +7,7 @@ picking and the start, not the gateway.
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import tomllib
@@ -104,8 +105,12 @@ def fake_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     gateway.procs.stop_all(timeout=5)
 
 
-def _config(ports: GatewayPorts) -> dict[str, Any]:
-    return {"server": {**ports.server_settings(), "grace_s": 1}, "console": {"enabled": True, "port": ports.console}}
+def _config(ports: GatewayPorts, level: str = "INFO") -> dict[str, Any]:
+    return {
+        "server": {**ports.server_settings(), "grace_s": 1},
+        "console": {"enabled": True, "port": ports.console},
+        "logging": {"level": level},
+    }
 
 
 def _listen(port: int) -> socket.socket:
@@ -116,11 +121,15 @@ def _listen(port: int) -> socket.socket:
     return sock
 
 
-@pytest.mark.parametrize("taken", ["grpc", "http", "console"])
+@pytest.mark.parametrize(
+    ("taken", "level"), [("grpc", "INFO"), ("http", "INFO"), ("console", "INFO"), ("grpc", "WARNING")]
+)
 def test_a_first_start_whose_port_was_taken_starts_on_fresh_ports(
-    fake_gateway: stack.GatewayProcess, taken: str
+    fake_gateway: stack.GatewayProcess, taken: str, level: str
 ) -> None:
+    """At WARNING the gateway does not log "paygate serving": whose socket listens on the port tells instead."""
     picked = fake_gateway.ports
+    fake_gateway.write_config(_config(picked, level))
     with _listen(getattr(picked, taken)):
         fake_gateway.start(timeout=10)
         assert fake_gateway.proc is not None and fake_gateway.proc.poll() is None, "our gateway serves"
@@ -157,3 +166,11 @@ def test_a_start_waits_for_its_own_serving_line(fake_gateway: stack.GatewayProce
     assert fake_gateway.config is not None
     fake_gateway.config["server"]["workers"] = 2  # each worker logs its own line
     assert not fake_gateway._serving_since(0)
+
+
+def test_whose_socket_listens_on_a_port() -> None:
+    with _listen(0) as ours:
+        port = ours.getsockname()[1]
+        assert processes.group_listens(os.getpgid(0), port)
+        assert not processes.group_listens(os.getpgid(0) + 100_000, port)  # no such process group
+    assert not processes.group_listens(os.getpgid(0), port)
