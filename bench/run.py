@@ -117,13 +117,19 @@ class Bench:
         self.sandbox = SandboxProcess(CHANNEL, merchant_id="bench-merchant", secret=SECRET)
         self.gateway_log = opts.workdir / "gateway.log"
         self.gateway = GatewayProcess(self.procs, opts.workdir / "paygate.toml", log=self.gateway_log)
-        self.grpc_port = self.gateway.grpc_port
-        self.metrics_port = self.gateway.metrics_port
         self.log_offset = 0
         self.cards_file = opts.workdir / "cards.txt"
         self.background_commits_per_s = 0.0
         self.idle_cpu_ms_per_s = 0.0
         self.run_id = f"{int(time.time())}"
+
+    @property
+    def grpc_port(self) -> int:
+        return self.gateway.grpc_port  # a first start whose port was taken moves the gateway to fresh ports
+
+    @property
+    def metrics_port(self) -> int:
+        return self.gateway.metrics_port
 
     # --- processes -------------------------------------------------------------------
 

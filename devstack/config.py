@@ -16,21 +16,28 @@ from typing import Any
 
 import tomli_w
 
-from devstack.processes import free_port
+from devstack.processes import free_ports
 
 
 @dataclass(frozen=True)
 class GatewayPorts:
-    """Where one gateway listens on 127.0.0.1: gRPC, channel callbacks (HTTP), metrics. 0 picks any free port."""
+    """Where one gateway listens on 127.0.0.1: gRPC, channel callbacks (HTTP), metrics. 0 picks any free port.
+
+    ``console`` is the operations console's port when the stack enables it (its ``[console] port``), else 0.
+    """
 
     grpc: int
     http: int
     metrics: int
+    console: int = 0
 
     @classmethod
-    def free(cls) -> GatewayPorts:
-        """Fixed ports, free a moment ago: a restarted gateway is reachable where the old one was."""
-        return cls(free_port(), free_port(), free_port())
+    def free(cls, *, console: bool = False) -> GatewayPorts:
+        """Fixed, different ports, free a moment ago: a restarted gateway is reachable where the old one was.
+
+        ``console`` picks the console's port too (with the others, so it differs from them).
+        """
+        return cls(*free_ports(4 if console else 3))
 
     def server_settings(self) -> dict[str, int]:
         return {"grpc_port": self.grpc, "http_port": self.http, "metrics_port": self.metrics}

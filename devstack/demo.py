@@ -51,7 +51,7 @@ from devstack.certs import stack_pki
 from devstack.config import GatewayPorts, gateway_config
 from devstack.http import http_get, http_json
 from devstack.kafka import KafkaBroker, gateway_kafka
-from devstack.processes import ProcessSet, free_port
+from devstack.processes import ProcessSet
 from devstack.stack import GatewayProcess, SandboxProcess
 from gateway.businessday import BusinessCalendar
 from gateway.domain import minor_to_text
@@ -98,11 +98,10 @@ class Demo:
         self.procs = ProcessSet(workdir / "processes.log")
         self.broker = KafkaBroker(procs=self.procs)
         self.banks = {name: SandboxProcess(name, spec["behaviour"]) for name, spec in BANKS.items()}
-        self.gateway = GatewayProcess(self.procs, workdir / "paygate.toml", GatewayPorts.free())
+        self.gateway = GatewayProcess(self.procs, workdir / "paygate.toml", GatewayPorts.free(console=True))
         self.topic = "paygate.flow-results"
         self.plan_topic = "paygate.plan-outcomes"
         self.pki = stack_pki(workdir / "tls", SANS, name="paygate demo CA")
-        self.console_port = free_port()
 
     def start_services(self) -> None:
         if self.kafka:
@@ -125,7 +124,7 @@ class Demo:
 
     @property
     def console_url(self) -> str:
-        return f"http://127.0.0.1:{self.console_port}/"
+        return f"http://127.0.0.1:{self.gateway.console_port}/"
 
     def config(self) -> dict[str, Any]:
         return gateway_config(
@@ -142,7 +141,7 @@ class Demo:
                     "password_hash": hash_password(CONSOLE_PASSWORD),
                 },
             },
-            console={"enabled": True, "port": self.console_port, "secret_key": secrets.token_urlsafe(32)},
+            console={"enabled": True, "port": self.gateway.console_port, "secret_key": secrets.token_urlsafe(32)},
             poller={"interval_s": 0.2, "first_delay_s": 0.5, "schedule": [[0.5, 20], [2, 30]]},
             logging={"format": "json"},
             routing={"exploration": 1.0},

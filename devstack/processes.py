@@ -18,12 +18,55 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+# Every port :func:`free_ports` handed out in this process: a later pick never returns one of them again, so the
+# processes of one stack (picked one after the other, before any of them binds) never share a port.
+_HANDED_OUT: set[int] = set()
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports on 127.0.0.1, free a moment ago.
+
+    The sockets are all held until every port is picked (so no two picks are the same port), and no
+    port handed out earlier in this process is handed out again. Another process can still take a
+    port before ours binds it: see :meth:`devstack.stack.GatewayProcess.start`.
+    """
+    with contextlib.ExitStack() as held:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port not in _HANDED_OUT:  # kept bound meanwhile: the next bind cannot return it again
+                ports.append(port)
+    _HANDED_OUT.update(ports)
+    return ports
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago (see :func:`free_ports`)."""
+    return free_ports(1)[0]
+
+
+def group_listens(pgid: int, port: int) -> bool:
+    """Whether a process of the process group ``pgid`` holds a listening TCP socket on ``port`` (Linux /proc)."""
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    sockets.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not sockets or not proc.name.isdigit():
+            continue
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            if any(os.readlink(fd) in sockets for fd in (proc / "fd").iterdir()):
+                return True
+        except (OSError, IndexError, ValueError):
+            continue
+    return False
 
 
 def wait_port(
