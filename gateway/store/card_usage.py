@@ -5,7 +5,8 @@ attempts the card made on the channel that day and for how much. An attempt
 on a channel with per-card daily limits counts itself in the commit that
 records it (:func:`count`, called by gateway/store/flows.py) with a
 conditional UPDATE on the row, so two concurrent withholds on one card are
-serialized by the row lock and the second is refused when the first used up
+serialized by the row lock (taken exclusive from the first statement, so they
+queue rather than deadlock) and the second is refused when the first used up
 the limit; the router's pre-filter reads the same rows (:func:`usage`).
 The day is the lender's business day, decided by the caller
 (:class:`gateway.businessday.BusinessCalendar`), never a UTC date.
@@ -37,8 +38,11 @@ async def count(tx: Tx, account_hash: str, channel: str, limit: CardLimit, amoun
     _, counted = await tx.script(
         [
             (
-                "INSERT IGNORE INTO card_usage (account_hash, channel, day, attempts, amount, updated_at)"
-                " VALUES (%s,%s,%s,0,0,%s)",
+                # not INSERT IGNORE: on an existing row that takes a shared lock, and two withholds
+                # holding it both wait to upgrade it for the UPDATE (a deadlock); ON DUPLICATE KEY
+                # UPDATE takes the exclusive lock at once, so the withholds on one card queue instead
+                "INSERT INTO card_usage (account_hash, channel, day, attempts, amount, updated_at)"
+                " VALUES (%s,%s,%s,0,0,%s) ON DUPLICATE KEY UPDATE attempts = attempts",
                 (*key, now),
             ),
             (

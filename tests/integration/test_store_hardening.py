@@ -272,7 +272,7 @@ async def test_concurrent_withholds_on_one_card_cannot_pass_its_daily_limits_tog
     )
     others = [repr(r) for r in results if not isinstance(r, (Created, CardLimitReached))]
     assert sum(isinstance(r, Created) for r in results) == 3, others
-    assert sum(isinstance(r, CardLimitReached) for r in results) == 9, others  # once 8 and one other result
+    assert sum(isinstance(r, CardLimitReached) for r in results) == 9, others  # once 8 and a deadlock (below)
     [usage] = await database.fetchall("SELECT day, attempts, amount FROM card_usage")
     assert (usage["day"], usage["attempts"], usage["amount"]) == (date(2026, 12, 1), 3, 3_000)
     by_amount = CardLimit(date(2026, 12, 1), max_attempts=None, max_amount=5_000)
@@ -281,6 +281,29 @@ async def test_concurrent_withholds_on_one_card_cannot_pass_its_daily_limits_tog
         return_exceptions=True,
     )
     assert sum(isinstance(r, Created) for r in results) == 2  # 2 x 2 000 fit in 5 000, a third does not
+
+
+async def test_concurrent_withholds_on_one_card_queue_on_its_usage_row_instead_of_deadlocking(
+    database: Database,
+) -> None:
+    # Warm connections let all 12 reach the card's row together (a fresh pool opens them one by one,
+    # which hid it): with a shared lock taken first they deadlocked, and some ran out of retries (Conflict).
+    await asyncio.gather(*[database.fetchall("SELECT SLEEP(0.05)") for _ in range(12)])
+    store = MySQLFlowStore(database)
+    limit = CardLimit(date(2026, 12, 1), max_attempts=3, max_amount=None)
+    retries = counter(metrics.DB_CONFLICT_RETRIES)
+    for card in range(5):
+        results = await asyncio.gather(
+            *[
+                store.create(replace(new_flow(f"q-{card}-{i}"), account_hash=f"card-{card}"), attempt(limit=limit))
+                for i in range(12)
+            ],
+            return_exceptions=True,
+        )
+        kinds = sorted(type(r).__name__ for r in results)
+        others = [repr(r) for r in results if not isinstance(r, (Created, CardLimitReached))]
+        assert kinds == ["CardLimitReached"] * 9 + ["Created"] * 3, (kinds, others)
+    assert counter(metrics.DB_CONFLICT_RETRIES) == retries  # no deadlock at all, not only none left over
 
 
 # --- a settlement below zero is recorded --------------------------------------------------------------
