@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,15 +91,20 @@ class _LoaderConnection(aiomysql.Connection):  # type: ignore[misc]
 class BulkLoader:
     """Loads tab-separated files into a table over a few dedicated connections (see the module docstring)."""
 
-    def __init__(self, connect_kw: dict[str, Any], *, keep: int = 4) -> None:
+    def __init__(self, connect_kw: dict[str, Any], *, keep: int = 4, idle_s: float = 30.0) -> None:
         self._kw = connect_kw
-        self._idle: list[_LoaderConnection] = []
+        self._idle: list[tuple[float, _LoaderConnection]] = []  # (when it went idle, the connection)
         self._keep = keep
+        self._idle_s = idle_s  # kept for the batches of one run, not from one day's run to the next
         self.refused = False
 
     async def _connection(self) -> _LoaderConnection:
-        if self._idle:
-            return self._idle.pop()
+        now = time.monotonic()
+        while self._idle:
+            since, conn = self._idle.pop()
+            if now - since <= self._idle_s:
+                return conn
+            conn.close()  # the server may have dropped it meanwhile (wait_timeout)
         conn = _LoaderConnection(local_infile=True, **self._kw)
         await conn._connect()
         return conn
@@ -113,7 +119,10 @@ class BulkLoader:
             return None
         from gateway.store.db import translate  # db imports this module
 
-        conn = await self._connection()
+        try:
+            conn = await self._connection()
+        except Exception as exc:
+            raise translate(exc) from exc
         reusable = False
         try:
             conn.paygate_infile = path
@@ -142,11 +151,11 @@ class BulkLoader:
         finally:
             conn.paygate_infile = None
             if reusable and len(self._idle) < self._keep:
-                self._idle.append(conn)
+                self._idle.append((time.monotonic(), conn))
             else:
                 conn.close()
 
     def close(self) -> None:
         idle, self._idle = self._idle, []
-        for conn in idle:
+        for _, conn in idle:
             conn.close()

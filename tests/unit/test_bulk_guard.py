@@ -9,7 +9,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from gateway.errors import StoreError
+from gateway.errors import DatabaseUnavailable, StoreError
 from gateway.store import bulk
 
 
@@ -103,3 +103,40 @@ async def test_a_server_without_local_infile_is_noticed_once() -> None:
 def test_fields_escape_what_the_format_reads() -> None:
     assert bulk.field("a\tb\nc\\d\re\0f") == "a\\tb\\nc\\\\d\\re\\0f"
     assert bulk.field("退款 O'Brien") == "退款 O'Brien"
+
+
+class Loading(Refusing):
+    async def query(self, sql: str) -> int:
+        return 1
+
+    async def commit(self) -> None:
+        pass
+
+
+async def test_a_connection_idle_too_long_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    loader = bulk.BulkLoader({}, idle_s=30.0)
+    made: list[Loading] = []
+
+    async def connect(self: Any) -> None:
+        made.append(self)
+
+    monkeypatch.setattr(bulk, "_LoaderConnection", lambda **kw: Loading())
+    monkeypatch.setattr(Loading, "_connect", connect, raising=False)
+    clock = [1000.0]
+    monkeypatch.setattr(bulk.time, "monotonic", lambda: clock[0])
+    await loader.load("/tmp/a.tsv", "recon_lines", ["run_id"])
+    await loader.load("/tmp/b.tsv", "recon_lines", ["run_id"])  # within a run: the same connection
+    assert len(made) == 1
+    clock[0] += 31  # the next day's run, say: the server may have dropped it
+    await loader.load("/tmp/c.tsv", "recon_lines", ["run_id"])
+    assert len(made) == 2 and made[0].closed
+
+
+async def test_a_database_that_cannot_be_reached_is_the_stores_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Unreachable(Refusing):
+        async def _connect(self) -> None:
+            raise pymysql.err.OperationalError(2003, "Can't connect to MySQL server")
+
+    monkeypatch.setattr(bulk, "_LoaderConnection", lambda **kw: Unreachable())
+    with pytest.raises(DatabaseUnavailable):
+        await bulk.BulkLoader({}).load("/tmp/a.tsv", "recon_lines", ["run_id"])
