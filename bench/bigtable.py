@@ -1,6 +1,7 @@
 """A cached database with millions of finished flows, for ``make bench``'s big-table stage.
 
 ``python -m bench.bigtable --database paygate_bench_big --flows 10000000 --budget-s 3600``
+``python -m bench.bigtable measure [bench.run options]``: the big-table stage of ``make bench`` alone
 
 Seeds ``flows``, ``attempts`` and ``outbox`` (every event published) with
 finished withholds spread over the past year, in chunks of bulk
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
+import sys
 import time
 from collections.abc import Callable
 
@@ -237,7 +240,32 @@ async def seed(
     return have
 
 
+async def measure(argv: list[str]) -> int:
+    """``make bench``'s big-table stage alone (after a warm-up of the empty gateway), with ``bench.run``'s options."""
+    from bench import run  # bench.run imports this module: its machinery is loaded only to measure
+
+    opts = run.parse(argv)
+    flows = await seed(opts.big_database, opts.big_flows, opts.seed_budget_s, lambda s: print(s, flush=True))
+    print(f"bench: big-table database {opts.big_database}: {flows:,} flows; load average {os.getloadavg()}")
+    bench = run.Bench(opts)
+    try:
+        await bench.start()
+        bench.set_channel({"p50_ms": 0, "p99_ms": 0})
+        await bench.paygate_stage("warm-up", opts.concurrency)  # as make bench's zero-latency stage before it
+        paired, stages = await bench.big_table(flows)
+    finally:
+        bench.stop_all()
+        await bench.restore()
+    run.report(stages)
+    print(f"bench: big tables ({flows:,} seeded flows) / empty, zero-latency throughput: {paired.describe()}")
+    print(f"bench: load average {os.getloadavg()}; big_table_ratio={paired.median:.3f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["measure"]:
+        return asyncio.run(measure(argv[1:]))
     p = argparse.ArgumentParser(prog="bench.bigtable", description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--database", default="paygate_bench_big")
     p.add_argument("--flows", type=int, default=10_000_000)
