@@ -356,15 +356,20 @@ class FlowService:
         *,
         finish_flow_on_failure: bool = True,
         poll_due_in_s: float | None = None,
+        known: tuple[AttemptRow, FlowRow] | None = None,
     ) -> ApplyResult:
         """The store's compare-and-set transition; a PENDING attempt is queried ``poll_due_in_s`` later
-        (default ``poll_first_delay_s``). Feeds definite outcomes back to the router."""
+        (default ``poll_first_delay_s``). Feeds definite outcomes back to the router.
+
+        ``known``: the attempt and its flow as recorded by the caller that created them
+        (the driver of the flow); the store may then skip reading them (it checks their versions)."""
         result = await self.store.apply_outcome(
             attempt_id,
             outcome,
             source,
             finish_flow_on_failure=finish_flow_on_failure,
             poll_due_in_s=self.settings.poll_first_delay_s if poll_due_in_s is None else poll_due_in_s,
+            known=known,
         )
         if result.applied is Applied.TRANSITIONED and result.attempt is not None and outcome.definite:
             # delayed feedback included: a pending attempt resolving later still teaches the router
@@ -628,6 +633,7 @@ class FlowService:
                 Source.RESPONSE,
                 finish_flow_on_failure=next_attempt is None,
                 poll_due_in_s=route.first_poll_in_s(),
+                known=(attempt, flow),  # as this request recorded them: the store checks their versions
             )
             if result.applied is not Applied.TRANSITIONED or next_attempt is None:
                 break

@@ -289,6 +289,12 @@ DB_CONFLICT_RETRIES = Counter(
     "Units of work rolled back by a deadlock or lock wait timeout and tried again.",
     registry=REGISTRY,
 )
+STORE_STALE_KNOWN = Counter(
+    "paygate_store_stale_known_rows_total",
+    "Transition batches whose requests' own rows had changed since they were recorded (a poller, a callback,"
+    " an operator wrote first): rolled back and done again under row locks.",
+    registry=REGISTRY,
+)
 STORE_BATCH_SIZE = Histogram(
     "paygate_store_batch_size",
     "Writes of concurrent requests sharing one commit (application group commit), by operation.",

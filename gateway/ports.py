@@ -97,8 +97,12 @@ class FlowStore(Protocol):
         *,
         finish_flow_on_failure: bool = True,
         poll_due_in_s: float = 2.0,
+        known: tuple[AttemptRow, FlowRow] | None = None,
     ) -> ApplyResult:
-        """The compare-and-set transition shared by response, poller, callbacks (see MySQLFlowStore)."""
+        """The compare-and-set transition shared by response, poller, callbacks (see MySQLFlowStore).
+
+        ``known``: the attempt and flow as the request that created them holds them (a hint
+        that may save a read; the store still checks them)."""
         ...
 
     async def finish_from_attempt(self, attempt_id: int) -> bool:

@@ -245,9 +245,12 @@ class Tx:
         ATOMIC … END``) that reads ``ROW_COUNT()`` after each, and ends the
         transaction with COMMIT if every count equals its ``expected`` entry
         (``None``: any count) and with ROLLBACK otherwise, in the same round
-        trip as the writes. Returns the counts; raises :class:`CountMismatch`
-        (after the rollback) when they did not match. A failing statement
-        raises as in :meth:`script` and the unit of work rolls back.
+        trip as the writes. The first count that differs stops the script: the
+        statements after it do not run (their counts are -1), so a later insert
+        cannot fail on a key only because an earlier guard did not hold.
+        Returns the counts; raises :class:`CountMismatch` (after the rollback)
+        when they did not match. A failing statement raises as in :meth:`script`
+        and the unit of work rolls back.
         """
         if len(expected) != len(statements) or not statements:
             raise ValueError("script_commit_if needs one expected count per statement")
@@ -257,11 +260,12 @@ class Tx:
         async with self._open().cursor() as cur:
             body = "".join(
                 f"{cur.mogrify(text, list(args))};\nSET {name} = ROW_COUNT();\n"
-                for (text, args), name in zip(statements, names, strict=True)
+                + (f"IF {name} <> {int(n)} THEN LEAVE pg_writes; END IF;\n" if n is not None else "")
+                for (text, args), name, n in zip(statements, names, expected, strict=True)
             )
             await cur.execute(
-                f"BEGIN NOT ATOMIC\nDECLARE {', '.join(names)} BIGINT DEFAULT -1;\n{body}"
-                f"IF {checks or 'TRUE'} THEN COMMIT; SELECT 1, {counts_sql};\n"
+                f"BEGIN NOT ATOMIC\nDECLARE {', '.join(names)} BIGINT DEFAULT -1;\npg_writes: BEGIN\n{body}"
+                f"END pg_writes;\nIF {checks or 'TRUE'} THEN COMMIT; SELECT 1, {counts_sql};\n"
                 f"ELSE ROLLBACK; SELECT 0, {counts_sql};\nEND IF;\nEND"
             )
             row = await cur.fetchone()

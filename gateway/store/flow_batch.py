@@ -10,6 +10,13 @@ the changes the one-by-one path in flows.py makes, for many flows at once:
   a float reservation or a refund whose flow is PROCESSING, with their poll
   queue rows, flow results and outbox rows, in one round trip that commits
   only if every statement changed the rows expected (``Tx.script_commit_if``).
+  The rows are read under their locks first, in one more round trip, except
+  those the request that created them hands in (``ApplyItem.known``: the
+  response to a request's own call): those are written on condition that
+  their versions have not moved, and when one has (a poller, a callback or an
+  operator wrote first) the batch is rolled back and done again with every
+  row read under its lock, so the writer that lost sees the winner's result
+  exactly as it does on the locked path.
 
 Everything else (a replay, a discrepancy, a reservation, a refund, a second
 report on one attempt) goes one by one through the functions the store passes
@@ -41,7 +48,7 @@ from typing import Any
 
 from gateway import metrics
 from gateway.domain import ATTEMPT_FROM, AttemptStatus, FlowStatus
-from gateway.errors import DatabaseUnavailable, StoreError
+from gateway.errors import CountMismatch, DatabaseUnavailable, StoreError
 from gateway.outbox.writer import flow_event
 from gateway.store import outbox, poll_queue
 from gateway.store.batch import GroupCommitter, gather_each
@@ -110,6 +117,28 @@ def _batch_update(
     derived, args = _values_table((*keys, *columns), rows)
     sets = ", ".join([*(f"t.{c} = v.{c}" for c in columns), *([extra] if extra else []), "t.version = t.version + 1"])
     return f"UPDATE {table} t JOIN {derived} v ON {on} SET {sets}", args
+
+
+def _usable_known(item: ApplyItem) -> tuple[AttemptRow, FlowRow] | None:
+    """The rows ``item``'s request recorded, if a batch may write it from them without reading them.
+
+    Only transitions the batch writes itself (see :meth:`FlowBatch._apply_together`),
+    from a status that allows them; anything else is read under its lock as always.
+    """
+    if item.known is None:
+        return None
+    attempt, flow = item.known
+    target = TARGET[item.outcome.status]
+    if attempt.id != item.attempt_id or attempt.status not in ATTEMPT_FROM[target]:
+        return None
+    usable = target is AttemptStatus.PENDING or (
+        flow.id == attempt.flow_id
+        and flow.status is FlowStatus.PROCESSING
+        and attempt.position_reserved == 0
+        and flow.original_flow_id is None
+        and flow.split_shares is None
+    )
+    return item.known if usable else None
 
 
 class FlowBatch:
@@ -201,7 +230,16 @@ class FlowBatch:
     async def _apply_batch(self, items: list[ApplyItem]) -> list[ApplyResult | BaseException]:
         results: list[ApplyResult | BaseException | None] = [None] * len(items)
         try:
-            later = await self._apply_together(items, results)
+            try:
+                later = await self._apply_together(items, results, trust_known=True)
+            except CountMismatch:
+                if not any(item.known is not None for item in items):
+                    raise
+                # a row a request knew was written since (a poller, a callback, an operator): rolled
+                # back; the same batch again, every row read under its lock
+                metrics.STORE_STALE_KNOWN.inc()
+                results[:] = [None] * len(items)
+                later = await self._apply_together(items, results, trust_known=False)
         except StoreError:
             # rolled back (a deadlock with another writer, a value refused, a count off): each on its own;
             # the one-by-one transition is a compare-and-set, so it is safe even if the COMMIT had happened
@@ -214,7 +252,7 @@ class FlowBatch:
         return done
 
     async def _apply_together(
-        self, items: list[ApplyItem], results: list[ApplyResult | BaseException | None]
+        self, items: list[ApplyItem], results: list[ApplyResult | BaseException | None], *, trust_known: bool
     ) -> list[int]:
         """The common transitions of a batch in one commit; returns the indexes left for the one-by-one path.
 
@@ -224,6 +262,12 @@ class FlowBatch:
         Everything else (discrepancies, positions, refunds, a second report on
         the same attempt) goes through the one-by-one path after this commit,
         and so sees what it wrote.
+
+        With ``trust_known``, the attempts (and flows) of items that carry their rows as
+        their request recorded them (:func:`_usable_known`) are not read: the writes are
+        conditional on those rows' versions, every write of either table bumps its row's
+        version, and a count that differs rolls the whole batch back (``CountMismatch``).
+        The rest is read under its row locks, in one round trip, as always.
         """
         now = utcnow()
         first_of: dict[int, int] = {}
@@ -236,19 +280,23 @@ class FlowBatch:
         changes: list[tuple[int, AttemptRow, AttemptStatus]] = []
         finishing: list[tuple[int, FlowRow, tuple[Any, ...]]] = []
         transitions: list[tuple[int, FlowRow | None]] = []
+        known = {a: rows for a, i in first_of.items() if trust_known and (rows := _usable_known(items[i])) is not None}
         async with self.db.transaction() as tx:
-            ids = sorted(first_of)
-            marks = _marks(ids)
-            _, read = await tx.script(
-                [(_LOCK_ATTEMPTS.format(marks=marks), ids), (_ATTEMPTS_WITH_FLOWS.format(marks=marks), ids)]
-            )
-            by_id = {int(row["id"]): row for row in read.rows}
+            by_id: dict[int, dict[str, Any]] = {}
+            ids = sorted(a for a in first_of if a not in known)
+            if ids:
+                marks = _marks(ids)
+                _, read = await tx.script(
+                    [(_LOCK_ATTEMPTS.format(marks=marks), ids), (_ATTEMPTS_WITH_FLOWS.format(marks=marks), ids)]
+                )
+                by_id = {int(row["id"]): row for row in read.rows}
             for attempt_id, i in first_of.items():
-                item, row = items[i], by_id.get(attempt_id)
-                if row is None:
+                item, row, rows_known = items[i], by_id.get(attempt_id), known.get(attempt_id)
+                if row is None and rows_known is None:
                     results[i] = ApplyResult(Applied.UNKNOWN, None)
                     continue
-                attempt, target = AttemptRow.from_row(row), TARGET[item.outcome.status]
+                target = TARGET[item.outcome.status]
+                attempt = rows_known[0] if rows_known is not None else AttemptRow.from_row(row or {})
                 if attempt.status not in ATTEMPT_FROM[target]:
                     # replays and lost races are answered here; only a conflict (discrepancy) writes, later
                     same = unchanged(attempt, target, item.outcome)
@@ -259,7 +307,7 @@ class FlowBatch:
                     continue
                 flow: FlowRow | None = None
                 if target is not AttemptStatus.PENDING:
-                    flow = FlowRow.from_row(flow_part(row))
+                    flow = rows_known[1] if rows_known is not None else FlowRow.from_row(flow_part(row or {}))
                     finish = target is AttemptStatus.SUCCEEDED or item.finish_flow_on_failure
                     if (
                         attempt.position_reserved > 0
@@ -293,20 +341,23 @@ class FlowBatch:
     ) -> None:
         """One round trip: every attempt update, poll-queue change, flow result and outbox row of a batch, and COMMIT.
 
-        Fills ``finishing`` with the flows it finished. The row locks taken by
-        the caller guard every statement; the COMMIT is conditional on every
-        count being the one expected (``Tx.script_commit_if``), so a count that
-        does not match (a bug) rolls the whole batch back and raises.
+        Fills ``finishing`` with the flows it finished. Every attempt and flow is
+        written on condition of its status and version as the batch knows them (read
+        under the caller's row locks, or as its request recorded them); the COMMIT
+        is conditional on every count being the one expected
+        (``Tx.script_commit_if``), so a row written by someone else since its
+        request recorded it (or a bug) rolls the whole batch back and raises.
         """
         statements: list[tuple[str, Sequence[Any]]] = []
         expected: list[int | None] = [len(changes)]
+        changes.sort(key=lambda change: change[1].id)  # rows not read yet are locked here: ascending, as everywhere
         statements.append(
             _batch_update(
                 "attempts",
-                ("id", "prev"),
+                ("id", "prev", "ver"),
                 ATTEMPT_CHANGE,
-                [(a.id, a.status.value, *attempt_change(t, items[i].outcome, now)) for i, a, t in changes],
-                "t.id = v.id AND t.status = v.prev",
+                [(a.id, a.status.value, a.version, *attempt_change(t, items[i].outcome, now)) for i, a, t in changes],
+                "t.id = v.id AND t.status = v.prev AND t.version = v.ver",
             )
         )
         for i, attempt, target in changes:
@@ -326,13 +377,14 @@ class FlowBatch:
             if attempt.status is AttemptStatus.SUCCEEDED or items[i].finish_flow_on_failure:
                 finishing.append((i, flow, flow_result(attempt, items[i].outcome, now)))
         if finishing:
+            finishing.sort(key=lambda finish: finish[1].id)
             statements.append(
                 _batch_update(
                     "flows",
-                    ("id",),
+                    ("id", "ver"),
                     FLOW_RESULT,
-                    [(f.id, *values) for _, f, values in finishing],
-                    "t.id = v.id AND t.status = 'PROCESSING'",
+                    [(f.id, f.version, *values) for _, f, values in finishing],
+                    "t.id = v.id AND t.status = 'PROCESSING' AND t.version = v.ver",
                     "t.needs_review = 0",
                 )
             )

@@ -86,13 +86,19 @@ TARGET = {
 
 @dataclass(frozen=True)
 class ApplyItem:
-    """One ``apply_outcome`` call, as queued for a batch."""
+    """One ``apply_outcome`` call, as queued for a batch.
+
+    ``known``: the attempt and its flow as the caller recorded them (copies the batch may
+    change), when the caller is the request that created them; the batch then writes
+    without reading them first, on condition that their versions are still the same.
+    """
 
     attempt_id: int
     outcome: Outcome
     source: Source
     finish_flow_on_failure: bool
     poll_due_in_s: float
+    known: tuple[AttemptRow, FlowRow] | None = None
 
 
 def flow_args(flow: FlowRow) -> tuple[Any, ...]:
@@ -159,6 +165,7 @@ def record_attempt_change(attempt: AttemptRow, target: AttemptStatus, outcome: O
     attempt.payer_attributable, attempt.safe_elsewhere = outcome.payer_attributable, outcome.safe_elsewhere
     attempt.channel_txn_id, attempt.fee = outcome.channel_txn_id, outcome.fee
     attempt.finished_at = now if target is not AttemptStatus.PENDING else None
+    attempt.version += 1
 
 
 def flow_result(attempt: AttemptRow, outcome: Outcome, now: datetime) -> tuple[Any, ...]:

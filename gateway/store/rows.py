@@ -48,6 +48,7 @@ class AttemptRow:
     created_at: datetime | None = None
     finished_at: datetime | None = None
     incarnation: str = ""  # the gateway run that recorded it (replicas table); '' before replicas were recorded
+    version: int = 0  # bumped by every write of the row (a new attempt: 0)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> AttemptRow:
@@ -78,6 +79,7 @@ class AttemptRow:
             created_at=row.get("created_at"),
             finished_at=row.get("finished_at"),
             incarnation=row.get("incarnation", ""),
+            version=int(row.get("version") or 0),
         )
 
 

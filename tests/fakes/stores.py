@@ -350,6 +350,7 @@ class FakeFlowStore(_Failing):
         *,
         finish_flow_on_failure: bool = True,
         poll_due_in_s: float = 2.0,
+        known: tuple[AttemptRow, FlowRow] | None = None,  # a hint for MySQL; the fake reads its rows anyway
     ) -> ApplyResult:
         self._maybe_fail("apply_outcome")
         target = _TARGET[outcome.status]

@@ -59,6 +59,22 @@ async def test_a_count_that_differs_rolls_everything_back(database: Database) ->
     assert await _rows(database) == [(1, 9, None), (2, 0, None)]
 
 
+async def test_the_first_count_that_differs_stops_the_script(database: Database) -> None:
+    """A guard that did not hold: the statements after it never run, so an insert behind it cannot collide."""
+    await _setup(database)
+    with pytest.raises(CountMismatch) as caught:
+        async with database.transaction() as tx:
+            await tx.script_commit_if(
+                [
+                    ("UPDATE checked SET v = 6 WHERE id = %s AND v = %s", [2, 41]),  # the guard: matches no row
+                    ("INSERT INTO checked (id, v) VALUES (%s, %s)", [1, 0]),  # primary key taken: would raise
+                ],
+                [1, 1],
+            )
+    assert caught.value.counts == [0, -1]
+    assert await _rows(database) == [(1, 0, None), (2, 0, None)]
+
+
 async def test_a_failing_statement_raises_and_nothing_commits(database: Database) -> None:
     await _setup(database)
     with pytest.raises(DuplicateKey):
