@@ -207,6 +207,10 @@ class RouterConfig:
     # exploration: 1.0 = Thompson sampling, 0 = always the best mean; at most max_exploration_share of decisions
     exploration: Annotated[float, Field(ge=0, le=10)] = 0.5
     max_exploration_share: Annotated[float, Field(ge=0, le=1)] = 0.1
+    # exploration by the value of information (> 0; 0 = the Thompson draws above): a candidate is explored
+    # when exploration_value * (the leader's evidence + prior_strength) * its expected improvement over the
+    # leader's mean score exceeds the mean score it gives up (the most valuable look first)
+    exploration_value: Annotated[float, Field(ge=0)] = 0.0
     # ... and exploration may cost at most this share of the segment's value: the running mean of (the best
     # mean score - the explored channel's mean score) stays under max_exploration_cost * the best mean score
     max_exploration_cost: Annotated[float, Field(ge=0, le=1)] = 1.0

@@ -28,6 +28,7 @@ The value types live in :mod:`routing.types` and are re-exported here.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Sequence
 
@@ -67,6 +68,8 @@ __all__ = [
 ]
 
 _EPOCH_WEEK_OFFSET_MIN = 3 * 1440
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 
 # (-score, config order, channel, estimate, cost, sampled, draw, observations)
 _Row = tuple[float, int, str, float, int, float | None, float, float]
@@ -245,7 +248,7 @@ class Router:
             if relook:
                 first_reason = "relook"
             elif explore:
-                pick = max(range(len(rows)), key=lambda i: (rows[i][6], -rows[i][1]))
+                pick = self._most_valuable_look(rows) if config.exploration_value > 0 else self._best_draw(rows)
                 if pick:
                     first_reason = "exploration"
             explored = pick > 0 and not relook
@@ -268,6 +271,36 @@ class Router:
             for i, row in enumerate(rows)
         ]
         return Decision(ranked, rejected, first_reason)
+
+    @staticmethod
+    def _best_draw(rows: list[_Row]) -> int:
+        return max(range(len(rows)), key=lambda i: (rows[i][6], -rows[i][1]))
+
+    def _most_valuable_look(self, rows: list[_Row]) -> int:
+        """The candidate whose measurement is worth most net of what it gives up (0: none is worth it).
+
+        The worth of a look is the expected improvement of the candidate's score over the leader's mean
+        (normal approximation of its posterior; ``rows[i][6]`` holds the score's standard deviation)
+        times the traffic the discovery would serve, ``exploration_value * (leader's evidence +
+        prior_strength)``; its cost is the gap of its mean score to the leader's. A channel far behind on
+        plenty of evidence is worth nothing; a close rival, or one whose record has grown stale (the
+        prior returns with idleness), is measured.
+        """
+        config = self._config
+        best = -rows[0][0]
+        horizon = config.exploration_value * (rows[0][7] + config.prior_strength)
+        pick, most = 0, 0.0
+        for i in range(1, len(rows)):
+            sd = rows[i][6]
+            if sd <= 0.0:
+                continue
+            gap = best + rows[i][0]
+            z = -gap / sd
+            improvement = sd * (math.exp(-0.5 * z * z) * _INV_SQRT_2PI + z * 0.5 * math.erfc(-z * _INV_SQRT_2))
+            net = horizon * improvement - gap
+            if net > most:
+                pick, most = i, net
+        return pick
 
     def _relook(self, rows: list[_Row], segment: Segment, now: float) -> int:
         """The index of the most overdue candidate for a re-look (0: none is due)."""
@@ -292,7 +325,10 @@ class Router:
         value_factor = 1.0 - channel.cost_weight * cost / request.amount
         sampled: float | None = None
         draw = 0.0
-        if sample:
+        if sample and self._config.exploration_value > 0:
+            n = a + b
+            draw = reach * value_factor * math.sqrt(a * b / (n * n * (n + 1.0)))  # sd of the score
+        elif sample:
             # the noise scale grows from ``exploration`` toward full Thompson sampling as the channel stays
             # out of the lead (the same clock as the prior's return): an idle channel's uncertainty shows
             scale = self._config.exploration
@@ -356,7 +392,7 @@ class Router:
             pooled = bounded_get(self._pooled, (operation, bank_code), config.max_segments)
             pooled.add(ok, payer, at, config, detect=False)
         if channel.health.record(not ok, at, config, attempt_id):
-            self._forget(channel)
+            self._forget(channel, at)
 
     def _recovered(self, channel: _Channel, operation: Operation, bank_code: str, streak: int, at: float) -> None:
         # a run of good re-look answers proved the channel better than its record: the record is stale.
@@ -374,11 +410,12 @@ class Router:
             if channel is not changed and evidence is not None:
                 evidence.soften(self._config.fast_memory_observations)
 
-    def _forget(self, channel: _Channel) -> None:
+    def _forget(self, channel: _Channel, readmitted_at: float) -> None:
         # Evidence from before an outage says little about the channel that came back; let the prior and
-        # exploration relearn it rather than leave it buried under the outage's failures.
+        # exploration relearn it rather than leave it buried under the outage's failures, including the
+        # answers about attempts sent during the outage that arrive after the re-admission.
         for evidence in channel.evidence.values():
-            evidence.reset()
+            evidence.reset(readmitted_at)
 
     def warm_start(self, observations: Iterable[tuple[str, Operation, str, Observation, float]]) -> None:
         """Rebuild estimates and elimination state from recent attempts (e.g. the last hour), oldest first."""

@@ -114,8 +114,10 @@ class Evidence:
             return True
         return False
 
-    def reset(self) -> None:
+    def reset(self, at: float = -math.inf) -> None:
+        """Forget everything; results about attempts sent before ``at`` are ignored when they come later."""
         self.s = self.f = self.p = self.fs = self.ff = self.lifetime = 0.0
+        self.changed_at = max(self.changed_at, at)
 
     def restart(self, successes: int, at: float) -> None:
         """Forget the record but ``successes`` fresh ones as of ``at`` (a recovery proven by re-looks)."""

@@ -14,7 +14,7 @@ import pytest
 
 from bench import routing as bench
 
-RATIO_FLOOR = 0.98
+RATIO_FLOOR = 0.982  # seed 1 reaches 0.98200 (delayed_feedback; deterministic per seed)
 STRANDED_CEILING = bench.TARGET_STRANDED_S
 
 

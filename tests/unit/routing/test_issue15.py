@@ -186,8 +186,9 @@ def test_exploration_is_budgeted_by_the_value_it_gives_up() -> None:
     Pooling across channels is off: it lifts the laggards' estimates toward the leader's, so the
     router's own view of the cost is lower than the truth (0.0123 vs 0.0163 with it on).
     """
-    budgeted = _exploration_given_up(max_exploration_cost=0.005, pool_across_channels=0.0)
-    share_only = _exploration_given_up(max_exploration_cost=1.0, pool_across_channels=0.0)
+    thompson = {"exploration_value": 0.0, "pool_across_channels": 0.0}  # the budget caps the Thompson draws
+    budgeted = _exploration_given_up(max_exploration_cost=0.005, **thompson)
+    share_only = _exploration_given_up(max_exploration_cost=1.0, **thompson)
     assert budgeted < 0.6 * share_only, (budgeted, share_only)
     assert budgeted < 2 * 0.005 * 0.95, budgeted
 

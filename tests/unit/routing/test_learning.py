@@ -254,8 +254,8 @@ def test_a_sudden_drop_is_followed_within_a_few_observations() -> None:
 
 
 def test_decisions_are_deterministic_for_a_seed() -> None:
-    def run(seed: int) -> list[str]:
-        router = make_router(seed=seed)
+    def run(seed: int, **config: object) -> list[str]:
+        router = make_router(seed=seed, **config)
         out = []
         for i in range(300):
             decision = router.decide(withhold(now=NOW + i))
@@ -268,7 +268,9 @@ def test_decisions_are_deterministic_for_a_seed() -> None:
         return out
 
     assert run(11) == run(11)
-    assert run(11) != run(12)
+    assert run(11) != run(12)  # the Thompson draws follow the seed
+    # the value-of-information rule (exploration_value > 0) draws nothing
+    assert run(11, exploration_value=0.05) == run(12, exploration_value=0.05)
 
 
 def test_warm_start_rebuilds_the_same_state_as_live_feedback() -> None:
@@ -306,3 +308,22 @@ def test_unknown_channels_are_ignored_by_observe_and_rejected_elsewhere() -> Non
     with pytest.raises(KeyError):
         router.profile("gone")
     assert router.profile("a").channel_id == "a"
+
+
+def test_late_answers_from_the_outage_do_not_bury_a_readmitted_channel() -> None:
+    """After a re-admission, answers about attempts sent during the outage are not evidence any more.
+
+    Before: the re-admitted channel's fresh record took them in (late results can come hours later),
+    here 5 failures against 0 outcomes since: its estimate fell to 0.46.
+    """
+    router = greedy_router(elimination_consecutive=3, probe_successes=1, half_life_s=1800)
+    feed(router, "b", "S" * 20)
+    end = feed(router, "a", "S" * 20 + "FFF")
+    probe_time = end + 30
+    assert router.decide(withhold(now=probe_time)).reason == "probe"
+    router.observe("a", Operation.WITHHOLD, "ICBC", Observation.SUCCESS, probe_time)
+    assert not router.eliminated("a", probe_time + 1)
+    for i in range(5):  # sent during the outage, answered after the re-admission
+        router.observe("a", Operation.WITHHOLD, "ICBC", Observation.CHANNEL_FAILURE, end + i)
+    back = next(s for s in router.decide(withhold(now=probe_time + 2)).ranked if s.channel_id == "a")
+    assert back.observations == 0.0 and back.estimate > 0.9, back
