@@ -385,22 +385,24 @@ class Router:
                 self._soften_others(channel, key)
         if attempt_id is not None:
             segment = self._segments.peek(operation, bank_code)
-            streak = 0 if segment is None else segment.look_answered(attempt_id, channel_id, ok, config)
-            if streak:
-                self._recovered(channel, operation, bank_code, streak, at)
+            proven = None if segment is None else segment.answer(attempt_id, channel_id, ok, config)
+            if proven is not None:
+                self._recovered(channel, operation, bank_code, proven, at)
         if bank_code:
             pooled = bounded_get(self._pooled, (operation, bank_code), config.max_segments)
             pooled.add(ok, payer, at, config, detect=False)
         if channel.health.record(not ok, at, config, attempt_id):
             self._forget(channel, at)
 
-    def _recovered(self, channel: _Channel, operation: Operation, bank_code: str, streak: int, at: float) -> None:
-        # a run of good re-look answers proved the channel better than its record: the record is stale.
-        # The restart keeps the streak's successes (the answer being observed, counted already, among them).
+    def _recovered(
+        self, channel: _Channel, operation: Operation, bank_code: str, proven: tuple[float, float], at: float
+    ) -> None:
+        # a run of good look answers proved the channel better than its record: the record is stale.
+        # The restart keeps the run's answers (the one being observed, counted already, among them).
         for key in ((operation, ""), (operation, bank_code)) if bank_code else ((operation, ""),):
             evidence = channel.evidence.get(key)
             if evidence is not None:
-                evidence.restart(streak, at)
+                evidence.restart(proven[0], at, proven[1])
 
     def _soften_others(self, changed: _Channel, key: Key) -> None:
         # When one channel changes, what we know about the alternatives may be stale just when it matters:

@@ -119,11 +119,12 @@ class Evidence:
         self.s = self.f = self.p = self.fs = self.ff = self.lifetime = 0.0
         self.changed_at = max(self.changed_at, at)
 
-    def restart(self, successes: int, at: float) -> None:
-        """Forget the record but ``successes`` fresh ones as of ``at`` (a recovery proven by re-looks)."""
+    def restart(self, successes: float, at: float, failures: float = 0.0) -> None:
+        """Forget the record but ``successes`` and ``failures`` fresh ones as of ``at`` (a recovery proven by looks)."""
         self.reset()
         self.s = self.fs = float(successes)
-        self.lifetime = float(successes)
+        self.f = self.ff = float(failures)
+        self.lifetime = float(successes + failures)
         self.t = max(self.t, at)
         self.changed_at = at
 

@@ -37,7 +37,7 @@ EXPLORATION_SHARE_ALPHA = 1.0 / 200.0
 
 
 class Segment:
-    __slots__ = ("backoff", "best", "chosen_at", "cost", "looks", "merit_at", "reference", "share", "streak")
+    __slots__ = ("backoff", "best", "chosen_at", "cost", "cusum", "looks", "merit_at", "reference", "share", "streak")
 
     def __init__(self) -> None:
         self.share = 0.0
@@ -50,6 +50,8 @@ class Segment:
         # re-looks awaiting their answer: attempt id -> (channel, its estimate, the leader's estimate)
         self.looks: dict[str, tuple[str, float, float]] = {}
         self.streak: dict[str, int] = {}  # channel -> successful re-look answers in a row
+        # channel -> (upward CUSUM in nats, successes and failures since it last left 0, p0, p1)
+        self.cusum: dict[str, tuple[float, float, float, float, float]] = {}
 
     def idle_s(self, channel_id: str, now: float) -> float:
         return now - self.chosen_at.setdefault(channel_id, now)
@@ -90,6 +92,52 @@ class Segment:
         self.looks[attempt_id] = (channel_id, estimate, leader)
         if len(self.looks) > limit:
             del self.looks[next(iter(self.looks))]
+
+    def answer(self, attempt_id: str, channel_id: str, ok: bool, config: RouterConfig) -> tuple[float, float] | None:
+        """Count the answer to a look; (successes, failures) to restart the channel's record from, else None.
+
+        With ``upward_llr > 0`` the upward CUSUM decides (:meth:`upward`), else the re-look streak
+        (:meth:`look_answered`).
+        """
+        if config.upward_llr <= 0:
+            streak = self.look_answered(attempt_id, channel_id, ok, config)
+            return (float(streak), 0.0) if streak else None
+        look = self.looks.pop(attempt_id, None)
+        if look is None or look[0] != channel_id:
+            return None
+        return self.upward(channel_id, ok, look[1], look[2], config)
+
+    def upward(
+        self, channel_id: str, ok: bool, estimate: float, leader: float, config: RouterConfig
+    ) -> tuple[float, float] | None:
+        """One step of the upward CUSUM of a channel under the leader; the counts to restart from, or None.
+
+        The test is "the channel is now at ``p1`` = max(leader, estimate + upward_delta) (capped at 0.99)"
+        against "it is at its record ``p0``", both fixed when the sum leaves 0 (the estimate and the
+        leader's at that look; the record moves as the looks come in): a success adds
+        ``log(p1 / p0)``, a failure ``log((1 - p1) / (1 - p0))``, and the sum never goes under 0. While
+        it is at least ``upward_chain_llr`` the next decision looks at the channel again, so the test is
+        decided in a run of consecutive looks; at ``upward_llr`` the record is stale and the caller
+        restarts it from the looks counted since the sum last left 0.
+        """
+        total, s, f, p0, p1 = self.cusum.get(channel_id, (0.0, 0.0, 0.0, 0.0, 0.0))
+        if total <= 0.0:  # a new excursion: the hypotheses are fixed at its start
+            p0 = min(max(estimate, 0.01), 0.98)
+            p1 = min(max(leader, p0 + config.upward_delta), 0.99)
+            if p1 <= p0:
+                return None
+        total += math.log(p1 / p0) if ok else math.log((1.0 - p1) / (1.0 - p0))
+        s, f = (s + 1.0, f) if ok else (s, f + 1.0)
+        if total <= 0.0:
+            self.cusum.pop(channel_id, None)
+            return None
+        if total >= config.upward_llr:
+            del self.cusum[channel_id]
+            return s, f
+        self.cusum[channel_id] = (total, s, f, p0, p1)
+        if total >= config.upward_chain_llr:
+            self.chosen_at[channel_id] = -math.inf  # the next decision looks again
+        return None
 
     def look_answered(self, attempt_id: str, channel_id: str, ok: bool, config: RouterConfig) -> int:
         """Count the answer to a re-look; returns the streak of good answers once it proves a recovery, else 0.
