@@ -383,6 +383,7 @@ class Bench:
         first_id = int((await query_one(db, "SELECT COALESCE(MAX(id), 0) FROM flows", ()))[0])
         global_before = await com_commit()  # the server's window holds the gateway's (see IN_FLIGHT_COMMITS)
         commits_before = gateway_commits(self.metrics_port)
+        batches_before = gateway_samples(self.metrics_port, (STALE_KNOWN, APPLY_BATCHES))
         started = time.monotonic()
         self.channel_durations()  # skip log lines of earlier stages
         self._durations = {}
@@ -391,6 +392,7 @@ class Bench:
         await wait_drained(db, timeout=60)
         elapsed = time.monotonic() - started
         commits = gateway_commits(self.metrics_port) - commits_before
+        batches = gateway_samples(self.metrics_port, (STALE_KNOWN, APPLY_BATCHES))
         global_commits = await com_commit() - global_before
         if commits > global_commits + IN_FLIGHT_COMMITS:  # the server saw fewer COMMITs than counted: a bug
             raise RuntimeError(f"gateway counted {commits} commits, the server {global_commits}")
@@ -410,6 +412,8 @@ class Bench:
             "flows": float(flows),
             "per_request": request_path / int(flows) if flows else 0.0,
             "per_request_all": commits / int(flows) if flows else 0.0,
+            "stale_known": batches.get(STALE_KNOWN, 0.0) - batches_before.get(STALE_KNOWN, 0.0),
+            "apply_batches": batches.get(APPLY_BATCHES, 0.0) - batches_before.get(APPLY_BATCHES, 0.0),
         }
         return stage
 
@@ -542,10 +546,25 @@ def gateway_commits(metrics_port: int) -> int:
     beside it as a cross-check: it counts every client of the server, so it
     may be larger, never smaller.
     """
+    value = gateway_samples(metrics_port, ("paygate_db_commits_total ",)).get("paygate_db_commits_total ")
+    if value is None:
+        raise RuntimeError("the gateway exports no paygate_db_commits_total")
+    return int(value)
+
+
+# The transition batches whose known rows were stale (redone under locks), beside all transition batches.
+STALE_KNOWN = "paygate_store_stale_known_rows_total "
+APPLY_BATCHES = 'paygate_store_batch_size_count{operation="apply"} '
+
+
+def gateway_samples(metrics_port: int, prefixes: tuple[str, ...]) -> dict[str, float]:
+    """The samples of the gateway's ``/metrics`` whose line starts with one of ``prefixes`` (name and labels)."""
+    found: dict[str, float] = {}
     for line in http_get(f"http://127.0.0.1:{metrics_port}/metrics").decode().splitlines():
-        if line.startswith("paygate_db_commits_total "):
-            return int(float(line.split()[1]))
-    raise RuntimeError("the gateway exports no paygate_db_commits_total")
+        for prefix in prefixes:
+            if line.startswith(prefix):
+                found[prefix] = float(line.split()[-1])
+    return found
 
 
 async def server_setting(name: str) -> str:
@@ -705,7 +724,8 @@ def report(stages: list[Stage]) -> None:
                 f" + background {c['background']:.0f}"
                 f" + request path {c['com_commit'] - c['relay'] - c['background']:.0f} for {c['flows']:.0f} flows"
                 f" ({c['per_request_all']:.2f}/flow all in; server-wide Com_commit delta, other clients"
-                f" included: {c['global_com_commit']:.0f})"
+                f" included: {c['global_com_commit']:.0f}); transition batches {c['apply_batches']:.0f},"
+                f" {c['stale_known']:.0f} redone under locks (stale known rows)"
             )
         if stage.statuses:
             extras.append("statuses " + ",".join(f"{k}={v}" for k, v in sorted(stage.statuses.items())))
