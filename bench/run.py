@@ -393,6 +393,8 @@ class Bench:
         elapsed = time.monotonic() - started
         commits = gateway_commits(self.metrics_port) - commits_before
         batches = gateway_samples(self.metrics_port, (STALE_KNOWN, APPLY_BATCHES))
+        if STALE_KNOWN not in batches:  # an unlabelled counter is always exported: missing means renamed
+            raise RuntimeError(f"the gateway exports no {STALE_KNOWN.strip()}")
         global_commits = await com_commit() - global_before
         if commits > global_commits + IN_FLIGHT_COMMITS:  # the server saw fewer COMMITs than counted: a bug
             raise RuntimeError(f"gateway counted {commits} commits, the server {global_commits}")
@@ -563,7 +565,7 @@ def gateway_samples(metrics_port: int, prefixes: tuple[str, ...]) -> dict[str, f
     for line in http_get(f"http://127.0.0.1:{metrics_port}/metrics").decode().splitlines():
         for prefix in prefixes:
             if line.startswith(prefix):
-                found[prefix] = float(line.split()[-1])
+                found[prefix] = float(line[len(prefix) :].split()[0])  # the value (a timestamp may follow)
     return found
 
 
