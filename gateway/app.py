@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import gc
 import logging
 import signal
@@ -78,10 +79,12 @@ from gateway.recon.scheduler import ReconScheduler
 from gateway.recon.service import ChannelBooks, Reconciler
 from gateway.replicas import ReplicaSync
 from gateway.resolutions import ManualResolutions
+from gateway.retention import Retention
 from gateway.security.principals import Principals
 from gateway.security.tls import CertificateWatcher, plaintext_warnings
 from gateway.splits.funders import Funders
 from gateway.splits.settlement import SettlementService
+from gateway.store import card_usage
 from gateway.store.agreements import MySQLAgreementStore
 from gateway.store.audit import MySQLAuditLog
 from gateway.store.channel_states import MySQLChannelStates
@@ -189,6 +192,7 @@ class Gateway:
     executor: PlanExecutor | None = None
     plan_flows: FlowService | None = None  # the executor's withholds (rate-aware routing, same use case)
     settlement: SettlementService = field(init=False)  # joint-loan funders' daily settlement (built in build)
+    retention: Retention = field(init=False)  # deletes rows past their retention (built in build)
     recon: Reconciler | None = None
     recon_scheduler: ReconScheduler | None = None
     grpc_server: grpc.aio.Server | None = None
@@ -286,6 +290,12 @@ class Gateway:
         )
         gateway._build_plans(clock or SystemClock())
         gateway._build_settlement(clock or SystemClock())
+        gateway.retention = Retention(
+            config.retention,
+            BusinessCalendar(config.business.zone),
+            functools.partial(card_usage.prune, db),
+            clock=(clock or SystemClock()).now,
+        )
         gateway.recon = build_reconciler(
             config, db, registry, gateway.router, relay.notify if relay is not None else None
         )
@@ -488,6 +498,7 @@ class Gateway:
             await self.executor.start()  # after the servers: its withholds' callbacks must have somewhere to go
         if cfg.settlement.enabled:
             self.settlement.start()  # after the servers: its payouts' callbacks must have somewhere to go
+        self.retention.start()
         self._sampler = asyncio.create_task(self._sample_metrics(), name="metrics-sampler")
         if self.certificates:
             self._tls_reload = asyncio.create_task(self._reload_certificates(), name="tls-reload")
@@ -522,6 +533,7 @@ class Gateway:
         if cancelled:
             log.warning("%d channel calls cancelled at shutdown; they are queried at next start", cancelled)
         await self.agreements.stop(max(grace - (time.monotonic() - started), 0.0))
+        await self.retention.stop()
         for task in (self._sampler, self._tls_reload):
             if task is not None:
                 task.cancel()

@@ -83,6 +83,7 @@ from gateway.outbox.config import RelayConfig
 from gateway.plans.config import PlansConfig
 from gateway.recon.config import ReconConfig
 from gateway.replicas import ReplicasConfig
+from gateway.retention import RetentionConfig
 from gateway.security.principals import NAME, CallerTable, OperatorTable, check_principals
 from gateway.security.tls import TlsConfig
 from gateway.splits.funders import FunderConfig, SettlementConfig, check_funders
@@ -307,6 +308,7 @@ class Config:
     funders: Mapping[str, FunderConfig] = field(default_factory=dict)  # joint-loan funders, by id
     settlement: SettlementConfig = field(default_factory=SettlementConfig)
     reconciliation: ReconConfig = field(default_factory=ReconConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     @property
     def account_hash_key(self) -> Secret:

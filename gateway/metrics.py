@@ -129,6 +129,20 @@ POSITION_BELOW_ZERO = Counter(
     registry=REGISTRY,
 )
 
+# --- retention (gateway/retention.py) ------------------------------------------------
+RETENTION_DELETED = Counter(
+    "paygate_retention_deleted_total",
+    "Rows deleted by the retention job because their business day is past the retention (table: card_usage).",
+    ["table"],
+    registry=REGISTRY,
+)
+RETENTION_ERRORS = Counter(
+    "paygate_retention_errors_total",
+    "Retention runs that failed (table: card_usage); the next interval tries again.",
+    ["table"],
+    registry=REGISTRY,
+)
+
 # --- replicas (gateway/replicas.py) --------------------------------------------------
 REPLICAS_ALIVE = Gauge(
     "paygate_replicas_alive",

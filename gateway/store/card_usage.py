@@ -9,7 +9,9 @@ serialized by the row lock (taken exclusive from the first statement, so they
 queue rather than deadlock) and the second is refused when the first used up
 the limit; the router's pre-filter reads the same rows (:func:`usage`).
 The day is the lender's business day, decided by the caller
-(:class:`gateway.businessday.BusinessCalendar`), never a UTC date.
+(:class:`gateway.businessday.BusinessCalendar`), never a UTC date. Rows of past
+days only serve reports: :func:`prune` deletes those older than the retention
+(gateway/retention.py), oldest first, in batches.
 """
 
 from __future__ import annotations
@@ -61,3 +63,15 @@ async def usage(db: Database, account_hash: str, day: date) -> dict[str, tuple[i
         "SELECT channel, attempts, amount FROM card_usage WHERE account_hash=%s AND day=%s", (account_hash, day)
     )
     return {r["channel"]: (int(r["attempts"]), int(r["amount"])) for r in rows}
+
+
+async def prune(db: Database, before: date, limit: int) -> int:
+    """Delete up to ``limit`` rows of business days before ``before``, oldest first; how many.
+
+    One short transaction per call (``ix_card_usage_day``): the locks it takes cover only days
+    before ``before``, never today's rows that withholds are counting in.
+    """
+    async with db.transaction() as tx:
+        deleted = await tx.execute("DELETE FROM card_usage WHERE day < %s ORDER BY day LIMIT %s", (before, limit))
+        await tx.commit()
+    return deleted
