@@ -273,10 +273,10 @@ class MySQLSplitStore:
 
         ``attempt`` and ``flow_no`` are what the caller read: the row must still be there. In the
         one transaction: the settlement row locked; its current payout flow re-read (locked) and
-        FAILED; no discrepancy recorded against that flow and no OPEN reconciliation item of a
-        current run for it (either may mean the money went out after all); then the conditional
-        UPDATE (status, attempt and flow as read), the replaced payout kept in
-        ``settlement_payouts`` and the audit row. The caller sends the new payout after the
+        FAILED, and every attempt of it FAILED; no discrepancy recorded against that flow and no
+        OPEN reconciliation item of a current run for it (either may mean the money went out after
+        all); then the conditional UPDATE (status, attempt and flow as read), the replaced payout
+        kept in ``settlement_payouts`` and the audit row. The caller sends the new payout after the
         commit, through the normal payout path (a crash in between leaves it PAYING with the new
         request id, which the scheduler's follow-up sends).
         """
@@ -296,6 +296,12 @@ class MySQLSplitStore:
             if flow is None or flow["status"] != "FAILED":
                 state = flow["status"] if flow else "missing"
                 return Resend(None, f"its payout flow {flow_no or '-'} is {state}, not FAILED: it may still pay")
+            unsettled = await tx.fetchone(
+                "SELECT COUNT(*) AS n FROM attempts WHERE flow_id=%s AND status <> 'FAILED'", (flow["id"],)
+            )
+            assert unsettled is not None
+            if int(unsettled["n"]):
+                return Resend(None, f"its payout flow {flow_no} has an attempt that did not fail: it may have paid")
             conflicts = await tx.fetchone("SELECT COUNT(*) AS n FROM discrepancies WHERE flow_id=%s", (flow["id"],))
             assert conflicts is not None
             if int(conflicts["n"]):

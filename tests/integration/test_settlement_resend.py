@@ -244,6 +244,10 @@ async def test_a_re_send_is_refused_unless_the_failed_payout_is_final_and_unques
         await write(h, "UPDATE flows SET status='PROCESSING' WHERE id=%s", (flow["id"],))
         assert "is PROCESSING, not FAILED" in await refused()
         await write(h, "UPDATE flows SET status='FAILED' WHERE id=%s", (flow["id"],))
+        # ... or one of its attempts is not FAILED (a success that came too late to count)
+        await write(h, "UPDATE attempts SET status='PENDING' WHERE flow_id=%s", (flow["id"],))
+        assert "an attempt that did not fail" in await refused()
+        await write(h, "UPDATE attempts SET status='FAILED' WHERE flow_id=%s", (flow["id"],))
 
         # nothing was changed, nothing paid, nothing audited by the refusals
         same = await h.gateway.settlement.store.settlement("xd", day)
