@@ -168,8 +168,9 @@ class SettlementService:
         """Re-send the payout of a PAYOUT_FAILED settlement under the next request id (``…:r<n>``), audited.
 
         Refused (PreconditionFailed, nothing changed) unless the settlement is PAYOUT_FAILED, its
-        payout flow is FAILED (final) and nothing says that payout may have paid after all (a
-        discrepancy, an open reconciliation item); of two racing re-sends exactly one wins (the
+        payout flow is FAILED (final) and nothing says that payout, or one an earlier re-send
+        replaced, may have paid after all (an attempt not FAILED, a discrepancy, an open
+        reconciliation item); of two racing re-sends exactly one wins (the
         store's conditional update on the attempt read here). The new payout then goes the way the
         first one did (:meth:`_pay`): PAID, or PAYOUT_FAILED again, or PAYING followed by the scheduler.
         """

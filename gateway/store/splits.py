@@ -156,6 +156,43 @@ class Resend:
     refused: str = ""  # why nothing was changed (the row is then None)
 
 
+async def _may_have_paid(tx: Tx, funder_id: str, day: date, flow_id: int) -> str:
+    """Why a payout of the settlement (its current FAILED one, or one a re-send replaced) may have paid; "" if none.
+
+    An attempt that is not FAILED, a discrepancy (a later conflicting channel result), or an OPEN
+    item of a current reconciliation run naming the flow or one of its channel order numbers.
+    """
+    earlier = await tx.fetchall(
+        "SELECT f.id FROM settlement_payouts p JOIN flows f ON f.flow_no = p.flow_no"
+        " WHERE p.funder_id=%s AND p.business_day=%s",
+        (funder_id, day),
+    )
+    ids = [flow_id, *(int(r["id"]) for r in earlier)]
+    marks = ",".join(["%s"] * len(ids))
+    found = await tx.fetchone(
+        "SELECT f.flow_no FROM attempts a JOIN flows f ON f.id = a.flow_id"
+        f" WHERE a.flow_id IN ({marks}) AND a.status <> 'FAILED' LIMIT 1",
+        ids,
+    )
+    if found:
+        return f"payout flow {found['flow_no']} has an attempt that did not fail: it may have paid"
+    found = await tx.fetchone(
+        f"SELECT f.flow_no FROM discrepancies d JOIN flows f ON f.id = d.flow_id WHERE d.flow_id IN ({marks}) LIMIT 1",
+        ids,
+    )
+    if found:
+        return f"payout flow {found['flow_no']} has a recorded discrepancy: it may have paid"
+    found = await tx.fetchone(
+        "SELECT i.channel_order_no FROM recon_items i JOIN recon_runs r ON r.id = i.run_id"
+        f" WHERE i.resolution='OPEN' AND r.superseded_by IS NULL AND (i.flow_id IN ({marks})"
+        f" OR i.channel_order_no IN (SELECT channel_order_no FROM attempts WHERE flow_id IN ({marks}))) LIMIT 1",
+        [*ids, *ids],
+    )
+    if found:
+        return f"payout order {found['channel_order_no']} has an open reconciliation item: resolve it first"
+    return ""
+
+
 class MySQLSplitStore:
     """Implements :class:`gateway.splits.ports.SplitStore`."""
 
@@ -273,12 +310,11 @@ class MySQLSplitStore:
 
         ``attempt`` and ``flow_no`` are what the caller read: the row must still be there. In the
         one transaction: the settlement row locked; its current payout flow re-read (locked) and
-        FAILED, and every attempt of it FAILED; no discrepancy recorded against that flow and no
-        OPEN reconciliation item of a current run for it (either may mean the money went out after
-        all); then the conditional UPDATE (status, attempt and flow as read), the replaced payout
-        kept in ``settlement_payouts`` and the audit row. The caller sends the new payout after the
-        commit, through the normal payout path (a crash in between leaves it PAYING with the new
-        request id, which the scheduler's follow-up sends).
+        FAILED; nothing saying that payout, or one an earlier re-send replaced, may have paid
+        after all (:func:`_may_have_paid`); then the conditional UPDATE (status, attempt and flow
+        as read), the replaced payout kept in ``settlement_payouts`` and the audit row. The caller
+        sends the new payout after the commit, through the normal payout path (a crash in between
+        leaves it PAYING with the new request id, which the scheduler's follow-up sends).
         """
         async with self.db.transaction() as tx:
             got = await tx.fetchone(
@@ -296,25 +332,9 @@ class MySQLSplitStore:
             if flow is None or flow["status"] != "FAILED":
                 state = flow["status"] if flow else "missing"
                 return Resend(None, f"its payout flow {flow_no or '-'} is {state}, not FAILED: it may still pay")
-            unsettled = await tx.fetchone(
-                "SELECT COUNT(*) AS n FROM attempts WHERE flow_id=%s AND status <> 'FAILED'", (flow["id"],)
-            )
-            assert unsettled is not None
-            if int(unsettled["n"]):
-                return Resend(None, f"its payout flow {flow_no} has an attempt that did not fail: it may have paid")
-            conflicts = await tx.fetchone("SELECT COUNT(*) AS n FROM discrepancies WHERE flow_id=%s", (flow["id"],))
-            assert conflicts is not None
-            if int(conflicts["n"]):
-                return Resend(None, f"its payout flow {flow_no} has a recorded discrepancy: it may have paid")
-            open_items = await tx.fetchone(
-                "SELECT COUNT(*) AS n FROM recon_items i JOIN recon_runs r ON r.id = i.run_id"
-                " WHERE i.resolution='OPEN' AND r.superseded_by IS NULL AND (i.flow_id=%s OR i.channel_order_no IN"
-                " (SELECT channel_order_no FROM attempts WHERE flow_id=%s))",
-                (flow["id"], flow["id"]),
-            )
-            assert open_items is not None
-            if int(open_items["n"]):
-                return Resend(None, f"its payout flow {flow_no} has an open reconciliation item: resolve it first")
+            doubt = await _may_have_paid(tx, funder_id, day, int(flow["id"]))
+            if doubt:
+                return Resend(None, doubt)
             now = utcnow()
             n = await tx.execute(
                 "UPDATE settlements SET status='PAYING', payout_attempt=%s, payout_request_id=%s, payout_flow_no='',"

@@ -34,7 +34,7 @@ class _SettlementStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Sett
     SETTLEMENT_PAID: _SettlementStatus.ValueType  # 2
     """the payout SUCCEEDED"""
     SETTLEMENT_PAYOUT_FAILED: _SettlementStatus.ValueType  # 3
-    """the payout FAILED: finance decides (docs/SPLITS.md)"""
+    """the payout FAILED: finance re-sends it (ResendSettlementPayout) or pays by other means"""
     SETTLEMENT_REPORTED: _SettlementStatus.ValueType  # 4
     """a report-only funder: nothing paid by the gateway"""
     SETTLEMENT_CARRIED: _SettlementStatus.ValueType  # 5
@@ -48,7 +48,7 @@ SETTLEMENT_PAYING: SettlementStatus.ValueType  # 1
 SETTLEMENT_PAID: SettlementStatus.ValueType  # 2
 """the payout SUCCEEDED"""
 SETTLEMENT_PAYOUT_FAILED: SettlementStatus.ValueType  # 3
-"""the payout FAILED: finance decides (docs/SPLITS.md)"""
+"""the payout FAILED: finance re-sends it (ResendSettlementPayout) or pays by other means"""
 SETTLEMENT_REPORTED: SettlementStatus.ValueType  # 4
 """a report-only funder: nothing paid by the gateway"""
 SETTLEMENT_CARRIED: SettlementStatus.ValueType  # 5

@@ -79,6 +79,26 @@ async def write(h: Harness, sql: str, args: tuple[Any, ...]) -> None:
         await tx.commit()
 
 
+async def open_recon_item(h: Harness, day: date, flow_no: str, *, by_flow: bool) -> int:
+    """An OPEN item of a (current) reconciliation run naming ``flow_no``: by its flow id, or (as a
+    statement line we have no flow for would) only by the channel order number of its attempt."""
+    async with h.gateway.db.transaction() as tx:
+        run_id = await tx.insert(
+            "INSERT INTO recon_runs (channel, day, seq, trigger_kind, status, started_at)"
+            " VALUES ('bank-a', %s, 1, 'manual', 'SUCCEEDED', UTC_TIMESTAMP(6))",
+            (day,),
+        )
+        await tx.execute(
+            "INSERT INTO recon_items (run_id, channel, day, class, channel_order_no, flow_id, flow_no, operation,"
+            " created_at) SELECT %s, 'bank-a', %s, 'status_mismatch', a.channel_order_no, IF(%s, f.id, NULL),"
+            " IF(%s, f.flow_no, ''), 'payout', UTC_TIMESTAMP(6) FROM attempts a JOIN flows f ON f.id = a.flow_id"
+            " WHERE f.flow_no=%s",
+            (run_id, day, by_flow, by_flow, flow_no),
+        )
+        await tx.commit()
+    return run_id
+
+
 @pytest.fixture
 def db_config() -> Iterator[DatabaseConfig]:
     """This file's own database (dropped afterwards)."""
@@ -148,8 +168,16 @@ async def test_a_failed_payout_is_re_sent_failed_again_then_paid_exactly_once(db
         assert await flow_status(h, again.payout_flow_no) == "FAILED"
         assert payouts_to(h, XD_ACCOUNT) == 0
 
-        # unfrozen: the second re-send (r2, from the CLI) pays the settlement's amount
+        # an open reconciliation item on the payout r1 replaced (attempt 0) also stops a re-send
         h.sims["bank-a"].behaviour.update({"declines": {}})
+        run_id = await open_recon_item(h, day, first.payout_flow_no, by_flow=False)
+        with pytest.raises(grpc.aio.AioRpcError) as doubt:
+            await stub(h).ResendSettlementPayout(resend_rq(day), metadata=h.op_md)
+        assert doubt.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "open reconciliation item" in (doubt.value.details() or "")
+        await write(h, "UPDATE recon_items SET resolution='EXPLAINED' WHERE run_id=%s", (run_id,))
+
+        # unfrozen: the second re-send (r2, from the CLI) pays the settlement's amount
         address = f"127.0.0.1:{h.gateway.grpc_port}"
         cli = ["resend", "--address", address, "--token", OPERATOR_TOKEN, "--funder", "xd", "--day", day.isoformat()]
         assert await asyncio.to_thread(splits_cli.main, [*cli, "--reason", "account unfrozen"]) == 0
@@ -215,18 +243,7 @@ async def test_a_re_send_is_refused_unless_the_failed_payout_is_final_and_unques
             return err.value.details() or ""
 
         # an OPEN reconciliation item for the failed payout (the statement may show it paid)
-        async with h.gateway.db.transaction() as tx:
-            run_id = await tx.insert(
-                "INSERT INTO recon_runs (channel, day, seq, trigger_kind, status, started_at)"
-                " VALUES ('bank-a', %s, 1, 'manual', 'SUCCEEDED', UTC_TIMESTAMP(6))",
-                (day,),
-            )
-            await tx.execute(
-                "INSERT INTO recon_items (run_id, channel, day, class, channel_order_no, flow_id, flow_no, operation,"
-                " created_at) VALUES (%s, 'bank-a', %s, 'status_mismatch', 'X1', %s, %s, 'payout', UTC_TIMESTAMP(6))",
-                (run_id, day, flow["id"], xd.payout_flow_no),
-            )
-            await tx.commit()
+        run_id = await open_recon_item(h, day, xd.payout_flow_no, by_flow=True)
         assert "open reconciliation item" in await refused()
         await write(h, "UPDATE recon_items SET resolution='RESOLVED' WHERE run_id=%s", (run_id,))
 
