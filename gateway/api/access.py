@@ -63,6 +63,7 @@ MINIMUM_ROLE: dict[str, Role] = {
     _SPLITS + "ListSettlements": Role.VIEWER,
     _SPLITS + "GetStatement": Role.VIEWER,
     _SPLITS + "RunSettlement": Role.OPERATOR,
+    _SPLITS + "ResendSettlementPayout": Role.OPERATOR,  # audited in the re-send's own commit
     # reconciliation (docs/RECONCILIATION.md)
     _RECON + "GetRun": Role.VIEWER,
     _RECON + "ListRuns": Role.VIEWER,

@@ -48,6 +48,7 @@ def settlement_pb(row: SettlementRow) -> splits_pb2.Settlement:
         payout_request_id=row.payout_request_id,
         orders=row.orders,
         refund_orders=row.refund_orders,
+        payout_attempt=row.payout_attempt,
     )
     stamp = ts(row.created_at)
     if stamp is not None:
@@ -57,6 +58,14 @@ def settlement_pb(row: SettlementRow) -> splits_pb2.Settlement:
 
 def _funder_id(value: str, *, required: bool) -> str:
     return v.pattern(value, "funder_id", FUNDER_ID, "a funder id (a-z 0-9 . _ -)", required=required)
+
+
+def resend_input(request: splits_pb2.ResendSettlementPayoutRequest) -> tuple[str, date, str]:
+    """ResendSettlementPayout's (funder_id, business_day, reason), or InvalidInput naming the field."""
+    funder_id = _funder_id(request.funder_id, required=True)
+    day = due_date(request.business_day, "business_day")
+    reason = v.text(request.reason, "reason", max_len=512, required=True)
+    return funder_id, day, reason
 
 
 class SplitSettlementServicer(splits_pb2_grpc.SplitSettlementServicer):
@@ -114,3 +123,10 @@ class SplitSettlementServicer(splits_pb2_grpc.SplitSettlementServicer):
             {"settlements": [f"{r.funder_id}:{r.status}:{r.paid}" for r in rows]},
         )
         return splits_pb2.ListSettlementsResponse(settlements=[settlement_pb(r) for r in rows])
+
+    async def ResendSettlementPayout(
+        self, request: splits_pb2.ResendSettlementPayoutRequest, context: Ctx
+    ) -> splits_pb2.Settlement:
+        funder_id, day, reason = resend_input(request)
+        row = await self.settlement.resend(funder_id, day, operator=current_identity().name, reason=reason)
+        return settlement_pb(row)

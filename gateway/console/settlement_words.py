@@ -21,6 +21,9 @@ WORDS: dict[str, dict[str, str]] = {
         "settlements.payout": "代付流水",
         "settlements.statement": "对账单",
         "settlements.download": "下载 CSV",
+        "settlements.resend": "重新支付",
+        "settlements.resend_confirm": "以新的请求号重新支付该出资方当日结算？",
+        "settlements.done_resend": "出资方 {funder} 的结算已重新支付（请求号 {request_id}），状态 {status}（已审计）。",
     },
     "en": {
         "nav.settlements": "Settlements",
@@ -41,5 +44,8 @@ WORDS: dict[str, dict[str, str]] = {
         "settlements.payout": "Payout flow",
         "settlements.statement": "Statement",
         "settlements.download": "Download CSV",
+        "settlements.resend": "Re-send payout",
+        "settlements.resend_confirm": "Re-send this funder's settlement payout under a new request id?",
+        "settlements.done_resend": "Settlement of {funder} re-sent (request id {request_id}), now {status} (audited).",
     },
 }

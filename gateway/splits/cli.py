@@ -6,9 +6,12 @@
     paygate splits settlements  --address HOST:PORT (--day YYYY-MM-DD | --funder ID)
     paygate splits statement    --address HOST:PORT --funder ID --day YYYY-MM-DD [--out FILE]
     paygate splits run          --address HOST:PORT --day YYYY-MM-DD [--funder ID] --reason TEXT
+    paygate splits resend       --address HOST:PORT --funder ID --day YYYY-MM-DD --reason TEXT
 
 The operator token comes from ``--token`` or ``$PAYGATE_OPERATOR_TOKEN`` (reads need a viewer,
-``run`` an operator; runs are audited). ``--ca/--cert/--key`` for TLS as ``paygate health``.
+``run`` and ``resend`` an operator; both are audited). ``resend`` re-sends the payout of a
+PAYOUT_FAILED settlement under a new request id (docs/SPLITS.md, "Re-sending a failed payout").
+``--ca/--cert/--key`` for TLS as ``paygate health``.
 A statement is written as the API gives it (UTF-8 with BOM, bilingual headers) to ``--out``,
 or to standard output.
 """
@@ -27,7 +30,7 @@ from paygate.v1 import splits_pb2, splits_pb2_grpc
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paygate splits", description="joint-loan settlements / 联合贷结算")
-    parser.add_argument("what", choices=("funders", "settlements", "statement", "run"))
+    parser.add_argument("what", choices=("funders", "settlements", "statement", "run", "resend"))
     parser.add_argument("--address", default="127.0.0.1:50051")
     parser.add_argument("--token", default=os.environ.get("PAYGATE_OPERATOR_TOKEN", ""))
     parser.add_argument("--day", default="", help="business day YYYY-MM-DD")
@@ -100,6 +103,12 @@ def main(argv: list[str]) -> int:
                     print(f"{ns.out}: {settlement_line(reply.settlement)}")
                 else:
                     sys.stdout.write(reply.csv)
+            elif ns.what == "resend":
+                resend = splits_pb2.ResendSettlementPayoutRequest(
+                    funder_id=ns.funder, business_day=ns.day, reason=ns.reason
+                )
+                s = stub.ResendSettlementPayout(resend, metadata=md, timeout=ns.timeout)
+                print(f"已重新支付 re-sent as {s.payout_request_id} (attempt {s.payout_attempt}): {settlement_line(s)}")
             else:
                 run = splits_pb2.RunSettlementRequest(business_day=ns.day, funder_id=ns.funder, reason=ns.reason)
                 for s in stub.RunSettlement(run, metadata=md, timeout=ns.timeout).settlements:

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Protocol
 
 from gateway.store.rows import FlowRow
-from gateway.store.splits import SettlementRow, StatementLine
+from gateway.store.splits import Resend, SettlementRow, StatementLine
 from gateway.validation import PayoutParams
 
 
@@ -22,7 +22,19 @@ class SplitStore(Protocol):
         request_id: str,
     ) -> tuple[SettlementRow, bool]: ...
 
-    async def record_payout(self, funder_id: str, day: date, flow_no: str, status: str) -> bool: ...
+    async def record_payout(self, funder_id: str, day: date, request_id: str, flow_no: str, status: str) -> bool: ...
+
+    async def begin_resend(
+        self,
+        funder_id: str,
+        day: date,
+        *,
+        attempt: int,
+        flow_no: str,
+        request_id: str,
+        operator: str,
+        reason: str,
+    ) -> Resend: ...
 
     async def settlement(self, funder_id: str, day: date) -> SettlementRow | None: ...
 

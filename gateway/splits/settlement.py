@@ -39,7 +39,7 @@ from datetime import date, datetime, timedelta
 
 from gateway.businessday import BusinessCalendar
 from gateway.domain import FlowStatus
-from gateway.errors import InvalidInput, NotFound, PreconditionFailed
+from gateway.errors import GatewayError, InvalidInput, NotFound, PreconditionFailed
 from gateway.splits.funders import Funder, Funders, SettlementConfig
 from gateway.splits.ports import PayoutPath, SplitStore
 from gateway.splits.statement import filename, render
@@ -53,9 +53,13 @@ PAYING, PAID, PAYOUT_FAILED, REPORTED, CARRIED = "PAYING", "PAID", "PAYOUT_FAILE
 _PAYOUT_STATUS = {FlowStatus.SUCCEEDED: PAID, FlowStatus.FAILED: PAYOUT_FAILED, FlowStatus.PROCESSING: PAYING}
 
 
-def settlement_request_id(funder_id: str, day: date) -> str:
-    """The payout request id of a funder's settlement of ``day``: the same for every run and replica."""
-    return f"settle:{funder_id}:{day:%Y%m%d}"
+def settlement_request_id(funder_id: str, day: date, attempt: int = 0) -> str:
+    """The payout request id of a funder's settlement of ``day``: the same for every run and replica.
+
+    ``attempt`` n > 0 is the n-th re-send of a payout the bank refused (:meth:`SettlementService.resend`).
+    """
+    base = f"settle:{funder_id}:{day:%Y%m%d}"
+    return f"{base}:r{attempt}" if attempt else base
 
 
 @dataclass(frozen=True)
@@ -153,10 +157,46 @@ class SettlementService:
         )
         status = _PAYOUT_STATUS[flow.status]
         if flow.flow_no != row.payout_flow_no or status != row.status:
-            await self.store.record_payout(funder.funder_id, row.business_day, flow.flow_no, status)
+            await self.store.record_payout(
+                funder.funder_id, row.business_day, row.payout_request_id, flow.flow_no, status
+            )
         again = await self.store.settlement(funder.funder_id, row.business_day)
         assert again is not None
         return again
+
+    async def resend(self, funder_id: str, day: date, *, operator: str, reason: str) -> SettlementRow:
+        """Re-send the payout of a PAYOUT_FAILED settlement under the next request id (``…:r<n>``), audited.
+
+        Refused (PreconditionFailed, nothing changed) unless the settlement is PAYOUT_FAILED, its
+        payout flow is FAILED (final) and nothing says that payout, or one an earlier re-send
+        replaced, may have paid after all (an attempt not FAILED, a discrepancy, an open
+        reconciliation item); of two racing re-sends exactly one wins (the
+        store's conditional update on the attempt read here). The new payout then goes the way the
+        first one did (:meth:`_pay`): PAID, or PAYOUT_FAILED again, or PAYING followed by the scheduler.
+        """
+        funder = self.funder(funder_id)
+        row = await self.store.settlement(funder_id, day)
+        if row is None:
+            raise NotFound(f"business_day: {funder_id} has no settlement for {day}")
+        if row.status != PAYOUT_FAILED:
+            raise PreconditionFailed(f"settlement {funder_id} {day} is {row.status}: only PAYOUT_FAILED is re-sent")
+        got = await self.store.begin_resend(
+            funder_id,
+            day,
+            attempt=row.payout_attempt,
+            flow_no=row.payout_flow_no,
+            request_id=settlement_request_id(funder_id, day, row.payout_attempt + 1),
+            operator=operator,
+            reason=reason,
+        )
+        if got.row is None:
+            raise PreconditionFailed(f"settlement {funder_id} {day} not re-sent: {got.refused}")
+        log.info("settlement %s %s: payout re-sent as %s by %s", funder_id, day, got.row.payout_request_id, operator)
+        try:
+            return await self._pay(funder, got.row)
+        except GatewayError as exc:  # recorded PAYING under the new request id: the scheduler sends it
+            log.warning("settlement %s %s: re-sent payout not sent yet: %s", funder_id, day, type(exc).__name__)
+            return got.row
 
     async def follow_payouts(self) -> int:
         """Bring settlements whose payout was in flight up to date with their flows; how many moved on."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway.errors import DuplicateKey
 from gateway.splits.allocation import Part, is_refund_marker, shares_from_json, split_amount, split_refund
+from gateway.store import audit
 from gateway.store.db import Database, Tx
 from gateway.store.rows import FlowRow, utcnow
 
@@ -100,6 +101,7 @@ class SettlementRow:
     payout_flow_no: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    payout_attempt: int = 0  # 0: the first payout; n: the n-th re-send (request id ...:r<n>)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> SettlementRow:
@@ -120,6 +122,7 @@ class SettlementRow:
             payout_flow_no=str(row["payout_flow_no"]),
             created_at=row.get("created_at"),
             updated_at=row.get("updated_at"),
+            payout_attempt=int(row.get("payout_attempt") or 0),
         )
 
 
@@ -142,6 +145,52 @@ _SETTLEMENT_COLUMNS = (
     "funder_id, business_day, currency, withheld, refunded, carried_in, net, paid, carried_out, orders,"
     " refund_orders, status, payout_request_id, payout_flow_no, created_at, updated_at"
 )
+_SELECT_COLUMNS = _SETTLEMENT_COLUMNS + ", payout_attempt"
+
+
+@dataclass(frozen=True)
+class Resend:
+    """What a re-send of a failed settlement payout found: the settlement now PAYING, or why not."""
+
+    row: SettlementRow | None
+    refused: str = ""  # why nothing was changed (the row is then None)
+
+
+async def _may_have_paid(tx: Tx, funder_id: str, day: date, flow_id: int) -> str:
+    """Why a payout of the settlement (its current FAILED one, or one a re-send replaced) may have paid; "" if none.
+
+    An attempt that is not FAILED, a discrepancy (a later conflicting channel result), or an OPEN
+    item of a current reconciliation run naming the flow or one of its channel order numbers.
+    """
+    earlier = await tx.fetchall(
+        "SELECT f.id FROM settlement_payouts p JOIN flows f ON f.flow_no = p.flow_no"
+        " WHERE p.funder_id=%s AND p.business_day=%s",
+        (funder_id, day),
+    )
+    ids = [flow_id, *(int(r["id"]) for r in earlier)]
+    marks = ",".join(["%s"] * len(ids))
+    found = await tx.fetchone(
+        "SELECT f.flow_no FROM attempts a JOIN flows f ON f.id = a.flow_id"
+        f" WHERE a.flow_id IN ({marks}) AND a.status <> 'FAILED' LIMIT 1",
+        ids,
+    )
+    if found:
+        return f"payout flow {found['flow_no']} has an attempt that did not fail: it may have paid"
+    found = await tx.fetchone(
+        f"SELECT f.flow_no FROM discrepancies d JOIN flows f ON f.id = d.flow_id WHERE d.flow_id IN ({marks}) LIMIT 1",
+        ids,
+    )
+    if found:
+        return f"payout flow {found['flow_no']} has a recorded discrepancy: it may have paid"
+    found = await tx.fetchone(
+        "SELECT i.channel_order_no FROM recon_items i JOIN recon_runs r ON r.id = i.run_id"
+        f" WHERE i.resolution='OPEN' AND r.superseded_by IS NULL AND (i.flow_id IN ({marks})"
+        f" OR i.channel_order_no IN (SELECT channel_order_no FROM attempts WHERE flow_id IN ({marks}))) LIMIT 1",
+        [*ids, *ids],
+    )
+    if found:
+        return f"payout order {found['channel_order_no']} has an open reconciliation item: resolve it first"
+    return ""
 
 
 class MySQLSplitStore:
@@ -231,20 +280,106 @@ class MySQLSplitStore:
         assert written is not None
         return written, written_now
 
-    async def record_payout(self, funder_id: str, day: date, flow_no: str, status: str) -> bool:
-        """The settlement's payout flow and where it stands (PAYING → PAID / PAYOUT_FAILED; forward only)."""
+    async def record_payout(self, funder_id: str, day: date, request_id: str, flow_no: str, status: str) -> bool:
+        """The settlement's payout flow and where it stands (PAYING → PAID / PAYOUT_FAILED; forward only).
+
+        Only for the payout the settlement is waiting for (``request_id``): a late answer about a
+        payout a re-send has replaced changes nothing.
+        """
         async with self.db.transaction() as tx:
             n = await tx.execute(
                 "UPDATE settlements SET payout_flow_no=%s, status=%s, updated_at=%s"
-                " WHERE funder_id=%s AND business_day=%s AND status='PAYING'",
-                (flow_no, status, utcnow(), funder_id, day),
+                " WHERE funder_id=%s AND business_day=%s AND status='PAYING' AND payout_request_id=%s",
+                (flow_no, status, utcnow(), funder_id, day, request_id),
             )
             await tx.commit()
         return n == 1
 
+    async def begin_resend(
+        self,
+        funder_id: str,
+        day: date,
+        *,
+        attempt: int,
+        flow_no: str,
+        request_id: str,
+        operator: str,
+        reason: str,
+    ) -> Resend:
+        """PAYOUT_FAILED → PAYING under ``request_id`` (the payout of attempt ``attempt + 1``), audited, or refused.
+
+        ``attempt`` and ``flow_no`` are what the caller read: the row must still be there. In the
+        one transaction: the settlement row locked; its current payout flow re-read (locked) and
+        FAILED; nothing saying that payout, or one an earlier re-send replaced, may have paid
+        after all (:func:`_may_have_paid`); then the conditional UPDATE (status, attempt and flow
+        as read), the replaced payout kept in ``settlement_payouts`` and the audit row. The caller
+        sends the new payout after the commit, through the normal payout path (a crash in between
+        leaves it PAYING with the new request id, which the scheduler's follow-up sends).
+        """
+        async with self.db.transaction() as tx:
+            got = await tx.fetchone(
+                f"SELECT {_SELECT_COLUMNS} FROM settlements WHERE funder_id=%s AND business_day=%s FOR UPDATE",
+                (funder_id, day),
+            )
+            if got is None:
+                return Resend(None, f"{funder_id} has no settlement for {day}")
+            row = SettlementRow.from_row(got)
+            if row.status != "PAYOUT_FAILED":
+                return Resend(None, f"the settlement is {row.status}: only a PAYOUT_FAILED one can be re-sent")
+            if row.payout_attempt != attempt or row.payout_flow_no != flow_no:
+                return Resend(None, "the settlement changed while the re-send was prepared: read it again")
+            flow = await tx.fetchone("SELECT id, status FROM flows WHERE flow_no=%s FOR UPDATE", (flow_no,))
+            if flow is None or flow["status"] != "FAILED":
+                state = flow["status"] if flow else "missing"
+                return Resend(None, f"its payout flow {flow_no or '-'} is {state}, not FAILED: it may still pay")
+            doubt = await _may_have_paid(tx, funder_id, day, int(flow["id"]))
+            if doubt:
+                return Resend(None, doubt)
+            now = utcnow()
+            n = await tx.execute(
+                "UPDATE settlements SET status='PAYING', payout_attempt=%s, payout_request_id=%s, payout_flow_no='',"
+                " updated_at=%s WHERE funder_id=%s AND business_day=%s AND status='PAYOUT_FAILED'"
+                " AND payout_attempt=%s AND payout_flow_no=%s",
+                (attempt + 1, request_id, now, funder_id, day, attempt, flow_no),
+            )
+            if n != 1:
+                return Resend(None, "the settlement changed while the re-send was prepared: read it again")
+            await tx.execute(
+                "INSERT INTO settlement_payouts (funder_id, business_day, attempt, request_id, flow_no, replaced_by,"
+                " operator, reason, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (funder_id, day, attempt, row.payout_request_id, flow_no, request_id, operator, reason[:512], now),
+            )
+            await audit.record(
+                tx,
+                operator,
+                "resend_settlement_payout",
+                f"settlement:{funder_id}:{day.isoformat()}",
+                reason,
+                {
+                    "failed_request_id": row.payout_request_id,
+                    "failed_flow_no": flow_no,
+                    "request_id": request_id,
+                    "attempt": attempt + 1,
+                    "amount": row.paid,
+                    "currency": row.currency,
+                },
+            )
+            await tx.commit()
+        again = await self.settlement(funder_id, day)
+        assert again is not None
+        return Resend(again)
+
+    async def replaced_payouts(self, funder_id: str, day: date) -> list[dict[str, Any]]:
+        """The payouts re-sends replaced for (funder, day), oldest first."""
+        return await self.db.fetchall(
+            "SELECT attempt, request_id, flow_no, replaced_by, operator, reason, created_at FROM settlement_payouts"
+            " WHERE funder_id=%s AND business_day=%s ORDER BY attempt",
+            (funder_id, day),
+        )
+
     async def settlement(self, funder_id: str, day: date) -> SettlementRow | None:
         row = await self.db.fetchone(
-            f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements WHERE funder_id=%s AND business_day=%s", (funder_id, day)
+            f"SELECT {_SELECT_COLUMNS} FROM settlements WHERE funder_id=%s AND business_day=%s", (funder_id, day)
         )
         return SettlementRow.from_row(row) if row else None
 
@@ -261,7 +396,7 @@ class MySQLSplitStore:
             args.append(funder_id)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         rows = await self.db.fetchall(
-            f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements{clause} ORDER BY business_day DESC, funder_id LIMIT %s",
+            f"SELECT {_SELECT_COLUMNS} FROM settlements{clause} ORDER BY business_day DESC, funder_id LIMIT %s",
             (*args, limit),
         )
         return [SettlementRow.from_row(r) for r in rows]
@@ -269,7 +404,7 @@ class MySQLSplitStore:
     async def paying(self, limit: int = 100) -> list[SettlementRow]:
         """Settlements whose payout has no final result recorded yet."""
         rows = await self.db.fetchall(
-            f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements WHERE status='PAYING' ORDER BY business_day LIMIT %s",
+            f"SELECT {_SELECT_COLUMNS} FROM settlements WHERE status='PAYING' ORDER BY business_day LIMIT %s",
             (limit,),
         )
         return [SettlementRow.from_row(r) for r in rows]

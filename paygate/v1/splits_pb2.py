@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17paygate/v1/splits.proto\x12\npaygate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"h\n\x06\x46under\x12\x11\n\tfunder_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x13\n\x0bsettle_from\x18\x04 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_masked\x18\x05 \x01(\t\"\x14\n\x12ListFundersRequest\":\n\x13ListFundersResponse\x12#\n\x07\x66unders\x18\x01 \x03(\x0b\x32\x12.paygate.v1.Funder\"\xe7\x02\n\nSettlement\x12\x11\n\tfunder_id\x18\x01 \x01(\t\x12\x14\n\x0c\x62usiness_day\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x10\n\x08withheld\x18\x04 \x01(\x03\x12\x10\n\x08refunded\x18\x05 \x01(\x03\x12\x12\n\ncarried_in\x18\x06 \x01(\x03\x12\x0b\n\x03net\x18\x07 \x01(\x03\x12\x0c\n\x04paid\x18\x08 \x01(\x03\x12\x13\n\x0b\x63\x61rried_out\x18\t \x01(\x03\x12,\n\x06status\x18\n \x01(\x0e\x32\x1c.paygate.v1.SettlementStatus\x12\x16\n\x0epayout_flow_no\x18\x0b \x01(\t\x12\x19\n\x11payout_request_id\x18\x0c \x01(\t\x12\x0e\n\x06orders\x18\r \x01(\x05\x12\x15\n\rrefund_orders\x18\x0e \x01(\x05\x12.\n\ncreated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x16ListSettlementsRequest\x12\x14\n\x0c\x62usiness_day\x18\x01 \x01(\t\x12\x11\n\tfunder_id\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"F\n\x17ListSettlementsResponse\x12+\n\x0bsettlements\x18\x01 \x03(\x0b\x32\x16.paygate.v1.Settlement\";\n\x10StatementRequest\x12\x11\n\tfunder_id\x18\x01 \x01(\t\x12\x14\n\x0c\x62usiness_day\x18\x02 \x01(\t\"^\n\x11StatementResponse\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0b\n\x03\x63sv\x18\x02 \x01(\t\x12*\n\nsettlement\x18\x03 \x01(\x0b\x32\x16.paygate.v1.Settlement\"O\n\x14RunSettlementRequest\x12\x14\n\x0c\x62usiness_day\x18\x01 \x01(\t\x12\x11\n\tfunder_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xb0\x01\n\x10SettlementStatus\x12!\n\x1dSETTLEMENT_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11SETTLEMENT_PAYING\x10\x01\x12\x13\n\x0fSETTLEMENT_PAID\x10\x02\x12\x1c\n\x18SETTLEMENT_PAYOUT_FAILED\x10\x03\x12\x17\n\x13SETTLEMENT_REPORTED\x10\x04\x12\x16\n\x12SETTLEMENT_CARRIED\x10\x05\x32\xe2\x02\n\x0fSplitSettlement\x12N\n\x0bListFunders\x12\x1e.paygate.v1.ListFundersRequest\x1a\x1f.paygate.v1.ListFundersResponse\x12Z\n\x0fListSettlements\x12\".paygate.v1.ListSettlementsRequest\x1a#.paygate.v1.ListSettlementsResponse\x12K\n\x0cGetStatement\x12\x1c.paygate.v1.StatementRequest\x1a\x1d.paygate.v1.StatementResponse\x12V\n\rRunSettlement\x12 .paygate.v1.RunSettlementRequest\x1a#.paygate.v1.ListSettlementsResponseB\x16Z\x14paygate/v1;paygatev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17paygate/v1/splits.proto\x12\npaygate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"h\n\x06\x46under\x12\x11\n\tfunder_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x13\n\x0bsettle_from\x18\x04 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_masked\x18\x05 \x01(\t\"\x14\n\x12ListFundersRequest\":\n\x13ListFundersResponse\x12#\n\x07\x66unders\x18\x01 \x03(\x0b\x32\x12.paygate.v1.Funder\"\xff\x02\n\nSettlement\x12\x11\n\tfunder_id\x18\x01 \x01(\t\x12\x14\n\x0c\x62usiness_day\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x10\n\x08withheld\x18\x04 \x01(\x03\x12\x10\n\x08refunded\x18\x05 \x01(\x03\x12\x12\n\ncarried_in\x18\x06 \x01(\x03\x12\x0b\n\x03net\x18\x07 \x01(\x03\x12\x0c\n\x04paid\x18\x08 \x01(\x03\x12\x13\n\x0b\x63\x61rried_out\x18\t \x01(\x03\x12,\n\x06status\x18\n \x01(\x0e\x32\x1c.paygate.v1.SettlementStatus\x12\x16\n\x0epayout_flow_no\x18\x0b \x01(\t\x12\x19\n\x11payout_request_id\x18\x0c \x01(\t\x12\x0e\n\x06orders\x18\r \x01(\x05\x12\x15\n\rrefund_orders\x18\x0e \x01(\x05\x12.\n\ncreated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epayout_attempt\x18\x10 \x01(\x05\"P\n\x16ListSettlementsRequest\x12\x14\n\x0c\x62usiness_day\x18\x01 \x01(\t\x12\x11\n\tfunder_id\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"F\n\x17ListSettlementsResponse\x12+\n\x0bsettlements\x18\x01 \x03(\x0b\x32\x16.paygate.v1.Settlement\";\n\x10StatementRequest\x12\x11\n\tfunder_id\x18\x01 \x01(\t\x12\x14\n\x0c\x62usiness_day\x18\x02 \x01(\t\"^\n\x11StatementResponse\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0b\n\x03\x63sv\x18\x02 \x01(\t\x12*\n\nsettlement\x18\x03 \x01(\x0b\x32\x16.paygate.v1.Settlement\"O\n\x14RunSettlementRequest\x12\x14\n\x0c\x62usiness_day\x18\x01 \x01(\t\x12\x11\n\tfunder_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"X\n\x1dResendSettlementPayoutRequest\x12\x11\n\tfunder_id\x18\x01 \x01(\t\x12\x14\n\x0c\x62usiness_day\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xb0\x01\n\x10SettlementStatus\x12!\n\x1dSETTLEMENT_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11SETTLEMENT_PAYING\x10\x01\x12\x13\n\x0fSETTLEMENT_PAID\x10\x02\x12\x1c\n\x18SETTLEMENT_PAYOUT_FAILED\x10\x03\x12\x17\n\x13SETTLEMENT_REPORTED\x10\x04\x12\x16\n\x12SETTLEMENT_CARRIED\x10\x05\x32\xbf\x03\n\x0fSplitSettlement\x12N\n\x0bListFunders\x12\x1e.paygate.v1.ListFundersRequest\x1a\x1f.paygate.v1.ListFundersResponse\x12Z\n\x0fListSettlements\x12\".paygate.v1.ListSettlementsRequest\x1a#.paygate.v1.ListSettlementsResponse\x12K\n\x0cGetStatement\x12\x1c.paygate.v1.StatementRequest\x1a\x1d.paygate.v1.StatementResponse\x12V\n\rRunSettlement\x12 .paygate.v1.RunSettlementRequest\x1a#.paygate.v1.ListSettlementsResponse\x12[\n\x16ResendSettlementPayout\x12).paygate.v1.ResendSettlementPayoutRequest\x1a\x16.paygate.v1.SettlementB\x16Z\x14paygate/v1;paygatev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paygate.v1.splits_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z\024paygate/v1;paygatev1'
-  _globals['_SETTLEMENTSTATUS']._serialized_start=1015
-  _globals['_SETTLEMENTSTATUS']._serialized_end=1191
+  _globals['_SETTLEMENTSTATUS']._serialized_start=1129
+  _globals['_SETTLEMENTSTATUS']._serialized_end=1305
   _globals['_FUNDER']._serialized_start=72
   _globals['_FUNDER']._serialized_end=176
   _globals['_LISTFUNDERSREQUEST']._serialized_start=178
@@ -42,17 +42,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTFUNDERSRESPONSE']._serialized_start=200
   _globals['_LISTFUNDERSRESPONSE']._serialized_end=258
   _globals['_SETTLEMENT']._serialized_start=261
-  _globals['_SETTLEMENT']._serialized_end=620
-  _globals['_LISTSETTLEMENTSREQUEST']._serialized_start=622
-  _globals['_LISTSETTLEMENTSREQUEST']._serialized_end=702
-  _globals['_LISTSETTLEMENTSRESPONSE']._serialized_start=704
-  _globals['_LISTSETTLEMENTSRESPONSE']._serialized_end=774
-  _globals['_STATEMENTREQUEST']._serialized_start=776
-  _globals['_STATEMENTREQUEST']._serialized_end=835
-  _globals['_STATEMENTRESPONSE']._serialized_start=837
-  _globals['_STATEMENTRESPONSE']._serialized_end=931
-  _globals['_RUNSETTLEMENTREQUEST']._serialized_start=933
-  _globals['_RUNSETTLEMENTREQUEST']._serialized_end=1012
-  _globals['_SPLITSETTLEMENT']._serialized_start=1194
-  _globals['_SPLITSETTLEMENT']._serialized_end=1548
+  _globals['_SETTLEMENT']._serialized_end=644
+  _globals['_LISTSETTLEMENTSREQUEST']._serialized_start=646
+  _globals['_LISTSETTLEMENTSREQUEST']._serialized_end=726
+  _globals['_LISTSETTLEMENTSRESPONSE']._serialized_start=728
+  _globals['_LISTSETTLEMENTSRESPONSE']._serialized_end=798
+  _globals['_STATEMENTREQUEST']._serialized_start=800
+  _globals['_STATEMENTREQUEST']._serialized_end=859
+  _globals['_STATEMENTRESPONSE']._serialized_start=861
+  _globals['_STATEMENTRESPONSE']._serialized_end=955
+  _globals['_RUNSETTLEMENTREQUEST']._serialized_start=957
+  _globals['_RUNSETTLEMENTREQUEST']._serialized_end=1036
+  _globals['_RESENDSETTLEMENTPAYOUTREQUEST']._serialized_start=1038
+  _globals['_RESENDSETTLEMENTPAYOUTREQUEST']._serialized_end=1126
+  _globals['_SPLITSETTLEMENT']._serialized_start=1308
+  _globals['_SPLITSETTLEMENT']._serialized_end=1755
 # @@protoc_insertion_point(module_scope)

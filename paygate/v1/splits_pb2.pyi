@@ -34,7 +34,7 @@ class _SettlementStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Sett
     SETTLEMENT_PAID: _SettlementStatus.ValueType  # 2
     """the payout SUCCEEDED"""
     SETTLEMENT_PAYOUT_FAILED: _SettlementStatus.ValueType  # 3
-    """the payout FAILED: finance decides (docs/SPLITS.md)"""
+    """the payout FAILED: finance re-sends it (ResendSettlementPayout) or pays by other means"""
     SETTLEMENT_REPORTED: _SettlementStatus.ValueType  # 4
     """a report-only funder: nothing paid by the gateway"""
     SETTLEMENT_CARRIED: _SettlementStatus.ValueType  # 5
@@ -48,7 +48,7 @@ SETTLEMENT_PAYING: SettlementStatus.ValueType  # 1
 SETTLEMENT_PAID: SettlementStatus.ValueType  # 2
 """the payout SUCCEEDED"""
 SETTLEMENT_PAYOUT_FAILED: SettlementStatus.ValueType  # 3
-"""the payout FAILED: finance decides (docs/SPLITS.md)"""
+"""the payout FAILED: finance re-sends it (ResendSettlementPayout) or pays by other means"""
 SETTLEMENT_REPORTED: SettlementStatus.ValueType  # 4
 """a report-only funder: nothing paid by the gateway"""
 SETTLEMENT_CARRIED: SettlementStatus.ValueType  # 5
@@ -142,6 +142,7 @@ class Settlement(_message.Message):
     ORDERS_FIELD_NUMBER: _builtins.int
     REFUND_ORDERS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    PAYOUT_ATTEMPT_FIELD_NUMBER: _builtins.int
     funder_id: _builtins.str
     business_day: _builtins.str
     """YYYY-MM-DD in the business timezone"""
@@ -164,6 +165,8 @@ class Settlement(_message.Message):
     orders: _builtins.int
     """small orders (split parts) of the day"""
     refund_orders: _builtins.int
+    payout_attempt: _builtins.int
+    """0: the first payout; n: the n-th re-send"""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -184,10 +187,11 @@ class Settlement(_message.Message):
         orders: _builtins.int = ...,
         refund_orders: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        payout_attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_day", b"business_day", "carried_in", b"carried_in", "carried_out", b"carried_out", "created_at", b"created_at", "currency", b"currency", "funder_id", b"funder_id", "net", b"net", "orders", b"orders", "paid", b"paid", "payout_flow_no", b"payout_flow_no", "payout_request_id", b"payout_request_id", "refund_orders", b"refund_orders", "refunded", b"refunded", "status", b"status", "withheld", b"withheld"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_day", b"business_day", "carried_in", b"carried_in", "carried_out", b"carried_out", "created_at", b"created_at", "currency", b"currency", "funder_id", b"funder_id", "net", b"net", "orders", b"orders", "paid", b"paid", "payout_attempt", b"payout_attempt", "payout_flow_no", b"payout_flow_no", "payout_request_id", b"payout_request_id", "refund_orders", b"refund_orders", "refunded", b"refunded", "status", b"status", "withheld", b"withheld"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -316,3 +320,30 @@ class RunSettlementRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunSettlementRequest: _TypeAlias = RunSettlementRequest  # noqa: Y015
+
+@_typing.final
+class ResendSettlementPayoutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FUNDER_ID_FIELD_NUMBER: _builtins.int
+    BUSINESS_DAY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    funder_id: _builtins.str
+    business_day: _builtins.str
+    """YYYY-MM-DD"""
+    reason: _builtins.str
+    """required, audited"""
+    def __init__(
+        self,
+        *,
+        funder_id: _builtins.str = ...,
+        business_day: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_day", b"business_day", "funder_id", b"funder_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendSettlementPayoutRequest: _TypeAlias = ResendSettlementPayoutRequest  # noqa: Y015

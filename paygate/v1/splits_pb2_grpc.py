@@ -55,6 +55,11 @@ class SplitSettlementStub:
                 request_serializer=paygate_dot_v1_dot_splits__pb2.RunSettlementRequest.SerializeToString,
                 response_deserializer=paygate_dot_v1_dot_splits__pb2.ListSettlementsResponse.FromString,
                 _registered_method=True)
+        self.ResendSettlementPayout = channel.unary_unary(
+                '/paygate.v1.SplitSettlement/ResendSettlementPayout',
+                request_serializer=paygate_dot_v1_dot_splits__pb2.ResendSettlementPayoutRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_splits__pb2.Settlement.FromString,
+                _registered_method=True)
 
 
 class SplitSettlementServicer:
@@ -89,6 +94,17 @@ class SplitSettlementServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResendSettlementPayout(self, request, context):
+        """Re-send the payout of a PAYOUT_FAILED settlement under a new request id
+        (settle:<funder>:<yyyymmdd>:r<n>); operator role, audited. FAILED_PRECONDITION unless the
+        settlement is PAYOUT_FAILED, its payout flow FAILED and no discrepancy or open
+        reconciliation item is recorded for that flow. Returns the settlement after the new payout
+        (PAID, PAYOUT_FAILED again, or PAYING while it is in flight).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SplitSettlementServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +127,11 @@ def add_SplitSettlementServicer_to_server(servicer, server):
                     servicer.RunSettlement,
                     request_deserializer=paygate_dot_v1_dot_splits__pb2.RunSettlementRequest.FromString,
                     response_serializer=paygate_dot_v1_dot_splits__pb2.ListSettlementsResponse.SerializeToString,
+            ),
+            'ResendSettlementPayout': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResendSettlementPayout,
+                    request_deserializer=paygate_dot_v1_dot_splits__pb2.ResendSettlementPayoutRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_splits__pb2.Settlement.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +243,33 @@ class SplitSettlement:
             '/paygate.v1.SplitSettlement/RunSettlement',
             paygate_dot_v1_dot_splits__pb2.RunSettlementRequest.SerializeToString,
             paygate_dot_v1_dot_splits__pb2.ListSettlementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResendSettlementPayout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.SplitSettlement/ResendSettlementPayout',
+            paygate_dot_v1_dot_splits__pb2.ResendSettlementPayoutRequest.SerializeToString,
+            paygate_dot_v1_dot_splits__pb2.Settlement.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,13 @@ class SplitSettlementStub:
     """Settle a business day now (every funder, or one). Idempotent per (funder, day): a settled
     day is returned as it is and never paid twice.
     """
+    ResendSettlementPayout: _grpc.UnaryUnaryMultiCallable[_splits_pb2.ResendSettlementPayoutRequest, _splits_pb2.Settlement]
+    """Re-send the payout of a PAYOUT_FAILED settlement under a new request id
+    (settle:<funder>:<yyyymmdd>:r<n>); operator role, audited. FAILED_PRECONDITION unless the
+    settlement is PAYOUT_FAILED, its payout flow FAILED and no discrepancy or open
+    reconciliation item is recorded for that flow. Returns the settlement after the new payout
+    (PAID, PAYOUT_FAILED again, or PAYING while it is in flight).
+    """
 
 @_typing.type_check_only
 class SplitSettlementAsyncStub(SplitSettlementStub):
@@ -58,6 +65,13 @@ class SplitSettlementAsyncStub(SplitSettlementStub):
     RunSettlement: _aio.UnaryUnaryMultiCallable[_splits_pb2.RunSettlementRequest, _splits_pb2.ListSettlementsResponse]  # type: ignore[assignment]
     """Settle a business day now (every funder, or one). Idempotent per (funder, day): a settled
     day is returned as it is and never paid twice.
+    """
+    ResendSettlementPayout: _aio.UnaryUnaryMultiCallable[_splits_pb2.ResendSettlementPayoutRequest, _splits_pb2.Settlement]  # type: ignore[assignment]
+    """Re-send the payout of a PAYOUT_FAILED settlement under a new request id
+    (settle:<funder>:<yyyymmdd>:r<n>); operator role, audited. FAILED_PRECONDITION unless the
+    settlement is PAYOUT_FAILED, its payout flow FAILED and no discrepancy or open
+    reconciliation item is recorded for that flow. Returns the settlement after the new payout
+    (PAID, PAYOUT_FAILED again, or PAYING while it is in flight).
     """
 
 class SplitSettlementServicer(metaclass=_abc_1.ABCMeta):
@@ -94,6 +108,19 @@ class SplitSettlementServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_splits_pb2.ListSettlementsResponse, _abc.Awaitable[_splits_pb2.ListSettlementsResponse]]:
         """Settle a business day now (every funder, or one). Idempotent per (funder, day): a settled
         day is returned as it is and never paid twice.
+        """
+
+    @_abc_1.abstractmethod
+    def ResendSettlementPayout(
+        self,
+        request: _splits_pb2.ResendSettlementPayoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_splits_pb2.Settlement, _abc.Awaitable[_splits_pb2.Settlement]]:
+        """Re-send the payout of a PAYOUT_FAILED settlement under a new request id
+        (settle:<funder>:<yyyymmdd>:r<n>); operator role, audited. FAILED_PRECONDITION unless the
+        settlement is PAYOUT_FAILED, its payout flow FAILED and no discrepancy or open
+        reconciliation item is recorded for that flow. Returns the settlement after the new payout
+        (PAID, PAYOUT_FAILED again, or PAYING while it is in flight).
         """
 
 def add_SplitSettlementServicer_to_server(servicer: SplitSettlementServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
