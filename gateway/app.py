@@ -374,6 +374,7 @@ class Gateway:
         )
         if self.recon is not None:
             self.recon.declare_series(time.time())
+        self.settlement.declare_series()
         await self.db.start()
         await self.registry.start()
         await self.replica.start(warm_window_s=WARM_WINDOW_S)
@@ -695,6 +696,7 @@ class Gateway:
             await self.executor.sample_metrics()
         if self.recon is not None:
             await self.recon.sample_metrics()
+        await self.settlement.sample_metrics()
 
     async def _sample_metrics(self) -> None:
         while True:

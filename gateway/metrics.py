@@ -129,6 +129,20 @@ POSITION_BELOW_ZERO = Counter(
     registry=REGISTRY,
 )
 
+# --- joint-loan settlement (gateway/splits/settlement.py) ----------------------------
+SETTLEMENTS_UNFINISHED = Gauge(
+    "paygate_settlements_unfinished",
+    "Funder settlements whose payout has not paid (status: PAYING, PAYOUT_FAILED), from the database.",
+    ["status"],
+    registry=REGISTRY,
+)
+SETTLEMENT_OLDEST_AGE = Gauge(
+    "paygate_settlement_oldest_age_seconds",
+    "Seconds since the oldest settlement of each status (PAYING, PAYOUT_FAILED) last changed; 0 when there is none.",
+    ["status"],
+    registry=REGISTRY,
+)
+
 # --- retention (gateway/retention.py) ------------------------------------------------
 RETENTION_DELETED = Counter(
     "paygate_retention_deleted_total",

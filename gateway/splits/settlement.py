@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from gateway import metrics
 from gateway.businessday import BusinessCalendar
 from gateway.domain import FlowStatus
 from gateway.errors import GatewayError, InvalidInput, NotFound, PreconditionFailed
@@ -50,6 +52,8 @@ from gateway.validation import PayoutParams
 log = logging.getLogger(__name__)
 
 PAYING, PAID, PAYOUT_FAILED, REPORTED, CARRIED = "PAYING", "PAID", "PAYOUT_FAILED", "REPORTED", "CARRIED"
+UNFINISHED = (PAYING, PAYOUT_FAILED)
+SAMPLE_EVERY_S = 30.0  # the unfinished-settlement gauges: one small grouped read this often, not every 2 s
 _PAYOUT_STATUS = {FlowStatus.SUCCEEDED: PAID, FlowStatus.FAILED: PAYOUT_FAILED, FlowStatus.PROCESSING: PAYING}
 
 
@@ -89,6 +93,7 @@ class SettlementService:
         self.config = config
         self.now = now
         self._task: asyncio.Task[None] | None = None
+        self._sampled_at: float | None = None
 
     # --- use cases -------------------------------------------------------------------------
 
@@ -222,6 +227,29 @@ class SettlementService:
             raise NotFound(f"business_day: {funder_id} has no settlement for {day}")
         lines = await self.store.statement_lines(funder_id, self.calendar.bounds(day))
         return Statement(filename(row), render(row, funder.config.name, lines, self.calendar), row)
+
+    # --- metrics ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def declare_series() -> None:
+        """The alerts' series exist from the start, at zero (gateway/obs/series.py's rule)."""
+        for status in UNFINISHED:
+            metrics.SETTLEMENTS_UNFINISHED.labels(status=status).set(0)
+            metrics.SETTLEMENT_OLDEST_AGE.labels(status=status).set(0)
+
+    async def sample_metrics(self, *, force: bool = False) -> None:
+        """How many settlements are PAYING / PAYOUT_FAILED and how long the oldest has been so, from the
+        database (any replica, or a hand run, may have settled them); at most every ``SAMPLE_EVERY_S``."""
+        at = time.monotonic()
+        if not force and self._sampled_at is not None and at - self._sampled_at < SAMPLE_EVERY_S:
+            return
+        self._sampled_at = at
+        found = await self.store.unfinished()
+        now = self.now()
+        for status in UNFINISHED:
+            count, oldest = found.get(status, (0, now))
+            metrics.SETTLEMENTS_UNFINISHED.labels(status=status).set(count)
+            metrics.SETTLEMENT_OLDEST_AGE.labels(status=status).set(max((now - oldest).total_seconds(), 0.0))
 
     # --- the scheduler -------------------------------------------------------------------------
 

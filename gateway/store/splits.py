@@ -377,6 +377,14 @@ class MySQLSplitStore:
             (funder_id, day),
         )
 
+    async def unfinished(self) -> dict[str, tuple[int, datetime]]:
+        """PAYING and PAYOUT_FAILED settlements: status -> (how many, the oldest one's last change)."""
+        rows = await self.db.fetchall(
+            "SELECT status, COUNT(*) AS n, MIN(updated_at) AS oldest FROM settlements"
+            " WHERE status IN ('PAYING', 'PAYOUT_FAILED') GROUP BY status"
+        )
+        return {str(r["status"]): (int(r["n"]), r["oldest"]) for r in rows}
+
     async def settlement(self, funder_id: str, day: date) -> SettlementRow | None:
         row = await self.db.fetchone(
             f"SELECT {_SELECT_COLUMNS} FROM settlements WHERE funder_id=%s AND business_day=%s", (funder_id, day)
