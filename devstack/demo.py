@@ -547,7 +547,14 @@ class Demo:
         # replica of the gateway, whose clock reads tomorrow morning, settles today (the payouts go
         # through the normal payout path; a real scheduler simply waits for the day to end).
         today = BusinessCalendar.named().today(datetime.now(UTC))
-        rows = await self._settle_as_tomorrow(today)
+        # That night the bank refuses payouts to xd's account (frozen): the sandbox is told to.
+        bank = self.banks["icbc-direct"]
+        bank.set_behaviour({"declines": {"account_frozen": 1.0}})
+        try:
+            rows = await self._settle_as_tomorrow(today, "xd")
+        finally:
+            bank.set_behaviour({"declines": {}})
+        rows += await self._settle_as_tomorrow(today, "bank")
         print(f"  the day's settlement ({today}), run as at 01:00 the next morning:")
         for row in rows:
             print(
@@ -558,7 +565,22 @@ class Demo:
         operator = grpc.aio.secure_channel(self.gateway.address, self.pki.grpc_credentials(OPERATOR))
         op_md = (("authorization", f"Bearer {OPERATOR_TOKEN}"),)
         try:
-            statement = await splits_pb2_grpc.SplitSettlementStub(operator).GetStatement(
+            settlements = splits_pb2_grpc.SplitSettlementStub(operator)
+            # In the morning the funder has its account unfrozen; an operator re-sends the refused payout
+            # under a new request id (paygate splits resend, or the console's Settlements screen; audited).
+            resent = await settlements.ResendSettlementPayout(
+                splits_pb.ResendSettlementPayoutRequest(
+                    funder_id="xd", business_day=today.isoformat(), reason="account unfrozen by the funder"
+                ),
+                metadata=op_md,
+            )
+            status = splits_pb.SettlementStatus.Name(resent.status).removeprefix("SETTLEMENT_")
+            print(
+                f"  xd's refused payout re-sent by an operator (SplitSettlement/ResendSettlementPayout, audited):"
+                f" {minor_to_text(resent.paid, 'CNY')} CNY -> {status}"
+                f" (request {resent.payout_request_id}, payout {resent.payout_flow_no})"
+            )
+            statement = await settlements.GetStatement(
                 splits_pb.StatementRequest(funder_id="bank", business_day=today.isoformat()), metadata=op_md
             )
         finally:
@@ -569,7 +591,7 @@ class Demo:
                 print(f"    {line}")
         return [repay, refund]
 
-    async def _settle_as_tomorrow(self, day: Any) -> list[Any]:
+    async def _settle_as_tomorrow(self, day: Any, funder_id: str) -> list[Any]:
         """Settle ``day`` from this process, as a replica would at 01:00 the next morning (same database, banks)."""
         from gateway.app import Gateway
         from gateway.config import load
@@ -587,7 +609,7 @@ class Demo:
         await replica.db.start()
         await replica.registry.start()
         try:
-            return list(await replica.settlement.settle_through(day))
+            return list(await replica.settlement.settle_through(day, funder_id))
         finally:
             await replica.registry.stop()
             await replica.db.stop()
