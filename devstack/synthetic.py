@@ -88,6 +88,9 @@ def record_tick(rng: random.Random, calls: int = 20) -> None:
     metrics.NEEDS_REVIEW.set(rng.randint(0, 3))
     metrics.OUTBOX_BACKLOG.set(rng.randint(0, 20))
     metrics.OUTBOX_OLDEST_AGE.set(rng.uniform(0, 5))
+    for status in ("PAYING", "PAYOUT_FAILED"):
+        metrics.SETTLEMENTS_UNFINISHED.labels(status).set(rng.randint(0, 2))
+        metrics.SETTLEMENT_OLDEST_AGE.labels(status).set(rng.uniform(0, 7200))
     metrics.OUTBOX_PUBLISHED.labels(TOPIC).inc(rng.randint(5, 30))
     metrics.OUTBOX_PUBLISH_ERRORS.labels(rng.choice(PUBLISH_ERRORS)).inc(rng.randint(0, 1))
 

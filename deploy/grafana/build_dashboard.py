@@ -284,6 +284,28 @@ ROWS: list[tuple[str, list[Panel]]] = [
         ],
     ),
     (
+        "Joint-loan settlement",
+        [
+            Panel(
+                "Settlements not paid",
+                [q("max by (status) (paygate_settlements_unfinished)", "{{status}}")],
+                unit="none",
+                width=12,
+                description=(
+                    "Funder settlements whose payout has not paid: PAYING (in flight or waiting for float), "
+                    "PAYOUT_FAILED (refused by the bank; an operator re-sends it)."
+                ),
+            ),
+            Panel(
+                "Oldest unpaid settlement age",
+                [q("max by (status) (paygate_settlement_oldest_age_seconds)", "{{status}}")],
+                unit="s",
+                width=12,
+                thresholds=[("green", None), ("orange", 3600), ("red", 6 * 3600)],
+            ),
+        ],
+    ),
+    (
         "gRPC API",
         [
             Panel("Requests by method", [summed("paygate_grpc_server_requests_total", "method")], unit="reqps"),
