@@ -226,12 +226,14 @@ class RouterConfig:
     relook_burst_gap: Annotated[float, Field(gt=0, le=1)] = 1.0
     relook_burst_llr: _Positive = 2.0
     # upward CUSUM on the answers to looks (re-looks and exploration) at a channel under the leader: each
-    # adds the log-likelihood ratio of "at max(leader, estimate + upward_delta)" against "at its estimate";
-    # from upward_chain_llr on the looks come one after another, at upward_llr its record restarts from
-    # them (0 = off; then the re-look streaks above apply)
+    # adds the log-likelihood ratio of "at max(leader, reliability + upward_delta)" against "at its
+    # reliability" (a / (a + b), not the estimate); from upward_chain_llr on the looks come one after
+    # another, at upward_llr its record restarts from them (0 = off; then the re-look streaks above apply).
+    # upward_all_answers: every fresh answer from a channel other than the last leader counts, not only looks
     upward_llr: Annotated[float, Field(ge=0)] = 0.0
     upward_chain_llr: Annotated[float, Field(ge=0)] = 0.5
     upward_delta: Annotated[float, Field(gt=0, le=1)] = 0.08
+    upward_all_answers: bool = False
     # segments ((operation, bank) pairs) whose exploration state and estimates are kept, least recently used out
     max_segments: Annotated[int, Field(ge=1)] = 10_000
     # probe attempt ids remembered per eliminated channel (a timed-out probe's late answer still counts), and
