@@ -199,6 +199,9 @@ class RouterConfig:
     pool_across_channels: Annotated[float, Field(ge=0, le=1)] = 0.25
     # sliding memory: evidence halves every half_life_s seconds and never exceeds memory_observations
     half_life_s: _Positive = 300.0
+    # a late answer about an attempt sent before the newest one counted enters with the weight it would have
+    # had on time, on this clock (None: half_life_s), so a long memory need not weigh late news as fresh
+    late_half_life_s: _Positive | None = None
     memory_observations: Annotated[float, Field(ge=2)] = 1000.0
     # change detection: a short memory of this many observations; when it disagrees with the long one by
     # more than change_threshold (log-likelihood ratio, nats) the long memory is cut back to the short one
@@ -234,6 +237,8 @@ class RouterConfig:
     upward_chain_llr: Annotated[float, Field(ge=0)] = 0.5
     upward_delta: Annotated[float, Field(gt=0, le=1)] = 0.08
     upward_all_answers: bool = False
+    # an excursion starts only for a channel at least upward_gap under the leader's reliability (0: any)
+    upward_gap: Annotated[float, Field(ge=0, le=1)] = 0.0
     # segments ((operation, bank) pairs) whose exploration state and estimates are kept, least recently used out
     max_segments: Annotated[int, Field(ge=1)] = 10_000
     # probe attempt ids remembered per eliminated channel (a timed-out probe's late answer still counts), and

@@ -147,14 +147,15 @@ class Segment:
         ``log(p1 / p0)``, a failure ``log((1 - p1) / (1 - p0))``, and the sum never goes under 0. While
         it is at least ``upward_chain_llr`` the next decision looks at the channel again, so the test is
         decided in a run of consecutive looks; at ``upward_llr`` the record is stale and the caller
-        restarts it from the looks counted since the sum last left 0.
+        restarts it from the looks counted since the sum last left 0. A channel whose reliability is
+        less than ``upward_gap`` under the leader's starts no excursion (exploration measures it).
         """
         total, s, f, p0, p1 = self.cusum.get(channel_id, (0.0, 0.0, 0.0, 0.0, 0.0))
         if total <= 0.0:  # a new excursion: the hypotheses are fixed at its start
             p0 = min(max(reliability, 0.01), 0.98)
             p1 = min(max(leader, p0 + config.upward_delta), 0.99)
-            if p1 <= p0:
-                return None
+            if p1 <= p0 or (config.upward_gap > 0 and leader - p0 < config.upward_gap):
+                return None  # not under the leader, or too close to it for looks in a row to pay
         total += math.log(p1 / p0) if ok else math.log((1.0 - p1) / (1.0 - p0))
         s, f = (s + 1.0, f) if ok else (s, f + 1.0)
         if total <= 0.0:

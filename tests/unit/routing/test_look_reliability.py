@@ -17,6 +17,7 @@ import pytest
 from channels.contract import Operation
 from routing.config import RouterConfig
 from routing.engine import Observation, Router
+from routing.estimates import Evidence
 from routing.exploration import Segment
 from tests.unit.routing.helpers import NOW, make_router, profile, withhold
 
@@ -143,3 +144,27 @@ def test_a_late_answer_does_not_feed_the_every_answer_cusum() -> None:
     assert segment.cusum == {}
     router.observe("b", Operation.WITHHOLD, ICBC, Observation.SUCCESS, now)  # fresh
     assert segment.cusum["b"][0] > 0.0
+
+
+def test_a_channel_close_to_the_leader_starts_no_excursion_with_a_gap() -> None:
+    config = RouterConfig(upward_llr=3.0, upward_gap=0.1)
+    segment = Segment()
+    assert segment.upward("C", True, 0.87, 0.95, config) is None  # 0.08 under the leader: not tested
+    assert "C" not in segment.cusum
+    assert segment.upward("A", True, 0.70, 0.95, config) is None  # 0.25 under: an excursion starts
+    assert segment.cusum["A"][0] == pytest.approx(math.log(0.95 / 0.70))
+    without = Segment()  # the default (0): any channel under the leader is tested
+    assert without.upward("C", True, 0.87, 0.95, RouterConfig(upward_llr=3.0)) is None
+    assert without.cusum["C"][0] == pytest.approx(math.log(0.95 / 0.87))
+
+
+def test_late_answers_weigh_on_their_own_clock() -> None:
+    long = RouterConfig(half_life_s=1800.0)
+    split = RouterConfig(half_life_s=1800.0, late_half_life_s=300.0)
+    for config, weight in ((long, 0.5), (split, 2.0**-6)):
+        evidence = Evidence()
+        evidence.add(True, False, NOW, config)
+        evidence.add(False, False, NOW - 1800.0, config)  # an answer about an attempt sent 30 minutes earlier
+        assert evidence.f == pytest.approx(weight)
+        assert evidence.s == 1.0  # the memory itself still decays on half_life_s
+        assert evidence.factor(NOW + 1800.0, math.log(2.0) / 1800.0) == pytest.approx(0.5)
