@@ -237,6 +237,9 @@ class RouterConfig:
     upward_chain_llr: Annotated[float, Field(ge=0)] = 0.5
     upward_delta: Annotated[float, Field(gt=0, le=1)] = 0.08
     upward_all_answers: bool = False
+    # a chain of looks goes on without waiting for answers while fewer than this many are outstanding
+    # (1: each look waits for the previous one's answer)
+    upward_chain_pending: Annotated[int, Field(ge=1)] = 1
     # an excursion starts only for a channel at least upward_gap under the leader's reliability (0: any)
     upward_gap: Annotated[float, Field(ge=0, le=1)] = 0.0
     # segments ((operation, bank) pairs) whose exploration state and estimates are kept, least recently used out

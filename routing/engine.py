@@ -265,6 +265,8 @@ class Router:
         if rows and probe is None:
             merit = first_reason in ("best_score", "eliminated_fallback")
             segment.chose(rows[0][2], now, config, relook=relook, merit=merit, estimate=rows[0][3])
+            if relook and config.upward_chain_pending > 1:
+                segment.keep_chaining(rows[0][2], now, config)
         if probe is not None:
             rows.insert(0, self._score(probe, request, False, None))
             first_reason = "probe"

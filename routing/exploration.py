@@ -40,6 +40,7 @@ class Segment:
     __slots__ = (
         "backoff",
         "best",
+        "chained",
         "chosen_at",
         "cost",
         "cusum",
@@ -63,6 +64,8 @@ class Segment:
         self.looks: dict[str, tuple[str, float, float]] = {}
         # the channel chosen first on its mean score at the last decision and its reliability a / (a + b)
         self.leader: tuple[str, float] | None = None
+        # channel -> when its last look was handed out, while a chain goes on without waiting (keep_chaining)
+        self.chained: dict[str, float] = {}
         self.streak: dict[str, int] = {}  # channel -> successful re-look answers in a row
         # channel -> (upward CUSUM in nats, successes and failures since it last left 0, p0, p1)
         self.cusum: dict[str, tuple[float, float, float, float, float]] = {}
@@ -158,16 +161,30 @@ class Segment:
                 return None  # not under the leader, or too close to it for looks in a row to pay
         total += math.log(p1 / p0) if ok else math.log((1.0 - p1) / (1.0 - p0))
         s, f = (s + 1.0, f) if ok else (s, f + 1.0)
-        if total <= 0.0:
+        if total <= 0.0 or total >= config.upward_llr:
             self.cusum.pop(channel_id, None)
-            return None
-        if total >= config.upward_llr:
-            del self.cusum[channel_id]
-            return s, f
+            looked = self.chained.pop(channel_id, None)
+            if looked is not None and self.chosen_at.get(channel_id) == -math.inf:
+                self.chosen_at[channel_id] = looked  # the excursion ended: no more looks in a row
+            return (s, f) if total > 0.0 else None
         self.cusum[channel_id] = (total, s, f, p0, p1)
         if total >= config.upward_chain_llr:
             self.chosen_at[channel_id] = -math.inf  # the next decision looks again
         return None
+
+    def keep_chaining(self, channel_id: str, now: float, config: RouterConfig) -> None:
+        """After a look at a channel whose CUSUM is at the chain level: look again at the next decision while
+        fewer than ``upward_chain_pending`` of its looks await their answer (1: only once an answer came).
+
+        When the excursion ends (:meth:`upward`) the channel's re-look clock goes back to ``now``.
+        """
+        entry = self.cusum.get(channel_id)
+        if entry is None or entry[0] < config.upward_chain_llr:
+            return
+        pending = sum(1 for look in self.looks.values() if look[0] == channel_id)
+        if pending < config.upward_chain_pending:
+            self.chosen_at[channel_id] = -math.inf
+            self.chained[channel_id] = now
 
     def look_answered(self, attempt_id: str, channel_id: str, ok: bool, config: RouterConfig) -> int:
         """Count the answer to a re-look; returns the streak of good answers once it proves a recovery, else 0.

@@ -168,3 +168,36 @@ def test_late_answers_weigh_on_their_own_clock() -> None:
         assert evidence.f == pytest.approx(weight)
         assert evidence.s == 1.0  # the memory itself still decays on half_life_s
         assert evidence.factor(NOW + 1800.0, math.log(2.0) / 1800.0) == pytest.approx(0.5)
+
+
+def test_a_chain_goes_on_while_fewer_than_upward_chain_pending_looks_await_their_answer() -> None:
+    config = RouterConfig(upward_llr=5.0, upward_chain_llr=0.15, upward_chain_pending=3)
+    segment = Segment()
+    assert segment.upward("A", True, 0.70, 0.95, config) is None  # 0.305 nats: at the chain level
+    segment.chosen_at["A"] = 100.0  # the next look was handed out (chosen, its clock restarted)
+    for i in range(2):
+        segment.hand_out_look(str(i), "A", 0.70, 0.95, 64)
+        segment.keep_chaining("A", 100.0, config)
+        assert segment.chosen_at["A"] == -math.inf  # 1, then 2 outstanding: look again at once
+        segment.chosen_at["A"] = 101.0 + i
+    segment.hand_out_look("2", "A", 0.70, 0.95, 64)
+    segment.keep_chaining("A", 100.0, config)
+    assert segment.chosen_at["A"] == 102.0  # 3 outstanding: wait for an answer
+    waiting = RouterConfig(upward_llr=5.0, upward_chain_llr=0.15)  # the default, 1: every look waits
+    segment.keep_chaining("A", 100.0, waiting)
+    assert segment.chosen_at["A"] == 102.0
+    segment.cusum.clear()  # no excursion: nothing to chain
+    segment.looks.clear()
+    segment.keep_chaining("A", 100.0, config)
+    assert segment.chosen_at["A"] == 102.0
+
+
+def test_when_the_excursion_ends_a_chain_without_waiting_stops() -> None:
+    config = RouterConfig(upward_llr=5.0, upward_chain_llr=0.15, upward_chain_pending=3)
+    segment = Segment()
+    assert segment.upward("A", True, 0.70, 0.95, config) is None
+    segment.hand_out_look("0", "A", 0.70, 0.95, 64)
+    segment.keep_chaining("A", 250.0, config)
+    assert segment.chosen_at["A"] == -math.inf
+    assert segment.upward("A", False, 0.70, 0.95, config) is None  # a failure: the sum is back at 0
+    assert segment.chosen_at["A"] == 250.0 and "A" not in segment.cusum
