@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import math
 import random
 import sys
@@ -67,6 +68,7 @@ from bench.routing_scenarios import (
     SrV3,
     WindowRatio,
 )
+from channels.config import read
 from channels.contract import Operation
 from routing.config import ChannelProfile, FeeSchedule, RouterConfig
 from routing.engine import Observation, Router, RouteRequest
@@ -358,13 +360,27 @@ def format_table(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
+def config_with(settings: Sequence[str]) -> RouterConfig | None:
+    """The default RouterConfig with ``name=value`` overrides (values in JSON: 3, 0.5, true); None without any."""
+    if not settings:
+        return None
+    fields: dict[str, object] = {}
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        fields[name.strip()] = json.loads(value)
+    return read(RouterConfig, fields, "routing")  # the config reader: a bad value is refused, naming the field
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="paygate bench routing", description=__doc__.split("\n")[0])
     parser.add_argument("--short", action="store_true", help="a quick run that fails when a target is missed")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a RouterConfig field for ours (repeatable)"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    result = run(args.short, args.seed)
+    result = run(args.short, args.seed, config_with(args.set))
     print(format_table(result))
     misses = result.misses()
     for miss in misses:

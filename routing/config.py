@@ -199,6 +199,9 @@ class RouterConfig:
     pool_across_channels: Annotated[float, Field(ge=0, le=1)] = 0.25
     # sliding memory: evidence halves every half_life_s seconds and never exceeds memory_observations
     half_life_s: _Positive = 300.0
+    # a late answer about an attempt sent before the newest one counted enters with the weight it would have
+    # had on time, on this clock (None: half_life_s), so a long memory need not weigh late news as fresh
+    late_half_life_s: _Positive | None = None
     memory_observations: Annotated[float, Field(ge=2)] = 1000.0
     # change detection: a short memory of this many observations; when it disagrees with the long one by
     # more than change_threshold (log-likelihood ratio, nats) the long memory is cut back to the short one
@@ -226,12 +229,19 @@ class RouterConfig:
     relook_burst_gap: Annotated[float, Field(gt=0, le=1)] = 1.0
     relook_burst_llr: _Positive = 2.0
     # upward CUSUM on the answers to looks (re-looks and exploration) at a channel under the leader: each
-    # adds the log-likelihood ratio of "at max(leader, estimate + upward_delta)" against "at its estimate";
-    # from upward_chain_llr on the looks come one after another, at upward_llr its record restarts from
-    # them (0 = off; then the re-look streaks above apply)
+    # adds the log-likelihood ratio of "at max(leader, reliability + upward_delta)" against "at its
+    # reliability" (a / (a + b), not the estimate); from upward_chain_llr on the looks come one after
+    # another, at upward_llr its record restarts from them (0 = off; then the re-look streaks above apply).
+    # upward_all_answers: every fresh answer from a channel other than the last leader counts, not only looks
     upward_llr: Annotated[float, Field(ge=0)] = 0.0
     upward_chain_llr: Annotated[float, Field(ge=0)] = 0.5
     upward_delta: Annotated[float, Field(gt=0, le=1)] = 0.08
+    upward_all_answers: bool = False
+    # a chain of looks goes on without waiting for answers while fewer than this many are outstanding
+    # (1: each look waits for the previous one's answer)
+    upward_chain_pending: Annotated[int, Field(ge=1)] = 1
+    # an excursion starts only for a channel at least upward_gap under the leader's reliability (0: any)
+    upward_gap: Annotated[float, Field(ge=0, le=1)] = 0.0
     # segments ((operation, bank) pairs) whose exploration state and estimates are kept, least recently used out
     max_segments: Annotated[int, Field(ge=1)] = 10_000
     # probe attempt ids remembered per eliminated channel (a timed-out probe's late answer still counts), and

@@ -40,7 +40,7 @@ from routing.config import (
     RouterConfig,
     RoutingConfigError,
 )
-from routing.estimates import Evidence, Key, Posterior, bounded_get
+from routing.estimates import FRESH_S, Evidence, Key, Posterior, bounded_get
 from routing.exploration import Segment, Segments
 from routing.health import Health
 from routing.types import (
@@ -71,8 +71,8 @@ _EPOCH_WEEK_OFFSET_MIN = 3 * 1440
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 
-# (-score, config order, channel, estimate, cost, sampled, draw, observations)
-_Row = tuple[float, int, str, float, int, float | None, float, float]
+# (-score, config order, channel, estimate, cost, sampled, draw, observations, reliability)
+_Row = tuple[float, int, str, float, int, float | None, float, float, float]
 
 
 def _rank_key(row: _Row) -> tuple[float, int]:
@@ -239,6 +239,8 @@ class Router:
         explore = choice_open and segment.may_explore(config)
         rows = [self._score(channel, request, explore, segment) for channel in candidates]
         rows.sort(key=_rank_key)
+        if rows:
+            segment.leader = (rows[0][2], rows[0][8])
         first_reason = reason
         pick = 0
         relook = False
@@ -254,13 +256,17 @@ class Router:
             explored = pick > 0 and not relook
             segment.count_decision(explored, -rows[0][0], rows[pick][0] - rows[0][0] if explored else 0.0)
         if pick and request.attempt_id is not None:  # a re-look or exploration: its answer may prove a recovery
+            # the answer says whether the channel did its part (a payer failure counts as done), so the look
+            # carries the reliabilities a / (a + b), not the estimates, which include the payer-failure rate
             limit = config.max_tracked_attempts
-            segment.hand_out_look(request.attempt_id, rows[pick][2], rows[pick][3], rows[0][3], limit)
+            segment.hand_out_look(request.attempt_id, rows[pick][2], rows[pick][8], rows[0][8], limit)
         if pick:
             rows.insert(0, rows.pop(pick))
         if rows and probe is None:
             merit = first_reason in ("best_score", "eliminated_fallback")
             segment.chose(rows[0][2], now, config, relook=relook, merit=merit, estimate=rows[0][3])
+            if relook and config.upward_chain_pending > 1:
+                segment.keep_chaining(rows[0][2], now, config)
         if probe is not None:
             rows.insert(0, self._score(probe, request, False, None))
             first_reason = "probe"
@@ -338,7 +344,7 @@ class Router:
             sampled = min(max(reliability + scale * noise, 0.0), 1.0) * reach
             draw = sampled * value_factor
         score = estimate * value_factor
-        return (-score, channel.index, channel.profile.channel_id, estimate, cost, sampled, draw, observations)
+        return (-score, channel.index, cid, estimate, cost, sampled, draw, observations, reliability)
 
     def _estimate(
         self, channel: _Channel, operation: Operation, bank_code: str, now: float, idle_s: float | None = None
@@ -380,12 +386,15 @@ class Router:
         ok = observation is not Observation.CHANNEL_FAILURE
         payer = observation is Observation.PAYER_FAILURE
         limit = config.max_segments + len(Operation)
+        segment = self._segments.peek(operation, bank_code)
+        before = self._record_before(channel, operation, bank_code, at, segment)
         for key in ((operation, ""), (operation, bank_code)) if bank_code else ((operation, ""),):
             if bounded_get(channel.evidence, key, limit).add(ok, payer, at, config):
                 self._soften_others(channel, key)
-        if attempt_id is not None:
-            segment = self._segments.peek(operation, bank_code)
-            proven = None if segment is None else segment.answer(attempt_id, channel_id, ok, config)
+        if segment is not None:
+            proven = None if attempt_id is None else segment.answer(attempt_id, channel_id, ok, config)
+            if before is not None:
+                proven = segment.any_answer(channel_id, ok, before, config) or proven
             if proven is not None:
                 self._recovered(channel, operation, bank_code, proven, at)
         if bank_code:
@@ -393,6 +402,20 @@ class Router:
             pooled.add(ok, payer, at, config, detect=False)
         if channel.health.record(not ok, at, config, attempt_id):
             self._forget(channel, at)
+
+    def _record_before(
+        self, channel: _Channel, operation: Operation, bank_code: str, at: float, segment: Segment | None
+    ) -> float | None:
+        """``upward_all_answers``: the channel's reliability as decisions see it, for a fresh answer; else None."""
+        config = self._config
+        if segment is None or config.upward_llr <= 0 or not config.upward_all_answers:
+            return None
+        evidence = channel.evidence.get((operation, bank_code))
+        if evidence is not None and (at < evidence.t - FRESH_S or at < evidence.changed_at):
+            return None  # a late answer says what the channel was, not what it is
+        idle = max(at - segment.merit_at.get(channel.profile.channel_id, at), 0.0)
+        a, b, _, _ = self._estimate(channel, operation, bank_code, at, idle)
+        return a / (a + b)
 
     def _recovered(
         self, channel: _Channel, operation: Operation, bank_code: str, proven: tuple[float, float], at: float

@@ -76,7 +76,9 @@ class Evidence:
             self.ff *= shrink
             self.t = at
         else:
-            weight = math.exp((at - self.t) * rate)  # late news about an old attempt: weighed by its age
+            # late news about an old attempt: weighed by its age (on its own clock when late_half_life_s is set)
+            late = rate if config.late_half_life_s is None else LN2 / config.late_half_life_s
+            weight = math.exp((at - self.t) * late)
         self.lifetime += 1.0
         if ok:
             self.s += weight

@@ -37,7 +37,20 @@ EXPLORATION_SHARE_ALPHA = 1.0 / 200.0
 
 
 class Segment:
-    __slots__ = ("backoff", "best", "chosen_at", "cost", "cusum", "looks", "merit_at", "reference", "share", "streak")
+    __slots__ = (
+        "backoff",
+        "best",
+        "chained",
+        "chosen_at",
+        "cost",
+        "cusum",
+        "leader",
+        "looks",
+        "merit_at",
+        "reference",
+        "share",
+        "streak",
+    )
 
     def __init__(self) -> None:
         self.share = 0.0
@@ -47,8 +60,12 @@ class Segment:
         self.merit_at: dict[str, float] = {}  # channel -> when last chosen first by its mean score
         self.backoff: dict[str, float] = {}  # channel -> current re-look interval
         self.reference: dict[str, float] = {}  # channel -> its estimate at the last re-look
-        # re-looks awaiting their answer: attempt id -> (channel, its estimate, the leader's estimate)
+        # looks awaiting their answer: attempt id -> (channel, its reliability, the leader's reliability)
         self.looks: dict[str, tuple[str, float, float]] = {}
+        # the channel chosen first on its mean score at the last decision and its reliability a / (a + b)
+        self.leader: tuple[str, float] | None = None
+        # channel -> when its last look was handed out, while a chain goes on without waiting (keep_chaining)
+        self.chained: dict[str, float] = {}
         self.streak: dict[str, int] = {}  # channel -> successful re-look answers in a row
         # channel -> (upward CUSUM in nats, successes and failures since it last left 0, p0, p1)
         self.cusum: dict[str, tuple[float, float, float, float, float]] = {}
@@ -88,8 +105,9 @@ class Segment:
         """True while both budgets have room: the share of decisions and the value given up."""
         return self.share < config.max_exploration_share and self.cost <= config.max_exploration_cost * self.best
 
-    def hand_out_look(self, attempt_id: str, channel_id: str, estimate: float, leader: float, limit: int) -> None:
-        self.looks[attempt_id] = (channel_id, estimate, leader)
+    def hand_out_look(self, attempt_id: str, channel_id: str, reliability: float, leader: float, limit: int) -> None:
+        """Remember a look's attempt with the reliabilities (not the estimates) its answer is tested against."""
+        self.looks[attempt_id] = (channel_id, reliability, leader)
         if len(self.looks) > limit:
             del self.looks[next(iter(self.looks))]
 
@@ -97,68 +115,97 @@ class Segment:
         """Count the answer to a look; (successes, failures) to restart the channel's record from, else None.
 
         With ``upward_llr > 0`` the upward CUSUM decides (:meth:`upward`), else the re-look streak
-        (:meth:`look_answered`).
+        (:meth:`look_answered`). With ``upward_all_answers`` the CUSUM counts every answer instead
+        (:meth:`any_answer`) and looks only chain.
         """
         if config.upward_llr <= 0:
             streak = self.look_answered(attempt_id, channel_id, ok, config)
             return (float(streak), 0.0) if streak else None
         look = self.looks.pop(attempt_id, None)
-        if look is None or look[0] != channel_id:
+        if look is None or look[0] != channel_id or config.upward_all_answers:
             return None
         return self.upward(channel_id, ok, look[1], look[2], config)
 
+    def any_answer(
+        self, channel_id: str, ok: bool, reliability: float, config: RouterConfig
+    ) -> tuple[float, float] | None:
+        """``upward_all_answers``: every fresh answer from a channel other than the last leader feeds its CUSUM.
+
+        ``reliability`` is the channel's a / (a + b) before the answer; the leader's is the one remembered
+        at the last decision. The leader's own answers do not count (it is not under itself).
+        """
+        if self.leader is None or self.leader[0] == channel_id:
+            return None
+        return self.upward(channel_id, ok, reliability, self.leader[1], config)
+
     def upward(
-        self, channel_id: str, ok: bool, estimate: float, leader: float, config: RouterConfig
+        self, channel_id: str, ok: bool, reliability: float, leader: float, config: RouterConfig
     ) -> tuple[float, float] | None:
         """One step of the upward CUSUM of a channel under the leader; the counts to restart from, or None.
 
-        The test is "the channel is now at ``p1`` = max(leader, estimate + upward_delta) (capped at 0.99)"
-        against "it is at its record ``p0``", both fixed when the sum leaves 0 (the estimate and the
-        leader's at that look; the record moves as the looks come in): a success adds
+        The test is "the channel is now at ``p1`` = max(leader, reliability + upward_delta) (capped at 0.99)"
+        against "it is at its record ``p0``", both fixed when the sum leaves 0 (the channel's reliability
+        a / (a + b) and the leader's at that look, not the estimates: an answer says whether the channel did
+        its part, and a payer failure counts as done; the record moves as the looks come in): a success adds
         ``log(p1 / p0)``, a failure ``log((1 - p1) / (1 - p0))``, and the sum never goes under 0. While
         it is at least ``upward_chain_llr`` the next decision looks at the channel again, so the test is
         decided in a run of consecutive looks; at ``upward_llr`` the record is stale and the caller
-        restarts it from the looks counted since the sum last left 0.
+        restarts it from the looks counted since the sum last left 0. A channel whose reliability is
+        less than ``upward_gap`` under the leader's starts no excursion (exploration measures it).
         """
         total, s, f, p0, p1 = self.cusum.get(channel_id, (0.0, 0.0, 0.0, 0.0, 0.0))
         if total <= 0.0:  # a new excursion: the hypotheses are fixed at its start
-            p0 = min(max(estimate, 0.01), 0.98)
+            p0 = min(max(reliability, 0.01), 0.98)
             p1 = min(max(leader, p0 + config.upward_delta), 0.99)
-            if p1 <= p0:
-                return None
+            if p1 <= p0 or (config.upward_gap > 0 and leader - p0 < config.upward_gap):
+                return None  # not under the leader, or too close to it for looks in a row to pay
         total += math.log(p1 / p0) if ok else math.log((1.0 - p1) / (1.0 - p0))
         s, f = (s + 1.0, f) if ok else (s, f + 1.0)
-        if total <= 0.0:
+        if total <= 0.0 or total >= config.upward_llr:
             self.cusum.pop(channel_id, None)
-            return None
-        if total >= config.upward_llr:
-            del self.cusum[channel_id]
-            return s, f
+            looked = self.chained.pop(channel_id, None)
+            if looked is not None and self.chosen_at.get(channel_id) == -math.inf:
+                self.chosen_at[channel_id] = looked  # the excursion ended: no more looks in a row
+            return (s, f) if total > 0.0 else None
         self.cusum[channel_id] = (total, s, f, p0, p1)
         if total >= config.upward_chain_llr:
             self.chosen_at[channel_id] = -math.inf  # the next decision looks again
         return None
 
+    def keep_chaining(self, channel_id: str, now: float, config: RouterConfig) -> None:
+        """After a look at a channel whose CUSUM is at the chain level: look again at the next decision while
+        fewer than ``upward_chain_pending`` of its looks await their answer (1: only once an answer came).
+
+        When the excursion ends (:meth:`upward`) the channel's re-look clock goes back to ``now``.
+        """
+        entry = self.cusum.get(channel_id)
+        if entry is None or entry[0] < config.upward_chain_llr:
+            return
+        pending = sum(1 for look in self.looks.values() if look[0] == channel_id)
+        if pending < config.upward_chain_pending:
+            self.chosen_at[channel_id] = -math.inf
+            self.chained[channel_id] = now
+
     def look_answered(self, attempt_id: str, channel_id: str, ok: bool, config: RouterConfig) -> int:
         """Count the answer to a re-look; returns the streak of good answers once it proves a recovery, else 0.
 
-        A channel re-looked at while its estimate was at least ``relook_burst_gap`` under the leader's
+        A channel re-looked at while its reliability was at least ``relook_burst_gap`` under the leader's
         is looked at again right away after each good answer: a sequential test of "it is now as good
-        as the leader" (each success adds ``log(leader / estimate)``) against "it is what its record
+        as the leader" (each success adds ``log(leader / reliability)``) against "it is what its record
         says" (a failure ends the streak). When the evidence reaches ``relook_burst_llr`` nats the
         channel has recovered: the caller restarts its estimates from the streak.
         """
         look = self.looks.pop(attempt_id, None)
         if look is None or look[0] != channel_id:
             return 0
-        _, estimate, leader = look
+        _, reliability, leader = look
         if not ok:
             self.streak.pop(channel_id, None)
             return 0
-        if leader - estimate < config.relook_burst_gap or estimate <= 0.0:
+        if leader - reliability < config.relook_burst_gap or reliability <= 0.0:
             return 0
         streak = self.streak[channel_id] = self.streak.get(channel_id, 0) + 1
-        if streak * math.log(leader / estimate) >= config.relook_burst_llr:
+        if streak * math.log(leader / reliability) >= config.relook_burst_llr:
             del self.streak[channel_id]
             return streak
         self.chosen_at[channel_id] = -math.inf  # the next decision looks again

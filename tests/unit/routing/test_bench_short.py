@@ -13,6 +13,8 @@ import re
 import pytest
 
 from bench import routing as bench
+from channels.config import ConfigError
+from routing.config import RouterConfig
 
 RATIO_FLOOR = 0.982  # seed 1 reaches 0.98200 (delayed_feedback; deterministic per seed)
 STRANDED_CEILING = bench.TARGET_STRANDED_S
@@ -70,15 +72,15 @@ def test_oracle_is_an_upper_bound_on_success(result: bench.BenchResult) -> None:
 def test_main_prints_the_table_and_the_machine_readable_last_line(
     result: bench.BenchResult, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    calls: list[tuple[bool, int]] = []
+    calls: list[tuple[bool, int, RouterConfig | None]] = []
 
-    def fake_run(short: bool, seed: int) -> bench.BenchResult:  # the same run, not a second one
-        calls.append((short, seed))
+    def fake_run(short: bool, seed: int, config: RouterConfig | None = None) -> bench.BenchResult:  # the same run
+        calls.append((short, seed, config))
         return result
 
     monkeypatch.setattr(bench, "run", fake_run)
     assert bench.main(["--short", "--seed", "1"]) == (1 if result.misses() else 0)
-    assert calls == [(True, 1)]
+    assert calls == [(True, 1, None)]
     lines = capsys.readouterr().out.strip().splitlines()
     assert all(any(line.startswith(s.name) for line in lines) for s in result.scenarios)
     pattern = (
@@ -96,7 +98,7 @@ def test_main_fails_when_a_target_is_missed(
     drop = next(s for s in worse.scenarios if s.name == "sudden_drop")
     drop.stats["window"].value = drop.stats["ours"].value + 1.0
     drop.recovery_tx = 500
-    monkeypatch.setattr(bench, "run", lambda short, seed: worse)
+    monkeypatch.setattr(bench, "run", lambda short, seed, config=None: worse)
     assert bench.main(["--short"]) == 1
     out = capsys.readouterr().out
     assert "target missed: sudden_drop: a baseline did as well as ours" in out
@@ -106,3 +108,19 @@ def test_main_fails_when_a_target_is_missed(
 def test_same_seed_same_result() -> None:
     scenario = bench.SCENARIOS[1]
     assert bench.simulate(scenario, 800, 5) == bench.simulate(scenario, 800, 5)
+
+
+def test_set_overrides_ours_configuration_through_the_config_reader(
+    result: bench.BenchResult, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configs: list[RouterConfig | None] = []
+
+    def fake_run(short: bool, seed: int, config: RouterConfig | None = None) -> bench.BenchResult:
+        configs.append(config)
+        return result
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    bench.main(["--short", "--set", "upward_llr=3", "--set", "upward_all_answers=true", "--set", "half_life_s=1800"])
+    assert configs == [RouterConfig(upward_llr=3.0, upward_all_answers=True, half_life_s=1800.0)]
+    with pytest.raises(ConfigError, match=r"^routing\.upward_llr: must be >= 0"):
+        bench.config_with(["upward_llr=-1"])
