@@ -63,10 +63,17 @@ async def one_pair(db: Database, prefix: str, seq: int) -> None:
         await tx.commit()
 
 
-async def timed_loops(
-    work: Callable[[int], Awaitable[None]], loops: int, window_start: float, window_end: float
-) -> list[float]:
-    """``loops`` concurrent loops of ``work(seq)`` until ``window_end``; the latencies (ms) of those ending inside."""
+async def measured_loops(
+    work: Callable[[int], Awaitable[None]], loops: int, *, warmup: float, seconds: float, name: str
+) -> tuple[list[float], dict[str, float]]:
+    """``loops`` concurrent loops of ``work(seq)`` for ``warmup`` + ``seconds``: the latencies (ms) of the
+    calls that ended inside the window, and the CPU seconds this process (as ``name``) and MariaDB spent in it."""
+    window_start = time.time() + warmup
+    window_end = window_start + seconds
+    watched = {name: os.getpid()}
+    if (server := pid_of("mariadbd") or pid_of("mysqld")) is not None:
+        watched["mariadb"] = server
+    cpu = asyncio.create_task(cpu_over_window(window_start, window_end, watched))
     issued = 0
     latencies: list[float] = []
 
@@ -81,22 +88,23 @@ async def timed_loops(
             if window_start <= ended <= window_end:
                 latencies.append((ended - started) * 1000)
 
-    await asyncio.gather(*(loop() for _ in range(loops)))
-    return latencies
+    try:
+        await asyncio.gather(*(loop() for _ in range(loops)))
+    finally:
+        cpu_s = await cpu
+    return latencies, cpu_s
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
     db = Database(DatabaseConfig(host=args.host, port=args.port, database=args.database, pool_max=args.pool_max))
     await db.start()
-    window_start = time.time() + args.warmup
-    window_end = window_start + args.seconds
-    watched = {"dbfloor": os.getpid()}
-    if (server := pid_of("mariadbd") or pid_of("mysqld")) is not None:
-        watched["mariadb"] = server
-    cpu = asyncio.create_task(cpu_over_window(window_start, window_end, watched))
     try:
-        latencies = await timed_loops(
-            lambda seq: one_pair(db, args.prefix, seq), args.writers, window_start, window_end
+        latencies, cpu_s = await measured_loops(
+            lambda seq: one_pair(db, args.prefix, seq),
+            args.writers,
+            warmup=args.warmup,
+            seconds=args.seconds,
+            name="dbfloor",
         )
     finally:
         await db.stop()
@@ -105,7 +113,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "seconds": args.seconds,
         "commits_total": db.commits,
         "latencies_ms": latencies,
-        "cpu_s": await cpu,
+        "cpu_s": cpu_s,
     }
 
 

@@ -34,8 +34,7 @@ import sys
 import time
 from typing import Any
 
-from bench.dbfloor import timed_loops
-from bench.procstat import cpu_over_window, pid_of
+from bench.dbfloor import measured_loops
 from gateway.domain import channel_order_no, new_ulid
 from gateway.store.db import _SESSION_INIT, DatabaseConfig, migrate
 from gateway.store.flow_sql import FLOW_COLUMNS
@@ -219,12 +218,6 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
             await conn.rollback()
         finally:
             pool.release(conn)
-    window_start = time.time() + args.warmup
-    window_end = window_start + args.seconds
-    watched = {"client": os.getpid()}
-    if (server := pid_of("mariadbd") or pid_of("mysqld")) is not None:
-        watched["mariadb"] = server
-    cpu = asyncio.create_task(cpu_over_window(window_start, window_end, watched))
 
     async def one(seq: int) -> None:
         if args.pattern == "write":
@@ -233,12 +226,13 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
             await wide_read(pool, cursor_cls, ids, args.rows)
 
     try:
-        latencies = await timed_loops(one, args.concurrency, window_start, window_end)
+        latencies, cpu_s = await measured_loops(
+            one, args.concurrency, warmup=args.warmup, seconds=args.seconds, name="client"
+        )
         in_window = len(latencies)
     finally:
         pool.close()
         await pool.wait_closed()
-    cpu_s = await cpu
     return {
         "driver": args.driver,
         "pattern": args.pattern,
