@@ -23,9 +23,8 @@ async def test_units_of_work_ended_in_their_last_statement_keep_their_connection
     db = Database(replace(db_config, driver=driver, pool_min=1, pool_max=1))  # type: ignore[arg-type]
     await db.start()
     try:
-        first = await db.fetchone(
-            "SELECT CONNECTION_ID() AS id, COUNT(*) AS n FROM flows"
-        )  # read_only: SELECT (of a table: a transaction); ROLLBACK
+        # read_only: a SELECT of a table (which opens a transaction), then the ROLLBACK in the same round trip
+        first = await db.fetchone("SELECT CONNECTION_ID() AS id, COUNT(*) AS n FROM flows")
         assert first is not None
         async with db.transaction() as tx:
             [read] = await tx.script([("SELECT CONNECTION_ID() AS id, COUNT(*) AS n FROM flows", [])], commit=True)
