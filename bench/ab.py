@@ -24,6 +24,7 @@ import dataclasses
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -48,7 +49,16 @@ class TreeGateway(GatewayProcess):
         self.tree = tree
 
     def env(self) -> dict[str, str]:
-        return {**super().env(), "PYTHONPATH": str(self.tree)}
+        # PYTHONSAFEPATH: ``python -m`` puts the working directory first on sys.path, before PYTHONPATH,
+        # so run from this repository (as bench.ab is) tree A would import tree B's packages
+        return {**super().env(), "PYTHONPATH": str(self.tree), "PYTHONSAFEPATH": "1"}
+
+    def check_tree(self) -> None:
+        """Refuse to measure unless this process's environment imports the gateway from :attr:`tree`."""
+        probe = [sys.executable, "-c", "import gateway; print(gateway.__file__)"]
+        where = subprocess.run(probe, env=self.env(), capture_output=True, text=True, check=True).stdout.strip()
+        if not Path(where).resolve().is_relative_to(self.tree.resolve()):
+            raise RuntimeError(f"{self.name} would import the gateway from {where}, not from {self.tree}")
 
 
 def extract(rev: str, into: Path) -> None:
@@ -63,6 +73,7 @@ async def run(rev: str, opts: Options, channel: dict[str, int]) -> tuple[Paired,
     bench = Bench(opts)
     a = TreeGateway(bench.procs, opts.workdir / "a.toml", base, log=opts.workdir / "gateway-a.log", name="gateway_a")
     b = GatewayProcess(bench.procs, opts.workdir / "b.toml", log=opts.workdir / "gateway-b.log", name="gateway_b")
+    a.check_tree()
     databases = {a.name: f"{opts.database}_a", b.name: f"{opts.database}_b"}
     stages: list[Stage] = []
     try:

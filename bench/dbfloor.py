@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 
 from bench.procstat import cpu_over_window, pid_of
 from gateway.domain import channel_order_no, new_ulid
@@ -62,41 +63,57 @@ async def one_pair(db: Database, prefix: str, seq: int) -> None:
         await tx.commit()
 
 
-async def run(args: argparse.Namespace) -> dict[str, object]:
-    db = Database(DatabaseConfig(host=args.host, port=args.port, database=args.database, pool_max=args.pool_max))
-    await db.start()
-    window_start = time.time() + args.warmup
-    window_end = window_start + args.seconds
-    issued = 0
-    in_window = 0
-    latencies: list[float] = []
-    watched = {"dbfloor": os.getpid()}
+async def measured_loops(
+    work: Callable[[int], Awaitable[None]], loops: int, *, warmup: float, seconds: float, name: str
+) -> tuple[list[float], dict[str, float]]:
+    """``loops`` concurrent loops of ``work(seq)`` for ``warmup`` + ``seconds``: the latencies (ms) of the
+    calls that ended inside the window, and the CPU seconds this process (as ``name``) and MariaDB spent in it."""
+    window_start = time.time() + warmup
+    window_end = window_start + seconds
+    watched = {name: os.getpid()}
     if (server := pid_of("mariadbd") or pid_of("mysqld")) is not None:
         watched["mariadb"] = server
     cpu = asyncio.create_task(cpu_over_window(window_start, window_end, watched))
+    issued = 0
+    latencies: list[float] = []
 
-    async def writer() -> None:
-        nonlocal issued, in_window
+    async def loop() -> None:
+        nonlocal issued
         while time.time() < window_end:
             seq = issued
             issued += 1
             started = time.time()
-            await one_pair(db, args.prefix, seq)
+            await work(seq)
             ended = time.time()
             if window_start <= ended <= window_end:
-                in_window += 1
                 latencies.append((ended - started) * 1000)
 
     try:
-        await asyncio.gather(*(writer() for _ in range(args.writers)))
+        await asyncio.gather(*(loop() for _ in range(loops)))
+    finally:
+        cpu_s = await cpu
+    return latencies, cpu_s
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    db = Database(DatabaseConfig(host=args.host, port=args.port, database=args.database, pool_max=args.pool_max))
+    await db.start()
+    try:
+        latencies, cpu_s = await measured_loops(
+            lambda seq: one_pair(db, args.prefix, seq),
+            args.writers,
+            warmup=args.warmup,
+            seconds=args.seconds,
+            name="dbfloor",
+        )
     finally:
         await db.stop()
     return {
-        "completed": in_window,
+        "completed": len(latencies),
         "seconds": args.seconds,
         "commits_total": db.commits,
         "latencies_ms": latencies,
-        "cpu_s": await cpu,
+        "cpu_s": cpu_s,
     }
 
 

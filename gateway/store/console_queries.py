@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import pymysql
-
 from gateway.errors import QueryTooBroad, StoreError
 from gateway.store.console_rows import (
     ChannelOutcomes,
@@ -29,7 +27,7 @@ from gateway.store.console_rows import (
     OutboxEntry,
     PollState,
 )
-from gateway.store.db import Database
+from gateway.store.db import Database, error_number
 
 # MariaDB's error when max_statement_time stops a statement
 _STATEMENT_TIMEOUT = 1969
@@ -125,8 +123,7 @@ class MySQLConsoleQueries:
         try:
             return await self.db.fetchall(bounded, args)
         except StoreError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, pymysql.err.Error) and cause.args and cause.args[0] == _STATEMENT_TIMEOUT:
+            if error_number(exc.__cause__) == _STATEMENT_TIMEOUT:
                 raise QueryTooBroad(f"the search ran longer than {self.timeout_s:g} s; narrow it") from exc
             raise
 

@@ -1,6 +1,6 @@
-"""MariaDB access through aiomysql: the pool, a unit of work, migrations.
+"""MariaDB access through aiomysql or asyncmy (``[database] driver``): the pool, a unit of work, migrations.
 
-aiomysql pitfalls handled here, once:
+Driver pitfalls handled here, once:
 
 * autocommit is set explicitly (off) on every connection; a unit of work
   commits only when told to and rolls back otherwise, in ``finally``.
@@ -13,7 +13,17 @@ aiomysql pitfalls handled here, once:
   naming the index, a value the database refuses (too long, out of range,
   a CHECK) ``DataRefused``, anything else ``StoreError`` (INTERNAL, not
   retriable), so nobody above the store string-matches MySQL error numbers
-  or imports pymysql.
+  or imports pymysql. asyncmy's error classes (its own tree, same error
+  numbers) are translated the same way.
+* asyncmy (compiled, Cython) speaks the same protocol with the same options:
+  multi-statements are on in both (the client flag; :meth:`Tx.script`,
+  :meth:`Tx.read_only` and the compound statements of
+  :meth:`Tx.script_commit_if` rely on it), both set TCP_NODELAY. asyncmy keeps
+  the previous result's server status when a later result's is 0 (so after
+  ``…; COMMIT`` or ``…; ROLLBACK`` in one round trip it still says "in a
+  transaction" and its pool would close the connection on release): a unit of
+  work that ended in its last statement clears that flag (:meth:`Tx._end`).
+  Bulk loads stay on aiomysql (:mod:`gateway.store.bulk`), as do migrations.
 * every session is strict (:data:`SESSION_SQL_MODE`): the database refuses a
   value that does not fit instead of cutting it, whatever the server's default.
 * work that must happen only once a transaction is durable (metrics, log
@@ -30,10 +40,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import aiomysql
+import asyncmy
+import asyncmy.errors
 import pymysql
+from asyncmy.cursors import DictCursor as AsyncmyDictCursor
 from pydantic import AfterValidator, Field
 
 from channels.config import TABLE, ConfigError, Secret, join
@@ -56,6 +69,21 @@ _DATA_ERRORS = {1048, 1264, 1265, 1292, 1366, 1367, 1406, 1411, 1690, 3140, 4025
 # another caller's key), on every table, whatever the server's default sql_mode.
 SESSION_SQL_MODE = "STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ZERO_DATE,NO_ZERO_IN_DATE,NO_ENGINE_SUBSTITUTION"
 _SESSION_INIT = f"SET SESSION time_zone='+00:00', SESSION sql_mode='{SESSION_SQL_MODE}'"
+
+
+# The driver's exception classes, each tree's counterpart side by side (asyncmy's are not pymysql's)
+_DRIVER_ERROR = (pymysql.err.Error, asyncmy.errors.Error)
+_INTEGRITY = (pymysql.err.IntegrityError, asyncmy.errors.IntegrityError)
+_INTERFACE = (pymysql.err.InterfaceError, asyncmy.errors.InterfaceError)
+_DATA = (*_INTEGRITY, pymysql.err.DataError, asyncmy.errors.DataError)
+_SERVER_STATUS_IN_TRANS = 1
+
+
+def error_number(exc: BaseException | None) -> int | None:
+    """The MySQL error number of a driver error (either driver), else None."""
+    if isinstance(exc, _DRIVER_ERROR) and exc.args and isinstance(exc.args[0], int):
+        return exc.args[0]
+    return None
 
 
 def _database_name(name: str) -> str:
@@ -86,6 +114,8 @@ class DatabaseConfig:
     # reconciliation stages statements with LOAD DATA LOCAL INFILE on dedicated, guarded connections
     # (gateway/store/bulk.py); false: multi-row INSERTs only (about twice the server's CPU per line)
     bulk_load: bool = True
+    # the pool's client library: aiomysql (pure Python, over pymysql) or asyncmy (compiled; bench/driver_ab.py)
+    driver: Literal["aiomysql", "asyncmy"] = "aiomysql"
 
     def check_config(self, key: str) -> None:
         if self.pool_min > self.pool_max:
@@ -93,23 +123,23 @@ class DatabaseConfig:
 
 
 def translate(exc: BaseException) -> BaseException:
-    """Turn a pymysql error (or a socket error) into ours; other exceptions pass through unchanged.
+    """Turn a pymysql or asyncmy error (or a socket error) into ours; other exceptions pass through unchanged.
 
     Only a connection-level failure is ``DatabaseUnavailable`` (callers are told to retry with
     the same request_id); an error the same request would hit again (a value out of range, a
     value too long, a bad statement) is never called retriable.
     """
-    if isinstance(exc, pymysql.err.Error):
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    if isinstance(exc, _DRIVER_ERROR):
+        code = error_number(exc) or 0
         message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-        if isinstance(exc, pymysql.err.IntegrityError) and code == 1062:
+        if isinstance(exc, _INTEGRITY) and code == 1062:
             key = message.rsplit("for key ", 1)[-1].strip("'`") if "for key" in message else ""
             return DuplicateKey(key.rsplit(".", 1)[-1], message)
         if code in _DEADLOCK_ERRORS:
             return Conflict(message)
-        if code in _CONNECTION_ERRORS or 2000 <= code < 3000 or isinstance(exc, pymysql.err.InterfaceError):
+        if code in _CONNECTION_ERRORS or 2000 <= code < 3000 or isinstance(exc, _INTERFACE):
             return DatabaseUnavailable(message)
-        if code in _DATA_ERRORS or isinstance(exc, pymysql.err.DataError | pymysql.err.IntegrityError):
+        if code in _DATA_ERRORS or isinstance(exc, _DATA):
             return DataRefused(code, message)
         return StoreError(f"database error {code}: {message}")
     if isinstance(exc, ConnectionError | OSError):  # TimeoutError included
@@ -126,7 +156,7 @@ class StatementResult:
     rows: list[dict[str, Any]]
 
 
-async def _statement_result(cur: aiomysql.DictCursor) -> StatementResult:
+async def _statement_result(cur: Any) -> StatementResult:
     rows = list(await cur.fetchall()) if cur.description else []
     return StatementResult(int(cur.rowcount), int(cur.lastrowid or 0), rows)
 
@@ -134,8 +164,9 @@ async def _statement_result(cur: aiomysql.DictCursor) -> StatementResult:
 class Tx:
     """One open transaction on one connection. Obtained from :meth:`Database.transaction`."""
 
-    def __init__(self, conn: aiomysql.Connection) -> None:
+    def __init__(self, conn: Any, dict_cursor: Any = aiomysql.DictCursor) -> None:
         self.conn = conn
+        self._dict = dict_cursor  # the driver's cursor class that returns rows as dicts
         self.committed = False
         self.ended = False  # ended in the same round trip as its last statement (read_only, script_commit_if)
         self._after_commit: list[Callable[[], None]] = []
@@ -158,7 +189,7 @@ class Tx:
             except Exception:  # a metric or a log line must never undo what was committed
                 log.exception("after-commit action failed")
 
-    def _open(self) -> aiomysql.Connection:
+    def _open(self) -> Any:
         """The connection, while this unit of work is open.
 
         After a COMMIT (or a ROLLBACK that rode along with a statement) a
@@ -168,6 +199,13 @@ class Tx:
         if self.committed or self.ended:
             raise RuntimeError("this unit of work has already ended; start a new transaction")
         return self.conn
+
+    def _end(self) -> None:
+        """The transaction ended in the round trip just read (a COMMIT or ROLLBACK in it)."""
+        self.ended = True
+        if isinstance(self.conn, asyncmy.Connection):  # its stale in-transaction flag (module docstring)
+            # a public attribute of the compiled class (asyncmy/connection.pxd), absent from its stub
+            self.conn.server_status &= ~_SERVER_STATUS_IN_TRANS  # type: ignore[attr-defined]
 
     async def execute(self, sql: str, args: Sequence[Any] | None = None) -> int:
         """Run one statement; returns affected rows."""
@@ -193,25 +231,25 @@ class Tx:
             return int(cur.lastrowid)
 
     async def fetchone(self, sql: str, args: Sequence[Any] | None = None) -> dict[str, Any] | None:
-        async with self._open().cursor(aiomysql.DictCursor) as cur:
+        async with self._open().cursor(self._dict) as cur:
             await cur.execute(sql, args)
             row: dict[str, Any] | None = await cur.fetchone()
             return row
 
     async def fetchall(self, sql: str, args: Sequence[Any] | None = None) -> list[dict[str, Any]]:
-        async with self._open().cursor(aiomysql.DictCursor) as cur:
+        async with self._open().cursor(self._dict) as cur:
             await cur.execute(sql, args)
             rows = await cur.fetchall()
             return list(rows)
 
     async def read_only(self, sql: str, args: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """One SELECT and the ROLLBACK that ends its transaction, in one round trip; the rows."""
-        async with self._open().cursor(aiomysql.DictCursor) as cur:
+        async with self._open().cursor(self._dict) as cur:
             await cur.execute(cur.mogrify(sql, args) + ";\nROLLBACK")
             rows = list(await cur.fetchall())
             while await cur.nextset():
                 pass
-        self.ended = True
+        self._end()
         return rows
 
     async def script(
@@ -225,13 +263,14 @@ class Tx:
         A SELECT's rows come back in its :class:`StatementResult` (a locking
         read in a script takes its locks in statement order).
         """
-        async with self._open().cursor(aiomysql.DictCursor) as cur:
+        async with self._open().cursor(self._dict) as cur:
             sql = ";\n".join(cur.mogrify(text, list(args)) for text, args in statements)
             await cur.execute(sql + (";\nCOMMIT" if commit else ""))
             results = [await _statement_result(cur)]
             while await cur.nextset():
                 results.append(await _statement_result(cur))
         if commit:
+            self._end()
             self.committed = True
             return results[:-1]
         return results
@@ -274,7 +313,7 @@ class Tx:
         if row is None:  # pragma: no cover - the compound statement always ends with a SELECT
             raise RuntimeError("checked script returned no result")
         ok, *counts = (int(v) for v in row)
-        self.ended = True
+        self._end()
         if not ok:
             raise CountMismatch(counts, list(expected))
         self.committed = True
@@ -290,7 +329,7 @@ class Database:
 
     def __init__(self, config: DatabaseConfig) -> None:
         self.config = config
-        self._pool: aiomysql.Pool | None = None
+        self._pool: Any = None  # aiomysql.Pool or asyncmy.Pool
         self.commits = 0  # commits issued by this process (benchmarks read it)
         self._loader: BulkLoader | None = None
         self.bulk_loads = 0  # files loaded with LOAD DATA LOCAL INFILE (tests and benchmarks read it)
@@ -298,8 +337,9 @@ class Database:
     async def start(self) -> None:
         if self._pool is not None:
             return
+        create_pool = asyncmy.create_pool if self.config.driver == "asyncmy" else aiomysql.create_pool
         try:
-            self._pool = await aiomysql.create_pool(
+            self._pool = await create_pool(
                 minsize=self.config.pool_min,
                 maxsize=self.config.pool_max,
                 pool_recycle=self.config.pool_recycle_s,
@@ -353,7 +393,7 @@ class Database:
         await self.stop()
 
     @property
-    def pool(self) -> aiomysql.Pool:
+    def pool(self) -> Any:
         if self._pool is None:
             raise DatabaseUnavailable("database pool is not started")
         return self._pool
@@ -373,12 +413,12 @@ class Database:
         except Exception as exc:
             raise translate(exc) from exc
         if task is not None and task.cancelling() > cancels:
-            # aiomysql opens connections under Python 3.11's asyncio.wait_for, which swallows a
-            # cancellation that arrives just as the connection is made: honour it here, or the
-            # cancelled task would go on (tests/integration/test_db_cancellation.py)
+            # aiomysql and asyncmy open connections under Python 3.11's asyncio.wait_for, which
+            # swallows a cancellation that arrives just as the connection is made: honour it here,
+            # or the cancelled task would go on (tests/integration/test_db_cancellation.py)
             self.pool.release(conn)
             raise asyncio.CancelledError
-        tx = Tx(conn)
+        tx = Tx(conn, AsyncmyDictCursor if self.config.driver == "asyncmy" else aiomysql.DictCursor)
         broken = False
         try:
             yield tx

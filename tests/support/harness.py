@@ -120,7 +120,14 @@ def gateway_config(
     return devconfig.gateway_config(
         devconfig.GatewayPorts(0, 0, 0),
         server={"default_wait_ms": 8000, "grace_s": 2, **(server or {})},
-        database={"host": db.host, "port": db.port, "database": db.database, "pool_min": 1, "pool_max": 40},
+        database={
+            "host": db.host,
+            "port": db.port,
+            "database": db.database,
+            "pool_min": 1,
+            "pool_max": 40,
+            "driver": db.driver,
+        },
         callers=CALLER_TOKENS if callers is None else callers,
         operators={"ops": {"token": OPERATOR_TOKEN, "role": "approver"}} if operators is None else operators,
         **({"security": dict(security)} if security is not None else {}),

@@ -37,7 +37,13 @@ class GatewayProcess(_GatewayProcess):
             gateway_config(
                 self.ports,
                 server={"grace_s": 3, **(server or {})},
-                database={"host": db.host, "port": db.port, "database": db.database, "pool_max": 30},
+                database={
+                    "host": db.host,
+                    "port": db.port,
+                    "database": db.database,
+                    "pool_max": 30,
+                    "driver": db.driver,
+                },
                 callers=CALLER_TOKENS,
                 operators={"ops": {"token": OPERATOR_TOKEN, "role": "approver"}},
                 poller=poller or {"interval_s": 0.1, "first_delay_s": 0.3, "schedule": [[0.3, 40], [1, 60]]},

@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import pymysql
 
@@ -15,6 +16,10 @@ __all__ = ["drop_db", "migrated", "new_db_config", "with_database"]
 
 MYSQL_HOST = os.environ.get("PAYGATE_TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("PAYGATE_TEST_MYSQL_PORT", "3306"))
+# the pool's client library for the tests' databases (``[database] driver``): aiomysql or asyncmy
+DB_DRIVER: Literal["aiomysql", "asyncmy"] = (
+    "asyncmy" if os.environ.get("PAYGATE_TEST_DB_DRIVER") == "asyncmy" else "aiomysql"
+)
 
 
 def new_db_config(prefix: str = "pgtest") -> DatabaseConfig:
@@ -23,7 +28,7 @@ def new_db_config(prefix: str = "pgtest") -> DatabaseConfig:
     with conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     conn.close()
-    return DatabaseConfig(host=MYSQL_HOST, port=MYSQL_PORT, database=name, pool_min=1, pool_max=30)
+    return DatabaseConfig(host=MYSQL_HOST, port=MYSQL_PORT, database=name, pool_min=1, pool_max=30, driver=DB_DRIVER)
 
 
 def drop_db(config: DatabaseConfig) -> None:

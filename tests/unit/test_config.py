@@ -67,6 +67,7 @@ def test_environment_overrides_win() -> None:
         ({"database": {"group_commit": "yes"}}, "database.group_commit"),
         ({"database": {"group_commit_workers": 0}}, "database.group_commit_workers"),
         ({"database": {"group_commit_max_batch": 5000}}, "database.group_commit_max_batch"),
+        ({"database": {"driver": "mysqlclient"}}, "database.driver"),
         ({"callers": {"a": {"token": "short"}}}, "callers.a.token"),
         ({"callers": {"a": {"token": "x" * 20}, "b": {"token": "x" * 20}}}, "callers.b.token"),
         ({"poller": {"schedule": [[0, 1]]}}, "poller.schedule[0]"),
@@ -79,6 +80,11 @@ def test_bad_values_name_the_key(raw: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         from_mapping(raw)
     assert err.value.key == key, str(err.value)
+
+
+def test_the_database_driver_is_aiomysql_unless_asyncmy_is_asked_for() -> None:
+    assert from_mapping({}).database.driver == "aiomysql"
+    assert from_mapping({"database": {"driver": "asyncmy"}}).database.driver == "asyncmy"
 
 
 def test_secret_never_prints() -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 import inspect
 from pathlib import Path
+from typing import Any
 
+import asyncmy.errors
 import grpc
 import pymysql
 import pytest
@@ -99,51 +101,61 @@ def test_the_status_mapping_knows_no_store_module() -> None:
     assert not any(name.startswith("gateway.store") for name in imported), imported
 
 
-def test_database_exceptions_are_translated_at_the_store_boundary() -> None:
+# both drivers' exception trees ([database] driver): the same numbers translate the same way
+DRIVERS = pytest.mark.parametrize("err", [pymysql.err, asyncmy.errors], ids=["pymysql", "asyncmy"])
+
+
+@DRIVERS
+def test_database_exceptions_are_translated_at_the_store_boundary(err: Any) -> None:
     duplicate = translate(
-        pymysql.err.IntegrityError(1062, "Duplicate entry 'loans-r1' for key 'flows.uq_flows_caller_request'")
+        err.IntegrityError(1062, "Duplicate entry 'loans-r1' for key 'flows.uq_flows_caller_request'")
     )
     assert isinstance(duplicate, DuplicateKey) and duplicate.key == "uq_flows_caller_request"
-    assert isinstance(translate(pymysql.err.OperationalError(2003, "Can't connect")), DatabaseUnavailable)
-    assert isinstance(translate(pymysql.err.OperationalError(1213, "Deadlock found")), Conflict)
+    assert isinstance(translate(err.OperationalError(2003, "Can't connect")), DatabaseUnavailable)
+    assert isinstance(translate(err.OperationalError(1213, "Deadlock found")), Conflict)
     assert isinstance(translate(ConnectionResetError()), DatabaseUnavailable)
     other = ValueError("not a database error")
     assert translate(other) is other
 
 
+@DRIVERS
 @pytest.mark.parametrize(
     "exc",
     [
-        pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"),
-        pymysql.err.OperationalError(2006, "MySQL server has gone away"),
-        pymysql.err.OperationalError(1053, "Server shutdown in progress"),
-        pymysql.err.OperationalError(1927, "Connection was killed"),
-        pymysql.err.OperationalError(1290, "The MariaDB server is running with the --read-only option"),
-        pymysql.err.OperationalError(1040, "Too many connections"),
-        pymysql.err.InterfaceError(0, ""),
+        ("OperationalError", 2013, "Lost connection to MySQL server during query"),
+        ("OperationalError", 2006, "MySQL server has gone away"),
+        ("OperationalError", 1053, "Server shutdown in progress"),
+        ("OperationalError", 1927, "Connection was killed"),
+        ("OperationalError", 1290, "The MariaDB server is running with the --read-only option"),
+        ("OperationalError", 1040, "Too many connections"),
+        ("InterfaceError", 0, ""),
         TimeoutError("connect timed out"),
     ],
 )
-def test_connection_level_failures_are_unavailable_and_retriable(exc: BaseException) -> None:
+def test_connection_level_failures_are_unavailable_and_retriable(err: Any, exc: Any) -> None:
+    if isinstance(exc, tuple):
+        exc = getattr(err, exc[0])(*exc[1:])
     ours = translate(exc)
     assert isinstance(ours, DatabaseUnavailable) and ours.retriable
     assert to_status(ours)[1] == "database unavailable, retry with the same request_id"
 
 
+@DRIVERS
 @pytest.mark.parametrize(
-    "exc",
+    "spec",
     [
-        pymysql.err.OperationalError(1690, "BIGINT value is out of range in '`balance` + 1000000000000000'"),
-        pymysql.err.OperationalError(1264, "Out of range value for column 'fee' at row 1"),
-        pymysql.err.DataError(1406, "Data too long for column 'bank_code' at row 1"),
-        pymysql.err.OperationalError(4025, "CONSTRAINT `CONSTRAINT_1` failed for `positions`"),
-        pymysql.err.IntegrityError(1048, "Column 'flow_id' cannot be null"),
-        pymysql.err.OperationalError(1317, "Query execution was interrupted"),
-        pymysql.err.ProgrammingError(1064, "You have an error in your SQL syntax"),
+        ("OperationalError", 1690, "BIGINT value is out of range in '`balance` + 1000000000000000'"),
+        ("OperationalError", 1264, "Out of range value for column 'fee' at row 1"),
+        ("DataError", 1406, "Data too long for column 'bank_code' at row 1"),
+        ("OperationalError", 4025, "CONSTRAINT `CONSTRAINT_1` failed for `positions`"),
+        ("IntegrityError", 1048, "Column 'flow_id' cannot be null"),
+        ("OperationalError", 1317, "Query execution was interrupted"),
+        ("ProgrammingError", 1064, "You have an error in your SQL syntax"),
     ],
 )
-def test_other_database_errors_are_never_called_retriable(exc: BaseException) -> None:
+def test_other_database_errors_are_never_called_retriable(err: Any, spec: tuple[str, int, str]) -> None:
     """Telling a caller "retry with the same request_id" for a request that can never succeed is a lie."""
+    exc = getattr(err, spec[0])(*spec[1:])
     ours = translate(exc)
     assert isinstance(ours, StoreError) and not isinstance(ours, DatabaseUnavailable | Conflict)
     assert not ours.retriable and to_status(ours)[0] is grpc.StatusCode.INTERNAL
@@ -166,7 +178,7 @@ def test_only_the_store_imports_the_database_driver() -> None:
                     if isinstance(node, ast.ImportFrom)
                     else []
                 )
-                if any(n.split(".")[0] in ("pymysql", "aiomysql") for n in names):
+                if any(n.split(".")[0] in ("pymysql", "aiomysql", "asyncmy") for n in names):
                     offenders.append(rel)
     assert offenders == []
 
