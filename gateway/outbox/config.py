@@ -96,7 +96,8 @@ class RelayConfig:
     # After a notify(), wait this long before claiming, so the results of concurrent requests
     # share one round (one claim, one produce, one commit) instead of one round each. The price is
     # event latency: a result reaches the broker up to this much later (its RPC has answered already).
-    # 100 against 20: about 5-9 % less gateway CPU per withhold, 3x fewer relay rounds (docs/BENCHMARKS.md, sixth session).
+    # 100 against 20: about 5-9 % less gateway CPU per withhold, a third of the relay's rounds
+    # (docs/BENCHMARKS.md, sixth session).
     collect_ms: Annotated[int, Field(ge=0, le=1000)] = 100
     # Backoff between failed rounds (exponential with jitter) while the broker is unreachable.
     backoff_initial_s: Seconds = 0.2
