@@ -75,7 +75,7 @@ from gateway.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISH_ER
 from gateway.outbox import codec
 from gateway.outbox.config import RelayConfig
 from gateway.store.db import Database
-from gateway.store.outbox import MySQLOutbox, OutboxRound, OutboxRow
+from gateway.store.outbox import MySQLOutbox, OutboxRound, OutboxRow, flows_held_elsewhere
 from paygate.v1.events_pb2 import FlowEvent
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class OutboxRelay:
                 claimed = await outbox.claim(max_attempts=self.config.max_attempts, limit=self.config.batch_size)
                 if not claimed:
                     return 0
-                ready = await self._in_flow_order(outbox, claimed)
+                ready = self._in_flow_order(claimed)
                 deliveries = await self._produce_in_waves(producer, ready)
                 acked = [d for d in deliveries if d.acked]
                 failed = [d for d in deliveries if d.error is not None]
@@ -225,14 +225,15 @@ class OutboxRelay:
         cause = (retriable or errors)[0]
         return PublishIncomplete(len(acked), len(errors), _describe(cause), retriable=is_retriable(cause))
 
-    async def _in_flow_order(self, outbox: OutboxRound, rows: list[OutboxRow]) -> list[OutboxRow]:
+    @staticmethod
+    def _in_flow_order(rows: list[OutboxRow]) -> list[OutboxRow]:
         """Drop rows whose flow still has an earlier unpublished event outside this batch.
 
         Such an event is held by another relay right now (a parked one keeps them
         from being claimed at all); sending the later one first would reorder the
         flow's events.
         """
-        held = await outbox.flows_held_elsewhere(rows, max_attempts=self.config.max_attempts)
+        held = flows_held_elsewhere(rows)
         if not held:
             return rows
         return [r for r in rows if r.flow_id not in held]

@@ -61,6 +61,26 @@ class OutboxRow:
     caller: str
     msg_key: str
     payload: bytes
+    earlier: int = 0
+    """Earlier unpublished, unparked events of the same flow when the row was claimed."""
+
+
+def flows_held_elsewhere(rows: Sequence[OutboxRow]) -> set[int]:
+    """Flows of claimed ``rows`` with an earlier unpublished, unparked event that is not among ``rows``.
+
+    Such an event is in another relay's round right now (parked ones keep the flow's later rows
+    from being claimed at all, see :meth:`OutboxRound.claim`), or was committed after this claim
+    began: the flow's rows wait for a later round, so its events stay in order. No round trip: a
+    claimed row knows its ``earlier`` count, compared with the claimed rows of its flow before it.
+    """
+    seen: dict[int, int] = {}
+    held: set[int] = set()
+    for row in sorted(rows, key=lambda r: r.id):
+        before = seen.get(row.flow_id, 0)
+        if row.earlier > before:
+            held.add(row.flow_id)
+        seen[row.flow_id] = before + 1
+    return held
 
 
 class OutboxRound:
@@ -75,33 +95,21 @@ class OutboxRound:
         A row whose flow has an earlier event parked (``attempts >= max_attempts``) is not
         claimed: it waits, in order, until an operator fixes the parked one (one index lookup
         per row on ``ix_outbox_flow``), and never takes a place in a batch it cannot use.
+
+        Each row also says how many earlier unpublished, unparked events its flow has
+        (``earlier``, counted by the same statement's consistent read, which neither waits for
+        nor skips another relay's locks): see :func:`flows_held_elsewhere`.
         """
         rows = await self._tx.fetchall(
-            "SELECT o.id, o.event_id, o.event_type, o.flow_id, o.caller, o.msg_key, o.payload FROM outbox o"
+            "SELECT o.id, o.event_id, o.event_type, o.flow_id, o.caller, o.msg_key, o.payload,"
+            " (SELECT COUNT(*) FROM outbox e WHERE e.flow_id = o.flow_id AND e.id < o.id"
+            " AND e.published_at IS NULL AND e.attempts < %s) AS earlier FROM outbox o"
             " WHERE o.published_at IS NULL AND o.attempts < %s AND NOT EXISTS (SELECT 1 FROM outbox p"
             " WHERE p.flow_id = o.flow_id AND p.id < o.id AND p.published_at IS NULL AND p.attempts >= %s)"
             " ORDER BY o.id LIMIT %s FOR UPDATE SKIP LOCKED",
-            (max_attempts, max_attempts, limit),
+            (max_attempts, max_attempts, max_attempts, limit),
         )
         return [OutboxRow(**row) for row in rows]
-
-    async def flows_held_elsewhere(self, rows: Sequence[OutboxRow], *, max_attempts: int) -> set[int]:
-        """Flows of ``rows`` with an earlier unpublished, unparked event that is not among ``rows``.
-
-        Such an event is in another relay's round right now (parked ones keep the flow's
-        later rows from being claimed at all, see :meth:`claim`). Index lookups per flow
-        (``ix_outbox_flow``).
-        """
-        ids = [r.id for r in rows]
-        flow_ids = sorted({r.flow_id for r in rows})
-        id_marks = ",".join(["%s"] * len(ids))
-        flow_marks = ",".join(["%s"] * len(flow_ids))
-        blocked = await self._tx.fetchall(
-            f"SELECT DISTINCT flow_id FROM outbox WHERE published_at IS NULL AND attempts < %s AND id < %s"
-            f" AND flow_id IN ({flow_marks}) AND id NOT IN ({id_marks})",
-            (max_attempts, max(ids), *flow_ids, *ids),
-        )
-        return {int(b["flow_id"]) for b in blocked}
 
     async def finish(self, published: Sequence[int], failures: Sequence[tuple[int, str]]) -> None:
         """Mark ``published``, count each ``(row id, error)`` failure of the row's own making, COMMIT.
