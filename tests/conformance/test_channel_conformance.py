@@ -58,8 +58,10 @@ class Rig:
 @pytest.fixture(params=sorted(SIMULATORS))
 async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     receiver, server, notify_url = await start_receiver()
+    # A pending order settles 0.4-0.6 s later: long enough that the adapter's query right after an accepted
+    # apply (WeChat Pay) still finds it processing on a loaded CI machine, short enough for the callbacks.
     sim = create_simulator(
-        request.param, Behaviour(timeout_hold_s=2.0, settle_after_ms=(50, 150)), notify_url=notify_url
+        request.param, Behaviour(timeout_hold_s=2.0, settle_after_ms=(400, 600)), notify_url=notify_url
     )
     await sim.start()
     settings: dict[str, Any] = {**sim.adapter_settings(), "timeout_s": 0.8, "connect_timeout_s": 0.3}
