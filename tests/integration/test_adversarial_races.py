@@ -137,3 +137,39 @@ async def test_racing_settlement_runs_pay_each_funder_once(db_config: DatabaseCo
         ]
         assert (ledger.balance(XD_ACCOUNT), ledger.balance(BANK_ACCOUNT)) == (3000, 7001)
         assert await count(h, "SELECT COUNT(*) AS n FROM settlements") == 2
+
+
+async def test_racing_refunds_of_a_split_withhold_never_refund_a_funder_beyond_its_part(
+    db_config: DatabaseConfig,
+) -> None:
+    funders = {f: {"name": FUNDERS[f]["name"], "settle_from": "report"} for f in FUNDERS}
+    async with running_gateway(
+        db_config, {"bank-a": Behaviour(magic=False, p50_ms=20, p99_ms=60)}, funders=funders
+    ) as h:
+        card = luhn_card()
+        await h.bind_card(card, ["bank-a"])
+        repay = await h.stub.Withhold(withhold("joint-2", card, 10_001, ppm(xd=300_000, bank=700_000)), metadata=h.md())
+        assert repay.status == pb.SUCCEEDED and [(p.funder_id, p.amount) for p in repay.split.parts] == [
+            ("xd", 3000),
+            ("bank", 7001),
+        ]
+
+        def refund(i: int, amount: int) -> pb.RefundRequest:
+            return pb.RefundRequest(
+                request_id=f"jr-{i}",
+                original_flow_no=repay.flow_no,
+                amount=pb.Money(amount=amount, currency="CNY"),
+                reason="提前还款退回",
+                wait_ms=8000,
+            )
+
+        flows, errors = await race([h.stub.Refund(refund(i, 1_111), metadata=h.md()) for i in range(12)])
+        assert len(flows) == 9 and all(f.status == pb.SUCCEEDED for f in flows), [f.status for f in flows]
+        assert {e.code() for e in errors} == {grpc.StatusCode.FAILED_PRECONDITION}
+        assert all(sum(p.amount for p in f.split.parts) == 1_111 for f in flows)
+        got = await h.stub.GetFlow(pb.GetFlowRequest(flow_no=repay.flow_no), metadata=h.md())
+        refunded = {p.funder_id: (p.amount, p.refunded) for p in got.split.parts}
+        assert sum(r for _, r in refunded.values()) == 9 * 1_111
+        assert all(r <= a for a, r in refunded.values()), refunded
+        rows = await h.gateway.db.fetchall("SELECT funder_id, SUM(amount) AS n FROM refund_splits GROUP BY funder_id")
+        assert {r["funder_id"]: int(r["n"]) for r in rows} == {f: r for f, (_, r) in refunded.items()}
