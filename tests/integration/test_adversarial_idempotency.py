@@ -73,7 +73,7 @@ async def count(h: Harness, sql: str, *args: Any) -> int:
 
 
 async def test_mixed_withholds_under_one_request_id_make_one_flow_and_one_debit(db_config: DatabaseConfig) -> None:
-    async with running_gateway(db_config, {"bank-a": Behaviour(p50_ms=30, p99_ms=80)}) as h:
+    async with running_gateway(db_config, {"bank-a": Behaviour(magic=False, p50_ms=30, p99_ms=80)}) as h:
         card, other_card = luhn_card(), luhn_card()
         [agreement] = await h.bind_card(card, ["bank-a"])
         await h.bind_card(other_card, ["bank-a"])
@@ -97,7 +97,9 @@ async def test_mixed_withholds_under_one_request_id_make_one_flow_and_one_debit(
 async def test_mixed_payouts_under_one_request_id_pay_once_and_leave_no_reservation(
     db_config: DatabaseConfig,
 ) -> None:
-    async with running_gateway(db_config, {"only": Behaviour(p50_ms=30, p99_ms=80)}, floats={"only": 100_000}) as h:
+    async with running_gateway(
+        db_config, {"only": Behaviour(magic=False, p50_ms=30, p99_ms=80)}, floats={"only": 100_000}
+    ) as h:
         variants = [payout("po-1"), payout("po-1", amount=5_001), payout("po-1", account="6222020000009999")]
         flows, errors = await race([h.stub.Payout(variants[i % 3], metadata=h.md()) for i in range(15)])
         assert len({f.flow_no for f in flows}) == 1 and len(flows) == 5 and len(errors) == 10
@@ -131,7 +133,7 @@ async def test_a_request_id_names_one_flow_whatever_its_kind(db_config: Database
 
 
 async def test_racing_refunds_never_exceed_the_original(db_config: DatabaseConfig) -> None:
-    async with running_gateway(db_config, {"bank-a": Behaviour(p50_ms=20, p99_ms=60)}) as h:
+    async with running_gateway(db_config, {"bank-a": Behaviour(magic=False, p50_ms=20, p99_ms=60)}) as h:
         card = luhn_card()
         await h.bind_card(card, ["bank-a"])
         original = await h.stub.Withhold(withhold("rf-orig", card, amount=10_000), metadata=h.md())
@@ -155,7 +157,9 @@ async def test_racing_refunds_never_exceed_the_original(db_config: DatabaseConfi
 
 
 async def test_split_withholds_under_one_request_id_keep_the_first_shares(db_config: DatabaseConfig) -> None:
-    async with running_gateway(db_config, {"bank-a": Behaviour(p50_ms=20, p99_ms=60)}, funders=FUNDERS) as h:
+    async with running_gateway(
+        db_config, {"bank-a": Behaviour(magic=False, p50_ms=20, p99_ms=60)}, funders=FUNDERS
+    ) as h:
         card = luhn_card()
         await h.bind_card(card, ["bank-a"])
 
@@ -168,3 +172,53 @@ async def test_split_withholds_under_one_request_id_keep_the_first_shares(db_con
         assert len({f.flow_no for f in flows}) == 1 and len(flows) == 4
         assert_conflicts(errors)
         assert sum(h.debits().values()) == 1
+
+
+def sign(rid: str, card: str, phone: str = "13800138000", **kw: Any) -> pb.SignAgreementRequest:
+    return pb.SignAgreementRequest(
+        request_id=rid,
+        channel="bank-a",
+        account_no=card,
+        holder_name="张三",
+        id_no="11010519491231002X",
+        phone=phone,
+        bank_code="ICBC",
+        **kw,
+    )
+
+
+async def test_a_sign_request_id_reused_for_another_phone_is_a_conflict(db_config: DatabaseConfig) -> None:
+    """The SMS goes to the phone of the first request: a second phone under the same key is other parameters."""
+    async with running_gateway(db_config, {"bank-a": Behaviour()}) as h:
+        card = luhn_card()
+        first = await h.stub.SignAgreement(sign("sg-1", card), metadata=h.md())
+        again = await h.stub.SignAgreement(sign("sg-1", card), metadata=h.md())
+        assert again.agreement_no == first.agreement_no
+        for other in (sign("sg-1", card, phone="13900138000"), sign("sg-1", luhn_card())):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await h.stub.SignAgreement(other, metadata=h.md())
+            assert_conflicts([err.value], card)
+        assert await count(h, "SELECT COUNT(*) AS n FROM agreements") == 1
+
+
+async def test_racing_signs_and_confirms_make_one_active_agreement(db_config: DatabaseConfig) -> None:
+    async with running_gateway(db_config, {"bank-a": Behaviour(p50_ms=20, p99_ms=60)}) as h:
+        card = luhn_card()
+        variants = [sign("sg-2", card), sign("sg-2", luhn_card())]
+        results = await asyncio.gather(
+            *(h.stub.SignAgreement(variants[i % 2], metadata=h.md()) for i in range(10)), return_exceptions=True
+        )
+        signed = [r for r in results if isinstance(r, pb.Agreement)]
+        errors = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert len(signed) + len(errors) == 10 and len({a.agreement_no for a in signed}) == 1
+        assert_conflicts(errors)
+        assert await count(h, "SELECT COUNT(*) AS n FROM agreements") == 1
+        code = h.sims["bank-a"].last_sms("13800138000").code
+        confirm = pb.ConfirmAgreementRequest(agreement_no=signed[0].agreement_no, sms_code=code)
+        confirmed = await asyncio.gather(
+            *(h.stub.ConfirmAgreement(confirm, metadata=h.md()) for _ in range(8)), return_exceptions=True
+        )
+        agreements = [c for c in confirmed if isinstance(c, pb.Agreement)]
+        assert agreements and {a.status for a in agreements} == {pb.ACTIVE}, confirmed
+        listed = await h.stub.ListAgreements(pb.ListAgreementsRequest(), metadata=h.md())
+        assert [a.status for a in listed.agreements] == [pb.ACTIVE]

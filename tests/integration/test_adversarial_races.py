@@ -54,7 +54,9 @@ def collection(
 
 async def test_racing_collections_under_one_request_id_make_one_order(db_config: DatabaseConfig) -> None:
     async with running_gateway(
-        db_config, {"sbx": Behaviour(p50_ms=30, p99_ms=80)}, cashier={"min_expiry_s": 1, "default_expiry_s": 60}
+        db_config,
+        {"sbx": Behaviour(magic=False, p50_ms=30, p99_ms=80)},
+        cashier={"min_expiry_s": 1, "default_expiry_s": 60},
     ) as h:
         variants = [
             collection("col-1"),
