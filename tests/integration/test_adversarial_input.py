@@ -203,6 +203,7 @@ async def test_collection_requests_refuse_hostile_input_naming_the_field(harness
         (create(expires_in_s=10**9), "expires_in_s"),
         (create(amount=gateway_pb2.Money(amount=-1, currency="CNY")), "amount.amount"),
         (create(channel="bank-a/../../admin"), "channel"),
+        (create(channel="no-such-channel"), "channel"),  # not NO_ROUTE: retrying would never help
         (create(payer=gateway_pb2.PayerHints(client_ip="999.1.1.1")), "payer.client_ip"),
         (create(payer=gateway_pb2.PayerHints(return_url="javascript:alert(1)")), "payer.return_url"),
         (create(payer=gateway_pb2.PayerHints(openid="o" * 500)), "payer.openid"),
