@@ -20,6 +20,7 @@ from gateway.store.db import DatabaseConfig
 from paygate.v1 import gateway_pb2 as pb
 from paygate.v1 import plans_pb2, plans_pb2_grpc, recon_pb2, recon_pb2_grpc, splits_pb2, splits_pb2_grpc
 from tests.fakes.clock import FakeClock
+from tests.integration.test_adversarial_input import refused
 from tests.support.harness import CALLER_TOKENS, OPERATOR_TOKEN, Harness, running_gateway
 from tests.support.plans import plan_pb
 
@@ -36,14 +37,6 @@ OPERATORS = {"ops": {"token": OPERATOR_TOKEN, "role": "approver"}, "watcher": {"
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
-
-
-async def refused(call: Any, request: Any, metadata: Any) -> grpc.aio.AioRpcError:
-    try:
-        answer = await call(request, metadata=metadata)
-    except grpc.aio.AioRpcError as err:
-        return err
-    raise AssertionError(f"accepted: {type(request).__name__} -> {answer}")
 
 
 async def rows(h: Harness) -> list[Any]:
