@@ -16,8 +16,8 @@ from channels.simkit import Behaviour
 from devstack.cards import luhn_card
 from gateway.businessday import BusinessCalendar
 from gateway.store.db import DatabaseConfig
+from paygate.v1 import admin_pb2, plans_pb2, plans_pb2_grpc, splits_pb2, splits_pb2_grpc
 from paygate.v1 import gateway_pb2 as pb
-from paygate.v1 import plans_pb2, plans_pb2_grpc, splits_pb2, splits_pb2_grpc
 from tests.fakes.clock import FakeClock
 from tests.integration.test_adversarial_idempotency import assert_conflicts, count, race
 from tests.integration.test_splits_acceptance import ppm, withhold
@@ -175,3 +175,45 @@ async def test_racing_refunds_of_a_split_withhold_never_refund_a_funder_beyond_i
         assert all(r <= a for a, r in refunded.values()), refunded
         rows = await h.gateway.db.fetchall("SELECT funder_id, SUM(amount) AS n FROM refund_splits GROUP BY funder_id")
         assert {r["funder_id"]: int(r["n"]) for r in rows} == {f: r for f, (_, r) in refunded.items()}
+
+
+async def test_operators_resolving_one_flow_at_once_end_it_once(db_config: DatabaseConfig) -> None:
+    async with running_gateway(
+        db_config,
+        {"bank-a": Behaviour(magic=False, settle_after_ms=(60_000, 60_001), pending_ratio=1.0)},
+        poller={"interval_s": 0.1, "first_delay_s": 30, "schedule": [[30, 5]]},
+    ) as h:
+        assert h.admin is not None
+        card = luhn_card()
+        await h.bind_card(card, ["bank-a"])
+        flow = await h.stub.Withhold(
+            pb.WithholdRequest(
+                request_id="rs-1", amount=pb.Money(amount=10_000, currency="CNY"), account_no=card, bank_code="ICBC"
+            ),
+            metadata=h.md(),
+        )
+        assert flow.status == pb.PROCESSING
+
+        def resolve(status: int, i: int) -> admin_pb2.ResolveFlowRequest:
+            return admin_pb2.ResolveFlowRequest(
+                flow_no=flow.flow_no, status=status, reason=f"statement {i}", channel_txn_id=f"B{i}"
+            )
+
+        results = await asyncio.gather(
+            *(
+                h.admin.ResolveFlow(resolve(pb.SUCCEEDED if i % 2 else pb.FAILED, i), metadata=h.op_md)
+                for i in range(8)
+            ),
+            return_exceptions=True,
+        )
+        done = [r for r in results if isinstance(r, pb.Flow)]
+        errors = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert len(done) + len(errors) == 8 and done
+        assert {e.code() for e in errors} <= {grpc.StatusCode.FAILED_PRECONDITION}, [e.details() for e in errors]
+        final = await h.stub.GetFlow(pb.GetFlowRequest(flow_no=flow.flow_no), metadata=h.md())
+        assert final.status in (pb.SUCCEEDED, pb.FAILED)
+        assert all(d.status == final.status for d in done)  # nobody was told another ending
+        events = await h.gateway.db.fetchall("SELECT event_type FROM outbox WHERE event_type='FLOW_RESULT'")
+        assert len(events) == 1
+        audit = await h.gateway.db.fetchall("SELECT action FROM audit_log WHERE action='resolve_flow'")
+        assert len(audit) == 1
