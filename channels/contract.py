@@ -501,7 +501,7 @@ class CallbackNotice:
     channel_order_no: str
     operation: Operation
     outcome: Outcome
-    amount: int | None  # what the channel says was moved, for cross-checking
+    amount: int | None  # what the channel says was moved, for cross-checking (a success without it is refused)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -139,18 +139,21 @@ class AgreementService:
 
     async def sign(self, caller: str, request_id: str, params: SignParams) -> AgreementRow:
         acct = account_hash(self.hash_key, params.account_no)
+        # the whole phone, keyed like the numbers (the SMS goes to it); before, only its last 4 digits
+        # were hashed, which a replay of a request recorded then still matches (``legacy``)
         hashed = SignParams(
             params.channel,
             acct,
             params.holder_name,
             account_hash(self.hash_key, params.id_no),
-            params.phone[-4:],
+            account_hash(self.hash_key, params.phone),
             params.bank_code,
         )
         request_hash = canonical_hash("SIGN", hashed)
+        legacy = canonical_hash("SIGN", replace(hashed, phone=params.phone[-4:]))
         existing = await self.store.by_request_id(caller, request_id)
         if existing is not None:
-            return self._replay(existing, request_hash)
+            return self._replay(existing, request_hash, legacy)
         channel_id = self._pick_channel(params)
         creation = await self.store.create(
             caller=caller,
@@ -163,7 +166,7 @@ class AgreementService:
             bank_code=params.bank_code,
         )
         if isinstance(creation, Existing):  # a concurrent request with the same request_id got there first
-            return self._replay(creation.row, request_hash)
+            return self._replay(creation.row, request_hash, legacy)
         row = creation.row
         return await self._protected(lambda: self._start_signing(row, params), f"sign-{row.agreement_no}")
 
@@ -190,8 +193,8 @@ class AgreementService:
         return row
 
     @staticmethod
-    def _replay(existing: AgreementRow, request_hash: str) -> AgreementRow:
-        if existing.request_hash != request_hash:
+    def _replay(existing: AgreementRow, request_hash: str, legacy: str) -> AgreementRow:
+        if existing.request_hash not in (request_hash, legacy):
             raise IdempotencyConflict(
                 f"request_id {existing.request_id} was already used with different parameters "
                 f"(agreement {existing.agreement_no})"

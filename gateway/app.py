@@ -464,6 +464,7 @@ class Gateway:
             server,
         )
         if self.plans is not None:
+            self.plans.banks = banks  # plans name the banks a Withhold may
             plans_pb2_grpc.add_WithholdingPlansServicer_to_server(WithholdingPlansServicer(self.plans), server)
             plans_pb2_grpc.add_PlanAdminServicer_to_server(
                 PlanAdminServicer(self.plans, MySQLAuditLog(self.db)), server

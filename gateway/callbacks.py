@@ -6,7 +6,8 @@ number, operation and amount against our attempt, then apply the outcome
 through the same compare-and-set transition the poller uses. The answer is
 exactly the acknowledgement the channel expects (``callback_reply``).
 
-* failed verification / mismatch: nothing changes, the channel's error reply,
+* failed verification / mismatch (another channel's order, another operation,
+  another amount, a success that does not say its amount): nothing changes, the channel's error reply,
   a metric, and an immediate query of the attempt when the order is known;
 * replay (same result already recorded): acknowledged, nothing changes;
 * verified but not a result (a batch of transfers ended, how each did is not
@@ -33,7 +34,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 
-from channels.contract import CallbackRejected, Channel, HttpReply, Operation, notice_matches
+from channels.contract import CallbackRejected, Channel, HttpReply, Operation, OutcomeStatus, notice_matches
 from channels.registry import ChannelRegistry
 from gateway import metrics
 from gateway.collections import CollectionService
@@ -160,6 +161,8 @@ class CallbackHandler:
             mismatch = "order belongs to another channel"
         elif attempt.operation not in _OPERATIONS or not notice_matches(notice.operation, Operation(attempt.operation)):
             mismatch = "operation differs"
+        elif notice.amount is None and notice.outcome.status is OutcomeStatus.SUCCEEDED:
+            mismatch = "success without an amount"  # nothing to check it against: the query decides
         elif notice.amount is not None and notice.amount != attempt.amount:
             mismatch = "amount differs"
         if mismatch:

@@ -62,7 +62,7 @@ from channels.contract import (
     pending,
 )
 from gateway.domain import COLLECTION_CLOSED, COLLECTION_EXPIRED, AttemptStatus, FlowKind, FlowStatus
-from gateway.errors import PreconditionFailed
+from gateway.errors import InvalidInput, PreconditionFailed
 from gateway.flows import AMOUNT_MISMATCH, FlowService, Route, RouteQuery
 from gateway.ports import CollectionStore
 from gateway.store.rows import AttemptRow, CollectionRow, Creation, FlowRow, NewAttempt, NewCollection, NewFlow, Source
@@ -232,10 +232,13 @@ class CollectionService:
         Idempotent on (caller, request_id): the same parameters return the same
         flow and cashier (asking the channel again, same order number, when the
         first call left none); others raise IdempotencyConflict. Raises NoRoute
-        when no channel offers the cashier (or the named channel does not).
+        when no channel offers the cashier (or the named channel does not), InvalidInput
+        naming ``channel`` when it names no configured channel.
         Once the flow is recorded it is always returned, without its cashier
         when that cannot be read now (GetFlow and a replay hand it out later).
         """
+        if params.channel and params.channel not in self.flows.registry:  # as SignAgreement: bad input, not NO_ROUTE
+            raise InvalidInput("channel", f"unknown channel {params.channel!r}")
         budget = self.flows.settings.budget_s(wait_s, deadline_s)
         request_hash = canonical_hash("COLLECT", params)
         expires_at = _utcnow() + timedelta(seconds=params.expires_in_s or self.config.default_expiry_s)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -156,6 +157,14 @@ def _traceback(record: logging.LogRecord) -> str:
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)  # json.dumps with options builds one per call
+# What a client sent (a request id before it was refused, a raw channel message) must not start a
+# line of its own that reads like ours: controls and the Unicode line separators are escaped.
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_JSON_RAW = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    return _LINE_BREAKING.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -174,7 +183,8 @@ class JsonFormatter(logging.Formatter):
         trace = _traceback(record)
         if trace:
             entry["exc"] = trace
-        return _ENCODER.encode(entry)
+        # JSON escapes the C0 controls itself; DEL, C1 and U+2028/2029 stay raw with ensure_ascii off
+        return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", _ENCODER.encode(entry))
 
 
 class TextFormatter(logging.Formatter):
@@ -186,6 +196,7 @@ class TextFormatter(logging.Formatter):
         line = f"{stamp}.{int(record.msecs):03d} {record.levelname:<5} {record.name}: {record.getMessage()}"
         if context:
             line = f"{line} {context}"
+        line = _one_line(line)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         trace = _traceback(record)

@@ -16,6 +16,7 @@ import grpc
 from gateway import validation as v
 from gateway.api.auth import current_identity
 from gateway.api.convert import ts
+from gateway.domain import scrub
 from gateway.errors import InvalidInput
 from gateway.plans.spec import due_date
 from gateway.ports import AuditLog
@@ -92,7 +93,7 @@ def item_pb(item: ItemRow) -> recon_pb2.ReconItem:
         has_line=bool(item.line_status),
         resolution=item.resolution.value,
         resolved_by=item.resolved_by,
-        resolution_reason=item.resolution_reason,
+        resolution_reason=scrub(item.resolution_reason),  # rows marked before reasons were scrubbed on the way in
         resolved_at=ts(item.resolved_at),
         created_at=ts(item.created_at),
     )

@@ -58,6 +58,7 @@ class PlanService:
         self.sealer = sealer
         self.hash_key = hash_key
         self.funders = Funders({})  # the funders instalment shares may name; set by the composition root
+        self.banks: frozenset[str] | None = None  # the bank codes a plan may name; set by the composition root
         self.clock = clock
         self.on_outbox = on_outbox or (lambda: None)
 
@@ -73,6 +74,7 @@ class PlanService:
             hash_key=self.hash_key,
             prefix=prefix,
             funders=self.funders,
+            banks=self.banks,
         )
         for plan in plans:
             plan.account_sealed = self.sealer.seal(plan.payer.account_no, caller=caller, plan_id=plan.plan_id)

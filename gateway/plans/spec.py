@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -33,6 +34,8 @@ MAX_INSTALMENTS_PER_PLAN = 1200
 MAX_INSTALMENTS_PER_MESSAGE = 20_000
 EARLIEST_DUE = date(2000, 1, 1)
 LATEST_DUE = date(2099, 12, 31)
+# exactly YYYY-MM-DD: date.fromisoformat also takes ISO week dates ("2026-W50-1"), read as another day
+ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class RejectCode(enum.StrEnum):
@@ -119,7 +122,7 @@ def due_date(text: str, field_name: str) -> date:
     if not text:
         raise InvalidInput(field_name, "is required (YYYY-MM-DD)")
     try:
-        value = date.fromisoformat(text) if len(text) == 10 else None
+        value = date.fromisoformat(text) if ISO_DAY.fullmatch(text) else None
     except ValueError:
         value = None
     if value is None:
@@ -142,8 +145,13 @@ def check_plans(
     hash_key: bytes,
     prefix: str = "plans",
     funders: Funders | None = None,
+    banks: frozenset[str] | None = None,
 ) -> tuple[list[NewPlan], list[Rejection]]:
-    """Split a submission into valid plans and refusals (in request order)."""
+    """Split a submission into valid plans and refusals (in request order).
+
+    ``banks``: the bank codes a plan may name (the ones a ``Withhold`` may: gateway/validation.py
+    ``accepted_banks``); None checks the form only.
+    """
     total = sum(len(p.instalments) for p in plans)
     if total > MAX_INSTALMENTS_PER_MESSAGE:
         raise InvalidInput(prefix, f"carries {total} instalments; send at most {MAX_INSTALMENTS_PER_MESSAGE} a message")
@@ -155,7 +163,7 @@ def check_plans(
         where = f"{prefix}[{i}]"
         try:
             plan = _check_plan(
-                spec, where, caller=caller, policy_for=policy_for, schedules=schedules, hash_key=hash_key
+                spec, where, caller=caller, policy_for=policy_for, schedules=schedules, hash_key=hash_key, banks=banks
             )
         except InvalidInput as bad:
             rejected.append(Rejection(spec.plan_id[:64], "", bad.field, bad.problem, instalments=len(spec.instalments)))
@@ -224,6 +232,7 @@ def _check_plan(
     policy_for: Callable[[str, str], str | None],
     schedules: Mapping[str, Schedule],
     hash_key: bytes,
+    banks: frozenset[str] | None = None,
 ) -> NewPlan:
     plan_id = v.request_id(spec.plan_id, f"{where}.plan_id")
     product = product_name(spec.product, f"{where}.product")
@@ -231,7 +240,10 @@ def _check_plan(
     if policy is None or policy not in schedules:
         raise InvalidInput(f"{where}.product", f"no withholding policy is configured for product {product!r}")
     account_no = v.card_no(spec.account_no, f"{where}.account_no")
-    bank_code = v.pattern(spec.bank_code, f"{where}.bank_code", v.BANK_CODE, "an upper-case bank code like ICBC")
+    if banks is None:
+        bank_code = v.pattern(spec.bank_code, f"{where}.bank_code", v.BANK_CODE, "an upper-case bank code like ICBC")
+    else:  # a Withhold's rule: the executor's withholds are never checked again
+        bank_code = v.bank_code(spec.bank_code, banks, f"{where}.bank_code")
     agreement_no = v.pattern(
         spec.agreement_no, f"{where}.agreement_no", v.FLOW_NO, "a 26-character agreement number", required=False
     )
@@ -267,7 +279,7 @@ def instalment_hash(plan_id: str, due: date, amount: int, currency: str, split_s
 
 
 def _parse_due(text: str) -> date | None:
-    if len(text) != 10:
+    if not ISO_DAY.fullmatch(text):
         return None
     try:
         value = date.fromisoformat(text)

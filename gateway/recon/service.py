@@ -39,6 +39,7 @@ from channels.statement import (
 from channels.statements import statement_format
 from gateway import metrics
 from gateway.businessday import BusinessCalendar
+from gateway.domain import scrub
 from gateway.errors import InvalidInput, NotFound, PreconditionFailed, Unavailable
 from gateway.ports import FlowStore
 from gateway.recon.config import ReconConfig
@@ -378,7 +379,8 @@ class Reconciler:
         found = await self.store.item(item_id)
         if found is None or found.item_class not in DISCREPANCIES:
             raise NotFound(f"no discrepancy {item_id}")
-        marked = await self.store.mark(item_id, resolution, operator, reason.strip())
+        # stored and shown to every operator: scrubbed as every operator's reason is (gateway/operations.py)
+        marked = await self.store.mark(item_id, resolution, operator, scrub(reason.strip()))
         if marked is None:
             raise PreconditionFailed(f"discrepancy {item_id} is already {found.resolution.value}")
         return marked

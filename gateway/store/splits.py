@@ -220,62 +220,65 @@ class MySQLSplitStore:
             return existing, False
         start, end = bounds
         now = utcnow()
-        async with self.db.transaction() as tx:
-            got = await tx.fetchone(
-                "SELECT COALESCE(SUM(amount),0) AS total, COUNT(*) AS n FROM splits"
-                " WHERE funder_id=%s AND succeeded_at >= %s AND succeeded_at < %s",
-                (funder_id, start, end),
-            )
-            back = await tx.fetchone(
-                "SELECT COALESCE(SUM(amount),0) AS total, COUNT(*) AS n FROM refund_splits"
-                " WHERE funder_id=%s AND succeeded_at >= %s AND succeeded_at < %s",
-                (funder_id, start, end),
-            )
-            prior = await tx.fetchone(
-                "SELECT carried_out FROM settlements WHERE funder_id=%s AND business_day < %s"
-                " ORDER BY business_day DESC LIMIT 1",
-                (funder_id, day),
-            )
-            assert got is not None and back is not None
-            withheld, refunded = int(got["total"]), int(back["total"])
-            carried_in = int(prior["carried_out"]) if prior else 0
-            net = withheld - refunded + carried_in
-            paid = max(net, 0) if pays else 0
-            carried_out = min(net, 0)
-            if pays and paid > 0:
-                status = "PAYING"
-            elif pays:
-                status = "CARRIED"
-            else:
-                status = "REPORTED"
-            values = (
-                funder_id,
-                day,
-                currency,
-                withheld,
-                refunded,
-                carried_in,
-                net,
-                paid,
-                carried_out,
-                int(got["n"]),
-                int(back["n"]),
-                status,
-                request_id if paid > 0 else "",
-                "",
-                now,
-                now,
-            )
-            try:
+        try:
+            async with self.db.transaction() as tx:
+                got = await tx.fetchone(
+                    "SELECT COALESCE(SUM(amount),0) AS total, COUNT(*) AS n FROM splits"
+                    " WHERE funder_id=%s AND succeeded_at >= %s AND succeeded_at < %s",
+                    (funder_id, start, end),
+                )
+                back = await tx.fetchone(
+                    "SELECT COALESCE(SUM(amount),0) AS total, COUNT(*) AS n FROM refund_splits"
+                    " WHERE funder_id=%s AND succeeded_at >= %s AND succeeded_at < %s",
+                    (funder_id, start, end),
+                )
+                prior = await tx.fetchone(
+                    "SELECT carried_out FROM settlements WHERE funder_id=%s AND business_day < %s"
+                    " ORDER BY business_day DESC LIMIT 1",
+                    (funder_id, day),
+                )
+                assert got is not None and back is not None
+                withheld, refunded = int(got["total"]), int(back["total"])
+                carried_in = int(prior["carried_out"]) if prior else 0
+                net = withheld - refunded + carried_in
+                paid = max(net, 0) if pays else 0
+                carried_out = min(net, 0)
+                if pays and paid > 0:
+                    status = "PAYING"
+                elif pays:
+                    status = "CARRIED"
+                else:
+                    status = "REPORTED"
+                values = (
+                    funder_id,
+                    day,
+                    currency,
+                    withheld,
+                    refunded,
+                    carried_in,
+                    net,
+                    paid,
+                    carried_out,
+                    int(got["n"]),
+                    int(back["n"]),
+                    status,
+                    request_id if paid > 0 else "",
+                    "",
+                    now,
+                    now,
+                )
                 await tx.execute(
                     f"INSERT INTO settlements ({_SETTLEMENT_COLUMNS}) VALUES ({','.join(['%s'] * len(values))})",
                     values,
                 )
-            except DuplicateKey:
-                written_now = False  # another replica or run wrote it first: its row stands (rolled back here)
-            else:
                 await tx.commit()
-                written_now = True
+            written_now = True
+        except DuplicateKey as exc:
+            # another replica or run wrote it first: its row stands (rolled back here). The store's
+            # errors are ours only outside the unit of work (gateway/store/db.py translates there).
+            if exc.key != "ux_settlements_funder_day":
+                raise
+            written_now = False
         written = await self.settlement(funder_id, day)
         assert written is not None
         return written, written_now

@@ -96,3 +96,23 @@ def test_sealed_accounts_open_only_for_their_plan() -> None:
         sealer.open(sealed, caller="loans", plan_id="loan-2")
     with pytest.raises(SealBroken):
         AccountSealer(b"other key").open(sealed, caller="loans", plan_id="loan-1")
+
+
+def test_a_plan_names_only_a_bank_a_withhold_may_and_a_due_date_is_exactly_yyyy_mm_dd() -> None:
+    accepted, rejected = check_plans(
+        [
+            plan("ok"),
+            plan("bank", bank_code="CCB"),
+            plan("week", InstalmentSpec("week-1", "2026-W49-2", 100, "CNY")),  # fromisoformat reads a week date
+        ],
+        caller="loans",
+        policy_for=lambda c, p: "default",
+        schedules=SCHEDULES,
+        hash_key=b"k",
+        banks=frozenset({"ICBC"}),
+    )
+    assert [p.plan_id for p in accepted] == ["ok"]
+    assert [(r.plan_id, r.field) for r in rejected] == [
+        ("bank", "plans[1].bank_code"),
+        ("week", "plans[2].instalments[0].due_date"),
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from gateway.agreements import SignParams
 from gateway.domain import AgreementStatus, account_hash
 from gateway.errors import IdempotencyConflict, InvalidInput, NotFound, PreconditionFailed, Unavailable
 from gateway.store.rows import AgreementRow, utcnow
+from gateway.validation import canonical_hash
 from tests.fakes import CALLER, CARD, HASH_KEY, FakeChannel, FakeGateway
 
 
@@ -56,6 +58,30 @@ async def test_signing_again_with_the_same_key_and_other_parameters_is_a_conflic
     with pytest.raises(IdempotencyConflict):
         await gw.agreements.sign(CALLER, "s-1", sign_params(phone="13900139000"))
     assert len(gw.tables.agreements) == 1 and gw.channels["bank-a"].kinds() == ["sign"]
+
+
+async def test_another_phone_with_the_same_last_four_digits_is_a_conflict_too(gw: FakeGateway) -> None:
+    await signed(gw)  # 13800138000: the SMS went there
+    with pytest.raises(IdempotencyConflict):
+        await gw.agreements.sign(CALLER, "s-1", sign_params(phone="13900138000"))
+    assert len(gw.tables.agreements) == 1 and gw.channels["bank-a"].kinds() == ["sign"]
+
+
+async def test_a_request_recorded_with_the_old_hash_of_the_phone_still_replays(gw: FakeGateway) -> None:
+    first = await signed(gw)
+    params = sign_params()
+    old = SignParams(
+        params.channel,
+        account_hash(HASH_KEY, params.account_no),
+        params.holder_name,
+        account_hash(HASH_KEY, params.id_no),
+        params.phone[-4:],
+        params.bank_code,
+    )
+    [(key, row)] = gw.tables.agreements.items()
+    gw.tables.agreements[key] = dataclasses.replace(row, request_hash=canonical_hash("SIGN", old))
+    again = await gw.agreements.sign(CALLER, "s-1", params)
+    assert again.agreement_no == first.agreement_no and gw.channels["bank-a"].kinds() == ["sign"]
 
 
 async def test_a_concurrent_duplicate_that_lost_the_insert_is_answered_from_the_winner(gw: FakeGateway) -> None:

@@ -77,6 +77,7 @@ async def test_a_verified_callback_applies_the_result_once(gw: FakeGateway) -> N
     [
         pytest.param("signature", id="bad-signature"),
         pytest.param("amount", id="other-amount"),
+        pytest.param("no-amount", id="success-without-amount"),
         pytest.param("operation", id="other-operation"),
         pytest.param("channel", id="another-channels-order"),
     ],
@@ -90,6 +91,8 @@ async def test_a_callback_that_does_not_check_out_changes_nothing_and_at_most_ex
         secret = b"forged"
     elif forge == "amount":
         amount = attempt.amount + 1
+    elif forge == "no-amount":
+        amount = None  # nothing to check the success against
     elif forge == "operation":
         operation = Operation.PAYOUT
     else:
@@ -146,7 +149,7 @@ async def test_a_verified_callback_for_an_unknown_order_is_acknowledged_and_chan
 
 async def test_a_contradicting_callback_is_a_discrepancy_not_an_overwrite(gw: FakeGateway) -> None:
     attempt = await pending_attempt(gw)
-    headers, body = gw.channels["bank-a"].callback(attempt.channel_order_no, ok())
+    headers, body = gw.channels["bank-a"].callback(attempt.channel_order_no, ok(), amount=attempt.amount)
     await post(gw, "bank-a", headers, body)
     headers, body = gw.channels["bank-a"].callback(attempt.channel_order_no, declined())
     assert reply_of(await post(gw, "bank-a", headers, body)) == (200, b"OK")
@@ -178,7 +181,7 @@ async def test_a_body_over_the_cap_is_413_and_not_parsed(gw: FakeGateway) -> Non
 
 async def test_our_own_failure_asks_the_channel_to_retry(gw: FakeGateway) -> None:
     attempt = await pending_attempt(gw)
-    headers, body = gw.channels["bank-a"].callback(attempt.channel_order_no, ok())
+    headers, body = gw.channels["bank-a"].callback(attempt.channel_order_no, ok(), amount=attempt.amount)
     gw.store.fail_next("apply_outcome", DatabaseUnavailable("database down"))
     response = await post(gw, "bank-a", headers, body)
     assert response.status == 503

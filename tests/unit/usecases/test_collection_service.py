@@ -25,7 +25,7 @@ from channels.contract import (
 )
 from gateway.collections import CashierConfig, Collection, CollectParams
 from gateway.domain import AttemptStatus, FlowStatus
-from gateway.errors import DatabaseUnavailable, IdempotencyConflict, NoRoute, PreconditionFailed
+from gateway.errors import DatabaseUnavailable, IdempotencyConflict, InvalidInput, NoRoute, PreconditionFailed
 from gateway.store.rows import ANOTHER_TRANSACTION, AttemptRow, Source, utcnow
 from gateway.validation import RefundParams
 from tests.fakes import CALLER, FakeChannel, FakeGateway
@@ -137,8 +137,10 @@ async def test_a_named_channel_is_the_only_one_tried(gw: FakeGateway) -> None:
     gw.channels["bank-b"].answer_collects(CollectStarted(busy()))
     started = await collect(gw, channel="bank-b")
     assert started.flow.status is FlowStatus.FAILED and [a.channel for a in started.flow.attempts] == ["bank-b"]
-    with pytest.raises(NoRoute):
+    recorded = len(gw.tables.flows)
+    with pytest.raises(InvalidInput) as unknown:  # not configured: bad input, never NO_ROUTE (retrying cannot help)
         await collect(gw, "c-2", channel="bank-z")
+    assert unknown.value.field == "channel" and len(gw.tables.flows) == recorded
 
 
 async def test_routing_keeps_to_channels_offering_the_cashier_and_to_the_preference() -> None:
