@@ -18,6 +18,7 @@ from gateway.api.auth import current_identity
 from gateway.api.convert import ts
 from gateway.domain import scrub
 from gateway.errors import InvalidInput
+from gateway.operations import reason_text
 from gateway.plans.spec import due_date
 from gateway.ports import AuditLog
 from gateway.recon.model import CRITICAL, ItemRow, Resolution, RunRow, Trigger
@@ -114,7 +115,7 @@ class ReconciliationServicer(recon_pb2_grpc.ReconciliationServicer):
     async def Run(self, request: recon_pb2.RunReconRequest, context: Ctx) -> recon_pb2.ReconRun:
         channel = v.pattern(request.channel, "channel", v.CHANNEL_ID, "a configured channel id")
         day = due_date(request.business_day, "business_day")
-        reason = v.text(request.reason, "reason", max_len=512, required=True)
+        reason = reason_text(request.reason)
         operator = current_identity().name
         await self.audit.record(operator, "recon_run", f"recon:{channel}:{day}", reason, {})
         return run_pb(await self.recon.reconcile(channel, day, trigger=Trigger.MANUAL, operator=operator))
@@ -123,8 +124,8 @@ class ReconciliationServicer(recon_pb2_grpc.ReconciliationServicer):
         channel = v.pattern(request.channel, "channel", v.CHANNEL_ID, "a configured channel id")
         day = due_date(request.business_day, "business_day")
         fmt = v.pattern(request.format, "format", v.CHANNEL_ID, "a statement format name")
-        reason = v.text(request.reason, "reason", max_len=512, required=True)
-        name = v.text(request.file_name, "file_name", max_len=200) or "upload"
+        reason = reason_text(request.reason)
+        name = scrub(v.text(request.file_name, "file_name", max_len=200)) or "upload"
         if not request.content:
             raise InvalidInput("content", "is required")
         if len(request.content) > MAX_IMPORT_BYTES:

@@ -14,6 +14,7 @@ from gateway import validation as v
 from gateway.api.auth import current_identity
 from gateway.api.convert import ts
 from gateway.errors import InvalidInput
+from gateway.operations import reason_text
 from gateway.plans.ports import AuditLog
 from gateway.plans.spec import due_date
 from gateway.splits.funders import FUNDER_ID
@@ -64,7 +65,7 @@ def resend_input(request: splits_pb2.ResendSettlementPayoutRequest) -> tuple[str
     """ResendSettlementPayout's (funder_id, business_day, reason), or InvalidInput naming the field."""
     funder_id = _funder_id(request.funder_id, required=True)
     day = due_date(request.business_day, "business_day")
-    reason = v.text(request.reason, "reason", max_len=512, required=True)
+    reason = reason_text(request.reason)
     return funder_id, day, reason
 
 
@@ -111,7 +112,7 @@ class SplitSettlementServicer(splits_pb2_grpc.SplitSettlementServicer):
     ) -> splits_pb2.ListSettlementsResponse:
         funder_id = _funder_id(request.funder_id, required=False)
         day = due_date(request.business_day, "business_day")
-        reason = v.text(request.reason, "reason", max_len=512, required=True)
+        reason = reason_text(request.reason)
         if funder_id:
             self.settlement.funder(funder_id)
         rows = await self.settlement.settle_through(day, funder_id)

@@ -40,7 +40,7 @@ from datetime import date, datetime, timedelta
 
 from gateway import metrics
 from gateway.businessday import BusinessCalendar
-from gateway.domain import FlowStatus
+from gateway.domain import FlowStatus, scrub
 from gateway.errors import GatewayError, InvalidInput, NotFound, PreconditionFailed
 from gateway.splits.funders import Funder, Funders, SettlementConfig
 from gateway.splits.ports import PayoutPath, SplitStore
@@ -192,7 +192,7 @@ class SettlementService:
             flow_no=row.payout_flow_no,
             request_id=settlement_request_id(funder_id, day, row.payout_attempt + 1),
             operator=operator,
-            reason=reason,
+            reason=scrub(reason),  # stored and shown to every operator: scrubbed as gateway/operations.py does
         )
         if got.row is None:
             raise PreconditionFailed(f"settlement {funder_id} {day} not re-sent: {got.refused}")

@@ -15,7 +15,7 @@ import pytest
 from channels.simkit import Behaviour
 from devstack.cards import luhn_card
 from gateway.store.db import DatabaseConfig
-from paygate.v1 import admin_pb2, recon_pb2, recon_pb2_grpc
+from paygate.v1 import admin_pb2, recon_pb2, recon_pb2_grpc, splits_pb2
 from paygate.v1 import gateway_pb2 as pb
 from tests.support.harness import Harness, running_gateway
 
@@ -144,3 +144,57 @@ async def test_a_reconciliation_mark_reason_is_scrubbed(db_config: DatabaseConfi
         assert not leaks(str(listed), [card, ID_NO])
         rows = await h.gateway.db.fetchall("SELECT resolution_reason FROM recon_items")
         assert not leaks(str(rows), [card, ID_NO])  # stored scrubbed, as every operator's reason is
+
+
+async def audit_text(h: Harness) -> str:
+    rows = await h.gateway.db.fetchall("SELECT reason, detail FROM audit_log ORDER BY id")
+    return str(rows)
+
+
+async def test_reconciliation_reasons_and_file_names_are_stored_scrubbed(db_config: DatabaseConfig) -> None:
+    async with running_gateway(db_config, {"bank-a": Behaviour()}) as h:
+        sim = h.sims["bank-a"]
+        day = sim.ledger.booking_day(sim.ledger.now()).isoformat()
+        card = luhn_card()
+        recon = recon_pb2_grpc.ReconciliationStub(h.channel)
+        await recon.Run(
+            recon_pb2.RunReconRequest(channel="bank-a", business_day=day, reason=f"card {card} disputed"),
+            metadata=h.op_md,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:  # refused file: the audit record is written first
+            await recon.Import(
+                recon_pb2.ImportStatementRequest(
+                    channel="bank-a",
+                    business_day=day,
+                    format="sandbox",
+                    content=b"not a statement\n",
+                    file_name=f"{card}.csv",
+                    reason=f"e-mailed by {PHONE} for id {ID_NO}",
+                ),
+                metadata=h.op_md,
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        stored = await audit_text(h)
+        actions = await h.gateway.db.fetchall("SELECT action FROM audit_log WHERE action LIKE 'recon%%'")
+        assert sorted(a["action"] for a in actions) == ["recon_import", "recon_run"]
+        assert not leaks(stored, [card, PHONE, ID_NO]), stored
+        assert card[-4:] in stored and "disputed" in stored
+
+
+async def test_settlement_run_and_re_send_reasons_are_stored_scrubbed(db_config: DatabaseConfig) -> None:
+    from tests.integration.test_settlement_resend import failed_day, resend_rq, stub
+
+    async with failed_day(db_config) as (h, day):
+        card = luhn_card()
+        await stub(h).RunSettlement(
+            splits_pb2.RunSettlementRequest(business_day=day.isoformat(), reason=f"funder asked, card {card}"),
+            metadata=h.op_md,
+        )
+        h.sims["bank-a"].behaviour.update({"declines": {}})
+        await stub(h).ResendSettlementPayout(resend_rq(day, reason=f"unfrozen, call {PHONE}"), metadata=h.op_md)
+        stored = await audit_text(h)
+        actions = await h.gateway.db.fetchall("SELECT action FROM audit_log WHERE action LIKE '%%settlement%%'")
+        assert {a["action"] for a in actions} == {"run_settlement", "resend_settlement_payout"}
+        assert not leaks(stored, [card, PHONE]), stored
+        payouts = await h.gateway.db.fetchall("SELECT reason FROM settlement_payouts")
+        assert payouts and not leaks(str(payouts), [PHONE]), payouts
