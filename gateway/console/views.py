@@ -7,6 +7,7 @@ pages follow are unit tested without a server (tests/console/test_views.py).
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +18,7 @@ from gateway import validation as v
 from gateway.businessday import BusinessCalendar
 from gateway.domain import CURRENCIES, FlowKind, FlowStatus, minor_to_text, scrub, spreadsheet_safe
 from gateway.errors import InvalidInput
+from gateway.plans.spec import due_date
 from gateway.store.console_rows import ChannelOutcomes, FlowCursor, FlowQuery, FlowRecords, OutboxBacklog
 from gateway.store.rows import FlowRow
 from paygate.v1 import events_pb2
@@ -36,11 +38,19 @@ def money(amount: int, currency: str = "CNY") -> str:
     return f"{sign}{text} {currency}".strip()
 
 
+# thousands grouped by commas, every group of three ("1,000.05"): "1,0.5" or "1,5" is a typo, not 10.50
+_GROUPED = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?")
+
+
 def parse_yuan(text: str, field_name: str) -> int | None:
-    """An amount typed in yuan (``"12.30"``) as minor units, exactly; None when blank."""
-    text = text.strip().replace(",", "")
+    """An amount typed in yuan (``"12.30"``, ``"1,000.05"``) as minor units, exactly; None when blank."""
+    text = text.strip()
     if not text:
         return None
+    if "," in text:
+        if not _GROUPED.fullmatch(text):
+            raise InvalidInput(field_name, "must group thousands by commas as 1,000.00 (or use no commas)")
+        text = text.replace(",", "")
     try:
         value = yuan_to_minor(text)
     except StatementFormatError:
@@ -95,14 +105,9 @@ def decode_cursor(token: str) -> FlowCursor:
 
 
 def parse_day(text: str, field_name: str) -> date | None:
-    """A business day typed as YYYY-MM-DD; None when blank; raises InvalidInput naming the field."""
+    """A business day typed as YYYY-MM-DD (the API's rule, :func:`gateway.plans.spec.due_date`); None when blank."""
     text = text.strip()
-    if not text:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(field_name, "must be a date, YYYY-MM-DD") from None
+    return due_date(text, field_name) if text else None
 
 
 @dataclass(frozen=True)

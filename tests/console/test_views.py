@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import pytest
 
@@ -230,3 +230,11 @@ def test_the_timeline_never_shows_a_whole_card_number() -> None:
     lines = [line for e in views.build_timeline(flow, FlowRecords(), T, SHANGHAI) for line in e.lines]
     assert not any("6222021234567890123" in line for line in lines)
     assert any("0123" in line for line in lines)
+
+
+@pytest.mark.parametrize("text", ["2026-W50-1", "2026W501", "20261207", "2026-341", "2026-12-7", "9999-12-31", "0001-01-01"])
+def test_a_day_is_exactly_yyyy_mm_dd_as_the_api_takes_it(text: str) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        views.parse_day(text, "from")
+    assert raised.value.field == "from"
+    assert views.parse_day(" 2026-12-07 ", "from") == date(2026, 12, 7) and views.parse_day("", "from") is None

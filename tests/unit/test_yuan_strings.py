@@ -40,3 +40,15 @@ def test_exact_amounts_are_read_exactly() -> None:
     assert yuan_to_minor("-12.30") == -1_230 and yuan_to_minor("0.06000", zero_padded=True) == 6
     assert parse_yuan("1,000.01", "delta") == 100_001 and parse_yuan("  ", "delta") is None
     assert parse_yuan("10000000000000.00", "delta") == 10**15  # the bound itself
+
+
+@pytest.mark.parametrize("text", ["1,0.5", "1,5", "1,00", "10,00.00", ",100", "100,", "1,,000", "1,000,00", "1,0000"])
+def test_commas_other_than_thousands_groups_are_refused_naming_the_field(text: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse_yuan(text, "delta")
+    assert err.value.field == "delta" and "1,000.00" in str(err.value)
+
+
+def test_thousands_groups_are_read_exactly() -> None:
+    assert parse_yuan("1,000", "delta") == 100_000 and parse_yuan("-12,345,678.9", "delta") == -1_234_567_890
+    assert parse_yuan("999,999.99", "delta") == 99_999_999
