@@ -100,7 +100,12 @@ def check_shares(shares: Shares, amount: int, *, field: str = "shares") -> Share
 
 
 def split_amount(amount: int, shares: Shares) -> tuple[Part, ...]:
-    """The funders' parts of ``amount`` (minor units, > 0): they sum to ``amount`` exactly, none negative.
+    """The funders' parts of ``amount`` (minor units, >= 0): they sum to ``amount`` exactly, none negative.
+
+    A part may be 0 when ``amount`` has fewer fen than the proportions need (1 fen at 50 : 50 is
+    1 and 0; an instalment's fixed amounts fitted down, :func:`fit`, likewise): the 0 part is a
+    small order of 0, written and shown, refunded nothing (:func:`split_refund` weighs by what is
+    held) and adding 0 to its funder's settlement (tests/integration/test_adversarial_splits.py).
 
     ``shares`` must have passed :func:`check_shares` for ``amount``.
     """
