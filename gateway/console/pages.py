@@ -297,7 +297,7 @@ async def flow(request: web.Request) -> web.StreamResponse:
 
 async def review(request: web.Request) -> web.StreamResponse:
     d = deps(request)
-    after = v.page_token(request.query.get("after", "")) if request.query.get("after") else 0
+    after = v.page_token(request.query.get("after", ""), "after") if request.query.get("after") else 0
     page = d.config.page_size
     rows = await d.flows.in_review(after_id=after, limit=page + 1)
     now = utcnow()
@@ -434,7 +434,7 @@ async def audit(request: web.Request) -> web.StreamResponse:
     v.text(values["target"], "target", max_len=128)
     v.text(values["operator"], "operator", max_len=64)
     first, last = views.parse_day(values["from"], "from"), views.parse_day(values["to"], "to")
-    before = v.page_token(q["before"]) if q.get("before") else 0
+    before = v.page_token(q["before"], "before") if q.get("before") else 0
     page = d.config.page_size
     entries = await d.audit.entries(
         AuditQuery(

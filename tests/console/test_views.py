@@ -232,7 +232,9 @@ def test_the_timeline_never_shows_a_whole_card_number() -> None:
     assert any("0123" in line for line in lines)
 
 
-@pytest.mark.parametrize("text", ["2026-W50-1", "2026W501", "20261207", "2026-341", "2026-12-7", "9999-12-31", "0001-01-01"])
+@pytest.mark.parametrize(
+    "text", ["2026-W50-1", "2026W501", "20261207", "2026-341", "2026-12-7", "9999-12-31", "0001-01-01"]
+)
 def test_a_day_is_exactly_yyyy_mm_dd_as_the_api_takes_it(text: str) -> None:
     with pytest.raises(InvalidInput) as raised:
         views.parse_day(text, "from")
