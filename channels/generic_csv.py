@@ -45,7 +45,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from channels.contract import Operation
 from channels.statement import CHINA_TIME, LineStatus, StatementFormat, StatementFormatError, StatementLine
-from channels.statement_parsing import Columns, Tally, check_total, csv_rows, text_of, yuan
+from channels.statement_parsing import Columns, Tally, check_total, csv_rows, iso_moment, text_of, yuan
 
 REQUIRED = ("channel_order_no", "operation", "amount", "booked_at")
 OPTIONAL = (
@@ -162,12 +162,7 @@ def _line(row: list[str], line_no: int, columns: Columns, zone: tzinfo) -> State
 
 
 def _booked_at(text: str, zone: tzinfo, line: int, column: int) -> datetime:
-    if len(text) < 19 or text[4] != "-" or text[10] not in " T":
-        raise StatementFormatError(line, column, f"not a time (yyyy-mm-dd hh:mm:ss): {text[:40]!r}")
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise StatementFormatError(line, column, f"not a time: {text[:40]!r}") from None
+    at = iso_moment(text, line, column)
     if at.tzinfo is None:
         at = at.replace(tzinfo=zone)
     return at.astimezone(UTC).replace(tzinfo=None)

@@ -21,6 +21,10 @@ from channels.statement import CHINA_TIME, StatementFormatError, yuan_to_minor
 
 _CHINA_OFFSET = timedelta(hours=8)
 _LOCAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+# exactly yyyy-mm-dd hh:mm:ss: datetime.fromisoformat also reads ISO week dates ("2026-W50-1") as another day
+_ISO_MOMENT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?"
+)
 
 
 @contextmanager
@@ -105,6 +109,16 @@ def china_time(text: str, line: int, column: int) -> datetime:
         return datetime.fromisoformat(text) - _CHINA_OFFSET
     except ValueError:
         raise StatementFormatError(line, column, f"not a time: {text!r}") from None
+
+
+def iso_moment(text: str, line: int, column: int) -> datetime:
+    """``yyyy-mm-ddThh:mm:ss[.ffffff][offset]`` (or a blank for the T) as written: naive, or aware with its offset."""
+    if _ISO_MOMENT.fullmatch(text):
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    raise StatementFormatError(line, column, f"not a time (yyyy-mm-ddThh:mm:ss): {text[:40]!r}")
 
 
 def china_text(at: datetime) -> str:

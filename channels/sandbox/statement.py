@@ -36,7 +36,7 @@ from channels.statement import (
     StatementFormatError,
     StatementLine,
 )
-from channels.statement_parsing import OPERATION_NAMES, Columns, Tally, check_total, csv_rows, text_of
+from channels.statement_parsing import OPERATION_NAMES, Columns, Tally, check_total, csv_rows, iso_moment, text_of
 
 MAGIC = "# sandbox statement v1"
 COLUMNS = (
@@ -190,10 +190,7 @@ def _minor(text: str, line: int, column: int, *, negative: bool) -> int:
 def _utc(text: str, line: int, column: int) -> datetime:
     if not text.endswith("Z"):
         raise StatementFormatError(line, column, f"not a UTC time (…Z): {text[:40]!r}")
-    try:
-        at = datetime.fromisoformat(text[:-1])
-    except ValueError:
-        raise StatementFormatError(line, column, f"not a time: {text[:40]!r}") from None
+    at = iso_moment(text[:-1], line, column)
     if at.tzinfo is not None:  # an offset and a Z: which one?
         raise StatementFormatError(line, column, f"not a UTC time (…Z): {text[:40]!r}")
     return at

@@ -191,6 +191,12 @@ class Reconciler:
         statement_totals: dict[str, KindTotals] = {}
         try:
             lines = await self._stage(run, statement, statement_totals)
+            repeated = await self.store.repeated_line(run.id)
+            if repeated is not None:  # one order, two lines: which one is the bank's word? an operator decides
+                order_no, first, again = repeated
+                raise StatementFormatError(
+                    again, 0, f"order {order_no[:64]!r} is listed twice (lines {first} and {again})"
+                )
         except StatementFormatError as exc:
             await self.store.fail_run(run.id, f"{statement.source}: {exc}")
             failed = await self.store.run(run.id)

@@ -97,6 +97,22 @@ class ReconQueries:
 
     # -- the daily report ---------------------------------------------------------------------
 
+    async def repeated_line(self, run_id: int) -> tuple[str, int, int] | None:
+        """The first order number the run's staged lines list twice: (order number, its first two lines)."""
+        row = await self.db.fetchone(
+            "SELECT channel_order_no, MIN(line_no) AS first FROM recon_lines WHERE run_id=%s"
+            " GROUP BY channel_order_no HAVING COUNT(*) > 1 ORDER BY first LIMIT 1",
+            (run_id,),
+        )
+        if row is None:
+            return None
+        again = await self.db.fetchone(
+            "SELECT MIN(line_no) AS line_no FROM recon_lines WHERE run_id=%s AND channel_order_no=%s AND line_no > %s",
+            (run_id, row["channel_order_no"], row["first"]),
+        )
+        assert again is not None
+        return str(row["channel_order_no"]), int(row["first"]), int(again["line_no"])
+
     async def day_figures(self, bounds: tuple[datetime, datetime]) -> list[DayFigure]:
         """Attempts that ended within ``bounds`` by channel and kind: counts, success amount and fees."""
         rows = await self.db.fetchall(

@@ -102,6 +102,9 @@ def test_sandbox_sample() -> None:
         ("# day: 2026-03-05", "# day: 2026-03-04", 3, 0),  # another day's statement
         ("# sandbox statement v1", "# sandbox statement v2", 1, 1),
         ("txn_id,original_order_no", "txn,original_order_no", 5, 8),  # unknown column
+        # an ISO week date (2026-W10-4 is 2026-03-05): fromisoformat reads it, we take only yyyy-mm-dd
+        ("2026-03-05T01:15:00.000000Z", "2026-W10-4T01:15:00.000000Z", 7, 7),
+        ("2026-03-05T01:15:00.000000Z", "2026-03-05T01:15Z", 7, 7),
     ],
 )
 def test_sandbox_malformed(old: str, new: str, line: int, column: int) -> None:
@@ -411,6 +414,8 @@ def test_generic_csv_sample() -> None:
         ("# timezone: Asia/Shanghai", "# timezone: Mars/Olympus", 2, 0),
         (",booked_at,", ",booked,", 3, 0),
         (",BOE0004,,declined", ",BOE0004,declined", 7, 10),
+        ("2026-03-05 00:00:01", "2026-W10-4 00:00:01", 4, 7),  # an ISO week date, read as 03-05 by fromisoformat
+        ("2026-03-05T12:00:00+08:00", "2026-W10-4T12:00:00+08:00", 5, 7),
     ],
 )
 def test_generic_csv_malformed(old: str, new: str, line: int, column: int) -> None:
