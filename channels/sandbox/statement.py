@@ -25,7 +25,7 @@ import csv
 import io
 import re
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import BinaryIO
 
 from channels.contract import Operation
@@ -36,7 +36,16 @@ from channels.statement import (
     StatementFormatError,
     StatementLine,
 )
-from channels.statement_parsing import OPERATION_NAMES, Columns, Tally, check_total, csv_rows, iso_moment, text_of
+from channels.statement_parsing import (
+    OPERATION_NAMES,
+    Columns,
+    Tally,
+    check_total,
+    csv_rows,
+    day_start_utc,
+    iso_moment,
+    text_of,
+)
 
 MAGIC = "# sandbox statement v1"
 COLUMNS = (
@@ -54,6 +63,7 @@ COLUMNS = (
 HEADER_KEYS = ("merchant_id", "day", "timezone")
 _TRAILER = re.compile(r"# end: lines=(\d+) succeeded=(\d+) withhold=(\d+) payout=(\d+) refund=(\d+) fee=(-?\d+)")
 _MINOR = re.compile(r"-?[0-9]{1,18}")
+_OFFSET = re.compile(r"([+-])([01][0-9]|2[0-3]):([0-5][0-9])")
 _KIND_NAME = {operation: name for name, operation in OPERATION_NAMES.items()}
 _STATUS = {"SUCCEEDED": LineStatus.SUCCEEDED, "FAILED": LineStatus.FAILED}
 
@@ -101,9 +111,12 @@ def iter_lines(stream: BinaryIO, *, channel_id: str, day: date) -> Iterator[Stat
     """Parse a sandbox statement (see the module docstring); raises StatementFormatError naming line and column."""
     with text_of(stream, "utf-8") as text:
         rows = csv_rows(text, decoding="UTF-8")
-        header = _read_header(rows, day)
+        header, zone = _read_header(rows, day)
         columns = Columns(header[1], header[0], required=COLUMNS, others_allowed=False)
         reader = _Reader(columns)
+        # every line is booked on the statement's day, in its timezone: anything else is another day's
+        start, end = day_start_utc(day, zone), day_start_utc(day + timedelta(days=1), zone)
+        booked_column = columns.column("booked_at")
         tally = Tally()
         last = header[0]
         for line_no, row in rows:
@@ -115,31 +128,47 @@ def iter_lines(stream: BinaryIO, *, channel_id: str, day: date) -> Iterator[Stat
             if not row:
                 raise StatementFormatError(line_no, 0, "empty line inside the statement")
             line = reader.line(row, line_no)
+            if not start <= line.booked_at < end:
+                raise StatementFormatError(
+                    line_no, booked_column, f"booked at {line.booked_at.isoformat()}Z, not on {day} ({zone})"
+                )
             _count(tally, line)
             yield line
         raise StatementFormatError(last + 1, 0, "no '# end:' trailer: the file is truncated")
 
 
-def _read_header(rows: Iterator[tuple[int, list[str]]], day: date) -> tuple[int, list[str]]:
-    """Check the magic line and the ``# key: value`` block; return the column header row."""
+def _read_header(rows: Iterator[tuple[int, list[str]]], day: date) -> tuple[tuple[int, list[str]], tzinfo]:
+    """Check the magic line and the ``# key: value`` block; return the column header row and the day's timezone."""
     first = next(rows, None)
     if first is None or ",".join(first[1]) != MAGIC:
         raise StatementFormatError(1, 1, f"not a sandbox statement (the first line must be {MAGIC!r})")
     values: dict[str, str] = {}
+    zone_line = 0
     for line_no, row in rows:
         text = ",".join(row)
         if not text.startswith("#"):
             missing = [key for key in HEADER_KEYS if key not in values]
             if missing:
                 raise StatementFormatError(line_no, 0, f"header block lacks {', '.join(missing)}")
-            return line_no, row
+            return (line_no, row), _offset(values["timezone"], zone_line)
         key, sep, value = text[1:].partition(":")
         if not sep:
             raise StatementFormatError(line_no, 1, f"header line is not '# key: value': {text[:40]!r}")
         values[key.strip()] = value.strip()
+        if key.strip() == "timezone":
+            zone_line = line_no
         if key.strip() == "day" and value.strip() != day.isoformat():
             raise StatementFormatError(line_no, 0, f"this is the statement of {value.strip()}, not of {day}")
     raise StatementFormatError(1, 0, "no column header: the file is truncated")
+
+
+def _offset(text: str, line: int) -> tzinfo:
+    """``# timezone: +08:00`` as a fixed offset."""
+    match = _OFFSET.fullmatch(text)
+    if match is None:
+        raise StatementFormatError(line, 0, f"timezone is not an offset like +08:00: {text[:20]!r}")
+    sign = -1 if match.group(1) == "-" else 1
+    return timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))
 
 
 class _Reader:

@@ -2,7 +2,7 @@
 
 Starting from the sandbox bank's real statement of the day (three successes), each file is changed
 one way (truncated, other columns, a BOM, GBK bytes, CRLF, a duplicated line, amounts that are not
-minor units, negative or beyond int64, another day's header). Each is refused as
+minor units, negative or beyond int64, another day's header, a line booked on another day). Each is refused as
 ``INVALID_ARGUMENT`` naming ``content`` and the line, its run recorded FAILED with nothing of the
 file kept (no lines staged, no items, no flow touched); never ``INTERNAL``. What is well formed but
 only written differently (CRLF) is reconciled as the plain file is; one order listed twice is refused.
@@ -91,6 +91,8 @@ MALFORMED: dict[str, Callable[[bytes], bytes]] = {
     "a full-width digit": lambda c: set_cell(c, 3, "１００".encode()),
     "another day's file": other_day,
     "a bad time": lambda c: set_cell(c, 6, b"2026-W50-1T00:00:00Z"),
+    "booked years later": lambda c: set_cell(c, 6, b"2030-01-01T00:00:00.000000Z"),
+    "booked the day before": lambda c: set_cell(c, 6, b"2001-01-01T00:00:00.000000Z"),
     "the summary off by a fen": lambda c: c.replace(b"# end: lines=3", b"# end: lines=4"),
 }
 

@@ -105,6 +105,10 @@ def test_sandbox_sample() -> None:
         # an ISO week date (2026-W10-4 is 2026-03-05): fromisoformat reads it, we take only yyyy-mm-dd
         ("2026-03-05T01:15:00.000000Z", "2026-W10-4T01:15:00.000000Z", 7, 7),
         ("2026-03-05T01:15:00.000000Z", "2026-03-05T01:15Z", 7, 7),
+        # booked outside the day in the file's timezone (+08:00: 2026-03-04T16:00Z to 2026-03-05T16:00Z)
+        ("2026-03-05T01:15:00.000000Z", "2026-03-05T16:00:00.000000Z", 7, 7),
+        ("2026-03-05T01:15:00.000000Z", "2026-03-04T15:59:59.999999Z", 7, 7),
+        ("# timezone: +08:00", "# timezone: Asia/Shanghai", 4, 0),
     ],
 )
 def test_sandbox_malformed(old: str, new: str, line: int, column: int) -> None:
