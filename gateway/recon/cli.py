@@ -23,16 +23,17 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import date
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InvalidInput
+from gateway.plans.spec import due_date
 from gateway.recon.model import CRITICAL, ItemRow, Resolution, RunRow, RunStatus, Trigger
 from gateway.recon.service import Reconciler
 
 
 def _day(text: str) -> date:
     try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+        return due_date(text, "day")  # the API's rule: exactly YYYY-MM-DD (no ISO week dates)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(f"{exc.problem}: {text[:32]!r}") from None
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+import argparse
 from datetime import UTC, date, datetime, time, timedelta
+
+import pytest
 
 from channels.contract import Operation
 from gateway.businessday import BusinessCalendar
@@ -94,3 +97,12 @@ def test_a_quiet_window_across_midnight_holds_both_edges() -> None:
     assert s.current(LAST) is None and s.current(FIRST) is None
     window = s.window(D1, "20:00")
     assert window.deadline == SHANGHAI.at(D1, time(23, 0))  # D1's 20:00 run stops at the quiet window
+
+
+@pytest.mark.parametrize("text", ["2026-W49-2", "2026-336", "20261202", "9999-12-31"])
+def test_the_recon_command_takes_a_day_as_the_api_does(text: str) -> None:
+    from gateway.recon.cli import _day
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        _day(text)
+    assert _day("2026-12-02") == D2
