@@ -39,7 +39,7 @@ from channels.statement import (
 from channels.statements import statement_format
 from gateway import metrics
 from gateway.businessday import BusinessCalendar
-from gateway.domain import scrub
+from gateway.domain import INT64_MAX, scrub
 from gateway.errors import InvalidInput, NotFound, PreconditionFailed, Unavailable
 from gateway.ports import FlowStore
 from gateway.recon.config import ReconConfig
@@ -86,7 +86,8 @@ def _take(lines: Iterator[StatementLine], n: int) -> list[StatementLine]:
 
 
 def tally(totals: dict[str, KindTotals], lines: Sequence[StatementLine]) -> None:
-    """Add the successes of ``lines`` to ``totals`` by kind."""
+    """Add the successes of ``lines`` to ``totals`` by kind. Raises StatementFormatError at the line
+    where a sum leaves int64 (totals are int64 wherever they go: no statement of a real day gets there)."""
     for line in lines:
         if line.status is LineStatus.SUCCEEDED:
             kind = totals.get(line.operation.value)
@@ -95,6 +96,10 @@ def tally(totals: dict[str, KindTotals], lines: Sequence[StatementLine]) -> None
             kind.count += 1
             kind.amount += line.amount
             kind.fee += line.fee
+            if kind.amount > INT64_MAX or abs(kind.fee) > INT64_MAX:
+                raise StatementFormatError(
+                    line.line_no, 0, f"the {line.operation.value} lines add up beyond int64: not a day's statement"
+                )
 
 
 def file_sha256(path: str) -> str:

@@ -205,3 +205,39 @@ async def test_a_statement_listing_one_order_twice_is_refused_naming_both_lines(
         assert run["status"] == "FAILED" and "listed twice" in run["error"]
         kept = await h.gateway.db.fetchone("SELECT COUNT(*) AS n FROM recon_lines")
         assert kept is not None and kept["n"] == 0
+
+
+async def test_a_statement_adding_up_beyond_int64_is_refused_not_internal(db_config: DatabaseConfig) -> None:
+    async with running_gateway(db_config, {"bank-a": Behaviour(magic=False)}) as h:
+        sim = h.sims["bank-a"]
+        day = sim.ledger.booking_day(sim.ledger.now())
+        for i in range(10):  # each line fits in int64 (18 digits), their sum does not
+            sim.statements.faults.add_line(day, f"HUGE{i}", 999_999_999_999_999_999)
+        recon = recon_pb2_grpc.ReconciliationStub(h.channel)
+        for call in (
+            recon.Run(
+                recon_pb2.RunReconRequest(channel="bank-a", business_day=day.isoformat(), reason="probe"),
+                metadata=h.op_md,
+            ),
+            recon.Import(
+                recon_pb2.ImportStatementRequest(
+                    channel="bank-a",
+                    business_day=day.isoformat(),
+                    format="sandbox",
+                    content=statement_of(h, day),
+                    file_name="huge.csv",
+                    reason="probe",
+                ),
+                metadata=h.op_md,
+            ),
+        ):
+            try:
+                run = await call
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "beyond int64" in (err.details() or ""), err
+                continue
+            assert run.status == "FAILED" and "beyond int64" in run.error, run
+        listed = await recon.ListRuns(recon_pb2.ListReconRunsRequest(channel="bank-a"), metadata=h.op_md)
+        assert [r.status for r in listed.runs] == ["FAILED", "FAILED"]
+        kept = await h.gateway.db.fetchone("SELECT COUNT(*) AS n FROM recon_lines")
+        assert kept is not None and kept["n"] == 0
