@@ -33,6 +33,34 @@ def statement_of(h: Harness, day: date) -> bytes:
     return out.getvalue()
 
 
+async def successes(h: Harness, prefix: str, amounts: list[int]) -> None:
+    """A bound card's withholds of ``amounts`` on bank-a, each SUCCEEDED."""
+    card = luhn_card()
+    await h.bind_card(card, ["bank-a"])
+    for i, amount in enumerate(amounts):
+        flow = await h.stub.Withhold(
+            gateway_pb2.WithholdRequest(
+                request_id=f"{prefix}-{i}",
+                amount=gateway_pb2.Money(amount=amount, currency="CNY"),
+                account_no=card,
+                bank_code="ICBC",
+            ),
+            metadata=h.md(),
+        )
+        assert flow.status == gateway_pb2.SUCCEEDED
+
+
+def import_request(day: date, content: bytes, file_name: str) -> recon_pb2.ImportStatementRequest:
+    return recon_pb2.ImportStatementRequest(
+        channel="bank-a",
+        business_day=day.isoformat(),
+        format="sandbox",
+        content=content,
+        file_name=file_name,
+        reason="adversarial probe",
+    )
+
+
 def lines_of(content: bytes) -> list[bytes]:
     return content.split(b"\n")
 
@@ -99,19 +127,7 @@ MALFORMED: dict[str, Callable[[bytes], bytes]] = {
 
 async def test_malformed_statements_are_refused_whole_never_internal(db_config: DatabaseConfig) -> None:
     async with running_gateway(db_config, {"bank-a": Behaviour(magic=False)}) as h:
-        card = luhn_card()
-        await h.bind_card(card, ["bank-a"])
-        for i in range(3):
-            flow = await h.stub.Withhold(
-                gateway_pb2.WithholdRequest(
-                    request_id=f"adv-recon-{i}",
-                    amount=gateway_pb2.Money(amount=10_000 + i, currency="CNY"),
-                    account_no=card,
-                    bank_code="ICBC",
-                ),
-                metadata=h.md(),
-            )
-            assert flow.status == gateway_pb2.SUCCEEDED
+        await successes(h, "adv-recon", [10_000, 10_001, 10_002])
         sim = h.sims["bank-a"]
         day = sim.ledger.booking_day(sim.ledger.now())
         good = statement_of(h, day)
@@ -119,17 +135,7 @@ async def test_malformed_statements_are_refused_whole_never_internal(db_config: 
         recon = recon_pb2_grpc.ReconciliationStub(h.channel)
 
         async def imported(content: bytes) -> recon_pb2.ReconRun:
-            return await recon.Import(
-                recon_pb2.ImportStatementRequest(
-                    channel="bank-a",
-                    business_day=day.isoformat(),
-                    format="sandbox",
-                    content=content,
-                    file_name="probe.csv",
-                    reason="adversarial probe",
-                ),
-                metadata=h.op_md,
-            )
+            return await recon.Import(import_request(day, content, "probe.csv"), metadata=h.op_md)
 
         wrong: list[str] = []
         for name, change in MALFORMED.items():
@@ -156,18 +162,7 @@ async def test_malformed_statements_are_refused_whole_never_internal(db_config: 
 
 async def test_a_statement_listing_one_order_twice_is_refused_naming_both_lines(db_config: DatabaseConfig) -> None:
     async with running_gateway(db_config, {"bank-a": Behaviour(magic=False)}) as h:
-        card = luhn_card()
-        await h.bind_card(card, ["bank-a"])
-        for i in range(2):
-            await h.stub.Withhold(
-                gateway_pb2.WithholdRequest(
-                    request_id=f"adv-dup-{i}",
-                    amount=gateway_pb2.Money(amount=20_000 + i, currency="CNY"),
-                    account_no=card,
-                    bank_code="ICBC",
-                ),
-                metadata=h.md(),
-            )
+        await successes(h, "adv-dup", [20_000, 20_001])
         sim = h.sims["bank-a"]
         day = sim.ledger.booking_day(sim.ledger.now())
         good = statement_of(h, day)
@@ -185,17 +180,7 @@ async def test_a_statement_listing_one_order_twice_is_refused_naming_both_lines(
         )
         recon = recon_pb2_grpc.ReconciliationStub(h.channel)
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await recon.Import(
-                recon_pb2.ImportStatementRequest(
-                    channel="bank-a",
-                    business_day=day.isoformat(),
-                    format="sandbox",
-                    content=b"\n".join(twice),
-                    file_name="twice.csv",
-                    reason="adversarial probe",
-                ),
-                metadata=h.op_md,
-            )
+            await recon.Import(import_request(day, b"\n".join(twice), "twice.csv"), metadata=h.op_md)
         # one order debited twice by the bank's word, or a file written twice: never "consistent"
         order_no = lines[at].split(b",")[0].decode()
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value
@@ -214,25 +199,16 @@ async def test_a_statement_adding_up_beyond_int64_is_refused_not_internal(db_con
         for i in range(10):  # each line fits in int64 (18 digits), their sum does not
             sim.statements.faults.add_line(day, f"HUGE{i}", 999_999_999_999_999_999)
         recon = recon_pb2_grpc.ReconciliationStub(h.channel)
-        for call in (
-            recon.Run(
+        runs = (
+            lambda: recon.Run(
                 recon_pb2.RunReconRequest(channel="bank-a", business_day=day.isoformat(), reason="probe"),
                 metadata=h.op_md,
             ),
-            recon.Import(
-                recon_pb2.ImportStatementRequest(
-                    channel="bank-a",
-                    business_day=day.isoformat(),
-                    format="sandbox",
-                    content=statement_of(h, day),
-                    file_name="huge.csv",
-                    reason="probe",
-                ),
-                metadata=h.op_md,
-            ),
-        ):
+            lambda: recon.Import(import_request(day, statement_of(h, day), "huge.csv"), metadata=h.op_md),
+        )
+        for call in runs:  # the bank's own statement, then the same file imported
             try:
-                run = await call
+                run = await call()
             except grpc.aio.AioRpcError as err:
                 assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "beyond int64" in (err.details() or ""), err
                 continue
