@@ -18,6 +18,7 @@ import pytest_asyncio
 
 from channels.simkit import Behaviour
 from devstack.cards import luhn_card
+from gateway.console.sessions import COOKIE
 from paygate.v1 import gateway_pb2 as pb
 from tests.console.test_access import _app
 from tests.console.test_console_http import client, csrf_of, sign_in
@@ -263,3 +264,15 @@ async def test_a_long_reason_or_unicode_is_kept_to_its_limit_never_a_500(stack: 
         await sign_in(s, stack.base, OPERATOR_TOKEN)
         r = await s.post(f"{stack.base}/channels/bank-a/state", data=big)
         assert r.status in (403, 413), r.status
+
+
+async def test_signing_in_needs_the_forms_own_nonce(stack: Stack) -> None:
+    async with client() as s, client() as attacker:
+        form = await (await attacker.get(f"{stack.base}/login")).text()
+        found = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert found is not None
+        # a valid token posted with another browser's form token (login CSRF), or with none: no session
+        for csrf in (found.group(1), ""):
+            r = await s.post(f"{stack.base}/login", data={"csrf": csrf, "token": VIEWER_TOKEN}, allow_redirects=False)
+            assert r.status == 403 and COOKIE not in r.headers.get("Set-Cookie", ""), r.status
+        assert (await s.get(f"{stack.base}/", allow_redirects=False)).status == 303
