@@ -240,6 +240,15 @@ class RouterConfig:
     # a chain of looks goes on without waiting for answers while fewer than this many are outstanding
     # (1: each look waits for the previous one's answer)
     upward_chain_pending: Annotated[int, Field(ge=1)] = 1
+    # upward_chain_clean: the chain goes on over outstanding looks only while every answer counted in the
+    # excursion is good; after a failure each look waits for its answer again
+    upward_chain_clean: bool = False
+    # upward_restart_p1: a restart starts the record at p1 (the CUSUM's alternative) with the excursion's
+    # weight, not at the excursion's own counts (which end on a run of successes, so they are biased upward)
+    upward_restart_p1: bool = False
+    # upward_excursion_late: with upward_all_answers, a late answer counts in the CUSUM when its attempt was
+    # sent after the excursion's first counted answer (it is about the channel since the excursion began)
+    upward_excursion_late: bool = False
     # an excursion starts only for a channel at least upward_gap under the leader's reliability (0: any)
     upward_gap: Annotated[float, Field(ge=0, le=1)] = 0.0
     # segments ((operation, bank) pairs) whose exploration state and estimates are kept, least recently used out

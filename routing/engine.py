@@ -394,7 +394,7 @@ class Router:
         if segment is not None:
             proven = None if attempt_id is None else segment.answer(attempt_id, channel_id, ok, config)
             if before is not None:
-                proven = segment.any_answer(channel_id, ok, before, config) or proven
+                proven = segment.any_answer(channel_id, ok, before, config, at) or proven
             if proven is not None:
                 self._recovered(channel, operation, bank_code, proven, at)
         if bank_code:
@@ -412,7 +412,11 @@ class Router:
             return None
         evidence = channel.evidence.get((operation, bank_code))
         if evidence is not None and (at < evidence.t - FRESH_S or at < evidence.changed_at):
-            return None  # a late answer says what the channel was, not what it is
+            # a late answer says what the channel was, not what it is; unless it is about an attempt sent since
+            # the excursion under way began (upward_excursion_late): then it is about what the test is testing
+            since = config.upward_excursion_late and at >= evidence.changed_at
+            if not (since and segment.in_excursion(channel.profile.channel_id, at)):
+                return None
         idle = max(at - segment.merit_at.get(channel.profile.channel_id, at), 0.0)
         a, b, _, _ = self._estimate(channel, operation, bank_code, at, idle)
         return a / (a + b)

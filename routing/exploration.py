@@ -67,8 +67,9 @@ class Segment:
         # channel -> when its last look was handed out, while a chain goes on without waiting (keep_chaining)
         self.chained: dict[str, float] = {}
         self.streak: dict[str, int] = {}  # channel -> successful re-look answers in a row
-        # channel -> (upward CUSUM in nats, successes and failures since it last left 0, p0, p1)
-        self.cusum: dict[str, tuple[float, float, float, float, float]] = {}
+        # channel -> (upward CUSUM in nats, successes and failures since it last left 0, p0, p1, the send time
+        # of the first answer counted since it left 0)
+        self.cusum: dict[str, tuple[float, float, float, float, float, float]] = {}
 
     def idle_s(self, channel_id: str, now: float) -> float:
         return now - self.chosen_at.setdefault(channel_id, now)
@@ -126,8 +127,13 @@ class Segment:
             return None
         return self.upward(channel_id, ok, look[1], look[2], config)
 
+    def in_excursion(self, channel_id: str, at: float) -> bool:
+        """True when an excursion of the channel is under way and began no later than ``at`` (a send time)."""
+        entry = self.cusum.get(channel_id)
+        return entry is not None and at >= entry[5]
+
     def any_answer(
-        self, channel_id: str, ok: bool, reliability: float, config: RouterConfig
+        self, channel_id: str, ok: bool, reliability: float, config: RouterConfig, at: float = -math.inf
     ) -> tuple[float, float] | None:
         """``upward_all_answers``: every fresh answer from a channel other than the last leader feeds its CUSUM.
 
@@ -136,10 +142,10 @@ class Segment:
         """
         if self.leader is None or self.leader[0] == channel_id:
             return None
-        return self.upward(channel_id, ok, reliability, self.leader[1], config)
+        return self.upward(channel_id, ok, reliability, self.leader[1], config, at)
 
     def upward(
-        self, channel_id: str, ok: bool, reliability: float, leader: float, config: RouterConfig
+        self, channel_id: str, ok: bool, reliability: float, leader: float, config: RouterConfig, at: float = -math.inf
     ) -> tuple[float, float] | None:
         """One step of the upward CUSUM of a channel under the leader; the counts to restart from, or None.
 
@@ -153,8 +159,9 @@ class Segment:
         restarts it from the looks counted since the sum last left 0. A channel whose reliability is
         less than ``upward_gap`` under the leader's starts no excursion (exploration measures it).
         """
-        total, s, f, p0, p1 = self.cusum.get(channel_id, (0.0, 0.0, 0.0, 0.0, 0.0))
+        total, s, f, p0, p1, since = self.cusum.get(channel_id, (0.0, 0.0, 0.0, 0.0, 0.0, at))
         if total <= 0.0:  # a new excursion: the hypotheses are fixed at its start
+            since = at
             p0 = min(max(reliability, 0.01), 0.98)
             p1 = min(max(leader, p0 + config.upward_delta), 0.99)
             if p1 <= p0 or (config.upward_gap > 0 and leader - p0 < config.upward_gap):
@@ -163,26 +170,41 @@ class Segment:
         s, f = (s + 1.0, f) if ok else (s, f + 1.0)
         if total <= 0.0 or total >= config.upward_llr:
             self.cusum.pop(channel_id, None)
-            looked = self.chained.pop(channel_id, None)
-            if looked is not None and self.chosen_at.get(channel_id) == -math.inf:
-                self.chosen_at[channel_id] = looked  # the excursion ended: no more looks in a row
-            return (s, f) if total > 0.0 else None
-        self.cusum[channel_id] = (total, s, f, p0, p1)
+            self._unchain(channel_id)  # the excursion ended: no more looks in a row
+            if total <= 0.0:
+                return None
+            if config.upward_restart_p1:  # the alternative the test accepted, with the excursion's weight
+                return p1 * (s + f), (1.0 - p1) * (s + f)
+            return s, f
+        self.cusum[channel_id] = (total, s, f, p0, p1, since)
         if total >= config.upward_chain_llr:
             self.chosen_at[channel_id] = -math.inf  # the next decision looks again
+        elif config.upward_chain_clean:
+            self._unchain(channel_id)  # under the chain level: a look handed out ahead of this answer is enough
         return None
+
+    def _unchain(self, channel_id: str) -> None:
+        """Stop a chain that went on without waiting (:meth:`keep_chaining`): the re-look clock goes back."""
+        looked = self.chained.pop(channel_id, None)
+        if looked is not None and self.chosen_at.get(channel_id) == -math.inf:
+            self.chosen_at[channel_id] = looked
 
     def keep_chaining(self, channel_id: str, now: float, config: RouterConfig) -> None:
         """After a look at a channel whose CUSUM is at the chain level: look again at the next decision while
         fewer than ``upward_chain_pending`` of its looks await their answer (1: only once an answer came).
+        With ``upward_chain_clean`` only while no failure was counted in the excursion: a channel that
+        answers badly is not looked at over unanswered looks (delayed answers chain a good channel only).
 
         When the excursion ends (:meth:`upward`) the channel's re-look clock goes back to ``now``.
         """
         entry = self.cusum.get(channel_id)
         if entry is None or entry[0] < config.upward_chain_llr:
             return
+        limit = config.upward_chain_pending
+        if config.upward_chain_clean and entry[2] > 0.0:
+            limit = 1  # a failure in this excursion: the chain waits for each answer again
         pending = sum(1 for look in self.looks.values() if look[0] == channel_id)
-        if pending < config.upward_chain_pending:
+        if pending < limit:
             self.chosen_at[channel_id] = -math.inf
             self.chained[channel_id] = now
 

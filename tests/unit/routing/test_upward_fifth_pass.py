@@ -1,0 +1,133 @@
+"""Fifth pass (each off by default): a chain over unanswered looks only while the excursion's answers are all
+good (``upward_chain_clean``), a restart at the CUSUM's alternative instead of the excursion's counts
+(``upward_restart_p1``), and late answers about the excursion's own attempts counted (``upward_excursion_late``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from channels.contract import Operation
+from routing.config import RouterConfig
+from routing.engine import Observation
+from routing.exploration import Segment
+from tests.unit.routing.helpers import NOW, make_router, profile, withhold
+
+ICBC = "ICBC"
+PAIR = frozenset({"a", "b"})
+
+
+def _excursion_with_one_failure(config: RouterConfig) -> Segment:
+    """A at 0.70 under a leader at 0.95: 7 successes (2.14 nats), then a failure (-1.79): still chaining."""
+    segment = Segment()
+    for _ in range(7):
+        assert segment.upward("A", True, 0.70, 0.95, config) is None
+    assert segment.upward("A", False, 0.70, 0.95, config) is None
+    assert segment.cusum["A"][0] >= config.upward_chain_llr
+    return segment
+
+
+def test_after_a_failure_a_clean_chain_waits_for_each_answer() -> None:
+    base = RouterConfig(upward_llr=5.0, upward_chain_llr=0.15, upward_chain_pending=3)
+    for config, looks_ahead in ((base, True), (RouterConfig(**{**_fields(base), "upward_chain_clean": True}), False)):
+        segment = _excursion_with_one_failure(config)
+        segment.chosen_at["A"] = 300.0  # the look after the failure was handed out
+        segment.hand_out_look("8", "A", 0.70, 0.95, 64)
+        segment.keep_chaining("A", 300.0, config)
+        assert (segment.chosen_at["A"] == -math.inf) is looks_ahead
+
+
+def test_a_clean_chain_still_goes_on_over_pending_looks_while_every_answer_is_good() -> None:
+    config = RouterConfig(upward_llr=5.0, upward_chain_llr=0.15, upward_chain_pending=3, upward_chain_clean=True)
+    segment = Segment()
+    assert segment.upward("A", True, 0.70, 0.95, config) is None
+    segment.chosen_at["A"] = 100.0
+    segment.hand_out_look("0", "A", 0.70, 0.95, 64)
+    segment.keep_chaining("A", 100.0, config)
+    assert segment.chosen_at["A"] == -math.inf
+
+
+def test_a_clean_chain_stops_when_an_answer_takes_the_sum_under_the_chain_level() -> None:
+    config = RouterConfig(upward_llr=5.0, upward_chain_llr=2.0, upward_chain_pending=3, upward_chain_clean=True)
+    segment = Segment()
+    for _ in range(7):  # 2.14 nats: chaining
+        segment.upward("A", True, 0.70, 0.95, config)
+    segment.hand_out_look("0", "A", 0.70, 0.95, 64)
+    segment.keep_chaining("A", 400.0, config)
+    assert segment.chosen_at["A"] == -math.inf
+    segment.upward("A", True, 0.70, 0.95, config)
+    segment.upward("A", False, 0.70, 0.95, config)  # 0.66 nats: still an excursion, under the chain level
+    assert "A" in segment.cusum and segment.chosen_at["A"] == 400.0
+
+
+def test_a_restart_starts_from_p1_with_the_excursions_weight() -> None:
+    needed = math.ceil(3.0 / math.log(0.95 / 0.70))
+    for p1_restart, expected in ((False, (float(needed), 0.0)), (True, (0.95 * needed, 0.05 * needed))):
+        config = RouterConfig(upward_llr=3.0, upward_chain_llr=0.5, upward_restart_p1=p1_restart)
+        segment = Segment()
+        results = [segment.upward("A", True, 0.70, 0.95, config) for _ in range(needed)]
+        assert all(r is None for r in results[:-1])
+        assert results[-1] == pytest.approx(expected)
+
+
+def _reliability_after_a_restart(p1_restart: bool) -> float:
+    """b's record at 0.75 under a at 0.95; fresh successes from b until its CUSUM restarts the record."""
+    router = make_router(
+        [profile("a"), profile("b")], upward_llr=3.0, upward_all_answers=True, upward_restart_p1=p1_restart
+    )
+    for i in range(200):
+        router.observe(
+            "a", Operation.WITHHOLD, ICBC, Observation.SUCCESS if i % 20 else Observation.CHANNEL_FAILURE, NOW + i
+        )
+        router.observe(
+            "b", Operation.WITHHOLD, ICBC, Observation.SUCCESS if i % 4 else Observation.CHANNEL_FAILURE, NOW + i
+        )
+    now = NOW + 200
+    router.decide(withhold(now=now, agreement_channels=PAIR))  # a leads
+    segment = router._segments.get(Operation.WITHHOLD, ICBC)  # the unit under test
+    t = 0
+    while True:
+        router.observe("b", Operation.WITHHOLD, ICBC, Observation.SUCCESS, now + t)
+        t += 1
+        if "b" not in segment.cusum:
+            break
+    assert 5 <= t <= 20  # log(0.95 / 0.75) = 0.24 nats a success: the restart came
+    status = next(s for s in router.snapshot(now + t) if s.channel_id == "b")
+    return next(e.reliability for e in status.estimates if e.bank_code == ICBC)
+
+
+def test_a_restart_at_p1_leaves_the_channel_at_the_leaders_level_not_above_it() -> None:
+    assert _reliability_after_a_restart(False) > 0.97  # the excursion's counts: all successes
+    assert 0.90 < _reliability_after_a_restart(True) < 0.96  # p1 = the leader's 0.95, with the excursion's weight
+
+
+def test_a_late_answer_about_the_excursions_own_attempt_counts() -> None:
+    for late_counts in (False, True):
+        router = make_router(
+            [profile("a"), profile("b")], upward_llr=5.0, upward_all_answers=True, upward_excursion_late=late_counts
+        )
+        for i in range(200):
+            router.observe("a", Operation.WITHHOLD, ICBC, Observation.SUCCESS, NOW + i)
+            kind = Observation.SUCCESS if i % 4 else Observation.CHANNEL_FAILURE
+            router.observe("b", Operation.WITHHOLD, ICBC, kind, NOW + i)
+        now = NOW + 300
+        router.decide(withhold(now=now, agreement_channels=PAIR))  # a leads
+        segment = router._segments.get(Operation.WITHHOLD, ICBC)  # the unit under test
+        router.observe("b", Operation.WITHHOLD, ICBC, Observation.SUCCESS, now)  # the excursion begins
+        router.observe("b", Operation.WITHHOLD, ICBC, Observation.SUCCESS, now + 60)  # fresh
+        assert segment.cusum["b"][1] == 2.0
+        router.observe("b", Operation.WITHHOLD, ICBC, Observation.SUCCESS, now + 10)  # 50 s behind the newest
+        assert segment.cusum["b"][1] == (3.0 if late_counts else 2.0)
+        router.observe("b", Operation.WITHHOLD, ICBC, Observation.SUCCESS, now - 100)  # sent before it began
+        assert segment.cusum["b"][1] == (3.0 if late_counts else 2.0)
+
+
+def test_the_fifth_pass_options_are_off_by_default() -> None:
+    config = RouterConfig()
+    assert not (config.upward_chain_clean or config.upward_restart_p1 or config.upward_excursion_late)
+
+
+def _fields(config: RouterConfig) -> dict[str, object]:
+    return {name: getattr(config, name) for name in config.__dataclass_fields__}
