@@ -249,6 +249,13 @@ class RouterConfig:
     # upward_excursion_late: with upward_all_answers, a late answer counts in the CUSUM when its attempt was
     # sent after the excursion's first counted answer (it is about the channel since the excursion began)
     upward_excursion_late: bool = False
+    # upward_chain_timeout_s: a look unanswered for this long no longer counts as outstanding for
+    # upward_chain_pending (None: it counts until its answer comes), so answers hours late do not stall a chain
+    upward_chain_timeout_s: _Positive | None = None
+    # upward_chain_max: the looks chain only until the excursion has counted this many answers (0: no bound);
+    # then it goes on with ordinary answers and re-looks at their interval (a channel whose rate lies between its
+    # record and the leader's makes the sum a random walk, and a chain without a bound can run for 100+ looks)
+    upward_chain_max: Annotated[int, Field(ge=0)] = 0
     # an excursion starts only for a channel at least upward_gap under the leader's reliability (0: any)
     upward_gap: Annotated[float, Field(ge=0, le=1)] = 0.0
     # segments ((operation, bank) pairs) whose exploration state and estimates are kept, least recently used out

@@ -259,7 +259,7 @@ class Router:
             # the answer says whether the channel did its part (a payer failure counts as done), so the look
             # carries the reliabilities a / (a + b), not the estimates, which include the payer-failure rate
             limit = config.max_tracked_attempts
-            segment.hand_out_look(request.attempt_id, rows[pick][2], rows[pick][8], rows[0][8], limit)
+            segment.hand_out_look(request.attempt_id, rows[pick][2], rows[pick][8], rows[0][8], limit, now)
         if pick:
             rows.insert(0, rows.pop(pick))
         if rows and probe is None:

@@ -45,6 +45,7 @@ class Segment:
         "cost",
         "cusum",
         "leader",
+        "looked_at",
         "looks",
         "merit_at",
         "reference",
@@ -62,6 +63,7 @@ class Segment:
         self.reference: dict[str, float] = {}  # channel -> its estimate at the last re-look
         # looks awaiting their answer: attempt id -> (channel, its reliability, the leader's reliability)
         self.looks: dict[str, tuple[str, float, float]] = {}
+        self.looked_at: dict[str, float] = {}  # attempt id -> when the look was handed out
         # the channel chosen first on its mean score at the last decision and its reliability a / (a + b)
         self.leader: tuple[str, float] | None = None
         # channel -> when its last look was handed out, while a chain goes on without waiting (keep_chaining)
@@ -106,11 +108,20 @@ class Segment:
         """True while both budgets have room: the share of decisions and the value given up."""
         return self.share < config.max_exploration_share and self.cost <= config.max_exploration_cost * self.best
 
-    def hand_out_look(self, attempt_id: str, channel_id: str, reliability: float, leader: float, limit: int) -> None:
+    def hand_out_look(
+        self, attempt_id: str, channel_id: str, reliability: float, leader: float, limit: int, at: float = -math.inf
+    ) -> None:
         """Remember a look's attempt with the reliabilities (not the estimates) its answer is tested against."""
         self.looks[attempt_id] = (channel_id, reliability, leader)
+        self.looked_at[attempt_id] = at
         if len(self.looks) > limit:
-            del self.looks[next(iter(self.looks))]
+            oldest = next(iter(self.looks))
+            del self.looks[oldest]
+            self.looked_at.pop(oldest, None)
+
+    def _pop_look(self, attempt_id: str) -> tuple[str, float, float] | None:
+        self.looked_at.pop(attempt_id, None)
+        return self.looks.pop(attempt_id, None)
 
     def answer(self, attempt_id: str, channel_id: str, ok: bool, config: RouterConfig) -> tuple[float, float] | None:
         """Count the answer to a look; (successes, failures) to restart the channel's record from, else None.
@@ -122,7 +133,7 @@ class Segment:
         if config.upward_llr <= 0:
             streak = self.look_answered(attempt_id, channel_id, ok, config)
             return (float(streak), 0.0) if streak else None
-        look = self.looks.pop(attempt_id, None)
+        look = self._pop_look(attempt_id)
         if look is None or look[0] != channel_id or config.upward_all_answers:
             return None
         return self.upward(channel_id, ok, look[1], look[2], config)
@@ -177,11 +188,18 @@ class Segment:
                 return p1 * (s + f), (1.0 - p1) * (s + f)
             return s, f
         self.cusum[channel_id] = (total, s, f, p0, p1, since)
-        if total >= config.upward_chain_llr:
+        if total >= config.upward_chain_llr and self._may_chain(channel_id, config):
             self.chosen_at[channel_id] = -math.inf  # the next decision looks again
         elif config.upward_chain_clean:
             self._unchain(channel_id)  # under the chain level: a look handed out ahead of this answer is enough
         return None
+
+    def _may_chain(self, channel_id: str, config: RouterConfig) -> bool:
+        """``upward_chain_max``: an excursion chains its looks until it has counted that many answers (0: no bound)."""
+        if config.upward_chain_max == 0:
+            return True
+        entry = self.cusum.get(channel_id)
+        return entry is None or entry[1] + entry[2] < config.upward_chain_max
 
     def _unchain(self, channel_id: str) -> None:
         """Stop a chain that went on without waiting (:meth:`keep_chaining`): the re-look clock goes back."""
@@ -194,6 +212,7 @@ class Segment:
         fewer than ``upward_chain_pending`` of its looks await their answer (1: only once an answer came).
         With ``upward_chain_clean`` only while no failure was counted in the excursion: a channel that
         answers badly is not looked at over unanswered looks (delayed answers chain a good channel only).
+        With ``upward_chain_timeout_s`` a look unanswered for that long no longer holds the chain back.
 
         When the excursion ends (:meth:`upward`) the channel's re-look clock goes back to ``now``.
         """
@@ -203,8 +222,13 @@ class Segment:
         limit = config.upward_chain_pending
         if config.upward_chain_clean and entry[2] > 0.0:
             limit = 1  # a failure in this excursion: the chain waits for each answer again
-        pending = sum(1 for look in self.looks.values() if look[0] == channel_id)
-        if pending < limit:
+        timeout = config.upward_chain_timeout_s
+        pending = sum(
+            1
+            for attempt_id, look in self.looks.items()
+            if look[0] == channel_id and (timeout is None or now - self.looked_at.get(attempt_id, now) < timeout)
+        )
+        if pending < limit and self._may_chain(channel_id, config):
             self.chosen_at[channel_id] = -math.inf
             self.chained[channel_id] = now
 
@@ -217,7 +241,7 @@ class Segment:
         says" (a failure ends the streak). When the evidence reaches ``relook_burst_llr`` nats the
         channel has recovered: the caller restarts its estimates from the streak.
         """
-        look = self.looks.pop(attempt_id, None)
+        look = self._pop_look(attempt_id)
         if look is None or look[0] != channel_id:
             return 0
         _, reliability, leader = look

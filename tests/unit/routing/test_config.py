@@ -200,6 +200,8 @@ def test_router_config_defaults_and_overrides() -> None:
         ({"upward_chain_clean": "yes"}, "routing.upward_chain_clean"),
         ({"upward_restart_p1": "yes"}, "routing.upward_restart_p1"),
         ({"upward_excursion_late": "yes"}, "routing.upward_excursion_late"),
+        ({"upward_chain_timeout_s": 0}, "routing.upward_chain_timeout_s"),
+        ({"upward_chain_max": -1}, "routing.upward_chain_max"),
     ],
 )
 def test_every_bad_router_setting_names_its_key(raw: dict[str, Any], key: str) -> None:

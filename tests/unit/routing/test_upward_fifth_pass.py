@@ -127,7 +127,37 @@ def test_a_late_answer_about_the_excursions_own_attempt_counts() -> None:
 def test_the_fifth_pass_options_are_off_by_default() -> None:
     config = RouterConfig()
     assert not (config.upward_chain_clean or config.upward_restart_p1 or config.upward_excursion_late)
+    assert config.upward_chain_timeout_s is None and config.upward_chain_max == 0
 
 
 def _fields(config: RouterConfig) -> dict[str, object]:
     return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+def test_a_look_unanswered_past_the_timeout_no_longer_holds_the_chain() -> None:
+    for timeout, chains in ((None, False), (60.0, True)):
+        config = RouterConfig(
+            upward_llr=5.0, upward_chain_llr=0.15, upward_chain_pending=3, upward_chain_timeout_s=timeout
+        )
+        segment = Segment()
+        assert segment.upward("A", True, 0.70, 0.95, config) is None
+        for i in range(3):
+            segment.hand_out_look(str(i), "A", 0.70, 0.95, 64, 100.0 + i)
+        segment.chosen_at["A"] = 102.0
+        segment.keep_chaining("A", 120.0, config)
+        assert segment.chosen_at["A"] == 102.0  # 3 outstanding, none timed out: wait
+        segment.keep_chaining("A", 170.0, config)  # 68-70 s without an answer (answers can come hours late)
+        assert (segment.chosen_at["A"] == -math.inf) is chains
+
+
+def test_an_excursion_chains_only_until_it_has_counted_upward_chain_max_answers() -> None:
+    for bound, chains in ((0, True), (5, False)):
+        config = RouterConfig(upward_llr=50.0, upward_chain_llr=0.15, upward_chain_max=bound)
+        segment = Segment()
+        for _ in range(4):
+            segment.upward("A", True, 0.80, 0.90, config)
+        assert segment.chosen_at["A"] == -math.inf  # 4 answers: chaining either way
+        segment.chosen_at["A"] = 500.0  # the look was handed out
+        segment.upward("A", True, 0.80, 0.90, config)  # the fifth
+        assert "A" in segment.cusum  # the excursion goes on, on ordinary answers and re-looks
+        assert (segment.chosen_at["A"] == -math.inf) is chains
