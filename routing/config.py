@@ -256,6 +256,10 @@ class RouterConfig:
     # then it goes on with ordinary answers and re-looks at their interval (a channel whose rate lies between its
     # record and the leader's makes the sum a random walk, and a chain without a bound can run for 100+ looks)
     upward_chain_max: Annotated[int, Field(ge=0)] = 0
+    # upward_fallen_only: with upward_all_answers, an excursion starts only for a channel whose record fell: a
+    # detected drop from a level at least upward_gap above its reliability now (a channel always at its level,
+    # far under the leader, is left to re-looks and exploration; one that dropped is the one likely to come back)
+    upward_fallen_only: bool = False
     # an excursion starts only for a channel at least upward_gap under the leader's reliability (0: any)
     upward_gap: Annotated[float, Field(ge=0, le=1)] = 0.0
     # segments ((operation, bank) pairs) whose exploration state and estimates are kept, least recently used out

@@ -419,7 +419,12 @@ class Router:
                 return None
         idle = max(at - segment.merit_at.get(channel.profile.channel_id, at), 0.0)
         a, b, _, _ = self._estimate(channel, operation, bank_code, at, idle)
-        return a / (a + b)
+        reliability = a / (a + b)
+        if config.upward_fallen_only and not segment.in_excursion(channel.profile.channel_id, at):
+            # an excursion only for a channel that fell: a detected drop from a level upward_gap above its record
+            if evidence is None or evidence.high - reliability < config.upward_gap:
+                return None
+        return reliability
 
     def _recovered(
         self, channel: _Channel, operation: Operation, bank_code: str, proven: tuple[float, float], at: float

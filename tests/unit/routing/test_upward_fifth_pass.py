@@ -11,7 +11,7 @@ import pytest
 
 from channels.contract import Operation
 from routing.config import RouterConfig
-from routing.engine import Observation
+from routing.engine import Observation, Router
 from routing.exploration import Segment
 from tests.unit.routing.helpers import NOW, make_router, profile, withhold
 
@@ -127,7 +127,7 @@ def test_a_late_answer_about_the_excursions_own_attempt_counts() -> None:
 def test_the_fifth_pass_options_are_off_by_default() -> None:
     config = RouterConfig()
     assert not (config.upward_chain_clean or config.upward_restart_p1 or config.upward_excursion_late)
-    assert config.upward_chain_timeout_s is None and config.upward_chain_max == 0
+    assert config.upward_chain_timeout_s is None and config.upward_chain_max == 0 and not config.upward_fallen_only
 
 
 def _fields(config: RouterConfig) -> dict[str, object]:
@@ -161,3 +161,40 @@ def test_an_excursion_chains_only_until_it_has_counted_upward_chain_max_answers(
         segment.upward("A", True, 0.80, 0.90, config)  # the fifth
         assert "A" in segment.cusum  # the excursion goes on, on ordinary answers and re-looks
         assert (segment.chosen_at["A"] == -math.inf) is chains
+
+
+def _router_after(b_history: str, fallen_only: bool) -> tuple[Router, Segment, float]:
+    """a at 0.95; b's answers as given ('S', 'F', one a second); then a leads a decision."""
+    router = make_router(
+        [profile("a"), profile("b")],
+        upward_llr=5.0,
+        upward_all_answers=True,
+        upward_gap=0.1,
+        upward_fallen_only=fallen_only,
+    )
+    for i, symbol in enumerate(b_history):
+        router.observe(
+            "a", Operation.WITHHOLD, ICBC, Observation.SUCCESS if i % 20 else Observation.CHANNEL_FAILURE, NOW + i
+        )
+        kind = Observation.SUCCESS if symbol == "S" else Observation.CHANNEL_FAILURE
+        router.observe("b", Operation.WITHHOLD, ICBC, kind, NOW + i)
+    now = NOW + len(b_history)
+    router.decide(withhold(now=now, agreement_channels=PAIR))  # a leads
+    return router, router._segments.get(Operation.WITHHOLD, ICBC), now  # the unit under test
+
+
+def test_with_fallen_only_a_channel_always_at_its_low_level_starts_no_excursion() -> None:
+    steady = "SSSF" * 75  # b always at 0.75, 0.2 under a
+    for fallen_only, starts in ((False, True), (True, False)):
+        router, segment, now = _router_after(steady, fallen_only)
+        router.observe("b", Operation.WITHHOLD, ICBC, Observation.SUCCESS, now)
+        assert ("b" in segment.cusum) is starts
+
+
+def test_with_fallen_only_a_channel_whose_drop_was_detected_starts_an_excursion() -> None:
+    dropped = "SSSSSSSSSSSSSSSSSSSF" * 10 + "F" * 12  # b at 0.95, then a detected drop
+    router, segment, now = _router_after(dropped, True)
+    evidence = router._channels["b"].evidence[(Operation.WITHHOLD, ICBC)]  # the unit under test
+    assert evidence.high == pytest.approx(0.95, abs=0.02)  # what b was before the drop
+    router.observe("b", Operation.WITHHOLD, ICBC, Observation.SUCCESS, now)
+    assert "b" in segment.cusum
