@@ -260,6 +260,9 @@ class RouterConfig:
     # detected drop from a level at least upward_gap above its reliability now (a channel always at its level,
     # far under the leader, is left to re-looks and exploration; one that dropped is the one likely to come back)
     upward_fallen_only: bool = False
+    # upward_fallen_back: with upward_all_answers, a channel that fell is tested against the level it had before
+    # its drop when that is above the leader's (p1 = max(leader, that level)): "it came back", not "it caught up"
+    upward_fallen_back: bool = False
     # an excursion starts only for a channel at least upward_gap under the leader's reliability (0: any)
     upward_gap: Annotated[float, Field(ge=0, le=1)] = 0.0
     # segments ((operation, bank) pairs) whose exploration state and estimates are kept, least recently used out

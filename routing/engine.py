@@ -394,7 +394,12 @@ class Router:
         if segment is not None:
             proven = None if attempt_id is None else segment.answer(attempt_id, channel_id, ok, config)
             if before is not None:
-                proven = segment.any_answer(channel_id, ok, before, config, at) or proven
+                proven = (
+                    segment.any_answer(
+                        channel_id, ok, before, config, at, self._fallen_from(channel, operation, bank_code)
+                    )
+                    or proven
+                )
             if proven is not None:
                 self._recovered(channel, operation, bank_code, proven, at)
         if bank_code:
@@ -425,6 +430,13 @@ class Router:
             if evidence is None or evidence.high - reliability < config.upward_gap:
                 return None
         return reliability
+
+    def _fallen_from(self, channel: _Channel, operation: Operation, bank_code: str) -> float:
+        """``upward_fallen_back``: the level a fallen channel had before its drop (-1: none, or off)."""
+        if not self._config.upward_fallen_back:
+            return -1.0
+        evidence = channel.evidence.get((operation, bank_code))
+        return -1.0 if evidence is None else evidence.high
 
     def _recovered(
         self, channel: _Channel, operation: Operation, bank_code: str, proven: tuple[float, float], at: float

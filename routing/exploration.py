@@ -144,16 +144,23 @@ class Segment:
         return entry is not None and at >= entry[5]
 
     def any_answer(
-        self, channel_id: str, ok: bool, reliability: float, config: RouterConfig, at: float = -math.inf
+        self,
+        channel_id: str,
+        ok: bool,
+        reliability: float,
+        config: RouterConfig,
+        at: float = -math.inf,
+        back_to: float = -1.0,
     ) -> tuple[float, float] | None:
         """``upward_all_answers``: every fresh answer from a channel other than the last leader feeds its CUSUM.
 
         ``reliability`` is the channel's a / (a + b) before the answer; the leader's is the one remembered
-        at the last decision. The leader's own answers do not count (it is not under itself).
+        at the last decision. The leader's own answers do not count (it is not under itself). ``back_to``: a
+        level to test against when it is above the leader's (``upward_fallen_back``: the channel's before its drop).
         """
         if self.leader is None or self.leader[0] == channel_id:
             return None
-        return self.upward(channel_id, ok, reliability, self.leader[1], config, at)
+        return self.upward(channel_id, ok, reliability, max(self.leader[1], back_to), config, at)
 
     def upward(
         self, channel_id: str, ok: bool, reliability: float, leader: float, config: RouterConfig, at: float = -math.inf

@@ -5,6 +5,7 @@ good (``upward_chain_clean``), a restart at the CUSUM's alternative instead of t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -128,6 +129,7 @@ def test_the_fifth_pass_options_are_off_by_default() -> None:
     config = RouterConfig()
     assert not (config.upward_chain_clean or config.upward_restart_p1 or config.upward_excursion_late)
     assert config.upward_chain_timeout_s is None and config.upward_chain_max == 0 and not config.upward_fallen_only
+    assert not config.upward_fallen_back
 
 
 def _fields(config: RouterConfig) -> dict[str, object]:
@@ -198,3 +200,18 @@ def test_with_fallen_only_a_channel_whose_drop_was_detected_starts_an_excursion(
     assert evidence.high == pytest.approx(0.95, abs=0.02)  # what b was before the drop
     router.observe("b", Operation.WITHHOLD, ICBC, Observation.SUCCESS, now)
     assert "b" in segment.cusum
+
+
+def test_with_fallen_back_a_fallen_channel_is_tested_against_its_old_level() -> None:
+    dropped = "SSSSSSSSSSSSSSSSSSSF" * 10 + "F" * 12  # b at 0.95, then a detected drop
+    steps = []
+    for back in (False, True):
+        router, segment, now = _router_after(dropped, True)
+        router._config = dataclasses.replace(router.config, upward_fallen_back=back)  # the unit under test
+        segment.leader = ("a", 0.90)  # a leader under b's old level
+        router.observe("b", Operation.WITHHOLD, ICBC, Observation.SUCCESS, now)
+        total, _, _, _, p1, _ = segment.cusum["b"]
+        steps.append((p1, total))
+    assert steps[0][0] == pytest.approx(0.90)  # the leader's level
+    assert steps[1][0] == pytest.approx(0.95, abs=0.02)  # b's level before its drop
+    assert steps[1][1] > steps[0][1]
