@@ -240,6 +240,29 @@ class RouterConfig:
     # a chain of looks goes on without waiting for answers while fewer than this many are outstanding
     # (1: each look waits for the previous one's answer)
     upward_chain_pending: Annotated[int, Field(ge=1)] = 1
+    # upward_chain_clean: the chain goes on over outstanding looks only while every answer counted in the
+    # excursion is good; after a failure each look waits for its answer again
+    upward_chain_clean: bool = False
+    # upward_restart_p1: a restart starts the record at p1 (the CUSUM's alternative) with the excursion's
+    # weight, not at the excursion's own counts (which end on a run of successes, so they are biased upward)
+    upward_restart_p1: bool = False
+    # upward_excursion_late: with upward_all_answers, a late answer counts in the CUSUM when its attempt was
+    # sent after the excursion's first counted answer (it is about the channel since the excursion began)
+    upward_excursion_late: bool = False
+    # upward_chain_timeout_s: a look unanswered for this long no longer counts as outstanding for
+    # upward_chain_pending (None: it counts until its answer comes), so answers hours late do not stall a chain
+    upward_chain_timeout_s: _Positive | None = None
+    # upward_chain_max: the looks chain only until the excursion has counted this many answers (0: no bound);
+    # then it goes on with ordinary answers and re-looks at their interval (a channel whose rate lies between its
+    # record and the leader's makes the sum a random walk, and a chain without a bound can run for 100+ looks)
+    upward_chain_max: Annotated[int, Field(ge=0)] = 0
+    # upward_fallen_only: with upward_all_answers, an excursion starts only for a channel whose record fell: a
+    # detected drop from a level at least upward_gap above its reliability now (a channel always at its level,
+    # far under the leader, is left to re-looks and exploration; one that dropped is the one likely to come back)
+    upward_fallen_only: bool = False
+    # upward_fallen_back: with upward_all_answers, a channel that fell is tested against the level it had before
+    # its drop when that is above the leader's (p1 = max(leader, that level)): "it came back", not "it caught up"
+    upward_fallen_back: bool = False
     # an excursion starts only for a channel at least upward_gap under the leader's reliability (0: any)
     upward_gap: Annotated[float, Field(ge=0, le=1)] = 0.0
     # segments ((operation, bank) pairs) whose exploration state and estimates are kept, least recently used out

@@ -259,7 +259,7 @@ class Router:
             # the answer says whether the channel did its part (a payer failure counts as done), so the look
             # carries the reliabilities a / (a + b), not the estimates, which include the payer-failure rate
             limit = config.max_tracked_attempts
-            segment.hand_out_look(request.attempt_id, rows[pick][2], rows[pick][8], rows[0][8], limit)
+            segment.hand_out_look(request.attempt_id, rows[pick][2], rows[pick][8], rows[0][8], limit, now)
         if pick:
             rows.insert(0, rows.pop(pick))
         if rows and probe is None:
@@ -394,7 +394,12 @@ class Router:
         if segment is not None:
             proven = None if attempt_id is None else segment.answer(attempt_id, channel_id, ok, config)
             if before is not None:
-                proven = segment.any_answer(channel_id, ok, before, config) or proven
+                proven = (
+                    segment.any_answer(
+                        channel_id, ok, before, config, at, self._fallen_from(channel, operation, bank_code)
+                    )
+                    or proven
+                )
             if proven is not None:
                 self._recovered(channel, operation, bank_code, proven, at)
         if bank_code:
@@ -412,10 +417,26 @@ class Router:
             return None
         evidence = channel.evidence.get((operation, bank_code))
         if evidence is not None and (at < evidence.t - FRESH_S or at < evidence.changed_at):
-            return None  # a late answer says what the channel was, not what it is
+            # a late answer says what the channel was, not what it is; unless it is about an attempt sent since
+            # the excursion under way began (upward_excursion_late): then it is about what the test is testing
+            since = config.upward_excursion_late and at >= evidence.changed_at
+            if not (since and segment.in_excursion(channel.profile.channel_id, at)):
+                return None
         idle = max(at - segment.merit_at.get(channel.profile.channel_id, at), 0.0)
         a, b, _, _ = self._estimate(channel, operation, bank_code, at, idle)
-        return a / (a + b)
+        reliability = a / (a + b)
+        if config.upward_fallen_only and not segment.in_excursion(channel.profile.channel_id, at):
+            # an excursion only for a channel that fell: a detected drop from a level upward_gap above its record
+            if evidence is None or evidence.high - reliability < config.upward_gap:
+                return None
+        return reliability
+
+    def _fallen_from(self, channel: _Channel, operation: Operation, bank_code: str) -> float:
+        """``upward_fallen_back``: the level a fallen channel had before its drop (-1: none, or off)."""
+        if not self._config.upward_fallen_back:
+            return -1.0
+        evidence = channel.evidence.get((operation, bank_code))
+        return -1.0 if evidence is None else evidence.high
 
     def _recovered(
         self, channel: _Channel, operation: Operation, bank_code: str, proven: tuple[float, float], at: float

@@ -41,7 +41,7 @@ class Evidence:
     channel has changed: the long memory is cut back to the short one.
     """
 
-    __slots__ = ("changed_at", "f", "ff", "fs", "lifetime", "p", "s", "t")
+    __slots__ = ("changed_at", "f", "ff", "fs", "high", "lifetime", "p", "s", "t")
 
     def __init__(self) -> None:
         self.s = 0.0  # channel-ok: successes and payer failures
@@ -52,6 +52,7 @@ class Evidence:
         self.t = -math.inf  # the newest send time counted
         self.changed_at = -math.inf
         self.lifetime = 0.0  # outcomes ever counted (never decays)
+        self.high = -1.0  # the rate before the last detected drop (-1: none); kept through resets and restarts
 
     def factor(self, now: float, rate: float) -> float:
         """How much the counts have shrunk between the newest send time counted and ``now``."""
@@ -109,6 +110,8 @@ class Evidence:
         # Bernoulli generalized likelihood ratio: n * KL(recent || the long-run rate before the recent outcomes)
         before = max(self.s - self.fs, 0.0) / (slow_n - fast_n)
         if fast_n * kl(self.fs / fast_n, before) > config.change_threshold:
+            if self.fs / fast_n < before:
+                self.high = before  # a drop: what the channel was before it
             ratio = self.fs / self.s if self.s > 0 else 0.0
             self.p *= ratio
             self.s, self.f = self.fs, self.ff

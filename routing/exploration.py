@@ -45,6 +45,7 @@ class Segment:
         "cost",
         "cusum",
         "leader",
+        "looked_at",
         "looks",
         "merit_at",
         "reference",
@@ -62,13 +63,15 @@ class Segment:
         self.reference: dict[str, float] = {}  # channel -> its estimate at the last re-look
         # looks awaiting their answer: attempt id -> (channel, its reliability, the leader's reliability)
         self.looks: dict[str, tuple[str, float, float]] = {}
+        self.looked_at: dict[str, float] = {}  # attempt id -> when the look was handed out
         # the channel chosen first on its mean score at the last decision and its reliability a / (a + b)
         self.leader: tuple[str, float] | None = None
         # channel -> when its last look was handed out, while a chain goes on without waiting (keep_chaining)
         self.chained: dict[str, float] = {}
         self.streak: dict[str, int] = {}  # channel -> successful re-look answers in a row
-        # channel -> (upward CUSUM in nats, successes and failures since it last left 0, p0, p1)
-        self.cusum: dict[str, tuple[float, float, float, float, float]] = {}
+        # channel -> (upward CUSUM in nats, successes and failures since it last left 0, p0, p1, the send time
+        # of the first answer counted since it left 0)
+        self.cusum: dict[str, tuple[float, float, float, float, float, float]] = {}
 
     def idle_s(self, channel_id: str, now: float) -> float:
         return now - self.chosen_at.setdefault(channel_id, now)
@@ -105,11 +108,20 @@ class Segment:
         """True while both budgets have room: the share of decisions and the value given up."""
         return self.share < config.max_exploration_share and self.cost <= config.max_exploration_cost * self.best
 
-    def hand_out_look(self, attempt_id: str, channel_id: str, reliability: float, leader: float, limit: int) -> None:
+    def hand_out_look(
+        self, attempt_id: str, channel_id: str, reliability: float, leader: float, limit: int, at: float = -math.inf
+    ) -> None:
         """Remember a look's attempt with the reliabilities (not the estimates) its answer is tested against."""
         self.looks[attempt_id] = (channel_id, reliability, leader)
+        self.looked_at[attempt_id] = at
         if len(self.looks) > limit:
-            del self.looks[next(iter(self.looks))]
+            oldest = next(iter(self.looks))
+            del self.looks[oldest]
+            self.looked_at.pop(oldest, None)
+
+    def _pop_look(self, attempt_id: str) -> tuple[str, float, float] | None:
+        self.looked_at.pop(attempt_id, None)
+        return self.looks.pop(attempt_id, None)
 
     def answer(self, attempt_id: str, channel_id: str, ok: bool, config: RouterConfig) -> tuple[float, float] | None:
         """Count the answer to a look; (successes, failures) to restart the channel's record from, else None.
@@ -121,25 +133,37 @@ class Segment:
         if config.upward_llr <= 0:
             streak = self.look_answered(attempt_id, channel_id, ok, config)
             return (float(streak), 0.0) if streak else None
-        look = self.looks.pop(attempt_id, None)
+        look = self._pop_look(attempt_id)
         if look is None or look[0] != channel_id or config.upward_all_answers:
             return None
         return self.upward(channel_id, ok, look[1], look[2], config)
 
+    def in_excursion(self, channel_id: str, at: float) -> bool:
+        """True when an excursion of the channel is under way and began no later than ``at`` (a send time)."""
+        entry = self.cusum.get(channel_id)
+        return entry is not None and at >= entry[5]
+
     def any_answer(
-        self, channel_id: str, ok: bool, reliability: float, config: RouterConfig
+        self,
+        channel_id: str,
+        ok: bool,
+        reliability: float,
+        config: RouterConfig,
+        at: float = -math.inf,
+        back_to: float = -1.0,
     ) -> tuple[float, float] | None:
         """``upward_all_answers``: every fresh answer from a channel other than the last leader feeds its CUSUM.
 
         ``reliability`` is the channel's a / (a + b) before the answer; the leader's is the one remembered
-        at the last decision. The leader's own answers do not count (it is not under itself).
+        at the last decision. The leader's own answers do not count (it is not under itself). ``back_to``: a
+        level to test against when it is above the leader's (``upward_fallen_back``: the channel's before its drop).
         """
         if self.leader is None or self.leader[0] == channel_id:
             return None
-        return self.upward(channel_id, ok, reliability, self.leader[1], config)
+        return self.upward(channel_id, ok, reliability, max(self.leader[1], back_to), config, at)
 
     def upward(
-        self, channel_id: str, ok: bool, reliability: float, leader: float, config: RouterConfig
+        self, channel_id: str, ok: bool, reliability: float, leader: float, config: RouterConfig, at: float = -math.inf
     ) -> tuple[float, float] | None:
         """One step of the upward CUSUM of a channel under the leader; the counts to restart from, or None.
 
@@ -153,8 +177,9 @@ class Segment:
         restarts it from the looks counted since the sum last left 0. A channel whose reliability is
         less than ``upward_gap`` under the leader's starts no excursion (exploration measures it).
         """
-        total, s, f, p0, p1 = self.cusum.get(channel_id, (0.0, 0.0, 0.0, 0.0, 0.0))
+        total, s, f, p0, p1, since = self.cusum.get(channel_id, (0.0, 0.0, 0.0, 0.0, 0.0, at))
         if total <= 0.0:  # a new excursion: the hypotheses are fixed at its start
+            since = at
             p0 = min(max(reliability, 0.01), 0.98)
             p1 = min(max(leader, p0 + config.upward_delta), 0.99)
             if p1 <= p0 or (config.upward_gap > 0 and leader - p0 < config.upward_gap):
@@ -163,26 +188,54 @@ class Segment:
         s, f = (s + 1.0, f) if ok else (s, f + 1.0)
         if total <= 0.0 or total >= config.upward_llr:
             self.cusum.pop(channel_id, None)
-            looked = self.chained.pop(channel_id, None)
-            if looked is not None and self.chosen_at.get(channel_id) == -math.inf:
-                self.chosen_at[channel_id] = looked  # the excursion ended: no more looks in a row
-            return (s, f) if total > 0.0 else None
-        self.cusum[channel_id] = (total, s, f, p0, p1)
-        if total >= config.upward_chain_llr:
+            self._unchain(channel_id)  # the excursion ended: no more looks in a row
+            if total <= 0.0:
+                return None
+            if config.upward_restart_p1:  # the alternative the test accepted, with the excursion's weight
+                return p1 * (s + f), (1.0 - p1) * (s + f)
+            return s, f
+        self.cusum[channel_id] = (total, s, f, p0, p1, since)
+        if total >= config.upward_chain_llr and self._may_chain(channel_id, config):
             self.chosen_at[channel_id] = -math.inf  # the next decision looks again
+        elif config.upward_chain_clean:
+            self._unchain(channel_id)  # under the chain level: a look handed out ahead of this answer is enough
         return None
+
+    def _may_chain(self, channel_id: str, config: RouterConfig) -> bool:
+        """``upward_chain_max``: an excursion chains its looks until it has counted that many answers (0: no bound)."""
+        if config.upward_chain_max == 0:
+            return True
+        entry = self.cusum.get(channel_id)
+        return entry is None or entry[1] + entry[2] < config.upward_chain_max
+
+    def _unchain(self, channel_id: str) -> None:
+        """Stop a chain that went on without waiting (:meth:`keep_chaining`): the re-look clock goes back."""
+        looked = self.chained.pop(channel_id, None)
+        if looked is not None and self.chosen_at.get(channel_id) == -math.inf:
+            self.chosen_at[channel_id] = looked
 
     def keep_chaining(self, channel_id: str, now: float, config: RouterConfig) -> None:
         """After a look at a channel whose CUSUM is at the chain level: look again at the next decision while
         fewer than ``upward_chain_pending`` of its looks await their answer (1: only once an answer came).
+        With ``upward_chain_clean`` only while no failure was counted in the excursion: a channel that
+        answers badly is not looked at over unanswered looks (delayed answers chain a good channel only).
+        With ``upward_chain_timeout_s`` a look unanswered for that long no longer holds the chain back.
 
         When the excursion ends (:meth:`upward`) the channel's re-look clock goes back to ``now``.
         """
         entry = self.cusum.get(channel_id)
         if entry is None or entry[0] < config.upward_chain_llr:
             return
-        pending = sum(1 for look in self.looks.values() if look[0] == channel_id)
-        if pending < config.upward_chain_pending:
+        limit = config.upward_chain_pending
+        if config.upward_chain_clean and entry[2] > 0.0:
+            limit = 1  # a failure in this excursion: the chain waits for each answer again
+        timeout = config.upward_chain_timeout_s
+        pending = sum(
+            1
+            for attempt_id, look in self.looks.items()
+            if look[0] == channel_id and (timeout is None or now - self.looked_at.get(attempt_id, now) < timeout)
+        )
+        if pending < limit and self._may_chain(channel_id, config):
             self.chosen_at[channel_id] = -math.inf
             self.chained[channel_id] = now
 
@@ -195,7 +248,7 @@ class Segment:
         says" (a failure ends the streak). When the evidence reaches ``relook_burst_llr`` nats the
         channel has recovered: the caller restarts its estimates from the streak.
         """
-        look = self.looks.pop(attempt_id, None)
+        look = self._pop_look(attempt_id)
         if look is None or look[0] != channel_id:
             return 0
         _, reliability, leader = look

@@ -197,6 +197,13 @@ def test_router_config_defaults_and_overrides() -> None:
         ({"max_attempts_per_flow": 0}, "routing.max_attempts_per_flow"),
         ({"elimination_fallback": "yes"}, "routing.elimination_fallback"),
         ({"explore": 1}, "routing.explore"),
+        ({"upward_chain_clean": "yes"}, "routing.upward_chain_clean"),
+        ({"upward_restart_p1": "yes"}, "routing.upward_restart_p1"),
+        ({"upward_excursion_late": "yes"}, "routing.upward_excursion_late"),
+        ({"upward_chain_timeout_s": 0}, "routing.upward_chain_timeout_s"),
+        ({"upward_chain_max": -1}, "routing.upward_chain_max"),
+        ({"upward_fallen_only": "yes"}, "routing.upward_fallen_only"),
+        ({"upward_fallen_back": "yes"}, "routing.upward_fallen_back"),
     ],
 )
 def test_every_bad_router_setting_names_its_key(raw: dict[str, Any], key: str) -> None:
