@@ -19,7 +19,8 @@ import logging
 
 from channels.contract import ChannelRejected, ChannelUnavailable, Operation
 from channels.registry import ChannelRegistry
-from gateway.errors import BelowReserved, Conflict, PositionMoved, PreconditionFailed, Unavailable
+from gateway.domain import INT64_MAX
+from gateway.errors import BalanceOverflow, BelowReserved, Conflict, PositionMoved, PreconditionFailed, Unavailable
 from gateway.ports import PositionStore
 from gateway.store.rows import PositionRow
 
@@ -77,8 +78,9 @@ class PositionService:
     async def adjust(self, channel_id: str, delta: int, *, operator: str, reason: str) -> PositionRow:
         """Add ``delta`` minor units to the channel's balance, audited.
 
-        Raises ``PreconditionFailed`` when the channel has no position or a cut would take the
-        balance below the float reserved by payouts in flight (the message names both figures).
+        Raises ``PreconditionFailed`` when the channel has no position, a cut would take the
+        balance below the float reserved by payouts in flight (the message names both figures)
+        or a raise would take it beyond int64.
         """
         try:
             row = await self.store.adjust(channel_id, delta, operator, reason)
@@ -86,6 +88,11 @@ class PositionService:
             raise PreconditionFailed(
                 f"delta: the balance would be {exc.balance + exc.delta} minor units, below the {exc.reserved}"
                 " reserved by payouts in flight"
+            ) from exc
+        except BalanceOverflow as exc:
+            raise PreconditionFailed(
+                f"delta: the balance would be {exc.balance + exc.delta} minor units, beyond the largest a position"
+                f" holds ({INT64_MAX})"
             ) from exc
         if row is None:
             raise PreconditionFailed("channel: has no position; resync it first")

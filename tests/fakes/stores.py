@@ -33,12 +33,14 @@ from channels.contract import Outcome, OutcomeStatus
 from gateway.domain import (
     AGREEMENT_FROM,
     ATTEMPT_FROM,
+    INT64_MAX,
     AgreementStatus,
     AttemptStatus,
     FlowStatus,
     new_ulid,
 )
 from gateway.errors import (
+    BalanceOverflow,
     BelowReserved,
     CardLimitReached,
     DuplicateKey,
@@ -858,6 +860,8 @@ class FakePositionStore(_Failing):
             return None
         if delta < 0 and position.balance + delta < position.reserved:
             raise BelowReserved(channel, balance=position.balance, delta=delta, reserved=position.reserved)
+        if position.balance + delta > INT64_MAX:
+            raise BalanceOverflow(channel, balance=position.balance, delta=delta)
         position.balance += delta
         position.balance_version += 1
         self.t.write_audit(operator, "adjust_position", channel, reason, {"delta": delta})
