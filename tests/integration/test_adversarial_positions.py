@@ -61,9 +61,7 @@ async def all_final(h: Harness) -> bool:
 
 def paid_out(h: Harness, channel: str) -> int:
     return sum(
-        e.amount
-        for e in h.sims[channel].ledger.entries()
-        if e.kind.value == "payout" and e.status.value == "SUCCEEDED"
+        e.amount for e in h.sims[channel].ledger.entries() if e.kind.value == "payout" and e.status.value == "SUCCEEDED"
     )
 
 
