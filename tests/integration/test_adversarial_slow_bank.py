@@ -1,0 +1,111 @@
+"""Adversarial probes: a slow bank never takes the gateway down.
+
+One sandbox channel answers in seconds (or holds its answer and drops it); the other answers at once.
+Withholds on the fast channel keep their latency while the slow one is saturated; a call with a short
+gRPC deadline returns about then with its flow PROCESSING (never DEADLINE_EXCEEDED, never FAILED while
+the money may have moved), and the poller resolves it later with one debit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import grpc
+import pytest
+
+from channels.simkit import Behaviour
+from devstack.cards import luhn_card
+from gateway.store.db import DatabaseConfig
+from paygate.v1 import gateway_pb2 as pb
+from tests.support.harness import Harness, running_gateway
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+SLOW = {
+    "slow": Behaviour(magic=False, p50_ms=2500, p99_ms=2900),  # answers after the adapter's 2 s budget
+    "fast": Behaviour(magic=False, p50_ms=20, p99_ms=60),
+}
+HELD = {
+    "held": Behaviour(magic=False, timeout_ratio=1.0, timeout_hold_s=4.0),  # pays, then never answers
+    "fast": Behaviour(magic=False, p50_ms=20, p99_ms=60),
+}
+
+
+def withhold(rid: str, card: str, amount: int, wait_ms: int = 0) -> pb.WithholdRequest:
+    return pb.WithholdRequest(
+        request_id=rid,
+        amount=pb.Money(amount=amount, currency="CNY"),
+        account_no=card,
+        bank_code="ICBC",
+        wait_ms=wait_ms,
+    )
+
+
+async def timed(call: Any) -> tuple[float, Any]:
+    started = time.monotonic()
+    try:
+        result = await call
+    except grpc.aio.AioRpcError as err:
+        result = err
+    return time.monotonic() - started, result
+
+
+async def statuses(h: Harness, flow_nos: list[str]) -> list[int]:
+    got = [await h.stub.GetFlow(pb.GetFlowRequest(flow_no=n), metadata=h.md()) for n in flow_nos]
+    return [f.status for f in got]
+
+
+async def probe(h: Harness, slow: str, n_slow: int = 20, n_fast: int = 20) -> None:
+    slow_card, fast_card = luhn_card(), luhn_card()
+    await h.bind_card(slow_card, [slow])
+    await h.bind_card(fast_card, ["fast"])
+    # a baseline: the fast channel's latency with nothing else going on
+    baseline = [
+        await timed(h.stub.Withhold(withhold(f"base-{i}", fast_card, 1_000 + i), metadata=h.md())) for i in range(5)
+    ]
+    assert all(isinstance(r, pb.Flow) and r.status == pb.SUCCEEDED for _, r in baseline)
+    slow_calls = [
+        timed(h.stub.Withhold(withhold(f"slow-{i}", slow_card, 2_000 + i, wait_ms=8000), metadata=h.md(), timeout=1.0))
+        for i in range(n_slow)
+    ]
+    slow_tasks = [asyncio.ensure_future(c) for c in slow_calls]
+    await asyncio.sleep(0.2)  # the slow channel now holds every one of them
+    fast = [
+        await timed(h.stub.Withhold(withhold(f"fast-{i}", fast_card, 3_000 + i), metadata=h.md(), timeout=2.0))
+        for i in range(n_fast)
+    ]
+    slow_results = await asyncio.gather(*slow_tasks)
+    assert all(isinstance(r, pb.Flow) and r.status == pb.SUCCEEDED for _, r in fast), [r for _, r in fast]
+    worst_fast = max(t for t, _ in fast)
+    assert worst_fast < 0.5, f"a fast withhold took {worst_fast:.2f} s beside the slow bank"
+    for took, result in slow_results:
+        assert isinstance(result, pb.Flow), result  # PROCESSING, never DEADLINE_EXCEEDED
+        assert result.status == pb.PROCESSING, result
+        assert took < 1.3, f"a 1 s deadline returned after {took:.2f} s"
+    flow_nos = [r.flow_no for _, r in slow_results]
+    seen_failed: list[int] = []
+
+    async def all_succeeded() -> bool:
+        got = await statuses(h, flow_nos)
+        seen_failed.extend(s for s in got if s == pb.FAILED)
+        return all(s == pb.SUCCEEDED for s in got)
+
+    await eventually(all_succeeded, timeout_s=12, what="the poller resolves every slow withhold")
+    assert not seen_failed, "a withhold whose money moved was shown FAILED"
+    debits = h.sims[slow].ledger.debits_by_order()
+    assert len(debits) == n_slow and all(n == 1 for n in debits.values()), debits
+    rows = await h.gateway.db.fetchall("SELECT COUNT(*) AS n FROM attempts GROUP BY flow_id HAVING n > 1")
+    assert not rows, "a pending withhold was tried on another channel"
+
+
+async def test_a_bank_answering_in_seconds_leaves_the_others_fast(db_config: DatabaseConfig) -> None:
+    async with running_gateway(db_config, SLOW) as h:
+        await probe(h, "slow")
+
+
+async def test_a_bank_that_pays_and_never_answers_leaves_the_others_fast(db_config: DatabaseConfig) -> None:
+    async with running_gateway(db_config, HELD) as h:
+        await probe(h, "held")
