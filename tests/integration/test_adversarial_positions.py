@@ -161,3 +161,46 @@ async def test_adjusting_a_float_near_int64_is_refused_naming_delta(db_config: D
         flow = await h.stub.Payout(payout("big", 10**15), metadata=h.md())
         assert flow.status == pb.SUCCEEDED
         assert await position(h, "only") == (INT64_MAX - 10 - 10**15, 0)
+
+
+@pytest.mark.parametrize("resolved_as", [pb.SUCCEEDED, pb.FAILED])
+async def test_operators_and_the_poller_ending_one_pending_payout_settle_its_float_once(
+    db_config: DatabaseConfig, resolved_as: int
+) -> None:
+    """Resolutions and a poll answer racing for one pending payout: the reservation is spent or freed once."""
+    behaviour = Behaviour(magic=False, pending_ratio=1.0, settle_after_ms=(60_000, 60_001))
+    poller = {"interval_s": 0.05, "first_delay_s": 0.0, "schedule": [[0.05, 100]]}
+    async with running_gateway(db_config, {"only": behaviour}, floats={"only": 10_000}, poller=poller) as h:
+        assert h.admin is not None
+        flow = await h.stub.Payout(payout("rp-1", 4_000), metadata=h.md())
+        assert flow.status == pb.PROCESSING and await position(h, "only") == (10_000, 4_000)
+        order_no = flow.attempts[0].channel_order_no
+        ledger = h.sims["only"].ledger
+        requests = [
+            admin_pb2.ResolveFlowRequest(flow_no=flow.flow_no, status=resolved_as, reason=f"statement {i}")
+            for i in range(6)
+        ]
+        resolving = asyncio.gather(
+            *(h.admin.ResolveFlow(r, metadata=h.op_md) for r in requests), return_exceptions=True
+        )
+        ledger.execute(order_no)  # meanwhile the bank pays it: the poller's next query says SUCCEEDED
+        results = await resolving
+        assert any(isinstance(r, pb.Flow) for r in results), results
+
+        async def final() -> bool:
+            return (await h.stub.GetFlow(pb.GetFlowRequest(flow_no=flow.flow_no), metadata=h.md())).status in (
+                pb.SUCCEEDED,
+                pb.FAILED,
+            )
+
+        await eventually(final, timeout_s=5, what="the payout ended")
+        await asyncio.sleep(0.5)  # polls still racing, if any
+        got = await h.stub.GetFlow(pb.GetFlowRequest(flow_no=flow.flow_no), metadata=h.md())
+        balance, reserved = await position(h, "only")
+        assert reserved == 0 and await open_reservations(h, "only") == 0
+        if got.status == pb.SUCCEEDED:
+            assert balance == 10_000 - 4_000
+        else:  # an operator said FAILED first; the bank's payment is reconciliation's to find (and a resync's)
+            assert balance == 10_000
+        events = await h.gateway.db.fetchall("SELECT id FROM outbox WHERE event_type='FLOW_RESULT'")
+        assert len(events) == 1
