@@ -36,7 +36,7 @@ class PositionService:
     async def resync(self, channel_id: str, *, operator: str = "", reason: str = "") -> PositionRow:
         """Set the channel's balance from its balance query (audited when ``operator`` is given).
 
-        Raises ``PreconditionFailed`` (no balance query; another currency), ``Unavailable``
+        Raises ``PreconditionFailed`` (no balance query; another currency; a balance beyond int64), ``Unavailable``
         (the channel cannot be reached) or ``Conflict`` (payouts kept settling during every
         balance query; try again).
         """
@@ -51,6 +51,11 @@ class PositionService:
                 raise Unavailable(f"channel {channel_id} unavailable; retry") from exc
             except ChannelRejected as exc:
                 raise PreconditionFailed(f"channel: {channel_id} refused the balance query ({exc.code})") from exc
+            if not -INT64_MAX - 1 <= balance.available <= INT64_MAX:
+                raise PreconditionFailed(
+                    f"channel: {channel_id} reports a balance of {balance.available} minor units, beyond what a"
+                    " position holds (int64)"
+                )
             if seen is not None and seen.currency != balance.currency:
                 raise PreconditionFailed(
                     f"channel: {channel_id} reports its balance in {balance.currency}, but its position is kept in"

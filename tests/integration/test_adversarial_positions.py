@@ -204,3 +204,15 @@ async def test_operators_and_the_poller_ending_one_pending_payout_settle_its_flo
             assert balance == 10_000
         events = await h.gateway.db.fetchall("SELECT id FROM outbox WHERE event_type='FLOW_RESULT'")
         assert len(events) == 1
+
+
+async def test_a_balance_beyond_int64_from_the_channel_is_refused_naming_the_channel(db_config: DatabaseConfig) -> None:
+    async with running_gateway(db_config, {"only": Behaviour()}, floats={"only": INT64_MAX + 1}) as h:
+        assert h.admin is not None
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await h.admin.ResyncPosition(
+                admin_pb2.ResyncPositionRequest(channel="only", reason="daily"), metadata=h.op_md
+            )
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, (err.value.code(), err.value.details())
+        assert "channel" in err.value.details()
+        assert await h.gateway.db.fetchall("SELECT channel FROM positions") == []
