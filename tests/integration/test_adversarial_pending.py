@@ -17,22 +17,13 @@ from channels.simkit import Behaviour
 from devstack.cards import luhn_card
 from gateway.store.db import DatabaseConfig
 from paygate.v1 import gateway_pb2 as pb
+from tests.integration.test_adversarial_slow_bank import withhold
 from tests.support.harness import Harness, running_gateway
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 POLLER = {"interval_s": 0.1, "first_delay_s": 0.2, "schedule": [[0.2, 40]]}
-
-
-def withhold(rid: str, card: str, amount: int, wait_ms: int = 0) -> pb.WithholdRequest:
-    return pb.WithholdRequest(
-        request_id=rid,
-        amount=pb.Money(amount=amount, currency="CNY"),
-        account_no=card,
-        bank_code="ICBC",
-        wait_ms=wait_ms,
-    )
 
 
 async def flow_of(h: Harness, flow_no: str) -> pb.Flow:

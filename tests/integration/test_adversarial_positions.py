@@ -18,23 +18,13 @@ from channels.simkit import Behaviour
 from gateway.store.db import DatabaseConfig
 from paygate.v1 import admin_pb2
 from paygate.v1 import gateway_pb2 as pb
+from tests.integration.test_routing_flows import payout
 from tests.support.harness import Harness, running_gateway
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 INT64_MAX = 2**63 - 1
-
-
-def payout(rid: str, amount: int, wait_ms: int = 0) -> pb.PayoutRequest:
-    return pb.PayoutRequest(
-        request_id=rid,
-        amount=pb.Money(amount=amount, currency="CNY"),
-        account_no="6222020200112233",
-        account_name="李四",
-        bank_code="ICBC",
-        wait_ms=wait_ms,
-    )
 
 
 async def position(h: Harness, channel: str) -> tuple[int, int]:
