@@ -170,3 +170,32 @@ async def test_a_claim_takes_no_more_of_a_channel_than_its_share(database: Datab
     assert [(c.attempt_id, c.channel) for c in second] == [(99, "fast")]
     rest = await queue.claim(owner="p", limit=20, lease_s=30)
     assert sorted(c.attempt_id for c in rest) == list(range(3, 11))
+
+
+async def test_more_withholds_than_a_slow_bank_has_connections_debit_each_borrower_once(
+    db_config: DatabaseConfig,
+) -> None:
+    """Beyond the slow bank's connection pool (100), a withhold waits for a connection or, unsent, fails over:
+    none is FAILED while its money may have moved, and no borrower is debited twice."""
+    behaviours = {"slow": Behaviour(magic=False, p50_ms=2500, p99_ms=2900), "fast": Behaviour(magic=False)}
+    async with running_gateway(db_config, behaviours, routing={"exploration": 0}) as h:
+        card = luhn_card()
+        await h.bind_card(card, ["slow", "fast"])
+        # no exploration, equal priors: every first attempt goes to the slow bank (configuration order)
+        calls = [
+            h.stub.Withhold(withhold(f"pool-{i}", card, 1_000 + i, wait_ms=6000), metadata=h.md()) for i in range(120)
+        ]
+        flows = await asyncio.gather(*calls)
+        assert {f.attempts[0].channel for f in flows} == {"slow"}
+        assert all(f.status in (pb.PROCESSING, pb.SUCCEEDED) for f in flows), [
+            f for f in flows if f.status == pb.FAILED
+        ][:1]
+        for f in flows:
+            if len(f.attempts) == 2:  # only a definite "nothing was sent" may move on
+                assert f.attempts[0].status == pb.ATTEMPT_FAILED, f
+
+        async def settled() -> bool:
+            return set(await statuses(h, [f.flow_no for f in flows])) == {pb.SUCCEEDED}
+
+        await eventually(settled, timeout_s=15, what="every withhold succeeded")
+        assert sorted(h.debits().values()) == [1] * 120
