@@ -124,10 +124,18 @@ def minor_to_text(minor_units: int, currency: str) -> str:
     return f"{sign}{whole}.{fraction:0{exponent}d}" if exponent else f"{sign}{whole}"
 
 
+# What starts a formula in a spreadsheet: = + - @ and their full-width forms (an IME's ＝ is read as =).
+_FORMULA_START = "=+-@\uff1d\uff0b\uff0d\uff20"
+# Leading blanks a spreadsheet skips before it looks for a formula (ASCII, no-break and ideographic space).
+_LEADING_BLANKS = " \t\r\n\u00a0\u3000"
+
+
 def spreadsheet_safe(value: object) -> str:
-    """A CSV cell that a spreadsheet will not run: text starting with = + - @ (or a tab / CR) gets a quote mark."""
+    """A CSV cell that a spreadsheet will not run: text starting with = + - @ (full-width too, after any
+    leading blanks) or with a tab / CR / LF gets a quote mark."""
     text = "" if value is None else str(value)
-    if text and text[0] in "=+-@\t\r":
+    head = text.lstrip(_LEADING_BLANKS)[:1]
+    if text[:1] in ("\t", "\r", "\n") or (head and head in _FORMULA_START):
         return "'" + text
     return text
 

@@ -27,7 +27,8 @@
     │       ├── FlowClosed                                       the flow is no longer PROCESSING
     │       ├── CardLimitReached                                 the card's daily attempts or amount on the channel
     │       ├── PositionMoved                                    the float changed since it was read (sync)
-    │       └── BelowReserved                                    an adjustment would cut the float below reservations
+    │       ├── BelowReserved                                    an adjustment would cut the float below reservations
+    │       └── BalanceOverflow                                  an adjustment would take the float beyond int64
     ├── OutboxError              INTERNAL                        the outbox relay (a topic cannot be created)
     │   └── PublishIncomplete                         per round  some rows of a round were not published
     └── EventDecodeError         INTERNAL                        a result event cannot be decoded (a ValueError)
@@ -244,6 +245,15 @@ class BelowReserved(WriteRefused):
         self.balance = balance
         self.delta = delta
         self.reserved = reserved
+
+
+class BalanceOverflow(WriteRefused):
+    """An adjustment would take the balance beyond what a BIGINT holds (int64)."""
+
+    def __init__(self, channel: str, *, balance: int, delta: int) -> None:
+        super().__init__(f"{channel}: balance {balance} + delta {delta} would not fit int64")
+        self.balance = balance
+        self.delta = delta
 
 
 # --- the outbox -----------------------------------------------------------------------

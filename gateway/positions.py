@@ -19,7 +19,8 @@ import logging
 
 from channels.contract import ChannelRejected, ChannelUnavailable, Operation
 from channels.registry import ChannelRegistry
-from gateway.errors import BelowReserved, Conflict, PositionMoved, PreconditionFailed, Unavailable
+from gateway.domain import INT64_MAX
+from gateway.errors import BalanceOverflow, BelowReserved, Conflict, PositionMoved, PreconditionFailed, Unavailable
 from gateway.ports import PositionStore
 from gateway.store.rows import PositionRow
 
@@ -35,7 +36,7 @@ class PositionService:
     async def resync(self, channel_id: str, *, operator: str = "", reason: str = "") -> PositionRow:
         """Set the channel's balance from its balance query (audited when ``operator`` is given).
 
-        Raises ``PreconditionFailed`` (no balance query; another currency), ``Unavailable``
+        Raises ``PreconditionFailed`` (no balance query; another currency; a balance beyond int64), ``Unavailable``
         (the channel cannot be reached) or ``Conflict`` (payouts kept settling during every
         balance query; try again).
         """
@@ -50,6 +51,11 @@ class PositionService:
                 raise Unavailable(f"channel {channel_id} unavailable; retry") from exc
             except ChannelRejected as exc:
                 raise PreconditionFailed(f"channel: {channel_id} refused the balance query ({exc.code})") from exc
+            if not -INT64_MAX - 1 <= balance.available <= INT64_MAX:
+                raise PreconditionFailed(
+                    f"channel: {channel_id} reports a balance of {balance.available} minor units, beyond what a"
+                    " position holds (int64)"
+                )
             if seen is not None and seen.currency != balance.currency:
                 raise PreconditionFailed(
                     f"channel: {channel_id} reports its balance in {balance.currency}, but its position is kept in"
@@ -77,8 +83,9 @@ class PositionService:
     async def adjust(self, channel_id: str, delta: int, *, operator: str, reason: str) -> PositionRow:
         """Add ``delta`` minor units to the channel's balance, audited.
 
-        Raises ``PreconditionFailed`` when the channel has no position or a cut would take the
-        balance below the float reserved by payouts in flight (the message names both figures).
+        Raises ``PreconditionFailed`` when the channel has no position, a cut would take the
+        balance below the float reserved by payouts in flight (the message names both figures)
+        or a raise would take it beyond int64.
         """
         try:
             row = await self.store.adjust(channel_id, delta, operator, reason)
@@ -86,6 +93,11 @@ class PositionService:
             raise PreconditionFailed(
                 f"delta: the balance would be {exc.balance + exc.delta} minor units, below the {exc.reserved}"
                 " reserved by payouts in flight"
+            ) from exc
+        except BalanceOverflow as exc:
+            raise PreconditionFailed(
+                f"delta: the balance would be {exc.balance + exc.delta} minor units, beyond the largest a position"
+                f" holds ({INT64_MAX})"
             ) from exc
         if row is None:
             raise PreconditionFailed("channel: has no position; resync it first")

@@ -204,6 +204,7 @@ async def flows_csv(request: web.Request) -> web.StreamResponse:
             "Cache-Control": "no-store",
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+            "X-Frame-Options": "DENY",  # for browsers that do not read frame-ancestors
         }
     )
     await response.prepare(request)

@@ -21,7 +21,8 @@ from datetime import datetime
 from typing import Any
 
 from gateway import metrics
-from gateway.errors import BelowReserved, DuplicateKey, PositionMoved
+from gateway.domain import INT64_MAX
+from gateway.errors import BalanceOverflow, BelowReserved, DuplicateKey, PositionMoved
 from gateway.store import audit
 from gateway.store.db import Database, Tx
 from gateway.store.rows import AttemptRow, PositionRow, utcnow
@@ -162,7 +163,8 @@ class MySQLPositionStore:
         """Add ``delta`` (minor units, signed) to the balance, audited; None when the channel has no position.
 
         Raises ``BelowReserved`` (nothing written) when a cut would take the balance
-        below the float reserved by payouts in flight.
+        below the float reserved by payouts in flight, ``BalanceOverflow`` when a raise
+        would take it beyond int64 (the column's range).
         """
         now = utcnow()
         async with self.db.transaction() as tx:
@@ -172,6 +174,8 @@ class MySQLPositionStore:
             current = PositionRow.from_row(row)
             if delta < 0 and current.balance + delta < current.reserved:
                 raise BelowReserved(channel, balance=current.balance, delta=delta, reserved=current.reserved)
+            if current.balance + delta > INT64_MAX:
+                raise BalanceOverflow(channel, balance=current.balance, delta=delta)
             await tx.execute(
                 "UPDATE positions SET balance = balance + %s, balance_version = balance_version + 1, updated_at=%s"
                 " WHERE channel=%s",

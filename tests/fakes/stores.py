@@ -25,6 +25,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -33,12 +35,14 @@ from channels.contract import Outcome, OutcomeStatus
 from gateway.domain import (
     AGREEMENT_FROM,
     ATTEMPT_FROM,
+    INT64_MAX,
     AgreementStatus,
     AttemptStatus,
     FlowStatus,
     new_ulid,
 )
 from gateway.errors import (
+    BalanceOverflow,
     BelowReserved,
     CardLimitReached,
     DuplicateKey,
@@ -588,11 +592,23 @@ class FakePollQueue(_Failing):
         super().__init__()
         self.t = tables
 
-    async def claim(self, *, owner: str, limit: int, lease_s: float) -> list[Claim]:
+    async def claim(
+        self, *, owner: str, limit: int, lease_s: float, held: Mapping[str, int] | None = None, per_channel: int = 0
+    ) -> list[Claim]:
         self._maybe_fail("claim")
         now = utcnow()
-        due = sorted((r for r in self.t.poll_queue.values() if r.due_at <= now), key=lambda r: r.due_at)[:limit]
-        claims = [Claim(r.attempt_id, r.tries, r.expedited) for r in due]
+        counts = Counter(held or {})
+        full = {channel for channel, n in counts.items() if per_channel and n >= per_channel}
+        found = sorted(
+            (r for r in self.t.poll_queue.values() if r.due_at <= now and r.channel not in full), key=lambda r: r.due_at
+        )[:limit]
+        due = []
+        for row in found:
+            if per_channel and counts[row.channel] >= per_channel:
+                continue
+            counts[row.channel] += 1
+            due.append(row)
+        claims = [Claim(r.attempt_id, r.tries, r.expedited, r.channel) for r in due]
         for row in due:
             row.due_at = row.lease_until = now + timedelta(seconds=lease_s)
             row.lease_owner = owner
@@ -858,6 +874,8 @@ class FakePositionStore(_Failing):
             return None
         if delta < 0 and position.balance + delta < position.reserved:
             raise BelowReserved(channel, balance=position.balance, delta=delta, reserved=position.reserved)
+        if position.balance + delta > INT64_MAX:
+            raise BalanceOverflow(channel, balance=position.balance, delta=delta)
         position.balance += delta
         position.balance_version += 1
         self.t.write_audit(operator, "adjust_position", channel, reason, {"delta": delta})

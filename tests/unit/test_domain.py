@@ -12,6 +12,7 @@ from gateway.domain import (
     mask_account,
     new_ulid,
     scrub,
+    spreadsheet_safe,
 )
 from routing.config import FeeSchedule
 
@@ -68,3 +69,29 @@ def test_ids_are_sortable_and_unique() -> None:
     ids = [new_ulid(now_ms=1_000 + i) for i in range(100)]
     assert ids == sorted(ids) and len(set(ids)) == 100
     assert len(channel_order_no(ids[0], 3)) == 28
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        " =1+1",
+        "  +SUM(A1)",
+        '\u3000=HYPERLINK("x")',
+        "\u00a0@A1",
+        '\uff1dHYPERLINK("x")',
+        "\uff0b1",
+        "\uff0d1",
+        "\uff20SUM(A1)",
+        " \uff1d1",
+        "\n=1",
+        "=1",
+        "\t1",
+    ],
+)
+def test_a_formula_behind_blanks_or_in_full_width_is_quoted(cell: str) -> None:
+    assert spreadsheet_safe(cell) == "'" + cell
+
+
+@pytest.mark.parametrize("cell", ["loan 1", " 1+1", "张三", "", "a=1", "\u3000"])
+def test_text_that_is_no_formula_is_kept(cell: str) -> None:
+    assert spreadsheet_safe(cell) == cell
