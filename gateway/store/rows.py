@@ -454,7 +454,6 @@ class Claim:
     attempt_id: int
     tries: int
     expedited: bool = False
-    channel: str = ""
 
 
 @dataclass(frozen=True)
