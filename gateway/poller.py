@@ -5,6 +5,11 @@ the MySQL one in gateway/store/poll_queue.py claims with ``FOR UPDATE SKIP
 LOCKED`` and a lease): replicas never claim the same row twice while a lease
 runs, and a crashed poller's rows become due again when its lease ends.
 
+Bulkheads: a poller holds at most ``batch`` rows, runs ``concurrency`` queries
+at a time and holds at most half of those (``per_channel``) for one channel;
+it claims again whenever a poll ends. A bank whose queries are slow or time
+out therefore delays only its own results, never the other banks'.
+
 Schedule per channel: first delay, then (interval, count) steps. When it runs
 out the flow stays PROCESSING with ``needs_review`` (invariant 9); a metric and
 a log line say so. Never auto-failed.
@@ -23,10 +28,12 @@ A success for another amount than the order's sends the flow to review at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -104,6 +111,10 @@ class Poller:
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: set[asyncio.Task[None]] = set()
+        self._held: Counter[str] = Counter()  # channel -> rows claimed and not yet polled
+        self._gate = asyncio.Semaphore(config.concurrency)
+        # one channel's queries take at most half the slots: a slow bank never holds up the others' results
+        self.per_channel = max(1, config.concurrency // 2)
         self._last_sweep = 0.0
 
     def schedule_for(self, channel: str) -> Schedule:
@@ -129,6 +140,8 @@ class Poller:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        for polling in self._inflight:  # a query cut short: its lease brings the row back
+            polling.cancel()
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
 
@@ -191,7 +204,7 @@ class Poller:
                 if time.monotonic() - self._last_sweep > 30:
                     self._last_sweep = time.monotonic()
                     await self.recover(older_than_s=self.sending_grace_s)
-                claimed = await self.run_once()
+                claimed = await self.run_once(wait=False)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -207,31 +220,49 @@ class Poller:
                     pass
 
     async def claim(self, limit: int) -> list[Claim]:
-        return await self.queue.claim(owner=self.owner, limit=limit, lease_s=self.config.lease_s)
+        return await self.queue.claim(
+            owner=self.owner, limit=limit, lease_s=self.config.lease_s, held=self._held, per_channel=self.per_channel
+        )
 
-    async def run_once(self) -> int:
-        """Claim one batch and poll it (bounded concurrency). Returns the number claimed."""
-        claims = await self.claim(self.config.batch)
-        if not claims:
+    async def run_once(self, *, wait: bool = True) -> int:
+        """Claim due rows and poll them; ``wait``: return when those polls have ended. Returns the number claimed.
+
+        Bulkheads: this poller holds at most ``batch`` rows and runs ``concurrency`` queries at a
+        time, and holds at most :attr:`per_channel` rows of one channel, so a bank whose queries
+        are slow (or time out) takes only its share. The loop claims again as soon as a poll
+        ends (``wait=False``), not when the slowest of a batch has.
+        """
+        room = self.config.batch - len(self._inflight)
+        if room <= 0:
             return 0
-        gate = asyncio.Semaphore(self.config.concurrency)
-
-        async def one(claim: Claim) -> None:
-            async with gate:
-                try:
-                    await self.poll(claim)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    # the lease expires and the row comes back; nothing is lost
-                    log.exception("poll failed", extra={"attempt": claim.attempt_id})
-
-        tasks = [asyncio.create_task(one(c)) for c in claims]
-        for t in tasks:
-            self._inflight.add(t)
-            t.add_done_callback(self._inflight.discard)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        claims = await self.claim(room)
+        tasks = []
+        for claim in claims:
+            task = asyncio.create_task(self._one(claim))
+            self._inflight.add(task)
+            self._held[claim.channel] += 1
+            task.add_done_callback(functools.partial(self._done, claim.channel))
+            tasks.append(task)
+        if wait and tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         return len(claims)
+
+    async def _one(self, claim: Claim) -> None:
+        async with self._gate:
+            try:
+                await self.poll(claim)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # the lease expires and the row comes back; nothing is lost
+                log.exception("poll failed", extra={"attempt": claim.attempt_id})
+
+    def _done(self, channel: str, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._held[channel] -= 1
+        if self._held[channel] <= 0:
+            del self._held[channel]
+        self._wake.set()  # room for the next claim
 
     async def poll(self, claim: Claim) -> None:
         attempt = await self.store.attempt_by_id(claim.attempt_id)

@@ -23,7 +23,7 @@ The contracts every implementation keeps (the fakes too):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -246,7 +246,11 @@ class PositionStore(Protocol):
 class PollQueue(Protocol):
     """Attempts waiting for their next query (gateway/store/poll_queue.py)."""
 
-    async def claim(self, *, owner: str, limit: int, lease_s: float) -> list[Claim]: ...
+    async def claim(
+        self, *, owner: str, limit: int, lease_s: float, held: Mapping[str, int] | None = None, per_channel: int = 0
+    ) -> list[Claim]:
+        """Up to ``limit`` due rows, leased; with ``per_channel``, never more of a channel than that with ``held``."""
+        ...
 
     async def requeue_unresolved(self, cutoff: datetime, scope: RecoveryScope | None = None) -> int:
         """Queue SENDING attempts ``scope`` lets us take, and PENDING ones created by ``cutoff`` without a row.

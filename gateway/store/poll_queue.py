@@ -10,7 +10,8 @@ review.
 
 Claiming: ``SELECT ... WHERE due_at <= now ORDER BY due_at LIMIT n FOR UPDATE
 SKIP LOCKED`` on the ``ix_poll_due`` index, then push the claimed rows' due
-time forward by the lease in the same transaction. Replicas therefore never
+time forward by the lease in the same transaction; a claimer may cap the rows
+of one channel it holds (the poller's bulkhead per channel). Replicas therefore never
 claim the same row twice while a lease runs, a crashed poller's rows become
 due again when its lease ends, and the cost of a claim depends on the batch
 size, not on how many rows wait.
@@ -18,7 +19,8 @@ size, not on how many rows wait.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,20 +59,35 @@ async def dequeue(tx: Tx, attempt_id: int) -> None:
 # --- on its own -------------------------------------------------------------------------
 
 
-async def claim_due(db: Database, *, owner: str, limit: int, lease_s: float) -> list[Claim]:
+async def claim_due(
+    db: Database, *, owner: str, limit: int, lease_s: float, held: Mapping[str, int] | None = None, per_channel: int = 0
+) -> list[Claim]:
     """Claim up to ``limit`` due rows for ``lease_s`` seconds (one transaction, index-driven).
 
     ``SKIP LOCKED`` lets concurrent claimers pass each other's rows; pushing
     ``due_at`` forward is the lease, so a crashed claimer's rows come back.
+    ``per_channel`` (0: no limit): a channel's rows are claimed only while the
+    claimer holds fewer than that many of them (``held``: channel -> rows it
+    holds now); the others stay due for the next claim, so one channel's slow
+    queries cannot take every slot of a poller.
     """
     now = utcnow()
     lease_until = now + timedelta(seconds=lease_s)
+    counts = Counter(held or {})
+    full = sorted(channel for channel, n in counts.items() if per_channel and n >= per_channel)
+    skip = f" AND channel NOT IN ({','.join(['%s'] * len(full))})" if full else ""
     async with db.transaction() as tx:
-        rows = await tx.fetchall(
-            "SELECT attempt_id, tries, expedited FROM poll_queue WHERE due_at <= %s ORDER BY due_at LIMIT %s"
-            " FOR UPDATE SKIP LOCKED",
-            (now, limit),
+        found = await tx.fetchall(
+            f"SELECT attempt_id, channel, tries, expedited FROM poll_queue WHERE due_at <= %s{skip}"
+            " ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
+            (now, *full, limit),
         )
+        rows = []
+        for row in found:
+            if per_channel and counts[row["channel"]] >= per_channel:
+                continue  # left due (its lock ends with this transaction)
+            counts[row["channel"]] += 1
+            rows.append(row)
         if not rows:
             return []
         ids = [int(r["attempt_id"]) for r in rows]
@@ -80,7 +97,7 @@ async def claim_due(db: Database, *, owner: str, limit: int, lease_s: float) -> 
             (lease_until, lease_until, owner, *ids),
         )
         await tx.commit()
-    return [Claim(int(r["attempt_id"]), int(r["tries"]), bool(r["expedited"])) for r in rows]
+    return [Claim(int(r["attempt_id"]), int(r["tries"]), bool(r["expedited"]), str(r["channel"])) for r in rows]
 
 
 class MySQLPollQueue:
@@ -89,8 +106,10 @@ class MySQLPollQueue:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def claim(self, *, owner: str, limit: int, lease_s: float) -> list[Claim]:
-        return await claim_due(self.db, owner=owner, limit=limit, lease_s=lease_s)
+    async def claim(
+        self, *, owner: str, limit: int, lease_s: float, held: Mapping[str, int] | None = None, per_channel: int = 0
+    ) -> list[Claim]:
+        return await claim_due(self.db, owner=owner, limit=limit, lease_s=lease_s, held=held, per_channel=per_channel)
 
     async def requeue_unresolved(self, cutoff: datetime, scope: RecoveryScope | None = None) -> int:
         """Queue for a query now the attempts without a definite result and without a row that recovery may take.

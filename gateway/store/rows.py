@@ -454,6 +454,7 @@ class Claim:
     attempt_id: int
     tries: int
     expedited: bool = False
+    channel: str = ""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -590,11 +592,23 @@ class FakePollQueue(_Failing):
         super().__init__()
         self.t = tables
 
-    async def claim(self, *, owner: str, limit: int, lease_s: float) -> list[Claim]:
+    async def claim(
+        self, *, owner: str, limit: int, lease_s: float, held: Mapping[str, int] | None = None, per_channel: int = 0
+    ) -> list[Claim]:
         self._maybe_fail("claim")
         now = utcnow()
-        due = sorted((r for r in self.t.poll_queue.values() if r.due_at <= now), key=lambda r: r.due_at)[:limit]
-        claims = [Claim(r.attempt_id, r.tries, r.expedited) for r in due]
+        counts = Counter(held or {})
+        full = {channel for channel, n in counts.items() if per_channel and n >= per_channel}
+        found = sorted(
+            (r for r in self.t.poll_queue.values() if r.due_at <= now and r.channel not in full), key=lambda r: r.due_at
+        )[:limit]
+        due = []
+        for row in found:
+            if per_channel and counts[row.channel] >= per_channel:
+                continue
+            counts[row.channel] += 1
+            due.append(row)
+        claims = [Claim(r.attempt_id, r.tries, r.expedited, r.channel) for r in due]
         for row in due:
             row.due_at = row.lease_until = now + timedelta(seconds=lease_s)
             row.lease_owner = owner

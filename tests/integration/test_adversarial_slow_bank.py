@@ -3,13 +3,15 @@
 One sandbox channel answers in seconds (or holds its answer and drops it); the other answers at once.
 Withholds on the fast channel keep their latency while the slow one is saturated; a call with a short
 gRPC deadline returns about then with its flow PROCESSING (never DEADLINE_EXCEEDED, never FAILED while
-the money may have moved), and the poller resolves it later with one debit.
+the money may have moved), and the poller resolves it later with one debit. A bank whose queries are slow
+holds only its share of the poller: the other banks' results keep coming.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -17,7 +19,10 @@ import pytest
 
 from channels.simkit import Behaviour
 from devstack.cards import luhn_card
-from gateway.store.db import DatabaseConfig
+from gateway.store import poll_queue
+from gateway.store.db import Database, DatabaseConfig
+from gateway.store.poll_queue import MySQLPollQueue
+from gateway.store.rows import utcnow
 from paygate.v1 import gateway_pb2 as pb
 from tests.support.harness import Harness, running_gateway
 from tests.support.waiting import eventually
@@ -123,11 +128,6 @@ def slow_queries(h: Harness, channel: str, delay_s: float) -> None:
     adapter.query = slow  # type: ignore[method-assign]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect, not fixed: the poller waits for the slowest poll of a batch and one channel's rows can take"
-    " every slot; a per-channel claim that stays index-driven under a slow bank's backlog is the fix (stop 29 note)",
-)
 async def test_a_bank_with_slow_queries_does_not_hold_up_the_others_results(db_config: DatabaseConfig) -> None:
     """Pending withholds on a bank whose queries take seconds leave the poller free for the other bank's."""
     behaviours = {"slow": Behaviour(timeout_hold_s=3.0), "fast": Behaviour(timeout_hold_s=3.0)}
@@ -153,6 +153,23 @@ async def test_a_bank_with_slow_queries_does_not_hold_up_the_others_results(db_c
         await eventually(resolved, timeout_s=15, what="the fast bank's withhold resolved")
         took = time.monotonic() - started
         assert took < 2.5, f"the fast bank's result waited {took:.1f} s behind the slow bank's queries"
+
+
+async def test_a_claim_takes_no_more_of_a_channel_than_its_share(database: Database) -> None:
+    """The store's half of the bulkhead: rows of a channel the claimer holds its share of stay due."""
+    now = utcnow()
+    async with database.transaction() as tx:
+        for attempt_id in range(1, 11):
+            await poll_queue.enqueue(tx, attempt_id, "slow", now - timedelta(seconds=10 - attempt_id), now)
+        await poll_queue.enqueue(tx, 99, "fast", now, now)
+        await tx.commit()
+    queue = MySQLPollQueue(database)
+    first = await queue.claim(owner="p", limit=5, lease_s=30, held={"slow": 1}, per_channel=3)
+    assert [(c.attempt_id, c.channel) for c in first] == [(1, "slow"), (2, "slow")]
+    second = await queue.claim(owner="p", limit=5, lease_s=30, held={"slow": 3}, per_channel=3)
+    assert [(c.attempt_id, c.channel) for c in second] == [(99, "fast")]
+    rest = await queue.claim(owner="p", limit=20, lease_s=30)
+    assert sorted(c.attempt_id for c in rest) == list(range(3, 11))
 
 
 async def test_more_withholds_than_a_slow_bank_has_connections_debit_each_borrower_once(
