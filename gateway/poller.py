@@ -6,8 +6,8 @@ LOCKED`` and a lease): replicas never claim the same row twice while a lease
 runs, and a crashed poller's rows become due again when its lease ends.
 
 Bulkheads: a poller holds at most ``batch`` rows, runs ``concurrency`` queries
-at a time and holds at most half of those (``per_channel``) for one channel;
-it claims again whenever a poll ends. A bank whose queries are slow or time
+at a time and holds at most ``per_channel`` rows of one channel (by default
+half of ``concurrency``); it claims again whenever a poll ends. A bank whose queries are slow or time
 out therefore delays only its own results, never the other banks'.
 
 Schedule per channel: first delay, then (interval, count) steps. When it runs
@@ -113,8 +113,8 @@ class Poller:
         self._inflight: set[asyncio.Task[None]] = set()
         self._held: Counter[str] = Counter()  # channel -> rows claimed and not yet polled
         self._gate = asyncio.Semaphore(config.concurrency)
-        # one channel's queries take at most half the slots: a slow bank never holds up the others' results
-        self.per_channel = max(1, config.concurrency // 2)
+        # one channel's queries take at most their share: a slow bank never holds up the others' results
+        self.per_channel = config.per_channel or max(1, config.concurrency // 2)
         self._last_sweep = 0.0
 
     def schedule_for(self, channel: str) -> Schedule:
