@@ -115,6 +115,11 @@ class Poller:
         self._gate = asyncio.Semaphore(config.concurrency)
         # one channel's queries take at most their share: a slow bank never holds up the others' results
         self.per_channel = config.per_channel or max(1, config.concurrency // 2)
+        self._channels = tuple(flows.registry)  # a full channel's backlog is passed over channel by channel
+        # the loop claims again once this many rows have ended (a quarter of the batch, at most the rows that
+        # wait past the query slots), not after every poll: claims stay batched, and a row claimed later would
+        # have waited for a query slot anyway
+        self._refill = max(1, min(config.batch // 4, config.batch - config.concurrency))
         self._last_sweep = 0.0
 
     def schedule_for(self, channel: str) -> Schedule:
@@ -221,7 +226,12 @@ class Poller:
 
     async def claim(self, limit: int) -> list[Claim]:
         return await self.queue.claim(
-            owner=self.owner, limit=limit, lease_s=self.config.lease_s, held=self._held, per_channel=self.per_channel
+            owner=self.owner,
+            limit=limit,
+            lease_s=self.config.lease_s,
+            held=self._held,
+            per_channel=self.per_channel,
+            channels=self._channels,
         )
 
     async def run_once(self, *, wait: bool = True) -> int:
@@ -233,8 +243,8 @@ class Poller:
         ends (``wait=False``), not when the slowest of a batch has.
         """
         room = self.config.batch - len(self._inflight)
-        if room <= 0:
-            return 0
+        if room <= 0 or (not wait and self._inflight and room < self._refill):
+            return 0  # a claim per finished poll would double the commits; rows past the gate wait anyway
         claims = await self.claim(room)
         tasks = []
         for claim in claims:

@@ -247,9 +247,18 @@ class PollQueue(Protocol):
     """Attempts waiting for their next query (gateway/store/poll_queue.py)."""
 
     async def claim(
-        self, *, owner: str, limit: int, lease_s: float, held: Mapping[str, int] | None = None, per_channel: int = 0
+        self,
+        *,
+        owner: str,
+        limit: int,
+        lease_s: float,
+        held: Mapping[str, int] | None = None,
+        per_channel: int = 0,
+        channels: Sequence[str] = (),
     ) -> list[Claim]:
-        """Up to ``limit`` due rows, leased; with ``per_channel``, never more of a channel than that with ``held``."""
+        """Up to ``limit`` due rows, leased; with ``per_channel``, never more of a channel than that with ``held``.
+
+        Once a channel is full, only the other ``channels`` are claimed (all others when none are named)."""
         ...
 
     async def requeue_unresolved(self, cutoff: datetime, scope: RecoveryScope | None = None) -> int:

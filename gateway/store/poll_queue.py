@@ -60,7 +60,14 @@ async def dequeue(tx: Tx, attempt_id: int) -> None:
 
 
 async def claim_due(
-    db: Database, *, owner: str, limit: int, lease_s: float, held: Mapping[str, int] | None = None, per_channel: int = 0
+    db: Database,
+    *,
+    owner: str,
+    limit: int,
+    lease_s: float,
+    held: Mapping[str, int] | None = None,
+    per_channel: int = 0,
+    channels: Sequence[str] = (),
 ) -> list[Claim]:
     """Claim up to ``limit`` due rows for ``lease_s`` seconds (one transaction, index-driven).
 
@@ -69,19 +76,24 @@ async def claim_due(
     ``per_channel`` (0: no limit): a channel's rows are claimed only while the
     claimer holds fewer than that many of them (``held``: channel -> rows it
     holds now); the others stay due for the next claim, so one channel's slow
-    queries cannot take every slot of a poller.
+    queries cannot take every slot of a poller. Once a channel is full, the rows of the other
+    ``channels`` (the configured ones) are read channel by channel on ``ix_poll_channel_due``; a
+    claimer that names no channels gets the due-order scan past the full ones instead.
     """
     now = utcnow()
     lease_until = now + timedelta(seconds=lease_s)
     counts = Counter(held or {})
-    full = sorted(channel for channel, n in counts.items() if per_channel and n >= per_channel)
-    skip = f" AND channel NOT IN ({','.join(['%s'] * len(full))})" if full else ""
+    full = {channel for channel, n in counts.items() if per_channel and n >= per_channel}
     async with db.transaction() as tx:
-        found = await tx.fetchall(
-            f"SELECT attempt_id, channel, tries, expedited FROM poll_queue WHERE due_at <= %s{skip}"
-            " ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
-            (now, *full, limit),
-        )
+        if full and channels:
+            found = await _claim_open_channels(tx, now, channels, full, counts, limit=limit, per_channel=per_channel)
+        else:
+            skip = f" AND channel NOT IN ({','.join(['%s'] * len(full))})" if full else ""
+            found = await tx.fetchall(
+                f"SELECT attempt_id, channel, tries, expedited FROM poll_queue WHERE due_at <= %s{skip}"
+                " ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                (now, *sorted(full), limit),
+            )
         rows = []
         for row in found:
             if per_channel and counts[row["channel"]] >= per_channel:
@@ -100,6 +112,35 @@ async def claim_due(
     return [Claim(int(r["attempt_id"]), int(r["tries"]), bool(r["expedited"]), str(r["channel"])) for r in rows]
 
 
+async def _claim_open_channels(
+    tx: Tx,
+    now: datetime,
+    channels: Sequence[str],
+    full: set[str],
+    counts: Mapping[str, int],
+    *,
+    limit: int,
+    per_channel: int,
+) -> list[dict[str, Any]]:
+    """Due rows of the ``channels`` the claimer has room for, oldest first: each channel's read on
+    ``ix_poll_channel_due`` (``channel = c AND due_at <= now``, at most its room), so the cost is a few index
+    entries per channel, whatever backlog a full channel has (a scan in due order past ``channel NOT IN``
+    would walk all of it, at every claim)."""
+    room = {c: min(limit, per_channel - counts.get(c, 0)) for c in channels}
+    open_channels = sorted(c for c, n in room.items() if c not in full and n > 0)
+    if not open_channels:
+        return []
+    part = (
+        "(SELECT attempt_id, channel, due_at, tries, expedited FROM poll_queue FORCE INDEX (ix_poll_channel_due)"
+        " WHERE channel = %s AND due_at <= %s ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+    )
+    args: list[object] = []
+    for channel in open_channels:
+        args += [channel, now, room[channel]]
+    rows = await tx.fetchall(" UNION ALL ".join([part] * len(open_channels)), args)
+    return sorted(rows, key=lambda r: (r["due_at"], r["attempt_id"]))[:limit]
+
+
 class MySQLPollQueue:
     """The poll queue (see the module doc); implements :class:`gateway.ports.PollQueue`."""
 
@@ -107,9 +148,18 @@ class MySQLPollQueue:
         self.db = db
 
     async def claim(
-        self, *, owner: str, limit: int, lease_s: float, held: Mapping[str, int] | None = None, per_channel: int = 0
+        self,
+        *,
+        owner: str,
+        limit: int,
+        lease_s: float,
+        held: Mapping[str, int] | None = None,
+        per_channel: int = 0,
+        channels: Sequence[str] = (),
     ) -> list[Claim]:
-        return await claim_due(self.db, owner=owner, limit=limit, lease_s=lease_s, held=held, per_channel=per_channel)
+        return await claim_due(
+            self.db, owner=owner, limit=limit, lease_s=lease_s, held=held, per_channel=per_channel, channels=channels
+        )
 
     async def requeue_unresolved(self, cutoff: datetime, scope: RecoveryScope | None = None) -> int:
         """Queue for a query now the attempts without a definite result and without a row that recovery may take.

@@ -26,7 +26,7 @@ import copy
 import dataclasses
 import itertools
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -593,14 +593,27 @@ class FakePollQueue(_Failing):
         self.t = tables
 
     async def claim(
-        self, *, owner: str, limit: int, lease_s: float, held: Mapping[str, int] | None = None, per_channel: int = 0
+        self,
+        *,
+        owner: str,
+        limit: int,
+        lease_s: float,
+        held: Mapping[str, int] | None = None,
+        per_channel: int = 0,
+        channels: Sequence[str] = (),
     ) -> list[Claim]:
         self._maybe_fail("claim")
         now = utcnow()
         counts = Counter(held or {})
         full = {channel for channel, n in counts.items() if per_channel and n >= per_channel}
+        named = set(channels) if full and channels else None
         found = sorted(
-            (r for r in self.t.poll_queue.values() if r.due_at <= now and r.channel not in full), key=lambda r: r.due_at
+            (
+                r
+                for r in self.t.poll_queue.values()
+                if r.due_at <= now and r.channel not in full and (named is None or r.channel in named)
+            ),
+            key=lambda r: r.due_at,
         )[:limit]
         due = []
         for row in found:

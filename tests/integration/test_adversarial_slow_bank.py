@@ -172,6 +172,35 @@ async def test_a_claim_takes_no_more_of_a_channel_than_its_share(database: Datab
     assert sorted(c.attempt_id for c in rest) == list(range(3, 11))
 
 
+async def _rows_read(database: Database) -> int:
+    row = await database.fetchone("SHOW GLOBAL STATUS LIKE 'Handler_read_next'")
+    assert row is not None
+    return int(row["Value"])
+
+
+async def test_a_full_channels_backlog_is_not_walked_at_every_claim(database: Database) -> None:
+    """With a slow bank at its share and 3,000 of its rows due, a claim for the other banks reads a few index
+    entries: neither the backlog (a scan in due order past ``channel NOT IN``) nor the other banks' rows that
+    are not due yet (a range on the channel alone)."""
+    now = utcnow()
+    async with database.transaction() as tx:
+        for attempt_id in range(1, 3001):
+            await poll_queue.enqueue(tx, attempt_id, "slow", now - timedelta(seconds=4000 - attempt_id), now)
+        await poll_queue.enqueue(tx, 9001, "fast", now, now)
+        await poll_queue.enqueue(tx, 9002, "other", now - timedelta(seconds=1), now)
+        for attempt_id in range(10_001, 12_001):  # the fast bank's other pending rows, queried later
+            await poll_queue.enqueue(tx, attempt_id, "fast", now + timedelta(seconds=60), now)
+        await tx.commit()
+    queue = MySQLPollQueue(database)
+    before = await _rows_read(database)
+    claims = await queue.claim(
+        owner="p", limit=10, lease_s=30, held={"slow": 8}, per_channel=8, channels=("slow", "fast", "other")
+    )
+    read = await _rows_read(database) - before
+    assert [(c.attempt_id, c.channel) for c in claims] == [(9002, "other"), (9001, "fast")]  # oldest first
+    assert read < 300, f"the claim read {read} index entries"
+
+
 async def test_more_withholds_than_a_slow_bank_has_connections_debit_each_borrower_once(
     db_config: DatabaseConfig,
 ) -> None:
