@@ -1,0 +1,111 @@
+"""Adversarial probes of the listeners themselves: a slow or oversized client gets a bounded, bare refusal.
+
+The gRPC listener bounds metadata (a huge bearer token) and messages, and never logs the token; the
+HTTP listeners (callbacks, metrics) cut off a connection whose request never finishes arriving,
+headers included (not only the body: the callback handler's own timeout starts once the headers are in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from channels.simkit import Behaviour
+from gateway.store.db import DatabaseConfig
+from paygate.v1 import gateway_pb2
+from tests.support.harness import Harness, running_gateway
+
+TIMEOUT_S = 0.5  # [server] http_request_timeout_s here
+
+
+@pytest.fixture
+async def h(db_config: DatabaseConfig) -> AsyncIterator[Harness]:
+    async with running_gateway(
+        db_config, {"bank-a": Behaviour()}, server={"http_request_timeout_s": TIMEOUT_S}
+    ) as harness:
+        yield harness
+
+
+async def _exchange(port: int, data: bytes, wait_s: float) -> bytes | None:
+    """What the server answers to ``data`` before closing, or None if it is still open after ``wait_s``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        try:
+            return await asyncio.wait_for(reader.read(), wait_s)
+        except TimeoutError:
+            return None
+    finally:
+        writer.close()
+
+
+async def test_a_request_whose_headers_never_finish_is_cut_off(h: Harness) -> None:
+    """Slowloris: headers that never end must not hold a connection (and its memory) for an hour."""
+    gw = h.gateway
+    for port, start in (
+        (gw.http_port, b"POST /callbacks/bank-a HTTP/1.1\r\nHost: paygate\r\n"),
+        (gw.metrics_port, b"GET /metrics HTTP/1.1\r\nHost: paygate\r\n"),
+    ):
+        answer = await _exchange(port, start, wait_s=TIMEOUT_S + 3.0)
+        assert answer is not None, f"port {port} still holds a connection whose headers never finished"
+        assert b"Python" not in answer and b"aiohttp" not in answer
+
+
+async def test_an_idle_connection_is_closed_too(h: Harness) -> None:
+    answer = await _exchange(h.gateway.http_port, b"", wait_s=TIMEOUT_S + 3.0)
+    assert answer == b""
+
+
+async def test_a_finished_request_is_still_answered_on_a_slow_link(h: Harness) -> None:
+    """The bound is on arriving, not on a request that did arrive: a health check answers."""
+    answer = await _exchange(
+        h.gateway.http_port, b"GET /healthz HTTP/1.0\r\nHost: paygate\r\n\r\n", wait_s=TIMEOUT_S + 3.0
+    )
+    assert answer is not None and answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n")[0]
+
+
+@pytest.mark.parametrize("method", [b"HEAD", b"OPTIONS", b"PUT"])
+async def test_other_methods_are_a_bare_405(h: Harness, method: bytes) -> None:
+    answer = await _exchange(
+        h.gateway.http_port,
+        method + b" /callbacks/bank-a HTTP/1.1\r\nHost: paygate\r\nConnection: close\r\n\r\n",
+        wait_s=5.0,
+    )
+    assert answer is not None
+    head = answer.split(b"\r\n\r\n")[0]
+    assert head.split(b"\r\n")[0] == b"HTTP/1.1 405 Method Not Allowed"
+    assert b"Server:" not in head and b"Allow: POST" in head
+
+
+async def test_a_huge_bearer_token_is_refused_and_never_logged(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    codes = []
+    for size in (4_000, 20_000, 200_000):  # between 8 and 16 KiB gRPC refuses at random
+        token = "s3cr3t" + "t" * size
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await h.stub.GetFlow(
+                gateway_pb2.GetFlowRequest(flow_no="F1"), metadata=(("authorization", f"Bearer {token}"),), timeout=5
+            )
+        codes.append(err.value.code())
+        assert "s3cr3t" not in (err.value.details() or "")
+    assert codes == [
+        grpc.StatusCode.UNAUTHENTICATED,  # under the metadata limit: just a wrong token
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ]
+    assert "s3cr3t" not in caplog.text
+    # the listener still serves the well-behaved
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.stub.GetFlow(gateway_pb2.GetFlowRequest(flow_no="F1"), metadata=h.md(), timeout=5)
+    assert err.value.code() is not grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_message_over_a_mebibyte_is_refused(h: Harness) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.stub.GetFlow(gateway_pb2.GetFlowRequest(flow_no="F" * (2 << 20)), metadata=h.md(), timeout=5)
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
