@@ -117,24 +117,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"paygate: {exc}", file=sys.stderr)
             return 2
         _configure_logging(config.logging.format, config.logging.level)
-        from gateway.store.db import migrate
-
-        if command == "migrate":
-            applied = asyncio.run(migrate(config.database))
-            print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
-            return 0
         from gateway import workers
         from gateway.app import serve
+        from gateway.errors import DatabaseUnavailable
+        from gateway.store.db import migrate
 
-        if ns.migrate:  # once, in the supervisor when there are workers
-            asyncio.run(migrate(config.database))
         try:
+            if command == "migrate":
+                applied = asyncio.run(migrate(config.database))
+                print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+                return 0
+            if ns.migrate:  # once, in the supervisor when there are workers
+                asyncio.run(migrate(config.database))
             if workers.supervising(config):
                 return workers.supervise(config, ns.config)
             return asyncio.run(serve(workers.worker_config(config)))
         except ConfigError as exc:
             print(f"paygate: {exc}", file=sys.stderr)
             return 2
+        except DatabaseUnavailable as exc:  # a message, not a traceback: which server, not its password
+            print(f"paygate: database unavailable / 数据库不可用: {exc}", file=sys.stderr)
+            return 1
     print(f"paygate: unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 
@@ -188,8 +191,13 @@ def _health(argv: list[str]) -> int:
             return f.read()
 
     try:
+        ca, key, cert = read(ns.ca), read(ns.key), read(ns.cert)
+    except OSError as exc:
+        print(f"paygate health: cannot read {exc.filename} ({type(exc).__name__})", file=sys.stderr)
+        return 2
+    try:
         if ns.ca:
-            credentials = grpc.ssl_channel_credentials(read(ns.ca), read(ns.key), read(ns.cert))
+            credentials = grpc.ssl_channel_credentials(ca, key, cert)
             opened = grpc.secure_channel(ns.address, credentials)
         else:
             opened = grpc.insecure_channel(ns.address)

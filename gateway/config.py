@@ -401,6 +401,8 @@ def load(path: str | Path | None = None, environ: Mapping[str, str] | None = Non
                 raise ConfigError("PAYGATE_CONFIG", f"no such file: {path}") from None
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+            except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not text
+                raise ConfigError(str(path), f"cannot read the file ({type(exc).__name__})") from None
     return from_mapping(apply_env(raw, env))
 
 
