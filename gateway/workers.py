@@ -219,7 +219,10 @@ class Supervisor:
             )
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # keepalive_timeout: a scrape whose headers never finish is cut off (as on every listener, gateway/app.py)
+        self.runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=self.config.server.http_request_timeout_s
+        )
         await self.runner.setup()
         server = self.config.server
         await web.TCPSite(self.runner, server.metrics_host, server.metrics_port).start()

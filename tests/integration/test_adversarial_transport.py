@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import sys
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 
 from channels.simkit import Behaviour
+from gateway.config import from_mapping
 from gateway.store.db import DatabaseConfig
+from gateway.workers import Supervisor
 from paygate.v1 import gateway_pb2
 from tests.support.harness import Harness, running_gateway
 
@@ -109,3 +113,26 @@ async def test_a_message_over_a_mebibyte_is_refused(h: Harness) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await h.stub.GetFlow(gateway_pb2.GetFlowRequest(flow_no="F" * (2 << 20)), metadata=h.md(), timeout=5)
     assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_the_supervisors_metrics_port_cuts_off_slow_headers_too() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    config = from_mapping(
+        {
+            "server": {
+                "workers": 2,
+                "metrics_host": "127.0.0.1",
+                "metrics_port": port,
+                "http_request_timeout_s": TIMEOUT_S,
+            }
+        }
+    )
+    supervisor = Supervisor(config, [sys.executable, "-c", "import time; time.sleep(20)"])  # stand-in workers
+    await supervisor.start()
+    try:
+        answer = await _exchange(port, b"GET /metrics HTTP/1.1\r\nHost: paygate\r\n", wait_s=TIMEOUT_S + 3.0)
+    finally:
+        await supervisor.stop()
+    assert answer is not None, "the supervisor's /metrics holds a connection whose headers never finished"
