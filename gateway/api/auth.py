@@ -51,13 +51,20 @@ def peer_of(context: grpc.aio.ServicerContext[Any, Any]) -> Peer:
     return Peer(uris=values("peer_uri"), dns=values("peer_dns"))
 
 
+# what _bearer answers for more than one authorization header: shorter than any configured token (16), so
+# it is refused as an invalid token, never resolved by which header came first (a proxy's, a smuggled one)
+_AMBIGUOUS = "\x00"
+
+
 def _bearer(metadata: Any) -> str:
     """The token of ``authorization: Bearer <token>``; the scheme is case-insensitive (RFC 7235 section 2.1)."""
-    for key, value in metadata or ():
-        if key == "authorization":
-            text = value.decode(errors="replace") if isinstance(value, bytes) else value
-            scheme, _, token = text.strip().partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
+    found = [value for key, value in metadata or () if key == "authorization"]
+    if len(found) > 1:
+        return _AMBIGUOUS
+    for value in found:
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
+        scheme, _, token = text.strip().partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
     return ""
 
 

@@ -136,3 +136,12 @@ async def test_the_supervisors_metrics_port_cuts_off_slow_headers_too() -> None:
     finally:
         await supervisor.stop()
     assert answer is not None, "the supervisor's /metrics holds a connection whose headers never finished"
+
+
+async def test_two_authorization_headers_are_refused_not_resolved_by_order(h: Harness) -> None:
+    """Two bearer tokens (a proxy adding its own, a smuggled second one): which one counts is not guessed."""
+    loans, collections = h.md("loans")[0], h.md("collections")[0]
+    for metadata in ((loans, collections), (collections, loans), (loans, ("authorization", "Bearer nope"))):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await h.stub.GetFlow(gateway_pb2.GetFlowRequest(flow_no="F1"), metadata=metadata, timeout=5)
+        assert (err.value.code(), err.value.details()) == (grpc.StatusCode.UNAUTHENTICATED, "invalid caller token")
