@@ -2,7 +2,8 @@
 
 Who a call is from is decided by :meth:`gateway.security.principals.Principals.authenticate`, from
 the bearer token (``authorization: Bearer <token>``, the scheme in any case, compared in constant
-time) and the client certificate's SANs that gRPC verified and reports in the call's auth context.
+time; a second ``authorization`` header makes it an invalid token) and the client certificate's
+SANs that gRPC verified and reports in the call's auth context.
 Which credentials a method wants, and which operator role, comes from :mod:`gateway.api.access`:
 PaymentGateway and WithholdingPlans methods are for callers, GatewayAdmin and PlanAdmin methods for
 operators with at least the role the table names; a paygate method no table lists is refused.
