@@ -1,0 +1,100 @@
+"""Adversarial probes of ``[server] workers = 2`` (gateway/workers.py), beyond tests/e2e/test_workers.py.
+
+* SIGTERM while the bank is slower than the grace period: the workers stop anyway, and every attempt
+  they did not see finish is left for the poller (a poll row), never forgotten (invariant 2);
+* a worker that dies (SIGKILL) is reported: the supervisor stops the other one and exits 1, as documented.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from channels.sandbox.simulator import SandboxSimulator
+from channels.simkit import Behaviour
+from devstack.cards import luhn_card
+from gateway.store.db import Database, DatabaseConfig, migrate
+from paygate.v1 import gateway_pb2_grpc
+from tests.e2e.test_crash_recovery import bind
+from tests.e2e.test_workers import _children, _withhold
+from tests.support.processes import GatewayProcess
+
+
+@contextlib.asynccontextmanager
+async def _workers(db_config: DatabaseConfig, workdir: Path) -> AsyncIterator[tuple]:  # type: ignore[type-arg]
+    await migrate(db_config)
+    sim = SandboxSimulator(Behaviour(), name="bank-a", secret="bank-a-secret")
+    await sim.start()
+    gw = GatewayProcess(
+        workdir,
+        db_config,
+        [{"id": "bank-a", "adapter": "sandbox", "settings": {**sim.adapter_settings(), "timeout_s": 10.0}}],
+        server={"workers": 2, "replica_id": "wadv", "grace_s": 1},
+    )
+    db = Database(db_config)
+    await db.start()
+    await gw.start_async(wait_callbacks=True)
+    try:
+        yield gw, sim, db
+    finally:
+        pids = _children(gw.proc.pid) if gw.proc and gw.proc.poll() is None else []
+        gw.kill()
+        for child in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        await db.stop()
+        await sim.stop()
+
+
+async def test_sigterm_with_the_bank_slower_than_grace_leaves_every_open_attempt_to_the_poller(
+    db_config: DatabaseConfig, tmp_path: Path
+) -> None:
+    async with _workers(db_config, tmp_path) as (gw, sim, db):
+        card = luhn_card()
+        async with grpc.aio.insecure_channel(gw.address) as channel:
+            await bind(gateway_pb2_grpc.PaymentGatewayStub(channel), {"bank-a": sim}, db, card)
+        sim.behaviour.p99_ms = 4200  # now slower than grace_s (1 s)
+        sim.behaviour.p50_ms = 4000
+        calls = [asyncio.ensure_future(_withhold(gw.address, f"g-{i}", card, 7010 + 100 * i)) for i in range(8)]
+        await asyncio.sleep(1.0)  # every call sent and waiting on the bank
+        gw.proc.send_signal(signal.SIGTERM)
+        await asyncio.gather(*calls, return_exceptions=True)  # answered or cut off: either is allowed
+        assert await asyncio.to_thread(gw.proc.wait, 20) == 0
+        open_attempts = await db.fetchall(
+            "SELECT a.id, a.status, a.incarnation, (SELECT COUNT(*) FROM poll_queue q WHERE q.attempt_id = a.id)"
+            " AS polls FROM attempts a JOIN flows f ON f.id = a.flow_id WHERE f.request_id LIKE 'g-%%'"
+            " AND a.status NOT IN ('SUCCEEDED', 'FAILED')"
+        )
+        live = await db.fetchall("SELECT incarnation FROM replicas WHERE stopped_at IS NULL")
+        flows = await db.fetchall("SELECT status FROM flows WHERE request_id LIKE 'g-%%'")
+    assert len(flows) == 8
+    assert open_attempts, "the bank outlasted the grace period: some attempts must still be open"
+    # a cancelled call's attempt stays SENDING by design (gateway/app.py, shutdown step 3): never forgotten
+    # because its run is marked stopped, so any replica's recovery queues it at once, or the next start's
+    assert live == [], "a worker's run is not marked stopped: what it left waits for it to come back"
+    for attempt in open_attempts:
+        assert attempt["status"] == "SENDING" or int(attempt["polls"]) == 1, attempt
+    assert all(n == 1 for n in sim.ledger.debits_by_order().values())  # at most one debit per order
+
+
+async def test_a_worker_that_dies_stops_the_set_and_the_supervisor_says_so(
+    db_config: DatabaseConfig, tmp_path: Path
+) -> None:
+    async with _workers(db_config, tmp_path) as (gw, _sim, _db):
+        workers = _children(gw.proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[1], signal.SIGKILL)
+        assert await asyncio.to_thread(gw.proc.wait, 20) == 1
+        log = gw.log_path.read_text()
+    assert "a worker exited on its own; stopping the others" in log
+    assert log.count("paygate stopped") == 1, "the surviving worker drained and stopped"
+
+
+pytestmark = pytest.mark.asyncio(loop_scope="function")
