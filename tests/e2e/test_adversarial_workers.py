@@ -1,7 +1,8 @@
 """Adversarial probes of ``[server] workers = 2`` (gateway/workers.py), beyond tests/e2e/test_workers.py.
 
 * SIGTERM while the bank is slower than the grace period: the workers stop anyway, and every attempt
-  they did not see finish is left for the poller (a poll row), never forgotten (invariant 2);
+  they did not see finish is polled or stays SENDING under a run marked stopped (the recovery of any
+  replica, or of the next start, queries it: invariant 2), with at most one debit per order;
 * a worker that dies (SIGKILL) is reported: the supervisor stops the other one and exits 1, as documented.
 """
 
