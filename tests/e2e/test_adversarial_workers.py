@@ -9,55 +9,24 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from channels.sandbox.simulator import SandboxSimulator
-from channels.simkit import Behaviour
 from devstack.cards import luhn_card
-from gateway.store.db import Database, DatabaseConfig, migrate
+from gateway.store.db import DatabaseConfig
 from paygate.v1 import gateway_pb2_grpc
 from tests.e2e.test_crash_recovery import bind
-from tests.e2e.test_workers import _children, _withhold
-from tests.support.processes import GatewayProcess
-
-
-@contextlib.asynccontextmanager
-async def _workers(db_config: DatabaseConfig, workdir: Path) -> AsyncIterator[tuple]:  # type: ignore[type-arg]
-    await migrate(db_config)
-    sim = SandboxSimulator(Behaviour(), name="bank-a", secret="bank-a-secret")
-    await sim.start()
-    gw = GatewayProcess(
-        workdir,
-        db_config,
-        [{"id": "bank-a", "adapter": "sandbox", "settings": {**sim.adapter_settings(), "timeout_s": 10.0}}],
-        server={"workers": 2, "replica_id": "wadv", "grace_s": 1},
-    )
-    db = Database(db_config)
-    await db.start()
-    await gw.start_async(wait_callbacks=True)
-    try:
-        yield gw, sim, db
-    finally:
-        pids = _children(gw.proc.pid) if gw.proc and gw.proc.poll() is None else []
-        gw.kill()
-        for child in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
-        await db.stop()
-        await sim.stop()
+from tests.e2e.test_workers import _children, _two_workers, _withhold
 
 
 async def test_sigterm_with_the_bank_slower_than_grace_leaves_every_open_attempt_to_the_poller(
     db_config: DatabaseConfig, tmp_path: Path
 ) -> None:
-    async with _workers(db_config, tmp_path) as (gw, sim, db):
+    async with _two_workers(db_config, tmp_path, grace_s=1) as (gw, sim, db):
         card = luhn_card()
         async with grpc.aio.insecure_channel(gw.address) as channel:
             await bind(gateway_pb2_grpc.PaymentGatewayStub(channel), {"bank-a": sim}, db, card)
@@ -88,7 +57,7 @@ async def test_sigterm_with_the_bank_slower_than_grace_leaves_every_open_attempt
 async def test_a_worker_that_dies_stops_the_set_and_the_supervisor_says_so(
     db_config: DatabaseConfig, tmp_path: Path
 ) -> None:
-    async with _workers(db_config, tmp_path) as (gw, _sim, _db):
+    async with _two_workers(db_config, tmp_path, grace_s=1) as (gw, _sim, _db):
         workers = _children(gw.proc.pid)
         assert len(workers) == 2
         os.kill(workers[1], signal.SIGKILL)

@@ -55,7 +55,7 @@ def _worker_metrics_ports(pid: int) -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def _two_workers(db_config: DatabaseConfig, workdir: Path):
+async def _two_workers(db_config: DatabaseConfig, workdir: Path, grace_s: float = 10):
     await migrate(db_config)
     # slow enough that SIGTERM meets calls in flight
     sim = SandboxSimulator(Behaviour(p50_ms=700, p99_ms=900), name="bank-a", secret="bank-a-secret")
@@ -64,7 +64,7 @@ async def _two_workers(db_config: DatabaseConfig, workdir: Path):
         workdir,
         db_config,
         [{"id": "bank-a", "adapter": "sandbox", "settings": sim.adapter_settings()}],
-        server={"workers": 2, "replica_id": "wtest", "grace_s": 10},  # a loaded machine: room to drain
+        server={"workers": 2, "replica_id": "wtest", "grace_s": grace_s},  # 10: a loaded machine, room to drain
     )
     db = Database(db_config)
     await db.start()
