@@ -606,11 +606,8 @@ class Gateway:
         ssl_context: ssl.SSLContext | None = None,
         reuse_port: bool = False,
     ) -> int:
-        # keepalive_timeout also bounds a connection whose request never finishes its headers (aiohttp's
-        # default is an hour): the handler's own timeout only starts once they are in
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, keepalive_timeout=self.config.server.http_request_timeout_s
-        )
+        idle_s = self.config.server.http_request_timeout_s  # also cuts off headers that never end (aiohttp: 1 h)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=idle_s)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port or None)
         await site.start()

@@ -19,7 +19,8 @@ exactly the acknowledgement the channel expects (``callback_reply``).
 
 What the endpoint says about itself is as little as it can be: an unknown
 channel is the same bare ``404 not found`` as any unknown path, another
-method the same bare ``405``, a body over ``max_body`` a bare ``413``; no
+method the same bare ``405``, a body over ``max_body`` a bare ``413``, one whose
+``Content-Encoding`` does not decode a bare ``400``; no
 ``Server`` header, no aiohttp error page, no versions. It can be served over
 TLS (``[server.http_tls]``, gateway/security/tls.py) or behind a load
 balancer that terminates TLS (then set ``public_callback_base`` to its
@@ -119,6 +120,10 @@ class CallbackHandler:
                 except web.HTTPRequestEntityTooLarge:
                     metrics.CALLBACKS.labels(channel=channel_id, result="malformed").inc()
                     return _bare(413, "body too large")
+                except web.RequestPayloadError:  # a Content-Encoding or chunking that does not decode: theirs
+                    metrics.CALLBACKS.labels(channel=channel_id, result="malformed").inc()
+                    log.warning("callback body could not be read", extra={"channel": channel_id})
+                    return _bare(400, "bad request")
                 return await self._process(channel_id, channel, request, body)
         except TimeoutError:
             # a slow sender, or we are slow: either way the channel retries, and a result applied
