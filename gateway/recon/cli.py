@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import date
 
+from gateway.config import ConfigError
 from gateway.errors import GatewayError, InvalidInput
 from gateway.plans.spec import due_date
 from gateway.recon.model import CRITICAL, ItemRow, Resolution, RunRow, RunStatus, Trigger
@@ -160,6 +161,6 @@ def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
     try:
         return asyncio.run(_main(args))
-    except GatewayError as exc:
+    except (GatewayError, ConfigError) as exc:
         print(f"paygate recon: {exc}", file=sys.stderr)
         return 2

@@ -71,10 +71,12 @@ def main(argv: list[str]) -> int:
         print("paygate splits: an operator token is needed (--token or $PAYGATE_OPERATOR_TOKEN)", file=sys.stderr)
         return 2
     md = (("authorization", f"Bearer {ns.token}"),)
+    try:
+        pem = (_read(ns.ca), _read(ns.key), _read(ns.cert))
+    except OSError as exc:
+        return _unreadable(exc)
     if ns.ca:
-        channel = grpc.secure_channel(
-            ns.address, grpc.ssl_channel_credentials(_read(ns.ca), _read(ns.key), _read(ns.cert))
-        )
+        channel = grpc.secure_channel(ns.address, grpc.ssl_channel_credentials(*pem))
     else:
         channel = grpc.insecure_channel(ns.address)
     try:
@@ -116,4 +118,11 @@ def main(argv: list[str]) -> int:
     except grpc.RpcError as exc:
         print(f"paygate splits: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
+    except OSError as exc:  # --out
+        return _unreadable(exc)
     return 0
+
+
+def _unreadable(exc: OSError) -> int:
+    print(f"paygate splits: cannot open {exc.filename} ({type(exc).__name__})", file=sys.stderr)
+    return 2

@@ -100,3 +100,21 @@ def test_bad_config_values_name_the_key_and_do_not_echo_secrets(
         assert code == 2, text
         assert f"config error at {key}:" in err, (text, err)
         assert PASSWORD not in err and "Traceback" not in err
+
+
+def test_recon_with_a_bad_configuration_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for config, said in (
+        (str(tmp_path), f"config error at {tmp_path}: cannot read the file (IsADirectoryError)"),
+        (_config(tmp_path, '[server]\nworkers = "two"\n'), "config error at server.workers: must be an integer"),
+    ):
+        code, err = _run(["recon", "--config", config, "runs"], capsys)
+        assert code == 2 and err.startswith(f"paygate recon: {said}") and "Traceback" not in err, err
+
+
+def test_splits_with_a_missing_certificate_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--address", "127.0.0.1:1", "--token", "t" * 20, "--timeout", "0.2"]
+    missing = tmp_path / "ca.pem"
+    code, err = _run(["splits", "run", *base, "--day", "2026-01-01", "--ca", str(missing)], capsys)
+    assert (code, err.strip()) == (2, f"paygate splits: cannot open {missing} (FileNotFoundError)")
+    code, err = _run(["splits", "funders", *base], capsys)  # nobody listens: a gRPC status, one line
+    assert code == 1 and err.startswith("paygate splits: UNAVAILABLE: ") and len(err.strip().splitlines()) == 1
