@@ -3,6 +3,8 @@ down give one clear line and a non-zero exit, never a traceback (and never a sec
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,22 @@ import pytest
 from gateway.cli import main
 
 PASSWORD = "db-pass-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _own_logging() -> Iterator[None]:
+    """``main`` configures logging onto this test's captured stderr: take that handler away afterwards, so
+    a later test's line is not written to a capture that has been closed (a "Logging error" traceback)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
