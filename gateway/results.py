@@ -235,6 +235,12 @@ class ResultConsumer:
         # The header carries the id too; use it if a payload ever lacks one.
         if not event.event_id:
             event.event_id = header(record.headers, HEADER_EVENT_ID) or ""
+        if not event.event_id:  # not one of ours (every event has an id): never the "duplicate" of another
+            self.stats.undecodable += 1
+            log.error(
+                "skipping message without an event id at %s[%d]@%d", record.topic, record.partition, record.offset
+            )
+            return None
         return event
 
     def _finished_with_handed_out(self) -> None:
