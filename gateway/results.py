@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from google.protobuf import json_format
 
 from gateway.domain import minor_to_text
@@ -152,7 +153,11 @@ class ResultConsumer:
 
     async def start(self) -> None:
         if not self._started:
-            await self._consumer.start()
+            try:
+                await self._consumer.start()
+            except BaseException:
+                await self._consumer.stop()  # a start that failed half-way (no broker) leaves nothing open
+                raise
             self._started = True
 
     async def stop(self, *, last_processed: bool = True) -> None:
@@ -373,7 +378,12 @@ def main(argv: list[str]) -> int:
         print("--max-messages must be >= 1", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_tail(args))
+        try:
+            return asyncio.run(_tail(args))
+        except KafkaError as exc:  # the broker cannot be reached (or refused us): one line, not a traceback
+            problem = f"Kafka at {args.bootstrap} unavailable / 消息队列不可用: {exc}"
+            print(f"paygate results tail: {problem}", file=sys.stderr)
+            return 1
     return 130
 
 

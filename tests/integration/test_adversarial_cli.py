@@ -136,3 +136,11 @@ def test_splits_with_a_missing_certificate_names_it(tmp_path: Path, capsys: pyte
     assert (code, err.strip()) == (2, f"paygate splits: cannot open {missing} (FileNotFoundError)")
     code, err = _run(["splits", "funders", *base], capsys)  # nobody listens: a gRPC status, one line
     assert code == 1 and err.startswith("paygate splits: UNAVAILABLE: ") and len(err.strip().splitlines()) == 1
+
+
+def test_results_tail_with_kafka_unreachable_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(["results", "tail", "--bootstrap", "127.0.0.1:1", "--idle-timeout", "1"], capsys)
+    assert code == 1
+    assert "Traceback" not in err and "Unclosed AIOKafkaConsumer" not in err
+    said = "paygate results tail: Kafka at 127.0.0.1:1 unavailable / "
+    assert any(line.startswith(said) for line in err.splitlines())
