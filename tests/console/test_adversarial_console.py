@@ -100,7 +100,7 @@ async def set_state(
 FORM = {"reason": "probe", "state": "disabled", "status": "FAILED", "delta": "1.00", "id": "1", "day": "2026-01-01"}
 
 
-def test_the_router_table_has_the_changes_this_probe_posts_to() -> None:
+async def test_the_router_table_has_the_changes_this_probe_posts_to() -> None:
     names = {name for name, _ in post_routes("01AAAAAAAAAAAAAAAAAAAAAAAA")}
     assert {"channel_state", "approve", "outbox_release", "plan_run_start", "settlement_resend", "recon_mark"} <= names
 
