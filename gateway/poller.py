@@ -7,8 +7,10 @@ runs, and a crashed poller's rows become due again when its lease ends.
 
 Bulkheads: a poller holds at most ``batch`` rows, runs ``concurrency`` queries
 at a time and holds at most ``per_channel`` rows of one channel (by default
-half of ``concurrency``); it claims again whenever a poll ends. A bank whose queries are slow or time
-out therefore delays only its own results, never the other banks'.
+half of ``concurrency``; all of it when only one channel is configured); it
+claims again once a quarter of its batch has ended, not when the slowest poll
+of a batch has. A bank whose queries are slow or time out therefore delays
+only its own results, never the other banks'.
 
 Schedule per channel: first delay, then (interval, count) steps. When it runs
 out the flow stays PROCESSING with ``needs_review`` (invariant 9); a metric and
@@ -114,7 +116,9 @@ class Poller:
         self._held: Counter[str] = Counter()  # channel -> rows claimed and not yet polled
         self._gate = asyncio.Semaphore(config.concurrency)
         # one channel's queries take at most their share: a slow bank never holds up the others' results
-        self.per_channel = config.per_channel or max(1, config.concurrency // 2)
+        # with one channel there is nobody to keep a share for: it may take every query slot
+        shared = len(tuple(flows.registry)) > 1
+        self.per_channel = config.per_channel or (max(1, config.concurrency // 2) if shared else config.concurrency)
         self._channels = tuple(flows.registry)  # a full channel's backlog is passed over channel by channel
         # the loop claims again once this many rows have ended (a quarter of the batch, at most the rows that
         # wait past the query slots), not after every poll: claims stay batched, and a row claimed later would

@@ -268,3 +268,10 @@ async def test_metrics_sampling_reads_the_ports(gw: FakeGateway) -> None:
     await gw.poller.sample_metrics()
     assert metrics.PENDING_ATTEMPTS._value.get() == 1  # type: ignore[attr-defined]
     assert metrics.POLL_QUEUE_DUE._value.get() == 0  # type: ignore[attr-defined]
+
+
+def test_a_channels_share_is_half_the_queries_unless_it_is_the_only_channel() -> None:
+    assert FakeGateway(FakeChannel("bank-a"), FakeChannel("bank-b")).poller.per_channel == 8  # 16 // 2
+    assert FakeGateway(FakeChannel("bank-a")).poller.per_channel == 16  # nobody to keep a share for
+    configured = FakeGateway(FakeChannel("bank-a"), FakeChannel("bank-b"), poller={"per_channel": 5})
+    assert configured.poller.per_channel == 5
