@@ -39,6 +39,7 @@ from channels.contract import CallbackRejected, Channel, HttpReply, Operation, O
 from channels.registry import ChannelRegistry
 from gateway import metrics
 from gateway.collections import CollectionService
+from gateway.domain import AttemptStatus
 from gateway.flows import FlowService
 from gateway.store.rows import Applied, Source
 
@@ -167,6 +168,11 @@ class CallbackHandler:
         elif attempt.operation not in _OPERATIONS or not notice_matches(notice.operation, Operation(attempt.operation)):
             mismatch = "operation differs"
         elif notice.amount is None and notice.outcome.status is OutcomeStatus.SUCCEEDED:
+            if attempt.status is AttemptStatus.SUCCEEDED:
+                # the query already decided (amount checked there): the channel's retries are acknowledged,
+                # nothing changes, or it would send the same notice for a day
+                metrics.CALLBACKS.labels(channel=channel_id, result="replay").inc()
+                return _response(channel.callback_reply(True))
             mismatch = "success without an amount"  # nothing to check it against: the query decides
         elif notice.amount is not None and notice.amount != attempt.amount:
             mismatch = "amount differs"

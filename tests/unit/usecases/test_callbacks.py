@@ -114,6 +114,19 @@ async def test_a_callback_that_does_not_check_out_changes_nothing_and_at_most_ex
     assert gw.tables.poll_queue[attempt.id].expedited
 
 
+async def test_an_amountless_success_after_the_result_is_recorded_is_acknowledged_and_changes_nothing(
+    gw: FakeGateway,
+) -> None:
+    attempt = await pending_attempt(gw)
+    headers, body = gw.channels["bank-a"].callback(attempt.channel_order_no, ok("T9"), amount=attempt.amount)
+    assert reply_of(await post(gw, "bank-a", headers, body)) == (200, b"OK")
+    before = gw.tables.snapshot()
+    # the channel's retries of a notice that never says the amount (the query settled the amount)
+    headers, body = gw.channels["bank-a"].callback(attempt.channel_order_no, ok("T9"), amount=None)
+    assert reply_of(await post(gw, "bank-a", headers, body)) == (200, b"OK")
+    assert gw.tables.snapshot() == before and gw.expedited == []
+
+
 async def test_a_flood_of_forged_callbacks_expedites_one_query(gw: FakeGateway) -> None:
     attempt = await pending_attempt(gw)
     headers, body = gw.channels["bank-a"].callback(attempt.channel_order_no, ok(), secret=b"forged")
