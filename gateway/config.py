@@ -174,8 +174,8 @@ class PollerConfig:
     interval_s: Annotated[float, Field(ge=0.01, le=60)] = 0.5  # how often an idle poller looks for due rows
     batch: Annotated[int, Field(ge=1, le=1000)] = 50
     concurrency: Annotated[int, Field(ge=1, le=512)] = 16
-    # the most rows of one channel a poller holds at once (0: half of concurrency), so a bank whose
-    # queries are slow never holds up the others' results; a gateway with one bank may raise it
+    # the most rows of one channel a poller holds at once (0: half of concurrency, all of it when only
+    # one channel is configured), so a bank whose queries are slow never holds up the others' results
     per_channel: Annotated[int, Field(ge=0, le=1000)] = 0
     lease_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
     # first delay, then (interval_s, count) steps: ~2 days in all

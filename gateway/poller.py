@@ -115,11 +115,11 @@ class Poller:
         self._inflight: set[asyncio.Task[None]] = set()
         self._held: Counter[str] = Counter()  # channel -> rows claimed and not yet polled
         self._gate = asyncio.Semaphore(config.concurrency)
-        # one channel's queries take at most their share: a slow bank never holds up the others' results
-        # with one channel there is nobody to keep a share for: it may take every query slot
-        shared = len(tuple(flows.registry)) > 1
-        self.per_channel = config.per_channel or (max(1, config.concurrency // 2) if shared else config.concurrency)
         self._channels = tuple(flows.registry)  # a full channel's backlog is passed over channel by channel
+        # one channel's queries take at most their share: a slow bank never holds up the others' results;
+        # with one channel there is nobody to keep a share for, and it may take every query slot
+        half = max(1, config.concurrency // 2) if len(self._channels) > 1 else config.concurrency
+        self.per_channel = config.per_channel or half
         # the loop claims again once this many rows have ended (a quarter of the batch, at most the rows that
         # wait past the query slots), not after every poll: claims stay batched, and a row claimed later would
         # have waited for a query slot anyway
@@ -243,8 +243,8 @@ class Poller:
 
         Bulkheads: this poller holds at most ``batch`` rows and runs ``concurrency`` queries at a
         time, and holds at most :attr:`per_channel` rows of one channel, so a bank whose queries
-        are slow (or time out) takes only its share. The loop claims again as soon as a poll
-        ends (``wait=False``), not when the slowest of a batch has.
+        are slow (or time out) takes only its share. The loop (``wait=False``) claims again once
+        :attr:`_refill` rows have ended, not when the slowest of a batch has.
         """
         room = self.config.batch - len(self._inflight)
         if room <= 0 or (not wait and self._inflight and room < self._refill):
