@@ -184,6 +184,12 @@ class Demo:
         attempts = (
             ("no client certificate", None, (("authorization", f"Bearer {TOKEN}"),)),
             (f"{CALLER}'s certificate, no token", CALLER, ()),
+            # a second authorization header (a proxy's, a smuggled one) is never resolved by which came first
+            (
+                "its token and a second header",
+                CALLER,
+                (("authorization", f"Bearer {TOKEN}"), ("authorization", "Bearer not-a-token")),
+            ),
         )
         for what, client, metadata in attempts:
             async with grpc.aio.secure_channel(self.gateway.address, self.pki.grpc_credentials(client)) as channel:
